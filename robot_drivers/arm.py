@@ -1,0 +1,51 @@
+"""The arm interface every backend (sim, xArm, UR, fake) implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from .types import Action, RobotState
+
+
+class Arm(ABC):
+    """An arm with a gripper, commanded by absolute end-effector targets.
+
+    Backends only translate to their controller; limits are enforced by
+    :class:`robot_drivers.safety.SafeArm`, which wraps every arm the program
+    moves.
+    """
+
+    name: str = "arm"
+
+    @abstractmethod
+    def connect(self) -> None: ...
+
+    @abstractmethod
+    def disconnect(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def is_connected(self) -> bool: ...
+
+    @abstractmethod
+    def get_state(self) -> RobotState: ...
+
+    @abstractmethod
+    def send_action(self, action: Action) -> Action:
+        """Command an absolute target for this tick; returns what was actually sent."""
+
+    @abstractmethod
+    def home(self) -> None:
+        """Move to the configured home pose and open the gripper (blocking)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Halt motion now: hold the current joint positions."""
+
+    def __enter__(self):
+        self.connect()
+        return self
+
+    def __exit__(self, *exc):
+        self.disconnect()
+        return False

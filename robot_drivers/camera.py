@@ -1,0 +1,174 @@
+"""The camera interface, and the latest-frame slot and capture thread backends share."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import numpy as np
+
+from .errors import ConnectionLostError, StaleFrameError
+from .types import Frame
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_AGE_S = 0.5
+
+
+class LatestFrameSlot:
+    """Holds the newest frame of one camera; written by one producer, read by many.
+
+    Sequence numbers are assigned here, so they increase by exactly one per
+    delivered frame whatever the backend does.
+    """
+
+    def __init__(self, camera: str, clock: Callable[[], float] = time.monotonic):
+        self._camera = camera
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._next_sequence = 0
+        self._error: Exception | None = None
+
+    def publish(self, image: np.ndarray, device_time: float | None) -> Frame:
+        frame = Frame(image=image, device_time=device_time, host_time=self._clock(),
+                      sequence=self._next_sequence, camera=self._camera)
+        with self._cond:
+            self._next_sequence += 1
+            self._frame = frame
+            self._cond.notify_all()
+        return frame
+
+    def fail(self, error: Exception) -> None:
+        """Record that the producer died; readers get this error instead of stale data."""
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+
+    def reset(self) -> None:
+        with self._cond:
+            self._frame = None
+            self._error = None
+
+    def latest(self, max_age: float | None = DEFAULT_MAX_AGE_S) -> Frame:
+        with self._cond:
+            frame, error = self._frame, self._error
+        if error is not None:
+            raise ConnectionLostError(f"camera '{self._camera}' stopped delivering frames: {error}") from error
+        if frame is None:
+            raise StaleFrameError(f"camera '{self._camera}' has not delivered a frame yet")
+        if max_age is not None:
+            age = self._clock() - frame.host_time
+            if age > max_age:
+                raise StaleFrameError(
+                    f"camera '{self._camera}': newest frame is {age * 1000:.0f} ms old "
+                    f"(limit {max_age * 1000:.0f} ms); check the cable/USB bandwidth or lower the fps")
+        return frame
+
+    def wait_for(self, after_sequence: int, timeout: float) -> Frame:
+        """Block until a frame newer than ``after_sequence`` arrives."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._error is None and (self._frame is None or self._frame.sequence <= after_sequence):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StaleFrameError(f"camera '{self._camera}': no new frame within {timeout:.2f} s")
+                self._cond.wait(remaining)
+        return self.latest(max_age=None)
+
+
+class Camera(ABC):
+    """A colour camera delivering RGB frames in the background."""
+
+    def __init__(self, name: str, width: int, height: int, fps: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self.name = name
+        self.width = int(width)
+        self.height = int(height)
+        self.fps = float(fps)
+        self._slot = LatestFrameSlot(name, clock)
+
+    @property
+    def serial(self) -> str:
+        """Hardware serial number, or a stable identifier for virtual cameras."""
+        return self.name
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    @abstractmethod
+    def connect(self) -> None: ...
+
+    @abstractmethod
+    def disconnect(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def is_connected(self) -> bool: ...
+
+    def read_latest(self, max_age: float | None = DEFAULT_MAX_AGE_S) -> Frame:
+        """The newest frame; raises StaleFrameError if it is older than ``max_age`` seconds."""
+        return self._slot.latest(max_age)
+
+    def wait_for_frame(self, after_sequence: int = -1, timeout: float = 2.0) -> Frame:
+        return self._slot.wait_for(after_sequence, timeout)
+
+    def __enter__(self):
+        self.connect()
+        return self
+
+    def __exit__(self, *exc):
+        self.disconnect()
+        return False
+
+
+class CaptureThread:
+    """Calls ``grab()`` in a loop on a daemon thread and publishes each image.
+
+    ``grab`` returns (image, device_time) or None when no new frame was ready;
+    an exception from it ends the thread and is handed to readers.
+    """
+
+    def __init__(self, name: str, slot: LatestFrameSlot,
+                 grab: Callable[[], tuple[np.ndarray, float | None] | None],
+                 period: float | None = None):
+        self._slot = slot
+        self._grab = grab
+        self._period = period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"capture-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        next_time = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                result = self._grab()
+            except Exception as exc:  # noqa: BLE001 - the error is handed to readers
+                log.error("capture thread %s failed: %s", self._thread.name, exc)
+                self._slot.fail(exc)
+                return
+            if result is not None:
+                self._slot.publish(*result)
+            if self._period:
+                next_time += self._period
+                delay = next_time - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                else:
+                    next_time = time.monotonic()  # fell behind: do not try to catch up with a burst

@@ -1,0 +1,152 @@
+"""The one control loop: teleoperation, recording and autonomous execution all run on it.
+
+Per tick: observe (latest frame of every camera + arm state), ask the source
+(teleop integrator or policy) for an absolute action, send it through the
+safety layer, report the tick, wait for the next tick of the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from .clock import TickTiming
+from .errors import ArmStoppedError, ConnectionLostError, DeviceError, StaleFrameError
+from .rig import Observation, Rig
+from .teleop import Button, TargetIntegrator, Teleop
+from .types import Action, TeleopCommand
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    action: Action | None  # None: send nothing this tick (the watchdog will stop the arm if it persists)
+    buttons: frozenset = frozenset()
+    info: dict = field(default_factory=dict)
+
+
+class ActionSource(Protocol):
+    def begin(self, observation: Observation) -> None: ...
+
+    def step(self, observation: Observation, dt: float) -> StepOutput: ...
+
+    def sent(self, action: Action) -> None: ...
+
+
+class TeleopSource:
+    """Integrates a teleop device's velocity commands into absolute targets."""
+
+    def __init__(self, teleop: Teleop):
+        self.teleop = teleop
+        self._integrator: TargetIntegrator | None = None
+        self.last_command: TeleopCommand | None = None
+
+    def begin(self, observation: Observation) -> None:
+        s = observation.state
+        self._integrator = TargetIntegrator(Action(s.ee_pose, s.gripper))
+
+    def step(self, observation: Observation, dt: float) -> StepOutput:
+        assert self._integrator is not None, "begin() first"
+        command = self.teleop.get_command(observation.state, dt)
+        self.last_command = command
+        self._integrator.anchor(observation.state.ee_pose)
+        return StepOutput(self._integrator.step(command, dt), command.buttons)
+
+    def sent(self, action: Action) -> None:
+        assert self._integrator is not None
+        self._integrator.sync(action)
+
+
+@dataclass(frozen=True)
+class TickRecord:
+    timing: TickTiming
+    observation: Observation
+    output: StepOutput
+    sent: Action | None
+
+
+@dataclass
+class LoopResult:
+    reason: str  # "stop_button", "discard", "estop", "max_ticks", "cancelled", "camera_lost", "arm_error", "source_done"
+    ticks: int = 0
+    late_ticks: int = 0
+    skipped_ticks: int = 0
+    repeated_frames: dict = field(default_factory=dict)  # camera -> ticks that saw no new frame
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class ControlLoop:
+    def __init__(self, rig: Rig, max_frame_age: float = 0.5):
+        self.rig = rig
+        self.max_frame_age = max_frame_age
+
+    def run(self, source: ActionSource, *, max_ticks: int | None = None,
+            on_tick: Callable[[TickRecord], None] | None = None,
+            cancel: threading.Event | None = None) -> LoopResult:
+        clock = self.rig.clock
+        result = LoopResult(reason="max_ticks", repeated_frames={name: 0 for name in self.rig.cameras})
+        last_seq: dict[str, int] = {}
+        timing = clock.start()
+        try:
+            observation = self.rig.observe(self.max_frame_age)
+            source.begin(observation)
+            while True:
+                if cancel is not None and cancel.is_set():
+                    result.reason = "cancelled"
+                    break
+                if max_ticks is not None and result.ticks >= max_ticks:
+                    break
+                for name, frame in observation.frames.items():
+                    if last_seq.get(name) == frame.sequence:
+                        result.repeated_frames[name] += 1
+                    last_seq[name] = frame.sequence
+                output = source.step(observation, clock.dt)
+                sent = None
+                if Button.ESTOP in output.buttons:
+                    self.rig.arm.stop()
+                elif output.action is not None:
+                    sent = self.rig.arm.send_action(output.action)
+                    source.sent(sent)
+                result.ticks += 1
+                result.late_ticks += int(timing.late)
+                result.skipped_ticks += timing.skipped
+                if on_tick is not None:
+                    on_tick(TickRecord(timing, observation, output, sent))
+                reason = _end_reason(output.buttons)
+                if reason:
+                    result.reason = reason
+                    break
+                timing = clock.wait_next_tick()
+                observation = self.rig.observe(self.max_frame_age)
+        except (StaleFrameError, ConnectionLostError) as exc:
+            result.reason, result.error = "camera_lost", exc
+            log.error("control loop ended: %s", exc)
+            self._halt()
+        except (ArmStoppedError, DeviceError) as exc:
+            result.reason, result.error = "arm_error", exc
+            log.error("control loop ended: %s", exc)
+            self._halt()
+        return result
+
+    def _halt(self) -> None:
+        try:
+            self.rig.arm.stop()
+        except Exception as exc:  # noqa: BLE001 - the original error is what the caller needs
+            log.error("could not stop the arm: %s", exc)
+
+
+def _end_reason(buttons: frozenset) -> str | None:
+    if Button.ESTOP in buttons:
+        return "estop"
+    if Button.DISCARD in buttons or Button.RERECORD in buttons:
+        return "discard"
+    if Button.STOP in buttons:
+        return "stop_button"
+    return None

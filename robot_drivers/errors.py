@@ -1,0 +1,29 @@
+"""Exceptions raised by device drivers. Every message says what happened and what to do."""
+
+
+class DeviceError(RuntimeError):
+    """Base class of every hardware (or simulated hardware) error."""
+
+
+class ConnectionLostError(DeviceError):
+    """The device stopped answering or was never reachable."""
+
+
+class NotConnectedError(DeviceError):
+    """A method that needs a connection was called before connect() or after disconnect()."""
+
+
+class ArmFaultError(DeviceError):
+    """The arm controller reported a fault (collision, joint limit, emergency stop)."""
+
+
+class LimitViolationError(DeviceError):
+    """The arm is outside the configured safe workspace."""
+
+
+class ArmStoppedError(DeviceError):
+    """A motion command was refused because the arm is stopped; release the stop first."""
+
+
+class StaleFrameError(DeviceError):
+    """The newest frame of a camera is older than the caller accepts, or there is none yet."""

@@ -1,0 +1,60 @@
+"""A rig: the arm (behind the safety layer), its cameras and the clock that paces them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .camera import DEFAULT_MAX_AGE_S, Camera
+from .clock import Clock
+from .safety import SafeArm
+from .types import Frame, RobotState
+
+
+@dataclass(frozen=True)
+class Observation:
+    state: RobotState
+    frames: dict[str, Frame]
+
+
+@dataclass
+class Rig:
+    arm: SafeArm
+    cameras: dict[str, Camera]
+    clock: Clock
+    name: str = "rig"
+    extras: dict = field(default_factory=dict)
+
+    def connect(self) -> None:
+        opened = []
+        try:
+            self.arm.connect()
+            opened.append(self.arm)
+            for camera in self.cameras.values():
+                camera.connect()
+                opened.append(camera)
+        except Exception:
+            for device in reversed(opened):
+                device.disconnect()
+            raise
+
+    def disconnect(self) -> None:
+        errors = []
+        for device in [*self.cameras.values(), self.arm]:
+            try:
+                device.disconnect()
+            except Exception as exc:  # noqa: BLE001 - close everything, report the first failure
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def observe(self, max_age: float | None = DEFAULT_MAX_AGE_S) -> Observation:
+        frames = {name: cam.read_latest(max_age) for name, cam in self.cameras.items()}
+        return Observation(self.arm.get_state(), frames)
+
+    def __enter__(self):
+        self.connect()
+        return self
+
+    def __exit__(self, *exc):
+        self.disconnect()
+        return False

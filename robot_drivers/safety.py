@@ -1,0 +1,228 @@
+"""The safety layer every arm command passes through.
+
+:class:`SafeArm` wraps any :class:`Arm` and enforces, per command:
+
+* a workspace box for the end-effector position (targets are clipped into it;
+  a *measured* position outside it by more than a margin stops the arm and
+  raises :class:`LimitViolationError`);
+* a maximum translation and rotation per tick, measured from the previous
+  command (or from the measured pose after a stop), so no single command can
+  make the arm jump;
+* the gripper range;
+* a watchdog: when no command arrives for ``watchdog_timeout`` seconds the arm
+  is stopped. The watchdog does not latch: the next command starts again from
+  the measured pose, within the per-tick limits.
+
+``stop()`` latches: motion commands are refused with :class:`ArmStoppedError`
+until ``release()`` is called (the operator's decision after an OOD stop or an
+emergency stop). ``stop()`` never waits for a command in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .arm import Arm
+from .errors import ArmStoppedError, LimitViolationError, NotConnectedError
+from .transforms import quat_angle, quat_slerp
+from .types import Action, Pose, RobotState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SafetyConfig:
+    workspace_min: tuple[float, float, float] = (0.25, -0.35, 0.0)  # metres, robot base frame
+    workspace_max: tuple[float, float, float] = (0.80, 0.35, 0.55)
+    max_translation_per_tick: float = 0.03  # metres
+    max_rotation_per_tick: float = 0.2  # radians
+    gripper_min: float = 0.0
+    gripper_max: float = 1.0
+    watchdog_timeout: float = 0.5  # seconds without a command before the arm is stopped
+    violation_margin: float = 0.05  # metres a measured pose may lie outside the box
+
+    def __post_init__(self):
+        lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
+        if lo.shape != (3,) or hi.shape != (3,) or np.any(lo >= hi):
+            raise ValueError(f"workspace_min {self.workspace_min} must be below workspace_max "
+                             f"{self.workspace_max} on every axis")
+        if self.max_translation_per_tick <= 0 or self.max_rotation_per_tick <= 0:
+            raise ValueError("per-tick limits must be positive")
+        if not 0.0 <= self.gripper_min < self.gripper_max <= 1.0:
+            raise ValueError(f"gripper range [{self.gripper_min}, {self.gripper_max}] must lie in [0, 1]")
+        if self.watchdog_timeout <= 0:
+            raise ValueError("watchdog_timeout must be positive")
+
+
+@dataclass
+class SafetyCounters:
+    commands: int = 0
+    workspace_clips: int = 0
+    translation_clips: int = 0
+    rotation_clips: int = 0
+    gripper_clips: int = 0
+    watchdog_stops: int = 0
+    stops: int = 0
+    violations: int = 0
+
+
+def clip_action(action: Action, reference: Pose | None, config: SafetyConfig,
+                counters: SafetyCounters | None = None) -> Action:
+    """The action the safety limits allow, given the pose the arm was last sent to."""
+    counters = counters if counters is not None else SafetyCounters()
+    lo = np.asarray(config.workspace_min, float)
+    hi = np.asarray(config.workspace_max, float)
+    position = np.clip(action.pose.position, lo, hi)
+    if not np.array_equal(position, action.pose.position):
+        counters.workspace_clips += 1
+    orientation = action.pose.orientation
+    if reference is not None:
+        step = position - reference.position
+        dist = float(np.linalg.norm(step))
+        if dist > config.max_translation_per_tick:
+            position = reference.position + step * (config.max_translation_per_tick / dist)
+            counters.translation_clips += 1
+        angle = quat_angle(reference.orientation, orientation)
+        if angle > config.max_rotation_per_tick:
+            orientation = quat_slerp(reference.orientation, orientation, config.max_rotation_per_tick / angle)
+            counters.rotation_clips += 1
+    gripper = float(np.clip(action.gripper, config.gripper_min, config.gripper_max))
+    if gripper != action.gripper:
+        counters.gripper_clips += 1
+    return Action(Pose(position, orientation), gripper)
+
+
+class SafeArm(Arm):
+    def __init__(self, arm: Arm, config: SafetyConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_watchdog: Callable[[], None] | None = None):
+        self.inner = arm
+        self.name = arm.name
+        self.config = config or SafetyConfig()
+        self.counters = SafetyCounters()
+        self._clock = clock
+        self._on_watchdog = on_watchdog
+        self._lock = threading.Lock()
+        self._last_sent: Action | None = None
+        self._last_command_time: float | None = None
+        self._stopped = False
+        self._watchdog_stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    # -- life cycle -------------------------------------------------------
+    def connect(self) -> None:
+        self.inner.connect()
+        self._watchdog_stop.clear()
+        self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.name}", daemon=True)
+        self._watchdog.start()
+
+    def disconnect(self) -> None:
+        self._watchdog_stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join(2.0)
+            self._watchdog = None
+        if self.inner.is_connected:
+            try:
+                self.inner.stop()
+            finally:
+                self.inner.disconnect()
+
+    @property
+    def is_connected(self) -> bool:
+        return self.inner.is_connected
+
+    # -- state and motion -------------------------------------------------
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    @property
+    def last_sent(self) -> Action | None:
+        return self._last_sent
+
+    def get_state(self) -> RobotState:
+        return self.inner.get_state()
+
+    def send_action(self, action: Action) -> Action:
+        if not self.inner.is_connected:
+            raise NotConnectedError(f"arm '{self.name}' is not connected; call connect() first")
+        with self._lock:
+            if self._stopped:
+                raise ArmStoppedError(f"arm '{self.name}' is stopped; release() it before moving")
+            reference = self._last_sent.pose if self._last_sent is not None else None
+        if reference is None:
+            state = self.inner.get_state()
+            self._check_measured(state)
+            reference = state.ee_pose
+        safe = clip_action(action, reference, self.config, self.counters)
+        with self._lock:
+            if self._stopped:  # stop() raced with this command: do not move
+                raise ArmStoppedError(f"arm '{self.name}' was stopped while a command was in flight")
+            self.counters.commands += 1
+            self._last_sent = safe
+            self._last_command_time = self._clock()
+        return self.inner.send_action(safe)
+
+    def _check_measured(self, state: RobotState) -> None:
+        lo = np.asarray(self.config.workspace_min) - self.config.violation_margin
+        hi = np.asarray(self.config.workspace_max) + self.config.violation_margin
+        p = state.ee_pose.position
+        if np.any(p < lo) or np.any(p > hi):
+            self.counters.violations += 1
+            self.stop()
+            raise LimitViolationError(
+                f"arm '{self.name}' end-effector at {np.round(p, 3).tolist()} m is outside the safe "
+                f"workspace {list(self.config.workspace_min)}..{list(self.config.workspace_max)} m; "
+                "move it back by hand (or with the vendor tool) and release the stop")
+
+    def home(self) -> None:
+        with self._lock:
+            if self._stopped:
+                raise ArmStoppedError(f"arm '{self.name}' is stopped; release() it before homing")
+            self._last_sent = None
+            self._last_command_time = None
+        self.inner.home()
+
+    def stop(self) -> None:
+        """Halt now and refuse motion until release(). Safe to call from any thread."""
+        self._stopped = True  # set first: a command racing with us is refused
+        self.counters.stops += 1
+        self.inner.stop()
+        with self._lock:
+            self._last_sent = None
+            self._last_command_time = None
+
+    def release(self) -> None:
+        """The operator's decision to allow motion again after a stop."""
+        with self._lock:
+            self._stopped = False
+            self._last_sent = None
+
+    # -- watchdog ---------------------------------------------------------
+    def _watch(self) -> None:
+        period = self.config.watchdog_timeout / 4.0
+        while not self._watchdog_stop.wait(period):
+            self.check_watchdog()
+
+    def check_watchdog(self) -> bool:
+        """Stop the arm if commands stopped arriving; True when it fired."""
+        with self._lock:
+            last = self._last_command_time
+            if last is None or self._clock() - last <= self.config.watchdog_timeout:
+                return False
+            self._last_sent = None
+            self._last_command_time = None
+            self.counters.watchdog_stops += 1
+        log.warning("watchdog: no command for %.0f ms, stopping arm '%s'",
+                    self.config.watchdog_timeout * 1000, self.name)
+        if self.inner.is_connected:
+            self.inner.stop()
+        if self._on_watchdog is not None:
+            self._on_watchdog()
+        return True

@@ -1,0 +1,108 @@
+"""Simulated cameras: one on the Panda's hand, one fixed third-person view."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..camera import Camera, CaptureThread
+from ..errors import NotConnectedError
+from ..transforms import quat_to_matrix
+from .world import PANDA_HAND_LINK, SimWorld
+
+
+@dataclass
+class SimCameraConfig:
+    name: str
+    mount: str  # "hand" (moves with the gripper) or "fixed"
+    width: int = 128
+    height: int = 128
+    fps: float = 30.0
+    fov_deg: float = 70.0
+    # hand mount: eye and look-at point in the hand link's frame (z points along the fingers)
+    eye_in_hand: tuple[float, float, float] = (0.075, 0.0, 0.0)
+    target_in_hand: tuple[float, float, float] = (0.0, 0.0, 0.22)
+    # fixed mount: eye and look-at point in the robot base frame
+    eye: tuple[float, float, float] = (1.0, 0.42, 0.55)
+    target: tuple[float, float, float] = (0.45, 0.0, 0.1)
+
+    def __post_init__(self):
+        if self.mount not in ("hand", "fixed"):
+            raise ValueError(f"camera '{self.name}': mount must be 'hand' or 'fixed', not {self.mount!r}")
+        if not (16 <= self.width <= 1920 and 16 <= self.height <= 1080):
+            raise ValueError(f"camera '{self.name}': image size {self.width}x{self.height} is out of range "
+                             "(16..1920 x 16..1080)")
+
+
+def hand_camera() -> SimCameraConfig:
+    return SimCameraConfig(name="hand", mount="hand", fov_deg=75.0)
+
+
+def third_person_camera() -> SimCameraConfig:
+    return SimCameraConfig(name="third", mount="fixed", fov_deg=55.0)
+
+
+class SimCamera(Camera):
+    """Renders the world with PyBullet's CPU renderer.
+
+    In lock-step mode the rig's clock calls :meth:`capture` once per tick; in
+    real-time mode a capture thread renders at ``fps``. The device timestamp is
+    the simulation time of the render.
+    """
+
+    def __init__(self, world: SimWorld, config: SimCameraConfig, clock: Callable[[], float] = time.monotonic,
+                 threaded: bool = False):
+        super().__init__(config.name, config.width, config.height, config.fps, clock)
+        self.config = config
+        self._world = world
+        self._threaded = threaded
+        self._thread: CaptureThread | None = None
+        self._connected = False
+        self._projection = world.projection_matrix(config.fov_deg, config.width / config.height)
+
+    @property
+    def serial(self) -> str:
+        return f"sim-{self.name}"
+
+    def connect(self) -> None:
+        self._slot.reset()
+        self._connected = True
+        if self._threaded:
+            self._thread = CaptureThread(self.name, self._slot, self._grab, period=1.0 / self.fps)
+            self._thread.start()
+
+    def disconnect(self) -> None:
+        self._connected = False
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def _view(self) -> list[float]:
+        c = self.config
+        if c.mount == "fixed":
+            return self._world.view_matrix(self._world.to_world(c.eye), self._world.to_world(c.target), (0, 0, 1))
+        pos, orn = self._world.link_pose_world(PANDA_HAND_LINK)
+        rot = quat_to_matrix(orn)
+        eye = pos + rot @ np.asarray(c.eye_in_hand)
+        target = pos + rot @ np.asarray(c.target_in_hand)
+        up = rot @ np.array([1.0, 0.0, 0.0])  # image "up" points away from the camera's side of the hand
+        return self._world.view_matrix(eye, target, up)
+
+    def _grab(self) -> tuple[np.ndarray, float]:
+        with self._world.lock:
+            sim_time = self._world.time
+            image = self._world.render(self._view(), self._projection, self.width, self.height)
+        return image, sim_time
+
+    def capture(self) -> None:
+        """Render one frame now (lock-step mode)."""
+        if not self._connected:
+            raise NotConnectedError(f"camera '{self.name}' is not connected")
+        self._slot.publish(*self._grab())

@@ -1,0 +1,84 @@
+"""Small rotation helpers. Quaternions are [x, y, z, w] (the project-wide convention)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+IDENTITY_QUAT = np.array([0.0, 0.0, 0.0, 1.0])
+
+
+def normalize_quat(q) -> np.ndarray:
+    q = np.asarray(q, dtype=np.float64)
+    n = np.linalg.norm(q)
+    if not np.isfinite(n) or n < 1e-9:
+        raise ValueError(f"quaternion {q!r} has zero or non-finite norm")
+    q = q / n
+    # One canonical sign (w >= 0) so equal rotations compare equal.
+    return -q if q[3] < 0 else q
+
+
+def quat_multiply(a, b) -> np.ndarray:
+    """Hamilton product a * b (apply b first, then a)."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return np.array([
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+        aw * bw - ax * bx - ay * by - az * bz,
+    ])
+
+
+def quat_conjugate(q) -> np.ndarray:
+    return np.array([-q[0], -q[1], -q[2], q[3]])
+
+
+def quat_angle(a, b) -> float:
+    """Rotation angle (rad, in [0, pi]) between two orientations."""
+    d = abs(float(np.dot(normalize_quat(a), normalize_quat(b))))
+    return 2.0 * float(np.arccos(min(1.0, d)))
+
+
+def quat_slerp(a, b, t: float) -> np.ndarray:
+    a = normalize_quat(a)
+    b = normalize_quat(b)
+    d = float(np.dot(a, b))
+    if d < 0.0:
+        b, d = -b, -d
+    if d > 0.9995:
+        return normalize_quat(a + t * (b - a))
+    theta = np.arccos(d)
+    return normalize_quat((np.sin((1 - t) * theta) * a + np.sin(t * theta) * b) / np.sin(theta))
+
+
+def rotvec_to_quat(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-12:
+        return IDENTITY_QUAT.copy()
+    axis = v / angle
+    s = np.sin(angle / 2.0)
+    return np.array([axis[0] * s, axis[1] * s, axis[2] * s, np.cos(angle / 2.0)])
+
+
+def quat_to_matrix(q) -> np.ndarray:
+    x, y, z, w = normalize_quat(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def euler_to_quat(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """Extrinsic x-y-z (roll about x, then pitch about y, then yaw about z)."""
+    qx = rotvec_to_quat([roll, 0, 0])
+    qy = rotvec_to_quat([0, pitch, 0])
+    qz = rotvec_to_quat([0, 0, yaw])
+    return normalize_quat(quat_multiply(qz, quat_multiply(qy, qx)))
+
+
+def yaw_of(q) -> float:
+    """Heading of the rotated x axis projected on the ground plane."""
+    m = quat_to_matrix(q)
+    return float(np.arctan2(m[1, 0], m[0, 0]))
