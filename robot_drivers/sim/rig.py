@@ -63,8 +63,8 @@ class LockstepClock(Clock):
         self._cameras: list[SimCamera] = []
         self._index = 0
         self._substeps = max(1, round(self.dt / world.physics_dt))
-        self.physics_seconds = 0.0  # host CPU time spent in physics / rendering, for reports
-        self.render_seconds = 0.0
+        self.last_physics_s = 0.0  # host time the last tick spent in physics / rendering, for reports
+        self.last_render_s = 0.0
 
     def attach(self, cameras: list[SimCamera]) -> None:
         self._cameras = cameras
@@ -81,7 +81,7 @@ class LockstepClock(Clock):
         for cam in self._cameras:
             if cam.is_connected:
                 cam.capture()
-        self.render_seconds += time.perf_counter() - t0
+        self.last_render_s = time.perf_counter() - t0
 
     def start(self) -> TickTiming:
         self._index = 0
@@ -92,7 +92,7 @@ class LockstepClock(Clock):
     def wait_next_tick(self) -> TickTiming:
         t0 = time.perf_counter()
         self._world.step(self._substeps)
-        self.physics_seconds += time.perf_counter() - t0
+        self.last_physics_s = time.perf_counter() - t0
         self._render()
         self._index += 1
         now = self.now()

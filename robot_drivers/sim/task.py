@@ -171,7 +171,7 @@ def _lighting(rng) -> Lighting:
     tint /= tint.max()
     return Lighting(direction=direction, color=tuple(float(c) for c in tint),
                     ambient=float(rng.uniform(0.3, 0.75)), diffuse=float(rng.uniform(0.2, 0.6)),
-                    specular=float(rng.uniform(0.0, 0.2)))
+                    specular=float(rng.uniform(0.0, 0.2)), shadow=bool(rng.random() < 0.5))
 
 
 def training_scene(config: TaskConfig, index: int) -> Scene:

@@ -43,6 +43,7 @@ class Lighting:
     ambient: float = 0.6
     diffuse: float = 0.35
     specular: float = 0.05
+    shadow: bool = False  # shadows double the render time of the CPU renderer
 
 
 @dataclass
@@ -246,7 +247,7 @@ class SimWorld:
                 projectionMatrix=projection, renderer=pb.ER_TINY_RENDERER,
                 lightDirection=list(light.direction), lightColor=list(light.color),
                 lightAmbientCoeff=light.ambient, lightDiffuseCoeff=light.diffuse,
-                lightSpecularCoeff=light.specular, shadow=1)
+                lightSpecularCoeff=light.specular, shadow=int(light.shadow))
         return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
 
     def close(self) -> None:

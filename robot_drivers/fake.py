@@ -1,0 +1,137 @@
+"""Lightweight virtual devices: a kinematic arm and a synthetic camera.
+
+They implement the real interfaces without physics or rendering, for
+benchmarks of the recording pipeline and for tests of the layers above the
+drivers (safety, control loop, recorder).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from .arm import Arm
+from .camera import Camera, CaptureThread
+from .errors import ConnectionLostError, NotConnectedError
+from .transforms import euler_to_quat, quat_slerp
+from .types import Action, Pose, RobotState
+
+HOME_POSE = Pose(np.array([0.45, 0.0, 0.35]), euler_to_quat(np.pi, 0.0, 0.0))
+
+
+class KinematicArm(Arm):
+    """Moves a fraction ``tracking`` of the way to its target whenever its state is read."""
+
+    name = "kinematic"
+
+    def __init__(self, home: Pose = HOME_POSE, tracking: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self._home = home
+        self._tracking = tracking
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._connected = False
+        self._pose = home
+        self._gripper = 1.0
+        self._target: Action | None = None
+        self.sent: list[Action] = []
+        self.stop_calls = 0
+        self.fail_next: Exception | None = None  # raised by the next call, then cleared
+
+    def connect(self) -> None:
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def _check(self) -> None:
+        if not self._connected:
+            raise NotConnectedError("kinematic arm is not connected")
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+
+    def get_state(self) -> RobotState:
+        self._check()
+        with self._lock:
+            if self._target is not None:
+                t = self._target
+                pos = self._pose.position + self._tracking * (t.pose.position - self._pose.position)
+                self._pose = Pose(pos, quat_slerp(self._pose.orientation, t.pose.orientation, self._tracking))
+                self._gripper += self._tracking * (t.gripper - self._gripper)
+            return RobotState(self._clock(), self._pose, float(self._gripper), np.zeros(7))
+
+    def send_action(self, action: Action) -> Action:
+        self._check()
+        with self._lock:
+            self._target = action
+            self.sent.append(action)
+        return action
+
+    def home(self) -> None:
+        self._check()
+        with self._lock:
+            self._pose, self._gripper, self._target = self._home, 1.0, None
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stop_calls += 1
+            self._target = None
+
+    def place(self, pose: Pose) -> None:
+        """Put the end-effector somewhere directly (an external push, for tests)."""
+        with self._lock:
+            self._pose, self._target = pose, None
+
+
+class SyntheticCamera(Camera):
+    """Produces patterned frames at ``fps`` on a capture thread.
+
+    Each image encodes its sequence number, so a consumer can verify it got
+    the frame it thinks it got. ``unplug()`` makes the next grab fail the way a
+    disconnected USB camera does.
+    """
+
+    def __init__(self, name: str, width: int = 640, height: int = 480, fps: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic, seed: int = 0):
+        super().__init__(name, width, height, fps, clock)
+        rng = np.random.default_rng(seed)
+        self._base = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        self._thread: CaptureThread | None = None
+        self._count = 0
+        self._unplugged = threading.Event()
+        self._t0 = 0.0
+
+    def connect(self) -> None:
+        self._slot.reset()
+        self._unplugged.clear()
+        self._count = 0
+        self._t0 = time.monotonic()
+        self._thread = CaptureThread(self.name, self._slot, self._grab, period=1.0 / self.fps)
+        self._thread.start()
+
+    def disconnect(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self._thread is not None and self._thread.alive
+
+    def unplug(self) -> None:
+        self._unplugged.set()
+
+    def _grab(self):
+        if self._unplugged.is_set():
+            raise ConnectionLostError(f"camera '{self.name}' was unplugged")
+        image = np.roll(self._base, self._count, axis=1)
+        image[0, :8] = np.frombuffer(np.int64(self._count).tobytes(), dtype=np.uint8)[:, None]
+        self._count += 1
+        return image, time.monotonic() - self._t0

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Sets up (if needed) and runs the main job on the simulated rig.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+exec .venv/bin/python main.py sim-check --episodes 10 --scenario all "$@"

@@ -1,0 +1,135 @@
+"""The safety layer on the kinematic arm: per-tick clipping, workspace, gripper, watchdog, stop."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from robot_drivers.errors import ArmStoppedError, LimitViolationError, NotConnectedError
+from robot_drivers.fake import HOME_POSE, KinematicArm
+from robot_drivers.safety import SafeArm, SafetyConfig
+from robot_drivers.transforms import euler_to_quat, quat_angle
+from robot_drivers.types import Action, Pose
+
+DOWN = euler_to_quat(np.pi, 0, 0)
+
+
+class ManualClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def arm(clock):
+    config = SafetyConfig(workspace_min=(0.2, -0.3, 0.05), workspace_max=(0.7, 0.3, 0.5),
+                          max_translation_per_tick=0.02, max_rotation_per_tick=0.1, watchdog_timeout=0.3)
+    inner = KinematicArm(clock=clock)
+    safe = SafeArm(inner, config, clock=clock)
+    safe.connect()
+    yield safe
+    safe.disconnect()
+
+
+def target(x, y, z, yaw=0.0, gripper=1.0):
+    return Action(Pose([x, y, z], euler_to_quat(np.pi, 0, yaw)), gripper)
+
+
+def test_translation_is_clipped_per_tick(arm):
+    sent = arm.send_action(target(0.55, 0.0, 0.35))  # 10 cm from home at (0.45, 0, 0.35)
+    assert np.linalg.norm(sent.pose.position - HOME_POSE.position) == pytest.approx(0.02)
+    assert sent.pose.position[0] == pytest.approx(0.47)
+    # The next step is measured from what was sent, not from the request.
+    sent2 = arm.send_action(target(0.55, 0.0, 0.35))
+    assert sent2.pose.position[0] == pytest.approx(0.49)
+    assert arm.counters.translation_clips == 2
+
+
+def test_rotation_is_clipped_per_tick(arm):
+    sent = arm.send_action(target(0.45, 0.0, 0.35, yaw=0.5))
+    assert quat_angle(DOWN, sent.pose.orientation) == pytest.approx(0.1, abs=1e-6)
+    assert arm.counters.rotation_clips == 1
+
+
+def test_workspace_and_gripper_are_enforced(arm):
+    pos = HOME_POSE.position.copy()
+    for _ in range(40):  # walk towards a target far outside the box
+        sent = arm.send_action(target(2.0, -2.0, -1.0, gripper=1.7))
+        pos = sent.pose.position
+    assert np.allclose(pos, [0.7, -0.3, 0.05])
+    assert sent.gripper == 1.0
+    assert arm.counters.workspace_clips == 40 and arm.counters.gripper_clips == 40
+    # What reached the driver is what was returned.
+    np.testing.assert_allclose(arm.inner.sent[-1].as_array(), sent.as_array())
+
+
+def test_watchdog_stops_when_commands_stop(arm, clock):
+    arm.send_action(target(0.46, 0.0, 0.35))
+    clock.t = 0.2
+    assert not arm.check_watchdog()
+    clock.t = 0.31
+    assert arm.check_watchdog()
+    assert arm.inner.stop_calls == 1 and arm.counters.watchdog_stops == 1
+    # It does not fire again without a new command, and does not latch.
+    clock.t = 5.0
+    assert not arm.check_watchdog()
+    arm.send_action(target(0.46, 0.0, 0.35))
+
+
+def test_watchdog_thread_fires_on_real_clock():
+    fired = threading.Event()
+    safe = SafeArm(KinematicArm(), SafetyConfig(watchdog_timeout=0.05), on_watchdog=fired.set)
+    with safe:
+        safe.send_action(target(0.45, 0.0, 0.35))
+        assert fired.wait(2.0), "watchdog did not stop the arm"
+    assert safe.inner.stop_calls >= 1
+
+
+def test_after_watchdog_next_step_starts_from_measured_pose(arm, clock):
+    for _ in range(3):
+        arm.send_action(target(0.6, 0.0, 0.35))
+    arm.get_state()  # the kinematic arm reaches its target when read
+    clock.t = 1.0
+    arm.check_watchdog()
+    arm.inner.place(Pose([0.40, 0.0, 0.35], DOWN))  # someone moved it while stopped
+    sent = arm.send_action(target(0.6, 0.0, 0.35))
+    assert sent.pose.position[0] == pytest.approx(0.42)
+
+
+def test_stop_latches_until_release(arm):
+    arm.send_action(target(0.46, 0.0, 0.35))
+    arm.stop()
+    assert arm.inner.stop_calls == 1
+    with pytest.raises(ArmStoppedError, match="release"):
+        arm.send_action(target(0.46, 0.0, 0.35))
+    with pytest.raises(ArmStoppedError):
+        arm.home()
+    arm.release()
+    arm.send_action(target(0.46, 0.0, 0.35))
+
+
+def test_measured_pose_outside_workspace_stops_and_raises(arm):
+    arm.inner.place(Pose([0.45, 0.0, 0.9], DOWN))
+    with pytest.raises(LimitViolationError, match="outside the safe workspace"):
+        arm.send_action(target(0.45, 0.0, 0.4))
+    assert arm.stopped and arm.inner.stop_calls == 1
+
+
+def test_not_connected_is_refused():
+    safe = SafeArm(KinematicArm())
+    with pytest.raises(NotConnectedError, match="connect"):
+        safe.send_action(target(0.45, 0.0, 0.35))
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="below workspace_max"):
+        SafetyConfig(workspace_min=(0.5, 0, 0), workspace_max=(0.4, 1, 1))
+    with pytest.raises(ValueError, match="gripper range"):
+        SafetyConfig(gripper_min=0.5, gripper_max=1.5)

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from robot_drivers.transforms import (euler_to_quat, normalize_quat, quat_angle, quat_multiply, quat_slerp,
+                                      quat_to_matrix, rotvec_to_quat, yaw_of)
+from robot_drivers.types import Action, Pose
+
+
+def test_rotvec_and_angle_agree():
+    q = rotvec_to_quat([0, 0, 0.3])
+    assert quat_angle([0, 0, 0, 1], q) == pytest.approx(0.3)
+    assert yaw_of(q) == pytest.approx(0.3)
+
+
+def test_slerp_halfway_and_sign_invariance():
+    a = euler_to_quat(np.pi, 0, 0)
+    b = euler_to_quat(np.pi, 0, 1.0)
+    mid = quat_slerp(a, -b, 0.5)  # -b is the same rotation as b
+    assert quat_angle(a, mid) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_multiply_matches_matrices():
+    a, b = euler_to_quat(0.1, 0.2, 0.3), euler_to_quat(-0.4, 0.5, 1.1)
+    np.testing.assert_allclose(quat_to_matrix(quat_multiply(a, b)), quat_to_matrix(a) @ quat_to_matrix(b), atol=1e-12)
+
+
+def test_bad_quaternion_and_action_rejected():
+    with pytest.raises(ValueError, match="zero or non-finite"):
+        normalize_quat([0, 0, 0, 0])
+    with pytest.raises(ValueError, match="not finite"):
+        Pose([np.nan, 0, 0], [0, 0, 0, 1])
+    with pytest.raises(ValueError, match="8 values"):
+        Action.from_array(np.zeros(7))
+
+
+def test_action_array_round_trip():
+    a = Action(Pose([0.4, 0.1, 0.2], euler_to_quat(np.pi, 0, 0.3)), 0.25)
+    b = Action.from_array(a.as_array())
+    np.testing.assert_allclose(b.as_array(), a.as_array(), atol=1e-6)
