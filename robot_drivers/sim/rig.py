@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..clock import Clock, RealTimeClock, TickTiming
 from ..rig import Rig
@@ -49,8 +49,7 @@ class SimRigConfig:
             raise ValueError(f"clock must be one of {CLOCKS}, not {self.clock!r}")
 
     def with_image_size(self, width: int, height: int) -> "SimRigConfig":
-        for cam in self.cameras:
-            cam.width, cam.height = width, height
+        self.cameras = [replace(cam, width=width, height=height) for cam in self.cameras]  # re-validates
         return self
 
 

@@ -71,12 +71,6 @@ def training_placements(config: TaskConfig) -> list[Placement]:
     return out
 
 
-def _scaled(config: TaskConfig, p: np.ndarray) -> np.ndarray:
-    """x, y normalised by the region size so distances weigh both axes alike."""
-    lo, hi = np.asarray(config.region_min), np.asarray(config.region_max)
-    return (p[..., :2] - lo) / (hi - lo)
-
-
 def nearest_training_index(config: TaskConfig, placement: Placement) -> int:
     train = np.array([p.as_array() for p in training_placements(config)])
     d = np.linalg.norm(train[:, :2] - placement.as_array()[:2], axis=1)
@@ -116,16 +110,24 @@ def _clip_noise(config: TaskConfig, base: Placement, p: Placement) -> Placement:
 
 
 def _interpolated(config: TaskConfig, train: list[Placement], rng) -> Placement:
-    """A point on the segment between a training placement and one of its grid neighbours."""
+    """A point on the segment between a training placement and one of its near neighbours.
+
+    Points closer than twice the in-distribution noise to any training
+    placement are redrawn, so "interpolate" never overlaps "in_distribution".
+    """
     pts = np.array([p.as_array() for p in train])
-    scaled = _scaled(config, pts)
-    i = int(rng.integers(len(train)))
-    d = np.linalg.norm(scaled - scaled[i], axis=1)
-    d[i] = np.inf
-    j = int(rng.choice(np.argsort(d)[:3]))
-    t = float(rng.uniform(0.35, 0.65))
-    p = pts[i] * (1 - t) + pts[j] * t
-    return Placement(float(p[0]), float(p[1]), float(p[2]))
+    min_gap = 2 * config.noise_xy
+    for _ in range(1000):
+        i = int(rng.integers(len(train)))
+        d = np.linalg.norm(pts[:, :2] - pts[i, :2], axis=1)
+        d[i] = np.inf
+        j = int(rng.choice(np.argsort(d)[:3]))
+        t = float(rng.uniform(0.35, 0.65))
+        p = pts[i] * (1 - t) + pts[j] * t
+        if np.min(np.linalg.norm(pts[:, :2] - p[:2], axis=1)) > min_gap:
+            return Placement(float(p[0]), float(p[1]), float(p[2]))
+    raise ValueError("the training placements are too dense to interpolate between; "
+                     "lower noise_xy or use a coarser grid")
 
 
 def _extrapolated(config: TaskConfig, rng) -> Placement:

@@ -1,0 +1,207 @@
+"""The simulated rig: determinism, cameras, scenarios, task success."""
+
+import numpy as np
+import pytest
+
+from robot_drivers.control import ControlLoop, TeleopSource
+from robot_drivers.sim.expert import ScriptedExpert
+from robot_drivers.sim.rig import SimRig, SimRigConfig
+from robot_drivers.sim.task import (SCENARIOS, TaskConfig, make_scene, nearest_training_index, training_placements,
+                                    training_scene)
+from robot_drivers.sim.camera import SimCameraConfig
+
+
+def small_rig(clock="lockstep", size=48):
+    return SimRig(SimRigConfig(clock=clock).with_image_size(size, size))
+
+
+def run_expert(rig, seed, ticks, scenario="in_distribution"):
+    rig.reset(seed, scenario)
+    expert = ScriptedExpert(rig.world)
+    expert.reset(seed)
+    records = []
+    ControlLoop(rig).run(TeleopSource(expert), max_ticks=ticks, on_tick=records.append)
+    return records
+
+
+def test_same_seed_gives_bit_identical_images_and_states():
+    runs = []
+    for _ in range(2):
+        rig = small_rig()
+        with rig:
+            runs.append(run_expert(rig, seed=3, ticks=25))
+        rig.close()
+    a, b = runs
+    assert len(a) == len(b) == 25
+    for ra, rb in zip(a, b):
+        for name in ("hand", "third"):
+            assert np.array_equal(ra.observation.frames[name].image, rb.observation.frames[name].image)
+        assert np.array_equal(ra.observation.state.joint_positions, rb.observation.state.joint_positions)
+        assert np.array_equal(ra.sent.as_array(), rb.sent.as_array())
+    # The arm really moved and the images really changed over the episode.
+    assert not np.array_equal(a[0].observation.frames["hand"].image, a[-1].observation.frames["hand"].image)
+
+
+def test_different_seeds_differ():
+    rig = small_rig()
+    with rig:
+        a = run_expert(rig, seed=1, ticks=2)[0].observation.frames["third"].image
+        b = run_expert(rig, seed=2, ticks=2)[0].observation.frames["third"].image
+    rig.close()
+    assert not np.array_equal(a, b)
+
+
+def test_lockstep_frames_have_monotonic_timestamps_and_sequences():
+    rig = small_rig()
+    with rig:
+        records = run_expert(rig, seed=0, ticks=10)
+    rig.close()
+    for name in ("hand", "third"):
+        frames = [r.observation.frames[name] for r in records]
+        assert [f.sequence for f in frames] == list(range(frames[0].sequence, frames[0].sequence + 10))
+        assert all(b.host_time > a.host_time for a, b in zip(frames, frames[1:]))
+        assert all(b.device_time > a.device_time for a, b in zip(frames, frames[1:]))
+        assert frames[0].image.shape == (48, 48, 3)
+    dts = np.diff([r.observation.frames["hand"].host_time for r in records])
+    np.testing.assert_allclose(dts, 0.1, atol=1e-9)
+
+
+def test_realtime_clock_runs_physics_and_cameras_in_background():
+    config = SimRigConfig(clock="realtime").with_image_size(32, 32)
+    for cam in config.cameras:
+        cam.fps = 15.0
+    rig = SimRig(config)
+    with rig:
+        rig.reset(0)
+        t_sim = rig.world.time
+        first = rig.cameras["third"].wait_for_frame(-1, timeout=2.0)
+        last = first
+        for _ in range(5):
+            last = rig.cameras["third"].wait_for_frame(last.sequence, timeout=2.0)
+        assert last.sequence > first.sequence
+        assert last.host_time > first.host_time and last.device_time > first.device_time
+        assert rig.world.time > t_sim  # the physics thread advanced the world
+        rig.observe(max_age=0.5)
+    rig.close()
+
+
+def test_camera_config_is_validated():
+    with pytest.raises(ValueError, match="mount"):
+        SimCameraConfig(name="x", mount="ceiling")
+    with pytest.raises(ValueError, match="out of range"):
+        SimCameraConfig(name="x", mount="hand", width=4)
+
+
+def test_training_placements_are_a_fixed_list_inside_the_region():
+    config = TaskConfig()
+    a, b = training_placements(config), training_placements(config)
+    assert a == b and len(a) == config.n_training_placements == 30
+    pts = np.array([p.as_array() for p in a])
+    assert np.all(pts[:, :2] >= config.region_min) and np.all(pts[:, :2] <= config.region_max)
+    assert training_placements(TaskConfig(placement_seed=1)) != a
+
+
+def test_in_distribution_is_near_a_training_placement():
+    config = TaskConfig()
+    train = training_placements(config)
+    for seed in range(30):
+        scene = make_scene(config, "in_distribution", seed)
+        base = train[scene.training_index]
+        assert np.hypot(scene.mug.x - base.x, scene.mug.y - base.y) <= config.noise_xy + 1e-9
+        assert abs(scene.mug.yaw - base.yaw) <= config.noise_yaw + 1e-9
+
+
+def test_interpolated_placements_lie_between_training_placements():
+    config = TaskConfig()
+    pts = np.array([p.as_array() for p in training_placements(config)])
+    for seed in range(40):
+        m = make_scene(config, "interpolate", seed).mug.as_array()
+        # on the segment between two training placements, away from both ends
+        best = min(_segment_position(pts[i], pts[j], m) for i in range(len(pts)) for j in range(len(pts)) if i != j)
+        off_segment, t = best
+        assert off_segment < 1e-9 and 0.3 < t < 0.7
+        assert np.min(np.linalg.norm(pts[:, :2] - m[:2], axis=1)) > 2 * config.noise_xy
+        assert np.all(m[:2] > config.region_min) and np.all(m[:2] < config.region_max)
+
+
+def _segment_position(a, b, p):
+    t = float(np.dot(p - a, b - a) / np.dot(b - a, b - a))
+    return float(np.linalg.norm(a + t * (b - a) - p)), t
+
+
+def test_extrapolated_placements_lie_outside_the_training_region():
+    config = TaskConfig()
+    lo, hi = np.array(config.region_min), np.array(config.region_max)
+    sides = set()
+    for seed in range(40):
+        m = make_scene(config, "extrapolate", seed).mug.as_array()[:2]
+        outside = np.maximum(lo - m, m - hi).max()
+        assert outside >= config.extrapolate_margin[0] - 1e-9
+        sides.add(tuple(np.sign(np.round(np.maximum(lo - m, 0) - np.maximum(m - hi, 0), 6))))
+    assert len(sides) == 4  # back, front, left and right all occur
+
+
+def test_distractor_and_lighting_scenarios_change_the_scene():
+    config = TaskConfig()
+    for seed in range(10):
+        d = make_scene(config, "distractors", seed)
+        assert 1 <= len(d.distractors) <= config.max_distractors
+        for _, _, (x, y, _) in d.distractors:
+            assert np.hypot(x - d.mug.x, y - d.mug.y) >= 0.14
+        light = make_scene(config, "lighting", seed).lighting
+        assert light != make_scene(config, "in_distribution", seed).lighting
+    rig = small_rig(size=64)
+    with rig:
+        rig.reset(4, "in_distribution")
+        rig.clock.start()
+        plain = rig.observe().frames["third"].image
+        rig.reset(4, "distractors")
+        rig.clock.start()
+        cluttered = rig.observe().frames["third"].image
+        rig.reset(4, "lighting")
+        rig.clock.start()
+        lit = rig.observe().frames["third"].image
+    rig.close()
+    assert not np.array_equal(plain, cluttered) and not np.array_equal(plain, lit)
+
+
+def test_success_needs_the_mug_lifted_and_held():
+    rig = SimRig(SimRigConfig(cameras=[]))
+    with rig:
+        rig.reset(0, scene=training_scene(rig.task, 0))
+        assert not rig.success()
+        run_expert(rig, seed=0, ticks=300)
+        assert rig.success()
+        # Opening the gripper drops the mug: no longer a success.
+        state = rig.arm.get_state()
+        from robot_drivers.types import Action
+        for _ in range(15):
+            rig.arm.send_action(Action(state.ee_pose, 1.0))
+            rig.clock.wait_next_tick()
+        assert not rig.success()
+    rig.close()
+
+
+def test_unknown_scenario_is_refused():
+    with pytest.raises(ValueError, match="choose one of"):
+        make_scene(TaskConfig(), "moon", 0)
+
+
+def test_nearest_training_index_of_a_training_placement_is_itself():
+    config = TaskConfig()
+    for i, p in enumerate(training_placements(config)):
+        assert nearest_training_index(config, p) == i
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["in_distribution", "interpolate", "extrapolate", "distractors"])
+def test_scripted_expert_succeeds_on_at_least_95_percent(scenario):
+    rig = SimRig(SimRigConfig(cameras=[]))
+    successes = 0
+    seeds = range(100, 140)
+    with rig:
+        for seed in seeds:
+            run_expert(rig, seed, ticks=300, scenario=scenario)
+            successes += rig.success()
+    rig.close()
+    assert successes >= 0.95 * len(seeds), f"{successes}/{len(seeds)}"
