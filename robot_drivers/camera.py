@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from abc import ABC, abstractmethod
 from typing import Callable
 
@@ -19,17 +20,19 @@ DEFAULT_MAX_AGE_S = 0.5
 
 
 class LatestFrameSlot:
-    """Holds the newest frame of one camera; written by one producer, read by many.
+    """Holds the newest frames of one camera; written by one producer, read by many.
 
     Sequence numbers are assigned here, so they increase by exactly one per
-    delivered frame whatever the backend does.
+    delivered frame whatever the backend does. A short history is kept so a
+    reader can pick the frame nearest a given time (aligning several cameras).
     """
 
-    def __init__(self, camera: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, camera: str, clock: Callable[[], float] = time.monotonic, history: int = 8):
         self._camera = camera
         self._clock = clock
         self._cond = threading.Condition()
         self._frame: Frame | None = None
+        self._history: deque[Frame] = deque(maxlen=history)
         self._next_sequence = 0
         self._error: Exception | None = None
 
@@ -39,6 +42,7 @@ class LatestFrameSlot:
         with self._cond:
             self._next_sequence += 1
             self._frame = frame
+            self._history.append(frame)
             self._cond.notify_all()
         return frame
 
@@ -51,11 +55,22 @@ class LatestFrameSlot:
     def reset(self) -> None:
         with self._cond:
             self._frame = None
+            self._history.clear()
             self._error = None
 
     def latest(self, max_age: float | None = DEFAULT_MAX_AGE_S) -> Frame:
         with self._cond:
             frame, error = self._frame, self._error
+        return self._checked(frame, error, max_age)
+
+    def nearest(self, t: float, max_age: float | None = DEFAULT_MAX_AGE_S) -> Frame:
+        """The kept frame whose host receive time is nearest ``t`` (the newest is age-checked)."""
+        with self._cond:
+            frames, error = list(self._history), self._error
+        self._checked(frames[-1] if frames else None, error, max_age)
+        return min(frames, key=lambda f: abs(f.host_time - t))
+
+    def _checked(self, frame: Frame | None, error: Exception | None, max_age: float | None) -> Frame:
         if error is not None:
             raise ConnectionLostError(f"camera '{self._camera}' stopped delivering frames: {error}") from error
         if frame is None:
@@ -113,6 +128,10 @@ class Camera(ABC):
     def read_latest(self, max_age: float | None = DEFAULT_MAX_AGE_S) -> Frame:
         """The newest frame; raises StaleFrameError if it is older than ``max_age`` seconds."""
         return self._slot.latest(max_age)
+
+    def read_nearest(self, t: float, max_age: float | None = DEFAULT_MAX_AGE_S) -> Frame:
+        """Of the last few frames, the one received nearest host time ``t``."""
+        return self._slot.nearest(t, max_age)
 
     def wait_for_frame(self, after_sequence: int = -1, timeout: float = 2.0) -> Frame:
         return self._slot.wait_for(after_sequence, timeout)

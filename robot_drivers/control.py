@@ -20,6 +20,17 @@ from .types import Action, TeleopCommand
 
 log = logging.getLogger(__name__)
 
+EPISODE_END_BUTTONS = frozenset({Button.STOP, Button.DISCARD, Button.RERECORD})
+_REASONS = {Button.ESTOP: "estop", Button.RERECORD: "rerecord", Button.DISCARD: "discard",
+            Button.STOP: "stop_button", Button.START: "start_button"}
+
+
+def _end_reason(buttons: frozenset, end_on: frozenset) -> str | None:
+    for button in (Button.ESTOP, Button.RERECORD, Button.DISCARD, Button.STOP, Button.START):
+        if button in buttons and (button == Button.ESTOP or button in end_on):
+            return _REASONS[button]
+    return None
+
 
 @dataclass(frozen=True)
 class StepOutput:
@@ -70,7 +81,9 @@ class TickRecord:
 
 @dataclass
 class LoopResult:
-    reason: str  # "stop_button", "discard", "estop", "max_ticks", "cancelled", "camera_lost", "arm_error", "source_done"
+    # "stop_button", "discard", "rerecord", "start_button", "estop", "max_ticks", "cancelled", "camera_lost",
+    # "arm_error"
+    reason: str
     ticks: int = 0
     late_ticks: int = 0
     skipped_ticks: int = 0
@@ -89,7 +102,9 @@ class ControlLoop:
 
     def run(self, source: ActionSource, *, max_ticks: int | None = None,
             on_tick: Callable[[TickRecord], None] | None = None,
-            cancel: threading.Event | None = None) -> LoopResult:
+            cancel: threading.Event | None = None,
+            end_on: frozenset = EPISODE_END_BUTTONS) -> LoopResult:
+        """Run until a button in ``end_on`` (ESTOP always ends), ``max_ticks``, ``cancel`` or a device error."""
         clock = self.rig.clock
         result = LoopResult(reason="max_ticks", repeated_frames={name: 0 for name in self.rig.cameras})
         last_seq: dict[str, int] = {}
@@ -119,7 +134,7 @@ class ControlLoop:
                 result.skipped_ticks += timing.skipped
                 if on_tick is not None:
                     on_tick(TickRecord(timing, observation, output, sent))
-                reason = _end_reason(output.buttons)
+                reason = _end_reason(output.buttons, end_on)
                 if reason:
                     result.reason = reason
                     break
@@ -140,13 +155,3 @@ class ControlLoop:
             self.rig.arm.stop()
         except Exception as exc:  # noqa: BLE001 - the original error is what the caller needs
             log.error("could not stop the arm: %s", exc)
-
-
-def _end_reason(buttons: frozenset) -> str | None:
-    if Button.ESTOP in buttons:
-        return "estop"
-    if Button.DISCARD in buttons or Button.RERECORD in buttons:
-        return "discard"
-    if Button.STOP in buttons:
-        return "stop_button"
-    return None

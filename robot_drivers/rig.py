@@ -48,7 +48,20 @@ class Rig:
             raise errors[0]
 
     def observe(self, max_age: float | None = DEFAULT_MAX_AGE_S) -> Observation:
-        frames = {name: cam.read_latest(max_age) for name, cam in self.cameras.items()}
+        """The arm state and one frame per camera.
+
+        With free-running cameras (real time) the frames are aligned: each
+        camera contributes the frame received nearest a common reference time
+        one frame period in the past, so that the next frame of every camera
+        has already arrived and the skew between cameras is at most half a
+        frame period. In lock-step every camera rendered at this tick: the
+        newest frame is exact.
+        """
+        if self.clock.is_realtime and self.cameras:
+            reference = self.clock.now() - max(1.0 / cam.fps for cam in self.cameras.values())
+            frames = {name: cam.read_nearest(reference, max_age) for name, cam in self.cameras.items()}
+        else:
+            frames = {name: cam.read_latest(max_age) for name, cam in self.cameras.items()}
         return Observation(self.arm.get_state(), frames)
 
     def __enter__(self):

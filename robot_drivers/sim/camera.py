@@ -20,7 +20,7 @@ class SimCameraConfig:
     mount: str  # "hand" (moves with the gripper) or "fixed"
     width: int = 128
     height: int = 128
-    fps: float = 30.0
+    fps: float = 15.0  # real-time mode only; two 128x128 renders at 15 fps keep one core busy
     fov_deg: float = 70.0
     # hand mount: eye and look-at point in the hand link's frame (z points along the fingers)
     eye_in_hand: tuple[float, float, float] = (0.075, 0.0, 0.0)

@@ -148,6 +148,8 @@ class SimRig(Rig):
             clock = RealTimeClock(config.rate_hz)
             wait = time.sleep
         threaded = config.clock == "realtime"
+        if not threaded:  # in lock-step each camera delivers exactly one frame per tick
+            config.cameras = [replace(c, fps=config.rate_hz) for c in config.cameras]
         cameras = {c.name: SimCamera(self.world, c, clock.now, threaded=threaded) for c in config.cameras}
         if isinstance(clock, LockstepClock):
             clock.attach(list(cameras.values()))

@@ -1,0 +1,153 @@
+"""The recorder's CLI verbs: record, dataset info / delete, replay."""
+
+from __future__ import annotations
+
+import sys
+from argparse import Namespace
+
+from robot_drivers.factory import make_rig, make_teleop
+
+from .dataset import Dataset
+from .session import RecorderConfig, RecordingSession, spec_for_rig
+
+
+def _scene_extra(rig) -> dict:
+    scene = getattr(rig, "scene", None)
+    if scene is None:
+        return {}
+    return {"scene": {"scenario": scene.scenario, "seed": scene.seed, "training_index": scene.training_index,
+                      "mug": [scene.mug.x, scene.mug.y, scene.mug.yaw]}}
+
+
+def cmd_record(args: Namespace) -> int:
+    from tqdm import tqdm
+
+    rig = make_rig(args.robot, clock=args.clock, image_size=args.image_size, rate_hz=args.rate)
+    teleop = make_teleop(args.teleop, rig, seed=args.seed)
+    with rig:
+        spec = spec_for_rig(rig, codec=args.codec)
+        with Dataset.open_or_create(args.out, spec) as dataset:
+            if dataset.interrupted():
+                print(f"note: {len(dataset.interrupted())} interrupted episode(s) in {args.out} "
+                      f"(see `dataset info`); new episodes get new indices", file=sys.stderr)
+            session = RecordingSession(rig, dataset, teleop, RecorderConfig(task=args.task))
+            scripted = args.teleop == "scripted"
+            kept = attempts = 0
+            with tqdm(total=args.episodes, desc="record", unit="ep", file=sys.stderr) as bar:
+                while kept < args.episodes:
+                    index = dataset.next_index()
+                    attempts += 1
+                    if attempts > 3 * args.episodes + 10:
+                        print(f"error: gave up after {attempts - 1} attempts ({kept} episodes kept)", file=sys.stderr)
+                        return 1
+                    if scripted:
+                        from robot_drivers.sim.task import training_scene
+
+                        rig.reset(args.seed + index, scene=training_scene(rig.task, index))
+                        teleop.reset(args.seed + index * 1009 + attempts)
+                        accept = rig.success
+                    else:
+                        reason = session.run_reset_phase()
+                        if reason != "start_button":
+                            print(f"stopped during reset ({reason})", file=sys.stderr)
+                            break
+                        accept = None
+                    outcome = session.record_episode(extra=_scene_extra(rig), accept=accept)
+                    if outcome.error is not None and outcome.reason in ("write_error",):
+                        print(f"error: {outcome.error}", file=sys.stderr)
+                        return 2
+                    if outcome.kept is not None:
+                        kept += 1
+                        bar.update(1)
+                        bar.set_postfix(steps=outcome.steps, keep_ms=f"{1000 * outcome.kept.keep_seconds:.0f}",
+                                        retries=attempts - kept)
+                        if outcome.error is not None:
+                            print(f"episode {outcome.kept.index} ended early ({outcome.reason}: {outcome.error}); "
+                                  "kept what was recorded", file=sys.stderr)
+                            if outcome.reason == "camera_lost":
+                                return 2
+            print(f"{kept} episodes recorded into {args.out}")
+    return 0
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_info(dataset: Dataset) -> str:
+    spec = dataset.spec
+    cams = ", ".join(f"{c.name} {c.width}x{c.height}" for c in spec.cameras)
+    lines = [f"dataset   {dataset.root}",
+             f"robot     {spec.robot}, {spec.fps:g} Hz, cameras: {cams}, images: {spec.codec}"]
+    episodes = dataset.episodes()
+    names = [c.name for c in spec.cameras]
+    header = f"{'ep':>4} {'steps':>5} {'dur s':>6} {'size':>9} {'late':>4} {'skip':>4} " + " ".join(
+        f"{'drop/rep ' + n:>16}" for n in names) + f" {'rate':>6}  end"
+    lines += ["", header]
+    total_steps = total_bytes = 0
+    total_dur = 0.0
+    for e in episodes:
+        s = e.stats
+        drops = s.get("dropped_frames", {})
+        reps = s.get("repeated_frames", {})
+        rate = s.get("achieved_rate_hz")
+        flag = "" if s.get("rate_held", True) else " (rate not held)"
+        lines.append(f"{e.index:>4} {e.length:>5} {e.duration_s:>6.1f} {_fmt_bytes(e.size_bytes):>9} "
+                     f"{s.get('late_ticks', 0):>4} {s.get('skipped_ticks', 0):>4} "
+                     + " ".join(f"{str(drops.get(n, 0)) + '/' + str(reps.get(n, 0)):>16}" for n in names)
+                     + f" {rate if rate is None else round(rate, 2):>6}  {e.end_reason}{flag}")
+        total_steps += e.length
+        total_bytes += e.size_bytes
+        total_dur += e.duration_s
+    lines.append(f"total: {len(episodes)} episodes, {total_steps} steps, {total_dur:.1f} s, {_fmt_bytes(total_bytes)}")
+    for path in dataset.interrupted():
+        lines.append(f"interrupted: {path.name} (recording never finished; "
+                     f"`dataset delete {dataset.root} --interrupted` removes it)")
+    return "\n".join(lines)
+
+
+def cmd_dataset_info(args: Namespace) -> int:
+    with Dataset.open(args.dir) as dataset:
+        print(format_info(dataset))
+    return 0
+
+
+def cmd_dataset_delete(args: Namespace) -> int:
+    with Dataset.open(args.dir, writable=True) as dataset:
+        if args.interrupted:
+            removed = dataset.delete_interrupted()
+            print(f"removed {len(removed)} interrupted episode folder(s)")
+        if args.episode is not None:
+            dataset.delete_episode(args.episode)
+            print(f"deleted episode {args.episode}")
+        if args.episode is None and not args.interrupted:
+            print("error: name an EPISODE or --interrupted", file=sys.stderr)
+            return 2
+    return 0
+
+
+def cmd_replay(args: Namespace) -> int:
+    from .replay import replay_episode
+
+    with Dataset.open(args.dir) as dataset:
+        info = dataset.episode(args.episode)
+        rig = make_rig(args.robot, clock=args.clock, image_size=dataset.spec.cameras[0].width,
+                       rate_hz=dataset.spec.fps)
+        with rig:
+            scene = info.extra.get("scene")
+            if scene is not None and hasattr(rig, "reset"):
+                from robot_drivers.sim.task import Placement, Scene
+
+                rig.reset(scene["seed"], scene=Scene(scene["scenario"], scene["seed"], Placement(*scene["mug"]),
+                                                     training_index=scene["training_index"]))
+            result = replay_episode(rig, dataset, args.episode)
+            print(f"replayed episode {args.episode}: {result.ticks} ticks, ended by {result.reason}")
+            if hasattr(rig, "success"):
+                print(f"task success: {rig.success()}")
+        if hasattr(rig, "close"):
+            rig.close()
+    return 0 if result.ok else 2
