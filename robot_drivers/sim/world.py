@@ -11,10 +11,14 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
-import pybullet as pb
 import pybullet_data
 
+from ._quiet import quiet_import_pybullet
+
+pb = quiet_import_pybullet()
+
 from ..transforms import normalize_quat
+from .scene import Lighting
 
 TABLE_TOP_Z = 0.626  # world height of the table surface (table/table.urdf at the origin)
 PANDA_ARM_JOINTS = tuple(range(7))
@@ -25,26 +29,6 @@ PANDA_FINGER_LINKS = (9, 10)
 FINGER_MAX_OPENING = 0.04  # metres per finger
 #: A comfortable elbow-up configuration with the gripper pointing down.
 PANDA_REST_JOINTS = (0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785)
-
-DISTRACTOR_MODELS = (
-    ("duck_vhacd.urdf", 0.8),
-    ("teddy_vhacd.urdf", 0.6),
-    ("cube_small.urdf", 1.0),
-    ("sphere_small.urdf", 1.2),
-    ("jenga/jenga.urdf", 0.8),
-    ("lego/lego.urdf", 1.5),
-)
-
-
-@dataclass
-class Lighting:
-    direction: tuple[float, float, float] = (0.6, -0.4, 1.0)  # towards the light, world frame
-    color: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    ambient: float = 0.6
-    diffuse: float = 0.35
-    specular: float = 0.05
-    shadow: bool = False  # shadows double the render time of the CPU renderer
-
 
 @dataclass
 class WorldConfig:

@@ -1,0 +1,29 @@
+"""Shared helpers for recorder tests: record real sim episodes quickly."""
+
+from pathlib import Path
+
+from recorder.dataset import Dataset
+from recorder.session import RecorderConfig, RecordingSession, spec_for_rig
+from robot_drivers.factory import make_rig, make_teleop
+from robot_drivers.sim.task import training_scene
+
+
+def record_sim(out: Path, episodes: int, image_size: int = 32, codec: str = "jpeg", on_event=None, seed: int = 0):
+    """Record ``episodes`` scripted sim demonstrations; returns the kept EpisodeInfos."""
+    rig = make_rig("sim", image_size=image_size)
+    teleop = make_teleop("scripted", rig, seed=seed)
+    kept = []
+    with rig:
+        with Dataset.open_or_create(out, spec_for_rig(rig, codec=codec)) as dataset:
+            session = RecordingSession(rig, dataset, teleop, RecorderConfig(), on_event=on_event)
+            while len(kept) < episodes:
+                index = dataset.next_index()
+                scene = training_scene(rig.task, index)
+                rig.reset(seed + index, scene=scene)
+                teleop.reset(seed + index)
+                outcome = session.record_episode(extra={"scene": {"mug": [scene.mug.x, scene.mug.y, scene.mug.yaw]}},
+                                                 accept=rig.success)
+                if outcome.kept is not None:
+                    kept.append(outcome.kept)
+    rig.close()
+    return kept
