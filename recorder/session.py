@@ -8,6 +8,7 @@ The same object serves the CLI and the GUI; the GUI only sends commands (via
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from dataclasses import dataclass, field, replace
@@ -199,7 +200,13 @@ class RecordingSession:
                 self.on_event(RecordEvent("recording", writer.index, record, len(writer), stats.late_ticks, warning))
 
         max_ticks = int(self.config.max_episode_s * self.rig.clock.rate_hz)
-        result = self.loop.run(self._source(), max_ticks=max_ticks, on_tick=on_tick, cancel=self.cancel)
+        # Objects alive now (models, buffers) are moved out of the collector's reach, so a full
+        # collection during the episode scans only what the episode allocates: no 5-20 ms pauses.
+        gc.freeze()
+        try:
+            result = self.loop.run(self._source(), max_ticks=max_ticks, on_tick=on_tick, cancel=self.cancel)
+        finally:
+            gc.unfreeze()
         cancelled_by_us = bool(write_error)
         if cancelled_by_us:
             self.cancel.clear()

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from .arm import Arm
@@ -99,10 +100,16 @@ class SyntheticCamera(Camera):
     """
 
     def __init__(self, name: str, width: int = 640, height: int = 480, fps: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, seed: int = 0):
+                 clock: Callable[[], float] = time.monotonic, seed: int = 0, phase: float = 0.0):
+        """``phase`` delays the first frame (s): free-running cameras are never in step."""
         super().__init__(name, width, height, fps, clock)
         rng = np.random.default_rng(seed)
-        self._base = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        # A smooth scene with mild sensor noise: it compresses like a real camera image, not like white noise.
+        coarse = rng.integers(0, 256, size=(max(2, height // 32), max(2, width // 32), 3), dtype=np.uint8)
+        smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+        noise = rng.normal(0, 2.0, size=(height, width, 3)).astype(np.int16)
+        self._base = np.clip(smooth + noise, 0, 255).astype(np.uint8)
+        self._phase = phase
         self._thread: CaptureThread | None = None
         self._count = 0
         self._unplugged = threading.Event()
@@ -112,6 +119,8 @@ class SyntheticCamera(Camera):
         self._slot.reset()
         self._unplugged.clear()
         self._count = 0
+        if self._phase > 0:
+            time.sleep(self._phase)
         self._t0 = time.monotonic()
         self._thread = CaptureThread(self.name, self._slot, self._grab, period=1.0 / self.fps)
         self._thread.start()

@@ -50,16 +50,20 @@ class Rig:
     def observe(self, max_age: float | None = DEFAULT_MAX_AGE_S) -> Observation:
         """The arm state and one frame per camera.
 
-        With free-running cameras (real time) the frames are aligned: each
-        camera contributes the frame received nearest a common reference time
-        one frame period in the past, so that the next frame of every camera
-        has already arrived and the skew between cameras is at most half a
-        frame period. In lock-step every camera rendered at this tick: the
-        newest frame is exact.
+        With free-running cameras (real time) the frames are aligned: the first
+        camera contributes its frame received nearest a reference time one frame
+        period in the past (so every camera's next frame has already arrived),
+        and every other camera the frame nearest that one. The skew between
+        cameras is then at most half a frame period whatever their phase. In
+        lock-step every camera rendered at this tick: the newest frame is exact.
         """
         if self.clock.is_realtime and self.cameras:
-            reference = self.clock.now() - max(1.0 / cam.fps for cam in self.cameras.values())
-            frames = {name: cam.read_nearest(reference, max_age) for name, cam in self.cameras.items()}
+            cams = list(self.cameras.items())
+            reference = self.clock.now() - max(1.0 / cam.fps for _, cam in cams)
+            first = cams[0][1].read_nearest(reference, max_age)
+            frames = {cams[0][0]: first}
+            for name, cam in cams[1:]:
+                frames[name] = cam.read_nearest(first.host_time, max_age)
         else:
             frames = {name: cam.read_latest(max_age) for name, cam in self.cameras.items()}
         return Observation(self.arm.get_state(), frames)
