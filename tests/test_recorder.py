@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import sys
 import time
 from pathlib import Path
@@ -252,3 +253,79 @@ def test_full_disk_ends_the_episode_and_keeps_earlier_ones(tmp_path):
             assert "the disk is full" in str(second.error)
             assert ds.episode_indices() == [first.kept.index]
             ds.verify(first.kept.index)
+
+
+class ButtonTeleop(Teleop):
+    """Presses the given buttons at the given polls (counted across phases)."""
+
+    def __init__(self, presses):
+        self.presses, self.polls = dict(presses), 0
+
+    def get_command(self, state, dt):
+        self.polls += 1
+        button = self.presses.get(self.polls)
+        return TeleopCommand(buttons=frozenset({button}) if button else frozenset())
+
+
+def test_reset_phase_writes_nothing_and_buttons_drive_the_episode(tmp_path):
+    rig = fake_rig()
+    with rig:
+        rig.cameras["a"].wait_for_frame(); rig.cameras["b"].wait_for_frame()
+        with Dataset.create(tmp_path / "ds", spec_for_rig(rig)) as ds:
+            teleop = ButtonTeleop({5: Button.START, 12: Button.RERECORD, 20: Button.START, 30: Button.STOP})
+            session = RecordingSession(rig, ds, teleop, RecorderConfig(max_episode_s=10))
+            assert session.run_reset_phase() == "start_button"
+            assert ds.episode_indices() == [] and ds.interrupted() == []
+            first = session.record_episode(note="wobbly")
+            assert first.discarded and first.reason == "rerecord" and ds.interrupted() == []
+            assert session.run_reset_phase() == "start_button"
+            second = session.record_episode(note="clean")
+            assert second.kept is not None and second.kept.length == 10 and second.kept.note == "clean"
+            # The GUI presses buttons through request(); they act at the next tick.
+            session.teleop = ButtonTeleop({})
+            threading.Timer(0.2, session.request, args=(Button.DISCARD,)).start()
+            third = session.record_episode()
+            assert third.discarded and third.reason == "discard"
+            assert ds.episode_indices() == [second.kept.index]
+
+
+class SlowTeleop(Teleop):
+    def get_command(self, state, dt):
+        time.sleep(0.05)  # an operator device that takes longer than a 30 Hz tick
+        return TeleopCommand()
+
+
+def test_a_rate_that_cannot_be_held_is_reported_not_stamped(tmp_path):
+    rig = fake_rig()
+    warnings = []
+    with rig:
+        rig.cameras["a"].wait_for_frame(); rig.cameras["b"].wait_for_frame()
+        with Dataset.create(tmp_path / "ds", spec_for_rig(rig)) as ds:
+            session = RecordingSession(rig, ds, SlowTeleop(), RecorderConfig(max_episode_s=1.0),
+                                       on_event=lambda e: e.warning and warnings.append(e.warning))
+            outcome = session.record_episode()
+    stats = outcome.kept.stats
+    assert not stats["rate_held"] and stats["skipped_ticks"] > 0
+    assert stats["achieved_rate_hz"] < 25
+    assert warnings and "cannot hold 30 Hz" in warnings[0]
+    with Dataset.open(tmp_path / "ds") as ds:
+        t = ds.load_episode(outcome.kept.index).timestamps
+        assert np.median(np.diff(t)) > 1 / 25  # the stored times are the real ones
+
+
+def test_dropped_and_repeated_frames_are_counted():
+    from recorder.session import TimingStats
+    from robot_drivers.clock import TickTiming
+    from robot_drivers.control import StepOutput, TickRecord
+    from robot_drivers.rig import Observation
+    from robot_drivers.types import Frame
+
+    stats = TimingStats(fps=10.0, cameras={"c": 30.0})
+    # (sequence, device time): normal, repeated, 2 frames lost (0.1 s passed but only one frame delivered)
+    for i, (seq, dev) in enumerate([(0, 0.0), (3, 0.1), (3, 0.1), (4, 0.2), (7, 0.3)]):
+        frame = Frame(np.zeros((2, 2, 3), np.uint8), dev, 10.0 + i * 0.1, seq, "c")
+        record = TickRecord(TickTiming(i, i * 0.1, i * 0.1, False, 0), Observation(None, {"c": frame}),
+                            StepOutput(None), None)
+        stats.update(record, window=30)
+    assert stats.repeated_frames == {"c": 1}
+    assert stats.dropped_frames == {"c": 2}
