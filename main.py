@@ -89,13 +89,77 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--interrupted", action="store_true", help="remove episodes whose recording never finished")
     q.set_defaults(func=_lazy("recorder.commands", "cmd_dataset_delete"))
 
+    p = verbs.add_parser("export", help="convert a dataset to another format (LeRobotDataset v3.0)")
+    p.add_argument("dir")
+    p.add_argument("--format", choices=("lerobot",), default="lerobot")
+    p.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
+    p.add_argument("--episodes", type=int, nargs="+", help="source episode indices (default: all)")
+    p.add_argument("--codec", default=None, help="video encoder (default: libsvtav1, else libx264, else mpeg4)")
+    p.add_argument("--allow-gaps", action="store_true",
+                   help="also export episodes whose control rate was not held (timestamps will have gaps)")
+    p.set_defaults(func=_lazy("recorder.commands", "cmd_export"))
+
     p = verbs.add_parser("replay", help="drive the arm through a recorded episode")
     p.add_argument("dir")
     p.add_argument("--episode", type=int, required=True)
     p.add_argument("--robot", choices=ROBOTS, default="sim")
     p.add_argument("--clock", choices=("lockstep", "realtime"), default="lockstep")
     p.set_defaults(func=_lazy("recorder.commands", "cmd_replay"))
+
+    p = verbs.add_parser("train", help="train an ALT policy on a dataset",
+                         description="Trains the contrastive encoder, embeds every frame into the lookup database, "
+                                     "builds the annoy index and calibrates the OOD threshold gamma. The result is "
+                                     "one policy folder.")
+    p.add_argument("dataset")
+    p.add_argument("--out", required=True, help="policy folder to write")
+    _policy_options(p)
+    p.add_argument("--gamma", default="auto",
+                   help="OOD threshold: 'auto' (calibrated from the data, default) or a similarity in [-1, 1]")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing policy folder")
+    p.set_defaults(func=_lazy("policy.commands", "cmd_train"))
+
+    p = verbs.add_parser("eval", help="evaluate a policy on the simulated rig")
+    p.add_argument("policy")
+    p.add_argument("--robot", choices=("sim",), default="sim")
+    p.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="in_distribution")
+    p.add_argument("--episodes", type=_positive_int, default=31)
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--clock", choices=("lockstep", "realtime"), default="lockstep")
+    p.add_argument("--json", default=None, help="also write the full report here")
+    p.set_defaults(func=_lazy("policy.commands", "cmd_eval"))
+
+    p = verbs.add_parser("ood", help="similarity and OOD verdict for arbitrary images (fed as both views)")
+    p.add_argument("policy")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=_lazy("policy.commands", "cmd_ood"))
+
+    p = verbs.add_parser("demo", help="the main job: record 30 sim demos, train, evaluate every scenario",
+                         description="Records 30 scripted demonstrations on the simulated rig, trains the ALT "
+                                     "policy and evaluates it in every scenario; prints a table in the paper's "
+                                     "shape. About 25 minutes on 2 CPU cores; --quick takes about 5.")
+    p.add_argument("--out", default="runs/demo", help="folder for the dataset, policy and report")
+    p.add_argument("--quick", action="store_true", help="smaller images, fewer epochs and episodes")
+    p.add_argument("--episodes", type=_positive_int, default=31, help="evaluation episodes per scenario")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_lazy("policy.commands", "cmd_demo"))
     return parser
+
+
+def _policy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=("cpu", "paper"), default="cpu",
+                   help="cpu: sized for a 2-core CPU (default); paper: the authors' settings (GPU)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--image-size", type=_positive_int, help="encoder input side in pixels")
+    p.add_argument("--frame-stride", type=_positive_int, help="train on every n-th frame")
+    p.add_argument("--chunk-length", type=_positive_int, help="actions per retrieved chunk")
+    p.add_argument("--requery-every", type=_positive_int, help="ticks between retrievals at run time")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--pretrained", choices=("auto", "imagenet", "none"))
+    p.add_argument("--pose", action="store_true", help="add the end-effector pose branch")
 
 
 def _lazy(module: str, name: str):
@@ -116,12 +180,22 @@ def main(argv: list[str] | None = None) -> int:
     from recorder.dataset import DatasetError
     from robot_drivers.errors import DeviceError
 
+    known = (DeviceError, DatasetError, ValueError, OSError)
+    if args.verb == "export":
+        from recorder.export_lerobot import ExportError
+
+        known = known + (ExportError,)
+    if args.verb in ("train", "eval", "ood", "demo"):
+        from policy.artifact import PolicyArtifactError
+        from policy.train import TrainingCancelled
+
+        known = known + (PolicyArtifactError, TrainingCancelled)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (DeviceError, DatasetError, ValueError, OSError) as exc:
+    except known as exc:
         if args.verbose:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -151,3 +151,23 @@ def cmd_replay(args: Namespace) -> int:
         if hasattr(rig, "close"):
             rig.close()
     return 0 if result.ok else 2
+
+
+def cmd_export(args: Namespace) -> int:
+    from tqdm import tqdm
+
+    from .export_lerobot import export_lerobot
+
+    if args.format != "lerobot":
+        raise ValueError(f"unknown export format {args.format!r}; the supported one is 'lerobot'")
+    with tqdm(desc="export", unit="frame", file=sys.stderr) as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        with Dataset.open(args.dir) as dataset:
+            report = export_lerobot(dataset, args.out, episodes=args.episodes, video_codec=args.codec,
+                                    allow_gaps=args.allow_gaps, progress=progress)
+    print(report.summary())
+    return 0

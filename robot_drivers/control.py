@@ -37,6 +37,7 @@ class StepOutput:
     action: Action | None  # None: send nothing this tick (the watchdog will stop the arm if it persists)
     buttons: frozenset = frozenset()
     info: dict = field(default_factory=dict)
+    halt: str | None = None  # stop the arm now and end the loop with this reason (e.g. "ood")
 
 
 class ActionSource(Protocol):
@@ -82,7 +83,7 @@ class TickRecord:
 @dataclass
 class LoopResult:
     # "stop_button", "discard", "rerecord", "start_button", "estop", "max_ticks", "cancelled", "camera_lost",
-    # "arm_error"
+    # "arm_error", or a source's own halt reason ("ood")
     reason: str
     ticks: int = 0
     late_ticks: int = 0
@@ -124,7 +125,7 @@ class ControlLoop:
                     last_seq[name] = frame.sequence
                 output = source.step(observation, clock.dt)
                 sent = None
-                if Button.ESTOP in output.buttons:
+                if Button.ESTOP in output.buttons or output.halt:
                     self.rig.arm.stop()
                 elif output.action is not None:
                     sent = self.rig.arm.send_action(output.action)
@@ -134,7 +135,7 @@ class ControlLoop:
                 result.skipped_ticks += timing.skipped
                 if on_tick is not None:
                     on_tick(TickRecord(timing, observation, output, sent))
-                reason = _end_reason(output.buttons, end_on)
+                reason = output.halt or _end_reason(output.buttons, end_on)
                 if reason:
                     result.reason = reason
                     break
