@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/python main.py sim-check --episodes 10 --scenario all "$@"
+exec .venv/bin/python main.py demo "$@"

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""ALT policy latency and size.
+
+1. End-to-end inference (both views resized + encoded, retrieval, OOD check) for a policy,
+   median and p99 over many observations, at the policy's image size (and at 128x128).
+2. Retrieval alone at 10^4, 10^5 and 10^6 entries: exact (one matrix-vector product) and
+   annoy (tuned search_k, exact re-rank of its candidates), with recall@1 against exact.
+   The databases are trajectory-shaped like real ones: every demonstration is a smooth
+   path on the unit sphere, one point per frame.
+3. The size of the policy folder.
+
+    .venv/bin/python benchmarks/policy_latency.py --policy runs/demo/policy
+    .venv/bin/python benchmarks/policy_latency.py --sizes 10000 100000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from policy.config import PolicyConfig  # noqa: E402
+from policy.data import FrameTable, action_chunks  # noqa: E402
+from policy.database import LookupDatabase, probe_queries  # noqa: E402
+from policy.encoder import ALTEncoder  # noqa: E402
+from policy.policy import ALTPolicy  # noqa: E402
+
+
+def trajectory_database(n: int, dim: int = 128, frames_per_demo: int = 50, seed: int = 0):
+    """n unit vectors laid out as smooth demonstration paths (random walks with momentum on the sphere)."""
+    rng = np.random.default_rng(seed)
+    demos = max(1, n // frames_per_demo)
+    start = rng.normal(size=(demos, dim)).astype(np.float32)
+    velocity = rng.normal(size=(demos, dim)).astype(np.float32) * 0.05
+    out = np.empty((demos * frames_per_demo, dim), np.float32)
+    x = start
+    for t in range(frames_per_demo):
+        velocity = 0.9 * velocity + rng.normal(size=velocity.shape).astype(np.float32) * 0.02
+        x = x + velocity
+        out[t::frames_per_demo] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    episodes = np.repeat(np.arange(demos), frames_per_demo)
+    return out[:n], episodes[:n]
+
+
+def stats_ms(times: list[float]) -> str:
+    t = np.asarray(times) * 1000
+    return f"median {np.median(t):.3f} ms, p99 {np.percentile(t, 99):.3f} ms"
+
+
+def bench_end_to_end(policy: ALTPolicy, runs: int) -> None:
+    rng = np.random.default_rng(0)
+    w, h = 128, 128
+    frames = [(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+              for _ in range(8)]
+    for hand, third in frames[:3]:
+        policy.retrieve(hand, third)  # warm up
+    total, embed, search = [], [], []
+    for i in range(runs):
+        hand, third = frames[i % len(frames)]
+        t = time.perf_counter()
+        r = policy.retrieve(hand, third)
+        total.append(time.perf_counter() - t)
+        embed.append(r.embed_ms / 1000)
+        search.append(r.search_ms / 1000)
+    c = policy.config
+    print(f"  encoder input {c.image_width}x{c.image_height} (camera frames 128x128), database {len(policy.database)}:")
+    print(f"    end to end  {stats_ms(total)}")
+    print(f"    encode      {stats_ms(embed)}")
+    print(f"    retrieval   {stats_ms(search)}")
+
+
+def untrained_policy(size: int, frames: int) -> ALTPolicy:
+    config = PolicyConfig(image_width=size, image_height=size, pretrained="none")
+    encoder = ALTEncoder(config).eval()
+    emb, episodes = trajectory_database(frames)
+    table = FrameTable(hand=torch.zeros(0), third=torch.zeros(0), pose=torch.zeros(0), episode=episodes,
+                       frame=np.arange(frames) % 50, actions={int(e): np.zeros((50, 8), np.float32)
+                                                               for e in np.unique(episodes)})
+    return ALTPolicy(config, encoder, LookupDatabase(emb, episodes, table.frame, action_chunks(table, 10)))
+
+
+def bench_retrieval(n: int, queries: int, trees: int) -> None:
+    emb, episodes = trajectory_database(n)
+    db = LookupDatabase(emb, episodes, np.zeros(n), np.zeros((n, 1, 8), np.float32))
+    q = probe_queries(emb, episodes, queries, seed=1)
+    truth = np.argmax(q @ emb.T, axis=1) if n <= 200_000 else np.array([db.search_exact(v)[0].row for v in q])
+    times = []
+    for v in q[:200]:
+        t = time.perf_counter()
+        db.search_exact(v)
+        times.append(time.perf_counter() - t)
+    print(f"  {n:>8} entries  exact: {stats_ms(times)}, recall@1 1.000")
+    t = time.perf_counter()
+    db.build_annoy(trees)
+    build_s = time.perf_counter() - t
+    tune = q[: queries // 2]
+    search_k, _ = db.tune_search_k(tune, target_recall=1.0)
+    test = q[queries // 2:]
+    got, times = [], []
+    for v in test:
+        t = time.perf_counter()
+        got.append(db.search_annoy(v, 1)[0].row)
+        times.append(time.perf_counter() - t)
+    recall = float(np.mean(np.asarray(got) == truth[queries // 2:]))
+    print(f"  {'':>8}          annoy: {stats_ms(times)}, recall@1 {recall:.3f} on {len(test)} held-out queries "
+          f"({trees} trees, search_k {search_k} tuned on {len(tune)} others, build {build_s:.0f} s)")
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--policy", help="a trained policy folder (default: an untrained encoder, same cost)")
+    p.add_argument("--runs", type=int, default=300)
+    p.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--trees", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads")
+    print("end-to-end inference (two views + retrieval + OOD check):")
+    if args.policy:
+        policy = ALTPolicy.load(args.policy)
+        bench_end_to_end(policy, args.runs)
+        print(f"  policy folder size: {folder_size(Path(args.policy)) / 1e6:.1f} MB")
+    else:
+        for size in (96, 128):
+            bench_end_to_end(untrained_policy(size, 1600), args.runs)
+    print("retrieval alone:")
+    for n in args.sizes:
+        bench_retrieval(n, args.queries, args.trees)
+
+
+if __name__ == "__main__":
+    main()

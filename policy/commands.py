@@ -1,0 +1,228 @@
+"""The policy's CLI verbs: train, eval, ood, demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+
+from recorder.dataset import Dataset
+
+from .config import PRESETS, PolicyConfig
+
+
+def config_from_args(args: Namespace) -> PolicyConfig:
+    config = PRESETS[args.preset]
+    size = getattr(args, "image_size", None)
+    config = config.with_overrides(epochs=args.epochs, batch_size=args.batch_size, frame_stride=args.frame_stride,
+                                   chunk_length=args.chunk_length, seed=args.seed, learning_rate=args.lr,
+                                   temperature=args.temperature, requery_every=args.requery_every,
+                                   image_width=size, image_height=size,
+                                   pretrained=args.pretrained, use_pose=True if args.pose else None)
+    return config
+
+
+def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = "auto", device: str | None = None,
+                 overwrite: bool = False, quiet: bool = False):
+    from tqdm import tqdm
+
+    from .policy import ALTPolicy
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage, value):
+        if quiet:
+            return
+        if stage == "train":
+            bar = bars.get("train")
+            if bar is None:
+                bar = bars["train"] = tqdm(total=value.epochs * value.steps_per_epoch, desc="train", unit="step",
+                                           file=sys.stderr)
+            bar.update(1)
+            bar.set_postfix(epoch=f"{value.epoch}/{value.epochs}", loss=f"{value.loss:.3f}",
+                            eta=f"{value.eta_s / 60:.1f} min")
+        else:
+            done, total = value
+            bar = bars.get(stage)
+            if bar is None:
+                bar = bars[stage] = tqdm(total=total, desc=stage, unit="frame", file=sys.stderr)
+            bar.n = done
+            bar.refresh()
+
+    with Dataset.open(dataset_dir) as dataset:
+        policy = ALTPolicy.build(dataset, config, progress=progress, device=device)
+    for bar in bars.values():
+        bar.close()
+    if gamma != "auto":
+        policy.gamma = float(gamma)
+    policy.save(out, overwrite=overwrite)
+    return policy
+
+
+def cmd_train(args: Namespace) -> int:
+    config = config_from_args(args)
+    t0 = time.perf_counter()
+    policy = train_policy(args.dataset, args.out, config, gamma=args.gamma, device=args.device,
+                          overwrite=args.overwrite)
+    info, cal = policy.info, policy.calibration
+    print(f"policy saved to {args.out}")
+    print(f"  {info['frames']} frames from {len(info['episodes'])} episodes; trained on {info['train_frames']} "
+          f"({config.epochs} epochs, {config.image_width}x{config.image_height}, init {info['init']}, {info['device']})")
+    print(f"  training {info['train_seconds'] / 60:.1f} min, total {(time.perf_counter() - t0) / 60:.1f} min; "
+          f"final loss {info['epoch_losses'][-1]:.3f}")
+    print(f"  gamma {policy.gamma:.3f} ({'set by hand' if args.gamma != 'auto' else cal.method}); held-out "
+          f"demo similarity p1 {cal.in_distribution['p1']:.3f}, unrelated images max {cal.unrelated['p100']:.3f}")
+    print(f"  annoy: {info['annoy']['trees']} trees, search_k {info['annoy']['search_k']}, recall@1 "
+          f"{info['annoy']['recall_at_1']:.3f} on {info['annoy']['probe_queries']} probe queries")
+    return 0
+
+
+def _scenario_table(rows: list[dict]) -> str:
+    lines = [f"{'scenario':<16} {'success':>9} {'OOD stops':>9} {'retrieval':>9} {'latency p50':>11} "
+             f"{'p99':>7}"]
+    for r in rows:
+        acc = "-" if r["retrieval_accuracy"] is None else f"{100 * r['retrieval_accuracy']:.0f}%"
+        p50 = "-" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.1f} ms"
+        p99 = "-" if r["latency_p99_ms"] is None else f"{r['latency_p99_ms']:.1f}"
+        lines.append(f"{r['scenario']:<16} {r['successes']:>4}/{r['episodes']:<4} {r['ood_stops']:>9} {acc:>9} "
+                     f"{p50:>11} {p99:>7}")
+    return "\n".join(lines)
+
+
+def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: int, clock: str = "lockstep",
+                    json_path: str | None = None, max_ticks: int = 200) -> dict:
+    from tqdm import tqdm
+
+    from robot_drivers.factory import make_rig
+
+    from .evaluate import evaluate_scenario, in_distribution_frame_report, unrelated_image_report
+    from .policy import ALTPolicy
+
+    policy = ALTPolicy.load(policy_dir)
+    rig = make_rig("sim", clock=clock, image_size=128, rate_hz=policy.info.get("fps", 10.0))
+    rows = []
+    with rig:
+        for scenario in scenarios:
+            with tqdm(total=episodes, desc=f"eval {scenario}", unit="ep", file=sys.stderr) as bar:
+                ok = [0]
+
+                def progress(ep):
+                    ok[0] += ep.success
+                    bar.update(1)
+                    bar.set_postfix(success=f"{ok[0]}/{bar.n}")
+
+                rows.append(evaluate_scenario(policy, rig, scenario, episodes, seed, max_ticks, progress).summary())
+    rig.close()
+    payload = {"policy": str(policy_dir), "gamma": policy.gamma, "scenarios": rows,
+               "unrelated_images": unrelated_image_report(policy, seed),
+               "in_distribution_frames": in_distribution_frame_report(policy, policy.info.get("dataset", ""))}
+    if json_path:
+        from .evaluate import write_json
+
+        write_json(json_path, payload)
+    return payload
+
+
+def _ood_lines(payload: dict) -> list[str]:
+    lines = []
+    for group, r in payload["unrelated_images"].items():
+        if r is None:
+            lines.append(f"unrelated {group}: not available (install scikit-image for its sample photos)")
+        else:
+            lines.append(f"unrelated {group}: {r['flagged_ood']}/{r['images']} flagged OOD "
+                         f"(max similarity {r['max_similarity']:.3f})")
+    idf = payload.get("in_distribution_frames")
+    if idf:
+        lines.append(f"recorded demo frames: {idf['flagged_ood']}/{idf['frames']} flagged OOD "
+                     f"(min similarity {idf['min_similarity']:.3f})")
+    return lines
+
+
+def cmd_eval(args: Namespace) -> int:
+    from robot_drivers.sim.task import SCENARIOS
+
+    scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    payload = evaluate_policy(args.policy, scenarios, args.episodes, args.seed, args.clock, args.json)
+    print(_scenario_table(payload["scenarios"]))
+    print(f"gamma {payload['gamma']:.3f}")
+    print("\n".join(_ood_lines(payload)))
+    if args.json:
+        print(f"report written to {args.json}")
+    return 0
+
+
+def cmd_ood(args: Namespace) -> int:
+    import cv2
+
+    from .policy import ALTPolicy
+
+    policy = ALTPolicy.load(args.policy)
+    status = 0
+    for path in args.images:
+        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+        if bgr is None:
+            print(f"{path}: error: not a readable image file", file=sys.stderr)
+            status = 2
+            continue
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        pose = None
+        if policy.config.use_pose:
+            pose = np.asarray(policy.database.chunks[0, 0, :7])
+        r = policy.retrieve(rgb, rgb, pose)
+        verdict = "OUT OF DISTRIBUTION" if r.ood else "in distribution"
+        print(f"{path}: similarity {r.similarity:.3f} (gamma {policy.gamma:.3f}) -> {verdict}; nearest: episode "
+              f"{r.matches[0].episode} frame {r.matches[0].frame}")
+    return status
+
+
+def cmd_demo(args: Namespace) -> int:
+    from recorder.commands import cmd_record
+    from robot_drivers.sim.task import SCENARIOS
+
+    root = Path(args.out)
+    dataset_dir, policy_dir, report = root / "dataset", root / "policy", root / "report.json"
+    if args.quick:
+        demos, image_size, eval_episodes = 30, 64, 5
+        config = PRESETS["cpu"].with_overrides(epochs=3, frame_stride=3, image_width=64, image_height=64)
+        expected = "about 5 minutes"
+    else:
+        demos, image_size, eval_episodes = 30, 128, args.episodes
+        config = PRESETS["cpu"]
+        expected = "about 25 minutes"
+    print(f"ALT Studio demo on the simulated rig ({expected} on 2 CPU cores): record {demos} scripted "
+          f"demonstrations, train the ALT policy, evaluate {eval_episodes} episodes per scenario.\n"
+          f"Everything goes to {root}/")
+    t0 = time.perf_counter()
+    if (dataset_dir / "dataset.json").exists():
+        with Dataset.open(dataset_dir) as ds:
+            have = len(ds.episode_indices())
+    else:
+        have = 0
+    if have < demos:
+        print(f"\n[1/3] recording {demos - have} demonstrations")
+        rec = Namespace(robot="sim", teleop="scripted", episodes=demos - have, out=str(dataset_dir), seed=args.seed,
+                        task="grasp the mug", rate=10.0, image_size=image_size, clock="lockstep", codec="jpeg")
+        if cmd_record(rec) != 0:
+            return 1
+    else:
+        print(f"\n[1/3] reusing the {have} demonstrations in {dataset_dir}")
+    print("\n[2/3] training")
+    t1 = time.perf_counter()
+    policy = train_policy(str(dataset_dir), str(policy_dir), config, overwrite=True)
+    train_min = (time.perf_counter() - t1) / 60
+    print(f"trained in {train_min:.1f} min; gamma {policy.gamma:.3f} ({policy.calibration.method})")
+    print(f"\n[3/3] evaluating {len(SCENARIOS)} scenarios x {eval_episodes} episodes")
+    payload = evaluate_policy(str(policy_dir), list(SCENARIOS), eval_episodes, args.seed + 1000, "lockstep",
+                              str(report))
+    print("\nALT on the simulated rig (30 demonstrations)")
+    print(_scenario_table(payload["scenarios"]))
+    print("\n".join(_ood_lines(payload)))
+    print(f"\ndataset  {dataset_dir}\npolicy   {policy_dir}\nreport   {report}\n"
+          f"total    {(time.perf_counter() - t0) / 60:.1f} min (training {train_min:.1f} min)")
+    payload["train_minutes"] = train_min
+    report.write_text(json.dumps(payload, indent=1))
+    return 0

@@ -1,0 +1,81 @@
+"""Policy settings: the encoder, its training, the lookup database and the runner.
+
+Two presets:
+
+* ``cpu`` (the default): sized so that 30 demonstrations train in well under
+  10 minutes on a 2-core CPU; the architecture is the paper's.
+* ``paper``: the reference settings of the ALT authors (320x240 images,
+  40 epochs, every frame), for a machine with a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    # encoder (NOTES §1: one ResNet-18 shared by both views, 512 -> 128 per view, fusion 256 -> 128, L2 norm)
+    image_width: int = 96
+    image_height: int = 96
+    view_dim: int = 128
+    fusion_hidden: int = 256
+    embed_dim: int = 128
+    use_pose: bool = False  # the paper's best variant is "ALT w/o pose"
+    pose_hidden: int = 64
+    pose_dim: int = 32
+    pretrained: str = "auto"  # "auto": ImageNet weights if torchvision has them locally; "none": random init
+    # training (NT-Xent on two augmentations of the same frame)
+    temperature: float = 0.4
+    batch_size: int = 32
+    epochs: int = 8
+    learning_rate: float = 1e-4
+    frame_stride: int = 2  # train on every n-th frame (neighbouring frames at 10 Hz are near-duplicates)
+    color_jitter: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.05)
+    crop_scale: tuple[float, float] = (0.9, 1.0)
+    pose_noise: float = 0.01
+    seed: int = 0
+    include_incomplete: bool = False  # episodes that ended by camera loss / fault / timeout
+    # lookup and execution
+    chunk_length: int = 10  # actions per retrieved chunk: 1 s at the default 10 Hz
+    gamma: float = 0.75  # similarity below this is out of distribution (chosen from data at training time)
+    requery_every: int = 5  # ticks between chunk replacements (the OOD gate checks every tick); 1 = every tick
+    top_k: int = 3  # neighbours kept for display
+    episode_hysteresis: float = 0.01  # similarity margin another demonstration needs to take over mid-run
+    annoy_trees: int = 16
+    annoy_search_k: int = -1  # -1: chosen at build time so that annoy's top-1 equals exact search
+
+    def __post_init__(self):
+        for name in ("image_width", "image_height", "view_dim", "fusion_hidden", "embed_dim", "batch_size",
+                     "epochs", "frame_stride", "chunk_length", "requery_every", "top_k", "annoy_trees"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"policy setting {name} must be positive, not {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2: NT-Xent needs other frames as negatives")
+        if not 0 < self.temperature <= 10:
+            raise ValueError(f"temperature {self.temperature} is out of range (0, 10]")
+        if not -1 <= self.gamma <= 1:
+            raise ValueError(f"gamma {self.gamma} must be a cosine similarity in [-1, 1]")
+        if self.pretrained not in ("auto", "none", "imagenet"):
+            raise ValueError(f"pretrained must be 'auto', 'imagenet' or 'none', not {self.pretrained!r}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "PolicyConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown policy settings {sorted(unknown)}")
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**d)
+
+    def with_overrides(self, **kw) -> "PolicyConfig":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+PRESETS = {
+    "cpu": PolicyConfig(),
+    "paper": PolicyConfig(image_width=320, image_height=240, epochs=40, frame_stride=1, chunk_length=30),
+}

@@ -1,0 +1,108 @@
+"""The ALT fusion encoder: two camera views (and optionally the pose) -> one unit vector."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18
+
+from .config import PolicyConfig
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+VIEWS = ("hand", "third")
+
+
+def imagenet_weights_path() -> Path:
+    """Where torchvision caches the ResNet-18 ImageNet weights."""
+    filename = os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def load_backbone(pretrained: str) -> tuple[nn.Module, str]:
+    """ResNet-18 with ImageNet weights when they are on disk; never downloads."""
+    net = resnet18(weights=None)
+    if pretrained == "none":
+        return net, "random"
+    path = imagenet_weights_path()
+    if pretrained in ("auto", "imagenet") and path.is_file():
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        log.info("encoder: ResNet-18 initialised from ImageNet weights at %s", path)
+        return net, "imagenet"
+    if pretrained == "imagenet":
+        raise FileNotFoundError(f"ImageNet weights for ResNet-18 are not at {path}; copy "
+                                f"{os.path.basename(path)} there (from a machine with internet access) or use "
+                                "--pretrained none")
+    log.warning("encoder: ImageNet weights not found at %s; ResNet-18 starts from random initialisation", path)
+    return net, "random"
+
+
+class ALTEncoder(nn.Module):
+    """One ResNet-18 shared by both views (fc: 512 -> view_dim), concat -> MLP -> embed_dim, L2-normalised."""
+
+    def __init__(self, config: PolicyConfig, pretrained: str | None = None):
+        super().__init__()
+        self.config = config
+        backbone, self.init = load_backbone(config.pretrained if pretrained is None else pretrained)
+        backbone.fc = nn.Linear(512, config.view_dim)
+        self.backbone = backbone
+        fused = 2 * config.view_dim
+        if config.use_pose:
+            self.pose = nn.Sequential(nn.Linear(7, config.pose_hidden), nn.ReLU(),
+                                      nn.Linear(config.pose_hidden, config.pose_dim))
+            fused += config.pose_dim
+        else:
+            self.pose = None
+        self.fusion = nn.Sequential(nn.Linear(fused, config.fusion_hidden), nn.ReLU(),
+                                    nn.Linear(config.fusion_hidden, config.embed_dim))
+        self.register_buffer("mean", IMAGENET_MEAN.clone(), persistent=False)
+        self.register_buffer("std", IMAGENET_STD.clone(), persistent=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] or float [B, 3, H, W] in [0, 1] -> ImageNet-normalised float [B, 3, H, W]."""
+        if images.dtype == torch.uint8:
+            images = images.permute(0, 3, 1, 2).float().div_(255.0)
+        return (images - self.mean) / self.std
+
+    def forward(self, hand: torch.Tensor, third: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
+        b = hand.shape[0]
+        views = self.backbone(torch.cat([self.normalize(hand), self.normalize(third)], dim=0))
+        parts = [views[:b], views[b:]]
+        if self.pose is not None:
+            if pose is None:
+                raise ValueError("this encoder was trained with the pose branch; pass the end-effector pose")
+            parts.append(self.pose(pose))
+        return F.normalize(self.fusion(torch.cat(parts, dim=1)), dim=1)
+
+
+def resize_view(image: np.ndarray, config: PolicyConfig) -> np.ndarray:
+    """An RGB frame at the encoder's input size (INTER_AREA when shrinking)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if (w, h) == (config.image_width, config.image_height):
+        return image
+    interp = cv2.INTER_AREA if w > config.image_width else cv2.INTER_LINEAR
+    return cv2.resize(image, (config.image_width, config.image_height), interpolation=interp)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent (SimCLR): z1[i] and z2[i] are a positive pair; every other row of the 2B batch is a negative.
+
+    Inputs are L2-normalised embeddings [B, D]. The loss averages the 2B
+    cross-entropies -log(exp(s_ip / t) / sum_{k != i} exp(s_ik / t)).
+    """
+    b = z1.shape[0]
+    z = torch.cat([z1, z2], dim=0)
+    sim = z @ z.t() / temperature
+    sim.fill_diagonal_(float("-inf"))
+    targets = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(sim, targets)
