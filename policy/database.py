@@ -131,7 +131,7 @@ class LookupDatabase:
         truth = np.argmax(queries @ self.embeddings.T, axis=1)
         n = len(self)
         ladder = sorted({min(n * self.annoy_trees, self.annoy_trees * m) for m in
-                         (10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000)})
+                         (10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 3000, 5000, 10000, 30000, 100000)})
         recall = 0.0
         for sk in ladder:
             got = np.array([self.search_annoy(q, 1, search_k=sk)[0].row for q in queries])

@@ -69,7 +69,7 @@ class ALTEncoder(nn.Module):
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, H, W, 3] or float [B, 3, H, W] in [0, 1] -> ImageNet-normalised float [B, 3, H, W]."""
         if images.dtype == torch.uint8:
-            images = images.permute(0, 3, 1, 2).float().div_(255.0)
+            images = images.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
         return (images - self.mean) / self.std
 
     def forward(self, hand: torch.Tensor, third: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
