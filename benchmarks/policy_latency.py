@@ -129,7 +129,7 @@ def bench_retrieval(n: int, queries: int, trees_list: list[int]) -> None:
                 t = time.perf_counter()
                 got.append(db.search_annoy(v, 1)[0].row)
                 times.append(time.perf_counter() - t)
-            recall = float(np.mean(np.asarray(got) == truth[queries // 2:]))
+            recall = float(np.mean(np.asarray(got) == truth[queries // 2:]))  # no ties in synthetic data
             print(f"  {'':>8}          annoy {trees:>2} trees, search_k {search_k:>6} (tuned for recall {target}): "
                   f"{stats_ms(times)}, recall@1 {recall:.3f} on {len(test)} held-out queries, build {build_s:.0f} s")
 

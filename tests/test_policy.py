@@ -128,8 +128,10 @@ def test_annoy_and_exact_search_agree(policy):
     for q in queries:
         exact = db.search_exact(q, 3)
         approx = db.search_annoy(q, 3)
-        assert exact[0].row == approx[0].row
-        assert exact[0].similarity == pytest.approx(approx[0].similarity, abs=1e-6)
+        # the same best match (or one of identical similarity: the arm standing still gives identical frames)
+        assert approx[0].similarity == pytest.approx(exact[0].similarity, abs=1e-6)
+        assert exact[0].row == approx[0].row or np.allclose(db.embeddings[exact[0].row],
+                                                            db.embeddings[approx[0].row], atol=1e-5)
     assert policy.info["annoy"]["recall_at_1"] == 1.0
 
 
@@ -157,7 +159,8 @@ def test_artifact_round_trips_exactly(policy, tmp_path, dataset_dir):
         hand, third = ds.frame(0, "hand", 3), ds.frame(0, "third", 3)
     a, b = policy.retrieve(hand, third), loaded.retrieve(hand, third)
     assert a.matches == b.matches and np.array_equal(a.chunk, b.chunk)
-    assert loaded.database.search_annoy(policy.embed(hand, third))[0].row == a.matches[0].row
+    assert loaded.database.search_annoy(policy.embed(hand, third))[0].similarity == pytest.approx(
+        a.matches[0].similarity, abs=1e-6)
 
 
 def test_tampered_or_wrong_version_artifact_is_refused(policy, tmp_path):
@@ -203,9 +206,16 @@ def test_ood_gate_stops_the_arm(policy):
     rig = fake_rig()
     with rig:
         rig.cameras["hand"].wait_for_frame(); rig.cameras["third"].wait_for_frame()
-        result = run_autonomous(rig, policy, max_ticks=4, requery_every=2)
+        events = []
+        result = run_autonomous(rig, policy, max_ticks=4, requery_every=2, on_event=events.append)
         assert result.reason == "max_ticks" and len(rig.arm.inner.sent) == 4
-        assert len(result.retrievals) == 2
+        assert len(result.retrievals) == 4  # looked up (and OOD-checked) every tick
+        assert [e.queried for e in events] == [True, False, True, False]  # the chunk replaced every 2 ticks
+        assert [e.chunk_step for e in events] == [0, 1, 0, 1]
         chunk = result.retrievals[0].chunk
         sent = rig.arm.inner.sent[0].as_array()
-        assert np.linalg.norm(sent[:3] - chunk[0, :3]) <= 0.03 + 1e-6  # through the safety layer
+        home = np.array([0.45, 0.0, 0.35])
+        step, wanted = sent[:3] - home, chunk[0, :3] - home
+        # through the safety layer: at most 3 cm from where the arm was, straight towards the chunk's target
+        assert np.linalg.norm(step) <= min(0.03, np.linalg.norm(wanted)) + 1e-6
+        assert np.dot(step, wanted) / (np.linalg.norm(step) * np.linalg.norm(wanted)) > 0.999
