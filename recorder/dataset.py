@@ -130,7 +130,8 @@ class DatasetSpec:
 
 
 # --------------------------------------------------------------------------- helpers
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (creations, renames) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -334,10 +335,10 @@ class EpisodeWriter:
                 "end_reason": end_reason, "stats": stats or {}, "extra": self.extra, "files": files,
             }
             _write_atomic(self.dir / META_FILE, json.dumps(meta, indent=1).encode())
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             final = self._dataset.episodes_dir / f"{KEPT_PREFIX}{self.index:06d}"
             os.rename(self.dir, final)
-            _fsync_dir(self._dataset.episodes_dir)
+            fsync_dir(self._dataset.episodes_dir)
         except OSError as exc:
             raise _describe_os_error(exc, self.dir, f"episode {self.index} was NOT kept; writing") from exc
         info = self._dataset.episode(self.index)
@@ -540,7 +541,7 @@ class Dataset:
         self._forget(path)
         doomed = path.with_name(f".deleting-{path.name}")
         os.rename(path, doomed)  # atomic: the episode is gone from listings at once
-        _fsync_dir(self.episodes_dir)
+        fsync_dir(self.episodes_dir)
         shutil.rmtree(doomed)
 
     def delete_interrupted(self) -> list[Path]:

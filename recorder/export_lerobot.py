@@ -59,7 +59,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .dataset import Dataset, DatasetError
+from .dataset import Dataset, DatasetError, fsync_dir
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
@@ -517,7 +517,7 @@ def export_lerobot(dataset: Dataset | str | os.PathLike, out_dir: str | os.PathL
         if out_dir.is_dir():
             out_dir.rmdir()  # existing but empty (checked just above)
         os.rename(tmp, out_dir)
-        _fsync_dir(out_dir.parent)
+        fsync_dir(out_dir.parent)
     except BaseException:
         for w in writers:
             w.abort()
@@ -704,19 +704,11 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=4, ensure_ascii=False))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(root: Path) -> None:
     for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         if path.is_file():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
         else:
-            _fsync_dir(path)
-    _fsync_dir(root)
+            fsync_dir(path)
+    fsync_dir(root)
