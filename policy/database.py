@@ -9,7 +9,6 @@ true cosine similarity.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,13 +155,3 @@ def probe_queries(embeddings: np.ndarray, episodes: np.ndarray, count: int, seed
     spread = np.median(np.linalg.norm(embeddings[1:] - embeddings[:-1], axis=1))
     q = q + rng.normal(0, spread / np.sqrt(embeddings.shape[1]), size=q.shape)
     return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
-
-
-def timed(fn, *args, repeat: int = 200) -> float:
-    """Median seconds per call."""
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
