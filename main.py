@@ -7,6 +7,10 @@ import argparse
 import logging
 import sys
 
+# Light imports (no simulator, no torch): needed for the --help choices.
+from robot_drivers.factory import ROBOTS, TELEOPS
+from robot_drivers.sim.task import SCENARIOS
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -15,29 +19,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def cmd_sim_check(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from robot_drivers.sim.check import run_sim_check
-
-    scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
-    worst = 1.0
-    for scenario in scenarios:
-        with tqdm(total=args.episodes, desc=f"sim-check {scenario}", unit="ep", file=sys.stderr) as bar:
-            def progress(done, total, successes):
-                bar.update(1)
-                bar.set_postfix(success=f"{successes}/{done}")
-
-            report = run_sim_check(args.episodes, seed=args.seed, scenario=scenario,
-                                   image_size=args.image_size, cameras=not args.no_cameras, progress=progress)
-        print(report.summary(cameras=0 if args.no_cameras else 2, image_size=args.image_size))
-        print()
-        worst = min(worst, report.success_rate)
-    return 0 if worst >= args.min_success else 1
+def _gamma(text: str) -> str:
+    """'auto' or a cosine similarity; checked before a long training run, not after it."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'auto' nor a number") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a similarity in [-1, 1]")
+    return text
 
 
-from robot_drivers.factory import ROBOTS, TELEOPS  # noqa: E402 - light imports, needed for --help choices
-from robot_drivers.sim.task import SCENARIOS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cameras", action="store_true", help="skip rendering (physics only)")
     p.add_argument("--min-success", type=float, default=0.0,
                    help="exit with status 1 if any scenario's success rate is below this fraction")
-    p.set_defaults(func=cmd_sim_check)
+    p.set_defaults(func=_lazy("robot_drivers.sim.check", "cmd_sim_check"))
 
     p = verbs.add_parser("record", help="record demonstrations into a dataset",
                          description="Records demonstrations. With --teleop scripted on the simulated rig the "
@@ -113,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--out", required=True, help="policy folder to write")
     _policy_options(p)
-    p.add_argument("--gamma", default="auto",
+    p.add_argument("--gamma", type=_gamma, default="auto",
                    help="OOD threshold: 'auto' (calibrated from the data, default) or a similarity in [-1, 1]")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing policy folder")

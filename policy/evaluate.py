@@ -10,7 +10,6 @@ from typing import Callable
 import numpy as np
 
 from robot_drivers.sim.rig import SimRig
-from robot_drivers.sim.task import SCENARIOS
 
 from .policy import ALTPolicy
 from .probes import photos, synthetic_probes
@@ -134,5 +133,3 @@ def write_json(path: str | Path, payload: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=1))
 
-
-__all__ = ["SCENARIOS", "evaluate_scenario", "unrelated_image_report", "in_distribution_frame_report"]

@@ -207,9 +207,8 @@ class RecordingSession:
             result = self.loop.run(self._source(), max_ticks=max_ticks, on_tick=on_tick, cancel=self.cancel)
         finally:
             gc.unfreeze()
-        cancelled_by_us = bool(write_error)
-        if cancelled_by_us:
-            self.cancel.clear()
+        if write_error:
+            self.cancel.clear()  # we set it to end the loop; the session stays usable
         stats_json = stats.to_json()
         if write_error:
             writer.discard()

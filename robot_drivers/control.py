@@ -16,7 +16,7 @@ from .clock import TickTiming
 from .errors import ArmStoppedError, ConnectionLostError, DeviceError, StaleFrameError
 from .rig import Observation, Rig
 from .teleop import Button, TargetIntegrator, Teleop
-from .types import Action, TeleopCommand
+from .types import Action
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ class TeleopSource:
     def __init__(self, teleop: Teleop):
         self.teleop = teleop
         self._integrator: TargetIntegrator | None = None
-        self.last_command: TeleopCommand | None = None
 
     def begin(self, observation: Observation) -> None:
         s = observation.state
@@ -63,7 +62,6 @@ class TeleopSource:
     def step(self, observation: Observation, dt: float) -> StepOutput:
         assert self._integrator is not None, "begin() first"
         command = self.teleop.get_command(observation.state, dt)
-        self.last_command = command
         self._integrator.anchor(observation.state.ee_pose)
         return StepOutput(self._integrator.step(command, dt), command.buttons)
 
