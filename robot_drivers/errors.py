@@ -27,3 +27,19 @@ class ArmStoppedError(DeviceError):
 
 class StaleFrameError(DeviceError):
     """The newest frame of a camera is older than the caller accepts, or there is none yet."""
+
+
+class DeviceNotFoundError(DeviceError):
+    """No device with the configured identity (serial, address, index) is attached or reachable."""
+
+
+class UnsupportedModeError(DeviceError):
+    """The device does not offer the requested mode (resolution, rate, format, feature)."""
+
+
+class ProtectiveStopError(ArmFaultError):
+    """The arm controller is in a protective or emergency stop; clear it on the pendant first."""
+
+
+class ArmCommandError(DeviceError):
+    """The arm's SDK refused a command (bad state, parameter, communication)."""

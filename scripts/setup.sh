@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 
-# Debian packages: python3-venv (venv itself), libusb-1.0-0 (pyrealsense2),
+# Debian packages: python3-venv (venv itself), libusb-1.0-0 (pyrealsense2), libhidapi-hidraw0 (pyspacemouse),
 # libgl1/libegl1/libfontconfig1/libxkbcommon0/libdbus-1-3/libglib2.0-0 (Qt, OpenCV),
 # libxcb-* (a real Qt window on X11/Xvfb).
-APT_PACKAGES=(libusb-1.0-0 libgl1 libegl1 libfontconfig1 libxkbcommon0 libxkbcommon-x11-0 libdbus-1-3
+APT_PACKAGES=(libusb-1.0-0 libhidapi-hidraw0 libgl1 libegl1 libfontconfig1 libxkbcommon0 libxkbcommon-x11-0 libdbus-1-3
               libglib2.0-0 libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0 libxcb-shape0
               libxcb-randr0 libxcb-render-util0 libxcb-image0)
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
