@@ -85,6 +85,38 @@ def test_realtime_clock_runs_physics_and_cameras_in_background():
     rig.close()
 
 
+def test_render_process_draws_exactly_what_the_in_process_renderer_draws():
+    from robot_drivers.sim.camera import hand_camera, render_camera
+    from robot_drivers.sim.render_process import RenderProcess
+    from robot_drivers.sim.world import SimWorld
+
+    world = SimWorld()
+    scene = make_scene(TaskConfig(), "distractors", 3)  # extra bodies and changed lights travel too
+    world.reset((scene.mug.x, scene.mug.y, scene.mug.yaw), scene.distractors, scene.lighting)
+    world.command_joints([0.1, -0.2, 0.1, -2.0, 0.1, 2.1, 0.7], 0.02)
+    world.step(40)
+    camera = SimCameraConfig(**{**hand_camera().__dict__, "width": 48, "height": 40})
+    renderer = RenderProcess(world.config, camera)
+    try:
+        np.testing.assert_array_equal(renderer.render(world.snapshot()), render_camera(world, camera))
+        world.reset((0.45, 0.05, 0.3))  # the distractors are gone in the copy too
+        np.testing.assert_array_equal(renderer.render(world.snapshot()), render_camera(world, camera))
+    finally:
+        renderer.close()
+        world.close()
+
+
+def test_realtime_reset_hands_out_frames_of_the_new_scene_only():
+    rig = SimRig(SimRigConfig(clock="realtime").with_image_size(32, 32))
+    with rig:
+        for seed in range(3):
+            before = rig.world.time
+            rig.reset(seed)  # teleports the arm and mug, then settles for 0.25 s of simulated time
+            observation = rig.observe(max_age=0.5)
+            assert all(f.device_time >= before + 0.25 for f in observation.frames.values())
+    rig.close()
+
+
 def test_camera_config_is_validated():
     with pytest.raises(ValueError, match="mount"):
         SimCameraConfig(name="x", mount="ceiling")

@@ -11,6 +11,7 @@ import numpy as np
 from ..camera import Camera, CaptureThread
 from ..errors import NotConnectedError
 from ..transforms import quat_to_matrix
+from .render_process import RenderProcess
 from .world import PANDA_HAND_LINK, SimWorld
 
 
@@ -45,12 +46,32 @@ def third_person_camera() -> SimCameraConfig:
     return SimCameraConfig(name="third", mount="fixed", fov_deg=55.0)
 
 
+def camera_view(world: SimWorld, c: SimCameraConfig) -> list[float]:
+    """The view matrix of camera ``c`` in the world's current state."""
+    if c.mount == "fixed":
+        return world.view_matrix(world.to_world(c.eye), world.to_world(c.target), (0, 0, 1))
+    pos, orn = world.link_pose_world(PANDA_HAND_LINK)
+    rot = quat_to_matrix(orn)
+    eye = pos + rot @ np.asarray(c.eye_in_hand)
+    target = pos + rot @ np.asarray(c.target_in_hand)
+    up = rot @ np.array([1.0, 0.0, 0.0])  # image "up" points away from the camera's side of the hand
+    return world.view_matrix(eye, target, up)
+
+
+def render_camera(world: SimWorld, c: SimCameraConfig) -> np.ndarray:
+    projection = world.projection_matrix(c.fov_deg, c.width / c.height)
+    with world.lock:
+        return world.render(camera_view(world, c), projection, c.width, c.height)
+
+
 class SimCamera(Camera):
     """Renders the world with PyBullet's CPU renderer.
 
     In lock-step mode the rig's clock calls :meth:`capture` once per tick; in
-    real-time mode a capture thread renders at ``fps``. The device timestamp is
-    the simulation time of the render.
+    real-time mode a capture thread snapshots the world at ``fps`` and a render
+    process of its own draws it (PyBullet holds the GIL for the whole render,
+    which would starve the control loop and the GUI of this process). The
+    device timestamp is the simulation time of the snapshot.
     """
 
     def __init__(self, world: SimWorld, config: SimCameraConfig, clock: Callable[[], float] = time.monotonic,
@@ -61,7 +82,7 @@ class SimCamera(Camera):
         self._threaded = threaded
         self._thread: CaptureThread | None = None
         self._connected = False
-        self._projection = world.projection_matrix(config.fov_deg, config.width / config.height)
+        self._renderer: RenderProcess | None = None
 
     @property
     def serial(self) -> str:
@@ -69,37 +90,38 @@ class SimCamera(Camera):
 
     def connect(self) -> None:
         self._slot.reset()
-        self._connected = True
         if self._threaded:
-            self._thread = CaptureThread(self.name, self._slot, self._grab, period=1.0 / self.fps)
+            self._renderer = RenderProcess(self._world.config, self.config)
+            self._thread = CaptureThread(self.name, self._slot, self._grab_remote, period=1.0 / self.fps)
             self._thread.start()
+            try:
+                self._slot.wait_for(-1, timeout=5.0)  # warm-up: connected means frames are flowing
+            except Exception:
+                self._connected = True
+                self.disconnect()
+                raise
+        self._connected = True
 
     def disconnect(self) -> None:
         self._connected = False
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
 
     @property
     def is_connected(self) -> bool:
         return self._connected
 
-    def _view(self) -> list[float]:
-        c = self.config
-        if c.mount == "fixed":
-            return self._world.view_matrix(self._world.to_world(c.eye), self._world.to_world(c.target), (0, 0, 1))
-        pos, orn = self._world.link_pose_world(PANDA_HAND_LINK)
-        rot = quat_to_matrix(orn)
-        eye = pos + rot @ np.asarray(c.eye_in_hand)
-        target = pos + rot @ np.asarray(c.target_in_hand)
-        up = rot @ np.array([1.0, 0.0, 0.0])  # image "up" points away from the camera's side of the hand
-        return self._world.view_matrix(eye, target, up)
-
     def _grab(self) -> tuple[np.ndarray, float]:
         with self._world.lock:
-            sim_time = self._world.time
-            image = self._world.render(self._view(), self._projection, self.width, self.height)
-        return image, sim_time
+            return render_camera(self._world, self.config), self._world.time
+
+    def _grab_remote(self) -> tuple[np.ndarray, float]:
+        snap = self._world.snapshot()
+        return self._renderer.render(snap), snap.time
 
     def capture(self) -> None:
         """Render one frame now (lock-step mode)."""

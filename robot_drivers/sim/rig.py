@@ -186,7 +186,23 @@ class SimRig(Rig):
         self.arm.release()
         self.arm.home()  # clears the safety layer's reference so the first command starts from here
         self.scene = scene
+        if self.config.clock == "realtime":
+            self._wait_for_frames_after(self.world.time)
         return scene
+
+    def _wait_for_frames_after(self, sim_time: float, timeout: float = 5.0) -> None:
+        """Real time: the scene just jumped; wait until no camera's alignment window holds the old one.
+
+        ``observe`` aligns on a reference one frame period back, so every camera
+        must have two frames of the new scene, not just one.
+        """
+        for camera in self.cameras.values():
+            frame = camera.wait_for_frame(-1, timeout)
+            fresh = 0
+            while fresh < 2:
+                fresh = fresh + 1 if frame.device_time is None or frame.device_time >= sim_time else 0
+                if fresh < 2:
+                    frame = camera.wait_for_frame(frame.sequence, timeout)
 
     def success(self) -> bool:
         """Mug lifted >= 5 cm above the table and held between both fingers."""

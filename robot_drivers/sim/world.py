@@ -42,6 +42,15 @@ class WorldConfig:
     solver_iterations: int = 100
 
 
+@dataclass(frozen=True)
+class WorldSnapshot:
+    time: float
+    joints: tuple[float, ...]
+    bodies: tuple  # (position, orientation) in world frame: the mug, then each distractor
+    distractor_models: tuple[tuple[str, float], ...]
+    lighting: Lighting
+
+
 @dataclass
 class ObjectPose:
     position: np.ndarray  # base frame
@@ -60,6 +69,7 @@ class SimWorld:
         self._physics_dt = 1.0 / self.config.physics_hz
         self._client = pb.connect(pb.DIRECT)
         self._distractors: list[int] = []
+        self._distractor_models: tuple[tuple[str, float], ...] = ()
         self._load_scene()
 
     # -- scene ------------------------------------------------------------
@@ -110,6 +120,7 @@ class SimWorld:
             for body in self._distractors:
                 self._call(pb.removeBody, body)
             self._distractors = []
+            self._distractor_models = tuple((model, scale) for model, scale, _ in distractors)
             for j, q in zip(PANDA_ARM_JOINTS, arm_joints):
                 self._call(pb.resetJointState, self.robot, j, q)
                 self._call(pb.setJointMotorControl2, self.robot, j, pb.POSITION_CONTROL, targetPosition=q,
@@ -208,12 +219,37 @@ class SimWorld:
 
     def hold_current(self) -> None:
         """Hold the arm where it is now (the sim's stop)."""
-        q = self.joint_positions()
-        with self.lock:
+        with self.lock:  # read and command under one hold: a reset in between would be undone
+            q = self.joint_positions()
             self._call(pb.setJointMotorControlArray, self.robot, list(PANDA_ARM_JOINTS), pb.POSITION_CONTROL,
                        targetPositions=q[:7].tolist(), forces=self.joint_max_force.tolist())
             for j in PANDA_ARM_JOINTS:
                 self._call(pb.resetJointState, self.robot, j, float(q[j]), 0.0)
+
+    # -- snapshots (rendering in another process) ----------------------------
+    def snapshot(self) -> "WorldSnapshot":
+        """What a render needs: every joint angle, every loose body's pose, the lights. Cheap."""
+        with self.lock:
+            n = self._call(pb.getNumJoints, self.robot)
+            joints = tuple(s[0] for s in self._call(pb.getJointStates, self.robot, list(range(n))))
+            bodies = tuple(self._call(pb.getBasePositionAndOrientation, b) for b in [self.mug, *self._distractors])
+            return WorldSnapshot(self.time, joints, bodies, self._distractor_models, self.lighting)
+
+    def apply_snapshot(self, snap: "WorldSnapshot") -> None:
+        """Pose this (never stepped) world exactly as the snapshot's."""
+        with self.lock:
+            if snap.distractor_models != self._distractor_models:
+                for body in self._distractors:
+                    self._call(pb.removeBody, body)
+                self._distractors = [self._call(pb.loadURDF, model, globalScaling=scale)
+                                     for model, scale in snap.distractor_models]
+                self._distractor_models = snap.distractor_models
+            for j, q in enumerate(snap.joints):
+                self._call(pb.resetJointState, self.robot, j, q)
+            for body, (pos, orn) in zip([self.mug, *self._distractors], snap.bodies):
+                self._call(pb.resetBasePositionAndOrientation, body, pos, orn)
+            self.lighting = snap.lighting
+            self.time = snap.time
 
     # -- rendering --------------------------------------------------------
     def view_matrix(self, eye_world, target_world, up) -> list[float]:
