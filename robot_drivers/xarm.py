@@ -1,0 +1,399 @@
+"""UFactory xArm (xArm 5/6/7, Lite 6, 850) through the vendor's xarm-python-sdk (``XArmAPI``).
+
+Units are converted here and nowhere else: the program speaks metres,
+quaternions [x, y, z, w] and a gripper scalar in [0, 1]; the SDK speaks
+millimetres, fixed-axis roll/pitch/yaw in degrees (``is_radian=False``:
+R = Rz(yaw) Ry(pitch) Rx(roll)) and gripper pulses 0 (closed) .. 850 (open).
+
+Streaming: each control tick sends one absolute target. The default is the
+controller's Cartesian online-planning mode (mode 7, ``set_position`` with
+``wait=False``): the controller re-plans smoothly towards the newest target,
+which suits a 10-30 Hz policy. Servo mode (mode 1, ``set_servo_cartesian``)
+executes targets without planning and is meant for 100 Hz+ streams of small
+steps.
+
+Every SDK return code is checked; non-zero codes and the controller's error
+and warning codes become the exceptions of :mod:`robot_drivers.errors`, with
+the controller's own numbers in the message (see :data:`CONTROLLER_ERRORS`).
+Targets outside the configured workspace are refused before any SDK call
+(the safety layer clips them first: this is defence in depth).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .arm import Arm
+from .errors import (ArmCommandError, ArmFaultError, ConnectionLostError, DeviceError, LimitViolationError,
+                     NotConnectedError, ProtectiveStopError)
+from .transforms import euler_to_quat, quat_to_matrix
+from .types import Action, Pose, RobotState
+
+log = logging.getLogger(__name__)
+
+GRIPPER_OPEN_PULSE = 850.0  # xArm Gripper: 0 closed .. 850 open
+MODES = {"online": 7, "servo": 1}
+MOTION_STATE, STOP_STATE = 0, 4
+CONTROLLER_STATES = {1: "moving", 2: "sleeping (ready, not moving)", 3: "paused", 4: "stopped",
+                     5: "changing mode", 6: "decelerating"}
+
+#: Controller error codes (``get_err_warn_code()[0]``): what happened and what to do.
+CONTROLLER_ERRORS: dict[int, tuple[str, str]] = {
+    1: ("emergency stop button on the control box is pressed", "release it, then re-enable the arm"),
+    2: ("emergency stop input of the control box is triggered", "check the E-stop wiring, then re-enable"),
+    3: ("emergency stop of the three-state (enabling) switch is pressed", "release it, then re-enable"),
+    10: ("servo motor error", "power-cycle the arm; contact UFactory if it repeats"),
+    11: ("joint 1 servo error", "power-cycle the arm"), 12: ("joint 2 servo error", "power-cycle the arm"),
+    13: ("joint 3 servo error", "power-cycle the arm"), 14: ("joint 4 servo error", "power-cycle the arm"),
+    15: ("joint 5 servo error", "power-cycle the arm"), 16: ("joint 6 servo error", "power-cycle the arm"),
+    17: ("joint 7 servo error", "power-cycle the arm"),
+    19: ("end-effector communication error", "check the tool connector and the gripper"),
+    21: ("kinematics error (no solution for the target)", "move the target away from singularities"),
+    22: ("self-collision", "the target pose would make the arm hit itself; move it back in manual mode"),
+    23: ("joint angle exceeds its limit", "move the target back inside the joint range"),
+    24: ("speed exceeds the limit", "lower tcp_speed or the per-tick step"),
+    25: ("planning error", "the target is unreachable along a straight line; check the workspace box"),
+    26: ("controller real-time error", "reduce the command rate; power-cycle if it repeats"),
+    27: ("command reply error", "check the network to the control box"),
+    31: ("collision detected (abnormal current)", "something was hit: clear the obstacle, then re-enable"),
+    33: ("controller GPIO error", "check the I/O wiring"),
+    35: ("safety boundary limit reached", "the target is outside the controller's safety fence; "
+         "shrink the workspace box in the rig file"),
+    36: ("too many delayed commands", "the command queue overflowed: lower the control rate"),
+    38: ("abnormal joint angle", "power-cycle the arm"),
+    40: ("trajectory has no error-free joint solution", "choose a target further from singularities"),
+    60: ("linear speed limit exceeded in servo mode", "use mode \"online\" or smaller steps per tick"),
+}
+
+#: Controller warning codes (``get_err_warn_code()[1]``).
+CONTROLLER_WARNINGS: dict[int, str] = {
+    11: "the command buffer is full (commands arrive faster than the controller executes them)",
+    12: "a command parameter is invalid",
+    13: "the command does not exist for this firmware",
+    14: "the command has no solution (unreachable target)",
+    15: "the Modbus command buffer is full",
+}
+_REJECTING_WARNINGS = {12, 13, 14}
+
+#: SDK return codes (``XArmAPI`` methods): see the SDK's xarm_api_code.md.
+SDK_CODES: dict[int, str] = {
+    -1: "not connected", -2: "not ready (motion not enabled or state not set)", -3: "API exception",
+    -4: "command does not exist", -6: "Cartesian limit", -7: "joint limit", -8: "parameter out of range",
+    -9: "emergency stop", 1: "the controller has an unclear error", 2: "the controller has an unclear warning",
+    3: "reply timeout", 4: "reply length error", 5: "reply sequence error", 6: "protocol error",
+    7: "reply does not match the command", 8: "send error", 9: "not ready to move", 10: "invalid result",
+    11: "other error", 12: "parameter error",
+}
+
+
+def quat_to_rpy(q) -> np.ndarray:
+    """Fixed-axis roll, pitch, yaw (rad) with R = Rz(yaw) Ry(pitch) Rx(roll): the xArm convention."""
+    m = quat_to_matrix(q)
+    pitch = math.asin(max(-1.0, min(1.0, -m[2, 0])))
+    if abs(m[2, 0]) < 1.0 - 1e-9:
+        roll = math.atan2(m[2, 1], m[2, 2])
+        yaw = math.atan2(m[1, 0], m[0, 0])
+    else:  # gimbal lock: only roll - yaw (or roll + yaw) is defined; put it all in roll
+        yaw = 0.0
+        roll = math.atan2(-m[1, 2], m[1, 1])
+    return np.array([roll, pitch, yaw])
+
+
+def pose_to_xarm(pose: Pose) -> list[float]:
+    """Pose (m, quaternion) -> [x, y, z] mm + [roll, pitch, yaw] degrees."""
+    rpy = np.degrees(quat_to_rpy(pose.orientation))
+    return [*(pose.position * 1000.0).tolist(), *rpy.tolist()]
+
+
+def xarm_to_pose(values) -> Pose:
+    """[x, y, z] mm + [roll, pitch, yaw] degrees -> Pose."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape[0] < 6 or not np.all(np.isfinite(v[:6])):
+        raise ArmCommandError(f"xArm reported an invalid pose {list(values)!r}")
+    return Pose(v[:3] / 1000.0, euler_to_quat(*np.radians(v[3:6])))
+
+
+def gripper_to_pulse(g: float) -> float:
+    return float(np.clip(g, 0.0, 1.0)) * GRIPPER_OPEN_PULSE
+
+
+def pulse_to_gripper(pulse: float) -> float:
+    return float(np.clip(pulse / GRIPPER_OPEN_PULSE, 0.0, 1.0))
+
+
+def _named(target: list[float]) -> dict[str, float]:
+    return dict(zip(("x", "y", "z", "roll", "pitch", "yaw"), target))
+
+
+def describe_error(code: int) -> str:
+    title, fix = CONTROLLER_ERRORS.get(code, ("controller error", "see the xArm manual's error table"))
+    return f"xArm error {code}: {title}; {fix}"
+
+
+@dataclass
+class XArmConfig:
+    ip: str = ""
+    workspace_min: tuple[float, float, float] = (0.15, -0.40, 0.02)  # metres, robot base frame
+    workspace_max: tuple[float, float, float] = (0.65, 0.40, 0.50)
+    home_position: tuple[float, float, float] = (0.35, 0.0, 0.30)
+    home_orientation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)  # gripper pointing down
+    home_gripper: float = 1.0
+    mode: str = "online"  # "online" (mode 7, planned) or "servo" (mode 1, 100 Hz+ streams)
+    tcp_speed: float = 0.10  # m/s, the planner's speed limit when streaming
+    tcp_acc: float = 1.0  # m/s^2
+    home_speed: float = 0.05  # m/s, the slow move to home
+    gripper: bool = True  # an xArm Gripper is attached
+    gripper_speed: float = 3000.0  # r/min (the SDK's unit), 1000..5000
+    gripper_deadband: float = 0.01  # gripper commands closer than this to the last one are not resent
+    connect_timeout: float = 5.0  # seconds to wait for the report stream after connecting
+    clear_errors_on_connect: bool = False  # False: a controller error at connect is reported, not cleared
+
+    def __post_init__(self):
+        if not self.ip:
+            raise ValueError("an xArm needs its IP address (the one set on the control box)")
+        if self.mode not in MODES:
+            raise ValueError(f"xArm mode must be one of {sorted(MODES)}, got {self.mode!r}")
+        lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
+        if lo.shape != (3,) or hi.shape != (3,) or np.any(lo >= hi):
+            raise ValueError(f"workspace_min {list(self.workspace_min)} must be below workspace_max "
+                             f"{list(self.workspace_max)} on every axis")
+        home = np.asarray(self.home_position, float)
+        if home.shape != (3,) or np.any(home < lo) or np.any(home > hi):
+            raise ValueError(f"home position {list(self.home_position)} lies outside the workspace box")
+        if not 0.0 < self.tcp_speed <= 1.0 or not 0.0 < self.home_speed <= 0.25:
+            raise ValueError("tcp_speed must be in (0, 1] m/s and home_speed in (0, 0.25] m/s")
+        if self.tcp_acc <= 0:
+            raise ValueError("tcp_acc must be positive")
+
+    @property
+    def home_pose(self) -> Pose:
+        return Pose(np.asarray(self.home_position, float), np.asarray(self.home_orientation, float))
+
+
+def _xarm_api_class():
+    try:
+        from xarm.wrapper import XArmAPI
+    except ImportError as exc:  # pragma: no cover - a dev dependency
+        raise DeviceError("xarm-python-sdk is not installed: pip install -e '.[xarm]'") from exc
+    return XArmAPI
+
+
+class XArm(Arm):
+    name = "xarm"
+
+    def __init__(self, config: XArmConfig, api_factory: Callable | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self._factory = api_factory
+        self._clock = clock
+        self._api = None
+        self._lock = threading.RLock()
+        self._armed = False  # motion enabled, streaming mode set, state 0
+        self._last_gripper: float | None = None
+
+    # -- codes ------------------------------------------------------------
+    def _check(self, code, what: str) -> None:
+        """Turn an SDK return code into an exception (0 is success)."""
+        if code == 0:
+            return
+        if code in (1, 2):  # the controller holds an error or warning: ask which
+            self._raise_controller(what)
+            if code == 2:
+                return  # a harmless warning (logged)
+        text = SDK_CODES.get(code, "unknown code")
+        if code == -9:
+            raise ProtectiveStopError(f"xArm {what} refused: emergency stop is active; release the E-stop, then "
+                                      "re-enable the arm")
+        if code in (-1, 3, 4, 5, 6, 7, 8):
+            self._armed = False
+            raise ConnectionLostError(f"xArm {what} failed: {text} (code {code}); check the network cable to "
+                                      f"{self.config.ip} and that the control box is on")
+        if code in (-6, -7, -8):
+            raise LimitViolationError(f"xArm {what} refused: {text} (code {code})")
+        if code in (-2, 9):
+            self._armed = False
+            raise ArmCommandError(f"xArm {what} refused: {text} (code {code}); the arm must be enabled and in "
+                                  "state 0 — release the stop in the program and check the controller")
+        raise ArmCommandError(f"xArm {what} failed: {text} (code {code})")
+
+    def _raise_controller(self, what: str) -> None:
+        code, err_warn = self._api.get_err_warn_code()
+        if code != 0:
+            raise ConnectionLostError(f"xArm {what}: could not read the controller's error code (code {code})")
+        error, warning = int(err_warn[0]), int(err_warn[1])
+        if error:
+            self._armed = False
+            message = f"{describe_error(error)} (during {what})"
+            if error in (1, 2, 3):
+                raise ProtectiveStopError(message)
+            raise ArmFaultError(message)
+        if warning:
+            text = CONTROLLER_WARNINGS.get(warning, "controller warning")
+            if warning in _REJECTING_WARNINGS:
+                self._api.clean_warn()
+                raise ArmCommandError(f"xArm warning {warning}: {text} (during {what})")
+            log.warning("xArm warning %d: %s (during %s)", warning, text, what)
+            self._api.clean_warn()
+
+    # -- life cycle -------------------------------------------------------
+    def connect(self) -> None:
+        if self.is_connected:
+            return
+        factory = self._factory or _xarm_api_class()
+        api = factory(self.config.ip, is_radian=False, do_not_open=True)
+        try:
+            api.connect()
+        except Exception as exc:  # the SDK raises on an unreachable address
+            raise ConnectionLostError(f"cannot connect to the xArm at {self.config.ip}: {exc}; check the cable, "
+                                      "the host's address on the arm's subnet, and ping it (docs/bringup.md)") from exc
+        if not api.connected:
+            raise ConnectionLostError(f"cannot connect to the xArm at {self.config.ip}; check the cable, the host's "
+                                      "address on the arm's subnet, and ping it (docs/bringup.md)")
+        self._api = api
+        try:
+            code, err_warn = api.get_err_warn_code()
+            self._check(code, "get_err_warn_code")
+            if err_warn[0]:
+                if not self.config.clear_errors_on_connect:
+                    raise (ProtectiveStopError if err_warn[0] in (1, 2, 3) else ArmFaultError)(
+                        f"{describe_error(int(err_warn[0]))}. The controller reported it at connect; clear it "
+                        "(UFactory Studio or clear_errors_on_connect = true) once the cause is fixed")
+                self._check(api.clean_error(), "clean_error")
+            if err_warn[1]:
+                self._check(api.clean_warn(), "clean_warn")
+            self._arm_motion()
+            if self.config.gripper:
+                self._check(api.set_gripper_mode(0), "set_gripper_mode")
+                self._check(api.set_gripper_enable(True), "set_gripper_enable")
+                self._check(api.set_gripper_speed(self.config.gripper_speed), "set_gripper_speed")
+        except Exception:
+            api.disconnect()
+            self._api = None
+            raise
+
+    def _arm_motion(self, mode: int | None = None) -> None:
+        """Enable the motors, select the streaming mode and enter the motion state."""
+        api = self._api
+        self._check(api.motion_enable(enable=True), "motion_enable")
+        self._check(api.set_mode(MODES[self.config.mode] if mode is None else mode), "set_mode")
+        self._check(api.set_state(state=MOTION_STATE), "set_state")
+        self._armed = mode is None
+
+    def disconnect(self) -> None:
+        with self._lock:
+            if self._api is not None:
+                try:
+                    self._api.disconnect()
+                finally:
+                    self._api = None
+                    self._armed = False
+
+    @property
+    def is_connected(self) -> bool:
+        return self._api is not None and bool(self._api.connected)
+
+    def _require(self):
+        if self._api is None:
+            raise NotConnectedError(f"xArm at {self.config.ip} is not connected; call connect() first")
+        if not self._api.connected:
+            raise ConnectionLostError(f"lost the connection to the xArm at {self.config.ip}; check the network "
+                                      "cable and the control box")
+        return self._api
+
+    # -- state ------------------------------------------------------------
+    def get_state(self) -> RobotState:
+        with self._lock:
+            api = self._require()
+            if api.error_code:
+                self._armed = False
+                raise (ProtectiveStopError if api.error_code in (1, 2, 3) else ArmFaultError)(
+                    describe_error(int(api.error_code)))
+            code, position = api.get_position(is_radian=False)
+            self._check(code, "get_position")
+            code, angles = api.get_servo_angle(is_radian=True)
+            self._check(code, "get_servo_angle")
+            gripper = self._last_gripper if self._last_gripper is not None else 1.0
+            if self.config.gripper:
+                code, pulse = api.get_gripper_position()
+                self._check(code, "get_gripper_position")
+                gripper = pulse_to_gripper(float(pulse))
+            return RobotState(self._clock(), xarm_to_pose(position), gripper, np.asarray(angles, dtype=np.float64))
+
+    # -- motion -----------------------------------------------------------
+    def _check_workspace(self, pose: Pose) -> None:
+        lo = np.asarray(self.config.workspace_min, float)
+        hi = np.asarray(self.config.workspace_max, float)
+        p = pose.position
+        if np.any(p < lo - 1e-9) or np.any(p > hi + 1e-9):
+            raise LimitViolationError(
+                f"xArm target {np.round(p, 4).tolist()} m is outside the workspace box {list(self.config.workspace_min)}"
+                f"..{list(self.config.workspace_max)} m; refused before reaching the controller")
+
+    def send_action(self, action: Action) -> Action:
+        self._check_workspace(action.pose)  # before any SDK call
+        gripper = float(np.clip(action.gripper, 0.0, 1.0))
+        with self._lock:
+            api = self._require()
+            if not self._armed:
+                self._arm_motion()
+            target = pose_to_xarm(action.pose)
+            if self.config.mode == "online":
+                code = api.set_position(**_named(target), speed=self.config.tcp_speed * 1000.0,
+                                        mvacc=self.config.tcp_acc * 1000.0, is_radian=False, wait=False)
+                self._check(code, "set_position")
+            else:
+                self._check(api.set_servo_cartesian(target, is_radian=False), "set_servo_cartesian")
+            if self.config.gripper and (self._last_gripper is None
+                                        or abs(gripper - self._last_gripper) > self.config.gripper_deadband):
+                self._check(api.set_gripper_position(gripper_to_pulse(gripper), wait=False), "set_gripper_position")
+                self._last_gripper = gripper
+        return Action(action.pose, gripper)
+
+    def home(self) -> None:
+        """Slow planned move to the home pose (position mode), gripper open, then back to streaming."""
+        home = self.config.home_pose
+        self._check_workspace(home)
+        with self._lock:
+            api = self._require()
+            self._arm_motion(mode=0)
+            code = api.set_position(**_named(pose_to_xarm(home)), speed=self.config.home_speed * 1000.0,
+                                    mvacc=self.config.tcp_acc * 1000.0, is_radian=False, wait=True)
+            self._check(code, "set_position (home)")
+            if self.config.gripper:
+                self._check(api.set_gripper_position(gripper_to_pulse(self.config.home_gripper), wait=True),
+                            "set_gripper_position (home)")
+                self._last_gripper = self.config.home_gripper
+            self._arm_motion()
+
+    def stop(self) -> None:
+        """Halt now (controller state 4). Never raises: a failed stop escalates to the emergency stop."""
+        api = self._api
+        self._armed = False
+        if api is None:
+            return
+        try:
+            code = api.set_state(state=STOP_STATE)
+        except Exception as exc:  # noqa: BLE001 - a stop must not throw
+            log.error("xArm stop raised %s; emergency stop", exc)
+            code = -1
+        if code != 0:
+            log.error("xArm set_state(4) returned %s; sending the emergency stop", code)
+            self.emergency_stop()
+
+    def emergency_stop(self) -> None:
+        """The SDK's emergency stop: stops every motion; the arm must be re-enabled afterwards."""
+        api = self._api
+        self._armed = False
+        if api is None:
+            return
+        try:
+            api.emergency_stop()
+        except Exception as exc:  # noqa: BLE001
+            log.error("xArm emergency_stop failed: %s — press the red button on the control box", exc)
