@@ -1,0 +1,320 @@
+"""UR driver against autospecs of the real ur-rtde classes, and the Robotiq adapter against a loopback server."""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+import threading
+from unittest.mock import DEFAULT, call, create_autospec
+
+import numpy as np
+import pytest
+from rtde_control import RTDEControlInterface  # dev dependencies: these tests never skip
+from rtde_receive import RTDEReceiveInterface
+
+from robot_drivers.errors import (ArmCommandError, ConnectionLostError, DeviceError, LimitViolationError,
+                                  ProtectiveStopError)
+from robot_drivers.grippers import RobotiqConfig, RobotiqSocketGripper
+from robot_drivers.safety import SafeArm, SafetyConfig
+from robot_drivers.transforms import euler_to_quat, quat_angle, rotvec_to_quat
+from robot_drivers.types import Action, Pose
+from robot_drivers.ur import URArm, URConfig, pose_to_ur, quat_to_rotvec, ur_to_pose
+
+DOWN = euler_to_quat(math.pi, 0.0, 0.0)
+
+
+def pybind_checked(cls):
+    """create_autospec of a pybind11 class, with calls checked against the signatures in its docstrings.
+
+    Plain autospec cannot read a pybind11 method's signature; the docstring
+    states it (overloads included), so arity and keyword names are checked.
+    """
+    mock = create_autospec(cls, instance=True)
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        doc = getattr(getattr(cls, name), "__doc__", "") or ""
+        signatures = re.findall(rf"^(?:\d+\. )?{name}\(self: [^,)]+(?:, )?(.*?)\) ->", doc, flags=re.M)
+        if not signatures:
+            continue
+        params = [[p.split(":")[0].strip() for p in s.split(", ") if p] for s in signatures]
+        defaults = [[("=" in p) for p in s.split(", ") if p] for s in signatures]
+
+        def check(*args, _n=name, _params=params, _defaults=defaults, **kwargs):
+            for names, has_default in zip(_params, _defaults):
+                required = sum(1 for d in has_default if not d)
+                positional_ok = len(args) <= len(names)
+                keywords_ok = all(k in names[len(args):] for k in kwargs)
+                if positional_ok and keywords_ok and len(args) + len(kwargs) >= required:
+                    return DEFAULT  # the mock then answers its return_value
+            raise TypeError(f"{_n}{args, kwargs} matches no signature {_params}")
+
+        getattr(mock, name).side_effect = check
+    return mock
+
+
+def make_interfaces(tcp=(0.1, -0.4, 0.3, math.pi, 0.0, 0.0)):
+    control = pybind_checked(RTDEControlInterface)
+    receive = pybind_checked(RTDEReceiveInterface)
+    for name in ("servoL", "servoStop", "moveL", "isConnected", "reconnect"):
+        getattr(control, name).return_value = True
+    control.stopL.return_value = None
+    control.stopScript.return_value = None
+    control.disconnect.return_value = None
+    for name in ("isConnected", "reconnect"):
+        getattr(receive, name).return_value = True
+    receive.isProtectiveStopped.return_value = False
+    receive.isEmergencyStopped.return_value = False
+    receive.getSafetyMode.return_value = 1
+    receive.getActualTCPPose.return_value = list(tcp)
+    receive.getActualQ.return_value = [0.0, -1.57, 1.57, -1.57, -1.57, 0.0]
+    receive.disconnect.return_value = None
+    control_cls = create_autospec(RTDEControlInterface, return_value=control)
+    receive_cls = create_autospec(RTDEReceiveInterface, return_value=receive)
+    return control_cls, receive_cls, control, receive
+
+
+def config(**kw):
+    base = dict(ip="192.168.1.102", rate_hz=10.0, workspace_min=(-0.5, -0.6, 0.05), workspace_max=(0.5, -0.1, 0.5),
+                home_position=(0.0, -0.4, 0.3))
+    base.update(kw)
+    return URConfig(**base)
+
+
+@pytest.fixture
+def ur():
+    control_cls, receive_cls, control, receive = make_interfaces()
+    arm = URArm(config(), control_factory=control_cls, receive_factory=receive_cls)
+    arm.connect()
+    control.reset_mock(return_value=False, side_effect=False)
+    receive.reset_mock(return_value=False, side_effect=False)
+    return arm, control, receive
+
+
+def test_signature_checker_catches_a_wrong_call():
+    control = pybind_checked(RTDEControlInterface)
+    with pytest.raises(TypeError, match="matches no signature"):
+        control.servoL([0.0] * 6, 0.1)  # servoL needs pose, speed, acc, time, lookahead, gain
+    with pytest.raises(AttributeError):
+        control.isProtectiveStopped()  # that lives on the receive interface
+
+
+def test_rotation_vector_conversion():
+    for rv in ([0.0, 0.0, 0.0], [math.pi, 0.0, 0.0], [0.1, -0.2, 0.3], [0.0, 2.5, -1.0]):
+        q = rotvec_to_quat(rv)
+        back = quat_to_rotvec(q)
+        assert quat_angle(rotvec_to_quat(back), q) < 1e-9
+    pose = Pose(np.array([0.1, -0.4, 0.3]), euler_to_quat(3.0, 0.2, -0.5))
+    values = pose_to_ur(pose)
+    assert values[:3] == pytest.approx([0.1, -0.4, 0.3])  # metres both sides: no scaling
+    again = ur_to_pose(values)
+    assert quat_angle(again.orientation, pose.orientation) < 1e-9
+
+
+def test_connect_sequence():
+    control_cls, receive_cls, control, receive = make_interfaces()
+    arm = URArm(config(rtde_frequency=500.0), control_factory=control_cls, receive_factory=receive_cls)
+    arm.connect()
+    receive_cls.assert_called_once_with("192.168.1.102", 500.0)
+    control_cls.assert_called_once_with("192.168.1.102", 500.0)
+    receive.isProtectiveStopped.assert_called()  # checked before taking control
+    assert arm.is_connected
+
+
+def test_connect_refused_in_protective_stop():
+    control_cls, receive_cls, control, receive = make_interfaces()
+    receive.isProtectiveStopped.return_value = True
+    receive.getSafetyMode.return_value = 3
+    with pytest.raises(ProtectiveStopError, match="protective stop.*unlock the protective stop on the pendant"):
+        URArm(config(), control_factory=control_cls, receive_factory=receive_cls).connect()
+    control_cls.assert_not_called()
+    receive.disconnect.assert_called_once()
+
+
+def test_unreachable_and_no_remote_control():
+    control_cls, receive_cls, control, receive = make_interfaces()
+    receive_cls.side_effect = RuntimeError("Timeout connecting to UR dashboard server.")
+    with pytest.raises(ConnectionLostError, match=r"cannot open RTDE to the UR at 192.168.1.102.*ping"):
+        URArm(config(), control_factory=control_cls, receive_factory=receive_cls).connect()
+    control_cls, receive_cls, control, receive = make_interfaces()
+    control_cls.side_effect = RuntimeError("RTDE control script is not running")
+    with pytest.raises(ConnectionLostError, match="Remote Control mode"):
+        URArm(config(), control_factory=control_cls, receive_factory=receive_cls).connect()
+    receive.disconnect.assert_called_once()
+
+
+def test_servo_stream_per_tick(ur):
+    arm, control, receive = ur
+    q = euler_to_quat(math.pi, 0.1, 0.0)
+    arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), q), 1.0))
+    args = control.servoL.call_args.args
+    assert args[0][:3] == pytest.approx([0.1, -0.35, 0.25])
+    assert quat_angle(rotvec_to_quat(args[0][3:]), q) < 1e-9
+    assert args[1:] == (0.0, 0.0, pytest.approx(0.1), 0.1, 300.0)  # time = one control tick
+    receive.isProtectiveStopped.assert_called()
+
+
+def test_state(ur):
+    arm, control, receive = ur
+    state = arm.get_state()
+    np.testing.assert_allclose(state.ee_pose.position, [0.1, -0.4, 0.3])
+    assert quat_angle(state.ee_pose.orientation, DOWN) < 1e-9
+    assert state.joint_positions.shape == (6,)
+    assert state.gripper == 1.0  # no gripper: the last command echoed
+
+
+def test_protective_stop_while_streaming(ur):
+    arm, control, receive = ur
+    receive.isProtectiveStopped.return_value = True
+    receive.getSafetyMode.return_value = 3
+    with pytest.raises(ProtectiveStopError, match="protective stop"):
+        arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    control.servoL.assert_not_called()
+    with pytest.raises(ProtectiveStopError):
+        arm.get_state()
+
+
+def test_servo_refused(ur):
+    arm, control, receive = ur
+    control.servoL.return_value = False
+    with pytest.raises(ArmCommandError, match="refused servoL"):
+        arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+
+
+def test_connection_loss_reconnects_then_gives_up(ur):
+    arm, control, receive = ur
+    control.isConnected.return_value = False
+    control.reconnect.side_effect = lambda: control.isConnected.configure_mock(return_value=True) or True
+    arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    assert arm.reconnects == 1
+    control.servoL.assert_called_once()
+    control.isConnected.return_value = False
+    control.reconnect.side_effect = None
+    control.reconnect.return_value = False
+    with pytest.raises(ConnectionLostError, match="lost the RTDE connection.*1 reconnect attempt"):
+        arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+
+
+def test_limits_enforced_before_any_sdk_call(ur):
+    arm, control, receive = ur
+    with pytest.raises(LimitViolationError, match="outside the workspace box"):
+        arm.send_action(Action(Pose(np.array([0.1, 0.2, 0.25]), DOWN), 1.0))
+    assert control.method_calls == [] and receive.method_calls == []
+
+
+def test_stop_home_and_disconnect(ur):
+    arm, control, receive = ur
+    arm.stop()
+    control.stopL.assert_called_once_with(2.0)  # not streaming: stopL
+    arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    arm.stop()
+    control.servoStop.assert_called_once_with(2.0)  # streaming: servoStop
+    arm.home()
+    pose = control.moveL.call_args.args[0]
+    assert pose[:3] == pytest.approx([0.0, -0.4, 0.3])
+    assert control.moveL.call_args.args[1:] == (0.05, 0.3, False)
+    control.servoStop.side_effect = RuntimeError("socket closed")
+    arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    arm.stop()  # never raises
+    control.servoStop.side_effect = None
+    arm.disconnect()
+    assert control.method_calls[-2:] == [call.stopScript(), call.disconnect()]
+    receive.disconnect.assert_called_once()
+
+
+def test_watchdog_calls_the_ur_stop():
+    control_cls, receive_cls, control, receive = make_interfaces()
+    now = [0.0]
+    safe = SafeArm(URArm(config(), control_factory=control_cls, receive_factory=receive_cls),
+                   SafetyConfig(workspace_min=(-0.5, -0.6, 0.05), workspace_max=(0.5, -0.1, 0.5),
+                                watchdog_timeout=0.2), clock=lambda: now[0])
+    safe.inner.connect()
+    safe.send_action(Action(Pose(np.array([0.1, -0.39, 0.3]), DOWN), 1.0))
+    now[0] = 0.5
+    assert safe.check_watchdog()
+    control.servoStop.assert_called_once_with(2.0)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="IP address"):
+        URConfig()
+    with pytest.raises(ValueError, match="servo_lookahead"):
+        config(servo_lookahead=0.5)
+    with pytest.raises(ValueError, match="servo_gain"):
+        config(servo_gain=50)
+
+
+# -- Robotiq over the URCap socket ------------------------------------------------
+class FakeURCap:
+    """A loopback server speaking the Robotiq URCap's ASCII protocol."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.vars = {"STA": 0, "POS": 0, "ACT": 0, "GTO": 0, "SPE": 0, "FOR": 0}
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _ = self.server.accept()
+        with conn, conn.makefile("rwb") as f:
+            for raw in f:
+                line = raw.decode().strip()
+                self.lines.append(line)
+                words = line.split()
+                if words[0] == "GET":
+                    f.write(f"{words[1]} {self.vars[words[1]]}\n".encode())
+                elif words[0] == "SET":
+                    for key, value in zip(words[1::2], words[2::2]):
+                        self.vars[key] = int(value)
+                    if self.vars["ACT"] == 1:
+                        self.vars["STA"] = 3
+                    f.write(b"ack\n")
+                f.flush()
+
+    def close(self):
+        self.server.close()
+
+
+def test_robotiq_socket_gripper():
+    cap = FakeURCap()
+    try:
+        gripper = RobotiqSocketGripper(RobotiqConfig(host="127.0.0.1", port=cap.port, speed=200, force=50))
+        gripper.connect()
+        assert cap.lines[:4] == ["GET STA", "SET ACT 1", "GET STA", "SET GTO 1"]
+        gripper.move(1.0)
+        assert cap.lines[-1] == "SET POS 0 SPE 200 FOR 50"  # open = 0 in Robotiq's convention
+        gripper.move(0.0)
+        assert cap.vars["POS"] == 255
+        assert gripper.position() == 0.0
+        gripper.move(0.5)
+        assert gripper.position() == pytest.approx(1.0 - 128 / 255)
+        gripper.disconnect()
+    finally:
+        cap.close()
+
+
+def test_robotiq_unreachable():
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    with pytest.raises(ConnectionLostError, match="Robotiq Grippers URCap"):
+        RobotiqSocketGripper(RobotiqConfig(host="127.0.0.1", port=port, timeout=0.5)).connect()
+    with pytest.raises(ValueError, match="speed must be in 0..255"):
+        RobotiqConfig(host="x", speed=300)
+    assert issubclass(ConnectionLostError, DeviceError)
+
+
+def test_ur_with_robotiq_gripper():
+    cap = FakeURCap()
+    try:
+        control_cls, receive_cls, control, receive = make_interfaces()
+        gripper = RobotiqSocketGripper(RobotiqConfig(host="127.0.0.1", port=cap.port))
+        with URArm(config(), gripper, control_factory=control_cls, receive_factory=receive_cls) as arm:
+            arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 0.0))
+            assert cap.vars["POS"] == 255
+            assert arm.get_state().gripper == 0.0
+    finally:
+        cap.close()
