@@ -1,0 +1,114 @@
+"""Gamepad teleoperation (Xbox / PlayStation / generic) through pygame's joystick module (SDL2).
+
+Default layout (SDL's mapping of an Xbox-style pad): left stick = x/y,
+triggers = z (right up, left down), right stick = pitch/yaw, bumpers = roll;
+A toggles the gripper, Start starts/stops an episode, Back discards it,
+Y re-records it, B is the emergency stop. Every axis passes the same dead
+zone and scaling as the SpaceMouse (:class:`robot_drivers.spacemouse.AxisScaling`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import DeviceError, DeviceNotFoundError
+from .spacemouse import GRIPPER_TOGGLE, AxisScaling, ButtonEdges
+from .teleop import Teleop
+from .types import RobotState, TeleopCommand
+
+
+@dataclass
+class GamepadConfig:
+    index: int = 0  # which pad, in SDL's order
+    scaling: AxisScaling = field(default_factory=lambda: AxisScaling(dead_zone=0.15))
+    left_x: int = 0  # SDL axis indices (Xbox layout)
+    left_y: int = 1
+    left_trigger: int = 2
+    right_x: int = 3
+    right_y: int = 4
+    right_trigger: int = 5
+    roll_left_button: int = 4  # bumpers
+    roll_right_button: int = 5
+    buttons: dict[int, str] = field(default_factory=lambda: {0: GRIPPER_TOGGLE, 7: "start_stop", 6: "discard",
+                                                             3: "rerecord", 1: "estop"})
+
+
+def _pygame():
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    os.environ.setdefault("SDL_JOYSTICK_ALLOW_BACKGROUND_EVENTS", "1")  # read the pad while another window has focus
+    try:
+        import pygame
+    except ImportError as exc:  # pragma: no cover - a dev dependency
+        raise DeviceError("pygame is not installed: pip install -e '.[gamepad]'") from exc
+    return pygame
+
+
+def _open_joystick(index: int):
+    pygame = _pygame()
+    if not pygame.display.get_init():
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # SDL pumps joystick events through its video system
+        pygame.display.init()
+    pygame.joystick.init()
+    count = pygame.joystick.get_count()
+    if index >= count:
+        raise DeviceNotFoundError(f"no gamepad {index}: {count} connected; plug it in (USB or paired over "
+                                  "Bluetooth) and check that /dev/input/event* is readable (docs/bringup.md)")
+    pad = pygame.joystick.Joystick(index)
+    pad.init()
+    return pad
+
+
+def _pump() -> None:
+    _pygame().event.pump()
+
+
+class GamepadTeleop(Teleop):
+    name = "gamepad"
+
+    def __init__(self, config: GamepadConfig | None = None, opener: Callable | None = None,
+                 pump: Callable[[], None] | None = None):
+        self.config = config or GamepadConfig()
+        self._opener = opener or _open_joystick
+        self._pump = pump or _pump
+        self._pad = None
+        self._edges = ButtonEdges(self.config.buttons)
+
+    def connect(self) -> None:
+        self._pad = self._opener(self.config.index)
+        needed = 1 + max(self.config.left_x, self.config.left_y, self.config.left_trigger, self.config.right_x,
+                         self.config.right_y, self.config.right_trigger)
+        if self._pad.get_numaxes() < needed:
+            raise DeviceError(f"gamepad '{self._pad.get_name()}' has {self._pad.get_numaxes()} axes, the mapping "
+                              f"needs {needed}; set the axis indices in the rig file's [teleop] table")
+
+    def disconnect(self) -> None:
+        if self._pad is not None:
+            self._pad.quit()
+            self._pad = None
+
+    def _axes(self) -> np.ndarray:
+        c, pad = self.config, self._pad
+        # Triggers rest at -1 and go to +1: map each to [0, 1] before taking the difference.
+        up = (pad.get_axis(c.right_trigger) + 1.0) / 2.0
+        down = (pad.get_axis(c.left_trigger) + 1.0) / 2.0
+        roll = float(pad.get_button(c.roll_right_button)) - float(pad.get_button(c.roll_left_button))
+        # Stick y is +1 when pulled towards the operator: forward on the stick is +x for the robot.
+        return np.array([-pad.get_axis(c.left_y), -pad.get_axis(c.left_x), up - down,
+                         roll, -pad.get_axis(c.right_y), -pad.get_axis(c.right_x)])
+
+    def get_command(self, state: RobotState, dt: float) -> TeleopCommand:
+        if self._pad is None:
+            raise DeviceError("the gamepad is not connected; call connect() first")
+        self._pump()
+        linear, angular = self.config.scaling.velocities(self._axes())
+        pressed = {i for i in range(self._pad.get_numbuttons()) if self._pad.get_button(i)}
+        toggle, events = self._edges.update(pressed)
+        gripper = (0.0 if state.gripper > 0.5 else 1.0) if toggle else None
+        return TeleopCommand(linear, angular, gripper, events)
+
+    def reset(self) -> None:
+        self._edges.reset()
