@@ -8,15 +8,7 @@ from argparse import Namespace
 from robot_drivers.factory import make_rig, make_teleop
 
 from .dataset import Dataset
-from .session import RecorderConfig, RecordingSession, spec_for_rig
-
-
-def _scene_extra(rig) -> dict:
-    scene = getattr(rig, "scene", None)
-    if scene is None:
-        return {}
-    return {"scene": {"scenario": scene.scenario, "seed": scene.seed, "training_index": scene.training_index,
-                      "mug": [scene.mug.x, scene.mug.y, scene.mug.yaw]}}
+from .session import RecorderConfig, RecordingSession, scene_extra, spec_for_rig
 
 
 def cmd_record(args: Namespace) -> int:
@@ -52,7 +44,7 @@ def cmd_record(args: Namespace) -> int:
                             print(f"stopped during reset ({reason})", file=sys.stderr)
                             break
                         accept = None
-                    outcome = session.record_episode(extra=_scene_extra(rig), accept=accept)
+                    outcome = session.record_episode(extra=scene_extra(rig), accept=accept)
                     if outcome.error is not None and outcome.reason in ("write_error",):
                         print(f"error: {outcome.error}", file=sys.stderr)
                         return 2
@@ -131,19 +123,14 @@ def cmd_dataset_delete(args: Namespace) -> int:
 
 
 def cmd_replay(args: Namespace) -> int:
-    from .replay import replay_episode
+    from .replay import replay_episode, restore_scene
 
     with Dataset.open(args.dir) as dataset:
         info = dataset.episode(args.episode)
         rig = make_rig(args.robot, clock=args.clock, image_size=dataset.spec.cameras[0].width,
                        rate_hz=dataset.spec.fps)
         with rig:
-            scene = info.extra.get("scene")
-            if scene is not None and hasattr(rig, "reset"):
-                from robot_drivers.sim.task import Placement, Scene
-
-                rig.reset(scene["seed"], scene=Scene(scene["scenario"], scene["seed"], Placement(*scene["mug"]),
-                                                     training_index=scene["training_index"]))
+            restore_scene(rig, info)
             result = replay_episode(rig, dataset, args.episode)
             print(f"replayed episode {args.episode}: {result.ticks} ticks, ended by {result.reason}")
             if hasattr(rig, "success"):

@@ -10,7 +10,7 @@ from robot_drivers.rig import Observation, Rig
 from robot_drivers.teleop import Button
 from robot_drivers.types import Action
 
-from .dataset import Dataset, DatasetError
+from .dataset import Dataset, DatasetError, EpisodeInfo
 
 
 class ReplaySource:
@@ -32,6 +32,18 @@ class ReplaySource:
 
     def sent(self, action: Action) -> None:
         pass
+
+
+def restore_scene(rig: Rig, info: EpisodeInfo) -> bool:
+    """On the simulated rig, put the world back as it was when the episode was recorded."""
+    scene = info.extra.get("scene")
+    if scene is None or not hasattr(rig, "reset"):
+        return False
+    from robot_drivers.sim.task import Placement, Scene
+
+    rig.reset(scene["seed"], scene=Scene(scene["scenario"], scene["seed"], Placement(*scene["mug"]),
+                                         training_index=scene["training_index"]))
+    return True
 
 
 def replay_episode(rig: Rig, dataset: Dataset, index: int, *, on_tick: Callable[[TickRecord], None] | None = None,

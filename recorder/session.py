@@ -33,6 +33,15 @@ def spec_for_rig(rig: Rig, codec: str = "jpeg", jpeg_quality: int = 90) -> Datas
                        codec=codec, jpeg_quality=jpeg_quality)
 
 
+def scene_extra(rig: Rig) -> dict:
+    """What a simulated rig's scene was, stored with the episode (real rigs have none)."""
+    scene = getattr(rig, "scene", None)
+    if scene is None:
+        return {}
+    return {"scene": {"scenario": scene.scenario, "seed": scene.seed, "training_index": scene.training_index,
+                      "mug": [scene.mug.x, scene.mug.y, scene.mug.yaw]}}
+
+
 @dataclass
 class RecorderConfig:
     task: str = "grasp the mug"

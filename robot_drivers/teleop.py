@@ -90,3 +90,44 @@ class TargetIntegrator:
 
     def sync(self, sent: Action) -> None:
         self._target = sent
+
+
+class CombinedTeleop(Teleop):
+    """Several devices at once (the keyboard is always there, plus a SpaceMouse, say).
+
+    Velocities add up; buttons are merged; the gripper follows whichever device
+    changed its gripper command most recently.
+    """
+
+    name = "combined"
+
+    def __init__(self, devices: list[Teleop]):
+        self.devices = list(devices)
+        self._last_gripper: list[float | None] = [None] * len(self.devices)
+        self._gripper: float | None = None
+
+    def connect(self) -> None:
+        for device in self.devices:
+            device.connect()
+
+    def disconnect(self) -> None:
+        for device in self.devices:
+            device.disconnect()
+
+    def reset(self) -> None:
+        for device in self.devices:
+            device.reset()
+        self._last_gripper = [None] * len(self.devices)
+        self._gripper = None
+
+    def get_command(self, state: RobotState, dt: float) -> TeleopCommand:
+        linear, angular, buttons = np.zeros(3), np.zeros(3), frozenset()
+        for i, device in enumerate(self.devices):
+            cmd = device.get_command(state, dt)
+            linear = linear + np.asarray(cmd.linear_velocity, dtype=np.float64)
+            angular = angular + np.asarray(cmd.angular_velocity, dtype=np.float64)
+            buttons = buttons | cmd.buttons
+            if cmd.gripper is not None and cmd.gripper != self._last_gripper[i]:
+                self._gripper = cmd.gripper
+            self._last_gripper[i] = cmd.gripper
+        return TeleopCommand(linear, angular, self._gripper, buttons)

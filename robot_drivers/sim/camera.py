@@ -83,6 +83,7 @@ class SimCamera(Camera):
         self._thread: CaptureThread | None = None
         self._connected = False
         self._renderer: RenderProcess | None = None
+        self._cover: np.ndarray | None = None
 
     @property
     def serial(self) -> str:
@@ -115,13 +116,27 @@ class SimCamera(Camera):
     def is_connected(self) -> bool:
         return self._connected
 
+    def cover(self, image: np.ndarray | None) -> None:
+        """OOD drill: deliver ``image`` (any size, RGB) instead of the scene, as if something covered the
+        lens; ``None`` uncovers. Timestamps and frame rate are unchanged."""
+        if image is not None:
+            import cv2
+
+            image = np.ascontiguousarray(cv2.resize(np.asarray(image, dtype=np.uint8)[:, :, :3],
+                                                    (self.width, self.height), interpolation=cv2.INTER_AREA))
+        self._cover = image
+
+    def _covered(self, image: np.ndarray) -> np.ndarray:
+        cover = self._cover
+        return image if cover is None else cover.copy()
+
     def _grab(self) -> tuple[np.ndarray, float]:
         with self._world.lock:
-            return render_camera(self._world, self.config), self._world.time
+            return self._covered(render_camera(self._world, self.config)), self._world.time
 
     def _grab_remote(self) -> tuple[np.ndarray, float]:
         snap = self._world.snapshot()
-        return self._renderer.render(snap), snap.time
+        return self._covered(self._renderer.render(snap)), snap.time
 
     def capture(self) -> None:
         """Render one frame now (lock-step mode)."""

@@ -1,0 +1,59 @@
+"""`python main.py gui`: the desktop app on the simulated rig, or on the rig a config file describes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+from PyQt6.QtWidgets import QApplication
+
+from recorder.session import RecorderConfig
+
+from .controller import RigController, RigFactory
+from .main_window import MainWindow
+
+
+def sim_rig_factory(image_size: int = 128, rate_hz: float = 10.0) -> RigFactory:
+    def build():
+        from robot_drivers.factory import make_rig
+
+        return make_rig("sim", clock="realtime", image_size=image_size, rate_hz=rate_hz), None
+
+    return build
+
+
+def file_rig_factory(path: str) -> RigFactory:
+    from robot_drivers.rig_config import load_rig_config
+
+    config = load_rig_config(path)  # validated now: a typo is reported before the window opens
+
+    def build():
+        from robot_drivers.rig_config import build_rig, build_teleop
+
+        rig = build_rig(config)
+        return rig, build_teleop(config, rig)
+
+    return build
+
+
+def create_window(factory: RigFactory, data_root: Path, runs_root: Path, task: str = "grasp the mug",
+                  connect: bool = True) -> tuple[RigController, MainWindow]:
+    controller = RigController(factory, RecorderConfig(task=task))
+    window = MainWindow(controller, data_root, runs_root)
+    if connect:
+        controller.connect_rig()
+    return controller, window
+
+
+def cmd_gui(args: Namespace) -> int:
+    factory = file_rig_factory(args.rig) if getattr(args, "rig", None) else \
+        sim_rig_factory(args.image_size, args.rate)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("ALT Studio")
+    logging.getLogger().setLevel(logging.INFO if not args.verbose else logging.DEBUG)
+    _, window = create_window(factory, Path(args.data_dir), Path(args.runs_dir), task=args.task,
+                              connect=not args.no_connect)
+    window.show()
+    return app.exec()

@@ -1,0 +1,325 @@
+"""The Autonomous tab: pick a policy, run it, watch what it retrieves, stop it."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
+                             QSlider, QVBoxLayout, QWidget)
+
+from policy.artifact import MANIFEST
+
+from .controller import AUTONOMOUS, HALTED, Halt, RigController
+from .widgets import ImageView, RollingPlot, StopButton
+from .workers import DatasetReader, PolicyLoader
+
+GAMMA_MIN, GAMMA_MAX = 0.5, 1.0
+
+
+def find_policies(root: Path) -> list[Path]:
+    """Policy folders under ``root`` (any depth), newest first."""
+    if not root.is_dir():
+        return []
+    found = [p.parent for p in root.rglob(MANIFEST) if (p.parent / "config.json").is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+class AutonomyPanel(QWidget):
+    load_request = pyqtSignal(str)  # queued to the loader thread
+
+    def __init__(self, controller: RigController, loader: PolicyLoader, reader: DatasetReader, runs_root: Path,
+                 parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self.reader = reader
+        self.runs_root = runs_root
+        self.policy = None
+        self._dataset_root: str | None = None
+        self._shown_match: tuple[int, int] | None = None
+        self._latencies: deque[float] = deque(maxlen=100)
+        self.ticks = 0
+
+        # -- policy picker
+        self.picker = QComboBox()
+        self.picker.setMinimumWidth(320)
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh_policies)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.load_button = QPushButton("Load")
+        self.load_button.clicked.connect(self.load_selected)
+        self.policy_label = QLabel("no policy loaded")
+        self.policy_label.setWordWrap(True)
+        pick = QGroupBox("Policy")
+        pl = QVBoxLayout(pick)
+        row = QHBoxLayout()
+        row.addWidget(self.picker, 1)
+        for b in (refresh, browse, self.load_button):
+            row.addWidget(b)
+        pl.addLayout(row)
+        pl.addWidget(self.policy_label)
+
+        # -- run controls
+        self.start_button = QPushButton("Start")
+        self.pause_button = QPushButton("Pause")
+        self.resume_button = QPushButton("Resume")
+        self.start_button.clicked.connect(controller.start_autonomy)
+        self.pause_button.clicked.connect(controller.pause)
+        self.resume_button.clicked.connect(controller.resume)
+        self.stop_button = StopButton()
+        self.stop_button.clicked.connect(controller.emergency_stop)
+        controls = QHBoxLayout()
+        for b in (self.start_button, self.pause_button, self.resume_button):
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.setMinimumHeight(40)
+            controls.addWidget(b)
+        controls.addWidget(self.stop_button, 2)
+
+        # -- views
+        self.live = {"hand": ImageView("hand (live)"), "third": ImageView("third-person (live)")}
+        self.retrieved = {"hand": ImageView("hand (retrieved)"), "third": ImageView("third-person (retrieved)")}
+        views = QGridLayout()
+        views.addWidget(self.live["hand"], 0, 0)
+        views.addWidget(self.live["third"], 0, 1)
+        views.addWidget(self.retrieved["hand"], 0, 2)
+        views.addWidget(self.retrieved["third"], 0, 3)
+
+        # -- similarity and gamma
+        self.similarity_plot = RollingPlot("similarity of the best match (dashed: gamma)", "cosine", window=600,
+                                           y_range=(0.4, 1.0), threshold=0.8)
+        self.gamma_slider = QSlider(Qt.Orientation.Horizontal)
+        self.gamma_slider.setRange(int(GAMMA_MIN * 1000), int(GAMMA_MAX * 1000))
+        self.gamma_slider.setEnabled(False)
+        self.gamma_slider.valueChanged.connect(self._gamma_changed)
+        self.gamma_label = QLabel("gamma -")
+        self.gamma_reset = QPushButton("Calibrated value")
+        self.gamma_reset.setEnabled(False)
+        self.gamma_reset.clicked.connect(self._gamma_to_calibrated)
+        self.latency_label = QLabel("tick latency -")
+        self.similarity_label = QLabel("similarity -")
+        self.similarity_label.setStyleSheet("font-size: 15px; font-weight: bold;")
+        gamma_row = QHBoxLayout()
+        gamma_row.addWidget(self.similarity_label)
+        gamma_row.addWidget(QLabel("gamma"))
+        gamma_row.addWidget(self.gamma_slider, 1)
+        gamma_row.addWidget(self.gamma_label)
+        gamma_row.addWidget(self.gamma_reset)
+        gamma_row.addWidget(self.latency_label)
+
+        # -- halt box: why the arm stopped, and the operator's three choices
+        self.halt_box = QGroupBox("Arm halted")
+        self.halt_box.setStyleSheet("QGroupBox { background: #fbe3e2; font-weight: bold; }")
+        self.halt_text = QLabel("")
+        self.halt_text.setWordWrap(True)
+        self.halt_live = {"hand": ImageView("hand at the stop", min_side=120),
+                          "third": ImageView("third at the stop", min_side=120)}
+        self.halt_match = {"hand": ImageView("best match (hand)", min_side=120),
+                           "third": ImageView("best match (third)", min_side=120)}
+        self.halt_resume = QPushButton("Resume policy")
+        self.halt_teleop = QPushButton("Take over (teleop)")
+        self.halt_home = QPushButton("Home")
+        self.halt_resume.clicked.connect(controller.resume)
+        self.halt_teleop.clicked.connect(controller.take_over)
+        self.halt_home.clicked.connect(controller.home)
+        hl = QVBoxLayout(self.halt_box)
+        hl.addWidget(self.halt_text)
+        frames = QHBoxLayout()
+        for view in (*self.halt_live.values(), *self.halt_match.values()):
+            frames.addWidget(view)
+        self._halt_frames = QWidget()
+        self._halt_frames.setLayout(frames)
+        hl.addWidget(self._halt_frames)
+        choices = QHBoxLayout()
+        for b in (self.halt_resume, self.halt_teleop, self.halt_home):
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.setMinimumHeight(36)
+            choices.addWidget(b)
+        hl.addLayout(choices)
+        self.halt_box.hide()
+
+        # -- OOD drill (simulated rig only)
+        self.drill_box = QGroupBox("OOD drill (simulated rig): cover the third-person camera")
+        dl = QHBoxLayout(self.drill_box)
+        self.drill_noise = QPushButton("with noise")
+        self.drill_clear = QPushButton("uncover")
+        self.drill_noise.clicked.connect(self.cover_with_noise)
+        self.drill_clear.clicked.connect(lambda: self._cover(None))
+        dl.addWidget(self.drill_noise)
+        dl.addWidget(self.drill_clear)
+        dl.addStretch(1)
+        self.drill_box.hide()
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(pick)
+        layout.addLayout(controls)
+        layout.addWidget(self.halt_box)
+        layout.addLayout(views, 3)
+        layout.addLayout(gamma_row)
+        layout.addWidget(self.similarity_plot, 2)
+        layout.addWidget(self.drill_box)
+
+        self.load_request.connect(loader.load)
+        loader.loaded.connect(self._on_loaded)
+        loader.failed.connect(self._on_load_failed)
+        reader.frame_ready.connect(self._on_frame)
+        controller.autonomy_event.connect(self._on_event)
+        controller.halted.connect(self._on_halted)
+        controller.mode_changed.connect(self._on_mode)
+        controller.connected.connect(lambda rig: self.drill_box.setVisible(hasattr(rig, "reset")))
+        self.rig = None
+        controller.connected.connect(self._set_rig)
+        controller.disconnected.connect(lambda: self._set_rig(None))
+        self.refresh_policies()
+        self._on_mode(controller.mode)
+
+    # -- policy -------------------------------------------------------------
+    def refresh_policies(self, select: str | None = None) -> None:
+        current = select or self.picker.currentData()
+        self.picker.clear()
+        for path in find_policies(self.runs_root):
+            self.picker.addItem(str(path.relative_to(self.runs_root)) if path.is_relative_to(self.runs_root)
+                                else str(path), str(path))
+        if current:
+            i = self.picker.findData(str(current))
+            if i < 0:
+                self.picker.addItem(str(current), str(current))
+                i = self.picker.count() - 1
+            self.picker.setCurrentIndex(i)
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Policy folder", str(self.runs_root))
+        if path:
+            self.refresh_policies(select=path)
+
+    def load_selected(self) -> None:
+        path = self.picker.currentData()
+        if path:
+            self.policy_label.setText(f"loading {path}…")
+            self.load_button.setEnabled(False)
+            self.load_request.emit(path)
+
+    def select_and_load(self, path: str) -> None:
+        self.refresh_policies(select=str(Path(path).resolve()))
+        self.load_selected()
+
+    def _on_loaded(self, policy) -> None:
+        self.policy = policy
+        self.load_button.setEnabled(True)
+        self.controller.set_policy(policy)
+        info = policy.info
+        self._dataset_root = info.get("dataset")
+        cal = policy.calibration.gamma if policy.calibration is not None else policy.gamma
+        missing = "" if self._dataset_root and Path(self._dataset_root).is_dir() else \
+            " (its dataset is not on this machine: retrieved frames cannot be shown)"
+        self.policy_label.setText(f"{info.get('path', '')}: {info.get('frames', '?')} frames from "
+                                  f"{len(info.get('episodes', []))} demos, gamma {policy.gamma:.3f} "
+                                  f"(calibrated {cal:.3f}){missing}")
+        self.gamma_slider.blockSignals(True)
+        self.gamma_slider.setValue(int(round(policy.gamma * 1000)))
+        self.gamma_slider.blockSignals(False)
+        self.gamma_slider.setEnabled(True)
+        self.gamma_reset.setEnabled(True)
+        self._show_gamma(policy.gamma)
+        self._on_mode(self.controller.mode)
+
+    def _on_load_failed(self, message: str) -> None:
+        self.load_button.setEnabled(True)
+        self.policy_label.setText(message)
+
+    def _gamma_changed(self, value: int) -> None:
+        if self.policy is not None:
+            self.policy.gamma = value / 1000.0  # read by the runner at its next lookup
+            self._show_gamma(self.policy.gamma)
+
+    def _gamma_to_calibrated(self) -> None:
+        if self.policy is not None and self.policy.calibration is not None:
+            self.gamma_slider.setValue(int(round(self.policy.calibration.gamma * 1000)))
+
+    def _show_gamma(self, gamma: float) -> None:
+        self.gamma_label.setText(f"{gamma:.3f}")
+        self.similarity_plot.set_threshold(gamma)
+
+    # -- running --------------------------------------------------------------
+    def _set_rig(self, rig) -> None:
+        self.rig = rig
+
+    def _on_mode(self, mode: str) -> None:
+        running = mode == AUTONOMOUS
+        loaded = self.policy is not None
+        self.start_button.setEnabled(loaded and not running and mode != HALTED)
+        self.pause_button.setEnabled(running)
+        self.resume_button.setEnabled(loaded and mode == HALTED)
+        self.load_button.setEnabled(not running)
+        self.picker.setEnabled(not running)
+        if running:
+            self.halt_box.hide()
+
+    def _on_event(self, event) -> None:
+        self.ticks += 1
+        frames = event.record.observation.frames
+        for name, view in self.live.items():
+            if name in frames:
+                view.set_image(frames[name].image)
+        r = event.retrieval
+        self.similarity_plot.add(event.tick if self.similarity_plot.count == 0 else
+                                 self.similarity_plot._x[-1] + 1, r.similarity, mark=event.ood)
+        self.similarity_label.setText(f"similarity {r.similarity:.3f}")
+        self.similarity_label.setStyleSheet("font-size: 15px; font-weight: bold; color: "
+                                            + ("#d0312d" if event.ood else "#2e9d49"))
+        self._latencies.append(event.tick_ms)
+        lat = np.asarray(self._latencies)
+        self.latency_label.setText(f"lookup {event.tick_ms:.0f} ms (p50 {np.median(lat):.0f}, max {lat.max():.0f})")
+        best = r.matches[0]
+        match = (best.episode, best.frame)
+        if match != self._shown_match:
+            self._shown_match = match
+            self._request_match("live", best.episode, best.frame)
+            for name, view in self.retrieved.items():
+                view.set_caption(f"{name}: demo {best.episode}, frame {best.frame}")
+
+    def _request_match(self, prefix: str, episode: int, frame: int) -> None:
+        if not self._dataset_root or not Path(self._dataset_root).is_dir():
+            for view in (self.retrieved if prefix == "live" else self.halt_match).values():
+                view.set_image(None, "training frames unavailable")
+            return
+        for name in ("hand", "third"):
+            self.reader.request_frame(f"{prefix}-{name}", self._dataset_root, episode, name, frame)
+
+    def _on_frame(self, key: str, request, image) -> None:
+        prefix, _, name = key.partition("-")
+        if prefix == "live" and name in self.retrieved:
+            self.retrieved[name].set_image(image)
+        elif prefix == "ood" and name in self.halt_match:
+            self.halt_match[name].set_image(image)
+
+    def _on_halted(self, halt: Halt) -> None:
+        self.halt_box.setTitle({"ood": "Out of distribution: the arm stopped", "stop": "STOP: the arm is halted",
+                                "paused": "Paused"}.get(halt.reason, "Arm halted"))
+        self.halt_text.setText(halt.message)
+        self.halt_resume.setEnabled(self.policy is not None)
+        result = halt.evidence
+        show_frames = result is not None and getattr(result, "ood_observation", None) is not None
+        self._halt_frames.setVisible(show_frames)
+        if show_frames:
+            frames = result.ood_observation.frames
+            for name, view in self.halt_live.items():
+                view.set_image(frames[name].image if name in frames else None)
+            best = result.ood_evidence.matches[0]
+            for name, view in self.halt_match.items():
+                view.set_caption(f"best match: demo {best.episode}, frame {best.frame} "
+                                 f"({result.ood_evidence.similarity:.3f})")
+            self._request_match("ood", best.episode, best.frame)
+        self.halt_box.show()
+
+    # -- drill ------------------------------------------------------------------
+    def _cover(self, image) -> None:
+        camera = self.rig.cameras.get("third") if self.rig is not None else None
+        if camera is not None and hasattr(camera, "cover"):
+            camera.cover(image)
+
+    def cover_with_noise(self) -> None:
+        rng = np.random.default_rng()
+        self._cover(rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8))

@@ -1,0 +1,168 @@
+"""The rig panel: connection, device lights, live camera previews, arm state, teleop keys."""
+
+from __future__ import annotations
+
+import time
+
+from PyQt6.QtCore import QTimer
+from PyQt6.QtWidgets import QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+
+from robot_drivers.errors import DeviceError
+from robot_drivers.keyboard import KEY_HELP
+
+from .controller import RigController
+from .widgets import ERROR, OFF, OK, WARN, ArmStateView, ImageView, KeyHelp, StatusLight, StopButton
+
+PREVIEW_HZ = 30.0
+STALE_S = 0.5
+
+
+class RigPanel(QWidget):
+    def __init__(self, controller: RigController, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self.rig = None
+        self._last_tick = 0.0
+        self._shown: dict[str, int] = {}
+
+        self.stop_button = StopButton()
+        self.stop_button.clicked.connect(controller.emergency_stop)
+
+        self.connect_button = QPushButton("Connect")
+        self.disconnect_button = QPushButton("Disconnect")
+        self.connect_button.clicked.connect(controller.connect_rig)
+        self.disconnect_button.clicked.connect(controller.disconnect_rig)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.connect_button)
+        buttons.addWidget(self.disconnect_button)
+
+        self.arm_light = StatusLight("arm")
+        self.teleop_light = StatusLight("teleop")
+        self.camera_lights: dict[str, StatusLight] = {}
+        self._lights = QVBoxLayout()
+        self._lights.addWidget(self.arm_light)
+        self._lights.addWidget(self.teleop_light)
+
+        self.previews: dict[str, ImageView] = {}
+        self._preview_grid = QGridLayout()
+
+        self.arm_state = ArmStateView()
+
+        self.home_button = QPushButton("Home (H)")
+        self.gripper_button = QPushButton("Open / close gripper (G)")
+        self.home_button.clicked.connect(controller.home)
+        self.gripper_button.clicked.connect(controller.keyboard.toggle_gripper)
+        for b in (self.home_button, self.gripper_button):
+            b.setFocusPolicy(b.focusPolicy().NoFocus)
+        teleop_box = QGroupBox("Teleoperation (keyboard, always on)")
+        tl = QVBoxLayout(teleop_box)
+        tl.addWidget(KeyHelp(KEY_HELP))
+        row = QHBoxLayout()
+        row.addWidget(self.gripper_button)
+        row.addWidget(self.home_button)
+        tl.addLayout(row)
+
+        self.scenario_combo = QComboBox()
+        self.scene_button = QPushButton("New scene")
+        self.scene_button.clicked.connect(self._new_scene)
+        self._scene_seed = 1000
+        self.sim_box = QGroupBox("Simulated scene")
+        sl = QHBoxLayout(self.sim_box)
+        sl.addWidget(self.scenario_combo, 1)
+        sl.addWidget(self.scene_button)
+        self.sim_box.hide()
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.stop_button)
+        layout.addLayout(buttons)
+        layout.addLayout(self._lights)
+        layout.addLayout(self._preview_grid, 1)
+        layout.addWidget(self.arm_state)
+        layout.addWidget(teleop_box)
+        layout.addWidget(self.sim_box)
+
+        controller.connected.connect(self._on_connected)
+        controller.disconnected.connect(self._on_disconnected)
+        controller.tick.connect(self._on_tick)
+        self._timer = QTimer(self)
+        self._timer.setInterval(int(1000 / PREVIEW_HZ))
+        self._timer.timeout.connect(self._refresh)
+        self._timer.start()
+        self._set_connected(False)
+
+    # -- connection -------------------------------------------------------
+    def _set_connected(self, connected: bool) -> None:
+        self.connect_button.setEnabled(not connected)
+        self.disconnect_button.setEnabled(connected)
+        self.home_button.setEnabled(connected)
+        self.gripper_button.setEnabled(connected)
+
+    def _on_connected(self, rig) -> None:
+        self.rig = rig
+        self._shown.clear()
+        for i, name in enumerate(rig.cameras):
+            if name not in self.previews:
+                view = ImageView(f"{name} (live)")
+                self.previews[name] = view
+                self.camera_lights[name] = StatusLight(f"camera {name}")
+                self._lights.addWidget(self.camera_lights[name])
+                self._preview_grid.addWidget(view, 0, i)
+        self.teleop_light.set_state(OK, self.controller.teleop.name)
+        is_sim = hasattr(rig, "reset")
+        self.sim_box.setVisible(is_sim)
+        if is_sim and self.scenario_combo.count() == 0:
+            from robot_drivers.sim.task import SCENARIOS
+
+            self.scenario_combo.addItems(SCENARIOS)
+        self._set_connected(True)
+
+    def _on_disconnected(self) -> None:
+        self.rig = None
+        for name, view in self.previews.items():
+            view.set_image(None, "disconnected")
+            self.camera_lights[name].set_state(OFF, "disconnected")
+        self.arm_light.set_state(OFF, "disconnected")
+        self.teleop_light.set_state(OFF)
+        self.arm_state.show_state(None)
+        self._set_connected(False)
+
+    def _new_scene(self) -> None:
+        self._scene_seed += 1
+        self.controller.reset_scene(self._scene_seed, self.scenario_combo.currentText())
+
+    # -- live data --------------------------------------------------------
+    def _on_tick(self, record) -> None:
+        self._last_tick = time.monotonic()
+        rig = self.rig
+        stopped = rig is not None and rig.arm.stopped
+        counters = getattr(rig.arm, "counters", None) if rig is not None else None
+        self.arm_state.show_state(record.observation.state, stopped, counters)
+
+    def _refresh(self) -> None:
+        """Previews at the cameras' own rate: show each camera's newest frame if it is new."""
+        rig = self.rig
+        if rig is None:
+            return
+        now = rig.clock.now()
+        for name, camera in rig.cameras.items():
+            light = self.camera_lights.get(name)
+            try:
+                frame = camera.read_latest(max_age=None)
+            except DeviceError as exc:
+                light.set_state(ERROR, str(exc))
+                self.previews[name].set_image(None, "no signal")
+                continue
+            age = now - frame.host_time
+            if age > STALE_S:
+                light.set_state(ERROR, f"no new frame for {age:.1f} s")
+            else:
+                light.set_state(OK, f"{camera.width}x{camera.height} @ {camera.fps:g} fps")
+            if self._shown.get(name) != frame.sequence:
+                self._shown[name] = frame.sequence
+                self.previews[name].set_image(frame.image)
+        if rig.arm.stopped:
+            self.arm_light.set_state(WARN, "halted")
+        elif time.monotonic() - self._last_tick < 1.0:
+            self.arm_light.set_state(OK, "moving under control")
+        else:
+            self.arm_light.set_state(WARN, "connected, no control loop running")

@@ -1,0 +1,171 @@
+"""The Train tab: one button; progress, ETA, live loss plot and cancel, on a background thread."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+from PyQt6.QtCore import pyqtSignal
+from PyQt6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+                             QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from policy.config import PRESETS
+
+from .widgets import RollingPlot
+from .workers import TrainingWorker, TrainRequest, TrainUpdate
+
+_STAGES = {"load": "reading frames", "train": "training the encoder", "embed": "embedding every frame"}
+
+
+class TrainPanel(QWidget):
+    train_request = pyqtSignal(object)  # queued to the training thread
+    policy_trained = pyqtSignal(str)  # the new policy's folder
+
+    def __init__(self, worker: TrainingWorker, runs_root: Path, parent=None):
+        super().__init__(parent)
+        self.worker = worker
+        self.runs_root = runs_root
+        self.running = False
+        self._started = 0.0
+
+        self.dataset_edit = QLineEdit()
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.preset = QComboBox()
+        self.preset.addItems(PRESETS)
+        self.preset.currentTextChanged.connect(self._apply_preset)
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 1000)
+        self.image_size = QSpinBox()
+        self.image_size.setRange(16, 640)
+        self.image_size.setSingleStep(16)
+        self.stride = QSpinBox()
+        self.stride.setRange(1, 100)
+        self._apply_preset(self.preset.currentText())
+        form = QFormLayout()
+        row = QHBoxLayout()
+        row.addWidget(self.dataset_edit, 1)
+        row.addWidget(browse)
+        form.addRow("dataset", row)
+        form.addRow("preset", self.preset)
+        form.addRow("epochs", self.epochs)
+        form.addRow("encoder input (px)", self.image_size)
+        form.addRow("use every n-th frame", self.stride)
+        settings = QGroupBox("Settings")
+        settings.setLayout(form)
+
+        self.train_button = QPushButton("Train policy")
+        self.train_button.setMinimumHeight(44)
+        self.train_button.setStyleSheet("QPushButton { font-size: 16px; font-weight: bold; }")
+        self.cancel_button = QPushButton("Cancel")
+        self.train_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.stage = QLabel("idle")
+        self.eta = QLabel("")
+        self.result = QLabel("")
+        self.result.setWordWrap(True)
+        self.loss_plot = RollingPlot("contrastive loss (NT-Xent)", "loss", window=100000)
+        self.loss_plot.setLabel("bottom", "step")
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button, 2)
+        buttons.addWidget(self.cancel_button, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(settings)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        row = QHBoxLayout()
+        row.addWidget(self.stage, 1)
+        row.addWidget(self.eta)
+        layout.addLayout(row)
+        layout.addWidget(self.result)
+        layout.addWidget(self.loss_plot, 1)
+
+        self.train_request.connect(worker.train)
+        worker.progress.connect(self._on_progress)
+        worker.finished.connect(self._on_finished)
+        worker.failed.connect(self._on_failed)
+        worker.cancelled.connect(self._on_cancelled)
+        self._set_running(False)
+
+    def set_dataset(self, root) -> None:
+        if root is not None and not self.running:
+            self.dataset_edit.setText(str(root))
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Dataset folder", self.dataset_edit.text())
+        if path:
+            self.dataset_edit.setText(path)
+
+    def _apply_preset(self, name: str) -> None:
+        c = PRESETS[name]
+        self.epochs.setValue(c.epochs)
+        self.image_size.setValue(c.image_width)
+        self.stride.setValue(c.frame_stride)
+
+    def config(self):
+        c = PRESETS[self.preset.currentText()]
+        size = self.image_size.value()
+        height = round(size * c.image_height / c.image_width)
+        return c.with_overrides(epochs=self.epochs.value(), image_width=size, image_height=height,
+                                frame_stride=self.stride.value())
+
+    def _set_running(self, running: bool) -> None:
+        self.running = running
+        self.train_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def start(self) -> None:
+        dataset = self.dataset_edit.text().strip()
+        if not dataset:
+            self.result.setText("Choose the dataset to train on (record one in the Record tab).")
+            return
+        name = f"{Path(dataset).name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        out = self.runs_root / "policies" / name
+        self.loss_plot.clear_data()
+        self.progress.setValue(0)
+        self.result.setText("")
+        self.eta.setText("")
+        self.stage.setText("starting")
+        self._started = time.monotonic()
+        self._set_running(True)
+        self.train_request.emit(TrainRequest(dataset, str(out), self.config()))
+
+    def cancel(self) -> None:
+        if self.running:
+            self.stage.setText("cancelling (at the next step)…")
+            self.worker.cancel()
+
+    def _on_progress(self, u: TrainUpdate) -> None:
+        # Loading is ~5% of the work, training ~85%, embedding ~10%: one bar for the whole job.
+        base, share = {"load": (0.0, 0.05), "train": (0.05, 0.85), "embed": (0.90, 0.10)}[u.stage]
+        self.progress.setValue(int(1000 * (base + share * u.fraction)))
+        if u.stage == "train":
+            self.stage.setText(f"{_STAGES['train']}: epoch {u.epoch}/{u.epochs}, loss {u.loss:.3f}")
+            self.eta.setText(f"ETA {u.eta_s / 60:.1f} min" if u.eta_s is not None else "")
+            self.loss_plot.add(u.step, u.loss)
+        else:
+            self.stage.setText(f"{_STAGES[u.stage]}: {100 * u.fraction:.0f}%")
+
+    def _on_finished(self, path: str, info: dict) -> None:
+        self._set_running(False)
+        self.progress.setValue(1000)
+        minutes = (time.monotonic() - self._started) / 60
+        self.stage.setText(f"done in {minutes:.1f} min")
+        self.eta.setText("")
+        self.result.setText(f"Policy saved to {path}: {info.get('frames', '?')} frames from "
+                            f"{len(info.get('episodes', []))} episodes. It is selected in the Autonomous tab.")
+        self.policy_trained.emit(path)
+
+    def _on_failed(self, message: str) -> None:
+        self._set_running(False)
+        self.stage.setText("failed")
+        self.result.setText(message)
+
+    def _on_cancelled(self) -> None:
+        self._set_running(False)
+        self.stage.setText("cancelled; nothing was saved")
+        self.eta.setText("")
