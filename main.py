@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "a teleop device the operator presses start/stop on it. Recording into an "
                                      "existing dataset appends (settings must match).")
     p.add_argument("--robot", choices=ROBOTS, default="sim")
-    p.add_argument("--teleop", choices=TELEOPS, default="scripted")
+    p.add_argument("--rig", metavar="FILE", help="a real rig's config file (TOML, see configs/); overrides --robot")
+    p.add_argument("--teleop", choices=TELEOPS, default="scripted",
+                   help="scripted (sim), config (the rig file's [teleop]; the default with --rig), spacemouse, gamepad")
     p.add_argument("--episodes", type=_positive_int, default=30, help="episodes to keep (default 30)")
     p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
     p.add_argument("--seed", type=int, default=0)
@@ -97,8 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--episode", type=int, required=True)
     p.add_argument("--robot", choices=ROBOTS, default="sim")
+    p.add_argument("--rig", metavar="FILE", help="a real rig's config file (TOML, see configs/); overrides --robot")
     p.add_argument("--clock", choices=("lockstep", "realtime"), default="lockstep")
     p.set_defaults(func=_lazy("recorder.commands", "cmd_replay"))
+
+    p = verbs.add_parser("devices", help="list connected cameras and the arms of a rig file",
+                         description="Lists the RealSense cameras (serial, model, firmware, USB type) and V4L2 "
+                                     "video devices that are plugged in, and with --rig the arm, cameras and "
+                                     "teleop device the rig file names. --ping checks that the arm answers.")
+    p.add_argument("--rig", metavar="FILE", help="rig config file to show")
+    p.add_argument("--ping", action="store_true", help="open a TCP connection to the arm (short timeout)")
+    p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for the arm with --ping (default 1)")
+    p.set_defaults(func=_lazy("robot_drivers.devices", "cmd_devices"))
 
     p = verbs.add_parser("train", help="train an ALT policy on a dataset",
                          description="Trains the contrastive encoder, embeds every frame into the lookup database, "
@@ -169,6 +181,10 @@ def _lazy(module: str, name: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "rig", None) and hasattr(args, "robot"):  # --rig FILE overrides --robot
+        args.robot = args.rig
+        if getattr(args, "teleop", None) == "scripted":
+            args.teleop = "config"  # the scripted operator needs the simulator: use the rig file's device
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from recorder.dataset import DatasetError

@@ -6,15 +6,32 @@ from .rig import Rig
 from .teleop import Teleop
 
 ROBOTS = ("sim",)
-TELEOPS = ("scripted",)
+TELEOPS = ("scripted", "config", "spacemouse", "gamepad")
 
 
 def make_rig(robot: str, *, clock: str = "lockstep", image_size: int = 128, rate_hz: float = 10.0) -> Rig:
+    """``robot`` is "sim" or the path of a rig file (TOML; see configs/), as given with ``--rig``.
+
+    A real rig always runs on the host clock at ``rate_hz``; its image size is
+    the cameras' own (``clock`` and ``image_size`` concern the simulator).
+    """
     if robot == "sim":
         from .sim.rig import SimRig, SimRigConfig
 
         return SimRig(SimRigConfig(clock=clock, rate_hz=rate_hz).with_image_size(image_size, image_size))
-    raise ValueError(f"unknown robot {robot!r}; choose one of {', '.join(ROBOTS)}")
+    if robot.endswith(".toml"):
+        return make_rig_from_file(robot, rate_hz=rate_hz)
+    raise ValueError(f"unknown robot {robot!r}; choose one of {', '.join(ROBOTS)} or give a rig file (--rig FILE)")
+
+
+def make_rig_from_file(path, rate_hz: float | None = None) -> Rig:
+    """The rig a rig file describes (not connected); ``rate_hz`` overrides the file's control rate."""
+    from .rig_config import build_rig, load_rig_config
+
+    config = load_rig_config(path)
+    if rate_hz is not None and rate_hz != config.rate_hz:
+        config = config.with_rate(rate_hz)
+    return build_rig(config)
 
 
 def make_teleop(name: str, rig: Rig, seed: int = 0) -> Teleop:
@@ -25,4 +42,22 @@ def make_teleop(name: str, rig: Rig, seed: int = 0) -> Teleop:
         if not isinstance(rig, SimRig):
             raise ValueError("the scripted operator needs the simulated rig (--robot sim)")
         return ScriptedExpert(rig.world, seed)
+    if name == "config":
+        from .rig_config import build_teleop
+
+        config = rig.extras.get("rig_config")
+        if config is None:
+            raise ValueError("--teleop config takes the device from a rig file: give one with --rig FILE")
+        teleop = build_teleop(config, rig)
+        if teleop is None:
+            raise ValueError(f"{config.path}: no [teleop] table; add one, or pass --teleop spacemouse|gamepad")
+        return teleop
+    if name == "spacemouse":
+        from .spacemouse import SpaceMouseTeleop
+
+        return SpaceMouseTeleop()
+    if name == "gamepad":
+        from .gamepad import GamepadTeleop
+
+        return GamepadTeleop()
     raise ValueError(f"unknown teleop device {name!r}; choose one of {', '.join(TELEOPS)}")

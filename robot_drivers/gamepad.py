@@ -102,7 +102,7 @@ class GamepadTeleop(Teleop):
 
     def get_command(self, state: RobotState, dt: float) -> TeleopCommand:
         if self._pad is None:
-            raise DeviceError("the gamepad is not connected; call connect() first")
+            self.connect()  # opened on first use: the recorder polls teleop devices without connecting them
         self._pump()
         linear, angular = self.config.scaling.velocities(self._axes())
         pressed = {i for i in range(self._pad.get_numbuttons()) if self._pad.get_button(i)}

@@ -184,7 +184,7 @@ class SpaceMouseTeleop(Teleop):
 
     def get_command(self, state: RobotState, dt: float) -> TeleopCommand:
         if self._device is None:
-            raise DeviceError("the SpaceMouse is not connected; call connect() first")
+            self.connect()  # opened on first use: the recorder polls teleop devices without connecting them
         if self.error is not None:
             raise DeviceError(f"the SpaceMouse stopped answering: {self.error}; replug it")
         if self._thread is None:

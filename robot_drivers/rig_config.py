@@ -1,0 +1,418 @@
+"""Rig config files (TOML): which arm, cameras and teleop device make up a real rig.
+
+    rate_hz = 10
+    [arm]
+    type = "xarm"                      # "xarm" or "ur"
+    ip = "192.168.1.200"
+    home = { position = [0.35, 0.0, 0.30], orientation = [1.0, 0.0, 0.0, 0.0], gripper = 1.0 }
+    [arm.workspace]
+    min = [0.15, -0.40, 0.02]          # metres, robot base frame
+    max = [0.65, 0.40, 0.50]
+    [arm.limits]
+    max_step_m = 0.02                  # per control tick
+    max_step_rad = 0.15
+    [[cameras]]
+    role = "hand"                      # "hand" or "third"
+    type = "realsense"                 # "realsense" or "opencv"
+    serial = "123456789012"
+    width = 640
+    height = 480
+    fps = 30
+    [teleop]
+    type = "spacemouse"                # "spacemouse", "gamepad" or "none"
+
+Every key is checked: an unknown key (a typo), a wrong type or a bad value is
+a :class:`RigConfigError` naming the file, the key and what to write instead.
+``load_rig_config`` reads and validates; ``build_rig`` makes the (unconnected)
+:class:`Rig`, its arm always behind :class:`SafeArm`; ``build_teleop`` makes
+the teleop device. Examples: ``configs/*.toml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .clock import RealTimeClock
+from .rig import Rig
+from .safety import SafeArm, SafetyConfig
+from .teleop import Teleop
+
+log = logging.getLogger(__name__)
+
+ARM_TYPES = ("xarm", "ur")
+CAMERA_TYPES = ("realsense", "opencv")
+CAMERA_ROLES = ("hand", "third")
+TELEOP_TYPES = ("spacemouse", "gamepad", "none")
+_REQUIRED = object()
+
+
+class RigConfigError(ValueError):
+    """A rig file that cannot be used; the message names the file, the key and the fix."""
+
+
+@dataclass
+class CameraSpec:
+    role: str
+    type: str
+    config: Any  # RealSenseCameraConfig | OpenCVCameraConfig
+
+
+@dataclass
+class ArmSpec:
+    type: str
+    config: Any  # XArmConfig | URConfig
+    safety: SafetyConfig
+    gripper: Any = None  # RobotiqConfig for a UR with a Robotiq gripper
+
+
+@dataclass
+class TeleopSpec:
+    type: str
+    config: Any = None  # SpaceMouseConfig | GamepadConfig
+
+
+@dataclass
+class RigConfig:
+    path: str
+    name: str
+    rate_hz: float
+    arm: ArmSpec
+    cameras: list[CameraSpec]
+    teleop: TeleopSpec | None = None
+
+    def with_rate(self, rate_hz: float) -> "RigConfig":
+        """The same rig run at another control rate (the UR's servo time follows it)."""
+        arm = self.arm
+        if arm.type == "ur":
+            arm = replace(arm, config=replace(arm.config, rate_hz=rate_hz))
+        return replace(self, rate_hz=float(rate_hz), arm=arm)
+
+
+class _Table:
+    """One TOML table being read: typed getters, and unknown keys reported at the end."""
+
+    def __init__(self, data: Any, where: str, file: str):
+        if not isinstance(data, dict):
+            raise RigConfigError(f"{file}: {where} must be a table, got {type(data).__name__}")
+        self.data, self.where, self.file = data, where, file
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def fail(self, name: str, message: str) -> RigConfigError:
+        return RigConfigError(f"{self.file}: {self.key(name)} {message}")
+
+    def get(self, name: str, default=_REQUIRED):
+        self.used.add(name)
+        if name not in self.data:
+            if default is _REQUIRED:
+                raise RigConfigError(f"{self.file}: {self.key(name)} is missing; add it"
+                                     + (f" to the [{self.where}] table" if self.where else ""))
+            return default
+        return self.data[name]
+
+    def str(self, name: str, default=_REQUIRED, choices: tuple[str, ...] | None = None) -> str:
+        value = self.get(name, default)
+        if value is None:
+            return value
+        if not isinstance(value, str):
+            raise self.fail(name, f"must be a string (in quotes), got {value!r}")
+        if choices is not None and value not in choices:
+            raise self.fail(name, f"must be {_one_of(choices)}, got {value!r}")
+        return value
+
+    def num(self, name: str, default=_REQUIRED, low: float | None = None, high: float | None = None,
+            integer: bool = False, low_open: bool = False) -> float:
+        value = self.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+            raise self.fail(name, f"must be {'a whole number' if integer else 'a number'}, got {value!r}")
+        if low is not None and (value < low or (low_open and value == low)):
+            raise self.fail(name, f"must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+        if high is not None and value > high:
+            raise self.fail(name, f"must be <= {high:g}, got {value!r}")
+        return value
+
+    def bool(self, name: str, default=_REQUIRED) -> bool:
+        value = self.get(name, default)
+        if not isinstance(value, bool):
+            raise self.fail(name, f"must be true or false, got {value!r}")
+        return value
+
+    def vec(self, name: str, n: int, default=_REQUIRED) -> tuple[float, ...]:
+        value = self.get(name, default)
+        if (not isinstance(value, (list, tuple)) or len(value) != n
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            raise self.fail(name, f"must be a list of {n} numbers, got {value!r}")
+        return tuple(float(v) for v in value)
+
+    def table(self, name: str, required: bool = False) -> "_Table":
+        value = self.get(name, _REQUIRED if required else {})
+        return _Table(value, self.key(name), self.file)
+
+    def done(self) -> None:
+        unknown = [k for k in self.data if k not in self.used]
+        if unknown:
+            name = unknown[0]
+            close = difflib.get_close_matches(name, sorted(self.used), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(self.used))}"
+            raise self.fail(name, f"is not a known key; {hint}")
+
+
+def _one_of(choices) -> str:
+    quoted = [f"'{c}'" for c in choices]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _wrap(file: str, where: str, exc: ValueError) -> RigConfigError:
+    return RigConfigError(f"{file}: [{where}] {exc}")
+
+
+# -- sections -------------------------------------------------------------------
+def _parse_arm(t: _Table, rate_hz: float) -> ArmSpec:
+    kind = t.str("type", choices=ARM_TYPES)
+    ip = t.str("ip")
+    home = t.table("home", required=True)
+    home_position = home.vec("position", 3)
+    home_orientation = home.vec("orientation", 4)
+    if sum(v * v for v in home_orientation) < 1e-6:
+        raise home.fail("orientation", "must be a unit quaternion [x, y, z, w], got all zeros")
+    home_gripper = home.num("gripper", 1.0, 0.0, 1.0)
+    home.done()
+    ws = t.table("workspace", required=True)
+    lo, hi = ws.vec("min", 3), ws.vec("max", 3)
+    ws.done()
+    for axis, a, b in zip("xyz", lo, hi):
+        if a >= b:
+            raise ws.fail("min", f"must be below {ws.key('max')} on every axis; on {axis}: {a} >= {b}")
+    if any(p < a or p > b for p, a, b in zip(home_position, lo, hi)):
+        raise home.fail("position", f"{list(home_position)} lies outside the workspace {list(lo)}..{list(hi)}; "
+                                    "move the home pose inside the box or grow the box")
+    limits = t.table("limits")
+    speed = limits.num("max_speed_m_s", 0.10, 0.0, 1.0, low_open=True)
+    # The per-tick step is also capped by the speed limit at this control rate.
+    step = min(limits.num("max_step_m", 0.02, 0.0, 0.05, low_open=True), speed / rate_hz)
+    safety = SafetyConfig(workspace_min=lo, workspace_max=hi, max_translation_per_tick=step,
+                          max_rotation_per_tick=limits.num("max_step_rad", 0.15, 0.0, 0.5, low_open=True),
+                          watchdog_timeout=limits.num("watchdog_s", 0.5, 0.0, 5.0, low_open=True))
+    common = dict(ip=ip, workspace_min=lo, workspace_max=hi, home_position=home_position,
+                  home_orientation=home_orientation, home_gripper=home_gripper)
+    gripper = None
+    try:
+        if kind == "xarm":
+            from .xarm import XArmConfig
+
+            config = XArmConfig(**common, mode=t.str("mode", "online", choices=("online", "servo")),
+                                tcp_speed=speed, home_speed=min(speed, t.num("home_speed", 0.05, 0.0, 0.25, low_open=True)),
+                                gripper=t.bool("gripper", True),
+                                clear_errors_on_connect=t.bool("clear_errors_on_connect", False))
+        else:
+            from .grippers import RobotiqConfig
+            from .ur import URConfig
+
+            config = URConfig(**common, rate_hz=rate_hz, rtde_frequency=t.num("rtde_frequency", -1.0),
+                              servo_lookahead=t.num("servo_lookahead", 0.1, 0.03, 0.2),
+                              servo_gain=t.num("servo_gain", 300.0, 100.0, 2000.0),
+                              home_speed=t.num("home_speed", 0.05, 0.0, 0.25, low_open=True))
+            g = t.table("gripper")
+            gtype = g.str("type", "none", choices=("none", "robotiq"))
+            if gtype == "robotiq":
+                gripper = RobotiqConfig(host=g.str("host", ip), port=int(g.num("port", 63352, 1, 65535, integer=True)),
+                                        speed=int(g.num("speed", 255, 0, 255, integer=True)),
+                                        force=int(g.num("force", 100, 0, 255, integer=True)))
+            g.done()
+    except ValueError as exc:
+        if isinstance(exc, RigConfigError):
+            raise
+        raise _wrap(t.file, t.where, exc) from exc
+    limits.done()
+    t.done()
+    return ArmSpec(kind, config, safety, gripper)
+
+
+def _parse_camera(t: _Table) -> CameraSpec:
+    role = t.str("role", choices=CAMERA_ROLES)
+    kind = t.str("type", choices=CAMERA_TYPES)
+    width = int(t.num("width", integer=True, low=1))
+    height = int(t.num("height", integer=True, low=1))
+    fps = t.num("fps", low=0.0, high=120.0, low_open=True)
+    stale = t.num("stale_limit_s", 0.5, 0.0, 5.0, low_open=True)
+    try:
+        if kind == "realsense":
+            from .realsense import RealSenseCameraConfig
+
+            playback = t.str("playback_file", None)
+            serial = t.str("serial", "" if playback else _REQUIRED)
+            if not playback and not serial.strip():
+                raise t.fail("serial", "is empty; run `python main.py devices` to list the connected cameras")
+            if int(fps) != fps:
+                raise t.fail("fps", f"must be a whole number for a RealSense camera, got {fps}")
+            config = RealSenseCameraConfig(serial=serial, width=width, height=height, fps=int(fps),
+                                           depth=t.bool("depth", False),
+                                           hw_sync_role=t.str("hw_sync_role", "none", choices=("none", "master", "slave")),
+                                           warmup_frames=int(t.num("warmup_frames", 15, 0, integer=True)),
+                                           stale_limit_s=stale, playback_file=playback)
+        else:
+            from .opencv_camera import OpenCVCameraConfig
+
+            source = t.get("source")
+            if isinstance(source, bool) or not isinstance(source, (int, str)):
+                raise t.fail("source", f"must be a device index (0, 1, ...) or a path, got {source!r}")
+            config = OpenCVCameraConfig(source=source, width=width, height=height, fps=float(fps),
+                                        fourcc=t.str("fourcc", None), stale_limit_s=stale,
+                                        warmup_frames=int(t.num("warmup_frames", 5, 0, integer=True)))
+    except ValueError as exc:
+        if isinstance(exc, RigConfigError):
+            raise
+        raise _wrap(t.file, t.where, exc) from exc
+    t.done()
+    return CameraSpec(role, kind, config)
+
+
+def _parse_teleop(t: _Table) -> TeleopSpec | None:
+    kind = t.str("type", choices=TELEOP_TYPES)
+    if kind == "none":
+        t.done()
+        return None
+    from .spacemouse import AxisScaling
+
+    try:
+        scaling = AxisScaling(dead_zone=t.num("dead_zone", 0.1 if kind == "spacemouse" else 0.15, 0.0, 0.95),
+                              max_linear_speed=t.num("max_linear_speed", 0.10, 0.0, 0.5, low_open=True),
+                              max_angular_speed=t.num("max_angular_speed", 0.6, 0.0, 3.0, low_open=True),
+                              signs=t.vec("signs", 6, (1, 1, 1, 1, 1, 1)))
+    except ValueError as exc:
+        if isinstance(exc, RigConfigError):
+            raise
+        raise _wrap(t.file, t.where, exc) from exc
+    raw_buttons = t.get("buttons", None)
+    buttons = None
+    if raw_buttons is not None:
+        if not isinstance(raw_buttons, dict):
+            raise t.fail("buttons", "must be a table such as { 0 = \"gripper\", 1 = \"start_stop\" }")
+        from .spacemouse import BUTTON_ACTIONS
+
+        buttons = {}
+        for key, action in raw_buttons.items():
+            if not key.isdigit():
+                raise t.fail(f"buttons.{key}", "must be a button number (0, 1, ...)")
+            if action not in BUTTON_ACTIONS:
+                raise t.fail(f"buttons.{key}", f"must be {_one_of(BUTTON_ACTIONS)}, got {action!r}")
+            buttons[int(key)] = action
+    if kind == "spacemouse":
+        from .spacemouse import SpaceMouseConfig
+
+        config = SpaceMouseConfig(device=t.str("device", None), scaling=scaling)
+    else:
+        from .gamepad import GamepadConfig
+
+        config = GamepadConfig(index=int(t.num("index", 0, 0, integer=True)), scaling=scaling)
+    if buttons is not None:
+        config.buttons = buttons
+    t.done()
+    return TeleopSpec(kind, config)
+
+
+# -- public API -------------------------------------------------------------------
+def load_rig_config(path) -> RigConfig:
+    """Read and validate a rig file; :class:`RigConfigError` says what is wrong and how to fix it."""
+    file = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise RigConfigError(f"{file}: no such rig file (examples are in configs/)")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RigConfigError(f"{file}: not valid TOML: {exc}") from exc
+    root = _Table(data, "", file)
+    name = root.str("name", p.stem)
+    rate_hz = root.num("rate_hz", 10.0, 0.0, 100.0, low_open=True)
+    arm = _parse_arm(root.table("arm", required=True), rate_hz)
+    raw_cameras = root.get("cameras", None)
+    if not isinstance(raw_cameras, list) or not raw_cameras:
+        raise RigConfigError(f"{file}: cameras must be one or more [[cameras]] tables (a 'hand' and a 'third' "
+                             "camera for ALT); see configs/ for examples")
+    cameras = [_parse_camera(_Table(c, f"cameras[{i}]", file)) for i, c in enumerate(raw_cameras)]
+    roles = [c.role for c in cameras]
+    for role in set(roles):
+        if roles.count(role) > 1:
+            raise RigConfigError(f"{file}: two cameras have role '{role}'; each role ('hand', 'third') names one camera")
+    serials = [c.config.serial for c in cameras if c.type == "realsense" and c.config.serial]
+    for serial in set(serials):
+        if serials.count(serial) > 1:
+            raise RigConfigError(f"{file}: serial {serial!r} is given to two cameras; each camera has its own")
+    sync = [c.config.hw_sync_role for c in cameras if c.type == "realsense"]
+    if sync.count("master") > 1:
+        raise RigConfigError(f"{file}: more than one camera has hw_sync_role = 'master'; make one the master and "
+                             "the others 'slave'")
+    if "slave" in sync and "master" not in sync:
+        raise RigConfigError(f"{file}: a camera has hw_sync_role = 'slave' but none is 'master'; set one to 'master'")
+    teleop = _parse_teleop(root.table("teleop")) if "teleop" in data else None
+    root.used.add("teleop")
+    root.done()
+    return RigConfig(file, name, float(rate_hz), arm, cameras, teleop)
+
+
+class HardwareRig(Rig):
+    """A rig of real devices; it also closes the teleop device built for it."""
+
+    def disconnect(self) -> None:
+        try:
+            super().disconnect()
+        finally:
+            teleop = self.extras.get("teleop")
+            if teleop is not None:
+                teleop.disconnect()
+
+
+def build_arm(spec: ArmSpec):
+    if spec.type == "xarm":
+        from .xarm import XArm
+
+        driver = XArm(spec.config)
+    else:
+        from .grippers import RobotiqSocketGripper
+        from .ur import URArm
+
+        driver = URArm(spec.config, RobotiqSocketGripper(spec.gripper) if spec.gripper is not None else None)
+    return SafeArm(driver, spec.safety)
+
+
+def build_camera(spec: CameraSpec):
+    if spec.type == "realsense":
+        from .realsense import RealSenseCamera
+
+        return RealSenseCamera(spec.config, spec.role)
+    from .opencv_camera import OpenCVCamera
+
+    return OpenCVCamera(spec.config, spec.role)
+
+
+def build_rig(config: RigConfig) -> Rig:
+    """The rig the file describes, not yet connected; the arm is wrapped in :class:`SafeArm`."""
+    cameras = {spec.role: build_camera(spec) for spec in config.cameras}
+    return HardwareRig(arm=build_arm(config.arm), cameras=cameras, clock=RealTimeClock(config.rate_hz),
+                       name=config.name, extras={"rig_config": config})
+
+
+def build_teleop(config: RigConfig, rig: Rig | None = None) -> Teleop | None:
+    """The teleop device named in the file (None for none); opened on first use or by connect()."""
+    spec = config.teleop
+    if spec is None:
+        return None
+    if spec.type == "spacemouse":
+        from .spacemouse import SpaceMouseTeleop
+
+        teleop = SpaceMouseTeleop(spec.config)
+    else:
+        from .gamepad import GamepadTeleop
+
+        teleop = GamepadTeleop(spec.config)
+    if rig is not None:
+        rig.extras["teleop"] = teleop
+    return teleop

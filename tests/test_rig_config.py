@@ -1,0 +1,199 @@
+"""Rig config files: the shipped examples build, every validation message names the file, key and fix."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import main
+from robot_drivers.devices import check_reachable
+from robot_drivers.factory import make_rig, make_teleop
+from robot_drivers.gamepad import GamepadTeleop
+from robot_drivers.opencv_camera import OpenCVCamera
+from robot_drivers.realsense import RealSenseCamera
+from robot_drivers.rig_config import HardwareRig, RigConfigError, build_rig, build_teleop, load_rig_config
+from robot_drivers.safety import SafeArm
+from robot_drivers.spacemouse import SpaceMouseTeleop
+from robot_drivers.ur import URArm
+from robot_drivers.xarm import XArm
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "configs").glob("*.toml"))
+
+BASE = """
+rate_hz = 10
+[arm]
+type = "xarm"
+ip = "192.168.1.200"
+home = { position = [0.35, 0.0, 0.3], orientation = [1.0, 0.0, 0.0, 0.0], gripper = 1.0 }
+[arm.workspace]
+min = [0.2, -0.3, 0.05]
+max = [0.6, 0.3, 0.5]
+[arm.limits]
+max_step_m = 0.02
+max_step_rad = 0.15
+[[cameras]]
+role = "hand"
+type = "realsense"
+serial = "111"
+width = 640
+height = 480
+fps = 30
+[[cameras]]
+role = "third"
+type = "realsense"
+serial = "222"
+width = 640
+height = 480
+fps = 30
+[teleop]
+type = "spacemouse"
+"""
+
+
+def write(tmp_path, text, name="rig.toml") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_examples_ship_for_every_arm():
+    assert {load_rig_config(p).arm.type for p in EXAMPLES} == {"xarm", "ur"}
+    assert {"xarm_realsense.toml", "ur5_realsense.toml", "webcam_xarm.toml"} <= {p.name for p in EXAMPLES}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_builds_a_safe_rig(path):
+    config = load_rig_config(path)
+    rig = build_rig(config)
+    assert isinstance(rig, HardwareRig) and isinstance(rig.arm, SafeArm)
+    assert isinstance(rig.arm.inner, XArm if config.arm.type == "xarm" else URArm)
+    assert set(rig.cameras) == {"hand", "third"}
+    for role, cam in rig.cameras.items():
+        assert isinstance(cam, RealSenseCamera if config.cameras[0].type == "realsense" else OpenCVCamera)
+        assert cam.name == role
+    assert rig.clock.rate_hz == config.rate_hz and rig.clock.is_realtime
+    # The driver's own box is the safety layer's box (defence in depth), and the arm is not connected.
+    assert tuple(rig.arm.inner.config.workspace_min) == tuple(rig.arm.config.workspace_min)
+    assert not rig.arm.is_connected
+    teleop = build_teleop(config, rig)
+    assert isinstance(teleop, SpaceMouseTeleop if config.teleop.type == "spacemouse" else GamepadTeleop)
+    assert rig.extras["teleop"] is teleop
+
+
+def test_speed_limit_caps_the_step(tmp_path):
+    text = BASE.replace("max_step_rad = 0.15", "max_step_rad = 0.15\nmax_speed_m_s = 0.05")
+    config = load_rig_config(write(tmp_path, text))
+    assert config.arm.safety.max_translation_per_tick == pytest.approx(0.005)  # 0.05 m/s at 10 Hz
+    assert config.arm.config.tcp_speed == 0.05
+
+
+def test_ur_rate_override_reaches_the_servo_time():
+    config = load_rig_config(ROOT / "configs" / "ur5_realsense.toml").with_rate(30.0)
+    assert config.rate_hz == 30.0 and config.arm.config.rate_hz == 30.0
+    assert config.arm.gripper.host == config.arm.config.ip and config.arm.gripper.port == 63352
+
+
+@pytest.mark.parametrize("edit,message", [
+    (('role = "hand"', 'role = "wrist"'), r"cameras\[0\]\.role must be 'hand' or 'third', got 'wrist'"),
+    (('type = "xarm"', 'type = "panda"'), r"arm\.type must be 'xarm' or 'ur', got 'panda'"),
+    (('serial = "222"', 'serail = "222"'), r"cameras\[1\]\.serial is missing"),
+    (('fps = 30\n[teleop]', 'fps = 30\nfsp = 30\n[teleop]'), r"cameras\[1\]\.fsp is not a known key; did you mean 'fps'\?"),
+    (('width = 640', 'width = "640"'), r"cameras\[0\]\.width must be a whole number, got '640'"),
+    (('min = [0.2, -0.3, 0.05]', 'min = [0.2, -0.3]'), r"arm\.workspace\.min must be a list of 3 numbers"),
+    (('min = [0.2, -0.3, 0.05]', 'min = [0.7, -0.3, 0.05]'), r"arm\.workspace\.min must be below arm\.workspace\.max "
+                                                             r"on every axis; on x: 0.7 >= 0.6"),
+    (('position = [0.35, 0.0, 0.3]', 'position = [0.35, 0.0, 0.9]'), r"arm\.home\.position .* lies outside the "
+                                                                     r"workspace"),
+    (('max_step_m = 0.02', 'max_step_m = 0.2'), r"arm\.limits\.max_step_m must be <= 0.05, got 0.2"),
+    (('max_step_m = 0.02', 'max_step_m = 0'), r"arm\.limits\.max_step_m must be > 0, got 0"),
+    (('rate_hz = 10', 'rate_hz = 0'), r"rate_hz must be > 0"),
+    (('ip = "192.168.1.200"\n', ''), r"arm\.ip is missing; add it to the \[arm\] table"),
+    (('type = "spacemouse"', 'type = "joystick"'), r"teleop\.type must be 'spacemouse', 'gamepad' or 'none'"),
+    (('serial = "222"', 'serial = "111"'), r"serial '111' is given to two cameras"),
+    (('role = "third"', 'role = "hand"'), r"two cameras have role 'hand'"),
+    (('serial = "111"', 'serial = "111"\nhw_sync_role = "slave"'), r"'slave' but none is 'master'"),
+    (('serial = "111"', 'serial = "111"\nhw_sync_role = "boss"'), r"hw_sync_role must be 'none', 'master' or 'slave'"),
+    (('[teleop]\ntype = "spacemouse"', '[teleop]\ntype = "spacemouse"\nbuttons = { 0 = "fly" }'),
+     r"teleop\.buttons\.0 must be 'gripper', .*got 'fly'"),
+    (('mode', 'mode'), None),  # no-op edit: the base file itself is valid
+])
+def test_validation_messages(tmp_path, edit, message):
+    old, new = edit
+    text = BASE.replace(old, new, 1)
+    path = write(tmp_path, text)
+    if message is None:
+        load_rig_config(path)
+        return
+    assert text != BASE
+    with pytest.raises(RigConfigError, match=message) as info:
+        load_rig_config(path)
+    assert str(info.value).startswith(path + ": ")
+
+
+def test_driver_level_errors_name_the_file(tmp_path):
+    text = BASE.replace('type = "xarm"', 'type = "ur"').replace('[arm.workspace]', 'servo_gain = 50\n[arm.workspace]')
+    with pytest.raises(RigConfigError, match=r"rig.toml: arm\.servo_gain must be >= 100, got 50"):
+        load_rig_config(write(tmp_path, text))
+    with pytest.raises(RigConfigError, match=r"arm\.mode is not a known key"):
+        load_rig_config(write(tmp_path, text.replace("servo_gain = 50", 'mode = "online"')))
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(RigConfigError, match="no such rig file"):
+        load_rig_config(tmp_path / "missing.toml")
+    with pytest.raises(RigConfigError, match="not valid TOML"):
+        load_rig_config(write(tmp_path, "rate_hz = = 3"))
+    with pytest.raises(RigConfigError, match="cameras must be one or more"):
+        load_rig_config(write(tmp_path, BASE.split("[[cameras]]")[0]))
+
+
+def test_opencv_and_no_teleop(tmp_path):
+    text = BASE.replace('type = "realsense"\nserial = "111"', 'type = "opencv"\nsource = "/dev/video4"')
+    text = text.replace('type = "spacemouse"', 'type = "none"')
+    config = load_rig_config(write(tmp_path, text))
+    assert config.cameras[0].config.source == "/dev/video4" and config.teleop is None
+    rig = build_rig(config)
+    assert build_teleop(config, rig) is None
+    with pytest.raises(ValueError, match=r"no \[teleop\] table"):
+        make_teleop("config", rig)
+
+
+def test_factory_and_cli_take_the_rig_file(tmp_path):
+    path = write(tmp_path, BASE)
+    rig = make_rig(path, rate_hz=20.0)
+    assert rig.clock.rate_hz == 20.0 and isinstance(rig.arm.inner, XArm)
+    assert isinstance(make_teleop("config", rig), SpaceMouseTeleop)
+    with pytest.raises(ValueError, match="--rig FILE"):
+        make_teleop("config", make_rig("sim"))
+    args = main.build_parser().parse_args(["record", "--rig", path, "--out", str(tmp_path / "ds")])
+    assert args.rig == path and args.robot == "sim"  # main() then lets --rig override --robot
+
+
+def test_cli_reports_a_bad_rig_file(tmp_path, capsys):
+    path = write(tmp_path, BASE.replace('role = "hand"', 'role = "wrist"'))
+    assert main.main(["devices", "--rig", path]) == 2
+    assert "cameras[0].role must be 'hand' or 'third'" in capsys.readouterr().err
+
+
+def test_devices_verb_without_hardware(capsys, tmp_path):
+    assert main.main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "no RealSense cameras found" in out
+    # --ping only ever targets the rig file's address: here the loopback, where nothing listens on 502.
+    path = write(tmp_path, BASE.replace("192.168.1.200", "127.0.0.1"))
+    assert main.main(["devices", "--rig", path, "--ping", "--timeout", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "arm: xarm at 127.0.0.1  port 502: NOT reachable" in out
+    assert "camera hand: realsense serial 111, 640x480 @ 30 fps" in out and "teleop: spacemouse" in out
+
+
+def test_check_reachable_on_loopback():
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        assert check_reachable("127.0.0.1", server.getsockname()[1], 0.5) == (True, "")
+    finally:
+        server.close()
