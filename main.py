@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="main.py",
         description="ALT Studio: record demonstrations, train an Action Lookup Table policy, supervise the arm.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     p = verbs.add_parser("sim-check", help="run the scripted expert on the simulated rig and time it",
                          description="Runs the scripted expert in lock-step on the simulated rig and prints the "
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OOD threshold: 'auto' (calibrated from the data, default) or a similarity in [-1, 1]")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing policy folder")
+    p.add_argument("--progress", choices=("bars", "jsonl", "none"), default="bars",
+                   help="progress as bars on stderr (default), JSON lines on stdout (machine-readable), or none")
     p.set_defaults(func=_lazy("policy.commands", "cmd_train"))
 
     p = verbs.add_parser("eval", help="evaluate a policy on the simulated rig")
@@ -140,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.set_defaults(func=_lazy("policy.commands", "cmd_ood"))
 
+    p = verbs.add_parser("gui", help="the desktop app (the default when no verb is given)",
+                         description="Opens ALT Studio's window: rig panel with live previews and keyboard "
+                                     "teleop, Record, Train and Autonomous tabs. The simulated rig (real time) "
+                                     "unless --rig names a rig file.")
+    _gui_options(p)
+    p.set_defaults(func=_lazy("gui.app", "cmd_gui"))
+
     p = verbs.add_parser("demo", help="the main job: record 30 sim demos, train, evaluate every scenario",
                          description="Records 30 scripted demonstrations on the simulated rig, trains the ALT "
                                      "policy and evaluates it in every scenario; prints a table in the paper's "
@@ -150,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_lazy("policy.commands", "cmd_demo"))
     return parser
+
+
+def _gui_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rig", metavar="FILE", help="rig config (TOML); default: the simulated rig")
+    p.add_argument("--image-size", type=_positive_int, default=128, help="sim camera side in pixels (default 128)")
+    p.add_argument("--rate", type=float, default=10.0, help="sim control rate in Hz (default 10)")
+    p.add_argument("--data-dir", default="data", help="where datasets go (default data/)")
+    p.add_argument("--runs-dir", default="runs", help="where policies go and are looked for (default runs/)")
+    p.add_argument("--task", default="grasp the mug", help="task description stored with each episode")
+    p.add_argument("--no-connect", action="store_true", help="open the window without connecting the rig")
 
 
 def _policy_options(p: argparse.ArgumentParser) -> None:
@@ -180,6 +199,9 @@ def _lazy(module: str, name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not [a for a in argv if not a.startswith("-")] and not {"-h", "--help"} & set(argv):
+        argv = [*argv, "gui"]  # no verb: open the app
     args = build_parser().parse_args(argv)
     if getattr(args, "rig", None) and hasattr(args, "robot"):  # --rig FILE overrides --robot
         args.robot = args.rig

@@ -423,6 +423,8 @@ class RigController(QObject):
             return None  # no monitor: it would fail the same way; Connect again or take over to retry
         if reason == "estop":
             self.halted.emit(Halt("stop", "STOP pressed on the teleop device: the arm is halted."))
+        if reason == "arm_stopped" and self._commands.empty():  # not our STOP button (that one queues a halt)
+            self.halted.emit(Halt("stop", f"The arm was stopped ({error}). Take over or home."))
         return self._default()
 
     def _activity_monitor(self):
@@ -462,7 +464,7 @@ class RigController(QObject):
             return self._default()
         if outcome.reason == "rerecord":
             return self._activity_record
-        if outcome.reason in ("camera_lost", "arm_error", "estop"):
+        if outcome.reason in ("camera_lost", "arm_error", "arm_stopped", "estop"):
             return self._loop_ended(outcome.reason, outcome.error)
         return self._default()
 

@@ -40,6 +40,7 @@ class TrainPanel(QWidget):
         self.image_size = QSpinBox()
         self.image_size.setRange(16, 640)
         self.image_size.setSingleStep(16)
+        self.image_size.setToolTip("Side of the square encoder input; the preset's own size keeps its aspect")
         self.stride = QSpinBox()
         self.stride.setRange(1, 100)
         self._apply_preset(self.preset.currentText())
@@ -106,12 +107,12 @@ class TrainPanel(QWidget):
         self.image_size.setValue(c.image_width)
         self.stride.setValue(c.frame_stride)
 
-    def config(self):
-        c = PRESETS[self.preset.currentText()]
+    def request(self, dataset: str, out: str) -> TrainRequest:
+        preset = PRESETS[self.preset.currentText()]
         size = self.image_size.value()
-        height = round(size * c.image_height / c.image_width)
-        return c.with_overrides(epochs=self.epochs.value(), image_width=size, image_height=height,
-                                frame_stride=self.stride.value())
+        return TrainRequest(dataset, out, self.preset.currentText(), epochs=self.epochs.value(),
+                            image_size=None if size == preset.image_width else size,
+                            frame_stride=self.stride.value())
 
     def _set_running(self, running: bool) -> None:
         self.running = running
@@ -132,7 +133,7 @@ class TrainPanel(QWidget):
         self.stage.setText("starting")
         self._started = time.monotonic()
         self._set_running(True)
-        self.train_request.emit(TrainRequest(dataset, str(out), self.config()))
+        self.train_request.emit(self.request(dataset, str(out)))
 
     def cancel(self) -> None:
         if self.running:

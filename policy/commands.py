@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from argparse import Namespace
 from pathlib import Path
@@ -26,16 +28,30 @@ def config_from_args(args: Namespace) -> PolicyConfig:
     return config
 
 
+def _jsonl(record: dict) -> None:
+    print(json.dumps(record), flush=True)
+
+
 def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = "auto", device: str | None = None,
-                 overwrite: bool = False, quiet: bool = False):
+                 overwrite: bool = False, progress: str = "bars", cancel: threading.Event | None = None):
+    """Build and save a policy. ``progress``: "bars" (tqdm on stderr), "jsonl" (one JSON object per update on
+    stdout, for the desktop app) or "none"."""
     from tqdm import tqdm
 
     from .policy import ALTPolicy
 
     bars: dict[str, tqdm] = {}
 
-    def progress(stage, value):
-        if quiet:
+    def report(stage, value):
+        if progress == "jsonl":
+            if stage == "train":
+                _jsonl({"stage": "train", "epoch": value.epoch, "epochs": value.epochs, "step": value.step,
+                        "steps_per_epoch": value.steps_per_epoch, "loss": value.loss, "eta_s": value.eta_s,
+                        "fraction": value.fraction})
+            else:
+                _jsonl({"stage": stage, "done": value[0], "total": value[1]})
+            return
+        if progress != "bars":
             return
         if stage == "train":
             bar = bars.get("train")
@@ -54,20 +70,31 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
             bar.refresh()
 
     with Dataset.open(dataset_dir) as dataset:
-        policy = ALTPolicy.build(dataset, config, progress=progress, device=device)
+        policy = ALTPolicy.build(dataset, config, progress=report, device=device, cancel=cancel)
     for bar in bars.values():
         bar.close()
+    if cancel is not None and cancel.is_set():  # asked during the last stages: still save nothing
+        from .train import TrainingCancelled
+
+        raise TrainingCancelled("training was cancelled; nothing was saved")
     if gamma != "auto":
         policy.gamma = float(gamma)
-    policy.save(out, overwrite=overwrite)
+    path = policy.save(out, overwrite=overwrite)
+    if progress == "jsonl":
+        _jsonl({"stage": "done", "path": str(path), "info": policy.info})
     return policy
 
 
 def cmd_train(args: Namespace) -> int:
     config = config_from_args(args)
     t0 = time.perf_counter()
+    cancel = threading.Event()
+    # SIGTERM (the desktop app's Cancel, a service manager) stops between two steps; nothing is saved.
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     policy = train_policy(args.dataset, args.out, config, gamma=args.gamma, device=args.device,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, progress=args.progress, cancel=cancel)
+    if args.progress == "jsonl":
+        return 0
     info, cal = policy.info, policy.calibration
     print(f"policy saved to {args.out}")
     print(f"  {info['frames']} frames from {len(info['episodes'])} episodes; trained on {info['train_frames']} "

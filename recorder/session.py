@@ -228,7 +228,7 @@ class RecordingSession:
         if accept is not None and not accept():
             writer.discard()
             return EpisodeOutcome(None, "rejected", len(writer), stats_json, result.error)
-        # stop_button, max_ticks, camera_lost, arm_error: what was recorded is kept and the reason noted,
+        # stop_button, max_ticks, camera_lost, arm_error, arm_stopped: what was recorded is kept and the reason noted,
         # so a lost camera or a fault never costs the operator the demonstration.
         try:
             info = writer.keep(end_reason=result.reason, stats=stats_json)

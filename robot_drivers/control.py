@@ -81,7 +81,7 @@ class TickRecord:
 @dataclass
 class LoopResult:
     # "stop_button", "discard", "rerecord", "start_button", "estop", "max_ticks", "cancelled", "camera_lost",
-    # "arm_error", or a source's own halt reason ("ood")
+    # "arm_error", "arm_stopped" (the safety layer's stop was latched), or a source's own halt reason ("ood")
     reason: str
     ticks: int = 0
     late_ticks: int = 0
@@ -143,7 +143,12 @@ class ControlLoop:
             result.reason, result.error = "camera_lost", exc
             log.error("control loop ended: %s", exc)
             self._halt()
-        except (ArmStoppedError, DeviceError) as exc:
+        except ArmStoppedError as exc:
+            # Someone latched the stop (the STOP button, a limit violation) while a command was in flight.
+            result.reason, result.error = "arm_stopped", exc
+            log.info("control loop ended: %s", exc)
+            self._halt()
+        except DeviceError as exc:
             result.reason, result.error = "arm_error", exc
             log.error("control loop ended: %s", exc)
             self._halt()

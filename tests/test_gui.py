@@ -1,0 +1,296 @@
+"""The desktop app driven through its real widgets, offscreen, on the real-time simulated rig.
+
+The module follows an operator's day in order: connect, teleoperate, record two
+episodes, train from the button, run the policy, STOP, an OOD halt, then faults.
+One window (and one simulated rig) serves the whole module; each test leaves it
+in a state the next one starts from.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PyQt6.QtCore import Qt, QTimer
+from PyQt6.QtTest import QTest
+
+from gui.app import create_window, sim_rig_factory
+from gui.controller import AUTONOMOUS, HALTED, RECORDING, TELEOP
+from recorder.dataset import Dataset
+
+pytestmark = pytest.mark.timeout(600)
+
+
+class StallProbe:
+    """Measures how late a 5 ms timer fires: the longest time the event loop could not run."""
+
+    def __init__(self):
+        self.gaps: list[float] = []
+        self._last = None
+        self._timer = QTimer()
+        self._timer.setInterval(5)
+        self._timer.timeout.connect(self._beat)
+
+    def _beat(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.gaps.append(now - self._last - 0.005)
+        self._last = now
+
+    def start(self) -> None:
+        self.gaps.clear()
+        self._last = None
+        self._timer.start()
+
+    def stop(self) -> float:
+        self._timer.stop()
+        return max(self.gaps) * 1000 if self.gaps else 0.0
+
+
+@pytest.fixture(scope="module")
+def studio(qapp, tmp_path_factory):
+    root = tmp_path_factory.mktemp("studio")
+    controller, window = create_window(sim_rig_factory(image_size=48), root / "data", root / "runs")
+    window.show()
+    window.activateWindow()
+    deadline = time.monotonic() + 60
+    while controller.mode != TELEOP and time.monotonic() < deadline:
+        qapp.processEvents()
+        time.sleep(0.01)
+    assert controller.mode == TELEOP, list(window.messages.history)
+    yield controller, window, root
+    window.close()
+
+
+def _z(controller) -> float:
+    return float(controller.rig.arm.get_state().ee_pose.position[2])
+
+
+def test_connect_shows_live_previews_and_arm_state(studio, qtbot):
+    controller, window, _ = studio
+    panel = window.rig_panel
+    shown = {name: view.frames_shown for name, view in panel.previews.items()}
+    qtbot.waitUntil(lambda: all(view.frames_shown >= shown[name] + 5 for name, view in panel.previews.items()),
+                    timeout=5000)
+    assert set(panel.previews) == {"hand", "third"}
+    assert all(light.state == "ok" for light in panel.camera_lights.values())
+    qtbot.waitUntil(lambda: "x " in panel.arm_state.text(), timeout=3000)
+    assert "gripper" in panel.arm_state.text()
+
+
+def test_keyboard_teleop_moves_the_arm_up_and_stops_on_release(studio, qtbot):
+    controller, window, _ = studio
+    start = _z(controller)
+    QTest.keyPress(window, Qt.Key.Key_R)
+    qtbot.waitUntil(lambda: _z(controller) > start + 0.02, timeout=5000)
+    QTest.keyRelease(window, Qt.Key.Key_R)
+    qtbot.wait(400)
+    settled = _z(controller)
+    qtbot.wait(400)
+    assert abs(_z(controller) - settled) < 0.005  # key up: the target stays put
+    assert controller.keyboard.held == frozenset()
+
+
+def _record_one(controller, window, qtbot, key=Qt.Key.Key_W, hold_ms=1200):
+    panel = window.record_panel
+    before = len(panel.episodes)
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == RECORDING, timeout=5000)
+    QTest.keyPress(window, key)
+    qtbot.wait(hold_ms)
+    QTest.keyRelease(window, key)
+    qtbot.wait(300)
+    qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(panel.episodes) == before + 1, timeout=10000)
+    qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=5000)
+
+
+def test_record_two_episodes_and_keep_them(studio, qtbot):
+    controller, window, root = studio
+    panel = window.record_panel
+    panel.path_edit.setText(str(root / "data" / "demos"))
+    qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.root is not None, timeout=5000)
+    assert not panel.stop_button.isEnabled()
+
+    qtbot.mouseClick(panel.place_button, Qt.MouseButton.LeftButton)  # training spot 0
+    qtbot.wait(500)
+    _record_one(controller, window, qtbot, Qt.Key.Key_W)
+    assert "Episode 0 kept" in panel.last_label.text()
+    qtbot.mouseClick(panel.place_button, Qt.MouseButton.LeftButton)
+    qtbot.wait(500)
+    _record_one(controller, window, qtbot, Qt.Key.Key_F)
+
+    assert panel.table.rowCount() == 2
+    assert panel.count_bar.value() == 2 and panel.count_bar.maximum() == 30
+    with Dataset.open(root / "data" / "demos") as dataset:
+        episodes = dataset.episodes()
+        assert [e.index for e in episodes] == [0, 1]
+        assert all(e.length >= 10 and e.end_reason == "stop_button" for e in episodes)
+        states = dataset.load_episode(0).states
+        assert states[-1, 0] - states[0, 0] > 0.03  # W moved the arm forward while recording
+        assert dataset.load_episode(1).states[-1, 2] < dataset.load_episode(1).states[0, 2] - 0.03
+
+
+def test_episode_browser_scrubs_both_views_and_plots(studio, qtbot):
+    controller, window, _ = studio
+    panel = window.record_panel
+    browser = panel.browser
+    panel.table.select_episode(1)
+    qtbot.waitUntil(lambda: browser.episode is not None and browser.episode.index == 1, timeout=5000)
+    qtbot.waitUntil(lambda: all(v.has_image() for v in browser.views.values()), timeout=5000)
+    browser.slider.setValue(browser.episode.length - 1)
+    last = browser.episode.length - 1
+    qtbot.waitUntil(lambda: all(f"frame {last}" in v.caption for v in browser.views.values()), timeout=5000)
+    assert browser.replay_button.isEnabled() and browser.delete_button.isEnabled()
+
+
+def test_train_a_tiny_policy_from_the_button_without_freezing(studio, qtbot):
+    controller, window, _ = studio
+    panel = window.train_panel
+    window.tabs.setCurrentWidget(panel)
+    assert panel.dataset_edit.text().endswith("demos")  # the recording dataset is preselected
+    panel.epochs.setValue(2)
+    panel.image_size.setValue(32)
+    panel.stride.setValue(1)
+    probe = StallProbe()
+    probe.start()
+    with qtbot.waitSignal(panel.policy_trained, timeout=300_000) as trained:
+        qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+        assert panel.cancel_button.isEnabled() and not panel.train_button.isEnabled()
+    stall_ms = probe.stop()
+    assert Path(trained.args[0], "manifest.json").is_file()
+    assert panel.loss_plot.count >= 2 and panel.progress.value() == 1000
+    assert stall_ms < 500, f"the event loop stalled {stall_ms:.0f} ms while training"
+    auto = window.autonomy_panel
+    qtbot.waitUntil(lambda: auto.policy is not None, timeout=30_000)  # picked and loaded automatically
+    assert Path(auto.picker.currentData()).resolve() == Path(trained.args[0]).resolve()
+
+
+def test_autonomy_shows_live_and_retrieved_frames_and_similarity(studio, qtbot):
+    controller, window, _ = studio
+    auto = window.autonomy_panel
+    window.tabs.setCurrentWidget(auto)
+    auto.gamma_slider.setValue(auto.gamma_slider.minimum())  # run, whatever this tiny policy thinks
+    assert auto.policy.gamma == pytest.approx(0.5)
+    probe = StallProbe()
+    probe.start()
+    qtbot.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == AUTONOMOUS, timeout=5000)
+    start = auto.similarity_plot.count
+    qtbot.waitUntil(lambda: auto.similarity_plot.count >= start + 15, timeout=20_000)
+    stall_ms = probe.stop()
+    assert all(v.has_image() for v in auto.live.values())
+    qtbot.waitUntil(lambda: all(v.has_image() for v in auto.retrieved.values()), timeout=5000)
+    assert all("demo" in v.caption and "frame" in v.caption for v in auto.retrieved.values())
+    assert all(0.0 < s <= 1.0 + 1e-6 for s in auto.similarity_plot.values())
+    assert "lookup" in auto.latency_label.text()
+    assert stall_ms < 500, f"the event loop stalled {stall_ms:.0f} ms while running"
+
+
+def test_stop_halts_the_arm_within_100_ms(studio, qtbot):
+    controller, window, _ = studio
+    auto = window.autonomy_panel
+    assert controller.mode == AUTONOMOUS
+    arm = controller.rig.arm
+    clicked = time.perf_counter()
+    qtbot.mouseClick(auto.stop_button, Qt.MouseButton.LeftButton)
+    assert controller.wait_stopped(1.0)
+    halted_s = time.perf_counter() - clicked
+    assert arm.stopped
+    assert halted_s < 0.1, f"STOP took {1000 * halted_s:.0f} ms to halt the arm"
+    held = controller.rig.arm.get_state().ee_pose.position
+    qtbot.wait(300)
+    drift = np.linalg.norm(controller.rig.arm.get_state().ee_pose.position - held)
+    assert drift < 0.002, f"the hand moved {1000 * drift:.1f} mm after STOP"
+    commands = arm.counters.commands
+    qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=5000)
+    qtbot.wait(300)
+    assert arm.counters.commands == commands  # nothing was sent after STOP
+    assert auto.halt_box.isVisible() and "STOP" in auto.halt_box.title()
+    assert "STOP" in window.messages.text
+
+
+def test_space_and_escape_are_stop_too(studio, qtbot):
+    controller, window, _ = studio
+    auto = window.autonomy_panel
+    for key in (Qt.Key.Key_Space, Qt.Key.Key_Escape):
+        qtbot.mouseClick(auto.halt_resume, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: controller.mode == AUTONOMOUS and not controller.rig.arm.stopped, timeout=5000)
+        QTest.keyClick(window, key)
+        assert controller.wait_stopped(1.0)
+        assert controller.rig.arm.stopped
+        qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=5000)
+
+
+def test_ood_halts_the_arm_and_shows_why(studio, qtbot):
+    controller, window, _ = studio
+    auto = window.autonomy_panel
+    qtbot.mouseClick(auto.halt_resume, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == AUTONOMOUS, timeout=5000)
+    start = auto.similarity_plot.count
+    qtbot.waitUntil(lambda: auto.similarity_plot.count >= start + 10, timeout=10_000)
+    # Gamma just under what this tiny policy scores on the scene: it runs on, and noise must stop it.
+    normal = min(auto.similarity_plot.values()[-10:])
+    auto.gamma_slider.setValue(int(1000 * (normal - 0.02)))
+    qtbot.wait(500)
+    assert controller.mode == AUTONOMOUS
+    with qtbot.waitSignal(controller.halted, timeout=15_000,
+                          check_params_cb=lambda halt: halt.reason == "ood") as halted:
+        qtbot.mouseClick(auto.drill_noise, Qt.MouseButton.LeftButton)  # noise over the third camera
+    halt = halted.args[0]
+    assert controller.rig.arm.stopped
+    assert halt.evidence.ood_evidence.similarity < auto.policy.gamma
+    assert "Out of distribution" in auto.halt_box.title() or "Out of distribution" in auto.halt_text.text()
+    assert "below gamma" in window.messages.text
+    assert all(v.has_image() for v in auto.halt_live.values())  # the frames that triggered it
+    noise = auto.halt_live["third"]._image
+    assert noise is not None
+    qtbot.mouseClick(auto.drill_clear, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(auto.halt_teleop, Qt.MouseButton.LeftButton)  # take over with teleop
+    qtbot.waitUntil(lambda: controller.mode == TELEOP and not controller.rig.arm.stopped, timeout=5000)
+
+
+def test_bad_inputs_become_messages_not_crashes(studio, qtbot, tmp_path):
+    controller, window, _ = studio
+    not_a_dataset = tmp_path / "file.txt"
+    not_a_dataset.write_text("hello")
+    window.messages.clear()
+    record = window.record_panel
+    record.path_edit.setText(str(not_a_dataset))
+    qtbot.mouseClick(record.open_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.messages.level == "error", timeout=5000)
+    assert str(not_a_dataset) in window.messages.text
+    window.messages.clear()
+    assert controller.mode == TELEOP  # the refused command left the arm under teleop
+
+    broken = tmp_path / "policy"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}")
+    (broken / "config.json").write_text("{}")
+    auto = window.autonomy_panel
+    auto.refresh_policies(select=str(broken))
+    qtbot.mouseClick(auto.load_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "cannot load the policy" in auto.policy_label.text(), timeout=10_000)
+    assert "cannot load the policy" in window.messages.text
+
+
+def test_a_lost_camera_halts_the_arm_with_a_message_and_reconnect_recovers(studio, qtbot):
+    controller, window, root = studio
+    window.messages.clear()
+    camera = controller.rig.cameras["hand"]
+    camera._renderer._process.kill()  # the device dies, as an unplugged camera does
+    qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=10_000)
+    qtbot.waitUntil(lambda: window.messages.level == "error", timeout=5000)
+    assert "camera" in window.messages.text
+    qtbot.waitUntil(lambda: window.rig_panel.camera_lights["hand"].state == "error", timeout=5000)
+    with Dataset.open(root / "data" / "demos") as dataset:
+        assert dataset.episode_indices() == [0, 1]  # kept recordings are untouched
+    qtbot.mouseClick(window.rig_panel.disconnect_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.rig_panel.connect_button.isEnabled(), timeout=10_000)
+    assert controller.rig is None and window.rig_panel.arm_light.state == "off"
+    qtbot.mouseClick(window.rig_panel.connect_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=60_000)
+    qtbot.waitUntil(lambda: window.rig_panel.camera_lights["hand"].state == "ok", timeout=5000)
