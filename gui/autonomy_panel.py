@@ -81,7 +81,9 @@ class AutonomyPanel(QWidget):
         # -- views
         self.live = {"hand": ImageView("hand (live)"), "third": ImageView("third-person (live)")}
         self.retrieved = {"hand": ImageView("hand (retrieved)"), "third": ImageView("third-person (retrieved)")}
-        views = QGridLayout()
+        self.views = QWidget()
+        views = QGridLayout(self.views)
+        views.setContentsMargins(0, 0, 0, 0)
         views.addWidget(self.live["hand"], 0, 0)
         views.addWidget(self.live["third"], 0, 1)
         views.addWidget(self.retrieved["hand"], 0, 2)
@@ -156,7 +158,7 @@ class AutonomyPanel(QWidget):
         layout.addWidget(pick)
         layout.addLayout(controls)
         layout.addWidget(self.halt_box)
-        layout.addLayout(views, 3)
+        layout.addWidget(self.views, 3)
         layout.addLayout(gamma_row)
         layout.addWidget(self.similarity_plot, 2)
         layout.addWidget(self.drill_box)
@@ -256,6 +258,7 @@ class AutonomyPanel(QWidget):
         self.picker.setEnabled(not running)
         if running:
             self.halt_box.hide()
+            self.views.show()
 
     def _on_event(self, event) -> None:
         self.ticks += 1
@@ -312,6 +315,7 @@ class AutonomyPanel(QWidget):
                 view.set_caption(f"best match: demo {best.episode}, frame {best.frame} "
                                  f"({result.ood_evidence.similarity:.3f})")
             self._request_match("ood", best.episode, best.frame)
+        self.views.setVisible(not show_frames)  # the halt box shows the frames that matter now
         self.halt_box.show()
 
     # -- drill ------------------------------------------------------------------

@@ -43,7 +43,7 @@ class TeleopKeyFilter(QObject):
     def eventFilter(self, obj, event) -> bool:
         kind = event.type()
         if kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease):
-            if event.isAutoRepeat() or not self.window.isActiveWindow():
+            if event.isAutoRepeat():
                 return False
             focus = self.window.focusWidget()
             if isinstance(focus, (QLineEdit, QAbstractSpinBox, QTextEdit)) or \

@@ -36,7 +36,7 @@ class EpisodeBrowser(QWidget):
         self.position = QLabel("no episode selected")
         self.plot = pg.PlotWidget(title="end-effector position (mm) and gripper (%)")
         self.plot.setMenuEnabled(False)
-        self.plot.addLegend(offset=(5, 5))
+        self.plot.addLegend(offset=(-10, 5), colCount=4)
         self.plot.setLabel("bottom", "time", units="s")
         self.plot.setMinimumHeight(150)
         self._cursor = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen("#d0312d", width=2))

@@ -76,10 +76,11 @@ class RigPanel(QWidget):
         layout.addWidget(self.stop_button)
         layout.addLayout(buttons)
         layout.addLayout(self._lights)
-        layout.addLayout(self._preview_grid, 1)
+        layout.addLayout(self._preview_grid)
         layout.addWidget(self.arm_state)
         layout.addWidget(teleop_box)
         layout.addWidget(self.sim_box)
+        layout.addStretch(1)
 
         controller.connected.connect(self._on_connected)
         controller.disconnected.connect(self._on_disconnected)
@@ -160,6 +161,9 @@ class RigPanel(QWidget):
             if self._shown.get(name) != frame.sequence:
                 self._shown[name] = frame.sequence
                 self.previews[name].set_image(frame.image)
+        state, stopped, counters = self.arm_state.last
+        if state is not None and stopped != rig.arm.stopped:  # halted with no loop running: no tick says so
+            self.arm_state.show_state(state, rig.arm.stopped, counters)
         if rig.arm.stopped:
             self.arm_light.set_state(WARN, "halted")
         elif time.monotonic() - self._last_tick < 1.0:

@@ -37,7 +37,9 @@ class ImageView(QWidget):
         self._border: QColor | None = None
         self.frames_shown = 0
         self.setMinimumSize(min_side, min_side)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        policy = QSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)
+        self.setSizePolicy(policy)
 
     def set_caption(self, caption: str) -> None:
         self._caption = caption
@@ -62,7 +64,15 @@ class ImageView(QWidget):
         return self._image is not None
 
     def sizeHint(self) -> QSize:
-        return QSize(260, 260)
+        return QSize(260, self.heightForWidth(260))
+
+    def hasHeightForWidth(self) -> bool:
+        return True
+
+    def heightForWidth(self, width: int) -> int:
+        """Tall enough for the image at this width, no black bands."""
+        aspect = self._image.height() / self._image.width() if self._image is not None else 1.0
+        return int(width * aspect) + 20
 
     def paintEvent(self, event) -> None:
         p = QPainter(self)
@@ -106,10 +116,15 @@ class StatusLight(QWidget):
         layout.addWidget(self._text, 1)
         self.set_state(OFF)
 
+    MAX_CHARS = 48
+
     def set_state(self, state: str, detail: str = "") -> None:
         self.state = state
         self._dot.setStyleSheet(f"background:{_LIGHT_COLOURS[state]}; border-radius:7px;")
-        self._text.setText(f"{self.name}: {detail}" if detail else self.name)
+        text = f"{self.name}: {detail}" if detail else self.name
+        if len(text) > self.MAX_CHARS:
+            text = text[:self.MAX_CHARS - 1] + "…"  # the whole message is in the tooltip and the message bar
+        self._text.setText(text)
         self.setToolTip(detail)
 
 
@@ -132,6 +147,7 @@ class ArmStateView(QLabel):
         self.show_state(None)
 
     def show_state(self, state, stopped: bool = False, counters=None) -> None:
+        self.last = (state, stopped, counters)
         if state is None:
             self.setText("arm: not connected")
             return

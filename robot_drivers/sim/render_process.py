@@ -48,7 +48,7 @@ def serve(fd: int) -> None:
                 break
             world.apply_snapshot(snapshot)
             conn.send_bytes(render_camera(world, camera_config).tobytes())
-    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+    except (EOFError, KeyboardInterrupt, OSError):
         pass  # the parent went away
     finally:
         world.close()
