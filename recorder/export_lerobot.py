@@ -46,6 +46,7 @@ Rules the export follows:
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -214,6 +215,30 @@ def _open_video(target, encoder: str, width: int, height: int, fps: float):
     return container, stream
 
 
+def _keeps_thread_scheduling(fn):
+    """Undo what an encoder does to the calling thread's scheduling.
+
+    SVT-AV1 switches the thread that opens it to real-time SCHED_FIFO when it
+    may (as root). Left so, every thread and process started from it later
+    (a camera, a training run) would inherit real-time priority and could
+    starve the control loop; measured: 1.4 s stalls of the whole app.
+    """
+    if not hasattr(os, "sched_getscheduler"):
+        return fn
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if os.sched_getscheduler(0) != policy:
+                os.sched_setscheduler(0, policy, param)
+
+    return wrapper
+
+
+@_keeps_thread_scheduling
 def _encoder_works(encoder: str, sizes: Iterable[tuple[int, int]], fps: float) -> str | None:
     """None if ``encoder`` can encode a few frames of every size, else why not."""
     import av
@@ -406,6 +431,7 @@ def _gap_reason(info, arrays: dict[str, np.ndarray]) -> str | None:
 
 
 # --------------------------------------------------------------------------- export
+@_keeps_thread_scheduling
 def export_lerobot(dataset: Dataset | str | os.PathLike, out_dir: str | os.PathLike, *,
                    episodes: Iterable[int] | None = None, video_codec: str | None = None,
                    allow_gaps: bool = False, progress: ProgressCallback | None = None,

@@ -80,6 +80,11 @@ def _decode(path: Path) -> tuple[list[np.ndarray], float, float]:
 
 
 # --------------------------------------------------------------------------- layout and metadata
+def test_the_encoder_does_not_leave_the_thread_real_time(exported):
+    # SVT-AV1 sets SCHED_FIFO on the thread that opens it; children would inherit it (found as app-wide stalls).
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
 def test_report_and_files(exported):
     out, report, calls = exported
     assert report.out_dir == out
