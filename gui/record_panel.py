@@ -178,7 +178,12 @@ class RecordPanel(QWidget):
         self.last_label = QLabel("")
         self.discard_last_button = QPushButton("Discard that episode")
         self.discard_last_button.clicked.connect(self._discard_last)
-        self.discard_last_button.hide()
+        self.rerecord_last_button = QPushButton("Re-record it")
+        self.rerecord_last_button.setToolTip("Delete the episode just kept and record it again")
+        self.rerecord_last_button.clicked.connect(self._rerecord_last)
+        for b in (self.discard_last_button, self.rerecord_last_button):
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.hide()
         self._last_kept: int | None = None
 
         rec_box = QGroupBox("Recording")
@@ -199,6 +204,7 @@ class RecordPanel(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.last_label, 1)
         row.addWidget(self.discard_last_button)
+        row.addWidget(self.rerecord_last_button)
         rl.addLayout(row)
 
         self.table = EpisodeTable()
@@ -266,17 +272,20 @@ class RecordPanel(QWidget):
             self._episode_started = time.monotonic()
             self.warning.setText("")
             self.last_label.setText("")
-            self.discard_last_button.hide()
+            self._show_last_choices(False)
 
     def _on_event(self, event) -> None:
         if event.phase != "recording":
             return
         elapsed = time.monotonic() - self._episode_started
         self.status.setText(f"<span style='color:#d0312d'>&#9679;</span> recording episode {event.episode}: "
-                            f"{event.steps} steps, {elapsed:.1f} s")
+                            f"{event.steps} steps, {elapsed:.1f} s &nbsp; <small>late ticks {event.late_ticks}, "
+                            f"dropped frames {event.dropped_frames}</small>")
         self.status.setTextFormat(Qt.TextFormat.RichText)
         if event.warning:
             self.warning.setText(event.warning)
+        elif event.dropped_frames:
+            self.warning.setText(f"{event.dropped_frames} camera frame(s) dropped in this episode")
 
     def _on_finished(self, outcome) -> None:
         self.status.setText("")
@@ -285,7 +294,7 @@ class RecordPanel(QWidget):
             self._last_kept = k.index
             note = "" if outcome.reason == "stop_button" else f" (ended by {outcome.reason})"
             self.last_label.setText(f"Episode {k.index} kept: {k.length} steps, {k.duration_s:.1f} s{note}")
-            self.discard_last_button.show()
+            self._show_last_choices(True)
             stats = outcome.stats
             drops = sum(stats.get("dropped_frames", {}).values())
             if stats.get("late_ticks") or drops:
@@ -293,11 +302,20 @@ class RecordPanel(QWidget):
                                      f"{drops} dropped frames")
         else:
             self.last_label.setText(f"Episode discarded ({outcome.reason}, {outcome.steps} steps)")
-            self.discard_last_button.hide()
+            self._show_last_choices(False)
+
+    def _show_last_choices(self, visible: bool) -> None:
+        self.discard_last_button.setVisible(visible)
+        self.rerecord_last_button.setVisible(visible)
 
     def _discard_last(self) -> None:
         if self._last_kept is not None:
             self.controller.delete_episode(self._last_kept)
             self._last_kept = None
-            self.discard_last_button.hide()
+            self._show_last_choices(False)
             self.last_label.setText("")
+
+    def _rerecord_last(self) -> None:
+        if self._last_kept is not None:
+            self._discard_last()
+            self.controller.start_episode()  # queued after the delete: the new episode takes its place

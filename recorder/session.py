@@ -116,6 +116,7 @@ class RecordEvent:
     steps: int
     late_ticks: int
     warning: str | None
+    dropped_frames: int = 0  # so far in this episode, all cameras
 
 
 @dataclass
@@ -206,7 +207,8 @@ class RecordingSession:
                     log.warning(warning)
                     warned[0] = True
             if self.on_event:
-                self.on_event(RecordEvent("recording", writer.index, record, len(writer), stats.late_ticks, warning))
+                self.on_event(RecordEvent("recording", writer.index, record, len(writer), stats.late_ticks, warning,
+                                          sum(stats.dropped_frames.values())))
 
         max_ticks = int(self.config.max_episode_s * self.rig.clock.rate_hz)
         # Objects alive now (models, buffers) are moved out of the collector's reach, so a full

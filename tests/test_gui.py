@@ -134,6 +134,26 @@ def test_record_two_episodes_and_keep_them(studio, qtbot):
         assert dataset.load_episode(1).states[-1, 2] < dataset.load_episode(1).states[0, 2] - 0.03
 
 
+def test_discard_or_rerecord_the_episode_just_kept(studio, qtbot):
+    controller, window, root = studio
+    panel = window.record_panel
+    _record_one(controller, window, qtbot, Qt.Key.Key_A, hold_ms=500)
+    assert [e.index for e in panel.episodes] == [0, 1, 2]
+    qtbot.mouseClick(panel.discard_last_button, Qt.MouseButton.LeftButton)  # discard after the fact
+    qtbot.waitUntil(lambda: [e.index for e in panel.episodes] == [0, 1], timeout=5000)
+
+    _record_one(controller, window, qtbot, Qt.Key.Key_D, hold_ms=500)
+    qtbot.mouseClick(panel.rerecord_last_button, Qt.MouseButton.LeftButton)  # delete it and record again
+    qtbot.waitUntil(lambda: controller.mode == RECORDING, timeout=5000)
+    assert [e.index for e in panel.episodes] == [0, 1]
+    qtbot.wait(500)
+    qtbot.mouseClick(panel.discard_button, Qt.MouseButton.LeftButton)  # and discard the running one
+    qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=5000)
+    assert "discarded" in panel.last_label.text()
+    with Dataset.open(root / "data" / "demos") as dataset:
+        assert dataset.episode_indices() == [0, 1] and not dataset.interrupted()
+
+
 def test_episode_browser_scrubs_both_views_and_plots(studio, qtbot):
     controller, window, _ = studio
     panel = window.record_panel
@@ -275,6 +295,38 @@ def test_bad_inputs_become_messages_not_crashes(studio, qtbot, tmp_path):
     qtbot.mouseClick(auto.load_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "cannot load the policy" in auto.policy_label.text(), timeout=10_000)
     assert "cannot load the policy" in window.messages.text
+
+
+def test_a_full_disk_ends_the_episode_with_a_message_and_keeps_the_others(studio, qtbot):
+    controller, window, root = studio
+    window.messages.clear()
+    panel = window.record_panel
+    panel.path_edit.setText(str(root / "data" / "demos"))
+    qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.root is not None and len(panel.episodes) == 2, timeout=5000)
+    dataset = controller.dataset
+    real_new_episode = dataset.new_episode
+
+    def new_episode_on_full_disk(*args, **kwargs):  # the disk fills up: the image pack gets ENOSPC
+        writer = real_new_episode(*args, **kwargs)
+        pack = writer._packs["hand"]
+        pack._file.close()
+        pack._file = open("/dev/full", "wb", buffering=0)
+        return writer
+
+    dataset.new_episode = new_episode_on_full_disk
+    try:
+        qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: "disk is full" in window.messages.text, timeout=10_000)
+    finally:
+        dataset.new_episode = real_new_episode
+    qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=5000)
+    assert "discarded" in panel.last_label.text()
+    assert len(panel.episodes) == 2
+    with Dataset.open(root / "data" / "demos") as reread:
+        assert reread.episode_indices() == [0, 1]
+        for index in (0, 1):
+            reread.verify(index)
 
 
 def test_a_lost_camera_halts_the_arm_with_a_message_and_reconnect_recovers(studio, qtbot):
