@@ -19,6 +19,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 def _gamma(text: str) -> str:
     """'auto' or a cosine similarity; checked before a long training run, not after it."""
     if text == "auto":
@@ -67,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task", default="grasp the mug", help="task text stored with each episode")
-    p.add_argument("--rate", type=float, default=10.0, help="control rate in Hz (default 10, up to 30)")
+    p.add_argument("--rate", type=_positive_float, default=None,
+                   help="control rate in Hz (default: the rig file's rate_hz, 10 for the sim); the per-tick step "
+                        "limits follow it")
     p.add_argument("--image-size", type=_positive_int, default=128, help="camera image side in pixels")
     p.add_argument("--clock", choices=("lockstep", "realtime"), default="lockstep",
                    help="sim only: lock-step (fast, repeatable) or real time")
@@ -164,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _gui_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rig", metavar="FILE", help="rig config (TOML); default: the simulated rig")
     p.add_argument("--image-size", type=_positive_int, default=128, help="sim camera side in pixels (default 128)")
-    p.add_argument("--rate", type=float, default=10.0, help="sim control rate in Hz (default 10)")
+    p.add_argument("--rate", type=_positive_float, default=None,
+                   help="sim control rate in Hz (default 10); a rig file's own rate_hz applies with --rig")
     p.add_argument("--data-dir", default="data", help="where datasets go (default data/)")
     p.add_argument("--runs-dir", default="runs", help="where policies go and are looked for (default runs/)")
     p.add_argument("--task", default="grasp the mug", help="task description stored with each episode")

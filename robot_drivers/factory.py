@@ -9,23 +9,30 @@ ROBOTS = ("sim",)
 TELEOPS = ("scripted", "config", "spacemouse", "gamepad")
 
 
-def make_rig(robot: str, *, clock: str = "lockstep", image_size: int = 128, rate_hz: float = 10.0) -> Rig:
+SIM_RATE_HZ = 10.0
+
+
+def make_rig(robot: str, *, clock: str = "lockstep", image_size: int = 128, rate_hz: float | None = None) -> Rig:
     """``robot`` is "sim" or the path of a rig file (TOML; see configs/), as given with ``--rig``.
 
-    A real rig always runs on the host clock at ``rate_hz``; its image size is
-    the cameras' own (``clock`` and ``image_size`` concern the simulator).
+    ``rate_hz`` None means the rig's own rate: the file's ``rate_hz``, or
+    10 Hz for the simulator. A real rig always runs on the host clock; its
+    image size is the cameras' own (``clock`` and ``image_size`` concern the
+    simulator).
     """
     if robot == "sim":
         from .sim.rig import SimRig, SimRigConfig
 
-        return SimRig(SimRigConfig(clock=clock, rate_hz=rate_hz).with_image_size(image_size, image_size))
+        rate = SIM_RATE_HZ if rate_hz is None else rate_hz
+        return SimRig(SimRigConfig(clock=clock, rate_hz=rate).with_image_size(image_size, image_size))
     if robot.endswith(".toml"):
         return make_rig_from_file(robot, rate_hz=rate_hz)
     raise ValueError(f"unknown robot {robot!r}; choose one of {', '.join(ROBOTS)} or give a rig file (--rig FILE)")
 
 
 def make_rig_from_file(path, rate_hz: float | None = None) -> Rig:
-    """The rig a rig file describes (not connected); ``rate_hz`` overrides the file's control rate."""
+    """The rig a rig file describes (not connected); ``rate_hz`` overrides the file's control rate, and the
+    per-tick step limits follow it (:meth:`RigConfig.with_rate`)."""
     from .rig_config import build_rig, load_rig_config
 
     config = load_rig_config(path)

@@ -11,6 +11,8 @@
     [arm.limits]
     max_step_m = 0.02                  # per control tick
     max_step_rad = 0.15
+    max_speed_m_s = 0.10               # the per-tick step is also capped by these speeds / rate_hz
+    max_angular_speed_rad_s = 1.0
     [[cameras]]
     role = "hand"                      # "hand" or "third"
     type = "realsense"                 # "realsense" or "opencv"
@@ -48,6 +50,7 @@ ARM_TYPES = ("xarm", "ur")
 CAMERA_TYPES = ("realsense", "opencv")
 CAMERA_ROLES = ("hand", "third")
 TELEOP_TYPES = ("spacemouse", "gamepad", "none")
+MAX_RATE_HZ = 100.0
 _REQUIRED = object()
 
 
@@ -62,12 +65,41 @@ class CameraSpec:
     config: Any  # RealSenseCameraConfig | OpenCVCameraConfig
 
 
+@dataclass(frozen=True)
+class SpeedLimits:
+    """The arm's limits in the rig file; the per-tick steps follow the control rate."""
+
+    max_step_m: float
+    max_step_rad: float
+    max_speed_m_s: float
+    max_angular_speed_rad_s: float
+
+    def per_tick(self, rate_hz: float) -> tuple[float, float]:
+        """(metres, radians) one control tick may move at ``rate_hz`` without exceeding the speed limits."""
+        return (min(self.max_step_m, self.max_speed_m_s / rate_hz),
+                min(self.max_step_rad, self.max_angular_speed_rad_s / rate_hz))
+
+
 @dataclass
 class ArmSpec:
     type: str
     config: Any  # XArmConfig | URConfig
-    safety: SafetyConfig
+    safety: SafetyConfig  # its per-tick steps are those of ``limits`` at the rig's rate
+    limits: SpeedLimits
     gripper: Any = None  # RobotiqConfig for a UR with a Robotiq gripper
+
+    def at_rate(self, rate_hz: float) -> "ArmSpec":
+        """This arm run at ``rate_hz``: per-tick steps from the speed limits, the UR's servo time, checks."""
+        step_m, step_rad = self.limits.per_tick(rate_hz)
+        safety = replace(self.safety, max_translation_per_tick=step_m, max_rotation_per_tick=step_rad)
+        config = self.config
+        if self.type == "ur":
+            config = replace(config, rate_hz=rate_hz)
+        else:
+            from .xarm import check_streaming_rate
+
+            check_streaming_rate(config, rate_hz, step_m)
+        return replace(self, config=config, safety=safety)
 
 
 @dataclass
@@ -86,10 +118,15 @@ class RigConfig:
     teleop: TeleopSpec | None = None
 
     def with_rate(self, rate_hz: float) -> "RigConfig":
-        """The same rig run at another control rate (the UR's servo time follows it)."""
-        arm = self.arm
-        if arm.type == "ur":
-            arm = replace(arm, config=replace(arm.config, rate_hz=rate_hz))
+        """The same rig run at another control rate: the per-tick steps (max speed / rate) and the UR's servo
+        time follow it. A rate the rig cannot run at is a :class:`RigConfigError`."""
+        if not 0.0 < rate_hz <= MAX_RATE_HZ:
+            raise RigConfigError(f"{self.path}: a control rate of {rate_hz:g} Hz is out of range; "
+                                 f"use one in (0, {MAX_RATE_HZ:g}] Hz")
+        try:
+            arm = self.arm.at_rate(float(rate_hz))
+        except ValueError as exc:
+            raise RigConfigError(f"{self.path}: at {rate_hz:g} Hz: {exc}") from exc
         return replace(self, rate_hz=float(rate_hz), arm=arm)
 
 
@@ -193,13 +230,17 @@ def _parse_arm(t: _Table, rate_hz: float) -> ArmSpec:
     if any(p < a or p > b for p, a, b in zip(home_position, lo, hi)):
         raise home.fail("position", f"{list(home_position)} lies outside the workspace {list(lo)}..{list(hi)}; "
                                     "move the home pose inside the box or grow the box")
-    limits = t.table("limits")
-    speed = limits.num("max_speed_m_s", 0.10, 0.0, 1.0, low_open=True)
-    # The per-tick step is also capped by the speed limit at this control rate.
-    step = min(limits.num("max_step_m", 0.02, 0.0, 0.05, low_open=True), speed / rate_hz)
-    safety = SafetyConfig(workspace_min=lo, workspace_max=hi, max_translation_per_tick=step,
-                          max_rotation_per_tick=limits.num("max_step_rad", 0.15, 0.0, 0.5, low_open=True),
-                          watchdog_timeout=limits.num("watchdog_s", 0.5, 0.0, 5.0, low_open=True))
+    limits_table = t.table("limits")
+    limits = SpeedLimits(max_step_m=limits_table.num("max_step_m", 0.02, 0.0, 0.05, low_open=True),
+                         max_step_rad=limits_table.num("max_step_rad", 0.15, 0.0, 0.5, low_open=True),
+                         max_speed_m_s=limits_table.num("max_speed_m_s", 0.10, 0.0, 1.0, low_open=True),
+                         max_angular_speed_rad_s=limits_table.num("max_angular_speed_rad_s", 1.0, 0.0, 3.0,
+                                                                  low_open=True))
+    speed = limits.max_speed_m_s
+    step_m, step_rad = limits.per_tick(rate_hz)
+    safety = SafetyConfig(workspace_min=lo, workspace_max=hi, max_translation_per_tick=step_m,
+                          max_rotation_per_tick=step_rad,
+                          watchdog_timeout=limits_table.num("watchdog_s", 0.5, 0.0, 5.0, low_open=True))
     common = dict(ip=ip, workspace_min=lo, workspace_max=hi, home_position=home_position,
                   home_orientation=home_orientation, home_gripper=home_gripper)
     gripper = None
@@ -226,13 +267,14 @@ def _parse_arm(t: _Table, rate_hz: float) -> ArmSpec:
                                         speed=int(g.num("speed", 255, 0, 255, integer=True)),
                                         force=int(g.num("force", 100, 0, 255, integer=True)))
             g.done()
+        spec = ArmSpec(kind, config, safety, limits, gripper).at_rate(rate_hz)
     except ValueError as exc:
         if isinstance(exc, RigConfigError):
             raise
         raise _wrap(t.file, t.where, exc) from exc
-    limits.done()
+    limits_table.done()
     t.done()
-    return ArmSpec(kind, config, safety, gripper)
+    return spec
 
 
 def _parse_camera(t: _Table) -> CameraSpec:
@@ -331,7 +373,7 @@ def load_rig_config(path) -> RigConfig:
         raise RigConfigError(f"{file}: not valid TOML: {exc}") from exc
     root = _Table(data, "", file)
     name = root.str("name", p.stem)
-    rate_hz = root.num("rate_hz", 10.0, 0.0, 100.0, low_open=True)
+    rate_hz = root.num("rate_hz", 10.0, 0.0, MAX_RATE_HZ, low_open=True)
     arm = _parse_arm(root.table("arm", required=True), rate_hz)
     raw_cameras = root.get("cameras", None)
     if not isinstance(raw_cameras, list) or not raw_cameras:

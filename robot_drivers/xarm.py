@@ -177,6 +177,24 @@ class XArmConfig:
         return Pose(np.asarray(self.home_position, float), np.asarray(self.home_orientation, float))
 
 
+#: Servo mode (mode 1) executes each target at once, without planning and ignoring tcp_speed: only safe for
+#: a dense stream of small steps.
+SERVO_MIN_RATE_HZ = 100.0
+
+
+def check_streaming_rate(config: XArmConfig, rate_hz: float, step_m: float) -> None:
+    """Refuse servo mode at a rate or step size where each target would be a jump (ValueError says why)."""
+    if config.mode != "servo":
+        return
+    if rate_hz < SERVO_MIN_RATE_HZ:
+        raise ValueError(f"xArm mode \"servo\" needs rate_hz >= {SERVO_MIN_RATE_HZ:g} (got {rate_hz:g} Hz): servo "
+                         "mode executes every target at once, with no planning and no speed limit; use "
+                         "mode = \"online\" at this rate")
+    if step_m > config.tcp_speed / rate_hz + 1e-12:
+        raise ValueError(f"xArm mode \"servo\": the per-tick step {step_m * 1000:.2f} mm exceeds tcp_speed / rate "
+                         f"= {config.tcp_speed / rate_hz * 1000:.2f} mm; lower max_step_m or use mode = \"online\"")
+
+
 def _xarm_api_class():
     try:
         from xarm.wrapper import XArmAPI

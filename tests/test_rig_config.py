@@ -85,16 +85,56 @@ def test_example_builds_a_safe_rig(path):
 
 
 def test_speed_limit_caps_the_step(tmp_path):
-    text = BASE.replace("max_step_rad = 0.15", "max_step_rad = 0.15\nmax_speed_m_s = 0.05")
+    text = BASE.replace("max_step_rad = 0.15", "max_step_rad = 0.15\nmax_speed_m_s = 0.05\n"
+                                                 "max_angular_speed_rad_s = 0.5")
     config = load_rig_config(write(tmp_path, text))
     assert config.arm.safety.max_translation_per_tick == pytest.approx(0.005)  # 0.05 m/s at 10 Hz
+    assert config.arm.safety.max_rotation_per_tick == pytest.approx(0.05)  # 0.5 rad/s at 10 Hz
     assert config.arm.config.tcp_speed == 0.05
 
 
-def test_ur_rate_override_reaches_the_servo_time():
-    config = load_rig_config(ROOT / "configs" / "ur5_realsense.toml").with_rate(30.0)
-    assert config.rate_hz == 30.0 and config.arm.config.rate_hz == 30.0
+def test_step_limits_follow_the_rate():
+    base = load_rig_config(ROOT / "configs" / "ur5_realsense.toml")  # 10 Hz, 0.10 m/s, 0.02 m, 0.15 rad
+    assert base.arm.safety.max_translation_per_tick == pytest.approx(0.01)
+    assert base.arm.safety.max_rotation_per_tick == pytest.approx(0.10)  # 1.0 rad/s default at 10 Hz
+    config = base.with_rate(30.0)
+    assert config.rate_hz == 30.0 and config.arm.config.rate_hz == 30.0  # the UR's servo time follows too
+    # Per tick at 30 Hz, the speed limits (not the 10 Hz steps) bound the motion: 0.1 m/s and 1 rad/s.
+    assert config.arm.safety.max_translation_per_tick * 30.0 == pytest.approx(0.10)
+    assert config.arm.safety.max_rotation_per_tick * 30.0 == pytest.approx(1.0)
+    # A slower rate never grows the step beyond max_step_m / max_step_rad.
+    slow = base.with_rate(2.0)
+    assert slow.arm.safety.max_translation_per_tick == pytest.approx(0.02)
+    assert slow.arm.safety.max_rotation_per_tick == pytest.approx(0.15)
     assert config.arm.gripper.host == config.arm.config.ip and config.arm.gripper.port == 63352
+    with pytest.raises(RigConfigError, match=r"ur5_realsense.toml: a control rate of 500 Hz is out of range"):
+        base.with_rate(500.0)
+
+
+def test_rig_rate_is_the_default_and_the_override_reaches_the_safety_layer(tmp_path):
+    path = write(tmp_path, BASE.replace("rate_hz = 10", "rate_hz = 5"))
+    rig = make_rig(path)  # no rate given: the file's
+    assert rig.clock.rate_hz == 5.0
+    assert rig.arm.config.max_translation_per_tick == pytest.approx(0.02)  # min(0.02, 0.10 m/s / 5 Hz)
+    rig = make_rig(path, rate_hz=25.0)
+    assert rig.clock.rate_hz == 25.0
+    assert rig.arm.config.max_translation_per_tick == pytest.approx(0.10 / 25.0)
+    assert rig.arm.config.max_rotation_per_tick == pytest.approx(1.0 / 25.0)
+    assert make_rig("sim").clock.rate_hz == 10.0
+    for argv in (["record", "--rig", path, "--out", str(tmp_path / "ds")], ["gui"]):
+        assert main.build_parser().parse_args(argv).rate is None  # None: the rig's own rate
+
+
+def test_xarm_servo_mode_needs_a_fast_stream(tmp_path):
+    text = BASE.replace('ip = "192.168.1.200"', 'ip = "192.168.1.200"\nmode = "servo"')
+    with pytest.raises(RigConfigError, match=r'arm\] xArm mode "servo" needs rate_hz >= 100 \(got 10 Hz\).*'
+                                             r'mode = "online"'):
+        load_rig_config(write(tmp_path, text))
+    config = load_rig_config(write(tmp_path, text.replace("rate_hz = 10", "rate_hz = 100")))
+    assert config.arm.config.mode == "servo"
+    assert config.arm.safety.max_translation_per_tick == pytest.approx(0.001)  # 0.10 m/s at 100 Hz
+    with pytest.raises(RigConfigError, match=r'at 50 Hz: xArm mode "servo" needs rate_hz >= 100'):
+        config.with_rate(50.0)
 
 
 @pytest.mark.parametrize("edit,message", [
