@@ -15,7 +15,9 @@
 
 ``stop()`` latches: motion commands are refused with :class:`ArmStoppedError`
 until ``release()`` is called (the operator's decision after an OOD stop or an
-emergency stop). ``stop()`` never waits for a command in flight.
+emergency stop). ``stop()`` never waits for a command in flight: the drivers
+check their stop generation before each motion call, and a command that
+returns after a stop is followed by another ``inner.stop()``.
 """
 
 from __future__ import annotations
@@ -167,7 +169,11 @@ class SafeArm(Arm):
             self.counters.commands += 1
             self._last_sent = safe
             self._last_command_time = self._clock()
-        return self.inner.send_action(safe)
+        sent = self.inner.send_action(safe)
+        if self._stopped:  # stop() came while the driver was sending: its stop may have reached the arm first
+            self.inner.stop()
+            raise ArmStoppedError(f"arm '{self.name}' was stopped while a command was in flight; stopped again")
+        return sent
 
     def _check_measured(self, state: RobotState) -> None:
         lo = np.asarray(self.config.workspace_min) - self.config.violation_margin

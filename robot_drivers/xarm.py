@@ -31,8 +31,8 @@ from typing import Callable
 import numpy as np
 
 from .arm import Arm
-from .errors import (ArmCommandError, ArmFaultError, ConnectionLostError, DeviceError, LimitViolationError,
-                     NotConnectedError, ProtectiveStopError)
+from .errors import (ArmCommandError, ArmFaultError, ArmStoppedError, ConnectionLostError, DeviceError,
+                     LimitViolationError, NotConnectedError, ProtectiveStopError)
 from .transforms import euler_to_quat, quat_to_matrix
 from .types import Action, Pose, RobotState
 
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 GRIPPER_OPEN_PULSE = 850.0  # xArm Gripper: 0 closed .. 850 open
 MODES = {"online": 7, "servo": 1}
 MOTION_STATE, STOP_STATE = 0, 4
-CONTROLLER_STATES = {1: "moving", 2: "sleeping (ready, not moving)", 3: "paused", 4: "stopped",
-                     5: "changing mode", 6: "decelerating"}
 
 #: Controller error codes (``get_err_warn_code()[0]``): what happened and what to do.
 CONTROLLER_ERRORS: dict[int, tuple[str, str]] = {
@@ -89,7 +87,7 @@ SDK_CODES: dict[int, str] = {
     -9: "emergency stop", 1: "the controller has an unclear error", 2: "the controller has an unclear warning",
     3: "reply timeout", 4: "reply length error", 5: "reply sequence error", 6: "protocol error",
     7: "reply does not match the command", 8: "send error", 9: "not ready to move", 10: "invalid result",
-    11: "other error", 12: "parameter error",
+    11: "other error", 12: "parameter error", 100: "timed out waiting for the motion to finish",
 }
 
 
@@ -149,10 +147,10 @@ class XArmConfig:
     tcp_speed: float = 0.10  # m/s, the planner's speed limit when streaming
     tcp_acc: float = 1.0  # m/s^2
     home_speed: float = 0.05  # m/s, the slow move to home
+    home_timeout_s: float = 60.0  # the move to home is stopped and reported if it takes longer
     gripper: bool = True  # an xArm Gripper is attached
     gripper_speed: float = 3000.0  # r/min (the SDK's unit), 1000..5000
     gripper_deadband: float = 0.01  # gripper commands closer than this to the last one are not resent
-    connect_timeout: float = 5.0  # seconds to wait for the report stream after connecting
     clear_errors_on_connect: bool = False  # False: a controller error at connect is reported, not cleared
 
     def __post_init__(self):
@@ -169,8 +167,8 @@ class XArmConfig:
             raise ValueError(f"home position {list(self.home_position)} lies outside the workspace box")
         if not 0.0 < self.tcp_speed <= 1.0 or not 0.0 < self.home_speed <= 0.25:
             raise ValueError("tcp_speed must be in (0, 1] m/s and home_speed in (0, 0.25] m/s")
-        if self.tcp_acc <= 0:
-            raise ValueError("tcp_acc must be positive")
+        if self.tcp_acc <= 0 or self.home_timeout_s <= 0:
+            raise ValueError("tcp_acc and home_timeout_s must be positive")
 
     @property
     def home_pose(self) -> Pose:
@@ -214,6 +212,7 @@ class XArm(Arm):
         self._api = None
         self._lock = threading.RLock()
         self._armed = False  # motion enabled, streaming mode set, state 0
+        self._generation = 0  # bumped by every stop(): a command under way checks it before each motion call
         self._last_gripper: float | None = None
 
     # -- codes ------------------------------------------------------------
@@ -227,8 +226,9 @@ class XArm(Arm):
                 return  # a harmless warning (logged)
         text = SDK_CODES.get(code, "unknown code")
         if code == -9:
-            raise ProtectiveStopError(f"xArm {what} refused: emergency stop is active; release the E-stop, then "
-                                      "re-enable the arm")
+            raise ProtectiveStopError(f"xArm {what} refused: the controller is stopped (state 4: a stop command, "
+                                      "another program's stop or the emergency stop); if the red E-stop is "
+                                      "pressed release it, then release the stop in the program")
         if code in (-1, 3, 4, 5, 6, 7, 8):
             self._armed = False
             raise ConnectionLostError(f"xArm {what} failed: {text} (code {code}); check the network cable to "
@@ -286,7 +286,7 @@ class XArm(Arm):
                 self._check(api.clean_error(), "clean_error")
             if err_warn[1]:
                 self._check(api.clean_warn(), "clean_warn")
-            self._arm_motion()
+            self._arm_motion(self._generation)
             if self.config.gripper:
                 self._check(api.set_gripper_mode(0), "set_gripper_mode")
                 self._check(api.set_gripper_enable(True), "set_gripper_enable")
@@ -296,13 +296,28 @@ class XArm(Arm):
             self._api = None
             raise
 
-    def _arm_motion(self, mode: int | None = None) -> None:
-        """Enable the motors, select the streaming mode and enter the motion state."""
+    def _arm_motion(self, generation: int, mode: int | None = None) -> None:
+        """Enable the motors, select the streaming mode and enter the motion state (not after a stop)."""
         api = self._api
+        self._not_stopped_since(generation, "motion_enable")
         self._check(api.motion_enable(enable=True), "motion_enable")
+        self._not_stopped_since(generation, "set_mode")
         self._check(api.set_mode(MODES[self.config.mode] if mode is None else mode), "set_mode")
+        self._not_stopped_since(generation, "set_state")
         self._check(api.set_state(state=MOTION_STATE), "set_state")
         self._armed = mode is None
+
+    def _not_stopped_since(self, generation: int, what: str) -> None:
+        """Raise instead of making the next motion call if stop() came after the command began (under the lock)."""
+        if self._generation != generation:
+            self._armed = False
+            raise ArmStoppedError(f"xArm {what} not sent: the arm was stopped while the command was under way")
+
+    def _stopped_during(self, generation: int, what: str) -> None:
+        """After a motion call: a stop that raced with it may have reached the controller first; stop again."""
+        if self._generation != generation:
+            self.stop()
+            raise ArmStoppedError(f"xArm was stopped during {what}; stopped again so that it stays stopped")
 
     def disconnect(self) -> None:
         with self._lock:
@@ -357,41 +372,67 @@ class XArm(Arm):
     def send_action(self, action: Action) -> Action:
         self._check_workspace(action.pose)  # before any SDK call
         gripper = float(np.clip(action.gripper, 0.0, 1.0))
+        generation = self._generation
         with self._lock:
             api = self._require()
             if not self._armed:
-                self._arm_motion()
+                self._arm_motion(generation)
             target = pose_to_xarm(action.pose)
+            self._not_stopped_since(generation, "the target")
             if self.config.mode == "online":
                 code = api.set_position(**_named(target), speed=self.config.tcp_speed * 1000.0,
                                         mvacc=self.config.tcp_acc * 1000.0, is_radian=False, wait=False)
+                self._stopped_during(generation, "set_position")
                 self._check(code, "set_position")
             else:
-                self._check(api.set_servo_cartesian(target, is_radian=False), "set_servo_cartesian")
+                code = api.set_servo_cartesian(target, is_radian=False)
+                self._stopped_during(generation, "set_servo_cartesian")
+                self._check(code, "set_servo_cartesian")
             if self.config.gripper and (self._last_gripper is None
                                         or abs(gripper - self._last_gripper) > self.config.gripper_deadband):
+                self._not_stopped_since(generation, "set_gripper_position")
                 self._check(api.set_gripper_position(gripper_to_pulse(gripper), wait=False), "set_gripper_position")
                 self._last_gripper = gripper
         return Action(action.pose, gripper)
 
     def home(self) -> None:
-        """Slow planned move to the home pose (position mode), gripper open, then back to streaming."""
+        """Slow planned move to the home pose (position mode), gripper open, then back to streaming.
+
+        stop() interrupts it (:class:`ArmStoppedError`); a move that takes longer than ``home_timeout_s`` is
+        stopped and reported.
+        """
         home = self.config.home_pose
         self._check_workspace(home)
+        generation = self._generation
         with self._lock:
             api = self._require()
-            self._arm_motion(mode=0)
+            self._arm_motion(generation, mode=0)
+            self._not_stopped_since(generation, "set_position (home)")
             code = api.set_position(**_named(pose_to_xarm(home)), speed=self.config.home_speed * 1000.0,
-                                    mvacc=self.config.tcp_acc * 1000.0, is_radian=False, wait=True)
+                                    mvacc=self.config.tcp_acc * 1000.0, is_radian=False, wait=True,
+                                    timeout=self.config.home_timeout_s)
+            if self._generation != generation:  # the wait ends with -9 when stopped: that is our stop, not an E-stop
+                raise ArmStoppedError("xArm homing was stopped before the arm reached home; release the stop and "
+                                      "Home again")
+            if code == 100:
+                self.stop()
+                raise ArmCommandError(f"xArm did not reach home within {self.config.home_timeout_s:g} s and was "
+                                      "stopped; check that nothing blocks the path (and home_speed), then Home again")
             self._check(code, "set_position (home)")
             if self.config.gripper:
+                self._not_stopped_since(generation, "set_gripper_position (home)")
                 self._check(api.set_gripper_position(gripper_to_pulse(self.config.home_gripper), wait=True),
                             "set_gripper_position (home)")
                 self._last_gripper = self.config.home_gripper
-            self._arm_motion()
+            self._arm_motion(generation)
 
     def stop(self) -> None:
-        """Halt now (controller state 4). Never raises: a failed stop escalates to the emergency stop."""
+        """Halt now (controller state 4). Never raises: a failed stop escalates to the emergency stop.
+
+        It takes no lock (it must not wait for a command under way); that command sees the bumped generation
+        before its next motion call, and re-sends the stop if its own call raced with this one.
+        """
+        self._generation += 1
         api = self._api
         self._armed = False
         if api is None:
@@ -407,6 +448,7 @@ class XArm(Arm):
 
     def emergency_stop(self) -> None:
         """The SDK's emergency stop: stops every motion; the arm must be re-enabled afterwards."""
+        self._generation += 1
         api = self._api
         self._armed = False
         if api is None:

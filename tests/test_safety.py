@@ -133,3 +133,32 @@ def test_bad_config_is_refused():
         SafetyConfig(workspace_min=(0.5, 0, 0), workspace_max=(0.4, 1, 1))
     with pytest.raises(ValueError, match="gripper range"):
         SafetyConfig(gripper_min=0.5, gripper_max=1.5)
+
+
+class RacingArm(KinematicArm):
+    """A kinematic arm during whose send_action the operator's STOP arrives (from another thread, in effect)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.safe: SafeArm | None = None
+        self.events: list[str] = []
+
+    def send_action(self, action):
+        self.safe.stop()
+        self.events.append("send")
+        return super().send_action(action)
+
+    def stop(self):
+        self.events.append("stop")
+        super().stop()
+
+
+def test_a_stop_during_a_command_in_flight_is_repeated_after_it(clock):
+    inner = RacingArm(clock=clock)
+    safe = SafeArm(inner, SafetyConfig(workspace_min=(0.2, -0.3, 0.05), workspace_max=(0.7, 0.3, 0.5)), clock=clock)
+    inner.safe = safe
+    inner.connect()
+    with pytest.raises(ArmStoppedError, match="stopped while a command was in flight; stopped again"):
+        safe.send_action(target(0.46, 0.0, 0.35))
+    assert inner.events == ["stop", "send", "stop"]  # the driver's send may have overtaken the stop: stop again
+    assert safe.stopped

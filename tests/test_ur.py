@@ -10,11 +10,11 @@ from unittest.mock import DEFAULT, call, create_autospec
 
 import numpy as np
 import pytest
-from rtde_control import RTDEControlInterface  # dev dependencies: these tests never skip
+from rtde_control import AsyncOperationStatus, RTDEControlInterface  # dev dependencies: these tests never skip
 from rtde_receive import RTDEReceiveInterface
 
-from robot_drivers.errors import (ArmCommandError, ConnectionLostError, DeviceError, LimitViolationError,
-                                  ProtectiveStopError)
+from robot_drivers.errors import (ArmCommandError, ArmStoppedError, ConnectionLostError, DeviceError,
+                                  LimitViolationError, ProtectiveStopError)
 from robot_drivers.grippers import RobotiqConfig, RobotiqSocketGripper
 from robot_drivers.safety import SafeArm, SafetyConfig
 from robot_drivers.transforms import euler_to_quat, quat_angle, rotvec_to_quat
@@ -57,8 +57,11 @@ def pybind_checked(cls):
 def make_interfaces(tcp=(0.1, -0.4, 0.3, math.pi, 0.0, 0.0)):
     control = pybind_checked(RTDEControlInterface)
     receive = pybind_checked(RTDEReceiveInterface)
-    for name in ("servoL", "servoStop", "moveL", "isConnected", "reconnect"):
+    for name in ("servoL", "servoStop", "moveL", "isConnected", "reconnect", "isProgramRunning"):
         getattr(control, name).return_value = True
+    status = pybind_checked(AsyncOperationStatus)
+    status.isAsyncOperationRunning.return_value = False
+    control.getAsyncOperationProgressEx.return_value = status
     control.stopL.return_value = None
     control.stopScript.return_value = None
     control.disconnect.return_value = None
@@ -67,6 +70,7 @@ def make_interfaces(tcp=(0.1, -0.4, 0.3, math.pi, 0.0, 0.0)):
     receive.isProtectiveStopped.return_value = False
     receive.isEmergencyStopped.return_value = False
     receive.getSafetyMode.return_value = 1
+    receive.getRobotMode.return_value = 7  # running
     receive.getActualTCPPose.return_value = list(tcp)
     receive.getActualQ.return_value = [0.0, -1.57, 1.57, -1.57, -1.57, 0.0]
     receive.disconnect.return_value = None
@@ -142,6 +146,11 @@ def test_unreachable_and_no_remote_control():
     with pytest.raises(ConnectionLostError, match="Remote Control mode"):
         URArm(config(), control_factory=control_cls, receive_factory=receive_cls).connect()
     receive.disconnect.assert_called_once()
+    # An unpowered robot (or one with its brakes on) is named as the cause, not Remote Control.
+    for mode, cause in ((3, "powered off"), (5, r"idle \(brakes on\)")):
+        receive.getRobotMode.return_value = mode
+        with pytest.raises(ConnectionLostError, match=f"the robot is {cause}: power it on and release the brakes"):
+            URArm(config(), control_factory=control_cls, receive_factory=receive_cls).connect()
 
 
 def test_servo_stream_per_tick(ur):
@@ -178,22 +187,98 @@ def test_protective_stop_while_streaming(ur):
 def test_servo_refused(ur):
     arm, control, receive = ur
     control.servoL.return_value = False
-    with pytest.raises(ArmCommandError, match="refused servoL"):
+    with pytest.raises(ArmCommandError, match="refused servoL; the pendant's log"):
+        arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    # After a protective stop (cleared) the control script is no longer running: say how to get it back.
+    control.isProgramRunning.return_value = False
+    with pytest.raises(ArmCommandError, match="control script is not running.*reconnect the rig"):
         arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
 
 
-def test_connection_loss_reconnects_then_gives_up(ur):
+def test_connection_loss_is_reported_even_after_a_successful_reconnect(ur):
     arm, control, receive = ur
     control.isConnected.return_value = False
     control.reconnect.side_effect = lambda: control.isConnected.configure_mock(return_value=True) or True
-    arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    with pytest.raises(ConnectionLostError, match="dropped and was re-established; the command was not sent"):
+        arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
     assert arm.reconnects == 1
+    control.servoL.assert_not_called()  # the program never carries on by itself: the operator starts again
+    arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))  # a new command, on the new link
     control.servoL.assert_called_once()
     control.isConnected.return_value = False
     control.reconnect.side_effect = None
     control.reconnect.return_value = False
     with pytest.raises(ConnectionLostError, match="lost the RTDE connection.*1 reconnect attempt"):
         arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+
+
+def test_stop_racing_servol_is_resent_after_it(ur):
+    arm, control, receive = ur
+    check = control.servoL.side_effect
+
+    def servo_l_meets_a_stop(*args, **kwargs):  # the watchdog / STOP thread stops the arm while servoL is on the wire
+        result = check(*args, **kwargs)
+        arm.stop()
+        return result
+
+    control.servoL.side_effect = servo_l_meets_a_stop
+    with pytest.raises(ArmStoppedError, match="stopped during servoL; stopped again"):
+        arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 0.0))
+    names = [c[0] for c in control.method_calls]
+    assert names[-3:] == ["servoL", "stopL", "servoStop"]  # the stop the servoL overtook is repeated as servoStop
+    # A stop that lands before the motion call: nothing is sent at all.
+    control.reset_mock(return_value=False, side_effect=False)
+    receive.isProtectiveStopped.side_effect = lambda: arm.stop() or False
+    with pytest.raises(ArmStoppedError, match="servoL not sent"):
+        arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 0.0))
+    control.servoL.assert_not_called()
+
+
+def home_tcp():
+    return [0.0, -0.4, 0.3, math.pi, 0.0, 0.0]
+
+
+def test_home_is_an_async_move_polled_to_the_end(ur):
+    arm, control, receive = ur
+    status = control.getAsyncOperationProgressEx.return_value
+    status.isAsyncOperationRunning.side_effect = [True, True, False]
+    receive.getActualTCPPose.return_value = home_tcp()
+    arm.home()
+    pose = control.moveL.call_args.args[0]
+    assert pose[:3] == pytest.approx([0.0, -0.4, 0.3])
+    assert control.moveL.call_args.args[1:] == (0.05, 0.3, True)  # asynchronous: stopL can interrupt it
+    assert status.isAsyncOperationRunning.call_count == 3
+    control.stopL.assert_not_called()
+
+
+def test_stop_interrupts_home(ur):
+    arm, control, receive = ur
+    status = control.getAsyncOperationProgressEx.return_value
+    status.isAsyncOperationRunning.side_effect = lambda: arm.stop() or True  # STOP pressed during the move
+    with pytest.raises(ArmStoppedError, match="stopped during the move to home"):
+        arm.home()
+    assert control.stopL.call_count == 2  # the stop itself, then once more after the poll saw it
+    control.servoStop.assert_not_called()
+
+
+def test_home_that_takes_too_long_or_ends_elsewhere(ur):
+    _, control, receive = ur
+    now = [0.0]
+    control_cls = create_autospec(RTDEControlInterface, return_value=control)
+    receive_cls = create_autospec(RTDEReceiveInterface, return_value=receive)
+    arm = URArm(config(home_timeout_s=5.0), control_factory=control_cls, receive_factory=receive_cls,
+                clock=lambda: now[0])
+    arm.connect()
+    status = control.getAsyncOperationProgressEx.return_value
+    status.isAsyncOperationRunning.side_effect = lambda: now.__setitem__(0, now[0] + 3.0) or True
+    with pytest.raises(ArmCommandError, match="did not reach home within 5 s and was stopped"):
+        arm.home()
+    control.stopL.assert_called_once_with(2.0)
+    status.isAsyncOperationRunning.side_effect = None
+    status.isAsyncOperationRunning.return_value = False
+    receive.getActualTCPPose.return_value = [0.0, -0.3, 0.3, math.pi, 0.0, 0.0]  # paused 10 cm short
+    with pytest.raises(ArmCommandError, match="ended 100 mm from home"):
+        arm.home()
 
 
 def test_limits_enforced_before_any_sdk_call(ur):
@@ -210,10 +295,8 @@ def test_stop_home_and_disconnect(ur):
     arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
     arm.stop()
     control.servoStop.assert_called_once_with(2.0)  # streaming: servoStop
+    receive.getActualTCPPose.return_value = home_tcp()
     arm.home()
-    pose = control.moveL.call_args.args[0]
-    assert pose[:3] == pytest.approx([0.0, -0.4, 0.3])
-    assert control.moveL.call_args.args[1:] == (0.05, 0.3, False)
     control.servoStop.side_effect = RuntimeError("socket closed")
     arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
     arm.stop()  # never raises

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from xarm.wrapper import XArmAPI  # a dev dependency: these tests never skip
 
-from robot_drivers.errors import (ArmCommandError, ArmFaultError, ConnectionLostError, LimitViolationError,
-                                  ProtectiveStopError)
+from robot_drivers.errors import (ArmCommandError, ArmFaultError, ArmStoppedError, ConnectionLostError,
+                                  LimitViolationError, ProtectiveStopError)
 from robot_drivers.safety import SafeArm, SafetyConfig
 from robot_drivers.transforms import euler_to_quat, quat_angle
 from robot_drivers.types import Action, Pose
@@ -188,6 +188,55 @@ def test_stop_and_emergency_stop(arm):
     assert api.emergency_stop.call_count == 2
 
 
+def test_stop_during_the_re_arm_is_never_followed_by_motion(arm):
+    arm, api, _ = arm
+    arm.stop()  # e.g. the watchdog: the next command re-arms in three round-trips
+    api.reset_mock()
+    api.connected, api.error_code = True, 0
+    api.set_mode.side_effect = lambda mode: arm.stop() or 0  # the operator's STOP lands during set_mode
+    with pytest.raises(ArmStoppedError, match="set_state not sent: the arm was stopped"):
+        arm.send_action(Action(Pose(np.array([0.4, 0.0, 0.3]), DOWN), 1.0))
+    assert api.method_calls == [call.motion_enable(enable=True), call.set_mode(7), call.set_state(state=4)]
+    api.set_position.assert_not_called()
+
+
+def test_stop_racing_set_position_is_resent_after_it(arm):
+    arm, api, _ = arm
+    api.set_position.side_effect = lambda **kwargs: arm.stop() or 0  # STOP overtaken by the target on the wire
+    with pytest.raises(ArmStoppedError, match="stopped during set_position; stopped again"):
+        arm.send_action(Action(Pose(np.array([0.4, 0.0, 0.3]), DOWN), 0.0))
+    names = [c[0] for c in api.method_calls]
+    # The racing stop (recorded after set_position, its caller), then the driver's second stop.
+    assert names[-3:] == ["set_position", "set_state", "set_state"] and api.set_state.call_args == call(state=4)
+    api.set_gripper_position.assert_not_called()
+
+
+def test_home(arm):
+    arm, api, _ = arm
+    arm.home()
+    assert [c[0] for c in api.method_calls[:3]] == ["motion_enable", "set_mode", "set_state"]
+    api.set_mode.assert_any_call(0)  # position mode for the planned move
+    kwargs = api.set_position.call_args.kwargs
+    assert (kwargs["x"], kwargs["z"]) == (pytest.approx(350.0), pytest.approx(300.0))
+    assert kwargs["speed"] == pytest.approx(50.0) and kwargs["wait"] is True and kwargs["timeout"] == 60.0
+    api.set_gripper_position.assert_called_once_with(850.0, wait=True)
+    assert api.set_mode.call_args == call(7)  # back to streaming
+
+
+def test_stopping_home_says_so_not_e_stop(arm):
+    arm, api, _ = arm
+    api.set_position.side_effect = lambda **kwargs: arm.stop() or -9  # the SDK's wait ends with -9 on a stop
+    with pytest.raises(ArmStoppedError, match="homing was stopped before the arm reached home"):
+        arm.home()
+    api.set_gripper_position.assert_not_called()
+    assert api.set_mode.call_args == call(0)  # not re-armed for streaming after the stop
+    api.set_position.side_effect = None
+    api.set_position.return_value = 100  # the SDK's wait timed out
+    with pytest.raises(ArmCommandError, match="did not reach home within 60 s and was stopped"):
+        arm.home()
+    assert api.set_state.call_args == call(state=4)
+
+
 def test_clean_disconnect(arm):
     arm, api, _ = arm
     arm.disconnect()
@@ -217,7 +266,7 @@ def test_config_validation():
 
 # -- error-code mapping ---------------------------------------------------------
 @pytest.mark.parametrize("code,error,pattern", [
-    (-9, ProtectiveStopError, "emergency stop is active"),
+    (-9, ProtectiveStopError, r"controller is stopped \(state 4.*release the stop in the program"),
     (-1, ConnectionLostError, r"not connected \(code -1\).*network cable"),
     (3, ConnectionLostError, r"reply timeout \(code 3\)"),
     (-8, LimitViolationError, r"parameter out of range \(code -8\)"),
