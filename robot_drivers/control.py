@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from .clock import TickTiming
-from .errors import ArmStoppedError, ConnectionLostError, DeviceError, StaleFrameError
+from .errors import ArmConnectionLostError, ArmStoppedError, ConnectionLostError, DeviceError, StaleFrameError
 from .rig import Observation, Rig
 from .teleop import Button, TargetIntegrator, Teleop
 from .types import Action
@@ -81,7 +81,8 @@ class TickRecord:
 @dataclass
 class LoopResult:
     # "stop_button", "discard", "rerecord", "start_button", "estop", "max_ticks", "cancelled", "camera_lost",
-    # "arm_error", "arm_stopped" (the safety layer's stop was latched), or a source's own halt reason ("ood")
+    # "teleop_lost" (the teleop device was unplugged), "arm_error" (a fault or the arm's lost connection),
+    # "arm_stopped" (the safety layer's stop was latched), or a source's own halt reason ("ood")
     reason: str
     ticks: int = 0
     late_ticks: int = 0
@@ -108,6 +109,7 @@ class ControlLoop:
         result = LoopResult(reason="max_ticks", repeated_frames={name: 0 for name in self.rig.cameras})
         last_seq: dict[str, int] = {}
         timing = clock.start()
+        in_source = False  # a lost connection while the source steps is the teleop device's
         try:
             observation = self.rig.observe(self.max_frame_age)
             source.begin(observation)
@@ -121,7 +123,9 @@ class ControlLoop:
                     if last_seq.get(name) == frame.sequence:
                         result.repeated_frames[name] += 1
                     last_seq[name] = frame.sequence
+                in_source = True
                 output = source.step(observation, clock.dt)
+                in_source = False
                 sent = None
                 if Button.ESTOP in output.buttons or output.halt:
                     self.rig.arm.stop()
@@ -139,8 +143,12 @@ class ControlLoop:
                     break
                 timing = clock.wait_next_tick()
                 observation = self.rig.observe(self.max_frame_age)
+        except ArmConnectionLostError as exc:
+            result.reason, result.error = "arm_error", exc
+            log.error("control loop ended: %s", exc)
+            self._halt()
         except (StaleFrameError, ConnectionLostError) as exc:
-            result.reason, result.error = "camera_lost", exc
+            result.reason, result.error = ("teleop_lost" if in_source else "camera_lost"), exc
             log.error("control loop ended: %s", exc)
             self._halt()
         except ArmStoppedError as exc:

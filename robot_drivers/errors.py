@@ -9,6 +9,10 @@ class ConnectionLostError(DeviceError):
     """The device stopped answering or was never reachable."""
 
 
+class ArmConnectionLostError(ConnectionLostError):
+    """The arm (or its gripper) stopped answering; :class:`SafeArm` raises it for every arm backend."""
+
+
 class NotConnectedError(DeviceError):
     """A method that needs a connection was called before connect() or after disconnect()."""
 

@@ -25,13 +25,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from .arm import Arm
-from .errors import ArmStoppedError, LimitViolationError, NotConnectedError
+from .errors import (ArmConnectionLostError, ArmStoppedError, ConnectionLostError, LimitViolationError,
+                     NotConnectedError)
 from .transforms import quat_angle, quat_slerp
 from .types import Action, Pose, RobotState
 
@@ -148,8 +150,19 @@ class SafeArm(Arm):
     def last_sent(self) -> Action | None:
         return self._last_sent
 
+    @contextmanager
+    def _arm_errors(self):
+        """A lost connection below this layer is the arm's: :class:`ArmConnectionLostError` (not a camera's)."""
+        try:
+            yield
+        except ArmConnectionLostError:
+            raise
+        except ConnectionLostError as exc:
+            raise ArmConnectionLostError(str(exc)) from exc
+
     def get_state(self) -> RobotState:
-        return self.inner.get_state()
+        with self._arm_errors():
+            return self.inner.get_state()
 
     def send_action(self, action: Action) -> Action:
         if not self.inner.is_connected:
@@ -159,7 +172,7 @@ class SafeArm(Arm):
                 raise ArmStoppedError(f"arm '{self.name}' is stopped; release() it before moving")
             reference = self._last_sent.pose if self._last_sent is not None else None
         if reference is None:
-            state = self.inner.get_state()
+            state = self.get_state()
             self._check_measured(state)
             reference = state.ee_pose
         safe = clip_action(action, reference, self.config, self.counters)
@@ -169,7 +182,8 @@ class SafeArm(Arm):
             self.counters.commands += 1
             self._last_sent = safe
             self._last_command_time = self._clock()
-        sent = self.inner.send_action(safe)
+        with self._arm_errors():
+            sent = self.inner.send_action(safe)
         if self._stopped:  # stop() came while the driver was sending: its stop may have reached the arm first
             self.inner.stop()
             raise ArmStoppedError(f"arm '{self.name}' was stopped while a command was in flight; stopped again")
@@ -193,7 +207,8 @@ class SafeArm(Arm):
                 raise ArmStoppedError(f"arm '{self.name}' is stopped; release() it before homing")
             self._last_sent = None
             self._last_command_time = None
-        self.inner.home()
+        with self._arm_errors():
+            self.inner.home()
 
     def stop(self) -> None:
         """Halt now and refuse motion until release(). Safe to call from any thread."""

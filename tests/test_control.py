@@ -7,6 +7,7 @@ import pytest
 
 from robot_drivers.clock import RealTimeClock
 from robot_drivers.control import ControlLoop, TeleopSource
+from robot_drivers.errors import ArmConnectionLostError, ConnectionLostError
 from robot_drivers.fake import KinematicArm, SyntheticCamera
 from robot_drivers.rig import Rig
 from robot_drivers.safety import SafeArm
@@ -60,6 +61,37 @@ def test_unplugged_camera_ends_the_loop_and_stops_the_arm():
         assert rig.arm.stopped
     assert result.reason == "camera_lost" and "unplugged" in str(result.error)
     assert 5 < result.ticks < 200
+
+
+def test_arm_connection_loss_is_an_arm_error_not_a_lost_camera():
+    rig = fake_rig()
+    with rig:
+        rig.cameras["a"].wait_for_frame(); rig.cameras["b"].wait_for_frame()
+
+        def on_tick(record):
+            if record.timing.index == 3:
+                rig.arm.inner.fail_next = ConnectionLostError("lost the connection to the xArm")
+
+        result = ControlLoop(rig).run(TeleopSource(ConstantTeleop()), max_ticks=50, on_tick=on_tick)
+        assert rig.arm.inner.stop_calls >= 1
+    assert result.reason == "arm_error" and isinstance(result.error, ArmConnectionLostError)
+    assert "lost the connection to the xArm" in str(result.error)
+
+
+class UnpluggedTeleop(ConstantTeleop):
+    def get_command(self, state, dt):
+        if self.polls == 2:
+            raise ConnectionLostError("gamepad 'Xbox' was disconnected")
+        return super().get_command(state, dt)
+
+
+def test_teleop_device_loss_is_named_as_such():
+    rig = fake_rig()
+    with rig:
+        rig.cameras["a"].wait_for_frame(); rig.cameras["b"].wait_for_frame()
+        result = ControlLoop(rig).run(TeleopSource(UnpluggedTeleop()), max_ticks=50)
+        assert rig.arm.inner.stop_calls >= 1
+    assert result.reason == "teleop_lost" and "disconnected" in str(result.error)
 
 
 def test_estop_button_stops_the_arm_immediately():
