@@ -5,6 +5,11 @@ triggers = z (right up, left down), right stick = pitch/yaw, bumpers = roll;
 A toggles the gripper, Start starts/stops an episode, Back discards it,
 Y re-records it, B is the emergency stop. Every axis passes the same dead
 zone and scaling as the SpaceMouse (:class:`robot_drivers.spacemouse.AxisScaling`).
+
+A trigger rests at -1 once SDL has seen it move, but many pads report 0 (half
+pressed) until it is first touched: each trigger counts as released until it
+has been seen below -0.9. A pad that is unplugged (SDL's JOYDEVICEREMOVED)
+raises :class:`ConnectionLostError`: its emergency-stop button is gone.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import DeviceError, DeviceNotFoundError
+from .errors import ConnectionLostError, DeviceError, DeviceNotFoundError
 from .spacemouse import GRIPPER_TOGGLE, AxisScaling, ButtonEdges
 from .teleop import Teleop
 from .types import RobotState, TeleopCommand
@@ -47,12 +52,18 @@ def _pygame():
     return pygame
 
 
-def _open_joystick(index: int):
+def _init_sdl():
+    """pygame with SDL's joystick subsystem (and the video system that pumps its events) started."""
     pygame = _pygame()
     if not pygame.display.get_init():
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # SDL pumps joystick events through its video system
         pygame.display.init()
     pygame.joystick.init()
+    return pygame
+
+
+def _open_joystick(index: int):
+    pygame = _init_sdl()
     count = pygame.joystick.get_count()
     if index >= count:
         raise DeviceNotFoundError(f"no gamepad {index}: {count} connected; plug it in (USB or paired over "
@@ -62,23 +73,30 @@ def _open_joystick(index: int):
     return pad
 
 
-def _pump() -> None:
-    _pygame().event.pump()
+TRIGGER_REST_SEEN = -0.9  # a trigger is trusted once it has read below this (its rest is -1)
+
+
+def _pump() -> set[int]:
+    """Process SDL's events; the instance ids of the joysticks that were unplugged."""
+    pygame = _pygame()
+    return {event.instance_id for event in pygame.event.get() if event.type == pygame.JOYDEVICEREMOVED}
 
 
 class GamepadTeleop(Teleop):
     name = "gamepad"
 
     def __init__(self, config: GamepadConfig | None = None, opener: Callable | None = None,
-                 pump: Callable[[], None] | None = None):
+                 pump: Callable[[], set[int]] | None = None):
         self.config = config or GamepadConfig()
         self._opener = opener or _open_joystick
         self._pump = pump or _pump
         self._pad = None
         self._edges = ButtonEdges(self.config.buttons)
+        self._trigger_live: dict[int, bool] = {}  # trigger axis -> seen at rest (below -0.9) since connect
 
     def connect(self) -> None:
         self._pad = self._opener(self.config.index)
+        self._trigger_live = {self.config.left_trigger: False, self.config.right_trigger: False}
         needed = 1 + max(self.config.left_x, self.config.left_y, self.config.left_trigger, self.config.right_x,
                          self.config.right_y, self.config.right_trigger)
         if self._pad.get_numaxes() < needed:
@@ -90,11 +108,16 @@ class GamepadTeleop(Teleop):
             self._pad.quit()
             self._pad = None
 
+    def _trigger(self, axis: int) -> float:
+        """A trigger's press in [0, 1]: it rests at -1 and goes to +1; 0 until it has been seen at rest."""
+        value = self._pad.get_axis(axis)
+        if value < TRIGGER_REST_SEEN:
+            self._trigger_live[axis] = True
+        return (value + 1.0) / 2.0 if self._trigger_live[axis] else 0.0
+
     def _axes(self) -> np.ndarray:
         c, pad = self.config, self._pad
-        # Triggers rest at -1 and go to +1: map each to [0, 1] before taking the difference.
-        up = (pad.get_axis(c.right_trigger) + 1.0) / 2.0
-        down = (pad.get_axis(c.left_trigger) + 1.0) / 2.0
+        up, down = self._trigger(c.right_trigger), self._trigger(c.left_trigger)
         roll = float(pad.get_button(c.roll_right_button)) - float(pad.get_button(c.roll_left_button))
         # Stick y is +1 when pulled towards the operator: forward on the stick is +x for the robot.
         return np.array([-pad.get_axis(c.left_y), -pad.get_axis(c.left_x), up - down,
@@ -103,7 +126,11 @@ class GamepadTeleop(Teleop):
     def get_command(self, state: RobotState, dt: float) -> TeleopCommand:
         if self._pad is None:
             self.connect()  # opened on first use: the recorder polls teleop devices without connecting them
-        self._pump()
+        if self._pad.get_instance_id() in self._pump():
+            name = self._pad.get_name()
+            self._pad = None
+            raise ConnectionLostError(f"gamepad '{name}' was disconnected (its emergency-stop button with it); "
+                                      "plug it back in (or re-pair it) and start again")
         linear, angular = self.config.scaling.velocities(self._axes())
         pressed = {i for i in range(self._pad.get_numbuttons()) if self._pad.get_button(i)}
         toggle, events = self._edges.update(pressed)

@@ -10,8 +10,8 @@ import pygame
 import pytest
 from pyspacemouse import SpaceMouseDevice, SpaceMouseState  # dev dependencies: never skipped
 
-from robot_drivers.errors import DeviceError, DeviceNotFoundError
-from robot_drivers.gamepad import GamepadConfig, GamepadTeleop, _open_joystick
+from robot_drivers.errors import ConnectionLostError, DeviceError, DeviceNotFoundError
+from robot_drivers.gamepad import GamepadConfig, GamepadTeleop, _init_sdl, _open_joystick, _pump
 from robot_drivers.spacemouse import (AxisScaling, ButtonEdges, SpaceMouseConfig, SpaceMouseTeleop,
                                       _open_spacemouse, dead_zone)
 from robot_drivers.teleop import Button, TargetIntegrator
@@ -113,19 +113,23 @@ def gamepad(axes, buttons):
     pad.get_numaxes.return_value = 6
     pad.get_numbuttons.return_value = 11
     pad.get_name.return_value = "Xbox Wireless Controller"
+    pad.get_instance_id.return_value = 7
     pad.get_axis.side_effect = lambda i: axes[i]
     pad.get_button.side_effect = lambda i: int(i in buttons)
     return pad
 
 
 def test_gamepad_mapping():
-    axes = [0.0, -1.0, -1.0, 0.5, 0.0, 1.0]  # stick pushed forward, right trigger full, right stick right
-    buttons = {0, 5}
+    axes = [0.0, 0.0, -1.0, 0.0, 0.0, -1.0]  # at rest: the triggers are seen at -1
+    buttons = set()
     pad = gamepad(axes, buttons)
     pumps = []
     config = GamepadConfig(scaling=AxisScaling(dead_zone=0.0, max_linear_speed=0.1, max_angular_speed=0.5))
-    teleop = GamepadTeleop(config, opener=lambda i: pad, pump=lambda: pumps.append(1))
+    teleop = GamepadTeleop(config, opener=lambda i: pad, pump=lambda: pumps.append(1) or set())
     with teleop:
+        np.testing.assert_allclose(teleop.get_command(STATE_OPEN, 0.1).linear_velocity, 0.0)
+        axes[:] = [0.0, -1.0, -1.0, 0.5, 0.0, 1.0]  # stick pushed forward, right trigger full, right stick right
+        buttons.update({0, 5})
         c = teleop.get_command(STATE_OPEN, 0.1)
         np.testing.assert_allclose(c.linear_velocity, [0.1, 0.0, 0.1])
         np.testing.assert_allclose(c.angular_velocity, [0.5, 0.0, -0.25])  # right bumper rolls, stick yaws
@@ -136,13 +140,13 @@ def test_gamepad_mapping():
         buttons.clear()
         buttons.add(1)
         assert teleop.get_command(STATE_CLOSED, 0.1).buttons == {Button.ESTOP}
-    assert len(pumps) == 3
+    assert len(pumps) == 4
     pad.quit.assert_called_once()
 
 
 def test_gamepad_dead_zone_and_integration():
     pad = gamepad([0.1, -0.1, -1.0, 0.0, 0.0, -1.0], set())  # stick drift inside the dead zone, triggers at rest
-    teleop = GamepadTeleop(GamepadConfig(), opener=lambda i: pad, pump=lambda: None)
+    teleop = GamepadTeleop(GamepadConfig(), opener=lambda i: pad, pump=lambda: set())
     teleop.connect()
     c = teleop.get_command(STATE_OPEN, 0.1)
     np.testing.assert_allclose(c.linear_velocity, 0.0)
@@ -151,13 +155,49 @@ def test_gamepad_dead_zone_and_integration():
     assert np.array_equal(integrator.step(c, 0.1).pose.position, STATE_OPEN.ee_pose.position)  # no creep
 
 
+def test_untouched_triggers_reading_zero_do_not_move_the_arm():
+    axes = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # SDL reports 0 for a trigger until it is first touched
+    pad = gamepad(axes, set())
+    config = GamepadConfig(scaling=AxisScaling(dead_zone=0.0, max_linear_speed=0.1, max_angular_speed=0.5))
+    teleop = GamepadTeleop(config, opener=lambda i: pad, pump=lambda: set())
+    teleop.connect()
+    np.testing.assert_allclose(teleop.get_command(STATE_OPEN, 0.1).linear_velocity, 0.0)
+    axes[2] = -1.0  # the left trigger is seen at rest: from now on it counts
+    np.testing.assert_allclose(teleop.get_command(STATE_OPEN, 0.1).linear_velocity, 0.0)
+    axes[2] = 1.0
+    np.testing.assert_allclose(teleop.get_command(STATE_OPEN, 0.1).linear_velocity, [0.0, 0.0, -0.1])
+    axes[5] = 1.0  # the right one was never seen at rest: still ignored
+    np.testing.assert_allclose(teleop.get_command(STATE_OPEN, 0.1).linear_velocity, [0.0, 0.0, -0.1])
+
+
+def test_unplugged_gamepad_is_a_lost_connection():
+    pad = gamepad([0.0, 0.0, -1.0, 0.0, 0.0, -1.0], set())
+    removed: set[int] = set()
+    teleop = GamepadTeleop(GamepadConfig(), opener=lambda i: pad, pump=lambda: set(removed))
+    teleop.connect()
+    teleop.get_command(STATE_OPEN, 0.1)
+    removed.add(3)  # another pad went away: not ours
+    teleop.get_command(STATE_OPEN, 0.1)
+    removed.add(7)
+    with pytest.raises(ConnectionLostError, match="gamepad 'Xbox Wireless Controller' was disconnected"):
+        teleop.get_command(STATE_OPEN, 0.1)
+
+
+def test_pump_reports_sdl_joystick_removal():
+    _init_sdl()
+    pygame.event.post(pygame.event.Event(pygame.JOYDEVICEREMOVED, instance_id=42))
+    pygame.event.post(pygame.event.Event(pygame.USEREVENT))
+    assert _pump() == {42}
+
+
 def test_gamepad_with_too_few_axes():
     pad = gamepad([0.0] * 6, set())
     pad.get_numaxes.return_value = 4
     with pytest.raises(DeviceError, match="has 4 axes, the mapping needs 6"):
-        GamepadTeleop(opener=lambda i: pad, pump=lambda: None).connect()
+        GamepadTeleop(opener=lambda i: pad, pump=lambda: set()).connect()
 
 
 def test_no_gamepad_attached_is_a_clear_error():
-    with pytest.raises(DeviceNotFoundError, match="no gamepad 0: 0 connected"):
-        _open_joystick(0)  # real SDL enumeration (dummy video driver): nothing is plugged in here
+    count = _init_sdl().joystick.get_count()
+    with pytest.raises(DeviceNotFoundError, match=f"no gamepad {count}: {count} connected.*plug it in"):
+        _open_joystick(count)  # real SDL enumeration: one past the pads plugged in (none on a CI machine)
