@@ -327,7 +327,8 @@ def _parse_teleop(t: _Table) -> TeleopSpec | None:
         scaling = AxisScaling(dead_zone=t.num("dead_zone", 0.1 if kind == "spacemouse" else 0.15, 0.0, 0.95),
                               max_linear_speed=t.num("max_linear_speed", 0.10, 0.0, 0.5, low_open=True),
                               max_angular_speed=t.num("max_angular_speed", 0.6, 0.0, 3.0, low_open=True),
-                              signs=t.vec("signs", 6, (1, 1, 1, 1, 1, 1)))
+                              signs=t.vec("signs", 6, (1, 1, 1, 1, 1, 1)),
+                              operator_yaw_deg=t.num("operator_yaw_deg", 0.0, -180.0, 180.0))
     except ValueError as exc:
         if isinstance(exc, RigConfigError):
             raise

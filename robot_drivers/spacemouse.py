@@ -3,6 +3,10 @@
 The six axes (each in [-1, 1]) pass a dead zone, are rescaled so motion
 starts smoothly at its edge, and become velocities in the robot base frame:
 ``max_linear_speed`` m/s and ``max_angular_speed`` rad/s at full deflection.
+The device is read in pyspacemouse's ROS convention (push away = +x, push
+left = +y, pull up = +z, rotations about those axes, right-handed), which is
+the robot base frame for an operator standing behind the robot facing its +x;
+``operator_yaw_deg`` turns it for an operator who faces another way.
 A poller thread reads the device at ``poll_hz`` (the device reports far
 faster than the control loop runs, and pyspacemouse's non-blocking read
 returns one report per call), so each tick sees the newest state.
@@ -50,7 +54,10 @@ class AxisScaling:
     dead_zone: float = 0.1
     max_linear_speed: float = 0.10  # m/s at full deflection
     max_angular_speed: float = 0.6  # rad/s at full deflection
-    signs: tuple[float, ...] = (1, 1, 1, 1, 1, 1)  # flip axes to match how the operator faces the robot
+    signs: tuple[float, ...] = (1, 1, 1, 1, 1, 1)  # flip single axes (a device that reports one inverted)
+    # The direction the operator faces, as a yaw in the robot base frame: 0 behind the robot facing its +x,
+    # 90 facing its +y (standing on its -y side), 180 facing the robot from the front.
+    operator_yaw_deg: float = 0.0
 
     def __post_init__(self):
         if not 0.0 <= self.dead_zone < 1.0:
@@ -61,10 +68,16 @@ class AxisScaling:
             raise ValueError(f"max_angular_speed must be in (0, 3] rad/s, got {self.max_angular_speed}")
         if len(self.signs) != 6 or any(s not in (1, -1) for s in self.signs):
             raise ValueError(f"signs must be six values of 1 or -1, got {list(self.signs)}")
+        if not -180.0 <= self.operator_yaw_deg <= 180.0:
+            raise ValueError(f"operator_yaw_deg must be in [-180, 180], got {self.operator_yaw_deg}")
 
     def velocities(self, axes) -> tuple[np.ndarray, np.ndarray]:
+        """(linear m/s, angular rad/s) in the robot base frame from axes in the operator's frame."""
         v = dead_zone(axes, self.dead_zone) * np.asarray(self.signs, dtype=np.float64)
-        return v[:3] * self.max_linear_speed, v[3:] * self.max_angular_speed
+        yaw = np.radians(self.operator_yaw_deg)
+        c, s = np.cos(yaw), np.sin(yaw)
+        turn = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # operator frame -> base frame
+        return turn @ v[:3] * self.max_linear_speed, turn @ v[3:] * self.max_angular_speed
 
 
 class ButtonEdges:
@@ -127,7 +140,7 @@ def _open_spacemouse(config: SpaceMouseConfig):
                                   "access to /dev/hidraw* (docs/bringup.md)")
     try:
         return pyspacemouse.open(device=config.device, device_index=config.device_index, nonblocking=True,
-                                 axis_convention=AxisConvention.HID_Z_UP)
+                                 axis_convention=AxisConvention.ROS)
     except Exception as exc:
         raise DeviceNotFoundError(f"cannot open the SpaceMouse ({', '.join(found)}): {exc}; another program "
                                   "(3DxWare, spacenavd) may hold it, or /dev/hidraw* is not readable") from exc

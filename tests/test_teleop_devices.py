@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from unittest.mock import create_autospec
 
 import numpy as np
 import pygame
+import pyspacemouse.api
 import pytest
+from easyhid import Enumeration, HIDDevice
 from pyspacemouse import SpaceMouseDevice, SpaceMouseState  # dev dependencies: never skipped
 
 from robot_drivers.errors import ConnectionLostError, DeviceError, DeviceNotFoundError
@@ -103,9 +106,47 @@ def test_spacemouse_poller_thread_keeps_the_newest_state():
                 time.sleep(0.005)
 
 
-def test_no_spacemouse_attached_is_a_clear_error():
+def hid_bus(monkeypatch, devices):
+    """The HID bus pyspacemouse enumerates, holding ``devices`` (easyhid is the hardware boundary)."""
+    enumeration = create_autospec(Enumeration)
+    enumeration.return_value.find.return_value = list(devices)
+    monkeypatch.setattr(pyspacemouse.api, "Enumeration", enumeration)
+
+
+def space_navigator(reports):
+    """A SpaceNavigator (046d:c626) on the HID bus that sends these raw reports."""
+    hid = create_autospec(HIDDevice, instance=True)
+    hid.vendor_id, hid.product_id = 0x046D, 0xC626
+    hid.product_string, hid.manufacturer_string, hid.release_number, hid.serial_number = "SpaceNavigator", "3Dc", 1, ""
+    hid.read.side_effect = list(reports)
+    return hid
+
+
+def report(channel, a=0, b=0, c=0):
+    """A raw HID report: channel 1 = translation (x right, y towards the user, z down), 2 = rotation about them."""
+    return bytes([channel]) + struct.pack("<hhh", a, b, c)
+
+
+@pytest.mark.parametrize("raw,yaw_deg,linear,angular", [
+    (report(1, b=-350), 0.0, [1, 0, 0], [0, 0, 0]),  # push away from you: the robot's +x
+    (report(1, a=350), 0.0, [0, -1, 0], [0, 0, 0]),  # push right: -y
+    (report(1, c=-350), 0.0, [0, 0, 1], [0, 0, 0]),  # pull up: +z
+    (report(2, c=-350), 0.0, [0, 0, 0], [0, 0, 1]),  # twist anticlockwise seen from above: +yaw
+    (report(1, b=-350), 90.0, [0, 1, 0], [0, 0, 0]),  # operator facing the robot's +y: away is +y
+])
+def test_spacemouse_axes_from_raw_hid_reports(monkeypatch, raw, yaw_deg, linear, angular):
+    hid_bus(monkeypatch, [space_navigator([raw])])
+    scaling = AxisScaling(dead_zone=0.0, max_linear_speed=0.1, max_angular_speed=0.5, operator_yaw_deg=yaw_deg)
+    with SpaceMouseTeleop(SpaceMouseConfig(scaling=scaling, poll_hz=0)) as teleop:  # the real _open_spacemouse
+        c = teleop.get_command(STATE_OPEN, 0.1)
+    np.testing.assert_allclose(c.linear_velocity, np.array(linear) * 0.1, atol=1e-12)
+    np.testing.assert_allclose(c.angular_velocity, np.array(angular) * 0.5, atol=1e-12)
+
+
+def test_no_spacemouse_attached_is_a_clear_error(monkeypatch):
+    hid_bus(monkeypatch, [])  # the HID bus holds no SpaceMouse, whatever is plugged into this machine
     with pytest.raises(DeviceNotFoundError, match="no SpaceMouse connected.*hidraw"):
-        _open_spacemouse(SpaceMouseConfig())  # the real HID enumeration: nothing is plugged in here
+        _open_spacemouse(SpaceMouseConfig())
 
 
 def gamepad(axes, buttons):
