@@ -32,7 +32,7 @@ import numpy as np
 
 from .arm import Arm
 from .errors import (ArmCommandError, ArmFaultError, ArmStoppedError, ConnectionLostError, DeviceError,
-                     LimitViolationError, NotConnectedError, ProtectiveStopError)
+                     LimitViolationError, NotConnectedError, ProtectiveStopError, UnsupportedModeError)
 from .transforms import euler_to_quat, quat_to_matrix
 from .types import Action, Pose, RobotState
 
@@ -104,9 +104,25 @@ def quat_to_rpy(q) -> np.ndarray:
     return np.array([roll, pitch, yaw])
 
 
-def pose_to_xarm(pose: Pose) -> list[float]:
-    """Pose (m, quaternion) -> [x, y, z] mm + [roll, pitch, yaw] degrees."""
+#: The SDK refuses angles beyond +-180 deg by more than 0.1 deg; stay inside that.
+_SEAM_DEG = 0.09
+
+
+def pose_to_xarm(pose: Pose, previous: list[float] | None = None) -> list[float]:
+    """Pose (m, quaternion) -> [x, y, z] mm + [roll, pitch, yaw] degrees.
+
+    A gripper-down pose has roll at the +-180 deg seam, where the conversion
+    flips between +180 and -180 on rounding noise. With ``previous`` (the
+    last target sent), a roll or yaw on the seam keeps the side of the
+    previous one (the same rotation, written as e.g. 180.05 instead of
+    -179.95), so consecutive targets never differ by ~360 deg.
+    """
     rpy = np.degrees(quat_to_rpy(pose.orientation))
+    if previous is not None:
+        for i, last in ((0, previous[3]), (2, previous[5])):
+            alternative = rpy[i] + math.copysign(360.0, last)
+            if abs(alternative) <= 180.0 + _SEAM_DEG and abs(alternative - last) < abs(rpy[i] - last):
+                rpy[i] = alternative
     return [*(pose.position * 1000.0).tolist(), *rpy.tolist()]
 
 
@@ -214,6 +230,7 @@ class XArm(Arm):
         self._armed = False  # motion enabled, streaming mode set, state 0
         self._generation = 0  # bumped by every stop(): a command under way checks it before each motion call
         self._last_gripper: float | None = None
+        self._last_target: list[float] | None = None  # the last pose sent (SDK units), for the roll seam
 
     # -- codes ------------------------------------------------------------
     def _check(self, code, what: str) -> None:
@@ -286,6 +303,10 @@ class XArm(Arm):
                 self._check(api.clean_error(), "clean_error")
             if err_warn[1]:
                 self._check(api.clean_warn(), "clean_warn")
+            if self.config.gripper and api.is_lite6:
+                raise UnsupportedModeError(
+                    "this is a Lite 6: its gripper is not the Modbus xArm Gripper this driver drives; set "
+                    "gripper = false in the rig file's [arm] table (the arm then runs without a gripper)")
             self._arm_motion(self._generation)
             if self.config.gripper:
                 self._check(api.set_gripper_mode(0), "set_gripper_mode")
@@ -352,6 +373,7 @@ class XArm(Arm):
             self._check(code, "get_position")
             code, angles = api.get_servo_angle(is_radian=True)
             self._check(code, "get_servo_angle")
+            angles = angles[:api.axis]  # the SDK pads to 7 joints
             gripper = self._last_gripper if self._last_gripper is not None else 1.0
             if self.config.gripper:
                 code, pulse = api.get_gripper_position()
@@ -377,17 +399,19 @@ class XArm(Arm):
             api = self._require()
             if not self._armed:
                 self._arm_motion(generation)
-            target = pose_to_xarm(action.pose)
+            target = pose_to_xarm(action.pose, self._last_target)
             self._not_stopped_since(generation, "the target")
             if self.config.mode == "online":
                 code = api.set_position(**_named(target), speed=self.config.tcp_speed * 1000.0,
                                         mvacc=self.config.tcp_acc * 1000.0, is_radian=False, wait=False)
                 self._stopped_during(generation, "set_position")
                 self._check(code, "set_position")
+                self._last_target = target
             else:
                 code = api.set_servo_cartesian(target, is_radian=False)
                 self._stopped_during(generation, "set_servo_cartesian")
                 self._check(code, "set_servo_cartesian")
+                self._last_target = target
             if self.config.gripper and (self._last_gripper is None
                                         or abs(gripper - self._last_gripper) > self.config.gripper_deadband):
                 self._not_stopped_since(generation, "set_gripper_position")
@@ -408,7 +432,8 @@ class XArm(Arm):
             api = self._require()
             self._arm_motion(generation, mode=0)
             self._not_stopped_since(generation, "set_position (home)")
-            code = api.set_position(**_named(pose_to_xarm(home)), speed=self.config.home_speed * 1000.0,
+            target = pose_to_xarm(home, self._last_target)
+            code = api.set_position(**_named(target), speed=self.config.home_speed * 1000.0,
                                     mvacc=self.config.tcp_acc * 1000.0, is_radian=False, wait=True,
                                     timeout=self.config.home_timeout_s)
             if self._generation != generation:  # the wait ends with -9 when stopped: that is our stop, not an E-stop
@@ -419,6 +444,7 @@ class XArm(Arm):
                 raise ArmCommandError(f"xArm did not reach home within {self.config.home_timeout_s:g} s and was "
                                       "stopped; check that nothing blocks the path (and home_speed), then Home again")
             self._check(code, "set_position (home)")
+            self._last_target = target
             if self.config.gripper:
                 self._not_stopped_since(generation, "set_gripper_position (home)")
                 self._check(api.set_gripper_position(gripper_to_pulse(self.config.home_gripper), wait=True),

@@ -10,7 +10,7 @@ import pytest
 from xarm.wrapper import XArmAPI  # a dev dependency: these tests never skip
 
 from robot_drivers.errors import (ArmCommandError, ArmFaultError, ArmStoppedError, ConnectionLostError,
-                                  LimitViolationError, ProtectiveStopError)
+                                  LimitViolationError, ProtectiveStopError, UnsupportedModeError)
 from robot_drivers.safety import SafeArm, SafetyConfig
 from robot_drivers.transforms import euler_to_quat, quat_angle
 from robot_drivers.types import Action, Pose
@@ -25,6 +25,8 @@ def make_api(position=(350.0, 0.0, 300.0, 180.0, 0.0, 0.0)):
     api = factory.return_value
     api.connected = True
     api.error_code = 0
+    api.axis = 6
+    api.is_lite6 = False
     for name in ("connect", "disconnect"):
         getattr(api, name).return_value = None
     for name in ("motion_enable", "set_mode", "set_state", "clean_error", "clean_warn", "set_position",
@@ -164,7 +166,7 @@ def test_state_in_si_units(arm):
     np.testing.assert_allclose(state.ee_pose.position, [0.3, -0.02, 0.15])
     assert quat_angle(state.ee_pose.orientation, euler_to_quat(math.pi, 0.0, math.pi / 4)) < 1e-9
     assert state.gripper == pytest.approx(0.5)
-    assert state.joint_positions.shape == (7,)
+    assert state.joint_positions.shape == (6,)  # the SDK's 7 values, sliced to the arm's axes
     api.get_position.assert_called_once_with(is_radian=False)
     api.get_servo_angle.assert_called_once_with(is_radian=True)
 
@@ -235,6 +237,30 @@ def test_stopping_home_says_so_not_e_stop(arm):
     with pytest.raises(ArmCommandError, match="did not reach home within 60 s and was stopped"):
         arm.home()
     assert api.set_state.call_args == call(state=4)
+
+
+def test_roll_at_the_seam_keeps_the_side_of_the_last_target(arm):
+    arm, api, _ = arm
+    tilt = 1e-5  # radians: gripper down, a rounding hair either side of roll = 180 deg
+    for roll in (math.pi - tilt, -math.pi + tilt, math.pi - tilt, -math.pi + tilt):
+        arm.send_action(Action(Pose(np.array([0.4, 0.0, 0.3]), euler_to_quat(roll, 0.0, 0.0)), 1.0))
+    rolls = [c.kwargs["roll"] for c in api.set_position.call_args_list]
+    assert max(rolls) - min(rolls) < 0.01  # never a 360 deg jump between consecutive targets
+    assert all(abs(r) <= 180.1 for r in rolls)  # the SDK's range
+    q = euler_to_quat(-math.pi + tilt, 0.0, 0.0)
+    values = pose_to_xarm(Pose(np.zeros(3), q), previous=[0, 0, 0, 170.0, 0, 0])
+    assert values[3] == pytest.approx(180.0 + math.degrees(tilt))  # -179.99.. written as 180.00..
+    far = pose_to_xarm(Pose(np.zeros(3), euler_to_quat(-math.pi + 0.1, 0.0, 0.0)), previous=[0, 0, 0, 170.0, 0, 0])
+    assert far[3] == pytest.approx(-180.0 + math.degrees(0.1))  # off the seam: the plain value
+
+
+def test_lite6_with_gripper_is_refused():
+    factory, api = make_api()
+    api.is_lite6 = True
+    with pytest.raises(UnsupportedModeError, match="Lite 6.*set gripper = false"):
+        XArm(config(), api_factory=factory).connect()
+    api.motion_enable.assert_not_called()
+    XArm(config(gripper=False), api_factory=factory).connect()
 
 
 def test_clean_disconnect(arm):
