@@ -98,8 +98,12 @@ class RobotiqSocketGripper(Gripper):
                     if not chunk:
                         raise ConnectionLostError("the Robotiq URCap closed the connection")
                     self._buffer += chunk
-            except OSError as exc:
-                raise ConnectionLostError(f"Robotiq gripper at {self.config.host}:{self.config.port}: {exc}") from exc
+            except (OSError, ConnectionLostError) as exc:
+                # Close: a late reply to this request must never be read as the answer to the next one.
+                self.disconnect()
+                raise ConnectionLostError(f"Robotiq gripper at {self.config.host}:{self.config.port}: {text!r} got no "
+                                          f"answer ({exc or type(exc).__name__}); the connection was closed, "
+                                          "reconnect the rig") from exc
             line, self._buffer = self._buffer.split(b"\n", 1)
         return line.decode("ascii", "replace").strip()
 
@@ -143,6 +147,7 @@ class RobotiqSocketGripper(Gripper):
                 self._sock.close()
             finally:
                 self._sock = None
+                self._buffer = b""
 
     def move(self, opening: float) -> None:
         opening = min(1.0, max(0.0, float(opening)))

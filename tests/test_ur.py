@@ -390,6 +390,20 @@ def test_robotiq_unreachable():
     assert issubclass(ConnectionLostError, DeviceError)
 
 
+def test_robotiq_timeout_closes_the_socket():
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    try:
+        gripper = RobotiqSocketGripper(RobotiqConfig(host="127.0.0.1", port=server.getsockname()[1], timeout=0.2))
+        with pytest.raises(ConnectionLostError, match="'GET STA' got no answer.*connection was closed"):
+            gripper.connect()  # the URCap never answers
+        with pytest.raises(DeviceError, match="not connected"):
+            gripper.position()  # no late "STA 3" can be taken for the answer to this request
+    finally:
+        server.close()
+
+
 def test_ur_with_robotiq_gripper():
     cap = FakeURCap()
     try:
