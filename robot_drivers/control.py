@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 
 from .clock import TickTiming
 from .errors import ArmConnectionLostError, ArmStoppedError, ConnectionLostError, DeviceError, StaleFrameError
-from .rig import Observation, Rig
+from .rig import OWN_STALE_LIMIT, Observation, Rig
 from .teleop import Button, TargetIntegrator, Teleop
 from .types import Action
 
@@ -96,7 +96,8 @@ class LoopResult:
 
 
 class ControlLoop:
-    def __init__(self, rig: Rig, max_frame_age: float = 0.5):
+    def __init__(self, rig: Rig, max_frame_age: float | None | object = OWN_STALE_LIMIT):
+        """``max_frame_age`` (seconds) overrides the cameras' own stale limits (see :meth:`Rig.observe`)."""
         self.rig = rig
         self.max_frame_age = max_frame_age
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .camera import DEFAULT_MAX_AGE_S, Camera
+from .camera import Camera
 from .clock import Clock
 from .safety import SafeArm
 from .types import Frame, RobotState
+
+
+#: ``observe``'s default: every camera refuses frames older than its own stale limit (a rig file's
+#: ``stale_limit_s``; 0.5 s for cameras without one).
+OWN_STALE_LIMIT = object()
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,10 @@ class Rig:
         if errors:
             raise errors[0]
 
-    def observe(self, max_age: float | None = DEFAULT_MAX_AGE_S) -> Observation:
+    def observe(self, max_age: float | None | object = OWN_STALE_LIMIT) -> Observation:
         """The arm state and one frame per camera.
+
+        ``max_age`` (seconds, None for no limit) overrides every camera's own stale limit.
 
         With free-running cameras (real time) the frames are aligned: the first
         camera contributes its frame received nearest a reference time one frame
@@ -57,15 +64,16 @@ class Rig:
         cameras is then at most half a frame period whatever their phase. In
         lock-step every camera rendered at this tick: the newest frame is exact.
         """
+        limit = {} if max_age is OWN_STALE_LIMIT else {"max_age": max_age}
         if self.clock.is_realtime and self.cameras:
             cams = list(self.cameras.items())
             reference = self.clock.now() - max(1.0 / cam.fps for _, cam in cams)
-            first = cams[0][1].read_nearest(reference, max_age)
+            first = cams[0][1].read_nearest(reference, **limit)
             frames = {cams[0][0]: first}
             for name, cam in cams[1:]:
-                frames[name] = cam.read_nearest(first.host_time, max_age)
+                frames[name] = cam.read_nearest(first.host_time, **limit)
         else:
-            frames = {name: cam.read_latest(max_age) for name, cam in self.cameras.items()}
+            frames = {name: cam.read_latest(**limit) for name, cam in self.cameras.items()}
         return Observation(self.arm.get_state(), frames)
 
     def __enter__(self):

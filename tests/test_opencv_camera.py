@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 
 from robot_drivers.errors import ConnectionLostError, DeviceNotFoundError, StaleFrameError, UnsupportedModeError
+from robot_drivers.clock import RealTimeClock
+from robot_drivers.fake import KinematicArm
 from robot_drivers.opencv_camera import OpenCVCamera, OpenCVCameraConfig
+from robot_drivers.rig import Rig
+from robot_drivers.safety import SafeArm
 
 W, H = 64, 48
 
@@ -77,6 +81,18 @@ def test_old_frames_are_refused(video):
         time.sleep(0.1)
         with pytest.raises(StaleFrameError, match=r"limit 50 ms"):
             cam.read_latest()
+
+
+def test_rig_observe_applies_each_cameras_own_stale_limit(video):
+    path, _ = video
+    cam = OpenCVCamera(OpenCVCameraConfig(source=str(path), width=W, height=H, fps=4.0, stale_limit_s=0.05))
+    rig = Rig(arm=SafeArm(KinematicArm()), cameras={"hand": cam}, clock=RealTimeClock(10.0))
+    with rig:
+        cam.wait_for_frame(-1, timeout=2.0)
+        time.sleep(0.1)
+        with pytest.raises(StaleFrameError, match=r"limit 50 ms"):  # the rig file's stale_limit_s, not 0.5 s
+            rig.observe()
+        assert rig.observe(max_age=None).frames["hand"] is not None  # an explicit limit still overrides
 
 
 def test_file_of_another_size_is_refused(video):
