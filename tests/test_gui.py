@@ -189,6 +189,19 @@ def test_train_a_tiny_policy_from_the_button_without_freezing(studio, qtbot):
     assert Path(auto.picker.currentData()).resolve() == Path(trained.args[0]).resolve()
 
 
+def test_training_can_be_cancelled_and_saves_nothing(studio, qtbot):
+    controller, window, root = studio
+    panel = window.train_panel
+    before = set((root / "runs" / "policies").iterdir())
+    with qtbot.waitSignal(panel.worker.cancelled, timeout=60_000):
+        qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=60_000)
+        qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    assert "cancelled" in panel.stage.text()
+    assert panel.train_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert set((root / "runs" / "policies").iterdir()) == before
+
+
 def test_autonomy_shows_live_and_retrieved_frames_and_similarity(studio, qtbot):
     controller, window, _ = studio
     auto = window.autonomy_panel
@@ -243,6 +256,23 @@ def test_space_and_escape_are_stop_too(studio, qtbot):
         assert controller.wait_stopped(1.0)
         assert controller.rig.arm.stopped
         qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=5000)
+
+
+def test_pause_holds_the_arm_and_resume_goes_on(studio, qtbot):
+    controller, window, _ = studio
+    auto = window.autonomy_panel
+    qtbot.mouseClick(auto.halt_resume, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == AUTONOMOUS, timeout=5000)
+    qtbot.mouseClick(auto.pause_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == HALTED and auto.halt_box.isVisible(), timeout=5000)
+    assert controller.rig.arm.stopped and auto.halt_box.title() == "Paused"
+    ticks = auto.similarity_plot.count
+    qtbot.mouseClick(auto.resume_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == AUTONOMOUS and auto.similarity_plot.count > ticks + 3,
+                    timeout=10_000)
+    assert not controller.rig.arm.stopped
+    qtbot.mouseClick(auto.pause_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=5000)
 
 
 def test_ood_halts_the_arm_and_shows_why(studio, qtbot):
