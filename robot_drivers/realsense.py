@@ -13,9 +13,10 @@ colour image (``rs.align``) and kept beside the frame (:meth:`depth_for`).
 
 Connection follows the usual practice: up to ``connect_attempts`` tries, a USB
 ``hardware_reset`` before the last one; a stream that stalls for
-``reconnect_after_s`` is reopened the same way, and readers get
-:class:`StaleFrameError` meanwhile (frames older than ``stale_limit_s`` are
-refused).
+``reconnect_after_s`` is reopened the same way (for up to ``reset_wait_s``
+while the camera is off the bus), and readers get :class:`StaleFrameError`
+meanwhile (frames older than ``stale_limit_s`` are refused); ``disconnect``
+ends a recovery in progress.
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ class RealSenseCamera(Camera):
         self.usb_type: str = ""
         self.info: dict[str, str] = {}
         self.reconnects = 0  # successful reopenings after a stall or an error
+        self._closing = threading.Event()  # set by disconnect(): a recovery in progress gives up
 
     # -- identity ---------------------------------------------------------
     @property
@@ -289,6 +291,8 @@ class RealSenseCamera(Camera):
 
     def _next_colour(self, deadline: float):
         """One frameset holding a colour frame before ``deadline``, or None if this one lacked colour."""
+        if self._closing.is_set():
+            raise ConnectionLostError(f"RealSense {self.serial}: disconnected while waiting for the first frame")
         remaining_ms = int((deadline - time.monotonic()) * 1000)
         if remaining_ms <= 0:
             raise ConnectionLostError(
@@ -322,14 +326,16 @@ class RealSenseCamera(Camera):
             return
         self._device = None
         deadline = time.monotonic() + self.config.reset_wait_s
-        time.sleep(1.0)  # the camera drops off the bus first
+        if self._closing.wait(1.0):  # the camera drops off the bus first
+            return
         while time.monotonic() < deadline:
             try:
                 self._context = None  # a fresh context sees the re-enumerated device
                 self._find()
                 return
             except DeviceNotFoundError:
-                time.sleep(0.5)
+                if self._closing.wait(0.5):
+                    return
 
     def _open_with_attempts(self) -> None:
         attempts = self.config.connect_attempts
@@ -356,11 +362,13 @@ class RealSenseCamera(Camera):
             return
         self._slot.reset()
         self._depth.clear()
+        self._closing.clear()
         self._open_with_attempts()
         self._thread = CaptureThread(self.name, self._slot, self._grab)
         self._thread.start()
 
     def disconnect(self) -> None:
+        self._closing.set()  # a recovery (reopen, reset wait) in progress on the capture thread gives up
         if self._thread is not None:
             self._thread.stop(timeout=self.config.timeout_ms / 1000.0 + 1.0)
             self._thread = None
@@ -392,14 +400,26 @@ class RealSenseCamera(Camera):
         return result
 
     def _recover(self, stalled: float) -> None:
+        """Reopen a stalled camera; while it is off the bus (re-enumerating) keep trying for ``reset_wait_s``."""
         log.warning("RealSense %s: no frame for %.1f s, reopening the camera", self.serial, stalled)
         self._close_sensors()
-        try:
-            self._open_with_attempts()
-        except DeviceError as exc:
+        deadline = time.monotonic() + self.config.reset_wait_s
+        while True:
+            try:
+                self._open_with_attempts()
+                break
+            except DeviceNotFoundError as exc:
+                if time.monotonic() < deadline and not self._closing.wait(0.5):
+                    continue
+                error: DeviceError = exc
+            except DeviceError as exc:
+                error = exc
+            if self._closing.is_set():
+                raise ConnectionLostError(f"RealSense {self.serial}: disconnected while reopening the camera") \
+                    from error
             raise ConnectionLostError(
                 f"RealSense {self.serial} stopped delivering frames ({stalled:.1f} s) and could not be reopened: "
-                f"{exc}") from exc
+                f"{error}") from error
         self.reconnects += 1
 
     def _convert(self, frames) -> tuple[np.ndarray, float] | None:

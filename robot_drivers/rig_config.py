@@ -299,6 +299,11 @@ def _parse_camera(t: _Table) -> CameraSpec:
                                            hw_sync_role=t.str("hw_sync_role", "none", choices=("none", "master", "slave")),
                                            warmup_frames=int(t.num("warmup_frames", 15, 0, integer=True)),
                                            stale_limit_s=stale, playback_file=playback)
+            if config.hw_sync_role != "none" and not config.depth:
+                log.warning("%s: %s.hw_sync_role = %r with depth = false: on D400 cameras the sync cable drives the "
+                            "depth sensor, so the colour frames are not hardware-synchronised; set depth = true, or "
+                            "hw_sync_role = \"none\" and rely on the frame alignment by host time", t.file, t.where,
+                            config.hw_sync_role)
         else:
             from .opencv_camera import OpenCVCameraConfig
 

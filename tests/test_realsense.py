@@ -385,3 +385,51 @@ def test_config_validation():
         RealSenseCameraConfig(serial="1", hw_sync_role="leader")
     with pytest.raises(ValueError, match="fps must be positive"):
         RealSenseCameraConfig(serial="1", fps=0)
+
+
+class OffTheBus:
+    """The device source while the camera re-enumerates: not found until ``back()``."""
+
+    def __init__(self, device):
+        self.device, self.present = device, True
+
+    def __call__(self):
+        if not self.present:
+            raise DeviceNotFoundError("no RealSense camera with serial '123456789': none connected")
+        return self.device
+
+    def back(self):
+        self.present = True
+
+
+def test_stall_recovery_waits_for_the_camera_to_come_back(soft):
+    sw = soft()
+    sw.start_feeding()
+    source = OffTheBus(sw.device)
+    cam = RealSenseCamera(config(reconnect_after_s=0.2, startup_timeout_s=2.0, reset_wait_s=5.0),
+                          device_source=source)
+    with cam:
+        first = cam.wait_for_frame(-1, timeout=2.0)
+        sw.stall()
+        source.present = False  # it dropped off the bus: reopening finds nothing for a while
+        time.sleep(0.8)
+        source.back()
+        sw.resume()
+        frame = cam.wait_for_frame(first.sequence, timeout=5.0)
+        assert cam.reconnects >= 1 and frame.device_time > first.device_time
+
+
+def test_disconnect_ends_a_recovery_in_progress(soft):
+    sw = soft()
+    sw.start_feeding()
+    source = OffTheBus(sw.device)
+    cam = RealSenseCamera(config(reconnect_after_s=0.1, reset_wait_s=60.0), device_source=source)
+    cam.connect()
+    cam.wait_for_frame(-1, timeout=2.0)
+    sw.stall()
+    source.present = False
+    time.sleep(0.5)  # the capture thread is now waiting for the camera to come back
+    capture = cam._thread
+    start = time.monotonic()
+    cam.disconnect()
+    assert time.monotonic() - start < 2.0 and not capture.alive  # it gave up at once, not after reset_wait_s

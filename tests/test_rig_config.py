@@ -174,6 +174,16 @@ def test_validation_messages(tmp_path, edit, message):
     assert str(info.value).startswith(path + ": ")
 
 
+def test_hardware_sync_without_depth_is_warned_about(tmp_path, caplog):
+    text = BASE.replace('serial = "111"', 'serial = "111"\nhw_sync_role = "master"')
+    load_rig_config(write(tmp_path, text))
+    assert "cameras[0].hw_sync_role = 'master' with depth = false" in caplog.text
+    assert "colour frames are not hardware-synchronised; set depth = true" in caplog.text
+    caplog.clear()
+    load_rig_config(write(tmp_path, text.replace('hw_sync_role = "master"', 'hw_sync_role = "master"\ndepth = true')))
+    assert "hw_sync_role" not in caplog.text
+
+
 def test_driver_level_errors_name_the_file(tmp_path):
     text = BASE.replace('type = "xarm"', 'type = "ur"').replace('[arm.workspace]', 'servo_gain = 50\n[arm.workspace]')
     with pytest.raises(RigConfigError, match=r"rig.toml: arm\.servo_gain must be >= 100, got 50"):
