@@ -502,7 +502,7 @@ class RigController(QObject):
         if restore_scene(self.rig, info):
             self.info.emit(f"scene of episode {index} restored")
         result = replay_episode(self.rig, self.dataset, index, on_tick=self.tick.emit, cancel=self._interrupt)
-        if result.reason == "max_ticks" or result.reason == "done":
+        if result.reason == "stop_button":  # the replay source presses STOP after the last action
             self.info.emit(f"replayed episode {index} ({result.ticks} ticks)")
         if result.reason == "cancelled":
             return None
