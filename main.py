@@ -177,7 +177,8 @@ def _gui_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rig", metavar="FILE", help="rig config (TOML); default: the simulated rig")
     p.add_argument("--image-size", type=_positive_int, default=128, help="sim camera side in pixels (default 128)")
     p.add_argument("--rate", type=_positive_float, default=None,
-                   help="sim control rate in Hz (default 10); a rig file's own rate_hz applies with --rig")
+                   help="control rate in Hz (default: the rig file's rate_hz, 10 for the sim); the per-tick "
+                        "step limits follow it")
     p.add_argument("--data-dir", default="data", help="where datasets go (default data/)")
     p.add_argument("--runs-dir", default="runs", help="where policies go and are looked for (default runs/)")
     p.add_argument("--task", default="grasp the mug", help="task description stored with each episode")

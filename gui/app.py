@@ -15,7 +15,7 @@ from .controller import RigController, RigFactory
 from .main_window import MainWindow
 
 
-def sim_rig_factory(image_size: int = 128, rate_hz: float = 10.0) -> RigFactory:
+def sim_rig_factory(image_size: int = 128, rate_hz: float | None = None) -> RigFactory:
     def build():
         from robot_drivers.factory import make_rig
 
@@ -24,10 +24,12 @@ def sim_rig_factory(image_size: int = 128, rate_hz: float = 10.0) -> RigFactory:
     return build
 
 
-def file_rig_factory(path: str) -> RigFactory:
+def file_rig_factory(path: str, rate_hz: float | None = None) -> RigFactory:
     from robot_drivers.rig_config import load_rig_config
 
     config = load_rig_config(path)  # validated now: a typo is reported before the window opens
+    if rate_hz is not None:
+        config = config.with_rate(rate_hz)  # the per-tick step limits follow the rate
 
     def build():
         from robot_drivers.rig_config import build_rig, build_teleop
@@ -48,7 +50,7 @@ def create_window(factory: RigFactory, data_root: Path, runs_root: Path, task: s
 
 
 def cmd_gui(args: Namespace) -> int:
-    factory = file_rig_factory(args.rig) if getattr(args, "rig", None) else \
+    factory = file_rig_factory(args.rig, args.rate) if getattr(args, "rig", None) else \
         sim_rig_factory(args.image_size, args.rate)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("ALT Studio")

@@ -49,7 +49,7 @@ DISCONNECTED, CONNECTING, TELEOP, RECORDING, AUTONOMOUS, REPLAY, HOMING, HALTED 
 class Halt:
     """Why the arm is standing still and waiting for the operator."""
 
-    reason: str  # "stop" (the STOP button), "ood", "paused", "camera_lost", "arm_error", "done", ...
+    reason: str  # "stop" (the STOP button), "ood", "paused", "camera_lost", "arm_error", "teleop_lost", "done", ...
     message: str
     evidence: object | None = None  # AutonomyResult for "ood"
 
@@ -416,8 +416,8 @@ class RigController(QObject):
     # ------------------------------------------------------------------ activities (control thread)
     def _loop_ended(self, reason: str, error: Exception | None) -> Callable | None:
         """Common handling of a loop that ended on its own."""
-        if reason in ("camera_lost", "arm_error"):
-            what = "a camera stopped delivering frames" if reason == "camera_lost" else "the arm reported a fault"
+        if reason in _DEVICE_FAILURES:
+            what = _DEVICE_FAILURES[reason]
             self.error.emit(f"{what}: {error}")
             self.halted.emit(Halt(reason, f"Halted: {what}. Check the device, then take over or home."))
             return None  # no monitor: it would fail the same way; Connect again or take over to retry
@@ -464,7 +464,7 @@ class RigController(QObject):
             return self._default()
         if outcome.reason == "rerecord":
             return self._activity_record
-        if outcome.reason in ("camera_lost", "arm_error", "arm_stopped", "estop"):
+        if outcome.reason in (*_DEVICE_FAILURES, "arm_stopped", "estop"):
             return self._loop_ended(outcome.reason, outcome.error)
         return self._default()
 
@@ -521,6 +521,10 @@ class _Watch:
     def sent(self, action) -> None:
         pass
 
+
+# Loop end reasons that are a device failing, and how the window says it.
+_DEVICE_FAILURES = {"camera_lost": "a camera stopped delivering frames", "arm_error": "the arm reported a fault",
+                    "teleop_lost": "the teleop device was disconnected"}
 
 # Commands after which the interrupted activity must not simply go on.
 _ENDS_ACTIVITY = frozenset({"connect", "disconnect", "record", "autonomy", "pause", "halt", "teleop", "home",

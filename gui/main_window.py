@@ -122,7 +122,7 @@ class MainWindow(QMainWindow):
         controller.error.connect(lambda text: self.messages.show_message("error", text))
         controller.info.connect(lambda text: self.messages.show_message("info", text))
         controller.halted.connect(lambda halt: self.messages.show_message(
-            "error" if halt.reason in ("ood", "camera_lost", "arm_error", "error") else "warn", halt.message))
+            "warn" if halt.reason in ("stop", "paused", "done") else "error", halt.message))
         controller.mode_changed.connect(self._on_mode)
         controller.dataset_changed.connect(self.train_panel.set_dataset)
         self.train_panel.policy_trained.connect(self._on_policy_trained)
