@@ -158,9 +158,9 @@ class AutonomyPanel(QWidget):
         layout.addWidget(pick)
         layout.addLayout(controls)
         layout.addWidget(self.halt_box)
-        layout.addWidget(self.views, 3)
+        layout.addWidget(self.views)
         layout.addLayout(gamma_row)
-        layout.addWidget(self.similarity_plot, 2)
+        layout.addWidget(self.similarity_plot, 1)
         layout.addWidget(self.drill_box)
 
         self.load_request.connect(loader.load)
