@@ -36,32 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PyQt6.QtCore import QEventLoop, Qt, QTimer  # noqa: E402
+from PyQt6.QtCore import QEventLoop, Qt  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
-
-
-class StallProbe:
-    def __init__(self):
-        self.gaps: list[float] = []
-        self._last = None
-        self._timer = QTimer()
-        self._timer.setInterval(5)
-        self._timer.timeout.connect(self._beat)
-
-    def _beat(self) -> None:
-        now = time.perf_counter()
-        if self._last is not None:
-            self.gaps.append(max(0.0, now - self._last - 0.005) * 1000)
-        self._last = now
-
-    def start(self) -> None:
-        self.gaps, self._last = [], None
-        self._timer.start()
-
-    def stop(self) -> np.ndarray:
-        self._timer.stop()
-        return np.asarray(self.gaps)
 
 
 def spin(app: QApplication, seconds: float, until=lambda: False) -> bool:
@@ -114,6 +91,7 @@ def main() -> int:
     app = QApplication.instance() or QApplication([])
     from gui.app import create_window, sim_rig_factory
     from gui.controller import AUTONOMOUS, HALTED, TELEOP
+    from gui.stall_probe import StallProbe
 
     controller, window = create_window(sim_rig_factory(), work / "data", work / "runs")
     window.show()
