@@ -264,13 +264,21 @@ def test_all_attempts_failing_is_a_clear_error(soft):
     assert not cam.is_connected
 
 
+NONE_CONNECTED = r"no RealSense camera with serial '000000000042': none connected — check the USB cable.*udev"
+
+
 def test_unknown_serial_with_no_camera_attached():
+    with pytest.raises(DeviceNotFoundError, match=NONE_CONNECTED):
+        find_device("000000000042", [])
+
+
+def test_unknown_serial_through_the_real_context():
+    # The path hardware takes: pyrealsense2's own context, whatever is plugged into this machine.
     cam = RealSenseCamera(config(serial="000000000042"), context=rs.context())
-    if list_devices():  # pragma: no cover - a developer with a camera plugged in
-        pytest.skip("a real RealSense camera is attached")
-    with pytest.raises(DeviceNotFoundError, match=r"no RealSense camera with serial '000000000042': none connected"
-                                                  r" — check the USB cable.*udev"):
+    expected = NONE_CONNECTED if not list_devices() else r"serial '000000000042'; connected: .*main.py devices"
+    with pytest.raises(DeviceNotFoundError, match=expected):
         cam.connect()
+    assert not cam.is_connected
 
 
 def test_unknown_serial_lists_the_serials_found(soft):
