@@ -76,6 +76,25 @@ class SafetyCounters:
     violations: int = 0
 
 
+def check_workspace_box(workspace_min, workspace_max) -> tuple[np.ndarray, np.ndarray]:
+    """A driver config's box as arrays: three numbers each, min below max on every axis (ValueError otherwise)."""
+    lo, hi = np.asarray(workspace_min, float), np.asarray(workspace_max, float)
+    if lo.shape != (3,) or hi.shape != (3,) or np.any(lo >= hi):
+        raise ValueError(f"workspace_min {list(workspace_min)} must be below workspace_max "
+                         f"{list(workspace_max)} on every axis")
+    return lo, hi
+
+
+def refuse_outside_workspace(pose: Pose, workspace_min, workspace_max, arm: str) -> None:
+    """Drivers call this before any SDK call: defence in depth behind SafeArm's clipping."""
+    lo, hi = np.asarray(workspace_min, float), np.asarray(workspace_max, float)
+    p = pose.position
+    if np.any(p < lo - 1e-9) or np.any(p > hi + 1e-9):
+        raise LimitViolationError(
+            f"{arm} target {np.round(p, 4).tolist()} m is outside the workspace box {list(workspace_min)}"
+            f"..{list(workspace_max)} m; refused before reaching the controller")
+
+
 def clip_action(action: Action, reference: Pose | None, config: SafetyConfig,
                 counters: SafetyCounters | None = None) -> Action:
     """The action the safety limits allow, given the pose the arm was last sent to."""

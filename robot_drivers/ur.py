@@ -33,6 +33,7 @@ from .errors import (ArmCommandError, ArmStoppedError, ConnectionLostError, Devi
                      NotConnectedError, ProtectiveStopError)
 from .grippers import Gripper, NoGripper
 from .transforms import normalize_quat, rotvec_to_quat
+from .safety import check_workspace_box, refuse_outside_workspace
 from .types import Action, Pose, RobotState
 
 log = logging.getLogger(__name__)
@@ -97,10 +98,7 @@ class URConfig:
             raise ValueError(f"servo_lookahead must be in [0.03, 0.2] s, got {self.servo_lookahead}")
         if not 100.0 <= self.servo_gain <= 2000.0:
             raise ValueError(f"servo_gain must be in [100, 2000], got {self.servo_gain}")
-        lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
-        if lo.shape != (3,) or hi.shape != (3,) or np.any(lo >= hi):
-            raise ValueError(f"workspace_min {list(self.workspace_min)} must be below workspace_max "
-                             f"{list(self.workspace_max)} on every axis")
+        lo, hi = check_workspace_box(self.workspace_min, self.workspace_max)
         home = np.asarray(self.home_position, float)
         if np.any(home < lo) or np.any(home > hi):
             raise ValueError(f"home position {list(self.home_position)} lies outside the workspace box")
@@ -251,13 +249,7 @@ class URArm(Arm):
                 "the stop in the program")
 
     def _check_workspace(self, pose: Pose) -> None:
-        lo = np.asarray(self.config.workspace_min, float)
-        hi = np.asarray(self.config.workspace_max, float)
-        p = pose.position
-        if np.any(p < lo - 1e-9) or np.any(p > hi + 1e-9):
-            raise LimitViolationError(
-                f"UR target {np.round(p, 4).tolist()} m is outside the workspace box {list(self.config.workspace_min)}"
-                f"..{list(self.config.workspace_max)} m; refused before reaching the controller")
+        refuse_outside_workspace(pose, self.config.workspace_min, self.config.workspace_max, "UR")
 
     # -- state ------------------------------------------------------------
     def get_state(self) -> RobotState:

@@ -34,6 +34,7 @@ from .arm import Arm
 from .errors import (ArmCommandError, ArmFaultError, ArmStoppedError, ConnectionLostError, DeviceError,
                      LimitViolationError, NotConnectedError, ProtectiveStopError, UnsupportedModeError)
 from .transforms import euler_to_quat, quat_to_matrix
+from .safety import check_workspace_box, refuse_outside_workspace
 from .types import Action, Pose, RobotState
 
 log = logging.getLogger(__name__)
@@ -174,10 +175,7 @@ class XArmConfig:
             raise ValueError("an xArm needs its IP address (the one set on the control box)")
         if self.mode not in MODES:
             raise ValueError(f"xArm mode must be one of {sorted(MODES)}, got {self.mode!r}")
-        lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
-        if lo.shape != (3,) or hi.shape != (3,) or np.any(lo >= hi):
-            raise ValueError(f"workspace_min {list(self.workspace_min)} must be below workspace_max "
-                             f"{list(self.workspace_max)} on every axis")
+        lo, hi = check_workspace_box(self.workspace_min, self.workspace_max)
         home = np.asarray(self.home_position, float)
         if home.shape != (3,) or np.any(home < lo) or np.any(home > hi):
             raise ValueError(f"home position {list(self.home_position)} lies outside the workspace box")
@@ -383,13 +381,7 @@ class XArm(Arm):
 
     # -- motion -----------------------------------------------------------
     def _check_workspace(self, pose: Pose) -> None:
-        lo = np.asarray(self.config.workspace_min, float)
-        hi = np.asarray(self.config.workspace_max, float)
-        p = pose.position
-        if np.any(p < lo - 1e-9) or np.any(p > hi + 1e-9):
-            raise LimitViolationError(
-                f"xArm target {np.round(p, 4).tolist()} m is outside the workspace box {list(self.config.workspace_min)}"
-                f"..{list(self.config.workspace_max)} m; refused before reaching the controller")
+        refuse_outside_workspace(pose, self.config.workspace_min, self.config.workspace_max, "xArm")
 
     def send_action(self, action: Action) -> Action:
         self._check_workspace(action.pose)  # before any SDK call
