@@ -27,3 +27,23 @@ def record_sim(out: Path, episodes: int, image_size: int = 32, codec: str = "jpe
                     kept.append(outcome.kept)
     rig.close()
     return kept
+
+
+def fill_disk_on_new_episodes(dataset: Dataset, camera: str):
+    """Fault injection: from now on, each new episode's image pack for ``camera`` writes to /dev/full
+    (ENOSPC, as on a full disk). Returns a function that undoes it."""
+    real_new_episode = dataset.new_episode
+
+    def new_episode_on_full_disk(*args, **kwargs):
+        writer = real_new_episode(*args, **kwargs)
+        pack = writer._packs[camera]
+        pack._file.close()
+        pack._file = open("/dev/full", "wb", buffering=0)
+        return writer
+
+    dataset.new_episode = new_episode_on_full_disk
+
+    def undo() -> None:
+        dataset.new_episode = real_new_episode
+
+    return undo

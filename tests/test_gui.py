@@ -20,6 +20,7 @@ from gui.app import create_window, sim_rig_factory
 from gui.controller import AUTONOMOUS, HALTED, RECORDING, TELEOP
 from gui.stall_probe import StallProbe
 from recorder.dataset import Dataset
+from recording_helpers import fill_disk_on_new_episodes
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -325,22 +326,12 @@ def test_a_full_disk_ends_the_episode_with_a_message_and_keeps_the_others(studio
     panel.path_edit.setText(str(root / "data" / "demos"))
     qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.root is not None and len(panel.episodes) == 2, timeout=5000)
-    dataset = controller.dataset
-    real_new_episode = dataset.new_episode
-
-    def new_episode_on_full_disk(*args, **kwargs):  # the disk fills up: the image pack gets ENOSPC
-        writer = real_new_episode(*args, **kwargs)
-        pack = writer._packs["hand"]
-        pack._file.close()
-        pack._file = open("/dev/full", "wb", buffering=0)
-        return writer
-
-    dataset.new_episode = new_episode_on_full_disk
+    undo = fill_disk_on_new_episodes(controller.dataset, "hand")  # the image pack gets ENOSPC
     try:
         qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: "disk is full" in window.messages.text, timeout=10_000)
     finally:
-        dataset.new_episode = real_new_episode
+        undo()
     qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=5000)
     assert "discarded" in panel.last_label.text()
     assert len(panel.episodes) == 2

@@ -22,7 +22,7 @@ from robot_drivers.safety import SafeArm
 from robot_drivers.teleop import Button, Teleop
 from robot_drivers.types import TeleopCommand
 
-from recording_helpers import record_sim
+from recording_helpers import fill_disk_on_new_episodes, record_sim
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -237,16 +237,7 @@ def test_full_disk_ends_the_episode_and_keeps_earlier_ones(tmp_path):
             assert first.kept is not None
             rig.arm.release()
             # The disk fills up during the second episode: its pack file starts failing with ENOSPC.
-            real_new_episode = ds.new_episode
-
-            def new_episode_on_full_disk(*a, **k):
-                writer = real_new_episode(*a, **k)
-                pack = writer._packs["a"]
-                pack._file.close()
-                pack._file = open("/dev/full", "wb", buffering=0)
-                return writer
-
-            ds.new_episode = new_episode_on_full_disk
+            fill_disk_on_new_episodes(ds, "a")
             session.teleop = PushTeleop(stop_at=None)
             second = session.record_episode()
             assert second.kept is None and second.reason == "write_error"
