@@ -66,7 +66,7 @@ class AutonomyPanel(QWidget):
         self.start_button = QPushButton("Start")
         self.pause_button = QPushButton("Pause")
         self.resume_button = QPushButton("Resume")
-        self.start_button.clicked.connect(controller.start_autonomy)
+        self.start_button.clicked.connect(self._start)
         self.pause_button.clicked.connect(controller.pause)
         self.resume_button.clicked.connect(controller.resume)
         self.stop_button = StopButton()
@@ -125,7 +125,7 @@ class AutonomyPanel(QWidget):
         self.halt_home = QPushButton("Home")
         self.halt_resume.clicked.connect(controller.resume)
         self.halt_teleop.clicked.connect(controller.take_over)
-        self.halt_home.clicked.connect(controller.home)
+        self.halt_home.clicked.connect(lambda: controller.request_home(self.window()))
         hl = QVBoxLayout(self.halt_box)
         hl.addWidget(self.halt_text)
         frames = QHBoxLayout()
@@ -168,9 +168,11 @@ class AutonomyPanel(QWidget):
         loader.failed.connect(self._on_load_failed)
         reader.frame_ready.connect(self._on_frame)
         controller.autonomy_event.connect(self._on_event)
+        controller.tick.connect(self._on_tick)
         controller.halted.connect(self._on_halted)
+        controller.halt_cleared.connect(self._on_halt_cleared)
         controller.mode_changed.connect(self._on_mode)
-        controller.connected.connect(lambda rig: self.drill_box.setVisible(hasattr(rig, "reset")))
+        controller.connected.connect(lambda rig: self.drill_box.setVisible(rig.scene_control() is not None))
         self.rig = None
         controller.connected.connect(self._set_rig)
         controller.disconnected.connect(lambda: self._set_rig(None))
@@ -260,12 +262,19 @@ class AutonomyPanel(QWidget):
             self.halt_box.hide()
             self.views.show()
 
-    def _on_event(self, event) -> None:
-        self.ticks += 1
-        frames = event.record.observation.frames
+    def _start(self) -> None:
+        self.similarity_plot.clear_data()  # a new run: the plot starts empty (Resume carries on the same one)
+        self.controller.start_autonomy()
+
+    def _on_tick(self, record) -> None:
+        """The live views follow the cameras in every mode (teleop, replay, halted), not only while running."""
+        frames = record.observation.frames
         for name, view in self.live.items():
             if name in frames:
                 view.set_image(frames[name].image)
+
+    def _on_event(self, event) -> None:
+        self.ticks += 1
         r = event.retrieval
         self.similarity_plot.add(event.tick if self.similarity_plot.count == 0 else
                                  self.similarity_plot._x[-1] + 1, r.similarity, mark=event.ood)
@@ -299,9 +308,13 @@ class AutonomyPanel(QWidget):
             self.halt_match[name].set_image(image)
 
     def _on_halted(self, halt: Halt) -> None:
+        done = halt.reason == "done"
         self.halt_box.setTitle({"ood": "Out of distribution: the arm stopped", "stop": "STOP: the arm is halted",
-                                "paused": "Paused"}.get(halt.reason, "Arm halted"))
+                                "paused": "Paused", "done": "Task done"}.get(halt.reason, "Arm halted"))
+        colour = "#e3f4e6" if done else "#fbe3e2"
+        self.halt_box.setStyleSheet(f"QGroupBox {{ background: {colour}; font-weight: bold; }}")
         self.halt_text.setText(halt.message)
+        self.halt_resume.setVisible(not done)  # a finished task is not resumed: take over or home
         self.halt_resume.setEnabled(self.policy is not None)
         result = halt.evidence
         show_frames = result is not None and getattr(result, "ood_observation", None) is not None
@@ -318,11 +331,16 @@ class AutonomyPanel(QWidget):
         self.views.setVisible(not show_frames)  # the halt box shows the frames that matter now
         self.halt_box.show()
 
+    def _on_halt_cleared(self) -> None:
+        """Resolved (take over, home, resume): the box and its choices go, the live views come back."""
+        self.halt_box.hide()
+        self.views.show()
+
     # -- drill ------------------------------------------------------------------
     def _cover(self, image) -> None:
-        camera = self.rig.cameras.get("third") if self.rig is not None else None
-        if camera is not None and hasattr(camera, "cover"):
-            camera.cover(image)
+        control = self.rig.scene_control() if self.rig is not None else None
+        if control is not None:
+            control.cover_camera("third", image)
 
     def cover_with_noise(self) -> None:
         rng = np.random.default_rng()

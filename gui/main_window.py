@@ -10,7 +10,7 @@ from PyQt6.QtWidgets import (QAbstractSpinBox, QComboBox, QLabel, QLineEdit, QMa
                              QTextEdit, QVBoxLayout, QWidget)
 
 from .autonomy_panel import AutonomyPanel
-from .controller import RECORDING, RigController
+from .controller import RECORDING, TELEOP, RigController
 from .record_panel import RecordPanel
 from .rig_panel import RigPanel
 from .train_panel import TrainPanel
@@ -32,8 +32,13 @@ def _key_name(event) -> str | None:
     return None
 
 
+#: STOP, whatever has focus (a text field, a spin box, a button).
+STOP_KEYS = (Qt.Key.Key_Space, Qt.Key.Key_Escape)
+
+
 class TeleopKeyFilter(QObject):
-    """Turns key presses anywhere in the window into keyboard-teleop commands (not while typing in a field)."""
+    """Application-wide keys: Space and Esc are STOP whatever widget has focus; other keys become
+    keyboard-teleop commands (not while typing in a field)."""
 
     def __init__(self, controller: RigController, window: QMainWindow):
         super().__init__(window)
@@ -42,7 +47,14 @@ class TeleopKeyFilter(QObject):
 
     def eventFilter(self, obj, event) -> bool:
         kind = event.type()
+        if kind == QEvent.Type.ShortcutOverride and event.key() in STOP_KEYS:
+            event.accept()  # no widget's shortcut may take the key: the KeyPress that follows is STOP
+            return True
         if kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease):
+            if event.key() in STOP_KEYS:
+                if kind == QEvent.Type.KeyPress and not event.isAutoRepeat():
+                    self.controller.emergency_stop()
+                return True  # consumed: a focused field never sees it (no space typed, no button clicked)
             if event.isAutoRepeat():
                 return False
             focus = self.window.focusWidget()
@@ -55,7 +67,7 @@ class TeleopKeyFilter(QObject):
             keyboard = self.controller.keyboard
             if kind == QEvent.Type.KeyPress:
                 if name == "h" and not event.modifiers() & ~Qt.KeyboardModifier.ShiftModifier:
-                    self.controller.home()
+                    self.controller.request_home(self.window)
                     return True
                 return keyboard.press(name)
             return keyboard.release(name)
@@ -101,17 +113,11 @@ class MainWindow(QMainWindow):
         self.mode_label = QLabel("disconnected")
         self.statusBar().addPermanentWidget(self.mode_label)
 
-        # STOP: Space and Esc anywhere in the window, whatever has focus.
-        self.stop_shortcuts = []
-        for key in (Qt.Key.Key_Space, Qt.Key.Key_Escape):
-            shortcut = QShortcut(QKeySequence(key), self)
-            shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
-            shortcut.activated.connect(controller.emergency_stop)
-            self.stop_shortcuts.append(shortcut)
-        # Recording: Enter starts / stops and keeps; Backspace discards; Ctrl+R re-records.
+        # STOP (Space, Esc) is the application-wide key filter below, whatever has focus.
+        # Recording: Enter starts (while teleoperating) / stops and keeps; Backspace discards; Ctrl+R re-records.
+        # They act only in their activity: Enter while the policy runs is not a recording.
         for key, action in ((Qt.Key.Key_Return, self._start_or_stop), (Qt.Key.Key_Enter, self._start_or_stop),
-                            (Qt.Key.Key_Backspace, controller.discard_episode),
-                            (QKeySequence("Ctrl+R"), controller.rerecord_episode)):
+                            (Qt.Key.Key_Backspace, self._discard), (QKeySequence("Ctrl+R"), self._rerecord)):
             shortcut = QShortcut(QKeySequence(key), self)
             shortcut.activated.connect(action)
         self.key_filter = TeleopKeyFilter(controller, self)
@@ -121,8 +127,8 @@ class MainWindow(QMainWindow):
 
         controller.error.connect(lambda text: self.messages.show_message("error", text))
         controller.info.connect(lambda text: self.messages.show_message("info", text))
-        controller.halted.connect(lambda halt: self.messages.show_message(
-            "warn" if halt.reason in ("stop", "paused", "done") else "error", halt.message))
+        controller.halted.connect(self._on_halted)
+        controller.halt_cleared.connect(self._on_halt_cleared)
         controller.mode_changed.connect(self._on_mode)
         controller.dataset_changed.connect(self.train_panel.set_dataset)
         self.train_panel.policy_trained.connect(self._on_policy_trained)
@@ -133,11 +139,34 @@ class MainWindow(QMainWindow):
     def _on_mode(self, mode: str) -> None:
         self.mode_label.setText(f"mode: {mode}")
 
+    def _on_halted(self, halt) -> None:
+        level = "error" if halt.is_fault else "info" if halt.reason == "done" else "warn"
+        self.messages.show_message(level, halt.message)
+        self._halt_message = halt.message
+
+    def _on_halt_cleared(self) -> None:
+        """The halt is resolved: its message goes (a newer one stays)."""
+        if getattr(self, "_halt_message", None) and self.messages.text.endswith(self._halt_message):
+            self.messages.clear()
+        self._halt_message = None
+
     def _start_or_stop(self) -> None:
-        if self.controller.mode == RECORDING:
+        mode = self.controller.mode
+        if mode == RECORDING:
             self.controller.stop_episode()
-        else:
+        elif mode == TELEOP:
             self.controller.start_episode()
+        else:
+            self.messages.show_message("info", f"Enter starts a recording only while teleoperating (now: {mode}); "
+                                               "take over first")
+
+    def _discard(self) -> None:
+        if not self.controller.discard_episode():
+            self.messages.show_message("info", "Backspace discards the episode being recorded; none is")
+
+    def _rerecord(self) -> None:
+        if not self.controller.rerecord_episode():
+            self.messages.show_message("info", "Ctrl+R re-records the episode being recorded; none is")
 
     def _on_policy_trained(self, path: str) -> None:
         self.messages.show_message("info", f"new policy: {path}")

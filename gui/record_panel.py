@@ -225,7 +225,7 @@ class RecordPanel(QWidget):
         controller.record_event.connect(self._on_event)
         controller.episode_finished.connect(self._on_finished)
         controller.mode_changed.connect(self._on_mode)
-        controller.connected.connect(lambda rig: self.place_button.setVisible(hasattr(rig, "reset")))
+        controller.connected.connect(lambda rig: self.place_button.setVisible(rig.scene_control() is not None))
         self.episodes: list = []
         self._on_mode(controller.mode)
 

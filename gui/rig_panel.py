@@ -50,7 +50,7 @@ class RigPanel(QWidget):
 
         self.home_button = QPushButton("Home (H)")
         self.gripper_button = QPushButton("Open / close gripper (G)")
-        self.home_button.clicked.connect(controller.home)
+        self.home_button.clicked.connect(lambda: controller.request_home(self.window()))
         self.gripper_button.clicked.connect(controller.keyboard.toggle_gripper)
         for b in (self.home_button, self.gripper_button):
             b.setFocusPolicy(b.focusPolicy().NoFocus)
@@ -109,12 +109,10 @@ class RigPanel(QWidget):
                 self._lights.addWidget(self.camera_lights[name])
                 self._preview_grid.addWidget(view, 0, i)
         self.teleop_light.set_state(OK, self.controller.teleop.name)
-        is_sim = hasattr(rig, "reset")
-        self.sim_box.setVisible(is_sim)
-        if is_sim and self.scenario_combo.count() == 0:
-            from robot_drivers.sim.task import SCENARIOS
-
-            self.scenario_combo.addItems(SCENARIOS)
+        control = rig.scene_control()
+        self.sim_box.setVisible(control is not None)
+        if control is not None and self.scenario_combo.count() == 0:
+            self.scenario_combo.addItems(control.scenarios)
         self._set_connected(True)
 
     def _on_disconnected(self) -> None:
@@ -136,7 +134,7 @@ class RigPanel(QWidget):
         self._last_tick = time.monotonic()
         rig = self.rig
         stopped = rig is not None and rig.arm.stopped
-        counters = getattr(rig.arm, "counters", None) if rig is not None else None
+        counters = rig.arm.counters if rig is not None else None
         self.arm_state.show_state(record.observation.state, stopped, counters)
 
     def _refresh(self) -> None:

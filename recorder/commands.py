@@ -133,10 +133,10 @@ def cmd_replay(args: Namespace) -> int:
             restore_scene(rig, info)
             result = replay_episode(rig, dataset, args.episode)
             print(f"replayed episode {args.episode}: {result.ticks} ticks, ended by {result.reason}")
-            if hasattr(rig, "success"):
-                print(f"task success: {rig.success()}")
-        if hasattr(rig, "close"):
-            rig.close()
+            control = rig.scene_control()
+            if control is not None:
+                print(f"task success: {control.task_succeeded()}")
+        rig.close()
     return 0 if result.ok else 2
 
 

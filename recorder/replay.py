@@ -37,12 +37,10 @@ class ReplaySource:
 def restore_scene(rig: Rig, info: EpisodeInfo) -> bool:
     """On the simulated rig, put the world back as it was when the episode was recorded."""
     scene = info.extra.get("scene")
-    if scene is None or not hasattr(rig, "reset"):
+    control = rig.scene_control()
+    if scene is None or control is None:
         return False
-    from robot_drivers.sim.task import Placement, Scene
-
-    rig.reset(scene["seed"], scene=Scene(scene["scenario"], scene["seed"], Placement(*scene["mug"]),
-                                         training_index=scene["training_index"]))
+    control.restore(scene)
     return True
 
 

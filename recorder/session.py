@@ -35,11 +35,9 @@ def spec_for_rig(rig: Rig, codec: str = "jpeg", jpeg_quality: int = 90) -> Datas
 
 def scene_extra(rig: Rig) -> dict:
     """What a simulated rig's scene was, stored with the episode (real rigs have none)."""
-    scene = getattr(rig, "scene", None)
-    if scene is None:
-        return {}
-    return {"scene": {"scenario": scene.scenario, "seed": scene.seed, "training_index": scene.training_index,
-                      "mug": [scene.mug.x, scene.mug.y, scene.mug.yaw]}}
+    control = rig.scene_control()
+    record = control.record() if control is not None else None
+    return {} if record is None else {"scene": record}
 
 
 @dataclass
@@ -142,6 +140,10 @@ class RecordingSession:
         self.on_event = on_event
         self.loop = ControlLoop(rig)
         self.cancel = threading.Event()
+        #: why ``cancel`` was set (stored as the kept episode's end reason "ended_by_<why>")
+        self.cancel_reason = "cancel"
+        #: called at the top of every tick of both phases (the supervisor serves its commands there)
+        self.tick_hook: Callable[[], None] | None = None
         self._requested: set[Button] = set()
         self._request_lock = threading.Lock()
 
@@ -156,13 +158,15 @@ class RecordingSession:
         return out
 
     def _source(self) -> "_TeleopWithRequests":
-        return _TeleopWithRequests(self.teleop, self._take_requests)
+        return _TeleopWithRequests(self.teleop, self._take_requests, self.rig.arm.last_gripper_command)
 
     def run_reset_phase(self, max_s: float | None = None) -> str:
         """Let the operator reset the scene; returns when START is pressed (or the loop ends otherwise)."""
         max_ticks = None if max_s is None else int(max_s * self.rig.clock.rate_hz)
 
         def on_tick(record: TickRecord) -> None:
+            if self.tick_hook is not None:
+                self.tick_hook()
             if self.on_event:
                 self.on_event(RecordEvent("reset", None, record, 0, 0, None))
 
@@ -184,6 +188,8 @@ class RecordingSession:
         stop_writing = threading.Event()
 
         def on_tick(record: TickRecord) -> None:
+            if self.tick_hook is not None:
+                self.tick_hook()
             if record.sent is None or stop_writing.is_set():
                 return
             obs = record.observation
@@ -224,16 +230,18 @@ class RecordingSession:
         if write_error:
             writer.discard()
             return EpisodeOutcome(None, "write_error", len(writer), stats_json, write_error[0])
-        if result.reason in ("discard", "rerecord", "estop", "cancelled") or len(writer) == 0:
+        if result.reason in ("discard", "rerecord") or len(writer) == 0:
             writer.discard()
             return EpisodeOutcome(None, result.reason, len(writer), stats_json, result.error)
         if accept is not None and not accept():
             writer.discard()
             return EpisodeOutcome(None, "rejected", len(writer), stats_json, result.error)
-        # stop_button, max_ticks, camera_lost, arm_error, arm_stopped: what was recorded is kept and the reason noted,
-        # so a lost camera or a fault never costs the operator the demonstration.
+        # Only the operator's discard throws an episode away. stop_button, max_ticks, estop, camera_lost, teleop_lost,
+        # arm_error, arm_stopped and a command that ended the episode ("ended_by_home", ...) keep what was recorded,
+        # with the reason noted, so no fault and no other command ever costs the operator a demonstration.
+        end_reason = f"ended_by_{self.cancel_reason}" if result.reason == "cancelled" else result.reason
         try:
-            info = writer.keep(end_reason=result.reason, stats=stats_json)
+            info = writer.keep(end_reason=end_reason, stats=stats_json)
         except DatasetError as exc:
             return EpisodeOutcome(None, "write_error", len(writer), stats_json, exc)
         return EpisodeOutcome(info, result.reason, info.length, stats_json, result.error)
@@ -242,8 +250,8 @@ class RecordingSession:
 class _TeleopWithRequests(TeleopSource):
     """The teleop device's commands plus buttons pressed elsewhere (GUI, keyboard)."""
 
-    def __init__(self, teleop: Teleop, take_requests: Callable[[], frozenset]):
-        super().__init__(teleop)
+    def __init__(self, teleop: Teleop, take_requests: Callable[[], frozenset], gripper: float | None = None):
+        super().__init__(teleop, gripper)
         self._take_requests = take_requests
 
     def step(self, observation, dt):

@@ -51,13 +51,16 @@ class ActionSource(Protocol):
 class TeleopSource:
     """Integrates a teleop device's velocity commands into absolute targets."""
 
-    def __init__(self, teleop: Teleop):
+    def __init__(self, teleop: Teleop, gripper: float | None = None):
+        """``gripper``: the gripper command to continue from (the arm's last one, so a gripper closed on an
+        object stays closed); None starts from the measured opening."""
         self.teleop = teleop
+        self._gripper = gripper
         self._integrator: TargetIntegrator | None = None
 
     def begin(self, observation: Observation) -> None:
         s = observation.state
-        self._integrator = TargetIntegrator(Action(s.ee_pose, s.gripper))
+        self._integrator = TargetIntegrator(Action(s.ee_pose, s.gripper if self._gripper is None else self._gripper))
 
     def step(self, observation: Observation, dt: float) -> StepOutput:
         assert self._integrator is not None, "begin() first"

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .camera import Camera
 from .clock import Clock
+from .errors import DeviceError
 from .safety import SafeArm
 from .types import Frame, RobotState
 
@@ -75,6 +76,29 @@ class Rig:
         else:
             frames = {name: cam.read_latest(**limit) for name, cam in self.cameras.items()}
         return Observation(self.arm.get_state(), frames)
+
+    def scene_control(self):
+        """The simulator's scene interface (:class:`robot_drivers.scene.SceneControl`); None on a real rig."""
+        return None
+
+    def close(self) -> None:
+        """Release what outlives a disconnect (a simulator's world); nothing on a real rig."""
+
+    def wait_for_cameras(self, timeout: float = 5.0) -> None:
+        """Block until every camera has delivered a first frame; a timeout names the camera.
+
+        Free-running cameras only: in lock-step the clock renders each camera at every tick."""
+        import time
+
+        if not self.clock.is_realtime:
+            return
+        deadline = time.monotonic() + timeout
+        for name, camera in self.cameras.items():
+            try:
+                camera.wait_for_frame(-1, max(0.0, deadline - time.monotonic()))
+            except DeviceError as exc:
+                raise DeviceError(f"camera '{name}' delivered no frame within {timeout:g} s after connecting "
+                                  f"({exc}); check its cable and settings") from exc
 
     def __enter__(self):
         self.connect()

@@ -3,8 +3,8 @@
 :class:`SafeArm` wraps any :class:`Arm` and enforces, per command:
 
 * a workspace box for the end-effector position (targets are clipped into it;
-  a *measured* position outside it by more than a margin stops the arm and
-  raises :class:`LimitViolationError`);
+  a *measured* position outside it by more than a margin, checked on every
+  command, stops the arm and raises :class:`LimitViolationError`);
 * a maximum translation and rotation per tick, measured from the previous
   command (or from the measured pose after a stop), so no single command can
   make the arm jump;
@@ -15,9 +15,15 @@
 
 ``stop()`` latches: motion commands are refused with :class:`ArmStoppedError`
 until ``release()`` is called (the operator's decision after an OOD stop or an
-emergency stop). ``stop()`` never waits for a command in flight: the drivers
-check their stop generation before each motion call, and a command that
-returns after a stop is followed by another ``inner.stop()``.
+emergency stop). ``latch()`` sets that refusal alone, without any I/O, so a
+window's thread can make it hold at once while another thread talks to the
+driver. Motion calls to the driver (send, home) and the watchdog's stop are
+serialised by a motion lock: a command is checked against the latch and handed
+to the driver under that lock, so a stop waits for a command already in flight
+(at most ``stop_wait`` seconds, then it stops anyway: a hung driver call must
+not hold up the stop), and a watchdog stop can no longer land inside a command
+and make the driver refuse it as "stopped". A command that returns after a stop
+is followed by another ``inner.stop()``.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class SafetyConfig:
     gripper_max: float = 1.0
     watchdog_timeout: float = 0.5  # seconds without a command before the arm is stopped
     violation_margin: float = 0.05  # metres a measured pose may lie outside the box
+    measured_max_age: float = 0.05  # seconds: an older measured state is read again before a command is checked
+    stop_wait: float = 0.1  # seconds stop() waits for a command in flight before stopping anyway
 
     def __post_init__(self):
         lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
@@ -132,7 +140,10 @@ class SafeArm(Arm):
         self._clock = clock
         self._on_watchdog = on_watchdog
         self._lock = threading.Lock()
+        self._motion_lock = threading.Lock()  # held while a motion call is checked and handed to the driver
         self._last_sent: Action | None = None
+        self._last_gripper: float | None = None  # the gripper's last command; kept through stops
+        self._last_state: tuple[float, RobotState] | None = None
         self._last_command_time: float | None = None
         self._stopped = False
         self._watchdog_stop = threading.Event()
@@ -141,6 +152,8 @@ class SafeArm(Arm):
     # -- life cycle -------------------------------------------------------
     def connect(self) -> None:
         self.inner.connect()
+        self._last_gripper = None
+        self._last_state = None
         self._watchdog_stop.clear()
         self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.name}", daemon=True)
         self._watchdog.start()
@@ -169,6 +182,16 @@ class SafeArm(Arm):
     def last_sent(self) -> Action | None:
         return self._last_sent
 
+    @property
+    def last_gripper_command(self) -> float | None:
+        """What the gripper was last told (None after connect or home); a stop keeps it.
+
+        A handover continues from this, not from the measured opening: a gripper
+        closed on an object measures the object's width, and commanding that
+        width would let go of it.
+        """
+        return self._last_gripper
+
     @contextmanager
     def _arm_errors(self):
         """A lost connection below this layer is the arm's: :class:`ArmConnectionLostError` (not a camera's)."""
@@ -181,7 +204,16 @@ class SafeArm(Arm):
 
     def get_state(self) -> RobotState:
         with self._arm_errors():
-            return self.inner.get_state()
+            state = self.inner.get_state()
+        self._last_state = (self._clock(), state)
+        return state
+
+    def _measured(self) -> RobotState:
+        """The newest measured state: the one the control loop just read, or a fresh read."""
+        last = self._last_state
+        if last is not None and self._clock() - last[0] <= self.config.measured_max_age:
+            return last[1]
+        return self.get_state()
 
     def send_action(self, action: Action) -> Action:
         if not self.inner.is_connected:
@@ -190,21 +222,24 @@ class SafeArm(Arm):
             if self._stopped:
                 raise ArmStoppedError(f"arm '{self.name}' is stopped; release() it before moving")
             reference = self._last_sent.pose if self._last_sent is not None else None
+        state = self._measured()
+        self._check_measured(state)  # every command: an arm pushed out of the box while streaming is stopped
         if reference is None:
-            state = self.get_state()
-            self._check_measured(state)
             reference = state.ee_pose
         safe = clip_action(action, reference, self.config, self.counters)
-        with self._lock:
-            if self._stopped:  # stop() raced with this command: do not move
-                raise ArmStoppedError(f"arm '{self.name}' was stopped while a command was in flight")
-            self.counters.commands += 1
-            self._last_sent = safe
-            self._last_command_time = self._clock()
-        with self._arm_errors():
-            sent = self.inner.send_action(safe)
-        if self._stopped:  # stop() came while the driver was sending: its stop may have reached the arm first
-            self.inner.stop()
+        with self._motion_lock:
+            with self._lock:
+                if self._stopped:  # stop() raced with this command: do not move
+                    raise ArmStoppedError(f"arm '{self.name}' was stopped while a command was in flight")
+                self.counters.commands += 1
+                self._last_sent = safe
+                self._last_gripper = safe.gripper
+                self._last_command_time = self._clock()
+            with self._arm_errors():
+                sent = self.inner.send_action(safe)
+        if self._stopped:  # stop() gave up waiting and stopped while the driver was sending: stop again
+            with self._arm_errors():
+                self.inner.stop()
             raise ArmStoppedError(f"arm '{self.name}' was stopped while a command was in flight; stopped again")
         return sent
 
@@ -221,19 +256,32 @@ class SafeArm(Arm):
                 "move it back by hand (or with the vendor tool) and release the stop")
 
     def home(self) -> None:
+        with self._motion_lock:
+            with self._lock:
+                if self._stopped:
+                    raise ArmStoppedError(f"arm '{self.name}' is stopped; release() it before homing")
+                self._last_sent = None
+                self._last_command_time = None
+                self._last_gripper = None
+            with self._arm_errors():
+                self.inner.home()
+
+    def latch(self) -> None:
+        """Refuse every motion command from now on, until release(). No I/O: safe from a GUI thread."""
         with self._lock:
-            if self._stopped:
-                raise ArmStoppedError(f"arm '{self.name}' is stopped; release() it before homing")
-            self._last_sent = None
-            self._last_command_time = None
-        with self._arm_errors():
-            self.inner.home()
+            self._stopped = True
 
     def stop(self) -> None:
         """Halt now and refuse motion until release(). Safe to call from any thread."""
-        self._stopped = True  # set first: a command racing with us is refused
+        self.latch()  # first: a command racing with us is refused
         self.counters.stops += 1
-        self.inner.stop()
+        waited = self._motion_lock.acquire(timeout=self.config.stop_wait)  # let a command in flight finish
+        try:
+            with self._arm_errors():
+                self.inner.stop()
+        finally:
+            if waited:
+                self._motion_lock.release()
         with self._lock:
             self._last_sent = None
             self._last_command_time = None
@@ -251,18 +299,24 @@ class SafeArm(Arm):
             self.check_watchdog()
 
     def check_watchdog(self) -> bool:
-        """Stop the arm if commands stopped arriving; True when it fired."""
-        with self._lock:
-            last = self._last_command_time
-            if last is None or self._clock() - last <= self.config.watchdog_timeout:
-                return False
-            self._last_sent = None
-            self._last_command_time = None
-            self.counters.watchdog_stops += 1
-        log.warning("watchdog: no command for %.0f ms, stopping arm '%s'",
-                    self.config.watchdog_timeout * 1000, self.name)
-        if self.inner.is_connected:
-            self.inner.stop()
+        """Stop the arm if commands stopped arriving; True when it fired.
+
+        It decides and stops under the motion lock, so its stop never lands inside a
+        command in flight (the driver would refuse that command as "stopped").
+        """
+        with self._motion_lock:
+            with self._lock:
+                last = self._last_command_time
+                if last is None or self._clock() - last <= self.config.watchdog_timeout:
+                    return False
+                self._last_sent = None
+                self._last_command_time = None
+                self.counters.watchdog_stops += 1
+            log.warning("watchdog: no command for %.0f ms, stopping arm '%s'",
+                        self.config.watchdog_timeout * 1000, self.name)
+            if self.inner.is_connected:
+                with self._arm_errors():
+                    self.inner.stop()
         if self._on_watchdog is not None:
             self._on_watchdog()
         return True

@@ -194,6 +194,27 @@ def test_training_can_be_cancelled_and_saves_nothing(studio, qtbot):
     assert set((root / "runs" / "policies").iterdir()) == before
 
 
+def test_a_policy_arriving_during_a_recording_leaves_it_running_and_kept(studio, qtbot):
+    """Training finishing (the window then loads the new policy by itself) must not touch the recording."""
+    controller, window, root = studio
+    panel, auto = window.record_panel, window.autonomy_panel
+    before = len(panel.episodes)
+    policy_path = auto.picker.currentData()
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == RECORDING, timeout=5000)
+    loaded = auto.policy
+    window.train_panel.policy_trained.emit(policy_path)  # as when a training run finishes
+    qtbot.waitUntil(lambda: auto.policy is not None and auto.policy is not loaded, timeout=30_000)
+    qtbot.wait(300)
+    assert controller.mode == RECORDING, "loading the policy ended the recording"
+    qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(panel.episodes) == before + 1, timeout=10_000)
+    kept = panel.episodes[-1]
+    assert kept.end_reason == "stop_button" and kept.length >= 3
+    qtbot.mouseClick(panel.discard_last_button, Qt.MouseButton.LeftButton)  # leave the dataset as it was
+    qtbot.waitUntil(lambda: len(panel.episodes) == before, timeout=5000)
+
+
 def test_autonomy_shows_live_and_retrieved_frames_and_similarity(studio, qtbot):
     controller, window, _ = studio
     auto = window.autonomy_panel
@@ -213,6 +234,17 @@ def test_autonomy_shows_live_and_retrieved_frames_and_similarity(studio, qtbot):
     assert all(0.0 < s <= 1.0 + 1e-6 for s in auto.similarity_plot.values())
     assert "lookup" in auto.latency_label.text()
     assert stall_ms < 500, f"the event loop stalled {stall_ms:.0f} ms while running"
+
+
+def test_enter_while_the_policy_runs_does_not_start_a_recording(studio, qtbot):
+    controller, window, _ = studio
+    assert controller.mode == AUTONOMOUS
+    episodes = len(window.record_panel.episodes)
+    QTest.keyClick(window, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: "only while teleoperating" in window.messages.text, timeout=3000)
+    qtbot.wait(300)
+    assert controller.mode == AUTONOMOUS
+    assert len(window.record_panel.episodes) == episodes
 
 
 def test_stop_halts_the_arm_within_100_ms(studio, qtbot):
@@ -293,6 +325,35 @@ def test_ood_halts_the_arm_and_shows_why(studio, qtbot):
     qtbot.mouseClick(auto.drill_clear, Qt.MouseButton.LeftButton)
     qtbot.mouseClick(auto.halt_teleop, Qt.MouseButton.LeftButton)  # take over with teleop
     qtbot.waitUntil(lambda: controller.mode == TELEOP and not controller.rig.arm.stopped, timeout=5000)
+    # The halt is resolved: its box goes, and the "live" views are live under teleop too.
+    qtbot.waitUntil(lambda: not auto.halt_box.isVisible() and auto.views.isVisible(), timeout=5000)
+    shown = auto.live["hand"].frames_shown
+    qtbot.waitUntil(lambda: auto.live["hand"].frames_shown >= shown + 5, timeout=5000)
+    assert "below gamma" not in window.messages.text
+
+
+def test_stop_keys_work_in_text_and_number_fields(studio, qtbot):
+    controller, window, _ = studio
+    record, train = window.record_panel, window.train_panel
+    for field in (record.path_edit, train.epochs):
+        window.tabs.setCurrentWidget(record if field is record.path_edit else train)
+        field.setFocus()
+        qtbot.waitUntil(lambda: window.focusWidget() is field or field.isAncestorOf(window.focusWidget()),
+                        timeout=2000)
+        before = field.text() if hasattr(field, "text") else None
+        focused = window.focusWidget()
+        QTest.keyClick(focused, Qt.Key.Key_Space)
+        assert controller.wait_stopped(1.0) and controller.rig.arm.stopped
+        qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=5000)
+        if before is not None:
+            assert field.text() == before  # the space was STOP, not typed
+        controller.take_over()
+        qtbot.waitUntil(lambda: controller.mode == TELEOP and not controller.rig.arm.stopped, timeout=5000)
+        QTest.keyClick(window.focusWidget(), Qt.Key.Key_Escape)
+        assert controller.wait_stopped(1.0) and controller.rig.arm.stopped
+        qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=5000)
+        controller.take_over()
+        qtbot.waitUntil(lambda: controller.mode == TELEOP and not controller.rig.arm.stopped, timeout=5000)
 
 
 def test_bad_inputs_become_messages_not_crashes(studio, qtbot, tmp_path):
@@ -356,5 +417,9 @@ def test_a_lost_camera_halts_the_arm_with_a_message_and_reconnect_recovers(studi
     qtbot.waitUntil(lambda: window.rig_panel.connect_button.isEnabled(), timeout=10_000)
     assert controller.rig is None and window.rig_panel.arm_light.state == "off"
     qtbot.mouseClick(window.rig_panel.connect_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=60_000)
+    # The halt was not released: the reconnected arm stays halted until the operator takes over.
+    qtbot.waitUntil(lambda: controller.mode == HALTED and controller.rig is not None, timeout=60_000)
+    assert controller.rig.arm.stopped
     qtbot.waitUntil(lambda: window.rig_panel.camera_lights["hand"].state == "ok", timeout=5000)
+    qtbot.mouseClick(window.autonomy_panel.halt_teleop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == TELEOP and not controller.rig.arm.stopped, timeout=10_000)

@@ -177,13 +177,27 @@ class SimRig(Rig):
             self.disconnect()
         self.world.close()
 
-    def reset(self, seed: int, scenario: str = "in_distribution", scene: Scene | None = None) -> Scene:
-        """Start an episode: arm at rest, mug (and props, lights) as the scenario asks."""
+    def scene_control(self):
+        from .scene_control import SimSceneControl
+
+        return SimSceneControl(self)
+
+    def reset(self, seed: int, scenario: str = "in_distribution", scene: Scene | None = None,
+              release: bool = True) -> Scene:
+        """Start an episode: arm at rest, mug (and props, lights) as the scenario asks.
+
+        ``release`` lifts a latched stop first (scripted runs); the supervisor passes False, so a scene
+        reset never undoes the operator's STOP (the arm is then left where it is, latched)."""
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
         scene = scene or make_scene(self.config.task, scenario, seed)
+        if not release and self.arm.stopped:
+            from ..errors import ArmStoppedError
+
+            raise ArmStoppedError("the arm is halted: a scene reset would move it; take over or home first")
         self.world.reset((scene.mug.x, scene.mug.y, scene.mug.yaw), scene.distractors, scene.lighting)
-        self.arm.release()
+        if release:
+            self.arm.release()
         self.arm.home()  # clears the safety layer's reference so the first command starts from here
         self.scene = scene
         if self.config.clock == "realtime":

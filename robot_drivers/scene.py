@@ -1,0 +1,46 @@
+"""What only a simulated rig can do, behind one explicit interface.
+
+A real rig's scene is reset by a person and its task is judged by the
+operator; a simulated rig can put the world back as it was, say whether the
+task succeeded and cover a camera for an OOD drill. Code above the drivers
+(recorder, supervisor, GUI) asks ``rig.scene_control()`` for this interface
+instead of probing the rig for simulator methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class SceneControl(ABC):
+    """The scene of a simulated rig. None of it moves the arm except ``reset``, which homes it."""
+
+    #: the scenarios ``reset`` accepts (for pickers)
+    scenarios: tuple[str, ...] = ()
+
+    @abstractmethod
+    def reset(self, seed: int, scenario: str | None = None, training_index: int | None = None) -> dict:
+        """A new scene (a scenario's placement, or training placement ``training_index``); the arm is homed.
+        Returns the scene's record (see :meth:`record`)."""
+
+    @abstractmethod
+    def restore(self, record: dict) -> None:
+        """Put the world back as a stored record says (the arm is homed)."""
+
+    @abstractmethod
+    def record(self) -> dict | None:
+        """The current scene as a JSON-able record, stored with each episode; None before any reset."""
+
+    @abstractmethod
+    def task_succeeded(self) -> bool:
+        """Whether the task is achieved now (the simulator's own check)."""
+
+    @abstractmethod
+    def cover_camera(self, name: str, image: np.ndarray | None) -> None:
+        """OOD drill: camera ``name`` delivers ``image`` instead of the scene; None uncovers."""
+
+    def describe(self, record: dict | None) -> str:
+        """One line for the operator about a stored scene."""
+        return "no scene" if not record else ", ".join(f"{k} {v}" for k, v in record.items())
