@@ -1,6 +1,7 @@
 """The safety layer on the kinematic arm: per-tick clipping, workspace, gripper, watchdog, stop."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -162,3 +163,55 @@ def test_a_stop_during_a_command_in_flight_is_repeated_after_it(clock):
         safe.send_action(target(0.46, 0.0, 0.35))
     assert inner.events == ["stop", "send", "stop"]  # the driver's send may have overtaken the stop: stop again
     assert safe.stopped
+
+
+class GenerationCheckingArm(KinematicArm):
+    """Refuses a command that a stop overtook, as the xArm and UR drivers do (they check their stop generation
+    around each SDK call); its send takes ``send_s`` seconds, like a slow network round trip."""
+
+    def __init__(self, send_s: float):
+        super().__init__()
+        self.send_s = send_s
+        self.generation = 0
+        self.in_flight = threading.Event()
+
+    def send_action(self, action):
+        generation = self.generation
+        self.in_flight.set()
+        time.sleep(self.send_s)
+        self.in_flight.clear()
+        if generation != self.generation:
+            raise ArmStoppedError("stopped while sending")
+        return super().send_action(action)
+
+    def stop(self):
+        self.generation += 1
+        super().stop()
+
+
+def test_the_watchdog_does_not_turn_a_command_in_flight_into_a_spurious_stop():
+    inner = GenerationCheckingArm(send_s=0.3)
+    safe = SafeArm(inner, SafetyConfig(watchdog_timeout=0.05))
+    safe.connect()  # starts the watchdog thread
+    try:
+        home = safe.get_state().ee_pose
+        safe.send_action(Action(home, 1.0))  # slower than the watchdog's timeout: it must wait, not cut in
+        assert not safe.stopped
+        assert inner.sent, "the command did not reach the arm"
+    finally:
+        safe.disconnect()
+
+
+def test_stop_waits_briefly_for_a_command_in_flight_then_stops_anyway():
+    inner = GenerationCheckingArm(send_s=1.0)  # a hung driver call
+    safe = SafeArm(inner, SafetyConfig(stop_wait=0.1, watchdog_timeout=5.0))
+    inner.connect()
+    home = safe.get_state().ee_pose
+    sender = threading.Thread(target=lambda: pytest.raises(ArmStoppedError, safe.send_action, Action(home, 1.0)))
+    sender.start()
+    assert inner.in_flight.wait(2)
+    started = time.monotonic()
+    safe.stop()
+    assert time.monotonic() - started < 0.5  # it did not wait for the hung call
+    assert inner.stop_calls >= 1 and safe.stopped
+    sender.join(5)
