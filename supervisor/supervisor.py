@@ -270,6 +270,9 @@ class Supervisor:
         return state.gripper > commanded + 0.05
 
     def shutdown(self, timeout: float = 10.0) -> None:
+        """End the activity (a recording is kept), disconnect, and end the supervisor's threads."""
+        if not self._thread.is_alive():
+            return
         self._submit("quit")
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -622,18 +625,23 @@ class Supervisor:
         self.policy = policy
         return None
 
+    # Handlers that start an activity announce its mode at once: a command queued right behind is checked
+    # against the activity it will meet (Enter right after Take over starts a recording).
     def _do_autonomy(self):
         self._require_rig()
+        self._set_mode(AUTONOMOUS)
         return self._activity_autonomy
 
     def _do_resume(self, command: _Command):
         self._release(command)
+        self._set_mode(AUTONOMOUS)
         return self._activity_autonomy
 
     def _do_take_over(self, command: _Command):
         self._release(command)
         self.teleop.reset()
         self._clear_halt()
+        self._set_mode(TELEOP)
         return self._activity_teleop
 
     def _do_home(self, command: _Command):
@@ -668,6 +676,7 @@ class Supervisor:
 
     def _do_replay(self, index: int):
         self._require_rig()
+        self._set_mode(REPLAY)
         return lambda: self._activity_replay(index)
 
     # ------------------------------------------------------------------ activities (control thread)

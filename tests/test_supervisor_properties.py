@@ -21,7 +21,7 @@ import time
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -67,13 +67,18 @@ class OperatorSession(RuleBasedStateMachine):
         self.sup = Supervisor(rig_factory(home_s=0.05, rigs=self.rigs), events=self.log)
         self.tickets = []
         self.kept: set[int] = set()
-        self.deleted: set[int] = set()
+        self.deleted: set[int] = set()  # indices a delete succeeded for
+        self.delete_tickets: list = []
         self.discards_pressed = 0
         # After the latest STOP: each driver's log length then (drivers built later start at 0), and the same
         # when the first release after that STOP was issued (drivers built later are not constrained).
         self.stop_marks: list[int] | None = None
         self.release_marks: list[int] | None = None
-        self._issue(self.sup.connect_rig())
+        # Start where an operator's day starts: connected, a dataset open, a policy loaded.
+        for ticket in (self.sup.connect_rig(), self.sup.open_dataset(os.path.join(self.root, "demos")),
+                       self.sup.set_policy(_policy())):
+            self._issue(ticket)
+            assert ticket.wait(ANSWER_WITHIN_S)
 
     # -- helpers ------------------------------------------------------------
     def _issue(self, ticket):
@@ -131,10 +136,7 @@ class OperatorSession(RuleBasedStateMachine):
     # depend on the run, or Hypothesis cannot replay a failure.
     @rule(index=st.integers(0, 3))
     def delete_episode(self, index):
-        self._collect_outcomes()
-        if index in self.kept:
-            self.deleted.add(index)
-        self._issue(self.sup.delete_episode(index))
+        self.delete_tickets.append((index, self._issue(self.sup.delete_episode(index))))
 
     @rule(index=st.integers(0, 3))
     def replay(self, index):
@@ -211,6 +213,7 @@ class OperatorSession(RuleBasedStateMachine):
     def _collect_outcomes(self):
         while self.log.outcomes:  # pop one at a time: the control thread may append meanwhile
             outcome = self.log.outcomes.pop(0)
+            event(f"episode ended by {outcome.reason}: {'kept' if outcome.kept is not None else 'discarded'}")
             if outcome.kept is not None:
                 self.kept.add(outcome.kept.index)
             else:
@@ -221,12 +224,18 @@ class OperatorSession(RuleBasedStateMachine):
 
     @invariant()
     def nothing_recorded_is_lost(self):
+        for index, ticket in list(self.delete_tickets):
+            if ticket.answered:
+                self.delete_tickets.remove((index, ticket))
+                if not ticket.refused:
+                    self.deleted.add(index)
+        pending_deletes = {index for index, _ in self.delete_tickets}
         self._collect_outcomes()
         if not self.kept:
             return
         with Dataset.open(os.path.join(self.root, "demos")) as dataset:
             on_disk = {e.index for e in dataset.episodes()}
-            missing = self.kept - self.deleted - on_disk
+            missing = self.kept - self.deleted - pending_deletes - on_disk
             assert not missing, f"kept episodes {sorted(missing)} are gone"
             for index in sorted(self.kept - self.deleted)[-1:]:
                 dataset.load_episode(index)  # opens
@@ -241,13 +250,17 @@ class OperatorSession(RuleBasedStateMachine):
         try:
             for ticket in self.tickets:
                 assert ticket.wait(ANSWER_WITHIN_S), f"{ticket.name} was never answered"
+                if ticket.refusal and "before the latest halt" in ticket.refusal:
+                    event(f"{ticket.name} issued before a halt: refused")
             self.stop_holds_until_released_after_it()
+            self.sup.shutdown()  # quitting ends a recording under way: it must be kept too
+            self.nothing_recorded_is_lost()
         finally:
             self.sup.shutdown()
             shutil.rmtree(self.root, ignore_errors=True)
 
 
 OperatorSession.TestCase.settings = settings(
-    max_examples=EXAMPLES, stateful_step_count=12, deadline=None, derandomize=True,
+    max_examples=EXAMPLES, stateful_step_count=25, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_operator_contract = OperatorSession.TestCase
