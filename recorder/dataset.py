@@ -22,6 +22,7 @@ import queue
 import shutil
 import threading
 import time
+import uuid
 import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -357,6 +358,7 @@ class EpisodeWriter:
             t = arrays["t_actual"]
             meta = {
                 "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "index": self.index,
+                "recording_id": uuid.uuid4().hex,
                 "task": self.task, "note": self.note, "length": len(self), "started_at": self.started_at,
                 "duration_s": float(t[-1] - t[0]) + 1.0 / self._dataset.spec.fps,
                 "end_reason": end_reason, "stats": stats or {}, "extra": self.extra, "files": files,
