@@ -4,7 +4,6 @@ episode indices never reused after a deletion; episode fingerprints for policies
 import json
 import shutil
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,8 +19,8 @@ from recorder.dataset import (META_FILE, NEXT_INDEX_FILE, STEPS_FILE, CameraSpec
                               DatasetSpec, StepRecord)
 from recorder.export_lerobot import export_lerobot
 from robot_drivers.safety import SafetyConfig, clip_action
-from robot_drivers.transforms import (euler_to_quat, quat_angle, quat_multiply, quat_nearest, rotvec_to_quat,
-                                      sign_continuous, sign_continuous_poses)
+from robot_drivers.transforms import (euler_to_quat, quat_angle, quat_nearest, rotvec_to_quat, sign_continuous,
+                                      sign_continuous_poses)
 from robot_drivers.types import Action, Frame, Pose
 
 from recording_helpers import record_sim
