@@ -7,6 +7,7 @@ simulated rig (lock-step clock) into a temporary folder, then counts flips of th
 and the requested action in each place.
 
     .venv/bin/python benchmarks/quaternion_flips.py --episodes 5
+    .venv/bin/python benchmarks/quaternion_flips.py --dataset data/demos   # count an existing dataset instead
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ def main() -> int:
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--dataset", help="count flips in this dataset (read only) instead of recording one")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "ds"
-        record(root, args.episodes, args.seed, args.image_size)
+        root = Path(args.dataset) if args.dataset else Path(tmp) / "ds"
+        if not args.dataset:
+            record(root, args.episodes, args.seed, args.image_size)
         import pyarrow.parquet as pq
 
         export_lerobot(root, Path(tmp) / "lerobot", allow_gaps=True)
