@@ -3,7 +3,8 @@
 ```
 POLICY/
   manifest.json        format name + version, SHA-256 of every other file
-  config.json          PolicyConfig, OOD calibration, training summary, the dataset it came from
+  config.json          PolicyConfig, OOD calibration, training summary, the dataset it came from, the
+                       fingerprint of every episode it was built from, the pose-quaternion reference
   encoder.safetensors  encoder weights (no pickle)
   database.npz         embeddings, (episode, frame) keys, action chunks (loaded with allow_pickle=False)
   index.ann            annoy index over the embeddings

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from recorder.dataset import Dataset, DatasetError
+from robot_drivers.transforms import POSE_QUAT, sign_continuous_poses
 
 from .config import PolicyConfig
 from .encoder import VIEWS, resize_view
@@ -28,6 +29,8 @@ class FrameTable:
     episode: np.ndarray  # [N] dataset episode index
     frame: np.ndarray  # [N] step index within the episode
     actions: dict[int, np.ndarray]  # episode -> [T, 8] actions actually sent
+    pose_reference: np.ndarray | None = None  # (4,) every pose's quaternion is in its hemisphere (load_frames)
+    fingerprints: dict[int, str] = field(default_factory=dict)  # episode -> Dataset.episode_fingerprint when loaded
 
     def __len__(self) -> int:
         return len(self.episode)
@@ -57,14 +60,20 @@ def load_frames(dataset: Dataset, config: PolicyConfig, episodes: list[int] | No
                            f"(missing {missing})")
     episodes = choose_episodes(dataset, config) if episodes is None else episodes
     views: dict[str, list[np.ndarray]] = {v: [] for v in VIEWS}
-    poses, ep_ids, frame_ids, actions = [], [], [], {}
+    poses, ep_ids, frame_ids, actions, fingerprints = [], [], [], {}, {}
+    reference = None
     total = sum(dataset.episode(i).length for i in episodes)
     done = 0
     for e in episodes:
+        fingerprints[e] = dataset.episode_fingerprint(e)
         data = dataset.load_episode(e)
         n = data.info.length
-        actions[e] = data.actions.astype(np.float32)
-        poses.append(data.states[:, :7])
+        actions[e] = data.actions.astype(np.float32)  # sign-continuous quaternions (Dataset.load_episode)
+        # Each episode's poses are continuous; all start in the first episode's hemisphere, which the
+        # policy also puts run-time poses in (ALTPolicy.embed), so q and -q never reach the encoder as
+        # two different inputs.
+        reference = data.states[0, POSE_QUAT] if reference is None else reference
+        poses.append(sign_continuous_poses(data.states[:, :7], reference))
         ep_ids.append(np.full(n, e, np.int64))
         frame_ids.append(np.arange(n, dtype=np.int64))
         for i in range(n):
@@ -75,6 +84,7 @@ def load_frames(dataset: Dataset, config: PolicyConfig, episodes: list[int] | No
             progress(done, total)
     return FrameTable(hand=torch.from_numpy(np.stack(views["hand"])), third=torch.from_numpy(np.stack(views["third"])),
                       pose=torch.from_numpy(np.concatenate(poses).astype(np.float32)),
+                      pose_reference=np.asarray(reference, np.float64), fingerprints=fingerprints,
                       episode=np.concatenate(ep_ids), frame=np.concatenate(frame_ids), actions=actions)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_drivers.transforms import sign_continuous_poses
+
 log = logging.getLogger(__name__)
 
 #: Below this many entries exact search is faster than any index.
@@ -43,7 +45,9 @@ class LookupDatabase:
         self.embeddings = embeddings
         self.episodes = np.asarray(episodes, np.int64)
         self.frames = np.asarray(frames, np.int64)
-        self.chunks = np.asarray(chunks, np.float32)
+        # Sign-continuous quaternions along each chunk (policies built before the dataset ensured it may
+        # hold chunks in which q jumps to -q).
+        self.chunks = sign_continuous_poses(np.asarray(chunks, np.float32))
         self._annoy = None
         self.search_k = -1
         self.annoy_trees = 0

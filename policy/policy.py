@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from recorder.dataset import Dataset
+from recorder.dataset import Dataset, DatasetError
+from robot_drivers.transforms import POSE_QUAT, quat_nearest
 
 from .artifact import (PolicyArtifactError, check_artifact, load_database_arrays, save_database, write_artifact)
 from .config import PolicyConfig
@@ -115,8 +116,23 @@ class ALTPolicy:
         if self.encoder.pose is not None:
             if pose is None:
                 raise ValueError("this policy uses the end-effector pose; pass it")
-            p = torch.as_tensor(np.asarray(pose, np.float32)[:7])[None].to(self._device)
+            p = torch.as_tensor(self.pose_input(pose))[None].to(self._device)
         return self.encoder(h, t, p)[0].cpu().numpy()
+
+    def pose_input(self, pose) -> np.ndarray:
+        """The (7,) pose the encoder sees: the quaternion in the hemisphere the training poses were put in
+        (``info["pose_reference"]``), so the same rotation is one input whichever sign the arm reports.
+        Policies built before the reference was kept get the pose as it is."""
+        p = np.array(np.asarray(pose, np.float32)[:7])
+        reference = self.info.get("pose_reference")
+        if reference is not None:
+            p[POSE_QUAT] = quat_nearest(p[POSE_QUAT], reference)
+        return p
+
+    def check_source_episode(self, dataset: Dataset, episode: int) -> "SourceEpisodeCheck":
+        """May frames of ``episode`` of ``dataset`` be shown as what this policy retrieved? See
+        :func:`check_source_episode`."""
+        return check_source_episode(self.info.get("episode_fingerprints"), dataset, episode)
 
     def retrieve(self, hand: np.ndarray, third: np.ndarray, pose: np.ndarray | None = None,
                  k: int | None = None, prefer_episode: int | None = None) -> Retrieval:
@@ -159,6 +175,10 @@ class ALTPolicy:
         info = {
             "dataset": str(Path(dataset.root).resolve()),
             "episodes": sorted(int(e) for e in table.actions),
+            # what each episode was when its frames were read, so the window can refuse to show a
+            # "retrieved frame" from an episode that has changed since (check_source_episode)
+            "episode_fingerprints": {str(e): table.fingerprints[e] for e in sorted(table.fingerprints)},
+            "pose_reference": None if table.pose_reference is None else table.pose_reference.tolist(),
             "frames": len(table), "train_frames": trained.train_frames, "device": trained.device,
             "init": trained.encoder.init, "train_seconds": trained.seconds,
             "build_seconds": time.perf_counter() - t0, "epoch_losses": trained.epoch_losses,
@@ -206,6 +226,44 @@ class ALTPolicy:
         policy = cls(config, encoder.to(device or "cpu"), database, calibration, doc.get("info"))
         policy.gamma = float(doc["gamma"])
         return policy
+
+
+@dataclass(frozen=True)
+class SourceEpisodeCheck:
+    """Whether a training episode on disk is still the one a policy was built from."""
+
+    show: bool  # its frames may be shown as the policy's retrieved frames
+    verified: bool  # a fingerprint was recorded at build time and matches the episode now
+    message: str  # for the operator: why it is not shown, or why it could not be checked ("" when verified)
+
+
+def check_source_episode(fingerprints: dict | None, dataset: Dataset, episode: int) -> SourceEpisodeCheck:
+    """Compare episode ``episode`` of ``dataset`` with the fingerprint the policy recorded for it
+    (``policy.info["episode_fingerprints"]``). Deleted, re-recorded or altered episodes, and episodes the
+    policy was not built from, are not shown. Policies built before fingerprints were recorded
+    (``fingerprints`` None) cannot be checked: their frames are shown, flagged as unverified."""
+    if fingerprints is None:
+        return SourceEpisodeCheck(True, False, "this policy was built before episode fingerprints were kept, so its "
+                                               "retrieved frames cannot be checked against the dataset; retrain it "
+                                               "to have them checked")
+    retrain = "retrain the policy on the dataset as it is now"
+    recorded = fingerprints.get(str(episode))
+    if recorded is None:
+        return SourceEpisodeCheck(False, False, f"episode {episode} is not one this policy was built from "
+                                                f"(it knows {len(fingerprints)} episodes); the frame is not shown")
+    if episode not in dataset.episode_indices():
+        return SourceEpisodeCheck(False, False, f"episode {episode} was deleted from {dataset.root} after this policy "
+                                                f"was built; its retrieved frame is not shown ({retrain})")
+    try:
+        now = dataset.episode_fingerprint(episode)
+    except DatasetError as exc:
+        return SourceEpisodeCheck(False, False, f"episode {episode} cannot be checked ({exc}); its retrieved frame is "
+                                                "not shown")
+    if now != recorded:
+        return SourceEpisodeCheck(False, False, f"episode {episode} of {dataset.root} has changed since this policy "
+                                                f"was built (recorded again or its files altered); its retrieved "
+                                                f"frame is not shown ({retrain})")
+    return SourceEpisodeCheck(True, True, "")
 
 
 @torch.inference_mode()

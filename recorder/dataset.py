@@ -15,12 +15,14 @@ with its byte range stored per step, so any frame of any episode is one
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import queue
 import shutil
 import threading
 import time
+import uuid
 import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from robot_drivers.transforms import POSE_QUAT, sign_continuous_poses
 from robot_drivers.types import ACTION_NAMES, Frame
 
 FORMAT_NAME = "alt-studio-dataset"
@@ -40,6 +43,8 @@ META_FILE = "meta.json"
 STEPS_FILE = "steps.npz"
 PARTIAL_PREFIX = ".partial-episode-"
 KEPT_PREFIX = "episode-"
+DELETING_PREFIX = ".deleting-"
+NEXT_INDEX_FILE = "next_index.json"
 CODECS = {"jpeg": ".jpg", "png": ".png"}
 
 
@@ -170,6 +175,28 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
     if bgr is None:
         raise DatasetError(f"{where}: the image bytes do not decode (the file is corrupt)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+QUAT_NAMES = ("qx", "qy", "qz", "qw")
+
+
+def continuous_quaternions(arrays: dict[str, np.ndarray], spec: "DatasetSpec",
+                           reference: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The episode's pose quaternions made sign-continuous along the episode (q and -q are one rotation;
+    the measured and commanded poses come with w >= 0, which flips the sign wherever w crosses 0, e.g.
+    at a gripper-down pose). ``state`` keeps its first sign (or starts in ``reference``'s hemisphere
+    when given: several episodes then share one hemisphere), ``action`` starts in the first state's
+    hemisphere and ``requested`` in the first action's. Recording stores episodes this way; loading
+    applies it again, which changes nothing for them and repairs episodes recorded before."""
+    out = dict(arrays)
+    layouts = {"state": spec.state_names, "action": spec.action_names, "requested": spec.action_names}
+    for key, names in layouts.items():
+        rows = out.get(key)
+        if tuple(names[POSE_QUAT]) != QUAT_NAMES or rows is None or rows.ndim != 2 or len(rows) == 0:
+            continue
+        out[key] = sign_continuous_poses(rows, reference)
+        reference = out[key][0, POSE_QUAT]
+    return out
 
 
 # --------------------------------------------------------------------------- writing
@@ -312,6 +339,7 @@ class EpisodeWriter:
             "action": np.asarray(self._rows["action"], np.float32),
             "requested": np.asarray(self._rows["requested"], np.float32),
         }
+        arrays = continuous_quaternions(arrays, self._dataset.spec)
         for name, pack in self._packs.items():
             times = self._frame_times[name]
             arrays[f"{name}.device_time"] = np.asarray(times["device_time"], np.float64)
@@ -330,6 +358,7 @@ class EpisodeWriter:
             t = arrays["t_actual"]
             meta = {
                 "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "index": self.index,
+                "recording_id": uuid.uuid4().hex,
                 "task": self.task, "note": self.note, "length": len(self), "started_at": self.started_at,
                 "duration_s": float(t[-1] - t[0]) + 1.0 / self._dataset.spec.fps,
                 "end_reason": end_reason, "stats": stats or {}, "extra": self.extra, "files": files,
@@ -400,6 +429,7 @@ class Dataset:
         if writable:
             self._take_lock()
         self._arrays_cached = lru_cache(maxsize=8)(self._load_arrays)
+        self._fingerprints: dict[int, tuple[tuple, str]] = {}
 
     # -- opening ----------------------------------------------------------
     @classmethod
@@ -508,8 +538,33 @@ class Dataset:
         return [p for _, p in self._scan(PARTIAL_PREFIX)]
 
     def next_index(self) -> int:
-        used = [i for i, _ in self._scan(KEPT_PREFIX)] + [i for i, _ in self._scan(PARTIAL_PREFIX)]
-        return max(used) + 1 if used else 0
+        """The index the next episode gets: past every kept, interrupted or half-deleted episode and past
+        every index ever deleted (``next_index.json``), so an index is never reused after a deletion."""
+        used = [i for prefix in (KEPT_PREFIX, PARTIAL_PREFIX, DELETING_PREFIX + KEPT_PREFIX)
+                for i, _ in self._scan(prefix)]
+        return max([self._deleted_floor()] + [i + 1 for i in used])
+
+    def _deleted_floor(self) -> int:
+        """One past the highest index ever deleted (0 when nothing was deleted)."""
+        path = self.root / NEXT_INDEX_FILE
+        if not path.exists():
+            return 0
+        value = _read_json(path).get("next_index")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise DatasetError(f"{path}: 'next_index' must be a non-negative integer, not {value!r}; set it one past "
+                               "the highest episode index this dataset ever had")
+        return value
+
+    def _raise_deleted_floor(self, past: int) -> None:
+        """Durably remember that indices below ``past`` were used, before the folders that show it go away."""
+        if past <= self._deleted_floor():
+            return
+        path = self.root / NEXT_INDEX_FILE
+        try:
+            _write_atomic(path, json.dumps({"next_index": past}).encode())
+            fsync_dir(self.root)
+        except OSError as exc:
+            raise _describe_os_error(exc, path, "nothing was deleted; could not write") from exc
 
     def _episode_dir(self, index: int) -> Path:
         path = self.episodes_dir / f"{KEPT_PREFIX}{index:06d}"
@@ -538,8 +593,9 @@ class Dataset:
     def delete_episode(self, index: int) -> None:
         self._require_writable()
         path = self._episode_dir(index)
+        self._raise_deleted_floor(index + 1)
         self._forget(path)
-        doomed = path.with_name(f".deleting-{path.name}")
+        doomed = path.with_name(f"{DELETING_PREFIX}{path.name}")
         os.rename(path, doomed)  # atomic: the episode is gone from listings at once
         fsync_dir(self.episodes_dir)
         shutil.rmtree(doomed)
@@ -547,9 +603,12 @@ class Dataset:
     def delete_interrupted(self) -> list[Path]:
         self._require_writable()
         removed = self.interrupted()
+        leftovers = self._scan(PARTIAL_PREFIX) + self._scan(DELETING_PREFIX + KEPT_PREFIX)
+        if leftovers:
+            self._raise_deleted_floor(max(i for i, _ in leftovers) + 1)
         for path in removed:
             shutil.rmtree(path)
-        for p in self.episodes_dir.glob(".deleting-*"):
+        for p in self.episodes_dir.glob(f"{DELETING_PREFIX}*"):
             shutil.rmtree(p, ignore_errors=True)
         return removed
 
@@ -579,10 +638,38 @@ class Dataset:
         if len(arrays.get("tick", ())) != info.length:
             raise DatasetError(f"{path / STEPS_FILE} holds {len(arrays.get('tick', ()))} steps, "
                                f"{META_FILE} says {info.length}")
-        return arrays
+        return continuous_quaternions(arrays, self.spec)
 
     def load_episode(self, index: int) -> EpisodeData:
         return EpisodeData(self.episode(index), dict(self._arrays_cached(index)))
+
+    def episode_fingerprint(self, index: int) -> str:
+        """A digest of episode ``index`` as it is on disk now; it changes when the episode is deleted and
+        another recorded under its index, or when its files change. SHA-256 of ``meta.json`` (index, start
+        time, size and CRC32 of every file as kept) and ``steps.npz``, plus the current size of every file;
+        the image packs are not read, so it costs a few kB of reading (and is cached on the files' stat)."""
+        path = self._episode_dir(index)
+        try:
+            files = sorted((p.name, p.stat()) for p in path.iterdir() if p.is_file())
+        except OSError as exc:
+            raise _describe_os_error(exc, path, "could not read") from exc
+        signature = (str(path), tuple((n, st.st_size, st.st_mtime_ns, st.st_ino) for n, st in files))
+        cached = self._fingerprints.get(index)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        digest = hashlib.sha256()
+        for name, st in files:
+            digest.update(f"{name}:{st.st_size};".encode())
+        for name in (META_FILE, STEPS_FILE):
+            try:
+                digest.update((path / name).read_bytes())
+            except FileNotFoundError:
+                digest.update(b"missing")
+            except OSError as exc:
+                raise _describe_os_error(exc, path / name, "could not read") from exc
+        fingerprint = f"sha256:{digest.hexdigest()}"
+        self._fingerprints[index] = (signature, fingerprint)
+        return fingerprint
 
     def verify(self, index: int) -> None:
         """Check every file of an episode against its recorded CRC (reads everything)."""

@@ -17,6 +17,9 @@ What is written (the layout LeRobot 0.4.x itself writes for codebase v3.0)::
 
 Rules the export follows:
 
+* Quaternions are sign-continuous within each episode (datasets recorded before the recorder
+  ensured it are repaired on the way), and every episode starts in the hemisphere of the first
+  exported episode's first state, so q and -q of one rotation do not both appear in the statistics.
 * Episodes are renumbered 0..N-1 in the order of their source indices (the source may have gaps
   after deletions); ``index`` is the global frame number over the whole export.
 * ``timestamp`` is ``frame_index / fps``: LeRobot assumes frames on a fixed grid. An episode whose
@@ -60,7 +63,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .dataset import Dataset, DatasetError, fsync_dir
+from robot_drivers.transforms import POSE_QUAT
+
+from .dataset import QUAT_NAMES, Dataset, DatasetError, continuous_quaternions, fsync_dir
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
@@ -603,8 +608,11 @@ def _write_all(dataset: Dataset, selected: list, root: Path, cameras: list, writ
             _write_parquet(table, root / DATA_PATH.format(chunk_index=data_loc[0], file_index=data_loc[1]))
         data_parts, data_bytes = [], 0
 
+    reference = None  # every episode's quaternions in the hemisphere of the first one's first state
     for new_index, info in enumerate(selected):
-        arrays = dataset.load_episode(info.index).arrays
+        arrays = continuous_quaternions(dataset.load_episode(info.index).arrays, dataset.spec, reference)
+        if reference is None and dataset.spec.state_names[POSE_QUAT] == QUAT_NAMES:
+            reference = arrays["state"][0, POSE_QUAT]
         n = info.length
         state = np.asarray(arrays["state"], np.float32)
         action = np.asarray(arrays["action"], np.float32)

@@ -17,6 +17,42 @@ def normalize_quat(q) -> np.ndarray:
     return -q if q[3] < 0 else q
 
 
+def quat_nearest(q, reference) -> np.ndarray:
+    """``q`` or ``-q`` (the same rotation), whichever lies in ``reference``'s hemisphere (dot product >= 0)."""
+    q = np.asarray(q)
+    return -q if float(np.dot(q, np.asarray(reference, dtype=np.float64))) < 0.0 else q
+
+
+def sign_continuous(quats, reference=None) -> np.ndarray:
+    """Quaternions along a path (shape [..., T, 4]) with signs chosen so that no step jumps to the opposite
+    hemisphere: each one is put in the hemisphere of the one before it. The first one is put in
+    ``reference``'s hemisphere (shape [4] or [..., 4]) when given, else kept. Rotations are unchanged;
+    a path that is already continuous is returned as it was (the operation is idempotent)."""
+    q = np.array(quats, copy=True)
+    if q.shape[-1] != 4 or q.ndim < 2:
+        raise ValueError(f"expected quaternions of shape [..., T, 4], got {q.shape}")
+    if q.shape[-2] == 0:
+        return q
+    step = np.where(np.sum(q[..., 1:, :] * q[..., :-1, :], axis=-1) < 0.0, -1.0, 1.0)
+    first = np.ones(q.shape[:-2] + (1,))
+    if reference is not None:
+        ref = np.asarray(reference, dtype=np.float64)
+        first = np.where(np.sum(q[..., :1, :] * ref[..., None, :], axis=-1) < 0.0, -1.0, 1.0)
+    signs = np.cumprod(np.concatenate([first, step], axis=-1), axis=-1)
+    return (q * signs[..., None]).astype(q.dtype, copy=False)
+
+
+#: Where the quaternion sits in a flat pose / action / state vector (x y z qx qy qz qw [gripper]).
+POSE_QUAT = slice(3, 7)
+
+
+def sign_continuous_poses(rows, reference=None) -> np.ndarray:
+    """:func:`sign_continuous` applied to the quaternion columns of flat pose vectors ([..., T, >=7])."""
+    out = np.array(rows, copy=True)
+    out[..., POSE_QUAT] = sign_continuous(out[..., POSE_QUAT], reference)
+    return out
+
+
 def quat_multiply(a, b) -> np.ndarray:
     """Hamilton product a * b (apply b first, then a)."""
     ax, ay, az, aw = a

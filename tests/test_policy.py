@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import threading
 
 import numpy as np
@@ -161,6 +162,23 @@ def test_artifact_round_trips_exactly(policy, tmp_path, dataset_dir):
     assert a.matches == b.matches and np.array_equal(a.chunk, b.chunk)
     assert loaded.database.search_annoy(policy.embed(hand, third))[0].similarity == pytest.approx(
         a.matches[0].similarity, abs=1e-6)
+
+
+def test_a_saved_policy_knows_the_episodes_it_was_built_from(policy, tmp_path, dataset_dir):
+    loaded = ALTPolicy.load(policy.save(tmp_path / "p"))
+    with Dataset.open(dataset_dir) as ds:
+        indices = ds.episode_indices()
+        assert loaded.info["episode_fingerprints"] == {str(i): ds.episode_fingerprint(i) for i in indices}
+        assert all(loaded.check_source_episode(ds, i).verified for i in indices)
+    copy = tmp_path / "ds"
+    shutil.copytree(dataset_dir, copy)
+    shutil.rmtree(copy / "episodes" / f"episode-{indices[-1]:06d}")  # deleted behind the dataset's back
+    record_sim(copy, 1, image_size=32, seed=7)  # and recorded again under the same index
+    with Dataset.open(copy) as ds:
+        assert ds.episode_indices() == indices
+        check = loaded.check_source_episode(ds, indices[-1])
+        assert not check.show and "changed since this policy was built" in check.message
+        assert loaded.check_source_episode(ds, indices[0]).verified
 
 
 def test_tampered_or_wrong_version_artifact_is_refused(policy, tmp_path):
