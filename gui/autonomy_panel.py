@@ -167,6 +167,7 @@ class AutonomyPanel(QWidget):
         loader.loaded.connect(self._on_loaded)
         loader.failed.connect(self._on_load_failed)
         reader.frame_ready.connect(self._on_frame)
+        reader.frame_refused.connect(self._on_frame_refused)
         controller.autonomy_event.connect(self._on_event)
         controller.tick.connect(self._on_tick)
         controller.halted.connect(self._on_halted)
@@ -218,6 +219,8 @@ class AutonomyPanel(QWidget):
         cal = policy.calibration.gamma if policy.calibration is not None else policy.gamma
         missing = "" if self._dataset_root and Path(self._dataset_root).is_dir() else \
             " (its dataset is not on this machine: retrieved frames cannot be shown)"
+        if not missing and info.get("episode_fingerprints") is None:
+            missing = " (built before episode fingerprints: retrieved frames are shown unverified)"
         self.policy_label.setText(f"{info.get('path', '')}: {info.get('frames', '?')} frames from "
                                   f"{len(info.get('episodes', []))} demos, gamma {policy.gamma:.3f} "
                                   f"(calibrated {cal:.3f}){missing}")
@@ -297,8 +300,17 @@ class AutonomyPanel(QWidget):
             for view in (self.retrieved if prefix == "live" else self.halt_match).values():
                 view.set_image(None, "training frames unavailable")
             return
+        check = self.policy.check_source_episode if self.policy is not None else None
         for name in ("hand", "third"):
-            self.reader.request_frame(f"{prefix}-{name}", self._dataset_root, episode, name, frame)
+            self.reader.request_frame(f"{prefix}-{name}", self._dataset_root, episode, name, frame, check)
+
+    def _on_frame_refused(self, key: str, request, message: str) -> None:
+        """The retrieved episode changed since the policy was built: its frame would be a lie."""
+        prefix, _, name = key.partition("-")
+        views = self.retrieved if prefix == "live" else self.halt_match if prefix == "ood" else {}
+        if name in views:
+            views[name].set_image(None, "episode changed since training")
+            views[name].setToolTip(message)
 
     def _on_frame(self, key: str, request, image) -> None:
         prefix, _, name = key.partition("-")

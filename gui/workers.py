@@ -197,6 +197,7 @@ class DatasetReader(QObject):
 
     episode_loaded = pyqtSignal(object)  # EpisodeView
     frame_ready = pyqtSignal(str, object, object)  # view key, (dataset, episode, camera, frame), RGB array
+    frame_refused = pyqtSignal(str, object, str)  # view key, request, why the frame is not shown
     failed = pyqtSignal(str)
     _serve_signal = pyqtSignal(str)  # queued to this worker's thread
 
@@ -234,11 +235,14 @@ class DatasetReader(QObject):
                                              data.actions, t - t[0] if len(t) else t,
                                              tuple(c.name for c in self._open(root).spec.cameras)))
 
-    def request_frame(self, key: str, root: str, episode: int, camera: str, frame: int) -> None:
-        """Any thread: ask for a frame; an older request for the same ``key`` not yet served is replaced."""
+    def request_frame(self, key: str, root: str, episode: int, camera: str, frame: int, check=None) -> None:
+        """Any thread: ask for a frame; an older request for the same ``key`` not yet served is replaced.
+
+        ``check(dataset, episode)``, when given, decides on this thread whether the frame may be shown (a
+        policy's retrieved frame must come from the episode as it was when the policy was built)."""
         with self._lock:
             fresh = key not in self._pending
-            self._pending[key] = (root, episode, camera, frame)
+            self._pending[key] = (root, episode, camera, frame, check)
         if fresh:
             self._serve_signal.emit(key)
 
@@ -248,8 +252,14 @@ class DatasetReader(QObject):
             request = self._pending.pop(key, None)
         if request is None:
             return
-        root, episode, camera, frame = request
+        root, episode, camera, frame, check = request
+        request = request[:4]
         try:
+            if check is not None:
+                verdict = check(self._open(root), episode)
+                if not verdict.show:
+                    self.frame_refused.emit(key, request, verdict.message)
+                    return
             image = self._open(root).frame(episode, camera, frame)
         except Exception as exc:  # noqa: BLE001
             self.failed.emit(f"cannot read frame {frame} of episode {episode} ({camera}) in {root}: {exc}")
