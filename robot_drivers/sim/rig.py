@@ -183,6 +183,7 @@ class SimRig(Rig):
             raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
         scene = scene or make_scene(self.config.task, scenario, seed)
         self.world.reset((scene.mug.x, scene.mug.y, scene.mug.yaw), scene.distractors, scene.lighting)
+        self.forget_states()  # the arm jumped: no state from before may be interpolated with one from after
         self.arm.release()
         self.arm.home()  # clears the safety layer's reference so the first command starts from here
         self.scene = scene
