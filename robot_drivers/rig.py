@@ -70,17 +70,21 @@ class Rig:
         try:
             self.arm.connect()
             opened.append(self.arm)
+            self.forget_states()
+            if self.clock.is_realtime:  # a state from before the first frame, so that frames are bracketed
+                self.state_history.add(self.arm.get_state())
+            if self._poller is not None:
+                self._poller.take_error()
+                self._poller.start()
             for camera in self.cameras.values():
                 camera.connect()
                 opened.append(camera)
         except Exception:
+            if self._poller is not None:
+                self._poller.stop()
             for device in reversed(opened):
                 device.disconnect()
             raise
-        self.forget_states()
-        if self._poller is not None:
-            self._poller.take_error()
-            self._poller.start()
 
     def forget_states(self) -> None:
         """Drop the state history: the arm jumped (a simulator reset) or a new connection began."""

@@ -145,7 +145,7 @@ class StatePoller:
         return error
 
     def _run(self, stop: threading.Event) -> None:
-        while not stop.wait(self._period):
+        while not stop.is_set():
             try:
                 self._history.add(self._read())
             except Exception as exc:  # noqa: BLE001 - handed to the next observation
@@ -154,3 +154,4 @@ class StatePoller:
                     with self._lock:
                         self._error = exc
                 return
+            stop.wait(self._period)

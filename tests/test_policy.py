@@ -219,3 +219,30 @@ def test_ood_gate_stops_the_arm(policy):
         # through the safety layer: at most 3 cm from where the arm was, straight towards the chunk's target
         assert np.linalg.norm(step) <= min(0.03, np.linalg.norm(wanted)) + 1e-6
         assert np.dot(step, wanted) / (np.linalg.norm(step) * np.linalg.norm(wanted)) > 0.999
+
+
+def test_a_chunk_starts_at_the_entry_for_now_counting_from_the_capture_time(policy):
+    """Capture-to-action latency is skipped like lookup time: frames captured k ticks ago start the chunk at k."""
+    from policy.runner import PolicySource
+    from robot_drivers.rig import Observation
+    from robot_drivers.types import Frame, Pose, RobotState
+
+    dt, now = 0.1, 50.0
+    image = np.zeros((32, 32, 3), np.uint8)
+    gamma, policy.gamma = policy.gamma, -1.0  # everything in distribution: the chunk is executed
+    try:
+        for k in (0, 1, 3):
+            captured = now - k * dt
+            frames = {cam: Frame(image, None, captured, 0, cam) for cam in ("hand", "third")}
+            state = RobotState(captured, Pose(np.array([0.45, 0.0, 0.35]), np.array([1.0, 0.0, 0.0, 0.0])), 1.0,
+                               np.zeros(9))
+            latest = RobotState(now, state.ee_pose, 1.0, np.zeros(9))
+            source = PolicySource(policy, requery_every=10)
+            source.begin(Observation(state, frames, captured, latest))
+            output = source.step(Observation(state, frames, captured, latest), dt)
+            assert output.info["chunk_step"] == k
+            np.testing.assert_allclose(output.action.pose.position, source.current.chunk[k, :3], atol=1e-6)
+            later = RobotState(now + dt, state.ee_pose, 1.0, np.zeros(9))  # next tick, same chunk
+            assert source.step(Observation(state, frames, captured + dt, later), dt).info["chunk_step"] == k + 1
+    finally:
+        policy.gamma = gamma
