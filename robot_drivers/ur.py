@@ -49,7 +49,7 @@ from .types import Action, Pose, RobotState
 
 log = logging.getLogger(__name__)
 
-MIN_SERVO_RATE_HZ = 125.0  # the CB3's RTDE rate; slower and the controller's own interpolation shows
+MIN_SERVO_RATE_HZ = 125.0  # the CB3's RTDE rate, the lowest Diffusion Policy streams at
 MAX_SERVO_RATE_HZ = 500.0  # the e-Series' RTDE rate
 STOP_WAIT_S = 0.1  # how long stop() waits for a servoL in flight before sending servoStop regardless
 
@@ -449,6 +449,7 @@ class URArm(Arm):
             control, receive = self._require()
             self._check_safety("home")
             self._end_servo()
+            self._servo_fault = None  # homing is the operator's new start; its own checks stand for the old fault
             if self._streaming:
                 control.servoStop(cfg.stop_acc)
                 self._streaming = False
