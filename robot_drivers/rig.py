@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from .camera import Camera
 from .clock import Clock
+from .errors import DeviceError
 from .safety import SafeArm
 from .state_history import StateHistory, StatePoller
 from .types import Frame, RobotState
 
+log = logging.getLogger(__name__)
 
 #: ``observe``'s default: every camera refuses frames older than its own stale limit (a rig file's
 #: ``stale_limit_s``; 0.5 s for cameras without one).
@@ -72,7 +75,10 @@ class Rig:
             opened.append(self.arm)
             self.forget_states()
             if self.clock.is_realtime:  # a state from before the first frame, so that frames are bracketed
-                self.state_history.add(self.arm.get_state())
+                try:
+                    self.state_history.add(self.arm.get_state())
+                except DeviceError as exc:  # not connect's to report: the first observation raises it
+                    log.debug("no arm state at connect: %s", exc)
             if self._poller is not None:
                 self._poller.take_error()
                 self._poller.start()
