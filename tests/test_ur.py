@@ -20,7 +20,7 @@ from robot_drivers.grippers import RobotiqConfig, RobotiqSocketGripper
 from robot_drivers.safety import SafeArm, SafetyConfig
 from robot_drivers.transforms import euler_to_quat, quat_angle, rotvec_to_quat
 from robot_drivers.types import Action, Pose
-from robot_drivers.ur import STOP_WAIT_S, URArm, URConfig, pose_to_ur, quat_to_rotvec, ur_to_pose
+from robot_drivers.ur import URArm, URConfig, pose_to_ur, quat_to_rotvec, ur_to_pose
 
 DOWN = euler_to_quat(math.pi, 0.0, 0.0)
 
@@ -106,6 +106,7 @@ class ServoLog:
         self._cond = threading.Condition()
         self._check = control.servoL.side_effect
         self.hold_at, self.holding, self.release = hold_at, threading.Event(), threading.Event()
+        self.returned = threading.Event()  # the held call has returned
         control.servoL.side_effect = self
 
     def __call__(self, *args, **kwargs):
@@ -118,6 +119,7 @@ class ServoLog:
         if n == self.hold_at:  # this servoL stays "on the wire" until the test lets it return
             self.holding.set()
             self.release.wait(5.0)
+            self.returned.set()
         return result
 
     def wait_for(self, predicate, timeout: float = 5.0):
@@ -198,9 +200,9 @@ def test_servo_thread_streams_interpolated_poses_at_the_servo_rate(ur):
     start, target = np.array([0.1, -0.4, 0.3]), np.array([0.1, -0.35, 0.25])
     q = euler_to_quat(math.pi, 0.1, 0.0)
     before = time.monotonic()
-    arm.send_action(Action(Pose(target, q), 1.0), target_time=before + 0.3)
+    arm.send_action(Action(Pose(target, q), 1.0), target_time=before + 0.5)
     after = time.monotonic()
-    servo.wait_for(lambda calls: len(calls) > 3 and np.allclose(calls[-1][1], target, atol=1e-12))
+    servo.wait_for(lambda calls: len(calls) > 3 and np.allclose(calls[-1][1], target, atol=1e-12), timeout=10.0)
     arm.stop()
     assert all(rest == (0.0, 0.0, pytest.approx(1 / 125), 0.1, 300.0) for *_, rest in servo.calls)  # servo time
     distance, angle = float(np.linalg.norm(target - start)), quat_angle(DOWN, q)
@@ -214,7 +216,7 @@ def test_servo_thread_streams_interpolated_poses_at_the_servo_rate(ur):
     assert len(moving) >= 5 and np.all(moving > 0)
     # One servo tick apart in trajectory time: the stream started between `before` and `after`, so each step
     # of progress is at least, and at best exactly, (1 / servo rate) / (time from then to the target time).
-    lowest, highest = (1 / 125) / (before + 0.3 - before), (1 / 125) / (before + 0.3 - after)
+    lowest, highest = (1 / 125) / (before + 0.5 - before), (1 / 125) / (before + 0.5 - after)
     assert lowest - 1e-9 <= moving.min() <= highest + 1e-9
     assert np.all(moving >= lowest - 1e-9)  # never two commands for the same moment: late ticks are skipped
     receive.isProtectiveStopped.assert_called()
@@ -261,9 +263,8 @@ def test_stop_does_not_wait_for_a_servol_that_hangs(ur):
     servo = ServoLog(control, hold_at=3)
     arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
     assert servo.holding.wait(5.0)
-    t0 = time.monotonic()
-    arm.stop()  # the servoL in flight has not returned
-    assert time.monotonic() - t0 < STOP_WAIT_S + 1.0
+    arm.stop()  # gives up waiting for the servoL in flight after STOP_WAIT_S
+    assert not servo.returned.is_set()  # stop() did not wait for it: servoStop went out while it hung
     control.servoStop.assert_called_once_with(2.0)
     servo.release.set()  # it returns after the stop: the thread repeats servoStop, sends nothing more
     wait_until(lambda: not arm.servo_running, "the servo thread ended")
