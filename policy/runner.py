@@ -5,7 +5,9 @@ send the next action of the retrieved chunk through the safety layer. A best
 similarity below gamma halts the arm at once and ends the run with reason
 "ood", carrying the evidence (the observation, the best matches and their
 similarities). Actions whose time has passed are skipped: if a query took
-longer than a tick, execution resumes at the chunk entry for *now*.
+longer than a tick, execution resumes at the chunk entry for *now*. A chunk
+is anchored at its observation's capture time, so the time from capture to
+action (frame alignment, transport, lookup) is skipped the same way.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class PolicySource:
 
     def step(self, observation: Observation, dt: float) -> StepOutput:
         t0 = time.perf_counter()
-        now = observation.state.host_time
+        now = observation.latest_state.host_time
         frames = observation.frames
         prefer = self.current.matches[0].episode if self.current is not None else None
         self.latest = self.policy.retrieve(frames["hand"].image, frames["third"].image,
@@ -96,7 +98,7 @@ class PolicySource:
         self.last_queried = switch
         if switch:
             self.current = self.latest
-            self._chunk_time = now
+            self._chunk_time = observation.capture_time  # entry 0 belongs to when the frames were taken
             self._ticks_on_chunk = 0
         # Stale-action dropping: the entry for the current time, not simply the next one.
         elapsed_ticks = int(round((now - self._chunk_time) / dt))

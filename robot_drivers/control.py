@@ -59,13 +59,13 @@ class TeleopSource:
         self._integrator: TargetIntegrator | None = None
 
     def begin(self, observation: Observation) -> None:
-        s = observation.state
+        s = observation.latest_state  # the arm as it is now, not as the (older) frames saw it
         self._integrator = TargetIntegrator(Action(s.ee_pose, s.gripper if self._gripper is None else self._gripper))
 
     def step(self, observation: Observation, dt: float) -> StepOutput:
         assert self._integrator is not None, "begin() first"
         command = self.teleop.get_command(observation.state, dt)
-        self._integrator.anchor(observation.state.ee_pose)
+        self._integrator.anchor(observation.latest_state.ee_pose)
         return StepOutput(self._integrator.step(command, dt), command.buttons)
 
     def sent(self, action: Action) -> None:

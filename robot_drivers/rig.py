@@ -2,48 +2,103 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from .camera import Camera
 from .clock import Clock
 from .errors import DeviceError
 from .safety import SafeArm
+from .state_history import StateHistory, StatePoller
 from .types import Frame, RobotState
 
+log = logging.getLogger(__name__)
 
 #: ``observe``'s default: every camera refuses frames older than its own stale limit (a rig file's
 #: ``stale_limit_s``; 0.5 s for cameras without one).
 OWN_STALE_LIMIT = object()
 
 
+#: The rate (Hz) at which a real-time rig samples its arm state between observations, by default.
+DEFAULT_STATE_RATE_HZ = 50.0
+
+
 @dataclass(frozen=True)
 class Observation:
+    """Frames and the arm state at the frames' capture time.
+
+    ``state`` is what is stored and fed to the policy: on a real-time rig the state interpolated at
+    ``capture_time`` from the rig's state history; in lock-step the state read at the tick, which is exact.
+    ``latest_state`` is the newest state measured (read after the frames); its ``host_time`` is the
+    observation's "now". ``state_skew`` is nonzero only when ``capture_time`` lay outside the state history:
+    the nearest sample's read time minus ``capture_time``.
+    """
+
     state: RobotState
     frames: dict[str, Frame]
+    capture_time: float | None = None  # host seconds; defaults to the state's time
+    latest_state: RobotState | None = None  # defaults to ``state``
+    state_skew: float = 0.0
+
+    def __post_init__(self):
+        if self.latest_state is None:
+            object.__setattr__(self, "latest_state", self.state)
+        if self.capture_time is None and self.state is not None:
+            object.__setattr__(self, "capture_time", self.state.host_time)
 
 
 @dataclass
 class Rig:
+    """``state_rate_hz``: how often a real-time rig samples its arm state in the background to pair frames
+    with the state at their capture time (0: only when observing)."""
+
     arm: SafeArm
     cameras: dict[str, Camera]
     clock: Clock
     name: str = "rig"
     extras: dict = field(default_factory=dict)
+    state_rate_hz: float = DEFAULT_STATE_RATE_HZ
+
+    def __post_init__(self):
+        if not 0.0 <= self.state_rate_hz <= 1000.0:
+            raise ValueError(f"state_rate_hz must be in [0, 1000] (0: sample only when observing), "
+                             f"got {self.state_rate_hz}")
+        self.state_history = StateHistory()
+        self._poller: StatePoller | None = None
+        if self.clock.is_realtime and self.state_rate_hz > 0:
+            self._poller = StatePoller(self.arm.get_state, self.state_history, self.state_rate_hz, self.name)
 
     def connect(self) -> None:
         opened = []
         try:
             self.arm.connect()
             opened.append(self.arm)
+            self.forget_states()
+            if self.clock.is_realtime:  # a state from before the first frame, so that frames are bracketed
+                try:
+                    self.state_history.add(self.arm.get_state())
+                except DeviceError as exc:  # not connect's to report: the first observation raises it
+                    log.debug("no arm state at connect: %s", exc)
+            if self._poller is not None:
+                self._poller.take_error()
+                self._poller.start()
             for camera in self.cameras.values():
                 camera.connect()
                 opened.append(camera)
         except Exception:
+            if self._poller is not None:
+                self._poller.stop()
             for device in reversed(opened):
                 device.disconnect()
             raise
 
+    def forget_states(self) -> None:
+        """Drop the state history: the arm jumped (a simulator reset) or a new connection began."""
+        self.state_history.clear(since=self.clock.now())
+
     def disconnect(self) -> None:
+        if self._poller is not None:
+            self._poller.stop()
         errors = []
         for device in [*self.cameras.values(), self.arm]:
             try:
@@ -54,7 +109,7 @@ class Rig:
             raise errors[0]
 
     def observe(self, max_age: float | None | object = OWN_STALE_LIMIT) -> Observation:
-        """The arm state and one frame per camera.
+        """One frame per camera and the arm state at their capture time.
 
         ``max_age`` (seconds, None for no limit) overrides every camera's own stale limit.
 
@@ -64,18 +119,39 @@ class Rig:
         and every other camera the frame nearest that one. The skew between
         cameras is then at most half a frame period whatever their phase. In
         lock-step every camera rendered at this tick: the newest frame is exact.
+
+        The capture time is the first camera's frame's host receive time. In real
+        time the arm state is then read (the newest measurement, kept as
+        ``latest_state``), added to the state history, and the state at the
+        capture time is interpolated from that history. In lock-step the state
+        read now is the state at capture time, exactly.
         """
         limit = {} if max_age is OWN_STALE_LIMIT else {"max_age": max_age}
-        if self.clock.is_realtime and self.cameras:
+        if not self.clock.is_realtime:
+            frames = {name: cam.read_latest(**limit) for name, cam in self.cameras.items()}
+            state = self.arm.get_state()
+            capture = next(iter(frames.values())).host_time if frames else state.host_time
+            return Observation(state, frames, capture_time=capture)
+        if self._poller is not None:
+            error = self._poller.take_error()
+            if error is not None:
+                self._poller.start()  # sample again; if the arm is still gone, the next observation says so
+                raise error
+        frames = {}
+        if self.cameras:
             cams = list(self.cameras.items())
             reference = self.clock.now() - max(1.0 / cam.fps for _, cam in cams)
             first = cams[0][1].read_nearest(reference, **limit)
             frames = {cams[0][0]: first}
             for name, cam in cams[1:]:
                 frames[name] = cam.read_nearest(first.host_time, **limit)
-        else:
-            frames = {name: cam.read_latest(**limit) for name, cam in self.cameras.items()}
-        return Observation(self.arm.get_state(), frames)
+        latest = self.arm.get_state()
+        self.state_history.add(latest)
+        if not frames:
+            return Observation(latest, frames)
+        capture = frames[cams[0][0]].host_time
+        state, skew = self.state_history.at(capture)
+        return Observation(state, frames, capture_time=capture, latest_state=latest, state_skew=skew)
 
     def scene_control(self):
         """The simulator's scene interface (:class:`robot_drivers.scene.SceneControl`); None on a real rig."""

@@ -1,6 +1,7 @@
 """Rig config files (TOML): which arm, cameras and teleop device make up a real rig.
 
     rate_hz = 10
+    state_rate_hz = 50                 # arm state sampling, to pair frames with the state at their capture time
     [arm]
     type = "xarm"                      # "xarm" or "ur"
     ip = "192.168.1.200"
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .clock import RealTimeClock
-from .rig import Rig
+from .rig import DEFAULT_STATE_RATE_HZ, Rig
 from .safety import SafeArm, SafetyConfig
 from .teleop import Teleop
 
@@ -89,7 +90,7 @@ class ArmSpec:
     gripper: Any = None  # RobotiqConfig for a UR with a Robotiq gripper
 
     def at_rate(self, rate_hz: float) -> "ArmSpec":
-        """This arm run at ``rate_hz``: per-tick steps from the speed limits, the UR's servo time, checks."""
+        """This arm run at ``rate_hz``: per-tick steps from the speed limits, the UR's waypoint period, checks."""
         step_m, step_rad = self.limits.per_tick(rate_hz)
         safety = replace(self.safety, max_translation_per_tick=step_m, max_rotation_per_tick=step_rad)
         config = self.config
@@ -116,10 +117,11 @@ class RigConfig:
     arm: ArmSpec
     cameras: list[CameraSpec]
     teleop: TeleopSpec | None = None
+    state_rate_hz: float = DEFAULT_STATE_RATE_HZ  # 0: the arm state is read only when observing
 
     def with_rate(self, rate_hz: float) -> "RigConfig":
-        """The same rig run at another control rate: the per-tick steps (max speed / rate) and the UR's servo
-        time follow it. A rate the rig cannot run at is a :class:`RigConfigError`."""
+        """The same rig run at another control rate: the per-tick steps (max speed / rate) and the UR's waypoint
+        period follow it. A rate the rig cannot run at is a :class:`RigConfigError`."""
         if not 0.0 < rate_hz <= MAX_RATE_HZ:
             raise RigConfigError(f"{self.path}: a control rate of {rate_hz:g} Hz is out of range; "
                                  f"use one in (0, {MAX_RATE_HZ:g}] Hz")
@@ -259,6 +261,7 @@ def _parse_arm(t: _Table, rate_hz: float) -> ArmSpec:
             config = URConfig(**common, rate_hz=rate_hz, rtde_frequency=t.num("rtde_frequency", -1.0),
                               servo_lookahead=t.num("servo_lookahead", 0.1, 0.03, 0.2),
                               servo_gain=t.num("servo_gain", 300.0, 100.0, 2000.0),
+                              servo_rate_hz=t.num("servo_rate_hz", 125.0, 125.0, 500.0),
                               home_speed=t.num("home_speed", 0.05, 0.0, 0.25, low_open=True))
             g = t.table("gripper")
             gtype = g.str("type", "none", choices=("none", "robotiq"))
@@ -380,6 +383,7 @@ def load_rig_config(path) -> RigConfig:
     root = _Table(data, "", file)
     name = root.str("name", p.stem)
     rate_hz = root.num("rate_hz", 10.0, 0.0, MAX_RATE_HZ, low_open=True)
+    state_rate_hz = root.num("state_rate_hz", DEFAULT_STATE_RATE_HZ, 0.0, 500.0)
     arm = _parse_arm(root.table("arm", required=True), rate_hz)
     raw_cameras = root.get("cameras", None)
     if not isinstance(raw_cameras, list) or not raw_cameras:
@@ -403,7 +407,7 @@ def load_rig_config(path) -> RigConfig:
     teleop = _parse_teleop(root.table("teleop")) if "teleop" in data else None
     root.used.add("teleop")
     root.done()
-    return RigConfig(file, name, float(rate_hz), arm, cameras, teleop)
+    return RigConfig(file, name, float(rate_hz), arm, cameras, teleop, float(state_rate_hz))
 
 
 class HardwareRig(Rig):
@@ -445,7 +449,7 @@ def build_rig(config: RigConfig) -> Rig:
     """The rig the file describes, not yet connected; the arm is wrapped in :class:`SafeArm`."""
     cameras = {spec.role: build_camera(spec) for spec in config.cameras}
     return HardwareRig(arm=build_arm(config.arm), cameras=cameras, clock=RealTimeClock(config.rate_hz),
-                       name=config.name, extras={"rig_config": config})
+                       name=config.name, extras={"rig_config": config}, state_rate_hz=config.state_rate_hz)
 
 
 def build_teleop(config: RigConfig, rig: Rig | None = None) -> Teleop | None:

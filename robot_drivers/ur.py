@@ -1,13 +1,23 @@
 """Universal Robots (CB3 / e-Series: UR3, UR5, UR10, UR16...) through ur-rtde.
 
 ``RTDEReceiveInterface`` reads the state, ``RTDEControlInterface`` streams
-one ``servoL`` per control tick: the target pose (xyz in metres + rotation
-vector in radians, UR's own convention, so only the orientation is
-converted here), the tick length as the servo time, and the lookahead and
-gain that smooth the controller's tracking. ``servoStop`` ends the stream on
-stop (``stopL`` when not streaming). ``stop`` bumps a generation counter that
-a command under way checks before each motion call, so a stop is never
-followed by motion the command had not yet sent.
+``servoL`` from an interpolating servo thread (Diffusion Policy's practice):
+each ``send_action`` schedules a time-stamped waypoint (the target pose for
+one control period from now, or the time given), and the thread, at
+``servo_rate_hz`` (>= 125 Hz), sends the pose interpolated for its own tick
+(linear position, slerp orientation) with the servo period as the servo
+time. Poses are xyz in metres + rotation vector in radians, UR's own
+convention, so only the orientation is converted here. A waypoint whose
+time has already passed is dropped. The stream starts from the measured
+pose and holds the last waypoint when no new one comes.
+
+``stop`` halts at once: it bumps a generation counter, ends the servo
+thread and, once no ``servoL`` is in flight, sends ``servoStop`` (``stopL``
+when not streaming). The thread checks the generation before each
+``servoL`` under the same lock, so no ``servoL`` follows a stop; a command
+under way checks it before each motion call too. A fault seen by the thread
+(a protective stop, a refused ``servoL``, a dropped link) ends the stream
+and is raised by the next command: it is reported, never resumed.
 
 A protective or emergency stop, read from the receive interface, raises
 :class:`ProtectiveStopError` before any command is sent. A dropped RTDE
@@ -34,9 +44,14 @@ from .errors import (ArmCommandError, ArmStoppedError, ConnectionLostError, Devi
 from .grippers import Gripper, NoGripper
 from .transforms import normalize_quat, rotvec_to_quat
 from .safety import check_workspace_box, refuse_outside_workspace
+from .trajectory import PoseTrajectory
 from .types import Action, Pose, RobotState
 
 log = logging.getLogger(__name__)
+
+MIN_SERVO_RATE_HZ = 125.0  # the CB3's RTDE rate, the lowest Diffusion Policy streams at
+MAX_SERVO_RATE_HZ = 500.0  # the e-Series' RTDE rate
+STOP_WAIT_S = 0.1  # how long stop() waits for a servoL in flight before sending servoStop regardless
 
 ROBOT_MODE_RUNNING = 7
 ROBOT_MODES = {-1: "no controller", 0: "disconnected", 1: "confirm safety", 2: "booting", 3: "powered off",
@@ -72,7 +87,8 @@ def ur_to_pose(values) -> Pose:
 @dataclass
 class URConfig:
     ip: str = ""
-    rate_hz: float = 10.0  # the control tick: each servoL holds for 1 / rate_hz seconds
+    rate_hz: float = 10.0  # the control tick: each waypoint is scheduled 1 / rate_hz seconds ahead
+    servo_rate_hz: float = 125.0  # the servo thread's rate: one interpolated servoL per 1 / servo_rate_hz
     rtde_frequency: float = -1.0  # RTDE rate, -1: the controller's default (500 Hz e-Series, 125 Hz CB3)
     servo_lookahead: float = 0.1  # s, 0.03..0.2: larger is smoother and lags more
     servo_gain: float = 300.0  # 100..2000: larger tracks tighter
@@ -94,6 +110,15 @@ class URConfig:
             raise ValueError("a UR arm needs the controller's IP address (Settings > System > Network on the pendant)")
         if not 0.0 < self.rate_hz <= 500.0:
             raise ValueError(f"rate_hz must be in (0, 500], got {self.rate_hz}")
+        if not MIN_SERVO_RATE_HZ <= self.servo_rate_hz <= MAX_SERVO_RATE_HZ:
+            raise ValueError(f"servo_rate_hz must be in [{MIN_SERVO_RATE_HZ:g}, {MAX_SERVO_RATE_HZ:g}] Hz, "
+                             f"got {self.servo_rate_hz}")
+        if self.servo_rate_hz < self.rate_hz:
+            raise ValueError(f"servo_rate_hz ({self.servo_rate_hz:g} Hz) must not be below the control rate "
+                             f"rate_hz ({self.rate_hz:g} Hz)")
+        if self.rtde_frequency > 0 and self.servo_rate_hz > self.rtde_frequency:
+            raise ValueError(f"servo_rate_hz ({self.servo_rate_hz:g} Hz) is faster than rtde_frequency "
+                             f"({self.rtde_frequency:g} Hz): the controller would drop commands; lower it")
         if not 0.03 <= self.servo_lookahead <= 0.2:
             raise ValueError(f"servo_lookahead must be in [0.03, 0.2] s, got {self.servo_lookahead}")
         if not 100.0 <= self.servo_gain <= 2000.0:
@@ -139,6 +164,16 @@ class URArm(Arm):
         self._generation = 0  # bumped by every stop(): a command under way checks it before each motion call
         self._last_gripper: float | None = None
         self.reconnects = 0
+        # The servo thread: it only ever holds _servo_lock (around each servoL), never _lock.
+        self._servo_lock = threading.Lock()
+        self._servo_thread: threading.Thread | None = None
+        self._servo_end = threading.Event()
+        self._servo_fault: Exception | None = None
+        self._servo_generation = -1  # the generation the servo thread streams for
+        self._unlocked_stops = 0  # stops that did not wait for a servoL in flight (it hung)
+        self._trajectory: PoseTrajectory | None = None
+        self.servo_ticks = 0  # servoL calls made by the servo thread
+        self.dropped_waypoints = 0  # waypoints whose time had passed when they arrived
 
     # -- life cycle -------------------------------------------------------
     def connect(self) -> None:
@@ -149,6 +184,7 @@ class URArm(Arm):
         make_control = self._control_factory or control_cls
         make_receive = self._receive_factory or receive_cls
         ip = self.config.ip
+        self._servo_fault = None
         try:
             self._receive = make_receive(ip, self.config.rtde_frequency)
         except RuntimeError as exc:
@@ -187,6 +223,7 @@ class URArm(Arm):
 
     def disconnect(self) -> None:
         with self._lock:
+            self._end_servo()
             if self._control is not None:
                 try:
                     if self._streaming:
@@ -219,6 +256,8 @@ class URArm(Arm):
         """
         self._streaming = False
         self._generation += 1
+        self._end_servo()
+        self._servo_fault = None  # the stream ended with the link; that is what is reported here
         ip = self.config.ip
         for attempt in range(1, self.config.reconnect_attempts + 1):
             log.warning("UR %s: RTDE connection lost, reconnecting (%d/%d)", ip, attempt,
@@ -273,28 +312,120 @@ class URArm(Arm):
             self.stop()
             raise ArmStoppedError(f"UR was stopped during {what}; stopped again so that it stays stopped")
 
-    def send_action(self, action: Action) -> Action:
-        self._check_workspace(action.pose)  # before any SDK call
+    def send_action(self, action: Action, target_time: float | None = None) -> Action:
+        """Schedule ``action.pose`` for ``target_time`` (host seconds on this arm's clock; default one control
+        period from now) on the servo thread, and command the gripper. A waypoint whose time has passed is
+        dropped (counted in ``dropped_waypoints``); the gripper is still commanded."""
+        self._check_workspace(action.pose)  # before any SDK call, and before anything reaches the servo thread
         gripper = float(np.clip(action.gripper, 0.0, 1.0))
         cfg = self.config
         generation = self._generation
         with self._lock:
-            control, _ = self._require()
+            _, receive = self._require()
+            self._raise_servo_fault()
             self._check_safety("servoL")
-            self._not_stopped_since(generation, "servoL")
-            ok = control.servoL(pose_to_ur(action.pose), 0.0, 0.0, 1.0 / cfg.rate_hz, cfg.servo_lookahead,
-                                cfg.servo_gain)
-            if ok:
-                self._streaming = True
-            self._stopped_during(generation, "servoL")
-            if not ok:
-                self._check_safety("servoL")
-                raise ArmCommandError(self._servo_refused())
+            self._not_stopped_since(generation, "the waypoint")
+            now = self._clock()
+            when = now + 1.0 / cfg.rate_hz if target_time is None else float(target_time)
+            if not self._streams_for(generation):
+                self._start_servo(ur_to_pose(receive.getActualTCPPose()), now, generation)
+            if not self._trajectory.schedule(action.pose, when, now):
+                self.dropped_waypoints += 1
+                log.debug("UR: waypoint for %.3f s dropped, its time passed %.3f s ago", when, now - when)
+            self._stopped_during(generation, "the waypoint")
             if self._last_gripper is None or abs(gripper - self._last_gripper) > cfg.gripper_deadband:
                 self._not_stopped_since(generation, "the gripper command")
                 self.gripper.move(gripper)
                 self._last_gripper = gripper
         return Action(action.pose, gripper)
+
+    # -- the servo thread -------------------------------------------------
+    @property
+    def servo_running(self) -> bool:
+        return self._servo_thread is not None and self._servo_thread.is_alive()
+
+    def _streams_for(self, generation: int) -> bool:
+        """The servo thread runs, for this generation, and was not told to end."""
+        return self.servo_running and self._servo_generation == generation and not self._servo_end.is_set()
+
+    def _start_servo(self, start: Pose, now: float, generation: int) -> None:
+        """Start streaming from the measured pose ``start`` (under _lock)."""
+        self._end_servo()  # one that a stop told to end may still be winding down
+        self._trajectory = PoseTrajectory(start, now)
+        self._servo_end = threading.Event()
+        self._servo_generation = generation
+        self._servo_thread = threading.Thread(
+            target=self._servo_loop, args=(self._control, self._trajectory, self._servo_end, generation),
+            name=f"ur-servo-{self.config.ip}", daemon=True)
+        self._streaming = True
+        self._servo_thread.start()
+
+    def _end_servo(self) -> None:
+        """End the servo thread (an orderly end, not a stop: no generation bump)."""
+        self._servo_end.set()
+        thread = self._servo_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)
+            if thread.is_alive():  # pragma: no cover - a servoL that never returns
+                log.error("UR servo thread did not end within 1 s")
+
+    def _raise_servo_fault(self) -> None:
+        fault, self._servo_fault = self._servo_fault, None
+        if fault is not None:
+            raise fault
+
+    def _servo_loop(self, control, trajectory: PoseTrajectory, end: threading.Event, generation: int) -> None:
+        cfg = self.config
+        period = 1.0 / cfg.servo_rate_hz
+        tick = self._clock()
+        while True:
+            fault = None
+            with self._servo_lock:
+                if end.is_set() or self._generation != generation:
+                    return
+                unlocked_stops = self._unlocked_stops
+                try:
+                    if not control.isConnected():
+                        raise ConnectionLostError(f"the RTDE connection to the UR at {cfg.ip} dropped while "
+                                                  "streaming; check the network cable and the pendant")
+                    self._check_safety("servoL")
+                    if not control.servoL(pose_to_ur(trajectory.at(tick)), 0.0, 0.0, period, cfg.servo_lookahead,
+                                          cfg.servo_gain):
+                        self._check_safety("servoL")
+                        raise ArmCommandError(self._servo_refused())
+                    self.servo_ticks += 1
+                except (DeviceError, RuntimeError) as exc:
+                    fault = exc
+                if self._unlocked_stops != unlocked_stops:  # a stop gave up waiting for this servoL: repeat it
+                    try:
+                        control.servoStop(cfg.stop_acc)
+                    except RuntimeError as exc:
+                        log.error("UR: repeating servoStop failed: %s", exc)
+                    return
+            if fault is not None:
+                self._servo_failed(control, fault, generation)
+                return
+            tick += period
+            delay = tick - self._clock()
+            if delay > 0:
+                end.wait(delay)
+            elif delay < -period:
+                tick = self._clock()  # fell behind: skip servo ticks rather than send a burst
+
+    def _servo_failed(self, control, fault: Exception, generation: int) -> None:
+        """The stream cannot go on: halt it, and keep the fault for the next command to raise."""
+        log.error("UR servo stream ended: %s", fault)
+        if not isinstance(fault, DeviceError):
+            fault = ArmCommandError(f"UR at {self.config.ip}: servoL failed: {fault}; check the pendant")
+        with self._servo_lock:
+            if self._generation != generation:
+                return  # stop() already halted the stream
+            self._servo_fault = fault
+            try:
+                control.servoStop(self.config.stop_acc)
+            except RuntimeError as exc:
+                log.warning("UR: servoStop after the stream failed: %s", exc)
+            self._streaming = False
 
     def _servo_refused(self) -> str:
         ip = self.config.ip
@@ -317,6 +448,8 @@ class URArm(Arm):
         with self._lock:
             control, receive = self._require()
             self._check_safety("home")
+            self._end_servo()
+            self._servo_fault = None  # homing is the operator's new start; its own checks stand for the old fault
             if self._streaming:
                 control.servoStop(cfg.stop_acc)
                 self._streaming = False
@@ -345,13 +478,20 @@ class URArm(Arm):
     def stop(self) -> None:
         """Decelerate to a halt. Never raises (the watchdog calls it from its thread).
 
-        It takes no lock (it must not wait for a command under way); that command sees the bumped generation
-        before its next motion call, and re-sends the stop if its own call raced with this one.
+        It does not take the command lock (it must not wait for a command under way); that command sees the
+        bumped generation before its next motion call, and re-sends the stop if its own call raced with this
+        one. The servo thread sees it before its next servoL; stop() waits for a servoL in flight (at most
+        ``STOP_WAIT_S``) so that servoStop comes after it.
         """
         self._generation += 1
+        self._servo_end.set()
         control = self._control
         if control is None:
             return
+        waited = self._servo_lock.acquire(timeout=STOP_WAIT_S)
+        if not waited:
+            self._unlocked_stops += 1
+            log.error("UR: a servoL has not returned for %.0f ms; sending servoStop anyway", STOP_WAIT_S * 1000)
         try:
             if self._streaming:
                 control.servoStop(self.config.stop_acc)
@@ -361,3 +501,5 @@ class URArm(Arm):
             log.error("UR stop failed: %s — use the pendant's emergency stop", exc)
         finally:
             self._streaming = False
+            if waited:
+                self._servo_lock.release()

@@ -229,11 +229,47 @@ def test_ood_gate_stops_the_arm(policy):
         assert result.reason == "max_ticks" and len(rig.arm.inner.sent) == 4
         assert len(result.retrievals) == 4  # looked up (and OOD-checked) every tick
         assert [e.queried for e in events] == [True, False, True, False]  # the chunk replaced every 2 ticks
-        assert [e.chunk_step for e in events] == [0, 1, 0, 1]
+        # Each tick executes the chunk's entry for the time it is sent, counted from when the frames the chunk was
+        # retrieved for were captured: [0, 1, 0, 1] when every tick is on time, further on when the machine lags.
         chunk = result.retrievals[0].chunk
+        for e in events:
+            obs = e.record.observation
+            if e.queried:
+                anchor, on_chunk = obs.capture_time, 0
+            due = int(round((obs.latest_state.host_time - anchor) / 0.1))
+            assert e.chunk_step == min(max(due, on_chunk), len(chunk) - 1)
+            on_chunk += 1
+        assert events[1].chunk_step > events[0].chunk_step or events[1].chunk_step == len(chunk) - 1
         sent = rig.arm.inner.sent[0].as_array()
         home = np.array([0.45, 0.0, 0.35])
-        step, wanted = sent[:3] - home, chunk[0, :3] - home
+        step, wanted = sent[:3] - home, chunk[events[0].chunk_step, :3] - home
         # through the safety layer: at most 3 cm from where the arm was, straight towards the chunk's target
         assert np.linalg.norm(step) <= min(0.03, np.linalg.norm(wanted)) + 1e-6
         assert np.dot(step, wanted) / (np.linalg.norm(step) * np.linalg.norm(wanted)) > 0.999
+
+
+def test_a_chunk_starts_at_the_entry_for_now_counting_from_the_capture_time(policy):
+    """Capture-to-action latency is skipped like lookup time: frames captured k ticks ago start the chunk at k."""
+    from policy.runner import PolicySource
+    from robot_drivers.rig import Observation
+    from robot_drivers.types import Frame, Pose, RobotState
+
+    dt, now = 0.1, 50.0
+    image = np.zeros((32, 32, 3), np.uint8)
+    gamma, policy.gamma = policy.gamma, -1.0  # everything in distribution: the chunk is executed
+    try:
+        for k in (0, 1, 3):
+            captured = now - k * dt
+            frames = {cam: Frame(image, None, captured, 0, cam) for cam in ("hand", "third")}
+            state = RobotState(captured, Pose(np.array([0.45, 0.0, 0.35]), np.array([1.0, 0.0, 0.0, 0.0])), 1.0,
+                               np.zeros(9))
+            latest = RobotState(now, state.ee_pose, 1.0, np.zeros(9))
+            source = PolicySource(policy, requery_every=10)
+            source.begin(Observation(state, frames, captured, latest))
+            output = source.step(Observation(state, frames, captured, latest), dt)
+            assert output.info["chunk_step"] == k
+            np.testing.assert_allclose(output.action.pose.position, source.current.chunk[k, :3], atol=1e-6)
+            later = RobotState(now + dt, state.ee_pose, 1.0, np.zeros(9))  # next tick, same chunk
+            assert source.step(Observation(state, frames, captured + dt, later), dt).info["chunk_step"] == k + 1
+    finally:
+        policy.gamma = gamma

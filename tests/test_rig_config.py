@@ -192,6 +192,25 @@ def test_driver_level_errors_name_the_file(tmp_path):
         load_rig_config(write(tmp_path, text.replace("servo_gain = 50", 'mode = "online"')))
 
 
+def test_timing_keys(tmp_path):
+    ur = BASE.replace('type = "xarm"', 'type = "ur"')
+    config = load_rig_config(write(tmp_path, ur))
+    assert config.state_rate_hz == 50.0 and config.arm.config.servo_rate_hz == 125.0  # the defaults
+    text = ur.replace("rate_hz = 10", "rate_hz = 10\nstate_rate_hz = 0").replace(
+        "[arm.workspace]", "servo_rate_hz = 500\n[arm.workspace]")
+    config = load_rig_config(write(tmp_path, text))
+    assert config.state_rate_hz == 0.0 and config.arm.config.servo_rate_hz == 500.0
+    assert build_rig(config).state_rate_hz == 0.0
+    assert config.with_rate(30.0).arm.config.servo_rate_hz == 500.0  # the servo rate does not follow the tick
+    with pytest.raises(RigConfigError, match=r"rig.toml: arm\.servo_rate_hz must be >= 125, got 100"):
+        load_rig_config(write(tmp_path, text.replace("servo_rate_hz = 500", "servo_rate_hz = 100")))
+    with pytest.raises(RigConfigError, match=r"rig.toml: \[arm\] servo_rate_hz \(500 Hz\) is faster than "
+                                             r"rtde_frequency \(125 Hz\)"):
+        load_rig_config(write(tmp_path, text.replace("servo_rate_hz = 500", "servo_rate_hz = 500\nrtde_frequency = 125")))
+    with pytest.raises(RigConfigError, match=r"rig.toml: state_rate_hz must be <= 500, got 2000"):
+        load_rig_config(write(tmp_path, text.replace("state_rate_hz = 0", "state_rate_hz = 2000")))
+
+
 def test_file_errors(tmp_path):
     with pytest.raises(RigConfigError, match="no such rig file"):
         load_rig_config(tmp_path / "missing.toml")

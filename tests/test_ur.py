@@ -6,6 +6,7 @@ import math
 import re
 import socket
 import threading
+import time
 from unittest.mock import DEFAULT, call, create_autospec
 
 import numpy as np
@@ -93,7 +94,47 @@ def ur():
     arm.connect()
     control.reset_mock(return_value=False, side_effect=False)
     receive.reset_mock(return_value=False, side_effect=False)
-    return arm, control, receive
+    yield arm, control, receive
+    arm.stop()  # ends the servo thread
+
+
+class ServoLog:
+    """Records the servoL calls the servo thread makes (after the signature check) and lets a test wait for them."""
+
+    def __init__(self, control, hold_at: int | None = None):
+        self.calls: list[tuple[float, np.ndarray, np.ndarray, tuple]] = []  # (time, position, quaternion, rest)
+        self._cond = threading.Condition()
+        self._check = control.servoL.side_effect
+        self.hold_at, self.holding, self.release = hold_at, threading.Event(), threading.Event()
+        self.returned = threading.Event()  # the held call has returned
+        control.servoL.side_effect = self
+
+    def __call__(self, *args, **kwargs):
+        result = self._check(*args, **kwargs)
+        pose = args[0]
+        with self._cond:
+            self.calls.append((time.monotonic(), np.array(pose[:3]), rotvec_to_quat(pose[3:]), args[1:]))
+            n = len(self.calls)
+            self._cond.notify_all()
+        if n == self.hold_at:  # this servoL stays "on the wire" until the test lets it return
+            self.holding.set()
+            self.release.wait(5.0)
+            self.returned.set()
+        return result
+
+    def wait_for(self, predicate, timeout: float = 5.0):
+        """Block until ``predicate(calls)`` holds; fail after ``timeout`` seconds."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: predicate(self.calls), timeout):
+                raise AssertionError(f"servoL calls never satisfied the condition ({len(self.calls)} calls)")
+
+
+def wait_until(predicate, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.002)
 
 
 def test_signature_checker_catches_a_wrong_call():
@@ -153,15 +194,99 @@ def test_unreachable_and_no_remote_control():
             URArm(config(), control_factory=control_cls, receive_factory=receive_cls).connect()
 
 
-def test_servo_stream_per_tick(ur):
+def test_servo_thread_streams_interpolated_poses_at_the_servo_rate(ur):
     arm, control, receive = ur
+    servo = ServoLog(control)
+    start, target = np.array([0.1, -0.4, 0.3]), np.array([0.1, -0.35, 0.25])
     q = euler_to_quat(math.pi, 0.1, 0.0)
-    arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), q), 1.0))
-    args = control.servoL.call_args.args
-    assert args[0][:3] == pytest.approx([0.1, -0.35, 0.25])
-    assert quat_angle(rotvec_to_quat(args[0][3:]), q) < 1e-9
-    assert args[1:] == (0.0, 0.0, pytest.approx(0.1), 0.1, 300.0)  # time = one control tick
+    before = time.monotonic()
+    arm.send_action(Action(Pose(target, q), 1.0), target_time=before + 0.5)
+    after = time.monotonic()
+    servo.wait_for(lambda calls: len(calls) > 3 and np.allclose(calls[-1][1], target, atol=1e-12), timeout=10.0)
+    arm.stop()
+    assert all(rest == (0.0, 0.0, pytest.approx(1 / 125), 0.1, 300.0) for *_, rest in servo.calls)  # servo time
+    distance, angle = float(np.linalg.norm(target - start)), quat_angle(DOWN, q)
+    progress = []
+    for _, position, quat, _ in servo.calls:  # every pose lies on the way from the measured pose to the target
+        s = float(np.dot(position - start, target - start)) / distance ** 2
+        np.testing.assert_allclose(position, start + s * (target - start), atol=1e-9)
+        assert quat_angle(DOWN, quat) == pytest.approx(s * angle, abs=1e-6)  # slerp: angle in step with position
+        progress.append(s)
+    moving = np.diff(progress)[np.array(progress[1:]) < 1.0 - 1e-9]
+    assert len(moving) >= 5 and np.all(moving > 0)
+    # One servo tick apart in trajectory time: the stream started between `before` and `after`, so each step
+    # of progress is at least, and at best exactly, (1 / servo rate) / (time from then to the target time).
+    lowest, highest = (1 / 125) / (before + 0.5 - before), (1 / 125) / (before + 0.5 - after)
+    assert lowest - 1e-9 <= moving.min() <= highest + 1e-9
+    assert np.all(moving >= lowest - 1e-9)  # never two commands for the same moment: late ticks are skipped
     receive.isProtectiveStopped.assert_called()
+    assert arm.servo_ticks == len(servo.calls)
+
+
+def test_stale_waypoints_are_dropped(ur):
+    arm, control, receive = ur
+    servo = ServoLog(control)
+    first, stale, last = np.array([0.1, -0.38, 0.3]), np.array([0.3, -0.2, 0.1]), np.array([0.12, -0.38, 0.3])
+    arm.send_action(Action(Pose(first, DOWN), 1.0), target_time=time.monotonic() + 0.05)
+    servo.wait_for(lambda calls: calls and np.allclose(calls[-1][1], first, atol=1e-12))
+    reached = len(servo.calls)
+    arm.send_action(Action(Pose(stale, DOWN), 1.0), target_time=time.monotonic() - 0.01)  # its time has passed
+    assert arm.dropped_waypoints == 1
+    arm.send_action(Action(Pose(last, DOWN), 1.0))  # one control period ahead
+    servo.wait_for(lambda calls: np.allclose(calls[-1][1], last, atol=1e-12))
+    arm.stop()
+    for _, position, _, _ in servo.calls[reached:]:  # from the first waypoint straight on to the last one
+        assert 0.1 - 1e-12 <= position[0] <= 0.12 + 1e-12 and position[1:] == pytest.approx([-0.38, 0.3])
+
+
+def test_stop_halts_the_servo_thread_at_once(ur):
+    arm, control, receive = ur
+    servo = ServoLog(control, hold_at=5)
+    arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    assert servo.holding.wait(5.0)  # the 5th servoL is on the wire
+    stopper = threading.Thread(target=arm.stop)
+    stopper.start()  # STOP pressed while that servoL is in flight
+    servo.release.set()
+    stopper.join(5.0)
+    assert not stopper.is_alive()
+    sent = control.servoL.call_count
+    wait_until(lambda: not arm.servo_running, "the servo thread ended")
+    assert control.servoL.call_count == sent == 5  # nothing after the stop
+    names = [c[0] for c in control.method_calls]
+    assert names.count("servoStop") == 1 and names.index("servoStop") > max(
+        i for i, n in enumerate(names) if n == "servoL")
+    control.servoStop.assert_called_once_with(2.0)
+
+
+def test_stop_does_not_wait_for_a_servol_that_hangs(ur):
+    arm, control, receive = ur
+    servo = ServoLog(control, hold_at=3)
+    arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    assert servo.holding.wait(5.0)
+    arm.stop()  # gives up waiting for the servoL in flight after STOP_WAIT_S
+    assert not servo.returned.is_set()  # stop() did not wait for it: servoStop went out while it hung
+    control.servoStop.assert_called_once_with(2.0)
+    servo.release.set()  # it returns after the stop: the thread repeats servoStop, sends nothing more
+    wait_until(lambda: not arm.servo_running, "the servo thread ended")
+    assert control.servoL.call_count == 3
+    names = [c[0] for c in control.method_calls]
+    assert names[-2:] == ["servoStop", "servoStop"]
+
+
+def test_protective_stop_seen_by_the_servo_thread_is_reported_not_resumed(ur):
+    arm, control, receive = ur
+    servo = ServoLog(control)
+    arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    servo.wait_for(lambda calls: len(calls) >= 3)
+    receive.getSafetyMode.return_value = 3
+    receive.isProtectiveStopped.return_value = True
+    wait_until(lambda: not arm.servo_running, "the servo thread ended")
+    sent = control.servoL.call_count
+    control.servoStop.assert_called_once_with(2.0)
+    receive.isProtectiveStopped.return_value = False  # unlocked on the pendant: still reported, not resumed
+    with pytest.raises(ProtectiveStopError, match="protective stop"):
+        arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    assert control.servoL.call_count == sent and not arm.servo_running
 
 
 def test_state(ur):
@@ -187,10 +312,15 @@ def test_protective_stop_while_streaming(ur):
 def test_servo_refused(ur):
     arm, control, receive = ur
     control.servoL.return_value = False
+    arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))  # the thread's servoL is refused
+    wait_until(lambda: not arm.servo_running, "the servo thread ended")
     with pytest.raises(ArmCommandError, match="refused servoL; the pendant's log"):
         arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    assert control.servoL.call_count == 1 and control.servoStop.call_count == 1
     # After a protective stop (cleared) the control script is no longer running: say how to get it back.
     control.isProgramRunning.return_value = False
+    arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    wait_until(lambda: not arm.servo_running, "the servo thread ended")
     with pytest.raises(ArmCommandError, match="control script is not running.*reconnect the rig"):
         arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
 
@@ -203,8 +333,16 @@ def test_connection_loss_is_reported_even_after_a_successful_reconnect(ur):
         arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
     assert arm.reconnects == 1
     control.servoL.assert_not_called()  # the program never carries on by itself: the operator starts again
+    servo = ServoLog(control)
     arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))  # a new command, on the new link
-    control.servoL.assert_called_once()
+    servo.wait_for(lambda calls: len(calls) >= 1)
+    # The link drops while streaming: the servo thread ends, and the next command reports it.
+    control.isConnected.return_value = False
+    wait_until(lambda: not arm.servo_running, "the servo thread ended")
+    sent = control.servoL.call_count
+    with pytest.raises(ConnectionLostError, match="dropped and was re-established"):
+        arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
+    assert arm.reconnects == 2 and control.servoL.call_count == sent
     control.isConnected.return_value = False
     control.reconnect.side_effect = None
     control.reconnect.return_value = False
@@ -212,25 +350,29 @@ def test_connection_loss_is_reported_even_after_a_successful_reconnect(ur):
         arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 1.0))
 
 
-def test_stop_racing_servol_is_resent_after_it(ur):
+def test_stop_racing_a_waypoint_is_resent_after_it(ur):
     arm, control, receive = ur
-    check = control.servoL.side_effect
+    measured = receive.getActualTCPPose.side_effect
 
-    def servo_l_meets_a_stop(*args, **kwargs):  # the watchdog / STOP thread stops the arm while servoL is on the wire
-        result = check(*args, **kwargs)
+    def measuring_meets_a_stop(*args, **kwargs):  # the watchdog / STOP thread stops the arm as the stream starts
+        result = measured(*args, **kwargs)
         arm.stop()
         return result
 
-    control.servoL.side_effect = servo_l_meets_a_stop
-    with pytest.raises(ArmStoppedError, match="stopped during servoL; stopped again"):
+    receive.getActualTCPPose.side_effect = measuring_meets_a_stop
+    with pytest.raises(ArmStoppedError, match="stopped during the waypoint; stopped again"):
         arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 0.0))
-    names = [c[0] for c in control.method_calls]
-    assert names[-3:] == ["servoL", "stopL", "servoStop"]  # the stop the servoL overtook is repeated as servoStop
-    # A stop that lands before the motion call: nothing is sent at all.
+    wait_until(lambda: not arm.servo_running, "the servo thread ended")
+    control.servoL.assert_not_called()  # the thread started for the command's generation never streams
+    assert control.stopL.call_count + control.servoStop.call_count == 2  # the stop, then once more
+    # A stop that lands before the waypoint is scheduled: nothing is sent at all.
+    receive.getActualTCPPose.side_effect = measured
     control.reset_mock(return_value=False, side_effect=False)
     receive.isProtectiveStopped.side_effect = lambda: arm.stop() or False
-    with pytest.raises(ArmStoppedError, match="servoL not sent"):
+    with pytest.raises(ArmStoppedError, match="the waypoint not sent"):
         arm.send_action(Action(Pose(np.array([0.1, -0.35, 0.25]), DOWN), 0.0))
+    receive.isProtectiveStopped.side_effect = None
+    assert not arm.servo_running
     control.servoL.assert_not_called()
 
 
@@ -326,6 +468,10 @@ def test_config_validation():
         config(servo_lookahead=0.5)
     with pytest.raises(ValueError, match="servo_gain"):
         config(servo_gain=50)
+    with pytest.raises(ValueError, match=r"servo_rate_hz must be in \[125, 500\]"):
+        config(servo_rate_hz=100)
+    with pytest.raises(ValueError, match="faster than rtde_frequency"):
+        config(servo_rate_hz=250, rtde_frequency=125)
 
 
 # -- Robotiq over the URCap socket ------------------------------------------------

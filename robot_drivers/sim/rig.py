@@ -196,6 +196,7 @@ class SimRig(Rig):
 
             raise ArmStoppedError("the arm is halted: a scene reset would move it; take over or home first")
         self.world.reset((scene.mug.x, scene.mug.y, scene.mug.yaw), scene.distractors, scene.lighting)
+        self.forget_states()  # the arm jumped: no state from before may be interpolated with one from after
         if release:
             self.arm.release()
         self.arm.home()  # clears the safety layer's reference so the first command starts from here
