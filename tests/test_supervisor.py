@@ -23,6 +23,11 @@ class Recorder(Events):
         self.cleared = 0
         self.infos = []
         self.errors = []
+        self.recorded_steps = 0
+
+    def record_event(self, event):
+        if event.phase == "recording":
+            self.recorded_steps = event.steps
 
     def episode_finished(self, outcome):
         self.outcomes.append(outcome)
@@ -113,14 +118,15 @@ def test_loading_a_policy_during_a_recording_keeps_the_episode_going(make_superv
     assert wait_until(lambda: sup.mode == RECORDING)
     time.sleep(0.2)
     assert sup.set_policy(policy).wait(5)  # what the window does when training finishes
-    time.sleep(0.3)
+    at_load = events.recorded_steps
+    assert wait_until(lambda: events.recorded_steps >= at_load + 5), "the recording did not go on after the load"
     assert sup.mode == RECORDING, "loading a policy ended the recording"
     sup.keyboard.release("w")
     assert sup.stop_episode()
     assert wait_until(lambda: len(events.outcomes) == 1)
     outcome = events.outcomes[0]
     assert outcome.kept is not None and outcome.reason == "stop_button"
-    assert outcome.steps >= 0.4 * 50 * 0.8  # the episode ran on through the load: ~0.5 s at 50 Hz
+    assert outcome.steps >= at_load + 5  # one episode, through the load
     with Dataset.open(tmp_path / "demos") as ds:
         assert [e.index for e in ds.episodes()] == [0]
 
@@ -194,6 +200,7 @@ def test_the_arm_pushed_out_of_the_box_while_streaming_is_stopped(make_superviso
     sup, rig, events = make_supervisor()
     time.sleep(0.2)  # teleop streams a hold command every tick
     driver = rig.arm.inner
+    driver._tracking = 0.0  # held there by whatever pushed it: the hold commands do not bring it back
     driver.place(Pose(np.array([0.45, 0.0, -0.2]), driver._home.orientation))  # 20 cm below the box floor
     assert wait_until(lambda: rig.arm.stopped and sup.mode == HALTED)
     assert rig.arm.counters.violations >= 1
