@@ -106,7 +106,7 @@ class VirtualTime:
         return self.t
 
 
-def wait_until(predicate, what: str, timeout: float = 5.0) -> None:
+def wait_until(predicate, what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -192,14 +192,14 @@ def test_state_poller_samples_between_observations_on_a_real_time_rig():
               clock=RealTimeClock(10.0), name="poller-test", state_rate_hz=200.0)
     with rig:
         wait_until(lambda: arm.reads >= 5, "the poller sampled the arm")  # without any observation
-        rig.cameras["hand"].wait_for_frame(); rig.cameras["third"].wait_for_frame()
+        rig.cameras["hand"].wait_for_frame(timeout=10.0); rig.cameras["third"].wait_for_frame(timeout=10.0)
         for _ in range(5):
-            obs = rig.observe()
+            obs = rig.observe(max_age=None)  # how fresh the frames are is not the point here
             assert obs.state.host_time == obs.capture_time == obs.frames["hand"].host_time
             assert obs.state_skew == 0.0  # the poller's samples bracket the capture time
             assert obs.latest_state.host_time > obs.capture_time
             assert_state_is(obs.state, RobotState(obs.capture_time, *_moving_at(obs.capture_time - t0)))
-            rig.cameras["hand"].wait_for_frame(obs.frames["hand"].sequence + 1)
+            rig.cameras["hand"].wait_for_frame(obs.frames["hand"].sequence + 1, timeout=10.0)
     assert "state-poller-test" not in [t.name for t in threading.enumerate()]  # stopped on disconnect
 
 
@@ -214,15 +214,15 @@ def test_an_arm_error_in_the_poller_is_raised_by_the_next_observation():
     rig = Rig(arm=SafeArm(arm), cameras={"hand": SyntheticCamera("hand", 16, 12, fps=30.0)},
               clock=RealTimeClock(10.0), state_rate_hz=200.0)
     with rig:
-        rig.cameras["hand"].wait_for_frame()
+        rig.cameras["hand"].wait_for_frame(timeout=10.0)
         arm.fail_next = ConnectionLostError("the RTDE connection to the UR dropped and was re-established")
         wait_until(lambda: arm.fail_next is None, "the poller met the error")
         # The arm answers again, but what happened in the background is not swallowed.
         with pytest.raises(ArmConnectionLostError, match="dropped and was re-established"):
-            rig.observe()
+            rig.observe(max_age=None)
         reads = arm.reads
         wait_until(lambda: arm.reads > reads, "the poller sampled again")
-        assert rig.observe().state_skew == 0.0
+        assert rig.observe(max_age=None).state_skew == 0.0
 
 
 def test_lockstep_observation_is_the_state_read_at_the_tick():
