@@ -59,12 +59,19 @@ def setup(tmp_path_factory):
             "demo": 2, "correction": correction}
 
 
-def test_added_episodes_are_embedded_with_the_current_encoder_in_a_new_version(setup):
+@pytest.fixture(scope="module")
+def v2(setup):
+    """Version 2: the correction added; with the parent's file digests from before."""
+    parent_files = {p.name: sha256(p) for p in setup["policy"].iterdir()}
+    result = add_episodes(setup["policy"], setup["dataset"], [setup["correction"]], setup["root"] / "v2")
+    return result, parent_files
+
+
+def test_added_episodes_are_embedded_with_the_current_encoder_in_a_new_version(setup, v2):
     parent_dir, ds_dir, correction = setup["policy"], setup["dataset"], setup["correction"]
-    parent_files = {p.name: sha256(p) for p in parent_dir.iterdir()}
-    parent = ALTPolicy.load(parent_dir)
-    result = add_episodes(parent_dir, ds_dir, [correction], setup["root"] / "v2")
+    result, parent_files = v2
     assert {p.name: sha256(p) for p in parent_dir.iterdir()} == parent_files  # the parent is untouched
+    parent = ALTPolicy.load(parent_dir)
     new = ALTPolicy.load(result.path)
     n = len(parent.database)
     with Dataset.open(ds_dir) as ds:
@@ -90,10 +97,10 @@ def test_added_episodes_are_embedded_with_the_current_encoder_in_a_new_version(s
     assert new.database.search_exact(new.database.embeddings[-1])[0].similarity == pytest.approx(1, abs=1e-5)
 
 
-def test_the_next_lookup_retrieves_the_added_frames(setup):
+def test_the_next_lookup_retrieves_the_added_frames(setup, v2):
     parent_dir, ds_dir, correction = setup["policy"], setup["dataset"], setup["correction"]
     parent = ALTPolicy.load(parent_dir)
-    result = add_episodes(parent_dir, ds_dir, [correction], setup["root"] / "v2-lookup")
+    result = v2[0]
     with Dataset.open(ds_dir) as ds:
         hits = []
         for f in range(0, ds.episode(correction).length, 5):
@@ -125,10 +132,10 @@ def test_bad_additions_are_refused_with_the_reason(setup, tmp_path):
         add_episodes(policy_dir, ds_dir, [1], tmp_path / "a")
     with pytest.raises(DatasetError, match=r"\[99\] are not in .* \(it has 0-3\)"):
         add_episodes(policy_dir, ds_dir, [99], tmp_path / "b")
-    other = tmp_path / "other-ds"
-    record_sim(other, 1, image_size=32)
+    with Dataset.open(ds_dir) as ds:
+        Dataset.create(tmp_path / "other-ds", ds.spec).close()
     with pytest.raises(DatasetError, match="the policy was built from"):
-        add_episodes(policy_dir, other, [0], tmp_path / "c")
+        add_episodes(policy_dir, tmp_path / "other-ds", [0], tmp_path / "c")
     with pytest.raises(ValueError, match="is the parent policy itself"):
         add_episodes(policy_dir, ds_dir, [setup["demo"]], policy_dir)
     assert not any((tmp_path / n).exists() for n in "abc")
@@ -149,7 +156,7 @@ def test_default_out_dir_counts_versions(tmp_path):
     assert default_out_dir(tmp_path / "policy-v2", 3) == tmp_path / "policy-v3-b"
 
 
-def test_an_ood_stop_is_covered_once_its_correction_is_added(setup):
+def test_an_ood_stop_is_covered_once_its_correction_is_added(setup, v2):
     """The loop the window will drive: an OOD stop in the ledger is a suggestion until the correction recorded for
     that run is added to the policy."""
     policy_dir, ds_dir, ledger, trial = setup["policy"], setup["dataset"], setup["ledger"], setup["trial"]
@@ -165,7 +172,7 @@ def test_an_ood_stop_is_covered_once_its_correction_is_added(setup):
     before = build_coverage(policy, policy_dir, ledger)
     assert [s.trial for s in before.suggestions] == [trial.id]
     assert before.suggestions[0].frames["hand"].endswith("hand.png")
-    result = add_episodes(policy_dir, ds_dir, [setup["correction"]], setup["root"] / "v2-covered")
+    result = v2[0]
     after = build_coverage(result.policy, result.path, ledger)
     (stop,) = after.stops
     assert stop.covered and stop.covered_by == f"correction {setup['correction']}" and after.suggestions == []

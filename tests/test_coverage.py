@@ -115,3 +115,26 @@ def test_coverage_cli(saved_policy, tmp_path, capsys):
     assert cv2.imread(str(out)) is not None
     assert main(["coverage", str(path), "--ledger", str(tmp_path / "none.jsonl"), "--out", str(out)]) == 0
     assert "no trial ledger at" in capsys.readouterr().out
+
+
+def test_stop_evidence_from_a_real_ood_halt_matches_what_the_policy_saw(tmp_path):
+    from policy.runner import run_autonomous
+    from policy.trials import stop_evidence
+
+    from supervisor_helpers import fake_rig
+
+    policy = tiny_policy(frames=6)
+    policy.gamma = 1.01  # nothing is similar enough: the first lookup halts
+    with fake_rig() as rig:
+        rig.wait_for_cameras()
+        result = run_autonomous(rig, policy, max_ticks=20)
+    assert result.reason == "ood"
+    evidence = stop_evidence(policy, result.ood_observation, result.ood_evidence)
+    hand, third = evidence.frames["hand"], evidence.frames["third"]
+    assert np.allclose(evidence.embedding, policy.embed(hand, third), atol=1e-6)
+    assert evidence.similarity == pytest.approx(result.ood_evidence.similarity)
+    assert evidence.best_match == (result.ood_evidence.matches[0].episode, result.ood_evidence.matches[0].frame)
+    ledger = TrialLedger(tmp_path / "trials.jsonl")
+    trial = ledger.start(tmp_path / "p", 1, "alt", policy.gamma)
+    ledger.finish(trial, "ood_stop", "similarity below gamma", evidence=evidence)
+    assert np.array_equal(ledger.stop_frames(ledger.trials()[0])["hand"], hand)
