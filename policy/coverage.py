@@ -161,7 +161,7 @@ def build_coverage(policy, policy_dir: str | Path | None, ledger: TrialLedger | 
 
 
 # -- drawing with OpenCV ------------------------------------------------------
-_DEMO_SHADES = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (189, 103, 148), (75, 86, 140), (194, 119, 227),
+_DEMO_SHADES = [(180, 119, 31), (153, 153, 0), (44, 160, 44), (189, 103, 148), (75, 86, 140), (194, 119, 227),
                 (34, 189, 188), (207, 190, 23), (127, 127, 127)]  # BGR, muted, for demonstrations
 _CORRECTION = (0, 140, 255)  # orange (BGR)
 _UNCOVERED = (40, 40, 220)  # red

@@ -349,7 +349,8 @@ class TrialLedger:
                 else:
                     raise KeyError(f"unknown record type {kind!r}")
             except (KeyError, ValueError, TypeError) as exc:
-                raise LedgerError(f"{self.path}: line {number} is not a valid trial record ({exc}); remove it") from None
+                raise LedgerError(f"{self.path}: line {number} is not a valid trial record ({exc}); "
+                                  "remove it") from None
         with self._lock:
             mine = set(self._open)
         for t in trials.values():

@@ -198,8 +198,8 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
     return new, addition
 
 
-def add_episodes(policy_dir: str | Path, dataset_dir: str | Path, episodes: list[int], out_dir: str | Path | None = None,
-                 *, recalibrate: bool = False, include_incomplete: bool = False,
+def add_episodes(policy_dir: str | Path, dataset_dir: str | Path, episodes: list[int],
+                 out_dir: str | Path | None = None, *, recalibrate: bool = False, include_incomplete: bool = False,
                  overwrite: bool = False) -> AddResult:
     """Load the policy in ``policy_dir``, add ``episodes`` of the dataset in ``dataset_dir`` and save the result as a
     new policy folder (``out_dir``, default :func:`default_out_dir`). The parent folder is left as it was."""
