@@ -170,7 +170,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, default=31, help="evaluation episodes per scenario")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_lazy("policy.commands", "cmd_demo"))
+    _corrections_verbs(verbs)
     return parser
+
+
+def _episode_tokens(text: str) -> str:
+    """An episode index or a range like 30-35 (expanded by policy.versions.parse_episode_list)."""
+    if not all(part.strip().isdigit() for chunk in text.split(",") if chunk for part in chunk.split("-", 1)):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an episode index nor a range like 30-35")
+    return text
+
+
+def _corrections_verbs(verbs) -> None:
+    """Corrections, coverage and trials: `policy add`, `trials`, `coverage`."""
+    p = verbs.add_parser("policy", help="manage policy versions (add corrections without retraining)")
+    pverbs = p.add_subparsers(dest="policy_verb", metavar="ACTION", required=True)
+    q = pverbs.add_parser("add", help="add episodes (corrections) to a policy as a new version, no retraining",
+                          description="Embeds the episodes' frames with the policy's current encoder, appends them "
+                                      "to its lookup table, rebuilds the index and writes a NEW policy folder "
+                                      "(version + 1); the parent is left as it was. gamma is kept unless "
+                                      "--recalibrate.")
+    q.add_argument("policy", help="the parent policy folder")
+    q.add_argument("dataset", help="the dataset the policy was built from, holding the new episodes")
+    q.add_argument("--episodes", nargs="+", required=True, type=_episode_tokens, metavar="E",
+                   help="episode indices or ranges, e.g. 31 32 or 30-35")
+    q.add_argument("--out", default=None, help="new policy folder (default: beside the parent, NAME-vVERSION)")
+    q.add_argument("--recalibrate", action="store_true", help="choose gamma again from the extended table")
+    q.add_argument("--include-incomplete", action="store_true",
+                   help="also add episodes that did not end with the stop button")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    q.set_defaults(func=_lazy("policy.corrections_commands", "cmd_policy_add"))
+
+    p = verbs.add_parser("trials", help="success rate per policy version from the trial ledger",
+                         description="Reads the trial ledger (every autonomous run: policy version, method, gamma, "
+                                     "times, outcome, reason) and prints counts and the success rate with a Wilson "
+                                     "95%% interval per policy version.")
+    p.add_argument("--ledger", default=None, help="ledger file (default runs/trials.jsonl)")
+    p.add_argument("--policy", default=None, help="only trials of this policy folder")
+    p.add_argument("--csv", default=None, metavar="FILE", help="also write one row per trial to FILE")
+    p.set_defaults(func=_lazy("policy.corrections_commands", "cmd_trials"))
+
+    p = verbs.add_parser("coverage", help="draw the policy's coverage map (embeddings, runs, OOD stops) as a PNG",
+                         description="Projects the lookup table's embeddings to 2-D (PCA), draws demonstrations and "
+                                     "corrections, the latest runs' trajectories and every OOD stop from the trial "
+                                     "ledger, and lists the stops not yet covered (record here next).")
+    p.add_argument("policy")
+    p.add_argument("--ledger", default=None, help="ledger file (default runs/trials.jsonl)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--trajectories", type=_positive_int, default=5, help="latest run trajectories to draw (default 5)")
+    p.set_defaults(func=_lazy("policy.corrections_commands", "cmd_coverage"))
 
 
 def _gui_options(p: argparse.ArgumentParser) -> None:
@@ -236,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         from policy.train import TrainingCancelled
 
         known = known + (PolicyArtifactError, TrainingCancelled)
+    if args.verb in ("policy", "trials", "coverage"):
+        from policy.artifact import PolicyArtifactError
+        from policy.trials import LedgerError
+
+        known = known + (PolicyArtifactError, LedgerError)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -1,0 +1,233 @@
+"""Policy versions: add episodes (corrections, new demonstrations) to a policy without retraining.
+
+A lookup table can use new experience the moment it is embedded. ``add_episodes``
+embeds the chosen episodes' frames with the policy's *current* encoder, builds
+their action chunks exactly as training does, appends them to the lookup table,
+rebuilds the annoy index and writes a NEW policy folder; the parent folder is not
+touched. gamma stays as calibrated unless a recalibration is asked for (the
+encoder did not change, so the threshold's meaning did not either).
+
+The new folder's ``info`` records the lineage:
+
+* ``version``: the parent's + 1 (a policy from ``train`` is version 1);
+* ``parent``: the parent's folder, version and the SHA-256 of its manifest (which pins every file of it);
+* ``added``: this step's episodes, their fingerprints, the intervention each one records (the episode's
+  ``extra["intervention"]``: policy, run, halt reason; None for an added demonstration), frames and seconds;
+* ``additions``: every such step since training, oldest first;
+* ``corrections``: all episodes of the table recorded as interventions (the coverage map draws them apart).
+
+Added episodes must come from the dataset the policy was built from: the table's
+keys are episode indices in that dataset (the window shows retrieved frames from
+it and checks them against ``episode_fingerprints``). Corrections are recorded into
+that dataset, tagged in their ``extra``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from recorder.dataset import Dataset, DatasetError
+from robot_drivers.transforms import sign_continuous_poses
+
+from .artifact import MANIFEST, sha256
+from .data import COMPLETE_END_REASONS, action_chunks, load_frames
+from .database import LookupDatabase, probe_queries
+from .policy import ALTPolicy, calibrate_gamma, embed_images
+from .probes import synthetic_probes
+from .train import embed_table
+
+#: The key under which a correction's episode ``extra`` records the autonomous run it corrects.
+INTERVENTION_KEY = "intervention"
+
+
+def policy_version(policy: ALTPolicy) -> int:
+    """The policy's version: 1 for a freshly trained policy, parent + 1 for each addition."""
+    return int(policy.info.get("version", 1))
+
+
+@dataclass(frozen=True)
+class Addition:
+    """One ``extend_policy`` step: what was added and how long it took."""
+
+    episodes: list[int]
+    fingerprints: dict[int, str]
+    interventions: dict[int, dict | None]
+    frames: int
+    seconds: float
+    gamma_before: float
+    gamma_after: float
+    recalibrated: bool
+
+
+@dataclass(frozen=True)
+class AddResult:
+    path: Path  # the new policy folder
+    policy: ALTPolicy  # the new policy, ready to run
+    version: int
+    parent_version: int
+    addition: Addition
+    seconds: float  # the whole call: load, embed, index, save
+
+
+def default_out_dir(policy_dir: str | Path, version: int) -> Path:
+    """``runs/policy`` -> ``runs/policy-v2`` (and ``runs/policy-v2`` -> ``runs/policy-v3``), beside the parent;
+    a name that is taken gets a suffix ``-b``, ``-c`` ..."""
+    policy_dir = Path(policy_dir)
+    stem = policy_dir.name
+    base = stem.rsplit("-v", 1)[0] if stem.rsplit("-v", 1)[-1].isdigit() else stem
+    out = policy_dir.parent / f"{base}-v{version}"
+    suffix = ord("b")
+    while out.exists():
+        out = policy_dir.parent / f"{base}-v{version}-{chr(suffix)}"
+        suffix += 1
+    return out
+
+
+def _check_episodes(policy: ALTPolicy, dataset: Dataset, episodes: list[int], include_incomplete: bool) -> None:
+    if not episodes:
+        raise ValueError("no episodes to add; name them (e.g. --episodes 31 32 or --episodes 30-35)")
+    if len(set(episodes)) != len(episodes):
+        raise ValueError(f"episodes {episodes} name an episode twice")
+    built_from = policy.info.get("dataset")
+    if built_from and Path(built_from).resolve() != Path(dataset.root).resolve():
+        raise DatasetError(f"the policy was built from {built_from}, not {dataset.root}; add episodes recorded "
+                           "into the policy's own dataset (its lookup table names episodes by their index there)")
+    fps = policy.info.get("fps")
+    if fps is not None and abs(float(fps) - dataset.spec.fps) > 1e-9:
+        raise DatasetError(f"{dataset.root} is recorded at {dataset.spec.fps:g} Hz but the policy's chunks play at "
+                           f"{float(fps):g} Hz")
+    present = set(dataset.episode_indices())
+    missing = [e for e in episodes if e not in present]
+    if missing:
+        raise DatasetError(f"episode(s) {missing} are not in {dataset.root} (it has {_ranges(sorted(present))}); "
+                           "`main.py dataset info` lists them")
+    known = {int(e) for e in policy.info.get("episodes", [])} | {int(e) for e in np.unique(policy.database.episodes)}
+    already = [e for e in episodes if e in known]
+    if already:
+        raise ValueError(f"episode(s) {already} are already in the policy's lookup table; add new ones only")
+    if not include_incomplete:
+        incomplete = [(e, dataset.episode(e).end_reason) for e in episodes
+                      if dataset.episode(e).end_reason not in COMPLETE_END_REASONS]
+        if incomplete:
+            raise ValueError("episode(s) " + ", ".join(f"{e} (ended {r})" for e, r in incomplete) +
+                             f" did not end with {' or '.join(COMPLETE_END_REASONS)}; check them and pass "
+                             "--include-incomplete to add them anyway")
+
+
+def _ranges(values: list[int]) -> str:
+    if not values:
+        return "no episodes"
+    parts, start = [], values[0]
+    for prev, cur in zip(values, values[1:] + [None]):
+        if cur != prev + 1:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = cur
+    return ", ".join(parts)
+
+
+def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, recalibrate: bool = False,
+                  include_incomplete: bool = False, parent: dict | None = None) -> tuple[ALTPolicy, Addition]:
+    """A new in-memory policy: ``policy``'s encoder and table plus ``episodes`` of ``dataset`` embedded with that
+    encoder. ``policy`` itself is not changed. ``parent`` (folder, version, manifest digest) is recorded in the new
+    policy's info; :func:`add_episodes` fills it from the parent folder."""
+    t0 = time.perf_counter()
+    episodes = [int(e) for e in episodes]
+    _check_episodes(policy, dataset, episodes, include_incomplete)
+    config = policy.config
+    table = load_frames(dataset, config, episodes)
+    reference = policy.info.get("pose_reference")
+    if reference is not None:  # the parent's hemisphere, not the first added episode's (load_frames' choice)
+        pose = table.pose.numpy()
+        for e in episodes:
+            rows = table.episode == e
+            pose[rows] = sign_continuous_poses(pose[rows], np.asarray(reference))
+    new_embeddings = embed_table(policy.encoder, table)
+    db = policy.database
+    embeddings = np.concatenate([db.embeddings, new_embeddings])
+    keys = np.concatenate([db.episodes, table.episode])
+    database = LookupDatabase(embeddings, keys, np.concatenate([db.frames, table.frame]),
+                              np.concatenate([db.chunks, action_chunks(table, config.chunk_length)]))
+    database.build_annoy(config.annoy_trees, seed=config.seed)
+    queries = probe_queries(embeddings, keys, min(2000, 4 * len(embeddings)), seed=config.seed)
+    search_k, recall = database.tune_search_k(queries)
+
+    calibration, gamma = policy.calibration, policy.gamma
+    if recalibrate:
+        probes = synthetic_probes(48, (config.image_width, config.image_height), seed=config.seed + 1)
+        unrelated = embed_images(policy.encoder, probes, probes, pose=database.chunks[:, 0, :7].mean(0))
+        calibration = calibrate_gamma(embeddings, keys, unrelated)
+        gamma = calibration.gamma
+
+    interventions = {e: dataset.episode(e).extra.get(INTERVENTION_KEY) for e in episodes}
+    seconds = time.perf_counter() - t0
+    addition = Addition(episodes, {e: table.fingerprints[e] for e in episodes}, interventions, len(table), seconds,
+                        float(policy.gamma), float(gamma), recalibrate)
+    info = dict(policy.info)
+    version = policy_version(policy) + 1
+    added = {"episodes": episodes, "fingerprints": {str(e): f for e, f in addition.fingerprints.items()},
+             "interventions": {str(e): v for e, v in interventions.items()}, "frames": len(table),
+             "seconds": seconds, "gamma_before": addition.gamma_before, "gamma_after": addition.gamma_after,
+             "recalibrated": recalibrate, "version": version,
+             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    fingerprints = dict(info.get("episode_fingerprints") or {})
+    fingerprints.update(added["fingerprints"])
+    scenes = dict(info.get("episode_scenes") or {})
+    scenes.update({str(e): dataset.episode(e).extra.get("scene") for e in episodes})
+    info.update({
+        "version": version,
+        "parent": dict(parent or {}, version=policy_version(policy)),
+        "added": added,
+        "additions": [*info.get("additions", []), added],
+        "episodes": sorted({*map(int, info.get("episodes", [])), *episodes}),
+        "episode_fingerprints": fingerprints,
+        "episode_scenes": scenes,
+        "corrections": sorted({*map(int, info.get("corrections", [])), *(e for e, v in interventions.items() if v)}),
+        "frames": len(database),
+        "annoy": {"trees": config.annoy_trees, "search_k": search_k, "recall_at_1": recall,
+                  "probe_queries": len(queries)},
+    })
+    info.setdefault("dataset", str(Path(dataset.root).resolve()))
+    info.setdefault("fps", dataset.spec.fps)
+    new = ALTPolicy(config, policy.encoder, database, calibration, info)
+    new.gamma = float(gamma)
+    return new, addition
+
+
+def add_episodes(policy_dir: str | Path, dataset_dir: str | Path, episodes: list[int],
+                 out_dir: str | Path | None = None, *, recalibrate: bool = False, include_incomplete: bool = False,
+                 overwrite: bool = False) -> AddResult:
+    """Load the policy in ``policy_dir``, add ``episodes`` of the dataset in ``dataset_dir`` and save the result as a
+    new policy folder (``out_dir``, default :func:`default_out_dir`). The parent folder is left as it was."""
+    t0 = time.perf_counter()
+    policy_dir = Path(policy_dir)
+    parent = ALTPolicy.load(policy_dir)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(policy_dir, policy_version(parent) + 1)
+    if out.resolve() == policy_dir.resolve():
+        raise ValueError(f"--out {out} is the parent policy itself; a new version goes to a new folder")
+    lineage = {"path": str(policy_dir.resolve()), "manifest_sha256": sha256(policy_dir / MANIFEST)}
+    with Dataset.open(dataset_dir) as dataset:
+        policy, addition = extend_policy(parent, dataset, episodes, recalibrate=recalibrate,
+                                         include_incomplete=include_incomplete, parent=lineage)
+    path = policy.save(out, overwrite=overwrite)
+    return AddResult(path, policy, policy_version(policy), policy_version(parent), addition, time.perf_counter() - t0)
+
+
+def parse_episode_list(tokens: list[str]) -> list[int]:
+    """``["31", "32", "40-42"]`` -> ``[31, 32, 40, 41, 42]``; a bad token raises ValueError naming it."""
+    out: list[int] = []
+    for token in tokens:
+        for part in filter(None, token.split(",")):
+            lo, sep, hi = part.partition("-")
+            try:
+                first, last = (int(lo), int(hi)) if sep else (int(part), int(part))
+            except ValueError:
+                raise ValueError(f"episode {part!r} is neither a number nor a range like 30-35") from None
+            if first < 0 or last < first:
+                raise ValueError(f"episode range {part!r} is empty or negative; write it low-high, e.g. 30-35")
+            out.extend(range(first, last + 1))
+    return out
