@@ -130,7 +130,7 @@ class CommandRefused(Exception):
 # Commands served between two ticks of whatever runs: they never end an activity (a recording goes on).
 _NEUTRAL = frozenset({"set_policy", "delete_episode"})
 # Commands that lift the latch: only valid when issued after the latest halt.
-_RELEASES = frozenset({"resume", "take_over", "home"})
+_RELEASES = frozenset({"resume", "take_over", "take_over_record", "home"})
 # Commands that move the arm without lifting the latch: also refused when issued before the latest halt.
 _MOVES = frozenset({"record", "autonomy", "replay", "reset_scene"})
 
@@ -138,14 +138,18 @@ _MOVES = frozenset({"record", "autonomy", "replay", "reset_scene"})
 _DEVICE_FAILURES = {"camera_lost": "a camera stopped delivering frames", "arm_error": "the arm reported a fault",
                     "teleop_lost": "the teleop device was disconnected"}
 
-_LABELS = {"home": "Home", "take_over": "Take over", "resume": "Resume", "record": "Start recording",
+_LABELS = {"home": "Home", "take_over": "Take over", "take_over_record": "Take over & record", "resume": "Resume", "record": "Start recording",
            "autonomy": "Start", "replay": "Replay", "reset_scene": "the scene reset"}
 
 
 class Supervisor:
     def __init__(self, rig_factory: RigFactory, recorder_config: RecorderConfig | None = None,
-                 events: Events | None = None):
+                 events: Events | None = None, ledger=None):
+        """``ledger``: a :class:`policy.trials.TrialLedger` in which every autonomous run is recorded as a trial."""
         self._rig_factory = rig_factory
+        self.ledger = ledger
+        self.last_trial = None  # the newest trial (policy.trials.Trial) the ledger recorded
+        self._intervention: dict | None = None  # the next episode is a correction of this halt
         self.recorder_config = recorder_config or RecorderConfig()
         self.events = events or Events()
         self.keyboard = KeyboardTeleop()
@@ -222,6 +226,11 @@ class Supervisor:
     def take_over(self) -> Ticket:
         """Release the arm to the operator's teleop device, from where it stands."""
         return self._submit("take_over")
+
+    def take_over_and_record(self) -> Ticket:
+        """After a halt of the policy: release the arm to the teleop device and record what the operator does
+        from where it stands, as an episode tagged as an intervention (the policy, the run, the halt)."""
+        return self._submit("take_over_record")
 
     def home(self) -> Ticket:
         return self._submit("home")
@@ -436,6 +445,8 @@ class Supervisor:
                         "(take over first)")
         if name in ("autonomy", "resume") and self.policy is None:
             return "load a policy first"
+        if name == "take_over_record" and self.session is None:
+            return "open the dataset to record the correction into first (the one the policy was trained on)"
         if name in ("autonomy", "replay", "reset_scene") and rig.arm.stopped:
             return {"autonomy": "the arm is halted; press Resume to release it and run the policy",
                     "replay": "the arm is halted; take over or home it before replaying",
@@ -644,6 +655,19 @@ class Supervisor:
         self._set_mode(TELEOP)
         return self._activity_teleop
 
+    def _do_take_over_record(self, command: _Command):
+        self._release(command)
+        halt, trial, policy = self.halt, self.last_trial, self.policy
+        self._intervention = {
+            "policy": str(policy.info.get("path", "")) if policy is not None else None,
+            "version": int(policy.info.get("version", 1)) if policy is not None else None,
+            "run": trial.id if trial is not None else None,
+            "halt_reason": halt.reason if halt is not None else None}
+        self._clear_halt()
+        self.session._take_requests()
+        self._set_mode(RECORDING)
+        return self._activity_record
+
     def _do_home(self, command: _Command):
         rig = self._require_rig()
         self._release(command)
@@ -734,7 +758,11 @@ class Supervisor:
         self._set_mode(RECORDING)
         self.teleop.reset()
         self.session.cancel_reason = "cancel"
-        outcome = self.session.record_episode(extra=scene_extra(self.rig))
+        extra = scene_extra(self.rig)
+        intervention, self._intervention = self._intervention, None
+        if intervention is not None:
+            extra["intervention"] = intervention
+        outcome = self.session.record_episode(extra=extra)
         self.events.episode_finished(outcome)
         self.events.episodes_changed(self.dataset.episodes())
         if outcome.reason == "write_error":
@@ -751,8 +779,13 @@ class Supervisor:
         self._clear_halt()
         rig = self.rig
         control = rig.scene_control()
-        result = run_autonomous(rig, self.policy, on_event=self._emit_autonomy, cancel=self._end_activity,
-                                stop_when=control.task_succeeded if control is not None else None)
+        trial = self._start_trial(control)
+        result = None
+        try:
+            result = run_autonomous(rig, self.policy, on_event=self._emit_autonomy, cancel=self._end_activity,
+                                    stop_when=control.task_succeeded if control is not None else None)
+        finally:
+            self._finish_trial(trial, result)
         if result.reason == "ood":
             sim = result.ood_evidence.similarity if result.ood_evidence is not None else float("nan")
             return self._enter_halt(Halt("ood", f"Out of distribution: similarity {sim:.3f} is below gamma "
@@ -765,6 +798,51 @@ class Supervisor:
         if result.reason == "cancelled":
             return self._default()
         return self._loop_ended(result.reason, result.loop.error)
+
+    # -- the trial ledger ------------------------------------------------------------------
+    def _start_trial(self, control):
+        if self.ledger is None:
+            return None
+        policy = self.policy
+        scene = control.record() if control is not None else None
+        try:
+            trial = self.ledger.start(policy.info.get("path", "(unsaved policy)"), int(policy.info.get("version", 1)),
+                                      str(policy.info.get("method", "alt")), float(policy.gamma),
+                                      thresholds=_thresholds(policy), extra={"rig": self.rig.name, "scene": scene})
+        except OSError as exc:  # the run goes on; the operator is told the ledger could not be written
+            self.events.error(f"the trial ledger could not be written ({exc}); this run is not recorded")
+            return None
+        self.last_trial = trial
+        return trial
+
+    def _finish_trial(self, trial, result) -> None:
+        if trial is None:
+            return
+        from policy.trials import stop_evidence
+
+        outcome, reason, evidence = "failure", "the run ended with an error", None
+        if result is not None:
+            reason = result.reason
+            if result.reason == "done":
+                outcome = "success"
+            elif result.reason == "ood":
+                outcome = "ood_stop"
+                if result.ood_observation is not None:
+                    try:
+                        evidence = stop_evidence(self.policy, result.ood_observation, result.ood_evidence)
+                    except Exception as exc:  # noqa: BLE001 - the trial is recorded without its frames
+                        log.warning("OOD evidence not kept: %s", exc)
+            elif result.reason == "stall":
+                outcome = "stall_stop"
+            elif result.reason in ("cancelled", "arm_stopped"):
+                outcome = "operator_stop"  # STOP, pause, or another command of the operator's ended it
+            elif result.reason in _DEVICE_FAILURES:
+                outcome = "device_stop"
+        try:
+            self.ledger.finish(trial, outcome, reason, evidence=evidence,
+                               extra={"ticks": result.loop.ticks if result is not None else 0})
+        except OSError as exc:
+            self.events.error(f"the trial ledger could not be written ({exc})")
 
     def _emit_record(self, event) -> None:
         self.events.record_event(event)
@@ -788,6 +866,12 @@ class Supervisor:
         if result.reason == "cancelled":
             return self._default()
         return self._loop_ended(result.reason, result.error)
+
+
+def _thresholds(policy) -> dict:
+    """What the gate used, for the trial record (the policy reports its own when it can)."""
+    thresholds = getattr(policy, "thresholds", None)
+    return dict(thresholds()) if callable(thresholds) else {"gamma": float(policy.gamma)}
 
 
 class _Watch:

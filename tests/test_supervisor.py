@@ -222,3 +222,66 @@ def test_safe_arm_checks_the_measured_pose_on_every_command():
         assert rig.arm.stopped
     finally:
         rig.arm.disconnect()
+
+
+def test_every_autonomous_run_is_a_trial_in_the_ledger(policy, tmp_path):
+    from policy.trials import TrialLedger
+
+    from supervisor_helpers import rig_factory as factory
+
+    ledger_path = tmp_path / "trials.jsonl"
+    events = Recorder()
+    sup = Supervisor(factory(), events=events, ledger=TrialLedger(ledger_path))
+    try:
+        sup.connect_rig().wait(10)
+        assert wait_until(lambda: sup.mode == TELEOP)
+        policy.gamma = -1.0
+        sup.set_policy(policy)
+        sup.start_autonomy().wait(5)
+        assert wait_until(lambda: sup.mode == AUTONOMOUS)
+        time.sleep(0.2)
+        sup.emergency_stop()
+        assert wait_until(lambda: sup.mode == HALTED and sup.halt is not None)
+        policy.gamma = 1.01  # nothing is that similar: the next run stops out of distribution at once
+        sup.resume().wait(5)
+        assert wait_until(lambda: sup.halt is not None and sup.halt.reason == "ood")
+        assert wait_until(lambda: len(TrialLedger(ledger_path).trials()) == 2
+                          and all(t.outcome for t in TrialLedger(ledger_path).trials()))
+    finally:
+        sup.shutdown()
+        policy.gamma = -1.0
+    trials = TrialLedger(ledger_path).trials()  # read back as after a restart of the app
+    assert [t.outcome for t in trials] == ["operator_stop", "ood_stop"]
+    assert trials[1].gamma == pytest.approx(1.01) and trials[0].gamma == pytest.approx(-1.0)
+    assert set(TrialLedger(ledger_path).stop_frames(trials[1])) == {"hand", "third"}
+
+
+def test_take_over_and_record_keeps_a_correction_tagged_with_the_halt(make_supervisor, policy, tmp_path):
+    from policy.trials import TrialLedger
+
+    sup, rig, events = make_supervisor()
+    sup.ledger = TrialLedger(tmp_path / "trials.jsonl")
+    sup.open_dataset(str(tmp_path / "demos")).wait(10)
+    policy.gamma = 1.01
+    try:
+        sup.set_policy(policy)
+        sup.start_autonomy().wait(5)
+        assert wait_until(lambda: sup.halt is not None and sup.halt.reason == "ood")
+        trial = sup.last_trial
+        held = rig.arm.get_state().ee_pose.position.copy()
+        ticket = sup.take_over_and_record()
+        assert ticket.wait(5) and not ticket.refused
+        assert wait_until(lambda: sup.mode == RECORDING and not rig.arm.stopped)
+        assert np.linalg.norm(rig.arm.get_state().ee_pose.position - held) < 0.002  # from where it stood
+        sup.keyboard.press("r")
+        time.sleep(0.3)
+        sup.keyboard.release("r")
+        assert sup.stop_episode()
+        assert wait_until(lambda: len(events.outcomes) == 1)
+    finally:
+        policy.gamma = -1.0
+    kept = events.outcomes[0].kept
+    assert kept is not None
+    with Dataset.open(tmp_path / "demos") as ds:
+        tag = ds.episode(kept.index).extra["intervention"]
+    assert tag["run"] == trial.id and tag["halt_reason"] == "ood"
