@@ -73,7 +73,7 @@ class Halt:
     @property
     def is_fault(self) -> bool:
         """A device or software failure (shown as an error), as opposed to the operator's or the policy's stop."""
-        return self.reason not in ("stop", "paused", "done", "ood")
+        return self.reason not in ("stop", "paused", "done", "ood", "stall")
 
 
 class Events:
@@ -786,11 +786,16 @@ class Supervisor:
                                     stop_when=control.task_succeeded if control is not None else None)
         finally:
             self._finish_trial(trial, result)
+        why = getattr(result, "message", "")  # the gate's or the watchdog's own words, naming the signal
         if result.reason == "ood":
             sim = result.ood_evidence.similarity if result.ood_evidence is not None else float("nan")
-            return self._enter_halt(Halt("ood", f"Out of distribution: similarity {sim:.3f} is below gamma "
-                                                f"{self.policy.gamma:.3f}. The arm is halted; resume, take over "
-                                                "or home.", result))
+            why = why or f"similarity {sim:.3f} is below gamma {self.policy.gamma:.3f}"
+            return self._enter_halt(Halt("ood", f"Out of distribution: {why}. The arm is halted; resume, take "
+                                                "over (and record a correction) or home.", result))
+        if result.reason == "stall":
+            return self._enter_halt(Halt("stall", f"No progress: {why or 'the arm stopped moving'}. The arm is "
+                                                  "halted; take over (and record a correction), resume or home.",
+                                         result))
         if result.reason == "done":
             rig.arm.stop()
             return self._enter_halt(Halt("done", "Task done: the mug is lifted. The arm holds it; take over or "
