@@ -148,8 +148,9 @@ def trim_episode(dataset: Dataset, index: int, config: IdleConfig | None = None)
     cameras = [c.name for c in dataset.spec.cameras]
     info = data.info
     extra = dict(info.extra)
+    aside = aside_path(dataset, info.path)
     extra["trimmed_from"] = {"episode": index, "cut_steps": [[int(a), int(b)] for a, b in stretches],
-                             "steps_removed": int(cut), "original": f"{ORIGINALS_DIR}/{info.path.name}"}
+                             "steps_removed": int(cut), "original": str(aside.relative_to(dataset.root))}
     writer = dataset.new_episode(info.task, note=(info.note + " " if info.note else "")
                                  + f"(episode {index} without its idle stretches)", extra=extra)
     try:
@@ -171,20 +172,28 @@ def trim_episode(dataset: Dataset, index: int, config: IdleConfig | None = None)
     except BaseException:
         writer.discard()
         raise
-    set_aside(dataset, index)
+    set_aside(dataset, index, aside)
     return trimmed, cut
 
 
-def set_aside(dataset: Dataset, index: int) -> Path:
-    """Move kept episode ``index`` out of the training set into ``trimmed-originals/`` (one rename)."""
+def aside_path(dataset: Dataset, episode_dir: Path) -> Path:
+    """Where an episode set aside goes: ``trimmed-originals/episode-N`` (``.1``, ``.2``... when an index was
+    used again after a deletion: every original is kept)."""
+    target = dataset.root / ORIGINALS_DIR / episode_dir.name
+    n = 1
+    while target.exists():
+        target = target.with_name(f"{episode_dir.name}.{n}")
+        n += 1
+    return target
+
+
+def set_aside(dataset: Dataset, index: int, target: Path | None = None) -> Path:
+    """Move kept episode ``index`` out of the training set (one rename); returns where it went."""
     source = dataset.episode(index).path
-    target_dir = dataset.root / ORIGINALS_DIR
-    target_dir.mkdir(exist_ok=True)
-    target = target_dir / source.name
-    if target.exists():
-        raise DatasetError(f"{target} exists already; move it away before trimming episode {index} again")
+    target = target or aside_path(dataset, source)
+    target.parent.mkdir(exist_ok=True)
     dataset._forget(source)
     os.rename(source, target)
     fsync_dir(dataset.episodes_dir)
-    fsync_dir(target_dir)
+    fsync_dir(target.parent)
     return target
