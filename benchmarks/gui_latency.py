@@ -89,7 +89,7 @@ def main() -> int:
                         "--out", dataset], check=True, stderr=subprocess.DEVNULL)
 
     app = QApplication.instance() or QApplication([])
-    from gui.app import create_window, sim_rig_factory
+    from gui.app import create_window, dispose, sim_rig_factory
     from gui.controller import AUTONOMOUS, HALTED, TELEOP
     from gui.stall_probe import StallProbe
 
@@ -147,7 +147,7 @@ def main() -> int:
     stall_running = probe.stop()
     ticks = auto.similarity_plot.count
     lat = np.asarray(auto._latencies)
-    window.close()
+    dispose(controller, window)  # not left to interpreter exit: that crashed (exit status 139)
 
     print("\nALT Studio GUI latency (real-time sim rig, this machine)")
     print(describe("event-loop stall while training ", stall_training))

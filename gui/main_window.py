@@ -190,6 +190,14 @@ class MainWindow(QMainWindow):
         self.messages.show_message("info", f"new policy: {path}")
         self.autonomy_panel.select_and_load(path)
 
+    @property
+    def workers(self) -> tuple:
+        return self.trainer, self.loader, self.reader
+
+    @property
+    def threads(self) -> tuple:
+        return tuple(self._threads)
+
     def closeEvent(self, event) -> None:
         self.trainer.cancel()
         self.controller.shutdown()

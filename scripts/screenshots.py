@@ -38,7 +38,7 @@ def main() -> int:
                         "--out", str(demos)], check=True)
 
     app = QApplication.instance() or QApplication([])
-    from gui.app import create_window, sim_rig_factory
+    from gui.app import create_window, dispose, sim_rig_factory
     from gui.controller import AUTONOMOUS, RECORDING, TELEOP
 
     controller, window = create_window(sim_rig_factory(), work / "data", work / "runs")
@@ -127,7 +127,7 @@ def main() -> int:
     spin(10, lambda: window.messages.level == "error")
     spin(1.0)
     shot("7-camera-lost")
-    window.close()
+    dispose(controller, window)
     return 0
 
 

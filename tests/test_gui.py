@@ -16,7 +16,7 @@ import pytest
 from PyQt6.QtCore import Qt
 from PyQt6.QtTest import QTest
 
-from gui.app import create_window, sim_rig_factory
+from gui.app import create_window, dispose, sim_rig_factory
 from gui.controller import AUTONOMOUS, HALTED, RECORDING, TELEOP
 from gui.stall_probe import StallProbe
 from recorder.dataset import Dataset
@@ -38,7 +38,7 @@ def studio(qapp, tmp_path_factory):
         time.sleep(0.01)
     assert controller.mode == TELEOP, list(window.messages.history)
     yield controller, window, root
-    window.close()
+    dispose(controller, window)
 
 
 def _z(controller) -> float:
@@ -309,6 +309,8 @@ def test_a_policy_arriving_during_a_recording_leaves_it_running_and_kept(studio,
     kept = panel.episodes[-1]
     assert kept.end_reason == "stop_button" and kept.length >= 3
     qtbot.mouseClick(panel.discard_last_button, Qt.MouseButton.LeftButton)  # leave the dataset as it was
+    qtbot.waitUntil(lambda: panel.discard_question is not None, timeout=3000)
+    _answer(qtbot, panel.discard_question, "Delete")
     qtbot.waitUntil(lambda: len(panel.episodes) == before, timeout=5000)
 
 
