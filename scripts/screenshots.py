@@ -2,8 +2,9 @@
 """Screenshots of each main screen of the app, in a real window (run under Xvfb by scripts/screenshots.sh).
 
 Operator's flow on the real-time simulated rig: connect, record an episode with
-the keyboard, browse it, train (mid-training and finished), run the policy,
-an OOD halt, a camera fault. PNGs go to --out (default screenshots/, ignored by git).
+the keyboard (the grasp aid on the hand view), browse it, train (mid-training
+and finished, with gamma), run the policy to a finished task, an OOD stop, a
+camera fault. PNGs go to --out (default screenshots/, ignored by git).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main() -> int:
         raise SystemExit(f"the rig did not connect: {list(window.messages.history)}")
     spin(1.0)
 
-    # 1. Record: a keyboard episode in progress.
+    # 1. Record: a keyboard episode in progress, with the grasp aid drawn on the hand view.
     record = window.record_panel
     record.path_edit.setText(str(work / "data" / f"keyboard-{time.strftime('%H%M%S')}"))
     QTest.mouseClick(record.open_button, Qt.MouseButton.LeftButton)
@@ -75,21 +76,22 @@ def main() -> int:
         QTest.keyPress(window, key)
         spin(hold)
         QTest.keyRelease(window, key)
-    shot("1-record-in-progress")
+    shot("1-record-grasp-aid")
     QTest.mouseClick(record.stop_button, Qt.MouseButton.LeftButton)
     spin(5, lambda: controller.mode == TELEOP)
 
-    # 2. Record: the kept episode in the browser, scrubbed to the middle.
+    # 2. Record: the kept episode in the browser, scrubbed to the middle (pose and gripper on their own axes).
     record.table.select_episode(record.episodes[-1].index)
     spin(3, lambda: record.browser.episode is not None)
     record.browser.slider.setValue(record.browser.episode.length // 2)
     spin(1.0)
     shot("2-record-episode-browser")
 
-    # 3-4. Train: mid-training, then finished.
+    # 3-4. Train: mid-training, then finished (gamma shown).
     train = window.train_panel
     window.tabs.setCurrentWidget(train)
     train.dataset_edit.setText(str(demos))
+    train.name_edit.setText(f"scripted-{time.strftime('%H%M%S')}")
     train.epochs.setValue(args.epochs)
     trained: list[str] = []
     train.policy_trained.connect(trained.append)
@@ -99,7 +101,7 @@ def main() -> int:
     spin(3600, lambda: bool(trained) or not train.running)
     shot("4-train-finished")
 
-    # 5. Autonomous: the policy drives the arm at a training placement.
+    # 5. Autonomous: the policy drives the arm at a training placement until the task is done.
     auto = window.autonomy_panel
     window.tabs.setCurrentWidget(auto)
     spin(60, lambda: auto.policy is not None)
@@ -109,24 +111,31 @@ def main() -> int:
     spin(5, lambda: controller.mode == AUTONOMOUS)
     spin(3.0)
     shot("5-autonomous-running")
+    done = spin(120, lambda: controller.halt is not None and controller.halt.reason == "done")
+    spin(1.0)
+    shot("6-task-done" if done else "6-task-not-done")
 
-    # 6. OOD: noise over the third-person camera.
-    if controller.mode != AUTONOMOUS:
-        controller.resume()
-        spin(3, lambda: controller.mode == AUTONOMOUS)
+    # 7. OOD: from home, the policy runs again and noise covers the third-person camera.
+    controller.home()
+    spin(10, lambda: controller.mode == TELEOP)
+    controller.reset_scene(6, training_index=3)
+    spin(2.0)
+    QTest.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
+    spin(5, lambda: controller.mode == AUTONOMOUS)
+    spin(1.0)
     QTest.mouseClick(auto.drill_noise, Qt.MouseButton.LeftButton)
     spin(10, lambda: auto.halt_box.isVisible())
-    spin(1.0)
-    shot("6-autonomous-ood-halt")
+    spin(1.5)
+    shot("7-autonomous-ood-stop")
     QTest.mouseClick(auto.drill_clear, Qt.MouseButton.LeftButton)
     QTest.mouseClick(auto.halt_teleop, Qt.MouseButton.LeftButton)
     spin(3, lambda: controller.mode == TELEOP)
 
-    # 7. A fault: the hand camera dies; the window says so, the arm is halted.
+    # 8. A fault: the hand camera dies; the window says so, the arm is halted.
     controller.rig.cameras["hand"]._renderer._process.kill()
     spin(10, lambda: window.messages.level == "error")
     spin(1.0)
-    shot("7-camera-lost")
+    shot("8-camera-lost")
     dispose(controller, window)
     return 0
 
