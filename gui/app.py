@@ -58,9 +58,11 @@ def dispose(controller: RigController, window: MainWindow) -> None:
     go, in no fixed order with the QApplication; a Qt object destroyed after it crashes (segmentation fault
     at exit, seen with faulthandler in the main thread as ``main()`` returned)."""
     window.close()
+    QApplication.processEvents()  # what the supervisor reported while shutting down, to widgets still alive
     leftovers = [*window.workers, *window.threads]
+    sip.delete(controller)  # no signal of it reaches a widget after this
     sip.delete(window)  # its widgets with it
-    for obj in (*leftovers, controller):
+    for obj in leftovers:
         sip.delete(obj)
 
 

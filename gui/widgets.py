@@ -415,6 +415,11 @@ def ask(parent: QWidget, title: str, text: str, yes_text: str, answered) -> QMes
     box = QMessageBox(QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.No, parent)
     yes = box.addButton(yes_text, QMessageBox.ButtonRole.YesRole)
     box.setDefaultButton(QMessageBox.StandardButton.No)
-    box.finished.connect(lambda _result: answered(box.clickedButton() is yes))
+
+    def finished(_result: int) -> None:
+        parent.window().activateWindow()  # the window's shortcuts (Enter, Backspace) work again at once
+        answered(box.clickedButton() is yes)
+
+    box.finished.connect(finished)
     box.open()
     return box
