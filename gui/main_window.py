@@ -117,7 +117,7 @@ class MainWindow(QMainWindow):
         split.addWidget(self.rig_panel)
         split.addWidget(self.tabs)
         split.setStretchFactor(1, 2)
-        split.setSizes([540, 1060])  # the live previews get room: 1600 px wide is the operator's screen
+        split.setSizes([620, 980])  # the live previews get room: 1600 px wide is the operator's screen
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(4, 4, 4, 4)

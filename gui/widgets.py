@@ -145,10 +145,14 @@ class ImageView(QWidget):
         font = p.font()
         font.setPointSize(7)
         p.setFont(font)
-        for uv, depth in zip(o.axis[1:], o.depths_m[1:]):
+        for i, (uv, depth) in enumerate(zip(o.axis[1:], o.depths_m[1:])):
             c = at(uv)
             p.drawLine(QPointF(c.x() - 5, c.y()), QPointF(c.x() + 5, c.y()))
-            p.drawText(QPointF(c.x() + 7, c.y() + 4), f"{100 * depth:.0f} cm")
+            label = f"{100 * depth:.0f} cm"
+            width = p.fontMetrics().horizontalAdvance(label)
+            # Perspective packs the far marks close together: labels alternate sides so they never overlap.
+            x = c.x() + 7 if i % 2 == 0 else c.x() - 7 - width
+            p.drawText(QPointF(x, c.y() + 4), label)
         c = at(o.grasp_point)
         p.setPen(QPen(QColor(255, 80, 40, 230), 2))
         p.drawEllipse(c, 6, 6)
@@ -358,6 +362,7 @@ class EpisodeTable(QTableWidget):
         header.setStretchLastSection(True)
         self.itemSelectionChanged.connect(self._selected)
         self._indices: list[int] = []
+        self._fit_columns()
 
     def show_episodes(self, episodes) -> None:
         keep = self.selected_index()
@@ -373,6 +378,13 @@ class EpisodeTable(QTableWidget):
         if keep in self._indices:
             self.selectRow(self._indices.index(keep))
         self.blockSignals(False)
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """Wide enough for every column: no header or end reason cut off behind a scroll bar."""
+        header = self.horizontalHeader()
+        columns = sum(max(header.sectionSizeHint(c), self.sizeHintForColumn(c)) for c in range(self.columnCount()))
+        self.setMinimumWidth(columns + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth())
 
     def selected_index(self) -> int | None:
         rows = self.selectionModel().selectedRows() if self.selectionModel() else []
