@@ -29,6 +29,7 @@ def main() -> int:
     ap.add_argument("--work", default="data/screenshots", help="scratch datasets and policies")
     ap.add_argument("--episodes", type=int, default=8, help="scripted episodes to train on")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--policy", help="run this policy instead of training one (no training screenshots)")
     args = ap.parse_args()
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
@@ -40,7 +41,7 @@ def main() -> int:
 
     app = QApplication.instance() or QApplication([])
     from gui.app import create_window, dispose, sim_rig_factory
-    from gui.controller import AUTONOMOUS, RECORDING, TELEOP
+    from gui.controller import AUTONOMOUS, HALTED, RECORDING, TELEOP
 
     controller, window = create_window(sim_rig_factory(), work / "data", work / "runs")
     window.resize(1600, 1000)
@@ -88,23 +89,29 @@ def main() -> int:
     shot("2-record-episode-browser")
 
     # 3-4. Train: mid-training, then finished (gamma shown).
-    train = window.train_panel
-    window.tabs.setCurrentWidget(train)
-    train.dataset_edit.setText(str(demos))
-    train.name_edit.setText(f"scripted-{time.strftime('%H%M%S')}")
-    train.epochs.setValue(args.epochs)
-    trained: list[str] = []
-    train.policy_trained.connect(trained.append)
-    QTest.mouseClick(train.train_button, Qt.MouseButton.LeftButton)
-    spin(600, lambda: train.loss_plot.count >= 40 or not train.running)
-    shot("3-train-in-progress")
-    spin(3600, lambda: bool(trained) or not train.running)
-    shot("4-train-finished")
+    auto = window.autonomy_panel
+    if args.policy:
+        auto.select_and_load(args.policy)
+    else:
+        train = window.train_panel
+        window.tabs.setCurrentWidget(train)
+        train.dataset_edit.setText(str(demos))
+        train.name_edit.setText(f"scripted-{time.strftime('%H%M%S')}")
+        train.epochs.setValue(args.epochs)
+        trained: list[str] = []
+        train.policy_trained.connect(trained.append)
+        QTest.mouseClick(train.train_button, Qt.MouseButton.LeftButton)
+        spin(600, lambda: train.loss_plot.count >= 40 or not train.running)
+        shot("3-train-in-progress")
+        spin(3600, lambda: bool(trained) or not train.running)
+        shot("4-train-finished")
 
     # 5. Autonomous: the policy drives the arm at a training placement until the task is done.
-    auto = window.autonomy_panel
     window.tabs.setCurrentWidget(auto)
     spin(60, lambda: auto.policy is not None)
+    if controller.mode == HALTED:  # e.g. a camera that fell behind while training loaded the machine
+        controller.take_over()
+        spin(10, lambda: controller.mode == TELEOP)
     controller.reset_scene(5, training_index=3)
     spin(2.0)
     QTest.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
