@@ -200,7 +200,8 @@ class TrainPanel(QWidget):
         self.stage.setText(f"done in {minutes:.1f} min")
         self.eta.setText("")
         gamma = info.get("gamma")
-        how = f" ({info['gamma_method']})" if info.get("gamma_method") else ""
+        method = info.get("gamma_method")
+        how = "" if not method else ", set by hand" if method == "set by hand" else f", calibrated: {method}"
         self.gamma_text = "" if gamma is None else f"gamma {gamma:.3f}{how}"
         self.result.setText(f"Policy saved to {path}: {info.get('frames', '?')} frames from "
                             f"{len(info.get('episodes', []))} episodes; {self.gamma_text or 'gamma not reported'}. "
