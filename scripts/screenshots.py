@@ -60,90 +60,93 @@ def main() -> int:
         window.screen().grabWindow(int(window.winId())).save(str(path))
         print(f"wrote {path}", flush=True)
 
-    if not spin(60, lambda: controller.mode == TELEOP):
-        raise SystemExit(f"the rig did not connect: {list(window.messages.history)}")
-    spin(1.0)
+    try:
+        if not spin(60, lambda: controller.mode == TELEOP):
+            raise SystemExit(f"the rig did not connect: {list(window.messages.history)}")
+        spin(1.0)
 
-    # 1. Record: a keyboard episode in progress, with the grasp aid drawn on the hand view.
-    record = window.record_panel
-    record.path_edit.setText(str(work / "data" / f"keyboard-{time.strftime('%H%M%S')}"))
-    QTest.mouseClick(record.open_button, Qt.MouseButton.LeftButton)
-    spin(5, lambda: record.root is not None)
-    QTest.mouseClick(record.place_button, Qt.MouseButton.LeftButton)
-    spin(1.0)
-    QTest.mouseClick(record.start_button, Qt.MouseButton.LeftButton)
-    spin(5, lambda: controller.mode == RECORDING)
-    for key, hold in ((Qt.Key.Key_F, 1.6), (Qt.Key.Key_W, 0.8)):
-        QTest.keyPress(window, key)
-        spin(hold)
-        QTest.keyRelease(window, key)
-    shot("1-record-grasp-aid")
-    QTest.mouseClick(record.stop_button, Qt.MouseButton.LeftButton)
-    spin(5, lambda: controller.mode == TELEOP)
+        # 1. Record: a keyboard episode in progress, with the grasp aid drawn on the hand view.
+        record = window.record_panel
+        record.path_edit.setText(str(work / "data" / f"keyboard-{time.strftime('%H%M%S')}"))
+        QTest.mouseClick(record.open_button, Qt.MouseButton.LeftButton)
+        spin(5, lambda: record.root is not None)
+        QTest.mouseClick(record.place_button, Qt.MouseButton.LeftButton)
+        spin(1.0)
+        QTest.mouseClick(record.start_button, Qt.MouseButton.LeftButton)
+        spin(5, lambda: controller.mode == RECORDING)
+        for key, hold in ((Qt.Key.Key_F, 1.6), (Qt.Key.Key_W, 0.8)):
+            QTest.keyPress(window, key)
+            spin(hold)
+            QTest.keyRelease(window, key)
+        shot("1-record-grasp-aid")
+        QTest.mouseClick(record.stop_button, Qt.MouseButton.LeftButton)
+        if not spin(60, lambda: record.episodes and controller.mode == TELEOP):
+            raise SystemExit(f"the episode was not kept: {list(window.messages.history)[-5:]}")
 
-    # 2. Record: the kept episode in the browser, scrubbed to the middle (pose and gripper on their own axes).
-    record.table.select_episode(record.episodes[-1].index)
-    spin(3, lambda: record.browser.episode is not None)
-    record.browser.slider.setValue(record.browser.episode.length // 2)
-    spin(1.0)
-    shot("2-record-episode-browser")
+        # 2. Record: the kept episode in the browser, scrubbed to the middle (pose and gripper on their own axes).
+        record.table.select_episode(record.episodes[-1].index)
+        spin(3, lambda: record.browser.episode is not None)
+        record.browser.slider.setValue(record.browser.episode.length // 2)
+        spin(1.0)
+        shot("2-record-episode-browser")
 
-    # 3-4. Train: mid-training, then finished (gamma shown).
-    auto = window.autonomy_panel
-    if args.policy:
-        auto.select_and_load(args.policy)
-    else:
-        train = window.train_panel
-        window.tabs.setCurrentWidget(train)
-        train.dataset_edit.setText(str(demos))
-        train.name_edit.setText(f"scripted-{time.strftime('%H%M%S')}")
-        train.epochs.setValue(args.epochs)
-        trained: list[str] = []
-        train.policy_trained.connect(trained.append)
-        QTest.mouseClick(train.train_button, Qt.MouseButton.LeftButton)
-        spin(600, lambda: train.loss_plot.count >= 40 or not train.running)
-        shot("3-train-in-progress")
-        spin(3600, lambda: bool(trained) or not train.running)
-        shot("4-train-finished")
+        # 3-4. Train: mid-training, then finished (gamma shown).
+        auto = window.autonomy_panel
+        if args.policy:
+            auto.select_and_load(args.policy)
+        else:
+            train = window.train_panel
+            window.tabs.setCurrentWidget(train)
+            train.dataset_edit.setText(str(demos))
+            train.name_edit.setText(f"scripted-{time.strftime('%H%M%S')}")
+            train.epochs.setValue(args.epochs)
+            trained: list[str] = []
+            train.policy_trained.connect(trained.append)
+            QTest.mouseClick(train.train_button, Qt.MouseButton.LeftButton)
+            spin(600, lambda: train.loss_plot.count >= 40 or not train.running)
+            shot("3-train-in-progress")
+            spin(3600, lambda: bool(trained) or not train.running)
+            shot("4-train-finished")
 
-    # 5. Autonomous: the policy drives the arm at a training placement until the task is done.
-    window.tabs.setCurrentWidget(auto)
-    spin(60, lambda: auto.policy is not None)
-    if controller.mode == HALTED:  # e.g. a camera that fell behind while training loaded the machine
-        controller.take_over()
-        spin(10, lambda: controller.mode == TELEOP)
-    controller.reset_scene(5, training_index=3)
-    spin(2.0)
-    QTest.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
-    spin(5, lambda: controller.mode == AUTONOMOUS)
-    spin(3.0)
-    shot("5-autonomous-running")
-    done = spin(120, lambda: controller.halt is not None and controller.halt.reason == "done")
-    spin(1.0)
-    shot("6-task-done" if done else "6-task-not-done")
+        # 5. Autonomous: the policy drives the arm at a training placement until the task is done.
+        window.tabs.setCurrentWidget(auto)
+        spin(60, lambda: auto.policy is not None)
+        if controller.mode == HALTED:  # e.g. a camera that fell behind while training loaded the machine
+            controller.take_over()
+            spin(30, lambda: controller.mode == TELEOP)
+        controller.reset_scene(5, training_index=3)
+        spin(2.0)
+        QTest.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
+        spin(20, lambda: controller.mode == AUTONOMOUS)
+        spin(3.0)
+        shot("5-autonomous-running")
+        done = spin(120, lambda: controller.halt is not None and controller.halt.reason == "done")
+        spin(1.0)
+        shot("6-task-done" if done else "6-task-not-done")
 
-    # 7. OOD: from home, the policy runs again and noise covers the third-person camera.
-    controller.home()
-    spin(10, lambda: controller.mode == TELEOP)
-    controller.reset_scene(6, training_index=3)
-    spin(2.0)
-    QTest.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
-    spin(5, lambda: controller.mode == AUTONOMOUS)
-    spin(1.0)
-    QTest.mouseClick(auto.drill_noise, Qt.MouseButton.LeftButton)
-    spin(10, lambda: auto.halt_box.isVisible())
-    spin(1.5)
-    shot("7-autonomous-ood-stop")
-    QTest.mouseClick(auto.drill_clear, Qt.MouseButton.LeftButton)
-    QTest.mouseClick(auto.halt_teleop, Qt.MouseButton.LeftButton)
-    spin(3, lambda: controller.mode == TELEOP)
+        # 7. OOD: from home, the policy runs again and noise covers the third-person camera.
+        controller.home()
+        spin(30, lambda: controller.mode == TELEOP)
+        controller.reset_scene(6, training_index=3)
+        spin(2.0)
+        QTest.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
+        spin(20, lambda: controller.mode == AUTONOMOUS)
+        spin(1.0)
+        QTest.mouseClick(auto.drill_noise, Qt.MouseButton.LeftButton)
+        spin(30, lambda: auto.halt_box.isVisible())
+        spin(1.5)
+        shot("7-autonomous-ood-stop")
+        QTest.mouseClick(auto.drill_clear, Qt.MouseButton.LeftButton)
+        QTest.mouseClick(auto.halt_teleop, Qt.MouseButton.LeftButton)
+        spin(3, lambda: controller.mode == TELEOP)
 
-    # 8. A fault: the hand camera dies; the window says so, the arm is halted.
-    controller.rig.cameras["hand"]._renderer._process.kill()
-    spin(10, lambda: window.messages.level == "error")
-    spin(1.0)
-    shot("8-camera-lost")
-    dispose(controller, window)
+        # 8. A fault: the hand camera dies; the window says so, the arm is halted.
+        controller.rig.cameras["hand"]._renderer._process.kill()
+        spin(10, lambda: window.messages.level == "error")
+        spin(1.0)
+        shot("8-camera-lost")
+    finally:
+        dispose(controller, window)  # also after a failure: never a crash at exit
     return 0
 
 
