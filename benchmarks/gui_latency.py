@@ -89,65 +89,67 @@ def main() -> int:
                         "--out", dataset], check=True, stderr=subprocess.DEVNULL)
 
     app = QApplication.instance() or QApplication([])
-    from gui.app import create_window, sim_rig_factory
+    from gui.app import create_window, dispose, sim_rig_factory
     from gui.controller import AUTONOMOUS, HALTED, TELEOP
     from gui.stall_probe import StallProbe
 
     controller, window = create_window(sim_rig_factory(), work / "data", work / "runs")
-    window.show()
-    if not spin(app, 60, lambda: controller.mode == TELEOP):
-        raise SystemExit(f"the rig did not connect: {list(window.messages.history)}")
-    spin(app, 2.0)
+    try:
+        window.show()
+        if not spin(app, 60, lambda: controller.mode == TELEOP):
+            raise SystemExit(f"the rig did not connect: {list(window.messages.history)}")
+        spin(app, 2.0)
 
-    # -- while training ----------------------------------------------------------
-    panel = window.train_panel
-    panel.dataset_edit.setText(dataset)
-    panel.epochs.setValue(args.epochs)
-    probe = StallProbe()
-    trained: list[str] = []
-    panel.policy_trained.connect(trained.append)
-    QTest.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
-    t_train = time.monotonic()
-    spin(app, 3.0)  # let the child get going
-    probe.start()
-    stops_training = []
-    for _ in range(args.stops):
-        stops_training.append(press_stop(app, window, controller))
-        controller.take_over()
-        spin(app, 1.0, lambda: controller.mode == TELEOP and not controller.rig.arm.stopped)
-        spin(app, 0.5)
-    if not spin(app, 3600, lambda: bool(trained) or not panel.running):
-        raise SystemExit("training did not finish")
-    stall_training = probe.stop()
-    if not trained:
-        raise SystemExit(f"training failed: {panel.result.text()}")
-    print(f"training took {time.monotonic() - t_train:.0f} s", flush=True)
+        # -- while training ----------------------------------------------------------
+        panel = window.train_panel
+        panel.dataset_edit.setText(dataset)
+        panel.epochs.setValue(args.epochs)
+        probe = StallProbe()
+        trained: list[str] = []
+        panel.policy_trained.connect(trained.append)
+        QTest.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+        t_train = time.monotonic()
+        spin(app, 3.0)  # let the child get going
+        probe.start()
+        stops_training = []
+        for _ in range(args.stops):
+            stops_training.append(press_stop(app, window, controller))
+            controller.take_over()
+            spin(app, 1.0, lambda: controller.mode == TELEOP and not controller.rig.arm.stopped)
+            spin(app, 0.5)
+        if not spin(app, 3600, lambda: bool(trained) or not panel.running):
+            raise SystemExit("training did not finish")
+        stall_training = probe.stop()
+        if not trained:
+            raise SystemExit(f"training failed: {panel.result.text()}")
+        print(f"training took {time.monotonic() - t_train:.0f} s", flush=True)
 
-    # -- while running autonomously ---------------------------------------------------
-    auto = window.autonomy_panel
-    if not spin(app, 60, lambda: auto.policy is not None):
-        raise SystemExit("the policy did not load")
-    auto.gamma_slider.setValue(auto.gamma_slider.minimum())
-    QTest.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
-    spin(app, 5, lambda: controller.mode == AUTONOMOUS)
-    probe.start()
-    stops_running = []
-    end = time.monotonic() + args.seconds
-    interval = args.seconds / max(args.stops, 1)
-    while time.monotonic() < end:
-        spin(app, interval)
-        if len(stops_running) < args.stops:
-            if controller.mode != AUTONOMOUS:  # the policy finished or halted by itself: start it again
+        # -- while running autonomously ---------------------------------------------------
+        auto = window.autonomy_panel
+        if not spin(app, 60, lambda: auto.policy is not None):
+            raise SystemExit("the policy did not load")
+        auto.gamma_slider.setValue(auto.gamma_slider.minimum())
+        QTest.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
+        spin(app, 5, lambda: controller.mode == AUTONOMOUS)
+        probe.start()
+        stops_running = []
+        end = time.monotonic() + args.seconds
+        interval = args.seconds / max(args.stops, 1)
+        while time.monotonic() < end:
+            spin(app, interval)
+            if len(stops_running) < args.stops:
+                if controller.mode != AUTONOMOUS:  # the policy finished or halted by itself: start it again
+                    controller.resume()
+                    spin(app, 2, lambda: controller.mode == AUTONOMOUS)
+                stops_running.append(press_stop(app, window, controller))
+                spin(app, 2, lambda: controller.mode == HALTED)
                 controller.resume()
                 spin(app, 2, lambda: controller.mode == AUTONOMOUS)
-            stops_running.append(press_stop(app, window, controller))
-            spin(app, 2, lambda: controller.mode == HALTED)
-            controller.resume()
-            spin(app, 2, lambda: controller.mode == AUTONOMOUS)
-    stall_running = probe.stop()
-    ticks = auto.similarity_plot.count
-    lat = np.asarray(auto._latencies)
-    window.close()
+        stall_running = probe.stop()
+        ticks = auto.similarity_plot.count
+        lat = np.asarray(auto._latencies)
+    finally:
+        dispose(controller, window)  # not left to interpreter exit: that crashed (exit status 139)
 
     print("\nALT Studio GUI latency (real-time sim rig, this machine)")
     print(describe("event-loop stall while training ", stall_training))

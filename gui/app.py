@@ -7,6 +7,7 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
+from PyQt6 import sip
 from PyQt6.QtWidgets import QApplication
 
 from recorder.session import RecorderConfig
@@ -49,13 +50,31 @@ def create_window(factory: RigFactory, data_root: Path, runs_root: Path, task: s
     return controller, window
 
 
+def dispose(controller: RigController, window: MainWindow) -> None:
+    """Close the window (the supervisor shuts down, the worker threads end) and free every Qt object now,
+    while the QApplication still exists.
+
+    Left to the interpreter, the window, the controller and the workers are freed as the caller's locals
+    go, in no fixed order with the QApplication; a Qt object destroyed after it crashes (segmentation fault
+    at exit, seen with faulthandler in the main thread as ``main()`` returned)."""
+    window.close()
+    QApplication.processEvents()  # what the supervisor reported while shutting down, to widgets still alive
+    leftovers = [*window.workers, *window.threads]
+    sip.delete(controller)  # no signal of it reaches a widget after this
+    sip.delete(window)  # its widgets with it
+    for obj in leftovers:
+        sip.delete(obj)
+
+
 def cmd_gui(args: Namespace) -> int:
     factory = file_rig_factory(args.rig, args.rate) if getattr(args, "rig", None) else \
         sim_rig_factory(args.image_size, args.rate)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("ALT Studio")
     logging.getLogger().setLevel(logging.INFO if not args.verbose else logging.DEBUG)
-    _, window = create_window(factory, Path(args.data_dir), Path(args.runs_dir), task=args.task,
-                              connect=not args.no_connect)
+    controller, window = create_window(factory, Path(args.data_dir), Path(args.runs_dir), task=args.task,
+                                       connect=not args.no_connect)
     window.show()
-    return app.exec()
+    code = app.exec()
+    dispose(controller, window)
+    return code

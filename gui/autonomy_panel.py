@@ -11,12 +11,15 @@ from PyQt6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QGroupBox, QHB
                              QSlider, QVBoxLayout, QWidget)
 
 from policy.artifact import MANIFEST
+from recorder.idle import IdleConfig, IdleMonitor
 
 from .controller import AUTONOMOUS, HALTED, Halt, RigController
 from .widgets import ImageView, RollingPlot, StopButton
 from .workers import DatasetReader, PolicyLoader
 
 GAMMA_MIN, GAMMA_MAX = 0.5, 1.0
+#: the hand hovering this long while the policy runs gets a hint (the runner's progress watchdog may stop it)
+HOVER_HINT = IdleConfig(motion_m=0.005, min_stretch_s=10.0)
 
 
 def find_policies(root: Path) -> list[Path]:
@@ -101,6 +104,11 @@ class AutonomyPanel(QWidget):
         self.gamma_reset.setEnabled(False)
         self.gamma_reset.clicked.connect(self._gamma_to_calibrated)
         self.latency_label = QLabel("tick latency -")
+        self.hover = IdleMonitor(HOVER_HINT)
+        self.hover_hint = QLabel("")
+        self.hover_hint.setWordWrap(True)
+        self.hover_hint.setStyleSheet("color: #a15c00; font-weight: bold;")
+        self.hover_hint.hide()
         self.similarity_label = QLabel("similarity -")
         self.similarity_label.setStyleSheet("font-size: 15px; font-weight: bold;")
         gamma_row = QHBoxLayout()
@@ -118,8 +126,8 @@ class AutonomyPanel(QWidget):
         self.halt_text.setWordWrap(True)
         self.halt_live = {"hand": ImageView("hand at the stop", min_side=120),
                           "third": ImageView("third at the stop", min_side=120)}
-        self.halt_match = {"hand": ImageView("best match (hand)", min_side=120),
-                           "third": ImageView("best match (third)", min_side=120)}
+        self.halt_match = {"hand": ImageView("match (hand)", min_side=120),
+                           "third": ImageView("match (third)", min_side=120)}
         self.halt_resume = QPushButton("Resume policy")
         self.halt_teleop = QPushButton("Take over (teleop)")
         self.halt_home = QPushButton("Home")
@@ -158,6 +166,7 @@ class AutonomyPanel(QWidget):
         layout.addWidget(pick)
         layout.addLayout(controls)
         layout.addWidget(self.halt_box)
+        layout.addWidget(self.hover_hint)
         layout.addWidget(self.views)
         layout.addLayout(gamma_row)
         layout.addWidget(self.similarity_plot, 1)
@@ -252,6 +261,10 @@ class AutonomyPanel(QWidget):
     # -- running --------------------------------------------------------------
     def _set_rig(self, rig) -> None:
         self.rig = rig
+        if rig is not None:
+            for name, view in self.live.items():
+                camera = rig.cameras.get(name)
+                view.set_overlay(camera.grasp_overlay if camera is not None else None)
 
     def _on_mode(self, mode: str) -> None:
         running = mode == AUTONOMOUS
@@ -264,6 +277,9 @@ class AutonomyPanel(QWidget):
         if running:
             self.halt_box.hide()
             self.views.show()
+        else:
+            self.hover_hint.hide()
+        self.hover.reset()
 
     def _start(self) -> None:
         self.similarity_plot.clear_data()  # a new run: the plot starts empty (Resume carries on the same one)
@@ -278,6 +294,15 @@ class AutonomyPanel(QWidget):
 
     def _on_event(self, event) -> None:
         self.ticks += 1
+        state = event.record.observation.state
+        self.hover.add(state.ee_pose.position, state.gripper, event.record.timing.actual)
+        if self.hover.still_for_s >= HOVER_HINT.min_stretch_s:
+            self.hover_hint.setText(f"The hand has hardly moved for {self.hover.still_for_s:.0f} s: the policy may be "
+                                    "stuck (e.g. hovering at the grasp). Its progress watchdog stops it; or press "
+                                    "STOP and take over.")
+            self.hover_hint.show()
+        elif self.hover_hint.isVisible():
+            self.hover_hint.hide()
         r = event.retrieval
         self.similarity_plot.add(event.tick if self.similarity_plot.count == 0 else
                                  self.similarity_plot._x[-1] + 1, r.similarity, mark=event.ood)
@@ -325,7 +350,7 @@ class AutonomyPanel(QWidget):
                                 "paused": "Paused", "done": "Task done"}.get(halt.reason, "Arm halted"))
         colour = "#e3f4e6" if done else "#fbe3e2"
         self.halt_box.setStyleSheet(f"QGroupBox {{ background: {colour}; font-weight: bold; }}")
-        self.halt_text.setText(halt.message)
+        text = halt.message
         self.halt_resume.setVisible(not done)  # a finished task is not resumed: take over or home
         self.halt_resume.setEnabled(self.policy is not None)
         result = halt.evidence
@@ -336,10 +361,12 @@ class AutonomyPanel(QWidget):
             for name, view in self.halt_live.items():
                 view.set_image(frames[name].image if name in frames else None)
             best = result.ood_evidence.matches[0]
-            for name, view in self.halt_match.items():
-                view.set_caption(f"best match: demo {best.episode}, frame {best.frame} "
-                                 f"({result.ood_evidence.similarity:.3f})")
+            for name, view in self.halt_match.items():  # short captions: a 120-px view cuts long ones off
+                view.set_caption(f"match {name}: demo {best.episode}")
+            text += (f"\nBest match: demo {best.episode}, frame {best.frame}, similarity "
+                     f"{result.ood_evidence.similarity:.3f} (left: the views at the stop; right: that match).")
             self._request_match("ood", best.episode, best.frame)
+        self.halt_text.setText(text)
         self.views.setVisible(not show_frames)  # the halt box shows the frames that matter now
         self.halt_box.show()
 

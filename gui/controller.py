@@ -90,7 +90,8 @@ class RigController(QObject):
         self.home_question: QMessageBox | None = None  # open while the operator is asked before homing
         self.tick.connect(self._remember_state)
         for name in ("connect_rig", "disconnect_rig", "open_dataset", "close_dataset", "start_episode",
-                     "stop_episode", "discard_episode", "rerecord_episode", "delete_episode", "replay", "set_policy",
+                     "stop_episode", "discard_episode", "rerecord_episode", "delete_episode", "trim_episode", "replay",
+                     "set_policy",
                      "start_autonomy", "resume", "pause", "take_over", "home", "reset_scene",
                      "restore_episode_scene", "emergency_stop", "wait_stopped", "holding_object", "shutdown"):
             setattr(self, name, getattr(s, name))

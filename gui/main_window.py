@@ -10,7 +10,7 @@ from PyQt6.QtWidgets import (QAbstractSpinBox, QComboBox, QLabel, QLineEdit, QMa
                              QTextEdit, QVBoxLayout, QWidget)
 
 from .autonomy_panel import AutonomyPanel
-from .controller import RECORDING, TELEOP, RigController
+from .controller import AUTONOMOUS, HALTED, RECORDING, REPLAY, TELEOP, RigController
 from .record_panel import RecordPanel
 from .rig_panel import RigPanel
 from .train_panel import TrainPanel
@@ -69,11 +69,25 @@ class TeleopKeyFilter(QObject):
                 if name == "h" and not event.modifiers() & ~Qt.KeyboardModifier.ShiftModifier:
                     self.controller.request_home(self.window)
                     return True
-                return keyboard.press(name)
+                taken = keyboard.press(name)
+                if taken and name != "shift":
+                    self._say_why_ignored()
+                return taken
             return keyboard.release(name)
         if kind in (QEvent.Type.WindowDeactivate, QEvent.Type.ApplicationDeactivate):
             self.controller.keyboard.release_all()  # a key released elsewhere must not keep the arm moving
         return False
+
+
+    _IGNORED = {HALTED: "the arm is halted: motion keys do nothing until you take over (or home)",
+                AUTONOMOUS: "the policy drives the arm: motion keys do nothing; pause or STOP, then take over",
+                REPLAY: "an episode is being replayed: motion keys do nothing; STOP, then take over"}
+
+    def _say_why_ignored(self) -> None:
+        """A motion key while the keys cannot move the arm: say so once, instead of ignoring it silently."""
+        why = self._IGNORED.get(self.controller.mode)
+        if why is not None and why not in self.window.messages.text:
+            self.window.messages.show_message("info", why)
 
 
 class MainWindow(QMainWindow):
@@ -103,7 +117,7 @@ class MainWindow(QMainWindow):
         split.addWidget(self.rig_panel)
         split.addWidget(self.tabs)
         split.setStretchFactor(1, 2)
-        split.setSizes([420, 980])
+        split.setSizes([620, 980])  # the live previews get room: 1600 px wide is the operator's screen
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -131,10 +145,13 @@ class MainWindow(QMainWindow):
         controller.halt_cleared.connect(self._on_halt_cleared)
         controller.mode_changed.connect(self._on_mode)
         controller.dataset_changed.connect(self.train_panel.set_dataset)
+        # An error from an earlier attempt to open a dataset is stale once one is open.
+        controller.dataset_changed.connect(lambda root: root is not None and self.messages.resolve(
+            "dataset", str(root)))
         self.train_panel.policy_trained.connect(self._on_policy_trained)
         for worker in (self.trainer, self.loader, self.reader):
             worker.failed.connect(lambda text: self.messages.show_message("error", text))
-        self.resize(1440, 900)
+        self.resize(1600, 1000)
 
     def _on_mode(self, mode: str) -> None:
         self.mode_label.setText(f"mode: {mode}")
@@ -142,6 +159,7 @@ class MainWindow(QMainWindow):
     def _on_halted(self, halt) -> None:
         level = "error" if halt.is_fault else "info" if halt.reason == "done" else "warn"
         self.messages.show_message(level, halt.message)
+        self.messages.keep()  # it stays while the arm waits for the operator; resolving the halt clears it
         self._halt_message = halt.message
 
     def _on_halt_cleared(self) -> None:
@@ -171,6 +189,14 @@ class MainWindow(QMainWindow):
     def _on_policy_trained(self, path: str) -> None:
         self.messages.show_message("info", f"new policy: {path}")
         self.autonomy_panel.select_and_load(path)
+
+    @property
+    def workers(self) -> tuple:
+        return self.trainer, self.loader, self.reader
+
+    @property
+    def threads(self) -> tuple:
+        return tuple(self._threads)
 
     def closeEvent(self, event) -> None:
         self.trainer.cancel()

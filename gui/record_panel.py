@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt, pyqtSignal
-from PyQt6.QtWidgets import (QFileDialog, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
-                             QSlider, QSpinBox, QSplitter, QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (QFileDialog, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar,
+                             QPushButton, QSlider, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
-from .controller import RECORDING, RigController
-from .widgets import EpisodeTable, ImageView
+from recorder.idle import IdleConfig, IdleMonitor
+
+from .controller import REPLAY, RECORDING, RigController
+from .widgets import EpisodeTable, ImageView, ask
 from .workers import DatasetReader, EpisodeView
 
 
@@ -34,36 +36,60 @@ class EpisodeBrowser(QWidget):
         self.slider.setEnabled(False)
         self.slider.valueChanged.connect(self._scrub)
         self.position = QLabel("no episode selected")
-        self.plot = pg.PlotWidget(title="end-effector position (mm) and gripper (%)")
-        self.plot.setMenuEnabled(False)
-        self.plot.addLegend(offset=(-10, 5), colCount=4)
-        self.plot.setLabel("bottom", "time", units="s")
-        self.plot.setMinimumHeight(150)
-        self._cursor = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen("#d0312d", width=2))
-        self.plot.addItem(self._cursor)
-        self._curves = {name: self.plot.plot(pen=pg.mkPen(colour, width=2), name=name)
-                        for name, colour in (("x", "#1f5fbf"), ("y", "#2e9d49"), ("z", "#e07b00"),
-                                             ("gripper", "#7d3cbf"))}
-        self.delete_button = QPushButton("Delete episode")
+        # Millimetres and percent on separate plots (one axis each), sharing time.
+        self.pose_plot = pg.PlotWidget(title="end-effector position (mm)")
+        self.gripper_plot = pg.PlotWidget(title="gripper opening (%)")
+        self._cursors = []
+        for plot in (self.pose_plot, self.gripper_plot):
+            plot.setMenuEnabled(False)
+            plot.showGrid(x=True, y=True, alpha=0.3)
+            plot.setLabel("bottom", "time", units="s")
+            cursor = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen("#d0312d", width=2))
+            plot.addItem(cursor)
+            self._cursors.append(cursor)
+        self.pose_plot.addLegend(offset=(-10, 5), colCount=3)
+        self.pose_plot.setMinimumHeight(150)
+        self.gripper_plot.setMinimumHeight(130)
+        self.gripper_plot.setYRange(0, 100, padding=0.05)
+        self.gripper_plot.setXLink(self.pose_plot)
+        self._curves = {name: self.pose_plot.plot(pen=pg.mkPen(colour, width=2), name=name)
+                        for name, colour in (("x", "#1f5fbf"), ("y", "#2e9d49"), ("z", "#e07b00"))}
+        self._curves["gripper"] = self.gripper_plot.plot(pen=pg.mkPen("#7d3cbf", width=2))
+        self.delete_button = QPushButton("Delete episode…")
         self.replay_button = QPushButton("Replay on the arm")
+        self.place_button = QPushButton("Place as in this episode")
+        self.place_button.setToolTip("Simulated rig: put the mug back where it was when this episode was recorded")
+        self.place_button.hide()
         self.delete_button.clicked.connect(self._delete)
         self.replay_button.clicked.connect(self._replay)
+        self.place_button.clicked.connect(self._place_as_recorded)
+        self.replay_progress = QProgressBar()
+        self.replay_progress.setFormat("replaying on the arm: step %v / %m (STOP halts it)")
+        self.replay_progress.hide()
+        self.delete_question: QMessageBox | None = None
         buttons = QHBoxLayout()
         buttons.addWidget(self.position, 1)
         buttons.addWidget(self.delete_button)
+        buttons.addWidget(self.place_button)
         buttons.addWidget(self.replay_button)
         layout = QVBoxLayout(self)
         layout.addLayout(self._views_row, 2)
         layout.addWidget(self.slider)
         layout.addLayout(buttons)
-        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.replay_progress)
+        layout.addWidget(self.pose_plot, 1)
+        layout.addWidget(self.gripper_plot, 1)
         self._set_enabled(False)
         reader.episode_loaded.connect(self._on_loaded)
         reader.frame_ready.connect(self._on_frame)
         self.load_request.connect(reader.load_episode)
+        controller.mode_changed.connect(self._on_mode)
+        controller.tick.connect(self._on_tick)
+        controller.connected.connect(lambda rig: self.place_button.setVisible(rig.scene_control() is not None))
+        self._replaying = False
 
     def _set_enabled(self, enabled: bool) -> None:
-        for w in (self.slider, self.delete_button, self.replay_button):
+        for w in (self.slider, self.delete_button, self.replay_button, self.place_button):
             w.setEnabled(enabled)
 
     def show_episode(self, root: str, index: int) -> None:
@@ -100,8 +126,10 @@ class EpisodeBrowser(QWidget):
         e = self.episode
         if e is None or self.root is None:
             return
-        self.position.setText(f"episode {e.index}: frame {i + 1} / {e.length}, t = {e.times[i]:.2f} s")
-        self._cursor.setValue(float(e.times[i]))
+        # Frames are numbered from 0 everywhere (the dataset, the policy's "demo K, frame N", the captions).
+        self.position.setText(f"episode {e.index}: frame {i} (0-{e.length - 1}), t = {e.times[i]:.2f} s")
+        for cursor in self._cursors:
+            cursor.setValue(float(e.times[i]))
         for camera in e.cameras:
             self.reader.request_frame(f"browser-{camera}", self.root, e.index, camera, i)
 
@@ -114,13 +142,38 @@ class EpisodeBrowser(QWidget):
             self.views[camera].set_caption(f"{camera}: episode {episode}, frame {frame}")
 
     def _delete(self) -> None:
-        if self.episode is not None:
-            self.controller.delete_episode(self.episode.index)
-            self.clear()
+        if self.episode is None or self.delete_question is not None:
+            return
+        index = self.episode.index
+
+        def answered(yes: bool) -> None:
+            self.delete_question = None
+            if yes:
+                self.controller.delete_episode(index)
+                if self.episode is not None and self.episode.index == index:
+                    self.clear()
+
+        self.delete_question = ask(self, "Delete this episode?",
+                                   f"Delete kept episode {index} from the dataset? This cannot be undone.",
+                                   "Delete", answered)
 
     def _replay(self) -> None:
         if self.episode is not None:
+            self.replay_progress.setRange(0, self.episode.length)
+            self.replay_progress.setValue(0)
             self.controller.replay(self.episode.index)
+
+    def _place_as_recorded(self) -> None:
+        if self.episode is not None:
+            self.controller.restore_episode_scene(self.episode.index)
+
+    def _on_mode(self, mode: str) -> None:
+        self._replaying = mode == REPLAY
+        self.replay_progress.setVisible(self._replaying)
+
+    def _on_tick(self, record) -> None:
+        if self._replaying:
+            self.replay_progress.setValue(min(self.replay_progress.value() + 1, self.replay_progress.maximum()))
 
 
 class RecordPanel(QWidget):
@@ -156,10 +209,25 @@ class RecordPanel(QWidget):
         self.target.valueChanged.connect(lambda _: self._update_count())
         self.count_bar = QProgressBar()
         self.count_bar.setFormat("%v / %m episodes")
-        self.place_button = QPushButton("Place mug at next training spot")
-        self.place_button.setToolTip("Simulated rig only: the scripted demos' placements, in order")
+        self.place_button = QPushButton("Place mug at training spot 0")
+        self.place_button.setToolTip("Simulated rig only: the scripted demos' 30 placements, one per episode")
         self.place_button.clicked.connect(self._place)
         self.place_button.hide()
+        self.next_button = QPushButton("Next episode")
+        self.next_button.setToolTip("Open the gripper and home the arm (and on the simulated rig place the mug at "
+                                    "the next training spot): ready for the next demonstration")
+        self.next_button.clicked.connect(self.next_episode)
+        self.next_button.setEnabled(False)
+        self.idle_config = IdleConfig()
+        self.idle = IdleMonitor(self.idle_config)
+        self.trim_button = QPushButton("Trim idle stretches")
+        self.trim_button.setToolTip("Replace the episode by a copy without its idle stretches; the original is "
+                                    "kept in the dataset's trimmed-originals/ folder")
+        self.trim_button.clicked.connect(self._trim_last)
+        self.trim_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.trim_button.hide()
+        self.discard_question: QMessageBox | None = None
+        self._sim = False
 
         self.start_button = QPushButton("Start episode (Enter)")
         self.stop_button = QPushButton("Stop && keep (Enter)")
@@ -193,6 +261,7 @@ class RecordPanel(QWidget):
         row.addWidget(self.target)
         row.addWidget(self.count_bar, 1)
         row.addWidget(self.place_button)
+        row.addWidget(self.next_button)
         rl.addLayout(row)
         row = QHBoxLayout()
         for b in (self.start_button, self.stop_button, self.discard_button, self.rerecord_button):
@@ -202,7 +271,9 @@ class RecordPanel(QWidget):
         rl.addWidget(self.status)
         rl.addWidget(self.warning)
         row = QHBoxLayout()
+        self.last_label.setWordWrap(True)
         row.addWidget(self.last_label, 1)
+        row.addWidget(self.trim_button)
         row.addWidget(self.discard_last_button)
         row.addWidget(self.rerecord_last_button)
         rl.addLayout(row)
@@ -213,7 +284,7 @@ class RecordPanel(QWidget):
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.table)
         split.addWidget(self.browser)
-        split.setSizes([300, 600])
+        split.setSizes([330, 650])
 
         layout = QVBoxLayout(self)
         layout.addWidget(ds_box)
@@ -225,7 +296,8 @@ class RecordPanel(QWidget):
         controller.record_event.connect(self._on_event)
         controller.episode_finished.connect(self._on_finished)
         controller.mode_changed.connect(self._on_mode)
-        controller.connected.connect(lambda rig: self.place_button.setVisible(rig.scene_control() is not None))
+        controller.connected.connect(self._on_connected)
+        controller.disconnected.connect(lambda: self.next_button.setEnabled(False))
         self.episodes: list = []
         self._on_mode(controller.mode)
 
@@ -240,9 +312,18 @@ class RecordPanel(QWidget):
             self.reader_forget(self.root)
         self.root = None if root is None else str(root)
         self.browser.clear()
-        self.dataset_label.setText("no dataset open" if root is None else f"recording into {root}")
-        if root is None:
+        if root is None:  # closed (disconnect, another dataset): no table, no count
+            self.episodes = []
             self.table.show_episodes([])
+            self._update_count()
+        self._show_dataset()
+
+    def _show_dataset(self) -> None:
+        if self.root is None:
+            self.dataset_label.setText("no dataset open")
+        else:
+            self.dataset_label.setText(f"dataset {self.root}: {len(self.episodes)} episode(s) kept; "
+                                       "Start records the next one")
 
     def reader_forget(self, root: str) -> None:
         self.forget_request.emit(root)  # queued to the reader's thread like its other requests
@@ -253,23 +334,45 @@ class RecordPanel(QWidget):
             self.reader_forget(self.root)
         self.table.show_episodes(self.episodes)
         self._update_count()
+        self._show_dataset()
 
     def _update_count(self) -> None:
         self.count_bar.setMaximum(self.target.value())
         self.count_bar.setValue(min(len(self.episodes), self.target.value()))
+        self.place_button.setText(f"Place mug at training spot {self._next_spot()}")
+
+    def _next_spot(self) -> int:
+        return len(self.episodes)
+
+    def _on_connected(self, rig) -> None:
+        self._sim = rig.scene_control() is not None
+        self.place_button.setVisible(self._sim)
+        self.next_button.setEnabled(True)
 
     def _place(self) -> None:
         self._scene_seed += 1
-        self.controller.reset_scene(self._scene_seed, training_index=len(self.episodes))
+        self.controller.reset_scene(self._scene_seed, training_index=self._next_spot())
 
+    def next_episode(self) -> None:
+        """Between two demonstrations: release the object, home, and on the simulated rig place the next spot.
+
+        The simulated rig re-places the mug anyway, so it homes without asking; on a real rig Home asks first
+        when the gripper holds something (homing opens it)."""
+        if self._sim:
+            self.controller.home()  # homing opens the gripper; it also lifts a halt the operator left
+            self._place()  # queued behind the home
+        else:
+            self.controller.request_home(self.window())
     # -- episode life cycle ---------------------------------------------------
     def _on_mode(self, mode: str) -> None:
         recording = mode == RECORDING
         self.start_button.setEnabled(not recording)
         for b in (self.stop_button, self.discard_button, self.rerecord_button):
             b.setEnabled(recording)
+        self.next_button.setEnabled(not recording and mode not in ("disconnected", "connecting"))
         if recording:
             self._episode_started = time.monotonic()
+            self.idle = IdleMonitor(self.idle_config)
             self.warning.setText("")
             self.last_label.setText("")
             self._show_last_choices(False)
@@ -277,6 +380,8 @@ class RecordPanel(QWidget):
     def _on_event(self, event) -> None:
         if event.phase != "recording":
             return
+        state = event.record.observation.state
+        self.idle.add(state.ee_pose.position, state.gripper, event.record.timing.actual)
         elapsed = time.monotonic() - self._episode_started
         self.status.setText(f"<span style='color:#d0312d'>&#9679;</span> recording episode {event.episode}: "
                             f"{event.steps} steps, {elapsed:.1f} s &nbsp; <small>late ticks {event.late_ticks}, "
@@ -284,8 +389,13 @@ class RecordPanel(QWidget):
         self.status.setTextFormat(Qt.TextFormat.RichText)
         if event.warning:
             self.warning.setText(event.warning)
+        elif self.idle.still_for_s >= self.idle_config.min_stretch_s:
+            self.warning.setText(f"idle: the hand has not moved for {self.idle.still_for_s:.0f} s. Idle steps "
+                                 "teach the policy nothing and slow training down; you can trim them afterwards.")
         elif event.dropped_frames:
             self.warning.setText(f"{event.dropped_frames} camera frame(s) dropped in this episode")
+        elif self.warning.text().startswith("idle:"):
+            self.warning.setText("")
 
     def _on_finished(self, outcome) -> None:
         self.status.setText("")
@@ -293,8 +403,14 @@ class RecordPanel(QWidget):
             k = outcome.kept
             self._last_kept = k.index
             note = "" if outcome.reason == "stop_button" else f" (ended by {outcome.reason})"
-            self.last_label.setText(f"Episode {k.index} kept: {k.length} steps, {k.duration_s:.1f} s{note}")
+            text = f"Episode {k.index} kept: {k.length} steps, {k.duration_s:.1f} s{note}"
+            idle = self.idle.worth_trimming()
+            if idle:
+                text += (f". {self.idle.idle_s:.0f} s of it ({100 * self.idle.idle_share:.0f}%) was idle: trimming "
+                         "it makes training faster (the original is kept)")
+            self.last_label.setText(text)
             self._show_last_choices(True)
+            self.trim_button.setVisible(idle)
             stats = outcome.stats
             drops = sum(stats.get("dropped_frames", {}).values())
             if stats.get("late_ticks") or drops:
@@ -307,15 +423,40 @@ class RecordPanel(QWidget):
     def _show_last_choices(self, visible: bool) -> None:
         self.discard_last_button.setVisible(visible)
         self.rerecord_last_button.setVisible(visible)
+        if not visible:
+            self.trim_button.hide()
 
     def _discard_last(self) -> None:
-        if self._last_kept is not None:
-            self.controller.delete_episode(self._last_kept)
-            self._last_kept = None
-            self._show_last_choices(False)
-            self.last_label.setText("")
+        """The episode is kept on disk already: deleting it asks first (without blocking: STOP keeps working)."""
+        if self._last_kept is None or self.discard_question is not None:
+            return
+        index = self._last_kept
+
+        def answered(yes: bool) -> None:
+            self.discard_question = None
+            if yes and self._last_kept == index:
+                self._delete_last()
+
+        self.discard_question = ask(self, "Discard the episode just kept?",
+                                    f"Episode {index} is kept in the dataset. Delete it? This cannot be undone.",
+                                    "Delete", answered)
+
+    def _delete_last(self) -> None:
+        self.controller.delete_episode(self._last_kept)
+        self._last_kept = None
+        self._show_last_choices(False)
+        self.last_label.setText("")
 
     def _rerecord_last(self) -> None:
+        """Re-record says what it does on its button: no question (the operator records it again at once)."""
         if self._last_kept is not None:
-            self._discard_last()
+            self._delete_last()
             self.controller.start_episode()  # queued after the delete: the new episode takes its place
+
+    def _trim_last(self) -> None:
+        if self._last_kept is not None:
+            self.controller.trim_episode(self._last_kept, self.idle_config)
+            self.trim_button.hide()
+            self.last_label.setText(f"Episode {self._last_kept}: trimming its idle stretches…")
+            self._last_kept = None
+            self._show_last_choices(False)

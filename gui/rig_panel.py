@@ -15,6 +15,7 @@ from .widgets import ERROR, OFF, OK, WARN, ArmStateView, ImageView, KeyHelp, Sta
 
 PREVIEW_HZ = 30.0
 STALE_S = 0.5
+PREVIEW_MIN_SIDE = 240  # px: a 128-px hand view shown at twice its size or more
 
 
 class RigPanel(QWidget):
@@ -103,11 +104,14 @@ class RigPanel(QWidget):
         self._shown.clear()
         for i, name in enumerate(rig.cameras):
             if name not in self.previews:
-                view = ImageView(f"{name} (live)")
+                view = ImageView(f"{name} (live)", min_side=PREVIEW_MIN_SIDE)
                 self.previews[name] = view
                 self.camera_lights[name] = StatusLight(f"camera {name}")
                 self._lights.addWidget(self.camera_lights[name])
                 self._preview_grid.addWidget(view, 0, i)
+        for name, view in self.previews.items():
+            camera = rig.cameras.get(name)
+            view.set_overlay(camera.grasp_overlay if camera is not None else None)  # the grasp aid
         self.teleop_light.set_state(OK, self.controller.teleop.name)
         control = rig.scene_control()
         self.sim_box.setVisible(control is not None)
@@ -135,7 +139,11 @@ class RigPanel(QWidget):
         rig = self.rig
         stopped = rig is not None and rig.arm.stopped
         counters = rig.arm.counters if rig is not None else None
-        self.arm_state.show_state(record.observation.state, stopped, counters)
+        holding = self.controller.holding_object(record.observation.state)
+        self.arm_state.show_state(record.observation.state, stopped, counters, holding)
+        for name, view in self.previews.items():
+            if view.overlay is not None:  # the camera on the gripper says when the object is actually held
+                view.set_badge("holding" if holding else None)
 
     def _refresh(self) -> None:
         """Previews at the cameras' own rate: show each camera's newest frame if it is new."""
@@ -159,9 +167,9 @@ class RigPanel(QWidget):
             if self._shown.get(name) != frame.sequence:
                 self._shown[name] = frame.sequence
                 self.previews[name].set_image(frame.image)
-        state, stopped, counters = self.arm_state.last
+        state, stopped, counters, holding = self.arm_state.last
         if state is not None and stopped != rig.arm.stopped:  # halted with no loop running: no tick says so
-            self.arm_state.show_state(state, rig.arm.stopped, counters)
+            self.arm_state.show_state(state, rig.arm.stopped, counters, holding)
         if rig.arm.stopped:
             self.arm_light.set_state(WARN, "halted")
         elif time.monotonic() - self._last_tick < 1.0:

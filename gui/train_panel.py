@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from pathlib import Path
 
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                             QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+                             QMessageBox, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from policy.config import PRESETS
+from recorder.dataset import Dataset, DatasetError
 
-from .widgets import RollingPlot
+from .widgets import RollingPlot, ask
 from .workers import TrainingWorker, TrainRequest, TrainUpdate
 
 _STAGES = {"load": "reading frames", "train": "training the encoder", "embed": "embedding every frame"}
@@ -27,6 +29,7 @@ class TrainPanel(QWidget):
         self.worker = worker
         self.runs_root = runs_root
         self.running = False
+        self.gamma_text = ""  # the last finished policy's gamma, as shown
         self._started = 0.0
 
         self.dataset_edit = QLineEdit()
@@ -44,11 +47,16 @@ class TrainPanel(QWidget):
         self.stride = QSpinBox()
         self.stride.setRange(1, 100)
         self._apply_preset(self.preset.currentText())
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("dataset name and the date, if left empty")
+        self.name_edit.setToolTip(f"The policy's folder under {runs_root / 'policies'}")
+        self.cancel_question: QMessageBox | None = None
         form = QFormLayout()
         row = QHBoxLayout()
         row.addWidget(self.dataset_edit, 1)
         row.addWidget(browse)
         form.addRow("dataset", row)
+        form.addRow("policy name", self.name_edit)
         form.addRow("preset", self.preset)
         form.addRow("epochs", self.epochs)
         form.addRow("encoder input (px)", self.image_size)
@@ -59,7 +67,7 @@ class TrainPanel(QWidget):
         self.train_button = QPushButton("Train policy")
         self.train_button.setMinimumHeight(44)
         self.train_button.setStyleSheet("QPushButton { font-size: 16px; font-weight: bold; }")
-        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button = QPushButton("Cancel…")
         self.train_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.progress = QProgressBar()
@@ -119,12 +127,30 @@ class TrainPanel(QWidget):
         self.train_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
 
+    def _check(self, dataset: str) -> tuple[str, str | None]:
+        """The policy's name, or why training cannot start (checked now, not after the child has started)."""
+        if not dataset:
+            return "", "Choose the dataset to train on (record one in the Record tab)."
+        try:
+            with Dataset.open(dataset) as ds:
+                if not ds.episode_indices():
+                    return "", f"{dataset} holds no kept episode yet; record some first."
+        except DatasetError as exc:
+            return "", f"Cannot train on this dataset: {exc}."
+        name = self.name_edit.text().strip() or f"{Path(dataset).name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            return "", (f"The policy name {name!r} is not a folder name: use letters, digits, '.', '_' and '-' "
+                        "(starting with a letter or digit).")
+        if (self.runs_root / "policies" / name).exists():
+            return "", f"A policy named {name!r} exists already in {self.runs_root / 'policies'}; choose another name."
+        return name, None
+
     def start(self) -> None:
         dataset = self.dataset_edit.text().strip()
-        if not dataset:
-            self.result.setText("Choose the dataset to train on (record one in the Record tab).")
+        name, problem = self._check(dataset)
+        if problem is not None:
+            self.result.setText(problem)
             return
-        name = f"{Path(dataset).name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         out = self.runs_root / "policies" / name
         self.loss_plot.clear_data()
         self.progress.setValue(0)
@@ -136,9 +162,18 @@ class TrainPanel(QWidget):
         self.train_request.emit(self.request(dataset, str(out)))
 
     def cancel(self) -> None:
-        if self.running:
-            self.stage.setText("cancelling (at the next step)…")
-            self.worker.cancel()
+        """Ask first (the run so far is lost), without blocking the window."""
+        if not self.running or self.cancel_question is not None:
+            return
+
+        def answered(yes: bool) -> None:
+            self.cancel_question = None
+            if yes and self.running:
+                self.stage.setText("cancelling (at the next step)…")
+                self.worker.cancel()
+
+        self.cancel_question = ask(self, "Cancel training?", "Stop training now? Nothing of this run is saved.",
+                                   "Cancel training", answered)
 
     def _on_progress(self, u: TrainUpdate) -> None:
         # Loading is ~5% of the work, training ~85%, embedding ~10%: one bar for the whole job.
@@ -149,24 +184,45 @@ class TrainPanel(QWidget):
             self.eta.setText(f"ETA {u.eta_s / 60:.1f} min" if u.eta_s is not None else "")
             self.loss_plot.add(u.step, u.loss)
         else:
-            self.stage.setText(f"{_STAGES[u.stage]}: {100 * u.fraction:.0f}%")
+            self.eta.setText("")
+            if u.stage == "embed" and u.fraction >= 1.0:
+                # The index and the gamma calibration follow without progress reports: say what happens.
+                self.stage.setText("building the lookup table (annoy index) and calibrating gamma; this takes "
+                                   "up to a minute without further progress")
+            else:
+                self.stage.setText(f"{_STAGES[u.stage]}: {100 * u.fraction:.0f}%")
 
     def _on_finished(self, path: str, info: dict) -> None:
+        self._close_question()
         self._set_running(False)
         self.progress.setValue(1000)
         minutes = (time.monotonic() - self._started) / 60
         self.stage.setText(f"done in {minutes:.1f} min")
         self.eta.setText("")
+        gamma = info.get("gamma")
+        method = info.get("gamma_method")
+        how = "" if not method else ", set by hand" if method == "set by hand" else f", calibrated: {method}"
+        self.gamma_text = "" if gamma is None else f"gamma {gamma:.3f}{how}"
         self.result.setText(f"Policy saved to {path}: {info.get('frames', '?')} frames from "
-                            f"{len(info.get('episodes', []))} episodes. It is selected in the Autonomous tab.")
+                            f"{len(info.get('episodes', []))} episodes; {self.gamma_text or 'gamma not reported'}. "
+                            "It is selected in the Autonomous tab.")
         self.policy_trained.emit(path)
 
     def _on_failed(self, message: str) -> None:
+        self._close_question()
         self._set_running(False)
         self.stage.setText("failed")
         self.result.setText(message)
 
+    def _close_question(self) -> None:
+        """The run ended by itself while the operator was asked whether to cancel it: the question is moot."""
+        if self.cancel_question is not None:
+            box, self.cancel_question = self.cancel_question, None
+            box.finished.disconnect()
+            box.done(0)
+
     def _on_cancelled(self) -> None:
+        self._close_question()
         self._set_running(False)
         self.stage.setText("cancelled; nothing was saved")
         self.eta.setText("")

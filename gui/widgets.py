@@ -6,10 +6,10 @@ from collections import deque
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QRectF, QSize, Qt, pyqtSignal
-from PyQt6.QtGui import QColor, QFont, QImage, QPainter
-from PyQt6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QSizePolicy, QTableWidget, QTableWidgetItem,
-                             QVBoxLayout, QWidget, QAbstractItemView, QHeaderView)
+from PyQt6.QtCore import QPointF, QRectF, QSize, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPen
+from PyQt6.QtWidgets import (QHBoxLayout, QLabel, QMessageBox, QPushButton, QSizePolicy, QTableWidget,
+                             QTableWidgetItem, QVBoxLayout, QWidget, QAbstractItemView, QHeaderView)
 
 from robot_drivers.transforms import quat_to_matrix
 
@@ -35,6 +35,8 @@ class ImageView(QWidget):
         self._image: QImage | None = None
         self._placeholder = "no image"
         self._border: QColor | None = None
+        self._overlay = None  # GraspOverlay: drawn over the image
+        self._badge: tuple[str, QColor] | None = None
         self.frames_shown = 0
         self.setMinimumSize(min_side, min_side)
         policy = QSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
@@ -59,6 +61,24 @@ class ImageView(QWidget):
     def set_border(self, colour: str | None) -> None:
         self._border = None if colour is None else QColor(colour)
         self.update()
+
+    def set_overlay(self, overlay) -> None:
+        """Draw a camera's grasp overlay (robot_drivers.camera.GraspOverlay) over its images; None: none."""
+        self._overlay = overlay
+        self.update()
+
+    @property
+    def overlay(self):
+        return self._overlay
+
+    def set_badge(self, text: str | None, colour: str = "#2e9d49") -> None:
+        """A label in the image's corner (e.g. "holding"); None removes it."""
+        self._badge = None if text is None else (text, QColor(colour))
+        self.update()
+
+    @property
+    def badge(self) -> str | None:
+        return None if self._badge is None else self._badge[0]
 
     def has_image(self) -> bool:
         return self._image is not None
@@ -91,6 +111,14 @@ class ImageView(QWidget):
             target = QRectF(area.x() + (area.width() - w) / 2, area.y() + (area.height() - h) / 2, w, h)
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
             p.drawImage(target, self._image)
+            if self._overlay is not None:
+                self._paint_overlay(p, target)
+            if self._badge is not None:
+                text, colour = self._badge
+                box = QRectF(target.x() + 6, target.y() + 6, 12 + 8 * len(text), 22)
+                p.fillRect(box, colour)
+                p.setPen(QColor("white"))
+                p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
         if self._border is not None:
             pen = p.pen()
             pen.setColor(self._border)
@@ -98,6 +126,37 @@ class ImageView(QWidget):
             p.setPen(pen)
             p.drawRect(self.rect().adjusted(2, 2, -2, -2))
         p.end()
+
+
+    def _paint_overlay(self, p: QPainter, target: QRectF) -> None:
+        """The grasp point, the fingers' closing line and the gripper axis with its depth marks."""
+        o = self._overlay
+
+        def at(uv) -> QPointF:
+            return QPointF(target.x() + uv[0] * target.width(), target.y() + uv[1] * target.height())
+
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        pen = QPen(QColor(0, 230, 255, 200), 1.5, Qt.PenStyle.DashLine)
+        p.setPen(pen)
+        p.drawLine(at(o.finger_span[0]), at(o.finger_span[1]))
+        p.setPen(QPen(QColor(0, 230, 255, 200), 1.5))
+        for a, b in zip(o.axis, o.axis[1:]):
+            p.drawLine(at(a), at(b))
+        font = p.font()
+        font.setPointSize(7)
+        p.setFont(font)
+        for i, (uv, depth) in enumerate(zip(o.axis[1:], o.depths_m[1:])):
+            c = at(uv)
+            p.drawLine(QPointF(c.x() - 5, c.y()), QPointF(c.x() + 5, c.y()))
+            label = f"{100 * depth:.0f} cm"
+            width = p.fontMetrics().horizontalAdvance(label)
+            # Perspective packs the far marks close together: labels alternate sides so they never overlap.
+            x = c.x() + 7 if i % 2 == 0 else c.x() - 7 - width
+            p.drawText(QPointF(x, c.y() + 4), label)
+        c = at(o.grasp_point)
+        p.setPen(QPen(QColor(255, 80, 40, 230), 2))
+        p.drawEllipse(c, 6, 6)
+        p.drawLine(QPointF(c.x() - 10, c.y()), QPointF(c.x() + 10, c.y()))
 
 
 class StatusLight(QWidget):
@@ -146,8 +205,8 @@ class ArmStateView(QLabel):
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.show_state(None)
 
-    def show_state(self, state, stopped: bool = False, counters=None) -> None:
-        self.last = (state, stopped, counters)
+    def show_state(self, state, stopped: bool = False, counters=None, holding: bool = False) -> None:
+        self.last = (state, stopped, counters, holding)
         if state is None:
             self.setText("arm: not connected")
             return
@@ -155,7 +214,7 @@ class ArmStateView(QLabel):
         rpy = quat_to_rpy_deg(state.ee_pose.orientation)
         lines = [f"x {p[0]:7.1f}  y {p[1]:7.1f}  z {p[2]:7.1f} mm",
                  f"roll {rpy[0]:6.1f}  pitch {rpy[1]:6.1f}  yaw {rpy[2]:6.1f} deg",
-                 f"gripper {100 * state.gripper:5.1f} % open"]
+                 f"gripper {100 * state.gripper:5.1f} % open" + ("  HOLDING an object" if holding else "")]
         if counters is not None:
             lines.append(f"safety: {counters.workspace_clips} workspace / "
                          f"{counters.translation_clips + counters.rotation_clips} step clips, "
@@ -177,7 +236,9 @@ class StopButton(QPushButton):
 
 
 class MessageBar(QWidget):
-    """The newest message (errors stay until dismissed; infos fade on the next message)."""
+    """The newest message: errors stay until dismissed (or resolved); warnings and infos go after a while."""
+
+    FADE_S = {"info": 8.0, "warn": 30.0}
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -193,6 +254,9 @@ class MessageBar(QWidget):
         layout.addWidget(close)
         self.history: deque[tuple[str, str]] = deque(maxlen=200)
         self.level = ""
+        self._fade = QTimer(self)
+        self._fade.setSingleShot(True)
+        self._fade.timeout.connect(self.clear)
         self.hide()
 
     @property
@@ -208,9 +272,23 @@ class MessageBar(QWidget):
         self.setStyleSheet(f"background:{colour};")
         self._label.setText(("Error: " if level == "error" else "") + text)
         self.show()
+        if level in self.FADE_S:
+            self._fade.start(int(1000 * self.FADE_S[level]))
+        else:
+            self._fade.stop()
+
+    def keep(self) -> None:
+        """The shown message stays until dismissed (a halt that waits for the operator)."""
+        self._fade.stop()
+
+    def resolve(self, *words: str) -> None:
+        """An error about something that has since worked (e.g. opening a dataset) goes."""
+        if self.level == "error" and self.isVisible() and any(w and w in self._label.text() for w in words):
+            self.clear()
 
     def clear(self) -> None:
         self.level = ""
+        self._fade.stop()
         self.hide()
 
 
@@ -279,9 +357,12 @@ class EpisodeTable(QTableWidget):
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # "ended by" is never cut off
+        header.setStretchLastSection(True)
         self.itemSelectionChanged.connect(self._selected)
         self._indices: list[int] = []
+        self._fit_columns()
 
     def show_episodes(self, episodes) -> None:
         keep = self.selected_index()
@@ -297,6 +378,13 @@ class EpisodeTable(QTableWidget):
         if keep in self._indices:
             self.selectRow(self._indices.index(keep))
         self.blockSignals(False)
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """Wide enough for every column: no header or end reason cut off behind a scroll bar."""
+        header = self.horizontalHeader()
+        columns = sum(max(header.sectionSizeHint(c), self.sizeHintForColumn(c)) for c in range(self.columnCount()))
+        self.setMinimumWidth(columns + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth())
 
     def selected_index(self) -> int | None:
         rows = self.selectionModel().selectedRows() if self.selectionModel() else []
@@ -329,4 +417,21 @@ def labelled(title: str, widget: QWidget) -> QWidget:
     header = QLabel(f"<b>{title}</b>")
     layout.addWidget(header)
     layout.addWidget(widget, 1)
+    return box
+
+
+def ask(parent: QWidget, title: str, text: str, yes_text: str, answered) -> QMessageBox:
+    """A yes/no question that does not block: a window-modal box opened without a nested event loop (the
+    control loop's signals, STOP keys and previews keep running); ``answered(bool)`` is called once.
+    The safe answer (No) is the default."""
+    box = QMessageBox(QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.No, parent)
+    yes = box.addButton(yes_text, QMessageBox.ButtonRole.YesRole)
+    box.setDefaultButton(QMessageBox.StandardButton.No)
+
+    def finished(_result: int) -> None:
+        parent.window().activateWindow()  # the window's shortcuts (Enter, Backspace) work again at once
+        answered(box.clickedButton() is yes)
+
+    box.finished.connect(finished)
+    box.open()
     return box

@@ -135,7 +135,8 @@ class TrainingWorker(QObject):
             if self._cancel.is_set():
                 self.cancelled.emit()
             elif code == 0 and done is not None:
-                self.finished.emit(done["path"], done["info"])
+                self.finished.emit(done["path"], {**done["info"], "gamma": done.get("gamma"),
+                                                  "gamma_method": done.get("gamma_method")})
             else:
                 errors.seek(0)
                 lines = [ln.strip() for ln in errors.read().splitlines() if ln.strip()]

@@ -34,13 +34,13 @@ def _jsonl(record: dict) -> None:
 
 def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = "auto", device: str | None = None,
                  overwrite: bool = False, progress: str = "bars", cancel: threading.Event | None = None):
-    """Build and save a policy. ``progress``: "bars" (tqdm on stderr), "jsonl" (one JSON object per update on
-    stdout, for the desktop app) or "none"."""
-    from tqdm import tqdm
+    """Build and save a policy. ``progress``: "bars" (tqdm on stderr; plain lines when it is not a terminal),
+    "jsonl" (one JSON object per update on stdout, for the desktop app) or "none"."""
+    from recorder.progress import progress_bar
 
     from .policy import ALTPolicy
 
-    bars: dict[str, tqdm] = {}
+    bars: dict = {}
 
     def report(stage, value):
         if progress == "jsonl":
@@ -56,8 +56,8 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
         if stage == "train":
             bar = bars.get("train")
             if bar is None:
-                bar = bars["train"] = tqdm(total=value.epochs * value.steps_per_epoch, desc="train", unit="step",
-                                           file=sys.stderr)
+                bar = bars["train"] = progress_bar(total=value.epochs * value.steps_per_epoch, desc="train",
+                                                   unit="step")
             bar.update(1)
             bar.set_postfix(epoch=f"{value.epoch}/{value.epochs}", loss=f"{value.loss:.3f}",
                             eta=f"{value.eta_s / 60:.1f} min")
@@ -65,9 +65,8 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
             done, total = value
             bar = bars.get(stage)
             if bar is None:
-                bar = bars[stage] = tqdm(total=total, desc=stage, unit="frame", file=sys.stderr)
-            bar.n = done
-            bar.refresh()
+                bar = bars[stage] = progress_bar(total=total, desc=stage, unit="frame")
+            bar.update(done - bar.n)
 
     with Dataset.open(dataset_dir) as dataset:
         policy = ALTPolicy.build(dataset, config, progress=report, device=device, cancel=cancel)
@@ -81,7 +80,8 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
         policy.gamma = float(gamma)
     path = policy.save(out, overwrite=overwrite)
     if progress == "jsonl":
-        _jsonl({"stage": "done", "path": str(path), "info": policy.info})
+        _jsonl({"stage": "done", "path": str(path), "info": policy.info, "gamma": policy.gamma,
+                "gamma_method": "set by hand" if gamma != "auto" else getattr(policy.calibration, "method", None)})
     return policy
 
 
@@ -110,20 +110,19 @@ def cmd_train(args: Namespace) -> int:
 
 def _scenario_table(rows: list[dict]) -> str:
     lines = [f"{'scenario':<16} {'success':>9} {'OOD stops':>9} {'retrieval':>9} {'latency p50':>11} "
-             f"{'p99':>7}"]
+             f"{'p99':>10}"]
     for r in rows:
         acc = "-" if r["retrieval_accuracy"] is None else f"{100 * r['retrieval_accuracy']:.0f}%"
         p50 = "-" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.1f} ms"
-        p99 = "-" if r["latency_p99_ms"] is None else f"{r['latency_p99_ms']:.1f}"
+        p99 = "-" if r["latency_p99_ms"] is None else f"{r['latency_p99_ms']:.1f} ms"
         lines.append(f"{r['scenario']:<16} {r['successes']:>4}/{r['episodes']:<4} {r['ood_stops']:>9} {acc:>9} "
-                     f"{p50:>11} {p99:>7}")
+                     f"{p50:>11} {p99:>10}")
     return "\n".join(lines)
 
 
 def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: int, clock: str = "lockstep",
                     json_path: str | None = None, max_ticks: int = 200) -> dict:
-    from tqdm import tqdm
-
+    from recorder.progress import progress_bar
     from robot_drivers.factory import make_rig
 
     from .evaluate import evaluate_scenario, in_distribution_frame_report, unrelated_image_report
@@ -134,7 +133,7 @@ def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: 
     rows = []
     with rig:
         for scenario in scenarios:
-            with tqdm(total=episodes, desc=f"eval {scenario}", unit="ep", file=sys.stderr) as bar:
+            with progress_bar(total=episodes, desc=f"eval {scenario}", unit="ep") as bar:
                 ok = [0]
 
                 def progress(ep):

@@ -8,12 +8,11 @@ from argparse import Namespace
 from robot_drivers.factory import make_rig, make_teleop
 
 from .dataset import Dataset
+from .progress import progress_bar
 from .session import RecorderConfig, RecordingSession, scene_extra, spec_for_rig
 
 
 def cmd_record(args: Namespace) -> int:
-    from tqdm import tqdm
-
     rig = make_rig(args.robot, clock=args.clock, image_size=args.image_size, rate_hz=args.rate)
     teleop = make_teleop(args.teleop, rig, seed=args.seed)
     with rig:
@@ -25,7 +24,7 @@ def cmd_record(args: Namespace) -> int:
             session = RecordingSession(rig, dataset, teleop, RecorderConfig(task=args.task))
             scripted = args.teleop == "scripted"
             kept = attempts = 0
-            with tqdm(total=args.episodes, desc="record", unit="ep", file=sys.stderr) as bar:
+            with progress_bar(total=args.episodes, desc="record", unit="ep") as bar:
                 while kept < args.episodes:
                     index = dataset.next_index()
                     attempts += 1
@@ -141,17 +140,14 @@ def cmd_replay(args: Namespace) -> int:
 
 
 def cmd_export(args: Namespace) -> int:
-    from tqdm import tqdm
-
     from .export_lerobot import export_lerobot
 
     if args.format != "lerobot":
         raise ValueError(f"unknown export format {args.format!r}; the supported one is 'lerobot'")
-    with tqdm(desc="export", unit="frame", file=sys.stderr) as bar:
+    with progress_bar(desc="export", unit="frame") as bar:
         def progress(done, total):
             bar.total = total
-            bar.n = done
-            bar.refresh()
+            bar.update(done - bar.n)
 
         with Dataset.open(args.dir) as dataset:
             report = export_lerobot(dataset, args.out, episodes=args.episodes, video_codec=args.codec,

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from abc import ABC, abstractmethod
 from typing import Callable
 
@@ -95,8 +96,26 @@ class LatestFrameSlot:
         return self.latest(max_age=None)
 
 
+@dataclass(frozen=True)
+class GraspOverlay:
+    """Where a camera fixed to the gripper sees the grasp, in image coordinates in [0, 1] (x right, y down).
+
+    ``grasp_point``: the point between the fingertips; ``finger_span``: the fingers' closing line through it
+    (fully open); ``axis``: points on the gripper axis beyond the fingertips at ``depths_m``. A hand camera sits
+    beside the axis, so a point below the gripper appears on the axis mark of its depth: an object is under the
+    fingers when it meets the mark at its own distance, not merely when it looks "between the fingers"."""
+
+    grasp_point: tuple[float, float]
+    finger_span: tuple[tuple[float, float], tuple[float, float]]
+    axis: tuple[tuple[float, float], ...]
+    depths_m: tuple[float, ...]
+
+
 class Camera(ABC):
     """A colour camera delivering RGB frames in the background."""
+
+    #: set for a camera fixed to the gripper whose grasp point is known (the window draws it); None otherwise
+    grasp_overlay: GraspOverlay | None = None
 
     def __init__(self, name: str, width: int, height: int, fps: float,
                  clock: Callable[[], float] = time.monotonic):

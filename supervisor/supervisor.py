@@ -42,6 +42,7 @@ from typing import Callable
 
 from policy.runner import run_autonomous
 from recorder.dataset import Dataset, DatasetError
+from recorder.idle import ORIGINALS_DIR, trim_episode
 from recorder.replay import replay_episode, restore_scene
 from recorder.session import RecorderConfig, RecordingSession, scene_extra, spec_for_rig
 from robot_drivers.control import ControlLoop, StepOutput, TeleopSource
@@ -212,6 +213,11 @@ class Supervisor:
 
     def replay(self, index: int) -> Ticket:
         return self._submit("replay", index)
+
+    def trim_episode(self, index: int, config=None) -> Ticket:
+        """Replace kept episode ``index`` by a copy without its idle stretches; the original is set aside
+        intact (``recorder/idle.py``). Ends the running activity like a scene reset (it writes a while)."""
+        return self._submit("trim_episode", index, config)
 
     def set_policy(self, policy) -> Ticket:
         return self._submit("set_policy", policy)
@@ -623,6 +629,15 @@ class Supervisor:
             raise DatasetError("no dataset is open")
         self.dataset.delete_episode(index)
         self.events.info(f"episode {index} deleted")
+        self.events.episodes_changed(self.dataset.episodes())
+        return None
+
+    def _do_trim_episode(self, index: int, config):
+        if self.dataset is None:
+            raise DatasetError("open the dataset that holds the episode first")
+        trimmed, cut = trim_episode(self.dataset, index, config)
+        self.events.info(f"episode {index} trimmed: {cut} idle steps cut ({cut / self.dataset.spec.fps:.1f} s); "
+                         f"the copy is episode {trimmed.index}, the original is kept in {ORIGINALS_DIR}/")
         self.events.episodes_changed(self.dataset.episodes())
         return None
 

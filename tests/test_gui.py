@@ -16,10 +16,11 @@ import pytest
 from PyQt6.QtCore import Qt
 from PyQt6.QtTest import QTest
 
-from gui.app import create_window, sim_rig_factory
+from gui.app import create_window, dispose, sim_rig_factory
 from gui.controller import AUTONOMOUS, HALTED, RECORDING, TELEOP
 from gui.stall_probe import StallProbe
 from recorder.dataset import Dataset
+from recorder.idle import ORIGINALS_DIR, IdleConfig
 from recording_helpers import fill_disk_on_new_episodes
 
 pytestmark = pytest.mark.timeout(600)
@@ -37,7 +38,7 @@ def studio(qapp, tmp_path_factory):
         time.sleep(0.01)
     assert controller.mode == TELEOP, list(window.messages.history)
     yield controller, window, root
-    window.close()
+    dispose(controller, window)
 
 
 def _z(controller) -> float:
@@ -110,12 +111,89 @@ def test_record_two_episodes_and_keep_them(studio, qtbot):
         assert dataset.load_episode(1).states[-1, 2] < dataset.load_episode(1).states[0, 2] - 0.03
 
 
+def _answer(qtbot, question, text: str) -> None:
+    """Click the button labelled ``text`` of an open (non-blocking) question box."""
+    qtbot.waitUntil(lambda: question.isVisible(), timeout=3000)
+    button = next(b for b in question.buttons() if b.text().replace("&", "") == text)
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def test_place_as_in_episode_k_restores_that_episodes_scene(studio, qtbot):
+    controller, window, root = studio
+    panel, browser = window.record_panel, window.record_panel.browser
+    control = controller.rig.scene_control()
+    with Dataset.open(root / "data" / "demos") as dataset:
+        stored = dataset.episode(0).extra["scene"]
+    assert control.record() != stored  # the scene is episode 1's now
+    panel.table.select_episode(0)
+    qtbot.waitUntil(lambda: browser.episode is not None and browser.episode.index == 0, timeout=5000)
+    assert browser.place_button.isVisible()
+    qtbot.mouseClick(browser.place_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: control.record() == stored, timeout=10_000)
+    qtbot.waitUntil(lambda: "scene of episode 0 restored" in window.messages.text, timeout=5000)
+    assert controller.mode == TELEOP
+
+
+def test_next_episode_releases_homes_and_places_the_next_spot(studio, qtbot):
+    controller, window, _ = studio
+    panel = window.record_panel
+    control = controller.rig.scene_control()
+    QTest.keyPress(window, Qt.Key.Key_F)  # move away from home first
+    qtbot.wait(600)
+    QTest.keyRelease(window, Qt.Key.Key_F)
+    assert panel.place_button.text() == "Place mug at training spot 2"
+    qtbot.mouseClick(panel.next_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: (control.record() or {}).get("training_index") == 2, timeout=15_000)
+    qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=5000)
+    state = controller.rig.arm.get_state()
+    assert state.gripper > 0.9  # released
+
+
+def test_an_idle_episode_warns_and_trimming_keeps_the_original(studio, qtbot):
+    controller, window, root = studio
+    panel = window.record_panel
+    panel.idle_config = IdleConfig(min_stretch_s=1.5, margin_s=0.2)  # an operator's 8 s, shortened
+    before = [e.index for e in panel.episodes]
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == RECORDING, timeout=5000)
+    qtbot.waitUntil(lambda: panel.warning.text().startswith("idle:"), timeout=10_000)  # nothing moves
+    QTest.keyPress(window, Qt.Key.Key_W)
+    qtbot.wait(800)
+    QTest.keyRelease(window, Qt.Key.Key_W)
+    qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(panel.episodes) == len(before) + 1, timeout=10_000)
+    idle = panel.episodes[-1].index
+    qtbot.waitUntil(lambda: panel.trim_button.isVisible(), timeout=3000)
+    assert "idle" in panel.last_label.text()
+    with Dataset.open(root / "data" / "demos") as dataset:
+        original = dataset.load_episode(idle)
+        original_states = original.states.copy()
+    qtbot.mouseClick(panel.trim_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: idle not in [e.index for e in panel.episodes] and len(panel.episodes) == len(before) + 1,
+                    timeout=15_000)
+    trimmed = panel.episodes[-1]
+    assert trimmed.length < original.info.length and trimmed.extra["trimmed_from"]["episode"] == idle
+    aside = root / "data" / "demos" / trimmed.extra["trimmed_from"]["original"]
+    assert aside.parent.name == ORIGINALS_DIR and (aside / "meta.json").is_file()
+    with np.load(aside / "steps.npz", allow_pickle=False) as arrays:  # the original, intact
+        assert np.array_equal(arrays["state"], original_states)
+    controller.delete_episode(trimmed.index)  # leave the dataset as the next tests expect it
+    qtbot.waitUntil(lambda: [e.index for e in panel.episodes] == before, timeout=5000)
+
+
 def test_discard_or_rerecord_the_episode_just_kept(studio, qtbot):
     controller, window, root = studio
     panel = window.record_panel
     _record_one(controller, window, qtbot, Qt.Key.Key_A, hold_ms=500)
     assert [e.index for e in panel.episodes] == [0, 1, 2]
+    qtbot.mouseClick(panel.discard_last_button, Qt.MouseButton.LeftButton)  # a kept episode: it asks first
+    qtbot.waitUntil(lambda: panel.discard_question is not None, timeout=3000)
+    _answer(qtbot, panel.discard_question, "No")
+    qtbot.waitUntil(lambda: panel.discard_question is None, timeout=3000)
+    assert [e.index for e in panel.episodes] == [0, 1, 2] and panel.discard_last_button.isVisible()
     qtbot.mouseClick(panel.discard_last_button, Qt.MouseButton.LeftButton)  # discard after the fact
+    qtbot.waitUntil(lambda: panel.discard_question is not None, timeout=3000)
+    _answer(qtbot, panel.discard_question, "Delete")
     qtbot.waitUntil(lambda: [e.index for e in panel.episodes] == [0, 1], timeout=5000)
 
     _record_one(controller, window, qtbot, Qt.Key.Key_D, hold_ms=500)
@@ -140,7 +218,15 @@ def test_episode_browser_scrubs_both_views_and_plots(studio, qtbot):
     browser.slider.setValue(browser.episode.length - 1)
     last = browser.episode.length - 1
     qtbot.waitUntil(lambda: all(f"frame {last}" in v.caption for v in browser.views.values()), timeout=5000)
+    assert f"frame {last} " in browser.position.text()  # the header and the captions count alike
     assert browser.replay_button.isEnabled() and browser.delete_button.isEnabled()
+    # Millimetres and percent have an axis each.
+    assert browser.gripper_plot.getViewBox().viewRange()[1][1] <= 110
+    qtbot.mouseClick(browser.delete_button, Qt.MouseButton.LeftButton)  # asks; No keeps the episode
+    qtbot.waitUntil(lambda: browser.delete_question is not None, timeout=3000)
+    _answer(qtbot, browser.delete_question, "No")
+    qtbot.waitUntil(lambda: browser.delete_question is None, timeout=3000)
+    assert browser.episode is not None and [e.index for e in panel.episodes] == [0, 1]
 
 
 def test_replay_drives_the_arm_through_the_episode(studio, qtbot):
@@ -151,7 +237,10 @@ def test_replay_drives_the_arm_through_the_episode(studio, qtbot):
         recorded = dataset.load_episode(1).actions
     qtbot.mouseClick(browser.replay_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: controller.mode == "replay", timeout=10_000)
+    qtbot.waitUntil(lambda: browser.replay_progress.isVisible() and browser.replay_progress.value() > 0,
+                    timeout=10_000)  # the browser says the arm is replaying, and how far
     qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=30_000)
+    qtbot.waitUntil(lambda: not browser.replay_progress.isVisible(), timeout=3000)
     assert any("replayed episode 1" in text for _, text in window.messages.history)
     sent = controller.rig.arm.last_sent
     assert sent is not None
@@ -175,6 +264,7 @@ def test_train_a_tiny_policy_from_the_button_without_freezing(studio, qtbot):
     stall_ms = probe.stop().max()
     assert Path(trained.args[0], "manifest.json").is_file()
     assert panel.loss_plot.count >= 2 and panel.progress.value() == 1000
+    assert "gamma 0." in panel.result.text() or "gamma 1." in panel.result.text()  # gamma is shown at the end
     assert stall_ms < 500, f"the event loop stalled {stall_ms:.0f} ms while training"
     auto = window.autonomy_panel
     qtbot.waitUntil(lambda: auto.policy is not None, timeout=30_000)  # picked and loaded automatically
@@ -185,11 +275,18 @@ def test_training_can_be_cancelled_and_saves_nothing(studio, qtbot):
     controller, window, root = studio
     panel = window.train_panel
     before = set((root / "runs" / "policies").iterdir())
+    qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=60_000)
+    qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)  # asks first; No trains on
+    qtbot.waitUntil(lambda: panel.cancel_question is not None, timeout=3000)
+    _answer(qtbot, panel.cancel_question, "No")
+    qtbot.waitUntil(lambda: panel.cancel_question is None, timeout=3000)
+    assert panel.running and "cancelling" not in panel.stage.text()
     with qtbot.waitSignal(panel.worker.cancelled, timeout=60_000):
-        qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=60_000)
         qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
-    assert "cancelled" in panel.stage.text()
+        qtbot.waitUntil(lambda: panel.cancel_question is not None, timeout=3000)
+        _answer(qtbot, panel.cancel_question, "Cancel training")
+    qtbot.waitUntil(lambda: "cancelled" in panel.stage.text(), timeout=3000)
     assert panel.train_button.isEnabled() and not panel.cancel_button.isEnabled()
     assert set((root / "runs" / "policies").iterdir()) == before
 
@@ -212,6 +309,8 @@ def test_a_policy_arriving_during_a_recording_leaves_it_running_and_kept(studio,
     kept = panel.episodes[-1]
     assert kept.end_reason == "stop_button" and kept.length >= 3
     qtbot.mouseClick(panel.discard_last_button, Qt.MouseButton.LeftButton)  # leave the dataset as it was
+    qtbot.waitUntil(lambda: panel.discard_question is not None, timeout=3000)
+    _answer(qtbot, panel.discard_question, "Delete")
     qtbot.waitUntil(lambda: len(panel.episodes) == before, timeout=5000)
 
 
@@ -354,6 +453,21 @@ def test_stop_keys_work_in_text_and_number_fields(studio, qtbot):
         qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=5000)
         controller.take_over()
         qtbot.waitUntil(lambda: controller.mode == TELEOP and not controller.rig.arm.stopped, timeout=5000)
+
+
+def test_a_training_run_is_checked_and_named_before_it_starts(studio, qtbot, tmp_path):
+    controller, window, root = studio
+    panel = window.train_panel
+    panel.dataset_edit.setText(str(tmp_path / "nowhere"))
+    qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "does not exist" in panel.result.text(), timeout=2000)  # at once, not after 10 s
+    assert not panel.running
+    panel.dataset_edit.setText(str(root / "data" / "demos"))
+    panel.name_edit.setText("my policy/../x")
+    qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "not a folder name" in panel.result.text(), timeout=2000)
+    assert not panel.running
+    panel.name_edit.setText("")
 
 
 def test_bad_inputs_become_messages_not_crashes(studio, qtbot, tmp_path):

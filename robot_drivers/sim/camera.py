@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import pybullet as pb
 
-from ..camera import Camera, CaptureThread
+from ..camera import Camera, CaptureThread, GraspOverlay
 from ..errors import NotConnectedError
 from ..transforms import quat_to_matrix
 from .render_process import RenderProcess
-from .world import PANDA_HAND_LINK, SimWorld
+from .world import FINGER_MAX_OPENING, PANDA_GRASP_LINK, PANDA_HAND_LINK, SimWorld
 
 
 @dataclass
@@ -58,6 +59,34 @@ def camera_view(world: SimWorld, c: SimCameraConfig) -> list[float]:
     return world.view_matrix(eye, target, up)
 
 
+#: depths beyond the fingertips marked on the hand camera's gripper axis
+AXIS_DEPTHS_M = (0.0, 0.05, 0.10, 0.15)
+
+
+def project_in_hand(c: SimCameraConfig, points_in_hand: np.ndarray) -> np.ndarray:
+    """Image coordinates in [0, 1] (x right, y down) of points given in the hand link's frame, through the
+    hand camera's own view and projection matrices (the camera moves with the hand: this never changes)."""
+    view = np.asarray(pb.computeViewMatrix(list(c.eye_in_hand), list(c.target_in_hand), [1.0, 0.0, 0.0]))
+    view = view.reshape(4, 4).T  # PyBullet's matrices are column-major
+    projection = np.asarray(SimWorld.projection_matrix(c.fov_deg, c.width / c.height)).reshape(4, 4).T
+    points = np.c_[np.asarray(points_in_hand, dtype=np.float64), np.ones(len(points_in_hand))]
+    clip = (projection @ view @ points.T).T
+    ndc = clip[:, :2] / clip[:, 3:4]
+    return np.c_[(ndc[:, 0] + 1) / 2, (1 - ndc[:, 1]) / 2]
+
+
+def hand_grasp_overlay(world: SimWorld, c: SimCameraConfig) -> GraspOverlay:
+    """The hand camera's grasp overlay, from the Panda model (grasp target link, finger travel) and the camera."""
+    hand_pos, hand_orn = world.link_pose_world(PANDA_HAND_LINK)
+    grasp_pos, _ = world.link_pose_world(PANDA_GRASP_LINK)
+    grasp = quat_to_matrix(hand_orn).T @ (grasp_pos - hand_pos)  # in the hand frame: along its z axis
+    axis = np.array([0.0, 0.0, 1.0])
+    points = [grasp, grasp + [0.0, FINGER_MAX_OPENING, 0.0], grasp - [0.0, FINGER_MAX_OPENING, 0.0]]
+    points += [grasp + d * axis for d in AXIS_DEPTHS_M]
+    uv = [tuple(float(v) for v in p) for p in project_in_hand(c, np.asarray(points))]
+    return GraspOverlay(uv[0], (uv[1], uv[2]), tuple(uv[3:]), AXIS_DEPTHS_M)
+
+
 def render_camera(world: SimWorld, c: SimCameraConfig) -> np.ndarray:
     projection = world.projection_matrix(c.fov_deg, c.width / c.height)
     with world.lock:
@@ -84,6 +113,8 @@ class SimCamera(Camera):
         self._connected = False
         self._renderer: RenderProcess | None = None
         self._cover: np.ndarray | None = None
+        if config.mount == "hand":
+            self.grasp_overlay = hand_grasp_overlay(world, config)
 
     @property
     def serial(self) -> str:
