@@ -15,7 +15,7 @@ from recorder.idle import IdleConfig, IdleMonitor
 
 from .controller import AUTONOMOUS, HALTED, Halt, RigController
 from .widgets import ImageView, RollingPlot, StopButton
-from .workers import DatasetReader, PolicyLoader
+from .workers import DatasetReader, PolicyBookkeeper, PolicyLoader
 
 GAMMA_MIN, GAMMA_MAX = 0.5, 1.0
 #: the hand hovering this long while the policy runs gets a hint (the runner's progress watchdog may stop it)
@@ -33,8 +33,11 @@ def find_policies(root: Path) -> list[Path]:
 class AutonomyPanel(QWidget):
     load_request = pyqtSignal(str)  # queued to the loader thread
 
+    add_request = pyqtSignal(str, str)  # policy folder, dataset folder: queued to the bookkeeper's thread
+    summary_request = pyqtSignal(str, str)  # ledger file, policy folder
+
     def __init__(self, controller: RigController, loader: PolicyLoader, reader: DatasetReader, runs_root: Path,
-                 parent=None):
+                 bookkeeper: PolicyBookkeeper, parent=None):
         super().__init__(parent)
         self.controller = controller
         self.reader = reader
@@ -64,6 +67,19 @@ class AutonomyPanel(QWidget):
             row.addWidget(b)
         pl.addLayout(row)
         pl.addWidget(self.policy_label)
+        # Corrections (kept Take over & record episodes) join the lookup table without retraining: a new version.
+        self.add_button = QPushButton("Add corrections")
+        self.add_button.setToolTip("Embed the kept corrections with this policy's encoder and add them to its "
+                                   "lookup table: a new policy version, loaded at once (the old one is kept)")
+        self.add_button.setEnabled(False)
+        self.add_button.clicked.connect(self._add_corrections)
+        self.trials_label = QLabel("trials: -")
+        self.trials_label.setToolTip("Every run of this policy version, from the trial ledger (runs/trials.jsonl); "
+                                     "success rate over decided trials with a Wilson 95% interval")
+        book = QHBoxLayout()
+        book.addWidget(self.add_button)
+        book.addWidget(self.trials_label, 1)
+        pl.addLayout(book)
 
         # -- run controls
         self.start_button = QPushButton("Start")
@@ -130,6 +146,10 @@ class AutonomyPanel(QWidget):
                            "third": ImageView("match (third)", min_side=120)}
         self.halt_resume = QPushButton("Resume policy")
         self.halt_teleop = QPushButton("Take over (teleop)")
+        self.halt_record = QPushButton("Take over && record")
+        self.halt_record.setToolTip("Teleoperate from where the arm stands and record it as a correction of this "
+                                    "stop; Stop & keep (Enter) keeps it, then Add corrections")
+        self.halt_record.clicked.connect(controller.take_over_and_record)
         self.halt_home = QPushButton("Home")
         self.halt_resume.clicked.connect(controller.resume)
         self.halt_teleop.clicked.connect(controller.take_over)
@@ -143,7 +163,7 @@ class AutonomyPanel(QWidget):
         self._halt_frames.setLayout(frames)
         hl.addWidget(self._halt_frames)
         choices = QHBoxLayout()
-        for b in (self.halt_resume, self.halt_teleop, self.halt_home):
+        for b in (self.halt_resume, self.halt_teleop, self.halt_record, self.halt_home):
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             b.setMinimumHeight(36)
             choices.addWidget(b)
@@ -172,6 +192,13 @@ class AutonomyPanel(QWidget):
         layout.addWidget(self.similarity_plot, 1)
         layout.addWidget(self.drill_box)
 
+        self.bookkeeper = bookkeeper
+        self.add_request.connect(bookkeeper.add_corrections)
+        self.summary_request.connect(bookkeeper.summarise)
+        bookkeeper.added.connect(self._on_added)
+        bookkeeper.nothing_to_add.connect(self._on_nothing_to_add)
+        bookkeeper.summary_ready.connect(self._on_summary)
+        bookkeeper.failed.connect(self._on_add_failed)
         self.load_request.connect(loader.load)
         loader.loaded.connect(self._on_loaded)
         loader.failed.connect(self._on_load_failed)
@@ -239,7 +266,53 @@ class AutonomyPanel(QWidget):
         self.gamma_slider.setEnabled(True)
         self.gamma_reset.setEnabled(True)
         self._show_gamma(policy.gamma)
+        self.add_button.setEnabled(bool(self._dataset_root))
+        self._request_summary()
         self._on_mode(self.controller.mode)
+
+    # -- corrections and the trial ledger -------------------------------------------
+    def _add_corrections(self) -> None:
+        if self.policy is None or not self._dataset_root:
+            return
+        self.add_button.setEnabled(False)
+        self.add_button.setText("Adding…")
+        self.add_request.emit(self.policy.info["path"], self._dataset_root)
+
+    def _on_added(self, path: str, result) -> None:
+        self.add_button.setText("Add corrections")
+        self.policy_label.setText(f"version {result.version} with {len(result.addition.episodes)} correction(s) "
+                                  f"added in {result.seconds:.1f} s; loading…")
+        self.select_and_load(path)
+
+    def _on_nothing_to_add(self, message: str) -> None:
+        self.add_button.setText("Add corrections")
+        self.add_button.setEnabled(True)
+        self.policy_label.setText(message)
+
+    def _on_add_failed(self, message: str) -> None:
+        self.add_button.setText("Add corrections")
+        self.add_button.setEnabled(self.policy is not None)
+        self.policy_label.setText(message)
+
+    def _request_summary(self) -> None:
+        ledger = self.controller.supervisor.ledger
+        if ledger is not None and self.policy is not None and self.policy.info.get("path"):
+            self.summary_request.emit(str(ledger.path), self.policy.info["path"])
+
+    def _on_summary(self, policy_dir: str, rows) -> None:
+        if self.policy is None or policy_dir != self.policy.info.get("path"):
+            return
+        if not rows:
+            self.trials_label.setText("trials: none yet with this policy version")
+            return
+        parts = []
+        for row in rows:
+            rate = "-" if row.rate is None else \
+                f"{100 * row.rate:.0f}% (95% CI {100 * row.interval[0]:.0f}-{100 * row.interval[1]:.0f}%)"
+            stops = ", ".join(f"{k} {v}" for k, v in sorted(row.counts.items()) if v and k != "success")
+            parts.append(f"v{row.version}: {row.successes}/{row.decided} succeeded {rate}" + (f"; {stops}" if stops
+                                                                                             else ""))
+        self.trials_label.setText("trials: " + " | ".join(parts))
 
     def _on_load_failed(self, message: str) -> None:
         self.load_button.setEnabled(True)
@@ -271,7 +344,8 @@ class AutonomyPanel(QWidget):
         loaded = self.policy is not None
         self.start_button.setEnabled(loaded and not running and mode != HALTED)
         self.pause_button.setEnabled(running)
-        self.resume_button.setEnabled(loaded and mode == HALTED)
+        halt = self.controller.halt
+        self.resume_button.setEnabled(loaded and mode == HALTED and (halt is None or halt.reason != "done"))
         self.load_button.setEnabled(not running)
         self.picker.setEnabled(not running)
         if running:
@@ -345,6 +419,10 @@ class AutonomyPanel(QWidget):
             self.halt_match[name].set_image(image)
 
     def _on_halted(self, halt: Halt) -> None:
+        self._on_mode(self.controller.mode)  # a finished task is not resumed
+        self._request_summary()  # the run just ended: its trial is in the ledger
+        self.halt_record.setVisible(halt.reason in ("ood", "stall", "stop", "paused")
+                                    and self.controller.session is not None)
         done = halt.reason == "done"
         self.halt_box.setTitle({"ood": "Out of distribution: the arm stopped", "stop": "STOP: the arm is halted",
                                 "paused": "Paused", "done": "Task done"}.get(halt.reason, "Arm halted"))

@@ -79,9 +79,10 @@ class RigController(QObject):
     error = pyqtSignal(str)
     info = pyqtSignal(str)
 
-    def __init__(self, rig_factory: RigFactory, recorder_config: RecorderConfig | None = None, parent=None):
+    def __init__(self, rig_factory: RigFactory, recorder_config: RecorderConfig | None = None, ledger=None,
+                 parent=None):
         super().__init__(parent)
-        self.supervisor = Supervisor(rig_factory, recorder_config, _Relay(self))
+        self.supervisor = Supervisor(rig_factory, recorder_config, _Relay(self), ledger=ledger)
         s = self.supervisor
         self.keyboard = s.keyboard
         self.recorder_config = s.recorder_config
@@ -92,7 +93,7 @@ class RigController(QObject):
         for name in ("connect_rig", "disconnect_rig", "open_dataset", "close_dataset", "start_episode",
                      "stop_episode", "discard_episode", "rerecord_episode", "delete_episode", "trim_episode", "replay",
                      "set_policy",
-                     "start_autonomy", "resume", "pause", "take_over", "home", "reset_scene",
+                     "start_autonomy", "resume", "pause", "take_over", "take_over_and_record", "home", "reset_scene",
                      "restore_episode_scene", "emergency_stop", "wait_stopped", "holding_object", "shutdown"):
             setattr(self, name, getattr(s, name))
 

@@ -15,7 +15,7 @@ from .record_panel import RecordPanel
 from .rig_panel import RigPanel
 from .train_panel import TrainPanel
 from .widgets import MessageBar
-from .workers import DatasetReader, PolicyLoader, TrainingWorker, start_worker
+from .workers import DatasetReader, PolicyBookkeeper, PolicyLoader, TrainingWorker, start_worker
 
 _QT_KEY_NAMES = {Qt.Key.Key_Shift: "shift"}
 
@@ -101,14 +101,15 @@ class MainWindow(QMainWindow):
         self.trainer = TrainingWorker()
         self.loader = PolicyLoader()
         self.reader = DatasetReader()
+        self.bookkeeper = PolicyBookkeeper()
         self._threads = [start_worker(self.trainer, "training"), start_worker(self.loader, "policy-loader"),
-                         start_worker(self.reader, "dataset-reader")]
+                         start_worker(self.reader, "dataset-reader"), start_worker(self.bookkeeper, "bookkeeper")]
 
         self.messages = MessageBar()
         self.rig_panel = RigPanel(controller)
         self.record_panel = RecordPanel(controller, self.reader, self.data_root)
         self.train_panel = TrainPanel(self.trainer, self.runs_root)
-        self.autonomy_panel = AutonomyPanel(controller, self.loader, self.reader, self.runs_root)
+        self.autonomy_panel = AutonomyPanel(controller, self.loader, self.reader, self.runs_root, self.bookkeeper)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.record_panel, "Record")
         self.tabs.addTab(self.train_panel, "Train")
@@ -149,7 +150,7 @@ class MainWindow(QMainWindow):
         controller.dataset_changed.connect(lambda root: root is not None and self.messages.resolve(
             "dataset", str(root)))
         self.train_panel.policy_trained.connect(self._on_policy_trained)
-        for worker in (self.trainer, self.loader, self.reader):
+        for worker in (self.trainer, self.loader, self.reader, self.bookkeeper):
             worker.failed.connect(lambda text: self.messages.show_message("error", text))
         self.resize(1600, 1000)
 
@@ -192,7 +193,7 @@ class MainWindow(QMainWindow):
 
     @property
     def workers(self) -> tuple:
-        return self.trainer, self.loader, self.reader
+        return self.trainer, self.loader, self.reader, self.bookkeeper
 
     @property
     def threads(self) -> tuple:

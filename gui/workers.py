@@ -178,6 +178,48 @@ class PolicyLoader(QObject):
         self.loaded.emit(policy)
 
 
+class PolicyBookkeeper(QObject):
+    """Off the GUI thread: adds kept corrections to a policy (a new version) and summarises the trial ledger."""
+
+    added = pyqtSignal(str, object)  # the new version's folder, policy.versions.AddResult
+    nothing_to_add = pyqtSignal(str)
+    summary_ready = pyqtSignal(str, object)  # policy folder, list[policy.trials.VersionSummary]
+    failed = pyqtSignal(str)
+
+    @pyqtSlot(str, str)
+    def add_corrections(self, policy_dir: str, dataset_dir: str) -> None:
+        """Every kept correction (an episode tagged as an intervention) of the dataset not yet in the policy."""
+        from policy.policy import ALTPolicy
+        from policy.versions import add_episodes
+        from recorder.dataset import Dataset
+
+        try:
+            known = set(int(e) for e in ALTPolicy.load(policy_dir).info.get("episodes", []))
+            with Dataset.open(dataset_dir) as dataset:
+                corrections = [e.index for e in dataset.episodes()
+                               if "intervention" in e.extra and e.index not in known and e.end_reason == "stop_button"]
+            if not corrections:
+                self.nothing_to_add.emit(f"no new corrections in {dataset_dir}: after an OOD stop, use Take over & "
+                                         "record and keep the episode")
+                return
+            result = add_episodes(policy_dir, dataset_dir, corrections)
+        except Exception as exc:  # noqa: BLE001 - shown in the window
+            self.failed.emit(f"could not add the corrections: {exc}")
+            return
+        self.added.emit(str(result.path), result)
+
+    @pyqtSlot(str, str)
+    def summarise(self, ledger_path: str, policy_dir: str) -> None:
+        from policy.trials import TrialLedger
+
+        try:
+            rows = TrialLedger(ledger_path).summary(policy=policy_dir)
+        except Exception as exc:  # noqa: BLE001
+            self.failed.emit(f"cannot read the trial ledger {ledger_path}: {exc}")
+            return
+        self.summary_ready.emit(policy_dir, rows)
+
+
 @dataclass(frozen=True)
 class EpisodeView:
     index: int

@@ -185,12 +185,13 @@ def test_discard_or_rerecord_the_episode_just_kept(studio, qtbot):
     controller, window, root = studio
     panel = window.record_panel
     _record_one(controller, window, qtbot, Qt.Key.Key_A, hold_ms=500)
-    assert [e.index for e in panel.episodes] == [0, 1, 2]
+    new = panel.episodes[-1].index  # indices are never reused: whatever came and went before, it is a new one
+    assert [e.index for e in panel.episodes] == [0, 1, new] and new >= 2
     qtbot.mouseClick(panel.discard_last_button, Qt.MouseButton.LeftButton)  # a kept episode: it asks first
     qtbot.waitUntil(lambda: panel.discard_question is not None, timeout=3000)
     _answer(qtbot, panel.discard_question, "No")
     qtbot.waitUntil(lambda: panel.discard_question is None, timeout=3000)
-    assert [e.index for e in panel.episodes] == [0, 1, 2] and panel.discard_last_button.isVisible()
+    assert [e.index for e in panel.episodes] == [0, 1, new] and panel.discard_last_button.isVisible()
     qtbot.mouseClick(panel.discard_last_button, Qt.MouseButton.LeftButton)  # discard after the fact
     qtbot.waitUntil(lambda: panel.discard_question is not None, timeout=3000)
     _answer(qtbot, panel.discard_question, "Delete")
@@ -429,6 +430,52 @@ def test_ood_halts_the_arm_and_shows_why(studio, qtbot):
     shown = auto.live["hand"].frames_shown
     qtbot.waitUntil(lambda: auto.live["hand"].frames_shown >= shown + 5, timeout=5000)
     assert "below gamma" not in window.messages.text
+
+
+def test_an_ood_stop_becomes_a_correction_the_next_run_retrieves(studio, qtbot):
+    """OOD halt -> Take over & record -> keep -> Add corrections -> the new version is loaded and selected, and
+    the next run, in the same situation, retrieves frames of the correction."""
+    controller, window, root = studio
+    auto, record = window.autonomy_panel, window.record_panel
+    window.tabs.setCurrentWidget(auto)
+    version = int(auto.policy.info.get("version", 1))
+    qtbot.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == AUTONOMOUS, timeout=5000)
+    with qtbot.waitSignal(controller.halted, timeout=15_000, check_params_cb=lambda halt: halt.reason == "ood"):
+        qtbot.mouseClick(auto.drill_noise, Qt.MouseButton.LeftButton)  # stays covered while the operator corrects
+    qtbot.waitUntil(lambda: auto.halt_record.isVisible(), timeout=5000)
+    kept_before = len(record.episodes)
+    qtbot.mouseClick(auto.halt_record, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.mode == RECORDING and not controller.rig.arm.stopped, timeout=5000)
+    QTest.keyPress(window, Qt.Key.Key_R)
+    qtbot.wait(800)
+    QTest.keyRelease(window, Qt.Key.Key_R)
+    qtbot.mouseClick(record.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(record.episodes) == kept_before + 1, timeout=10_000)
+    correction = record.episodes[-1]
+    assert correction.extra["intervention"]["halt_reason"] == "ood"
+
+    qtbot.mouseClick(auto.add_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: auto.policy is not None and int(auto.policy.info.get("version", 1)) == version + 1,
+                    timeout=60_000)
+    assert Path(auto.picker.currentData()).resolve() == Path(auto.policy.info["path"]).resolve()
+    assert correction.index in auto.policy.info["episodes"]
+
+    retrieved = []
+    controller.autonomy_event.connect(lambda event: retrieved.append(event.retrieval.matches[0].episode))
+    qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=5000)
+    qtbot.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(retrieved) >= 1, timeout=10_000)
+    assert retrieved[0] == correction.index, f"the run retrieved demos {retrieved}, not the correction"
+    controller.emergency_stop()
+    qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=5000)
+    qtbot.waitUntil(lambda: "v2" in auto.trials_label.text() or f"v{version + 1}" in auto.trials_label.text(),
+                    timeout=10_000)  # the ledger counts this version's trials
+    qtbot.mouseClick(auto.drill_clear, Qt.MouseButton.LeftButton)
+    controller.take_over()
+    qtbot.waitUntil(lambda: controller.mode == TELEOP and not controller.rig.arm.stopped, timeout=5000)
+    controller.delete_episode(correction.index)  # the later tests count the demonstrations
+    qtbot.waitUntil(lambda: len(record.episodes) == kept_before, timeout=5000)
 
 
 def test_stop_keys_work_in_text_and_number_fields(studio, qtbot):
