@@ -24,16 +24,38 @@ OUTCOMES = ("success", "ood_stop", "stall_stop", "silent_failure", "device_stop"
 DEVICE_REASONS = ("camera_lost", "arm_error", "arm_stopped", "teleop_lost", "estop")
 
 
-def classify(reason: str, success_after_run: bool) -> str:
-    """The episode's one outcome. A stop that asked the operator is a stop whatever the mug did; a success is
-    the task achieved (and held) when the run ended; anything else that is not a success is silent."""
-    if reason == "ood":
-        return "ood_stop"
-    if reason == "stall":
-        return "stall_stop"
+#: A stop counts as asking in time only if nothing had gone wrong yet: the mug still upright within this
+#: distance of where it was placed and the gripper open, or the mug held up (the task achieved so far).
+UNDISTURBED_M = 0.01
+UPRIGHT_DEG = 15.0
+
+
+def classify(reason: str, success_after_run: bool, failed_before_stop: bool = False) -> str:
+    """The episode's one outcome. A success is the task achieved (and held) when the run ended; a stop by
+    the gate or the watchdog is a stop if it came before anything went wrong (a stop after the mug was
+    knocked over or a grasp closed on air asked too late: that is a silent failure); anything else that is
+    not a success is silent."""
     if reason in DEVICE_REASONS:
         return "device_stop"
+    if reason in ("ood", "stall"):
+        if failed_before_stop:
+            return "silent_failure"
+        return "ood_stop" if reason == "ood" else "stall_stop"
     return "success" if success_after_run else "silent_failure"
+
+
+def failed_already(rig: SimRig, placed_xy: np.ndarray) -> bool:
+    """Whether the episode had gone wrong by now: the mug moved, tipped, or the gripper closed without
+    holding it up."""
+    from robot_drivers.transforms import quat_to_matrix
+
+    if rig.success():
+        return False
+    pose = rig.world.mug_pose()
+    moved = float(np.linalg.norm(np.asarray(pose.position[:2]) - placed_xy))
+    tilt = float(np.degrees(np.arccos(np.clip(quat_to_matrix(pose.orientation)[2, 2], -1, 1))))
+    closed = rig.arm.get_state().gripper < 0.9
+    return moved > UNDISTURBED_M or tilt > UPRIGHT_DEG or closed
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -61,6 +83,7 @@ class EpisodeResult:
     placement: tuple[float, float, float]  # the mug's x, y (m) and yaw (rad)
     nearest_training_m: float | None  # distance of the mug to the nearest demonstration's placement
     gripper_closed: bool  # whether the gripper had closed when the run ended (a grasp was attempted)
+    failed_before_stop: bool  # the mug moved, tipped or was missed by the time the run ended
 
 
 @dataclass
@@ -94,8 +117,8 @@ class ScenarioReport:
         return {"scenario": self.scenario, "clock": self.clock, "episodes": n, "counts": counts,
                 "intervals_95": {o: wilson_interval(k, n) for o, k in counts.items()},
                 "stops_by_signal": by_signal,
-                "stall_stops_after_grasp_attempt": sum(e.outcome == "stall_stop" and e.gripper_closed
-                                                       for e in self.episodes),
+                "stops_too_late": sum(e.reason in ("ood", "stall") and e.outcome == "silent_failure"
+                                      for e in self.episodes),
                 "successes": counts["success"], "success_rate": counts["success"] / max(1, n),
                 "ood_stops": counts["ood_stop"], "silent_failures": counts["silent_failure"],
                 "retrieval_accuracy": float(np.mean(acc)) if acc else None,
@@ -133,10 +156,12 @@ def evaluate_scenario(policy: ALTPolicy, rig: SimRig, scenario: str, episodes: i
             held[0] = held[0] + 1 if rig.success() else 0
             return held[0] >= SUCCESS_HOLD_TICKS
 
+        placed = np.asarray(rig.world.mug_pose().position[:2])
         result = run_autonomous(rig, policy, max_ticks=max_ticks, stop_when=succeeded)
         # judged after the run: the arm has stopped (or holds); the task must be achieved now
         done = result.reason == "done" and rig.success()
-        outcome = classify(result.reason, done)
+        failed = failed_already(rig, placed)
+        outcome = classify(result.reason, done, failed)
         sims = [r.similarity for r in result.retrievals]
         agree = np.array([r.view_agreement for r in result.retrievals]) if result.retrievals else None
         acc = None
@@ -144,12 +169,14 @@ def evaluate_scenario(policy: ALTPolicy, rig: SimRig, scenario: str, episodes: i
             acc = float(np.mean([r.matches[0].episode in nearest_demos for r in result.retrievals]))
         message = result.message or {"done": "the mug is lifted and held", "max_ticks":
                                      f"not done after {result.loop.ticks} ticks"}.get(result.reason, result.reason)
+        if result.reason in ("ood", "stall") and failed:
+            message = f"stopped only after the grasp had failed (mug moved, tipped or missed): {message}"
         ep = EpisodeResult(
             seed + i, outcome, result.reason, message, result.stop_signal, result.loop.ticks, acc,
             sims[0] if sims else float("nan"), min(sims) if sims else float("nan"),
             None if agree is None or np.isnan(agree).all() else tuple(float(v) for v in np.nanmin(agree, axis=0)),
             (float(scene.mug.x), float(scene.mug.y), float(scene.mug.yaw)), nearest,
-            bool(rig.arm.get_state().gripper < 0.9))
+            bool(rig.arm.get_state().gripper < 0.9), failed)
         report.episodes.append(ep)
         report.latencies_ms.extend(result.latencies_ms().tolist())
         if progress is not None:

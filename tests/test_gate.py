@@ -209,6 +209,9 @@ def test_a_policy_that_holds_still_is_stopped_as_a_stall(policy):
 # -- evaluation ------------------------------------------------------------------------------------------
 def test_outcomes_are_exclusive_and_stops_win_over_a_lifted_mug():
     assert classify("ood", True) == "ood_stop" and classify("stall", True) == "stall_stop"
+    # a stop after the mug was knocked over or missed asked too late
+    assert classify("ood", False, failed_before_stop=True) == "silent_failure"
+    assert classify("stall", False, failed_before_stop=True) == "silent_failure"
     assert classify("done", True) == "success" and classify("done", False) == "silent_failure"
     assert classify("max_ticks", False) == "silent_failure" and classify("camera_lost", True) == "device_stop"
     lo, hi = wilson_interval(0, 31)
@@ -235,7 +238,7 @@ def test_evaluate_scenario_gives_each_episode_one_outcome(policy):
         s = report.summary()
         assert sum(s["counts"].values()) == 2 and set(s["counts"]) == set(OUTCOMES)
         assert s["thresholds"]["gamma"] in (1.01, -1.0)
-        assert all(e["nearest_training_m"] is not None and e["nearest_training_m"] <= 0.0051 for e in s["results"])
+        assert all(e["nearest_training_m"] > 0 and len(e["placement"]) == 3 for e in s["results"])
 
 
 def test_eval_of_a_pose_policy_writes_the_json_report(dataset_dir, tmp_path):
