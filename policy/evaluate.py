@@ -229,6 +229,8 @@ def live_frames(rig: SimRig, count: int, seed: int) -> list[tuple[np.ndarray, np
     out = []
     for i in range(count):
         rig.reset(seed + i, "in_distribution")
+        if not rig.clock.is_realtime:
+            rig.clock.start()  # lock-step cameras render on the clock's ticks: render the new scene now
         obs = rig.observe()
         out.append((obs.frames["hand"].image.copy(), obs.frames["third"].image.copy()))
     return out
