@@ -283,11 +283,11 @@ def cmd_demo(args: Namespace) -> int:
     if args.quick:
         demos, image_size, eval_episodes = 30, 64, 5
         config = PRESETS["cpu"].with_overrides(epochs=3, frame_stride=3, image_width=64, image_height=64)
-        expected = "about 8 minutes"
+        expected = "about 7 minutes"
     else:
         demos, image_size, eval_episodes = 30, 128, args.episodes
         config = PRESETS["cpu"]
-        expected = "about 45 minutes"
+        expected = "about 35 minutes"
     realtime_scenarios = ["in_distribution", "interpolate"]
     print(f"ALT Studio demo on the simulated rig ({expected} on 2 CPU cores): record {demos} scripted "
           f"demonstrations, train the ALT policy, evaluate {eval_episodes} episodes per scenario in lock-step and "
