@@ -294,13 +294,6 @@ class ALTPolicy:
 
 
 @torch.inference_mode()
-def embed_images(encoder: ALTEncoder, hands: list[np.ndarray], thirds: list[np.ndarray],
-                 pose: np.ndarray | None = None) -> np.ndarray:
-    """Embeddings of image pairs (any size), [N, D]; ``pose`` (7,) is used for every pair if the encoder wants one."""
-    return embed_image_views(encoder, hands, thirds, pose)[0]
-
-
-@torch.inference_mode()
 def embed_image_views(encoder: ALTEncoder, hands: list[np.ndarray], thirds: list[np.ndarray],
                       pose: np.ndarray | None = None, batch: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fused embeddings [N, D] and per-view features [N, V] (hand, third) of image pairs (any size)."""
