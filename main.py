@@ -147,11 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--clock", choices=("lockstep", "realtime"), default="lockstep")
     p.add_argument("--json", default=None, help="also write the full report here")
+    p.add_argument("--check-data", default=None, metavar="DATASET",
+                   help="demonstrations NOT used for the policy (e.g. `record --out data/check --seed 9001`): "
+                        "report how many of their frames the gate flags")
     p.set_defaults(func=_lazy("policy.commands", "cmd_eval"))
 
-    p = verbs.add_parser("ood", help="similarity and OOD verdict for arbitrary images (fed as both views)")
+    p = verbs.add_parser("ood", help="the OOD gate's verdict for arbitrary images, and the signal that decided it")
     p.add_argument("policy")
     p.add_argument("images", nargs="+")
+    p.add_argument("--view", choices=("both", "hand", "third"), default="both",
+                   help="feed each image as both views (default) or as one view, the other being a recorded "
+                        "frame of the policy's demonstrations")
     p.set_defaults(func=_lazy("policy.commands", "cmd_ood"))
 
     p = verbs.add_parser("gui", help="the desktop app (the default when no verb is given)",

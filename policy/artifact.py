@@ -103,9 +103,10 @@ def check_artifact(path: Path) -> dict:
     return manifest
 
 
-def save_database(path: Path, embeddings, episodes, frames, chunks) -> None:
+def save_database(path: Path, embeddings, episodes, frames, chunks, view_embeddings=None) -> None:
+    extra = {} if view_embeddings is None else {"view_embeddings": view_embeddings}
     with open(path, "wb") as f:
-        np.savez(f, embeddings=embeddings, episodes=episodes, frames=frames, chunks=chunks)
+        np.savez(f, embeddings=embeddings, episodes=episodes, frames=frames, chunks=chunks, **extra)
 
 
 def load_database_arrays(path: Path) -> dict[str, np.ndarray]:

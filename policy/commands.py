@@ -108,44 +108,73 @@ def cmd_train(args: Namespace) -> int:
     return 0
 
 
+def _pct(k: int, n: int, interval: tuple[float, float]) -> str:
+    return f"{k}/{n} [{100 * interval[0]:.0f}-{100 * interval[1]:.0f}%]"
+
+
 def _scenario_table(rows: list[dict]) -> str:
-    lines = [f"{'scenario':<16} {'success':>9} {'OOD stops':>9} {'retrieval':>9} {'latency p50':>11} "
-             f"{'p99':>10}"]
+    """Outcome counts per scenario (95% Wilson intervals); silent failures, the safety figure, first."""
+    lines = [f"{'scenario':<16} {'clock':<9} {'silent failures':>17} {'success':>15} {'OOD stops':>9} "
+             f"{'stall stops':>11} {'device':>6} {'retrieval':>9} {'p50 / p99 ms':>13}"]
     for r in rows:
+        n, c, ci = r["episodes"], r["counts"], r["intervals_95"]
         acc = "-" if r["retrieval_accuracy"] is None else f"{100 * r['retrieval_accuracy']:.0f}%"
-        p50 = "-" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.1f} ms"
-        p99 = "-" if r["latency_p99_ms"] is None else f"{r['latency_p99_ms']:.1f} ms"
-        lines.append(f"{r['scenario']:<16} {r['successes']:>4}/{r['episodes']:<4} {r['ood_stops']:>9} {acc:>9} "
-                     f"{p50:>11} {p99:>10}")
+        lat = "-" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.0f} / {r['latency_p99_ms']:.0f}"
+        lines.append(f"{r['scenario']:<16} {r['clock']:<9} {_pct(c['silent_failure'], n, ci['silent_failure']):>17} "
+                     f"{_pct(c['success'], n, ci['success']):>15} {c['ood_stop']:>9} {c['stall_stop']:>11} "
+                     f"{c['device_stop']:>6} {acc:>9} {lat:>13}")
     return "\n".join(lines)
 
 
+def _rig_image_size(policy) -> int:
+    """The camera size the policy's demonstrations were recorded at (the eval rig must match them)."""
+    sizes = policy.info.get("camera_sizes")
+    if not sizes:
+        try:
+            with Dataset.open(policy.info.get("dataset", "")) as ds:
+                sizes = {c.name: [c.width, c.height] for c in ds.spec.cameras}
+        except Exception:  # noqa: BLE001 - the dataset moved: fall back to the recorder's default
+            return 128
+    widths = {tuple(v) for v in sizes.values()}
+    if len(widths) != 1 or next(iter(widths))[0] != next(iter(widths))[1]:
+        raise ValueError(f"the simulated rig renders square cameras of one size; the policy's demonstrations "
+                         f"were recorded at {sizes}")
+    return int(next(iter(widths))[0])
+
+
 def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: int, clock: str = "lockstep",
-                    json_path: str | None = None, max_ticks: int = 200) -> dict:
+                    json_path: str | None = None, max_ticks: int = 200, check_data: str | None = None,
+                    quiet: bool = False) -> dict:
+    """Evaluate on the simulated rig; the payload records the thresholds used and every episode."""
     from recorder.progress import progress_bar
+
     from robot_drivers.factory import make_rig
 
-    from .evaluate import evaluate_scenario, in_distribution_frame_report, unrelated_image_report
+    from .evaluate import evaluate_scenario, in_distribution_frame_report, live_frames, unrelated_image_report
     from .policy import ALTPolicy
 
     policy = ALTPolicy.load(policy_dir)
-    rig = make_rig("sim", clock=clock, image_size=128, rate_hz=policy.info.get("fps", 10.0))
+    rig = make_rig("sim", clock=clock, image_size=_rig_image_size(policy), rate_hz=policy.info.get("fps", 10.0))
     rows = []
     with rig:
         for scenario in scenarios:
-            with progress_bar(total=episodes, desc=f"eval {scenario}", unit="ep") as bar:
-                ok = [0]
+            with progress_bar(total=episodes, desc=f"eval {scenario} ({clock})", unit="ep", disable=quiet) as bar:
+                tally = {"success": 0, "silent_failure": 0}
 
                 def progress(ep):
-                    ok[0] += ep.success
+                    if ep.outcome in tally:
+                        tally[ep.outcome] += 1
                     bar.update(1)
-                    bar.set_postfix(success=f"{ok[0]}/{bar.n}")
+                    bar.set_postfix(success=f"{tally['success']}/{bar.n}", silent=tally["silent_failure"])
 
                 rows.append(evaluate_scenario(policy, rig, scenario, episodes, seed, max_ticks, progress).summary())
+        live = live_frames(rig, 8, seed + 50_000)
     rig.close()
-    payload = {"policy": str(policy_dir), "gamma": policy.gamma, "scenarios": rows,
-               "unrelated_images": unrelated_image_report(policy, seed),
-               "in_distribution_frames": in_distribution_frame_report(policy, policy.info.get("dataset", ""))}
+    payload = {"policy": str(policy_dir), "clock": clock, "seed": seed, "episodes_per_scenario": episodes,
+               "gamma": policy.gamma, "thresholds": policy.thresholds(),
+               "calibration": None if policy.calibration is None else policy.calibration.__dict__,
+               "scenarios": rows, "unrelated_images": unrelated_image_report(policy, live, seed),
+               "in_distribution_frames": in_distribution_frame_report(policy, check_data) if check_data else None}
     if json_path:
         from .evaluate import write_json
 
@@ -155,16 +184,24 @@ def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: 
 
 def _ood_lines(payload: dict) -> list[str]:
     lines = []
-    for group, r in payload["unrelated_images"].items():
-        if r is None:
-            lines.append(f"unrelated {group}: not available (install scikit-image for its sample photos)")
-        else:
-            lines.append(f"unrelated {group}: {r['flagged_ood']}/{r['images']} flagged OOD "
-                         f"(max similarity {r['max_similarity']:.3f})")
+    for group, feeds in payload["unrelated_images"].items():
+        if feeds is None:
+            lines.append(f"unrelated {group}: not available (install scikit-image and matplotlib for their sample "
+                         "photos)")
+            continue
+        for feed, r in feeds.items():
+            signals = ", ".join(f"{k} {v}" for k, v in sorted(r["by_signal"].items()))
+            lines.append(f"unrelated {group}, {feed}: {r['flagged_ood']}/{r['images']} flagged OOD "
+                         f"(max similarity {r['max_similarity']:.3f}; by {signals or 'none'})")
     idf = payload.get("in_distribution_frames")
     if idf:
-        lines.append(f"recorded demo frames: {idf['flagged_ood']}/{idf['frames']} flagged OOD "
-                     f"(min similarity {idf['min_similarity']:.3f})")
+        lines.append(f"demo frames not in the table ({idf['dataset']}): {idf['flagged_ood']}/{idf['frames']} "
+                     f"flagged OOD (min similarity {idf['min_similarity']:.3f})")
+    th = payload["thresholds"]
+    views = ", ".join(f"{k} {th[k]:.3f}" for k in ("hand_view", "third_view") if th.get(k) is not None)
+    lines.append(f"gate: gamma {th['gamma']:.3f} (calibrated {th['calibrated_gamma']:.3f})"
+                 + (f", view agreement {views}" if views else "")
+                 + f"; watchdog {th['stall_seconds']:g} s / {1000 * th['stall_distance_m']:.0f} mm")
     return lines
 
 
@@ -172,9 +209,9 @@ def cmd_eval(args: Namespace) -> int:
     from robot_drivers.sim.task import SCENARIOS
 
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
-    payload = evaluate_policy(args.policy, scenarios, args.episodes, args.seed, args.clock, args.json)
+    payload = evaluate_policy(args.policy, scenarios, args.episodes, args.seed, args.clock, args.json,
+                              check_data=args.check_data)
     print(_scenario_table(payload["scenarios"]))
-    print(f"gamma {payload['gamma']:.3f}")
     print("\n".join(_ood_lines(payload)))
     if args.json:
         print(f"report written to {args.json}")
@@ -184,9 +221,20 @@ def cmd_eval(args: Namespace) -> int:
 def cmd_ood(args: Namespace) -> int:
     import cv2
 
+    from recorder.dataset import DatasetError
+
     from .policy import ALTPolicy
 
     policy = ALTPolicy.load(args.policy)
+    live = None
+    if args.view != "both":  # the other view: a recorded frame of the policy's own demonstrations
+        try:
+            with Dataset.open(policy.info.get("dataset", "")) as ds:
+                e = policy.info["episodes"][0]
+                live = {"hand": ds.frame(e, "hand", 0), "third": ds.frame(e, "third", 0)}
+        except (DatasetError, KeyError, IndexError) as exc:
+            print(f"error: --view {args.view} needs the policy's dataset for the other view ({exc})", file=sys.stderr)
+            return 2
     status = 0
     for path in args.images:
         bgr = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -198,57 +246,81 @@ def cmd_ood(args: Namespace) -> int:
         pose = None
         if policy.config.use_pose:
             pose = np.asarray(policy.database.chunks[0, 0, :7])
-        r = policy.retrieve(rgb, rgb, pose)
-        verdict = "OUT OF DISTRIBUTION" if r.ood else "in distribution"
-        print(f"{path}: similarity {r.similarity:.3f} (gamma {policy.gamma:.3f}) -> {verdict}; nearest: episode "
-              f"{r.matches[0].episode} frame {r.matches[0].frame}")
+        hand = rgb if args.view in ("both", "hand") else live["hand"]
+        third = rgb if args.view in ("both", "third") else live["third"]
+        r = policy.retrieve(hand, third, pose)
+        verdict = f"OUT OF DISTRIBUTION ({r.ood_reason})" if r.ood else "in distribution"
+        agree = "" if np.isnan(r.view_agreement[0]) else (f", view agreement hand {r.view_agreement[0]:.3f} third "
+                                                          f"{r.view_agreement[1]:.3f}")
+        print(f"{path}: similarity {r.similarity:.3f} (gamma {policy.gamma:.3f}){agree} -> {verdict}; nearest: "
+              f"episode {r.matches[0].episode} frame {r.matches[0].frame}")
     return status
 
 
-def cmd_demo(args: Namespace) -> int:
+def _record_scripted(dataset_dir: Path, demos: int, image_size: int, seed: int) -> bool:
+    """Record scripted demonstrations until ``dataset_dir`` holds ``demos`` episodes; False on failure."""
     from recorder.commands import cmd_record
-    from robot_drivers.sim.task import SCENARIOS
 
-    root = Path(args.out)
-    dataset_dir, policy_dir, report = root / "dataset", root / "policy", root / "report.json"
-    if args.quick:
-        demos, image_size, eval_episodes = 30, 64, 5
-        config = PRESETS["cpu"].with_overrides(epochs=3, frame_stride=3, image_width=64, image_height=64)
-        expected = "about 5 minutes"
-    else:
-        demos, image_size, eval_episodes = 30, 128, args.episodes
-        config = PRESETS["cpu"]
-        expected = "about 25 minutes"
-    print(f"ALT Studio demo on the simulated rig ({expected} on 2 CPU cores): record {demos} scripted "
-          f"demonstrations, train the ALT policy, evaluate {eval_episodes} episodes per scenario.\n"
-          f"Everything goes to {root}/")
-    t0 = time.perf_counter()
+    have = 0
     if (dataset_dir / "dataset.json").exists():
         with Dataset.open(dataset_dir) as ds:
             have = len(ds.episode_indices())
+    if have >= demos:
+        print(f"reusing the {have} demonstrations in {dataset_dir}")
+        return True
+    rec = Namespace(robot="sim", teleop="scripted", episodes=demos - have, out=str(dataset_dir), seed=seed,
+                    task="grasp the mug", rate=10.0, image_size=image_size, clock="lockstep", codec="jpeg")
+    return cmd_record(rec) == 0
+
+
+def cmd_demo(args: Namespace) -> int:
+    from robot_drivers.sim.task import SCENARIOS
+
+    root = Path(args.out)
+    dataset_dir, check_dir, policy_dir = root / "dataset", root / "check", root / "policy"
+    report, realtime_report = root / "report.json", root / "report_realtime.json"
+    if args.quick:
+        demos, image_size, eval_episodes = 30, 64, 5
+        config = PRESETS["cpu"].with_overrides(epochs=3, frame_stride=3, image_width=64, image_height=64)
+        expected = "about 7 minutes"
     else:
-        have = 0
-    if have < demos:
-        print(f"\n[1/3] recording {demos - have} demonstrations")
-        rec = Namespace(robot="sim", teleop="scripted", episodes=demos - have, out=str(dataset_dir), seed=args.seed,
-                        task="grasp the mug", rate=10.0, image_size=image_size, clock="lockstep", codec="jpeg")
-        if cmd_record(rec) != 0:
-            return 1
-    else:
-        print(f"\n[1/3] reusing the {have} demonstrations in {dataset_dir}")
-    print("\n[2/3] training")
+        demos, image_size, eval_episodes = 30, 128, args.episodes
+        config = PRESETS["cpu"]
+        expected = "about 35 minutes"
+    realtime_scenarios = ["in_distribution", "interpolate"]
+    print(f"ALT Studio demo on the simulated rig ({expected} on 2 CPU cores): record {demos} scripted "
+          f"demonstrations, train the ALT policy, evaluate {eval_episodes} episodes per scenario in lock-step and "
+          f"{', '.join(realtime_scenarios)} in real time.\nEverything goes to {root}/")
+    t0 = time.perf_counter()
+    print(f"\n[1/4] recording {demos} demonstrations (and 8 check demonstrations the policy never sees)")
+    if not (_record_scripted(dataset_dir, demos, image_size, args.seed)
+            and _record_scripted(check_dir, 8, image_size, args.seed + 9001)):
+        return 1
+    print("\n[2/4] training")
     t1 = time.perf_counter()
     policy = train_policy(str(dataset_dir), str(policy_dir), config, overwrite=True)
     train_min = (time.perf_counter() - t1) / 60
-    print(f"trained in {train_min:.1f} min; gamma {policy.gamma:.3f} ({policy.calibration.method})")
-    print(f"\n[3/3] evaluating {len(SCENARIOS)} scenarios x {eval_episodes} episodes")
-    payload = evaluate_policy(str(policy_dir), list(SCENARIOS), eval_episodes, args.seed + 1000, "lockstep",
-                              str(report))
-    print("\nALT on the simulated rig (30 demonstrations)")
-    print(_scenario_table(payload["scenarios"]))
+    cal = policy.calibration
+    print(f"trained in {train_min:.1f} min; gamma {policy.gamma:.3f}, view agreement "
+          f"{', '.join(f'{k} {v:.3f}' for k, v in cal.view_thresholds.items())} ({cal.method}); held out "
+          f"{len(cal.held_out_episodes)} demonstrations for that, then added them to the table")
+    eval_seed = args.seed + 1000
+    print(f"\n[3/4] evaluating {len(SCENARIOS)} scenarios x {eval_episodes} episodes in lock-step (seeds "
+          f"{eval_seed}-{eval_seed + eval_episodes - 1})")
+    payload = evaluate_policy(str(policy_dir), list(SCENARIOS), eval_episodes, eval_seed, "lockstep", str(report),
+                              check_data=str(check_dir))
+    print(f"\n[4/4] evaluating {', '.join(realtime_scenarios)} x {eval_episodes} episodes in real time")
+    realtime = evaluate_policy(str(policy_dir), realtime_scenarios, eval_episodes, eval_seed, "realtime",
+                               str(realtime_report))
+    rows = payload["scenarios"] + realtime["scenarios"]
+    silent = sum(r["counts"]["silent_failure"] for r in rows)
+    total = sum(r["episodes"] for r in rows)
+    print(f"\nALT on the simulated rig ({demos} demonstrations): {silent} silent failures in {total} episodes")
+    print(_scenario_table(rows))
     print("\n".join(_ood_lines(payload)))
-    print(f"\ndataset  {dataset_dir}\npolicy   {policy_dir}\nreport   {report}\n"
+    print(f"\ndataset  {dataset_dir}\npolicy   {policy_dir}\nreports  {report}, {realtime_report}\n"
           f"total    {(time.perf_counter() - t0) / 60:.1f} min (training {train_min:.1f} min)")
     payload["train_minutes"] = train_min
+    payload["realtime"] = realtime["scenarios"]
     report.write_text(json.dumps(payload, indent=1))
     return 0

@@ -42,6 +42,14 @@ class PolicyConfig:
     requery_every: int = 5  # ticks between chunk replacements (the OOD gate checks every tick); 1 = every tick
     top_k: int = 3  # neighbours kept for display
     episode_hysteresis: float = 0.01  # similarity margin another demonstration needs to take over mid-run
+    # OOD gate calibration: this share of the demonstrations is kept out of encoder training and used as
+    # held-out evidence (their frames are still added to the lookup table afterwards)
+    holdout_fraction: float = 0.2
+    false_stop_rate: float = 0.002  # per held-out frame, over all of the gate's signals together
+    # progress watchdog: under autonomy, the hand moving less than stall_distance (m) with the gripper
+    # unchanged for stall_seconds stops the arm with reason "stall"
+    stall_seconds: float = 2.0
+    stall_distance: float = 0.01
     annoy_trees: int = 16
     annoy_search_k: int = -1  # -1: chosen at build time so that annoy's top-1 equals exact search
 
@@ -56,6 +64,12 @@ class PolicyConfig:
             raise ValueError(f"temperature {self.temperature} is out of range (0, 10]")
         if not -1 <= self.gamma <= 1:
             raise ValueError(f"gamma {self.gamma} must be a cosine similarity in [-1, 1]")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction {self.holdout_fraction} must be in [0, 1)")
+        if not 0 < self.false_stop_rate < 0.5:
+            raise ValueError(f"false_stop_rate {self.false_stop_rate} must be in (0, 0.5)")
+        if self.stall_seconds <= 0 or self.stall_distance <= 0:
+            raise ValueError("stall_seconds and stall_distance must be positive")
         if self.pretrained not in ("auto", "none", "imagenet"):
             raise ValueError(f"pretrained must be 'auto', 'imagenet' or 'none', not {self.pretrained!r}")
 

@@ -88,11 +88,40 @@ def load_frames(dataset: Dataset, config: PolicyConfig, episodes: list[int] | No
                       episode=np.concatenate(ep_ids), frame=np.concatenate(frame_ids), actions=actions)
 
 
+#: An "idle" tick: the commanded position moved less than this (m) and the gripper command did not change.
+IDLE_MOTION_M = 1e-3
+IDLE_GRIPPER = 0.05
+
+
+def resume_index(actions: np.ndarray) -> np.ndarray:
+    """For every step, where its chunk starts: itself, or, inside an idle stretch with the gripper open (the
+    operator waiting before moving), the stretch's last step, where motion resumes.
+
+    A retrieved idle frame then commands the motion that followed the wait instead of the wait itself, so
+    the arm cannot sit at a demonstration's still start forever. Stretches with the gripper closed (the
+    grasp settling) are kept as recorded.
+    """
+    actions = np.asarray(actions)
+    n = len(actions)
+    moved = np.linalg.norm(np.diff(actions[:, :3], axis=0), axis=1) >= IDLE_MOTION_M
+    gripper_changed = np.abs(np.diff(actions[:, 7])) >= IDLE_GRIPPER
+    # idle_next[i]: step i and step i+1 command the same open-gripper target
+    idle_next = ~moved & ~gripper_changed & (actions[:-1, 7] >= 0.5)
+    out = np.arange(n)
+    for i in range(n - 2, -1, -1):
+        if idle_next[i]:
+            out[i] = out[i + 1]
+    return out
+
+
 def action_chunks(table: FrameTable, chunk_length: int) -> np.ndarray:
-    """For every frame, the actions from that frame on, padded with the episode's last action. [N, L, 8]"""
+    """For every frame, the actions from that frame on (from where motion resumes, for a frame in an idle
+    stretch: see :func:`resume_index`), padded with the episode's last action. [N, L, 8]"""
     out = np.empty((len(table), chunk_length, 8), np.float32)
+    starts = {e: resume_index(a) for e, a in table.actions.items()}
     for row, (e, f) in enumerate(zip(table.episode, table.frame)):
         acts = table.actions[int(e)]
-        idx = np.minimum(np.arange(f, f + chunk_length), len(acts) - 1)
+        start = starts[int(e)][f]
+        idx = np.minimum(np.arange(start, start + chunk_length), len(acts) - 1)
         out[row] = acts[idx]
     return out

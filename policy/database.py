@@ -31,7 +31,10 @@ class Match:
 
 
 class LookupDatabase:
-    def __init__(self, embeddings: np.ndarray, episodes: np.ndarray, frames: np.ndarray, chunks: np.ndarray):
+    def __init__(self, embeddings: np.ndarray, episodes: np.ndarray, frames: np.ndarray, chunks: np.ndarray,
+                 view_embeddings: np.ndarray | None = None):
+        """``view_embeddings`` [N, 2, V]: each frame's per-view unit features (hand, third), for the gate's
+        per-view agreement check; None for policies built before it existed."""
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         n = len(embeddings)
         if not (len(episodes) == len(frames) == len(chunks) == n):
@@ -48,6 +51,9 @@ class LookupDatabase:
         # Sign-continuous quaternions along each chunk (policies built before the dataset ensured it may
         # hold chunks in which q jumps to -q).
         self.chunks = sign_continuous_poses(np.asarray(chunks, np.float32))
+        if view_embeddings is not None and (view_embeddings.ndim != 3 or len(view_embeddings) != n):
+            raise ValueError(f"view embeddings of shape {view_embeddings.shape} do not fit {n} frames")
+        self.view_embeddings = None if view_embeddings is None else np.asarray(view_embeddings, np.float32)
         self._annoy = None
         self.search_k = -1
         self.annoy_trees = 0
@@ -67,13 +73,14 @@ class LookupDatabase:
         top = top[np.argsort(-sims[top], kind="stable")]
         return [self._match(int(i), float(sims[i])) for i in top]
 
-    def best_in_episode(self, query: np.ndarray, episode: int) -> Match | None:
+    def best_in_episode(self, query: np.ndarray, episode: int, count: int = 1) -> list[Match]:
+        """The ``count`` best matches within one episode, best first (empty if it has no frames)."""
         rows = np.flatnonzero(self.episodes == episode)
         if len(rows) == 0:
-            return None
+            return []
         sims = self.embeddings[rows] @ np.asarray(query, np.float32)
-        i = int(np.argmax(sims))
-        return self._match(int(rows[i]), float(sims[i]))
+        order = np.argsort(-sims, kind="stable")[:count]
+        return [self._match(int(rows[i]), float(sims[i])) for i in order]
 
     def _match(self, row: int, sim: float) -> Match:
         return Match(row, int(self.episodes[row]), int(self.frames[row]), sim)

@@ -73,6 +73,12 @@ class ALTEncoder(nn.Module):
         return (images - self.mean) / self.std
 
     def forward(self, hand: torch.Tensor, third: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_views(hand, third, pose)[0]
+
+    def forward_views(self, hand: torch.Tensor, third: torch.Tensor,
+                      pose: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The fused unit embedding and, from the same pass, each view's own unit feature (hand, third):
+        the OOD gate compares those per view with the retrieved frame's."""
         b = hand.shape[0]
         views = self.backbone(torch.cat([self.normalize(hand), self.normalize(third)], dim=0))
         parts = [views[:b], views[b:]]
@@ -80,7 +86,8 @@ class ALTEncoder(nn.Module):
             if pose is None:
                 raise ValueError("this encoder was trained with the pose branch; pass the end-effector pose")
             parts.append(self.pose(pose))
-        return F.normalize(self.fusion(torch.cat(parts, dim=1)), dim=1)
+        fused = F.normalize(self.fusion(torch.cat(parts, dim=1)), dim=1)
+        return fused, F.normalize(views[:b], dim=1), F.normalize(views[b:], dim=1)
 
 
 def resize_view(image: np.ndarray, config: PolicyConfig) -> np.ndarray:

@@ -18,16 +18,72 @@ from .runner import run_autonomous
 #: An episode ends early once the task has been achieved for this many consecutive ticks.
 SUCCESS_HOLD_TICKS = 5
 
+#: Every evaluated episode has exactly one of these outcomes.
+OUTCOMES = ("success", "ood_stop", "stall_stop", "silent_failure", "device_stop")
+#: Loop end reasons that are the rig's fault, not the policy's.
+DEVICE_REASONS = ("camera_lost", "arm_error", "arm_stopped", "teleop_lost", "estop")
+
+
+#: A stop counts as asking in time only if nothing had gone wrong yet: the mug still upright within this
+#: distance of where it was placed and the gripper open, or the mug held up (the task achieved so far).
+UNDISTURBED_M = 0.01
+UPRIGHT_DEG = 15.0
+
+
+def classify(reason: str, success_after_run: bool, failed_before_stop: bool = False) -> str:
+    """The episode's one outcome. A success is the task achieved (and held) when the run ended; a stop by
+    the gate or the watchdog is a stop if it came before anything went wrong (a stop after the mug was
+    knocked over or a grasp closed on air asked too late: that is a silent failure); anything else that is
+    not a success is silent."""
+    if reason in DEVICE_REASONS:
+        return "device_stop"
+    if reason in ("ood", "stall"):
+        if failed_before_stop:
+            return "silent_failure"
+        return "ood_stop" if reason == "ood" else "stall_stop"
+    return "success" if success_after_run else "silent_failure"
+
+
+def failed_already(rig: SimRig, placed_xy: np.ndarray) -> bool:
+    """Whether the episode had gone wrong by now: the mug moved, tipped, or the gripper closed without
+    holding it up."""
+    from robot_drivers.transforms import quat_to_matrix
+
+    if rig.success():
+        return False
+    pose = rig.world.mug_pose()
+    moved = float(np.linalg.norm(np.asarray(pose.position[:2]) - placed_xy))
+    tilt = float(np.degrees(np.arccos(np.clip(quat_to_matrix(pose.orientation)[2, 2], -1, 1))))
+    closed = rig.arm.get_state().gripper < 0.9
+    return moved > UNDISTURBED_M or tilt > UPRIGHT_DEG or closed
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95% interval for k successes in n trials."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (0.0 if k == 0 else float(centre - half)), (1.0 if k == n else float(centre + half))
+
 
 @dataclass
 class EpisodeResult:
     seed: int
-    success: bool
-    reason: str
+    outcome: str  # one of OUTCOMES
+    reason: str  # the loop's end reason ("done", "ood", "stall", "max_ticks", ...)
+    message: str  # why it stopped, in words (the signal and its value for a stop)
+    stop_signal: str | None  # "similarity", "hand_view", "third_view", "stall" or None
     ticks: int
     retrieval_accuracy: float | None  # share of retrievals from the demo at the nearest placement
     first_similarity: float
     min_similarity: float
+    min_view_agreement: tuple[float, float] | None  # hand, third
+    placement: tuple[float, float, float]  # the mug's x, y (m) and yaw (rad)
+    nearest_training_m: float | None  # distance of the mug to the nearest demonstration's placement
+    gripper_closed: bool  # whether the gripper had closed when the run ended (a grasp was attempted)
+    failed_before_stop: bool  # the mug moved, tipped or was missed by the time the run ended
 
 
 @dataclass
@@ -35,24 +91,42 @@ class ScenarioReport:
     scenario: str
     episodes: list[EpisodeResult] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    thresholds: dict = field(default_factory=dict)
+    clock: str = "lockstep"
+
+    def count(self, outcome: str) -> int:
+        return sum(e.outcome == outcome for e in self.episodes)
 
     @property
     def successes(self) -> int:
-        return sum(e.success for e in self.episodes)
+        return self.count("success")
 
     @property
     def ood_stops(self) -> int:
-        return sum(e.reason == "ood" for e in self.episodes)
+        return self.count("ood_stop")
 
     def summary(self) -> dict:
+        n = len(self.episodes)
         acc = [e.retrieval_accuracy for e in self.episodes if e.retrieval_accuracy is not None]
         lat = np.asarray(self.latencies_ms)
-        return {"scenario": self.scenario, "episodes": len(self.episodes), "successes": self.successes,
-                "success_rate": self.successes / max(1, len(self.episodes)), "ood_stops": self.ood_stops,
+        counts = {o: self.count(o) for o in OUTCOMES}
+        by_signal: dict[str, int] = {}
+        for e in self.episodes:
+            if e.stop_signal:
+                by_signal[e.stop_signal] = by_signal.get(e.stop_signal, 0) + 1
+        return {"scenario": self.scenario, "clock": self.clock, "episodes": n, "counts": counts,
+                "intervals_95": {o: wilson_interval(k, n) for o, k in counts.items()},
+                "stops_by_signal": by_signal,
+                "stops_too_late": sum(e.reason in ("ood", "stall") and e.outcome == "silent_failure"
+                                      for e in self.episodes),
+                "successes": counts["success"], "success_rate": counts["success"] / max(1, n),
+                "ood_stops": counts["ood_stop"], "silent_failures": counts["silent_failure"],
                 "retrieval_accuracy": float(np.mean(acc)) if acc else None,
                 "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
                 "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
-                "first_similarity_median": float(np.median([e.first_similarity for e in self.episodes])),
+                "first_similarity_median": float(np.median([e.first_similarity for e in self.episodes]))
+                if n else None,
+                "thresholds": self.thresholds,
                 "results": [asdict(e) for e in self.episodes]}
 
 
@@ -63,29 +137,46 @@ def _demo_placements(policy: ALTPolicy) -> dict[int, np.ndarray]:
 
 def evaluate_scenario(policy: ALTPolicy, rig: SimRig, scenario: str, episodes: int, seed: int = 0,
                       max_ticks: int = 200, progress: Callable[[EpisodeResult], None] | None = None) -> ScenarioReport:
+    """Run ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) and judge each one after it ended."""
     placements = _demo_placements(policy)
-    report = ScenarioReport(scenario)
+    report = ScenarioReport(scenario, thresholds=policy.thresholds(),
+                            clock="realtime" if rig.clock.is_realtime else "lockstep")
     for i in range(episodes):
         scene = rig.reset(seed + i, scenario)
         mug = np.array([scene.mug.x, scene.mug.y])
         nearest_demos: set[int] = set()
+        nearest = None
         if placements:
             d = {e: float(np.linalg.norm(p - mug)) for e, p in placements.items()}
-            best = min(d.values())
-            nearest_demos = {e for e, v in d.items() if v <= best + 1e-6}
+            nearest = min(d.values())
+            nearest_demos = {e for e, v in d.items() if v <= nearest + 1e-6}
         held = [0]
 
         def succeeded() -> bool:
             held[0] = held[0] + 1 if rig.success() else 0
             return held[0] >= SUCCESS_HOLD_TICKS
 
+        placed = np.asarray(rig.world.mug_pose().position[:2])
         result = run_autonomous(rig, policy, max_ticks=max_ticks, stop_when=succeeded)
+        # judged after the run: the arm has stopped (or holds); the task must be achieved now
+        done = result.reason == "done" and rig.success()
+        failed = failed_already(rig, placed)
+        outcome = classify(result.reason, done, failed)
         sims = [r.similarity for r in result.retrievals]
+        agree = np.array([r.view_agreement for r in result.retrievals]) if result.retrievals else None
         acc = None
         if nearest_demos and result.retrievals:
             acc = float(np.mean([r.matches[0].episode in nearest_demos for r in result.retrievals]))
-        ep = EpisodeResult(seed + i, result.reason == "done" or rig.success(), result.reason, result.loop.ticks, acc,
-                           sims[0] if sims else float("nan"), min(sims) if sims else float("nan"))
+        message = result.message or {"done": "the mug is lifted and held", "max_ticks":
+                                     f"not done after {result.loop.ticks} ticks"}.get(result.reason, result.reason)
+        if result.reason in ("ood", "stall") and failed:
+            message = f"stopped only after the grasp had failed (mug moved, tipped or missed): {message}"
+        ep = EpisodeResult(
+            seed + i, outcome, result.reason, message, result.stop_signal, result.loop.ticks, acc,
+            sims[0] if sims else float("nan"), min(sims) if sims else float("nan"),
+            None if agree is None or np.isnan(agree).all() else tuple(float(v) for v in np.nanmin(agree, axis=0)),
+            (float(scene.mug.x), float(scene.mug.y), float(scene.mug.yaw)), nearest,
+            bool(rig.arm.get_state().gripper < 0.9), failed)
         report.episodes.append(ep)
         report.latencies_ms.extend(result.latencies_ms().tolist())
         if progress is not None:
@@ -93,25 +184,65 @@ def evaluate_scenario(policy: ALTPolicy, rig: SimRig, scenario: str, episodes: i
     return report
 
 
-def unrelated_image_report(policy: ALTPolicy, seed: int = 0) -> dict:
-    """How often images unrelated to the scene are flagged OOD (both views fed the same image)."""
+def _reference_pose(policy: ALTPolicy) -> np.ndarray | None:
+    """A pose to feed with images that come without one (pose policies): the first recorded target."""
+    return np.asarray(policy.database.chunks[0, 0, :7]) if policy.config.use_pose else None
+
+
+def unrelated_image_report(policy: ALTPolicy, live: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                           seed: int = 0) -> dict:
+    """How often images unrelated to the scene are flagged OOD: fed as both views, and (with ``live``
+    frame pairs from the rig) as one view while the other view is live. Per group and way of feeding: the
+    count flagged, the highest similarity, and which signal flagged them."""
     size = (policy.config.image_width, policy.config.image_height)
-    out = {}
+    pose = _reference_pose(policy)
     groups = {"noise and patterns": [(f"synthetic-{i}", im) for i, im in enumerate(synthetic_probes(60, size,
                                                                                                      seed=seed + 99))],
               "photos": photos(size)}
+    out = {}
     for group, images in groups.items():
         if not images:
             out[group] = None
             continue
-        sims = [policy.retrieve(im, im).similarity for _, im in images]
-        out[group] = {"images": len(images), "flagged_ood": int(sum(s < policy.gamma for s in sims)),
-                      "max_similarity": float(max(sims)), "median_similarity": float(np.median(sims))}
+        feeds = {"both views": [(im, im) for _, im in images]}
+        if live:
+            pairs = [live[i % len(live)] for i in range(len(images))]
+            feeds["as hand view, third live"] = [(im, t) for (_, im), (_, t) in zip(images, pairs)]
+            feeds["as third view, hand live"] = [(h, im) for (_, im), (h, _) in zip(images, pairs)]
+        out[group] = {}
+        for feed, obs in feeds.items():
+            rs = [policy.retrieve(h, t, pose) for h, t in obs]
+            passed = [name for (name, _), r in zip(images, rs) if not r.ood]
+            signals: dict[str, int] = {}
+            for r in rs:
+                if r.ood_signal:
+                    signals[r.ood_signal] = signals.get(r.ood_signal, 0) + 1
+            out[group][feed] = {"images": len(rs), "flagged_ood": int(sum(r.ood for r in rs)),
+                                "max_similarity": float(max(r.similarity for r in rs)),
+                                "median_similarity": float(np.median([r.similarity for r in rs])),
+                                "by_signal": signals, "not_flagged": passed}
     return out
 
 
-def in_distribution_frame_report(policy: ALTPolicy, dataset_root: str | Path, stride: int = 5) -> dict | None:
-    """How often recorded in-distribution frames are (wrongly) flagged OOD."""
+def live_frames(rig: SimRig, count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(hand, third) frames of in-distribution scenes straight from the rig's cameras."""
+    out = []
+    for i in range(count):
+        rig.reset(seed + i, "in_distribution")
+        if not rig.clock.is_realtime:
+            rig.clock.start()  # lock-step cameras render on the clock's ticks: render the new scene now
+        obs = rig.observe()
+        out.append((obs.frames["hand"].image.copy(), obs.frames["third"].image.copy()))
+    return out
+
+
+def in_distribution_frame_report(policy: ALTPolicy, dataset_root: str | Path, stride: int = 1) -> dict | None:
+    """How often recorded in-distribution frames that are NOT in the lookup table are (wrongly) flagged OOD.
+
+    ``dataset_root``: demonstrations recorded apart from the policy's (e.g. a few more scripted demos at the
+    training placements with another seed). Refused if any of its episodes is in the table: a frame looked
+    up against itself cannot fail.
+    """
     from recorder.dataset import Dataset, DatasetError
 
     try:
@@ -119,13 +250,22 @@ def in_distribution_frame_report(policy: ALTPolicy, dataset_root: str | Path, st
     except DatasetError:
         return None
     with ds:
-        sims = []
-        for e in policy.info.get("episodes", []):
-            n = ds.episode(e).length
-            for f in range(0, n, stride):
-                sims.append(policy.retrieve(ds.frame(e, "hand", f), ds.frame(e, "third", f)).similarity)
+        same = Path(dataset_root).resolve() == Path(policy.info.get("dataset", "")).resolve()
+        if same:
+            raise ValueError(f"{dataset_root} is the dataset the policy was built from; its frames are in the "
+                             "lookup table. Record separate check demonstrations (main.py record --out ...)")
+        sims, flagged, signals = [], 0, {}
+        for e in ds.episode_indices():
+            data = ds.load_episode(e)
+            for f in range(0, data.info.length, stride):
+                pose = data.states[f, :7] if policy.config.use_pose else None
+                r = policy.retrieve(ds.frame(e, "hand", f), ds.frame(e, "third", f), pose)
+                sims.append(r.similarity)
+                flagged += r.ood
+                if r.ood_signal:
+                    signals[r.ood_signal] = signals.get(r.ood_signal, 0) + 1
     sims = np.asarray(sims)
-    return {"frames": len(sims), "flagged_ood": int(np.sum(sims < policy.gamma)),
+    return {"dataset": str(dataset_root), "frames": len(sims), "flagged_ood": int(flagged), "by_signal": signals,
             "min_similarity": float(sims.min()), "median_similarity": float(np.median(sims))}
 
 

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -22,8 +23,8 @@ from .config import PolicyConfig
 from .data import action_chunks, load_frames
 from .database import LookupDatabase, Match, probe_queries
 from .encoder import ALTEncoder, resize_view
-from .probes import synthetic_probes
-from .train import TrainProgress, embed_table, train_encoder
+from .gate import GateEvidence, make_negatives, thresholds_for_rate
+from .train import TrainProgress, embed_table_views, train_encoder
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def _latest_of_ties(matches: list[Match]) -> Match:
 
 @dataclass(frozen=True)
 class Retrieval:
-    """One lookup: the best matches, whether it is out of distribution, and the chunk to execute."""
+    """One lookup: the best matches, whether it is out of distribution (and which signal said so), and the
+    chunk to execute."""
 
     matches: list[Match]  # best first
     similarity: float  # of the best match
@@ -50,49 +52,71 @@ class Retrieval:
     chunk: np.ndarray  # [L, 8] absolute actions from the matched frame on
     embed_ms: float
     search_ms: float
+    # cosine agreement of each live view with the same view of the retrieved frame (nan: not available)
+    view_agreement: tuple[float, float] = (float("nan"), float("nan"))
+    ood_signal: str | None = None  # "similarity", "hand_view" or "third_view": the signal that stopped it
+    ood_reason: str = ""  # the same in words, for the operator
 
 
 @dataclass
 class Calibration:
-    """How gamma was chosen, kept in the artefact so the choice can be audited."""
+    """How the gate's thresholds were chosen, kept in the artefact so the choice can be audited."""
 
     gamma: float
     method: str
-    in_distribution: dict = field(default_factory=dict)  # percentiles of held-out-episode similarity
-    unrelated: dict = field(default_factory=dict)  # percentiles of synthetic unrelated images' similarity
+    in_distribution: dict = field(default_factory=dict)  # percentiles of held-out frames' similarity
+    unrelated: dict = field(default_factory=dict)  # percentiles of unrelated images' similarity
+    view_thresholds: dict = field(default_factory=dict)  # "hand_view"/"third_view" -> threshold
+    false_stop_rate: float | None = None  # asked for, per held-out frame
+    held_out_stop_rate: float | None = None  # measured on the held-out frames with all thresholds
+    held_out_episodes: list = field(default_factory=list)
+    negatives: dict = field(default_factory=dict)  # kind -> {"count", "stopped", "by_signal"}
 
 
 def _percentiles(x: np.ndarray) -> dict:
     return {f"p{q}": float(np.percentile(x, q)) for q in (0, 1, 5, 50, 95, 99, 100)}
 
 
-def calibrate_gamma(embeddings: np.ndarray, episodes: np.ndarray, unrelated: np.ndarray) -> Calibration:
-    """Choose gamma between what a new demonstration looks like and what unrelated images look like.
+def calibrate_gamma(held_out: GateEvidence, negatives: dict[str, GateEvidence], false_stop_rate: float,
+                    views: bool = True, held_out_episodes: list[int] | None = None) -> Calibration:
+    """Thresholds for a stated false-stop rate on held-out demonstration frames, and what they catch.
 
-    In-distribution evidence: each frame's best similarity to the frames of the
-    *other* episodes (leave one episode out: a new demonstration near the
-    training placements, the hardest in-distribution case). Out-of-distribution
-    evidence: the best similarity of synthetic unrelated images. gamma is the
-    midpoint between the 1st percentile of the former and the maximum of the
-    latter; if they overlap, the threshold that best separates them.
+    Each signal's threshold is the quantile of the held-out values at ``false_stop_rate`` divided over the
+    signals, so together they stop at most that share of held-out frames. The negatives (near: one view
+    altered; far: unrelated images) are not used to place the thresholds, only measured against them.
     """
-    sims = embeddings @ embeddings.T
-    sims[episodes[:, None] == episodes[None, :]] = -2.0
-    loeo = sims.max(axis=1)
-    if np.all(loeo <= -2.0):  # a single episode: no held-out evidence; use the frames against themselves
-        loeo = np.ones(len(embeddings))
-    ood = (unrelated @ embeddings.T).max(axis=1)
-    lo_id, hi_ood = float(np.percentile(loeo, 1)), float(ood.max())
-    if hi_ood < lo_id:
-        gamma, method = (lo_id + hi_ood) / 2, "midpoint: 1st percentile of held-out-episode similarity and max of unrelated images"
-    else:
-        candidates = np.unique(np.concatenate([loeo, ood]))
-        scores = [(np.mean(loeo >= c) + np.mean(ood < c)) / 2 for c in candidates]
-        gamma = float(candidates[int(np.argmax(scores))])
-        method = "best balanced accuracy (in-distribution and unrelated similarities overlap)"
-        log.warning("OOD calibration: unrelated images reach similarity %.3f, above the 1st percentile %.3f of "
-                    "held-out demonstrations; gamma %.3f is a compromise", hi_ood, lo_id, gamma)
-    return Calibration(float(gamma), method, _percentiles(loeo), _percentiles(ood))
+    if len(held_out.similarity) == 0:
+        raise ValueError("no held-out frames to calibrate on; record more demonstrations")
+    th = thresholds_for_rate(held_out, false_stop_rate, views)
+    chosen = th.as_dict()
+    report = {}
+    for kind, ev in negatives.items():
+        stopped = ev.stopped(chosen)
+        report[kind] = {"count": int(len(stopped)), "stopped": int(stopped.sum()),
+                        "by_signal": {k: int(np.sum(ev.signal(k) < v)) for k, v in chosen.items()}}
+        if len(stopped) and not stopped.all():
+            log.warning("OOD calibration: %d of %d '%s' negatives pass the gate", int((~stopped).sum()),
+                        len(stopped), kind)
+    far = [negatives[k].similarity for k in negatives if k.endswith("_both")]
+    signals = ", ".join(chosen)
+    return Calibration(
+        th.similarity, f"each of {signals} at the {100 * false_stop_rate / len(chosen):.2g}% quantile of held-out "
+                       f"demonstration frames (false-stop rate {100 * false_stop_rate:.2g}% per frame)",
+        _percentiles(held_out.similarity), _percentiles(np.concatenate(far)) if far else {},
+        {k: v for k, v in chosen.items() if k != "similarity"}, false_stop_rate,
+        float(held_out.stopped(chosen).mean()), sorted(int(e) for e in (held_out_episodes or [])), report)
+
+
+def choose_held_out(episodes: list[int], fraction: float) -> list[int]:
+    """Evenly spread episodes to keep out of encoder training (none with fewer than two episodes)."""
+    n = int(round(fraction * len(episodes)))
+    if fraction > 0 and len(episodes) >= 2:
+        n = max(1, n)
+    n = min(n, len(episodes) - 1)
+    if n <= 0:
+        return []
+    picks = np.linspace(0, len(episodes), n, endpoint=False) + len(episodes) / (2 * n)
+    return sorted({episodes[int(i)] for i in picks})
 
 
 class ALTPolicy:
@@ -104,12 +128,45 @@ class ALTPolicy:
         self.calibration = calibration
         self.info = dict(info or {})
         self.gamma = calibration.gamma if calibration is not None else config.gamma
+        self.view_thresholds: dict[str, float] = dict(calibration.view_thresholds) if calibration else {}
+        self.gamma_changes: list[dict] = []  # every set_gamma, for the run records
         self._device = next(encoder.parameters()).device
+
+    # -- the gate's thresholds, audited ------------------------------------
+    @property
+    def calibrated_gamma(self) -> float:
+        return self.calibration.gamma if self.calibration is not None else self.config.gamma
+
+    def thresholds(self) -> dict:
+        """Everything the gate and the runner decide with, for the record of a run or an evaluation."""
+        return {"gamma": self.gamma, "calibrated_gamma": self.calibrated_gamma, **self.view_thresholds,
+                "false_stop_rate": None if self.calibration is None else self.calibration.false_stop_rate,
+                "stall_seconds": self.config.stall_seconds, "stall_distance_m": self.config.stall_distance,
+                "episode_hysteresis": self.config.episode_hysteresis, "requery_every": self.config.requery_every}
+
+    def gamma_needs_confirmation(self, value: float) -> bool:
+        """Lowering gamma below the calibrated value lets more unfamiliar scenes through: ask first."""
+        return value < self.calibrated_gamma - 1e-9
+
+    def set_gamma(self, value: float, by: str = "operator") -> dict:
+        """Change gamma (the runner reads it at its next lookup) and log the change; returns the record."""
+        value = float(value)
+        if not -1 <= value <= 1:
+            raise ValueError(f"gamma {value} must be a cosine similarity in [-1, 1]")
+        change = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "by": by,
+                  "from": self.gamma, "to": value, "calibrated": self.calibrated_gamma,
+                  "below_calibrated": self.gamma_needs_confirmation(value)}
+        (log.warning if change["below_calibrated"] else log.info)(
+            "gamma changed by %s from %.3f to %.3f (calibrated %.3f)", by, self.gamma, value, self.calibrated_gamma)
+        self.gamma = value
+        self.gamma_changes.append(change)
+        return change
 
     # -- run time ---------------------------------------------------------
     @torch.inference_mode()
-    def embed(self, hand: np.ndarray, third: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
-        """Unit embedding of one observation (RGB uint8 frames of any size)."""
+    def embed_views(self, hand: np.ndarray, third: np.ndarray,
+                    pose: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unit embedding of one observation (RGB uint8 frames of any size) and its per-view features."""
         h = torch.from_numpy(np.ascontiguousarray(resize_view(hand, self.config)))[None].to(self._device)
         t = torch.from_numpy(np.ascontiguousarray(resize_view(third, self.config)))[None].to(self._device)
         p = None
@@ -117,7 +174,12 @@ class ALTPolicy:
             if pose is None:
                 raise ValueError("this policy uses the end-effector pose; pass it")
             p = torch.as_tensor(self.pose_input(pose))[None].to(self._device)
-        return self.encoder(h, t, p)[0].cpu().numpy()
+        z, hv, tv = self.encoder.forward_views(h, t, p)
+        return z[0].cpu().numpy(), hv[0].cpu().numpy(), tv[0].cpu().numpy()
+
+    def embed(self, hand: np.ndarray, third: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
+        """Unit embedding of one observation (RGB uint8 frames of any size)."""
+        return self.embed_views(hand, third, pose)[0]
 
     def pose_input(self, pose) -> np.ndarray:
         """The (7,) pose the encoder sees: the quaternion in the hemisphere the training poses were put in
@@ -136,23 +198,40 @@ class ALTPolicy:
 
     def retrieve(self, hand: np.ndarray, third: np.ndarray, pose: np.ndarray | None = None,
                  k: int | None = None, prefer_episode: int | None = None) -> Retrieval:
-        """Look the observation up. ``prefer_episode``: the demonstration being executed; it is kept unless
-        another one matches better by more than ``config.episode_hysteresis`` (no flip-flopping between two
-        neighbouring demonstrations mid-motion)."""
+        """Look the observation up and gate it. ``prefer_episode``: the demonstration being executed; it is
+        kept unless another one matches better by more than ``config.episode_hysteresis`` (no flip-flopping
+        between two neighbouring demonstrations mid-motion). Of frames that look alike (a wait, the grasp
+        settling), the latest is taken, so execution moves on instead of replaying the wait."""
         t0 = time.perf_counter()
-        z = self.embed(hand, third, pose)
+        z, hv, tv = self.embed_views(hand, third, pose)
         t1 = time.perf_counter()
         k = k or self.config.top_k
         matches = self.database.search(z, k + TIE_CANDIDATES)
         best = _latest_of_ties(matches)
         if prefer_episode is not None and best.episode != prefer_episode:
-            own = self.database.best_in_episode(z, prefer_episode)
-            if own is not None and own.similarity >= best.similarity - self.config.episode_hysteresis:
-                best = own
+            own = self.database.best_in_episode(z, prefer_episode, TIE_CANDIDATES)
+            if own and own[0].similarity >= best.similarity - self.config.episode_hysteresis:
+                best = _latest_of_ties(own)
         t2 = time.perf_counter()
         matches = [best] + [m for m in matches if m.row != best.row][:k - 1]
-        return Retrieval(matches, best.similarity, best.similarity < self.gamma, self.database.chunks[best.row],
-                         (t1 - t0) * 1000, (t2 - t1) * 1000)
+        agreement = (float("nan"), float("nan"))
+        views = self.database.view_embeddings
+        if views is not None:
+            agreement = (float(views[best.row, 0] @ hv), float(views[best.row, 1] @ tv))
+        signal, reason = self._gate(best, agreement)
+        return Retrieval(matches, best.similarity, signal is not None, self.database.chunks[best.row],
+                         (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason)
+
+    def _gate(self, best: Match, agreement: tuple[float, float]) -> tuple[str | None, str]:
+        if best.similarity < self.gamma:
+            return "similarity", (f"similarity {best.similarity:.3f} < gamma {self.gamma:.3f}: nothing in the "
+                                  "demonstrations looks like this")
+        for i, (name, view) in enumerate((("hand_view", "hand"), ("third_view", "third"))):
+            limit = self.view_thresholds.get(name)
+            if limit is not None and agreement[i] < limit:
+                return name, (f"the {view} view disagrees with the retrieved frame (episode {best.episode} frame "
+                              f"{best.frame}): agreement {agreement[i]:.3f} < {limit:.3f}")
+        return None, ""
 
     # -- building ---------------------------------------------------------
     @classmethod
@@ -163,15 +242,17 @@ class ALTPolicy:
         report = (lambda stage, value: progress(stage, value)) if progress else (lambda *a: None)
         t0 = time.perf_counter()
         table = load_frames(dataset, config, progress=lambda d, n: report("load", (d, n)))
-        trained = train_encoder(table, config, progress=lambda p: report("train", p), cancel=cancel, device=device)
-        embeddings = embed_table(trained.encoder, table, progress=lambda d, n: report("embed", (d, n)))
-        database = LookupDatabase(embeddings, table.episode, table.frame, action_chunks(table, config.chunk_length))
+        held_out = choose_held_out(sorted(int(e) for e in table.actions), config.holdout_fraction)
+        trained = train_encoder(table, config, progress=lambda p: report("train", p), cancel=cancel, device=device,
+                                exclude_episodes=held_out)
+        embeddings, views = embed_table_views(trained.encoder, table, progress=lambda d, n: report("embed", (d, n)))
+        # The held-out demonstrations join the lookup table once the gate has been calibrated on them.
+        database = LookupDatabase(embeddings, table.episode, table.frame, action_chunks(table, config.chunk_length),
+                                  views)
         database.build_annoy(config.annoy_trees, seed=config.seed)
         queries = probe_queries(embeddings, table.episode, min(2000, 4 * len(embeddings)), seed=config.seed)
         search_k, recall = database.tune_search_k(queries)
-        probes = synthetic_probes(48, (config.image_width, config.image_height), seed=config.seed + 1)
-        unrelated = embed_images(trained.encoder, probes, probes, pose=table.pose.mean(0).numpy())
-        calibration = calibrate_gamma(embeddings, table.episode, unrelated)
+        calibration = calibrate_on_held_out(trained.encoder, table, database, held_out, config)
         info = {
             "dataset": str(Path(dataset.root).resolve()),
             "episodes": sorted(int(e) for e in table.actions),
@@ -180,11 +261,13 @@ class ALTPolicy:
             "episode_fingerprints": {str(e): table.fingerprints[e] for e in sorted(table.fingerprints)},
             "pose_reference": None if table.pose_reference is None else table.pose_reference.tolist(),
             "frames": len(table), "train_frames": trained.train_frames, "device": trained.device,
+            "held_out_episodes": held_out,
             "init": trained.encoder.init, "train_seconds": trained.seconds,
             "build_seconds": time.perf_counter() - t0, "epoch_losses": trained.epoch_losses,
             "annoy": {"trees": config.annoy_trees, "search_k": search_k, "recall_at_1": recall,
                       "probe_queries": len(queries)},
             "fps": dataset.spec.fps, "cameras": [c.name for c in dataset.spec.cameras],
+            "camera_sizes": {c.name: [c.width, c.height] for c in dataset.spec.cameras},
             # where each demonstration's object was (simulated datasets), for retrieval-accuracy reports
             "episode_scenes": {str(e): dataset.episode(int(e)).extra.get("scene") for e in sorted(table.actions)},
         }
@@ -196,7 +279,8 @@ class ALTPolicy:
             state = {k: v.detach().cpu().contiguous() for k, v in self.encoder.state_dict().items()}
             save_file(state, str(tmp / "encoder.safetensors"))
             db = self.database
-            save_database(tmp / "database.npz", db.embeddings, db.episodes, db.frames, db.chunks)
+            save_database(tmp / "database.npz", db.embeddings, db.episodes, db.frames, db.chunks,
+                          db.view_embeddings)
             if not db.has_annoy:
                 db.build_annoy(self.config.annoy_trees, seed=self.config.seed)
             db.save_annoy(tmp / "index.ann")
@@ -217,7 +301,8 @@ class ALTPolicy:
             encoder = ALTEncoder(config, pretrained="none")
             encoder.load_state_dict(load_file(str(path / "encoder.safetensors")))
             arrays = load_database_arrays(path / "database.npz")
-            database = LookupDatabase(arrays["embeddings"], arrays["episodes"], arrays["frames"], arrays["chunks"])
+            database = LookupDatabase(arrays["embeddings"], arrays["episodes"], arrays["frames"], arrays["chunks"],
+                                      arrays.get("view_embeddings"))
             database.load_annoy(path / "index.ann", config.annoy_trees, int(doc["annoy_search_k"]))
         except (KeyError, ValueError, RuntimeError, OSError) as exc:
             raise PolicyArtifactError(f"{path}: the policy files are inconsistent ({exc}); retrain it") from exc
@@ -267,16 +352,66 @@ def check_source_episode(fingerprints: dict | None, dataset: Dataset, episode: i
 
 
 @torch.inference_mode()
-def embed_images(encoder: ALTEncoder, hands: list[np.ndarray], thirds: list[np.ndarray],
-                 pose: np.ndarray | None = None) -> np.ndarray:
-    """Embeddings of image pairs (any size), [N, D]; ``pose`` (7,) is used for every pair if the encoder wants one."""
+def embed_image_views(encoder: ALTEncoder, hands: list[np.ndarray], thirds: list[np.ndarray],
+                      pose: np.ndarray | None = None, batch: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fused embeddings [N, D] and per-view features [N, V] (hand, third) of image pairs (any size)."""
     encoder.eval()
     dev = next(encoder.parameters()).device
-    h = torch.from_numpy(np.stack([resize_view(x, encoder.config) for x in hands])).to(dev)
-    t = torch.from_numpy(np.stack([resize_view(x, encoder.config) for x in thirds])).to(dev)
-    p = None
-    if encoder.pose is not None:
-        if pose is None:
-            raise ValueError("this encoder uses the end-effector pose; pass one")
-        p = torch.as_tensor(np.asarray(pose, np.float32)[:7]).expand(len(h), 7).to(dev)
-    return encoder(h, t, p).cpu().numpy()
+    out: list[list[np.ndarray]] = [[], [], []]
+    for i in range(0, len(hands), batch):
+        h = torch.from_numpy(np.stack([resize_view(x, encoder.config) for x in hands[i:i + batch]])).to(dev)
+        t = torch.from_numpy(np.stack([resize_view(x, encoder.config) for x in thirds[i:i + batch]])).to(dev)
+        p = None
+        if encoder.pose is not None:
+            if pose is None:
+                raise ValueError("this encoder uses the end-effector pose; pass one")
+            p = torch.as_tensor(np.asarray(pose, np.float32)[:7]).expand(len(h), 7).to(dev)
+        for acc, part in zip(out, encoder.forward_views(h, t, p)):
+            acc.append(part.cpu().numpy())
+    return tuple(np.concatenate(acc) for acc in out)
+
+
+def gate_evidence(database: LookupDatabase, z: np.ndarray, hv: np.ndarray, tv: np.ndarray,
+                  exclude: np.ndarray | None = None) -> GateEvidence:
+    """The gate's three signals for query embeddings against the database (best match by similarity);
+    ``exclude`` [N, rows] bool: rows each query may not match (itself, its own episode)."""
+    sims = z @ database.embeddings.T
+    if exclude is not None:
+        sims = np.where(exclude, -2.0, sims)
+    best = np.argmax(sims, axis=1)
+    similarity = sims[np.arange(len(z)), best]
+    views = database.view_embeddings
+    if views is None:
+        nan = np.full(len(z), np.nan)
+        return GateEvidence(similarity, nan, nan)
+    return GateEvidence(similarity, np.einsum("nd,nd->n", views[best, 0], hv),
+                        np.einsum("nd,nd->n", views[best, 1], tv))
+
+
+def calibrate_on_held_out(encoder: ALTEncoder, table, database: LookupDatabase, held_out: list[int],
+                          config: PolicyConfig, negatives_per_kind: int = 40) -> Calibration:
+    """Gate thresholds from the held-out demonstrations (the encoder never trained on them).
+
+    In-distribution evidence: every held-out frame looked up with itself taken out of the table (its
+    nearest remaining entry is usually its neighbour in time, a step away: a live replay falls between
+    recorded frames). Negatives: held-out frames with one view blanked, swapped with another episode's,
+    occluded, shifted, recoloured or replaced by a procedural texture, and both views replaced by
+    textures or synthetic patterns. Without held-out episodes (one demonstration) every frame serves,
+    which flatters the encoder: the log says so.
+    """
+    rows = np.flatnonzero(np.isin(table.episode, held_out)) if held_out else np.arange(len(table))
+    if not held_out:
+        log.warning("OOD calibration: too few demonstrations to hold any out; calibrating on training frames")
+    z = database.embeddings[rows]
+    views = database.view_embeddings[rows]
+    exclude = np.zeros((len(rows), len(database)), bool)
+    exclude[np.arange(len(rows)), rows] = True
+    positives = gate_evidence(database, z, views[:, 0], views[:, 1], exclude)
+    hands = [table.hand[r].numpy() for r in rows]
+    thirds = [table.third[r].numpy() for r in rows]
+    pose = table.pose.mean(0).numpy()
+    negatives = {}
+    for neg in make_negatives(hands, thirds, table.episode[rows], negatives_per_kind, seed=config.seed + 1):
+        nz, nh, nt = embed_image_views(encoder, neg.hands, neg.thirds, pose)
+        negatives[neg.kind] = gate_evidence(database, nz, nh, nt)
+    return calibrate_gamma(positives, negatives, config.false_stop_rate, held_out_episodes=held_out)

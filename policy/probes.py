@@ -13,8 +13,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PHOTO_NAMES = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "horse.png",
-               "brick.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "color.png", "ihc.png")
+#: Photographs bundled with scikit-image (grey ones are fed as RGB). None is used in calibration: they are
+#: the held-out test of the OOD gate (the paper's cats-and-dogs test).
+SKIMAGE_PHOTOS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                  "motorcycle_right.png", "horse.png", "brick.png", "grass.png", "gravel.png",
+                  "hubble_deep_field.jpg", "color.png", "ihc.png", "camera.png", "moon.png", "coins.png",
+                  "retina.jpg", "cell.png", "microaneurysms.png", "page.png", "clock_motion.png")
+#: matplotlib's bundled sample photographs.
+MATPLOTLIB_PHOTOS = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")
+#: scipy's (``scipy.datasets``): downloaded on first use, so only there when its cache has them.
+SCIPY_PHOTOS = ("face", "ascent")
 
 
 def synthetic_probes(count: int, size: tuple[int, int], seed: int = 1234) -> list[np.ndarray]:
@@ -55,23 +63,49 @@ def synthetic_probes(count: int, size: tuple[int, int], seed: int = 1234) -> lis
     return out
 
 
-def photo_dir() -> Path | None:
-    """scikit-image's bundled sample photographs (a test dependency), found without importing it."""
-    spec = importlib.util.find_spec("skimage")
+def _package_dir(name: str) -> Path | None:
+    """A package's folder, found without importing it."""
+    spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "data"
-    return path if path.is_dir() else None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def photo_files() -> dict[str, list[Path]]:
+    """Sample photograph files per package (missing packages: an empty list)."""
+    out: dict[str, list[Path]] = {}
+    sk = _package_dir("skimage")
+    out["scikit-image"] = [sk / "data" / n for n in SKIMAGE_PHOTOS if sk and (sk / "data" / n).is_file()]
+    mpl = _package_dir("matplotlib")
+    folder = mpl / "mpl-data" / "sample_data" if mpl else None
+    out["matplotlib"] = [folder / n for n in MATPLOTLIB_PHOTOS if folder and (folder / n).is_file()]
+    return out
+
+
+def _scipy_photos() -> list[tuple[str, np.ndarray]]:
+    if _package_dir("scipy") is None or _package_dir("pooch") is None:
+        return []
+    import scipy.datasets
+
+    out = []
+    for name in SCIPY_PHOTOS:
+        try:
+            img = getattr(scipy.datasets, name)()  # only from the local cache: this machine has no network
+        except Exception:  # noqa: BLE001 - not downloaded: not available
+            continue
+        out.append((f"scipy:{name}", np.ascontiguousarray(img if img.ndim == 3 else np.repeat(
+            (255 * (img - img.min()) / max(1, np.ptp(img))).astype(np.uint8)[..., None], 3, axis=2))))
+    return out
 
 
 def photos(size: tuple[int, int]) -> list[tuple[str, np.ndarray]]:
-    """Named RGB photographs resized to (width, height); empty if scikit-image is not installed."""
-    folder = photo_dir()
-    if folder is None:
-        return []
+    """Named RGB photographs from scikit-image, matplotlib and scipy, resized to (width, height); those whose
+    package is not installed are left out (see :func:`photo_files`)."""
     out = []
-    for name in PHOTO_NAMES:
-        bgr = cv2.imread(str(folder / name), cv2.IMREAD_COLOR)
-        if bgr is not None:
-            out.append((name, cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size, interpolation=cv2.INTER_AREA)))
-    return out
+    for package, files in photo_files().items():
+        for path in files:
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is not None:
+                out.append((f"{package}:{path.name}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    out += _scipy_photos()
+    return [(n, cv2.resize(im, size, interpolation=cv2.INTER_AREA)) for n, im in out]

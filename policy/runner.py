@@ -1,13 +1,16 @@
 """Autonomous execution: the ALT policy drives the arm through the same control loop as teleoperation.
 
 Per tick: observe, (re)query the policy every ``requery_every`` ticks, and
-send the next action of the retrieved chunk through the safety layer. A best
-similarity below gamma halts the arm at once and ends the run with reason
-"ood", carrying the evidence (the observation, the best matches and their
-similarities). Actions whose time has passed are skipped: if a query took
-longer than a tick, execution resumes at the chunk entry for *now*. A chunk
-is anchored at its observation's capture time, so the time from capture to
-action (frame alignment, transport, lookup) is skipped the same way.
+send the next action of the retrieved chunk through the safety layer. When the
+OOD gate says no (a best similarity below gamma, or a view that disagrees with
+the retrieved frame) the arm halts at once and the run ends with reason "ood",
+carrying the evidence (the observation, the best matches, the signal that
+stopped it and why). A progress watchdog ends the run with reason "stall" when
+the hand has not moved and the gripper has not changed for a while. Actions
+whose time has passed are skipped: if a query took longer than a tick,
+execution resumes at the chunk entry for *now*. A chunk is anchored at its
+observation's capture time, so the time from capture to action (frame
+alignment, transport, lookup) is skipped the same way.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ class AutonomyResult:
     retrievals: list[Retrieval] = field(default_factory=list)
     ood_evidence: Retrieval | None = None
     ood_observation: Observation | None = None
+    thresholds: dict = field(default_factory=dict)  # what the gate and the watchdog used (gamma at the start)
+    gamma_changes: list[dict] = field(default_factory=list)  # gamma changed while it ran (policy.set_gamma)
+    stop_signal: str | None = None  # "similarity", "hand_view", "third_view" (reason "ood") or "stall"
+    message: str = ""  # why it stopped, for the operator's halt box
 
     @property
     def reason(self) -> str:
@@ -52,6 +59,36 @@ class AutonomyResult:
 
     def latencies_ms(self) -> np.ndarray:
         return np.array([r.embed_ms + r.search_ms for r in self.retrievals])
+
+
+class ProgressWatchdog:
+    """Stops an arm that makes no progress: over the last ``seconds``, the hand stayed within ``distance``
+    (m) of where it was and the measured gripper opening changed less than ``gripper``."""
+
+    def __init__(self, seconds: float, distance: float, gripper: float = 0.05):
+        if seconds <= 0 or distance <= 0:
+            raise ValueError("the progress watchdog needs a positive time and distance")
+        self.seconds, self.distance, self.gripper = seconds, distance, gripper
+        self._history: list[tuple[float, np.ndarray, float]] = []
+
+    def reset(self) -> None:
+        self._history.clear()
+
+    def update(self, t: float, position: np.ndarray, gripper: float) -> str | None:
+        """Feed one measurement; returns the stall message when the arm has made no progress."""
+        self._history.append((t, np.asarray(position, float).copy(), float(gripper)))
+        while len(self._history) > 1 and t - self._history[1][0] >= self.seconds:
+            self._history.pop(0)  # keep exactly one sample at or before the window's start
+        t0 = self._history[0][0]
+        if t - t0 < self.seconds - 1e-9:
+            return None
+        start = self._history[0][1]
+        moved = max(float(np.linalg.norm(p - start)) for _, p, _ in self._history)
+        grip = [g for _, _, g in self._history]
+        if moved < self.distance and max(grip) - min(grip) < self.gripper:
+            return (f"no progress for {t - t0:.1f} s: the hand moved {1000 * moved:.0f} mm (< "
+                    f"{1000 * self.distance:.0f} mm) and the gripper did not change")
+        return None
 
 
 class PolicySource:
@@ -64,9 +101,13 @@ class PolicySource:
     through stretches of a demonstration where consecutive frames look alike.
     """
 
-    def __init__(self, policy: ALTPolicy, requery_every: int | None = None):
+    def __init__(self, policy: ALTPolicy, requery_every: int | None = None,
+                 watchdog: ProgressWatchdog | None = None):
         self.policy = policy
         self.requery_every = requery_every or policy.config.requery_every
+        self.watchdog = watchdog
+        self.stop_signal: str | None = None
+        self.message = ""
         self.current: Retrieval | None = None  # whose chunk is executing
         self.latest: Retrieval | None = None  # this tick's lookup
         self.retrievals: list[Retrieval] = []
@@ -80,6 +121,9 @@ class PolicySource:
     def begin(self, observation: Observation) -> None:
         self.current = self.latest = None
         self._ticks_on_chunk = 0
+        self.stop_signal, self.message = None, ""
+        if self.watchdog is not None:
+            self.watchdog.reset()
 
     def step(self, observation: Observation, dt: float) -> StepOutput:
         t0 = time.perf_counter()
@@ -92,8 +136,17 @@ class PolicySource:
         if self.latest.ood:
             self.ood_observation = observation
             self.current = self.latest
+            self.stop_signal, self.message = self.latest.ood_signal, self.latest.ood_reason
             self.last_ms = (time.perf_counter() - t0) * 1000
             return StepOutput(None, halt="ood", info={"similarity": self.latest.similarity})
+        if self.watchdog is not None:
+            stalled = self.watchdog.update(now, observation.state.ee_array()[:3], observation.state.gripper)
+            if stalled:
+                m = (self.current or self.latest).matches[0]
+                self.stop_signal = "stall"
+                self.message = f"{stalled}; it was executing episode {m.episode} from frame {m.frame}"
+                self.last_ms = (time.perf_counter() - t0) * 1000
+                return StepOutput(None, halt="stall", info={"similarity": self.latest.similarity})
         switch = self.current is None or self._ticks_on_chunk >= self.requery_every
         self.last_queried = switch
         if switch:
@@ -117,12 +170,18 @@ def run_autonomous(rig: Rig, policy: ALTPolicy, *, max_ticks: int | None = None,
                    requery_every: int | None = None,
                    on_event: Callable[[AutonomyEvent], None] | None = None,
                    stop_when: Callable[[], bool] | None = None,
-                   cancel: threading.Event | None = None) -> AutonomyResult:
-    """Run the policy on the rig until OOD, ``stop_when()`` holds, ``max_ticks``, cancel or a device error."""
+                   cancel: threading.Event | None = None,
+                   watchdog: ProgressWatchdog | None | bool = True) -> AutonomyResult:
+    """Run the policy on the rig until OOD, a stall, ``stop_when()`` holds, ``max_ticks``, cancel or a device
+    error. ``watchdog``: True for the policy's configured one, False/None for none, or your own."""
     if abs(rig.clock.rate_hz - policy.info.get("fps", rig.clock.rate_hz)) > 1e-9:
         raise ValueError(f"the policy was trained on {policy.info['fps']:g} Hz demonstrations but the rig runs at "
                          f"{rig.clock.rate_hz:g} Hz; its action chunks would play at the wrong speed")
-    source = PolicySource(policy, requery_every)
+    if watchdog is True:
+        watchdog = ProgressWatchdog(policy.config.stall_seconds, policy.config.stall_distance)
+    source = PolicySource(policy, requery_every, watchdog or None)
+    thresholds = policy.thresholds()
+    changes_before = len(policy.gamma_changes)
     stop = threading.Event()
     done = threading.Event()
 
@@ -141,8 +200,11 @@ def run_autonomous(rig: Rig, policy: ALTPolicy, *, max_ticks: int | None = None,
     loop = ControlLoop(rig).run(source, max_ticks=max_ticks, on_tick=on_tick, cancel=stop)
     if loop.reason == "cancelled" and done.is_set():
         loop.reason = "done"  # ended by stop_when, not by the caller
-    result = AutonomyResult(loop, source.retrievals)
+    result = AutonomyResult(loop, source.retrievals, thresholds=thresholds,
+                            gamma_changes=policy.gamma_changes[changes_before:])
     if loop.reason == "ood":
         result.ood_evidence = source.current
         result.ood_observation = source.ood_observation
+    if loop.reason in ("ood", "stall"):
+        result.stop_signal, result.message = source.stop_signal, source.message
     return result

@@ -56,8 +56,10 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 
 def train_encoder(table: FrameTable, config: PolicyConfig, *, progress: Callable[[TrainProgress], None] | None = None,
-                  cancel: threading.Event | None = None, device: str | None = None) -> TrainResult:
-    """Train a fresh encoder on ``table``; raises TrainingCancelled if ``cancel`` is set (checked every step)."""
+                  cancel: threading.Event | None = None, device: str | None = None,
+                  exclude_episodes: list[int] | None = None) -> TrainResult:
+    """Train a fresh encoder on ``table`` (less ``exclude_episodes``, held out for calibration); raises
+    TrainingCancelled if ``cancel`` is set (checked every step)."""
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     dev = pick_device(device)
@@ -66,6 +68,8 @@ def train_encoder(table: FrameTable, config: PolicyConfig, *, progress: Callable
     optimizer = torch.optim.Adam(encoder.parameters(), lr=config.learning_rate)
 
     rows = np.flatnonzero(table.frame % config.frame_stride == 0)
+    if exclude_episodes:
+        rows = rows[~np.isin(table.episode[rows], list(exclude_episodes))]
     if len(rows) < 2:
         raise ValueError(f"only {len(rows)} training frame(s) after subsampling by {config.frame_stride}; "
                          "record more or lower frame_stride")
@@ -76,7 +80,7 @@ def train_encoder(table: FrameTable, config: PolicyConfig, *, progress: Callable
     start = time.perf_counter()
     done_steps, total_steps = 0, config.epochs * steps_per_epoch
     log.info("training on %d frames (%d episodes), %d epochs x %d steps, batch %d, %s, init %s",
-             len(rows), len(table.actions), config.epochs, steps_per_epoch, batch, dev, encoder.init)
+             len(rows), len(table.actions) - len(exclude_episodes or []), config.epochs, steps_per_epoch, batch, dev, encoder.init)
     for epoch in range(1, config.epochs + 1):
         order = rows[torch.randperm(len(rows), generator=gen).numpy()]
         epoch_losses = []
@@ -116,12 +120,25 @@ def train_encoder(table: FrameTable, config: PolicyConfig, *, progress: Callable
 def embed_table(encoder: ALTEncoder, table: FrameTable, batch: int = 64,
                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Embeddings of every frame (no augmentation), [N, D] float32, unit length."""
+    return embed_table_views(encoder, table, batch, progress)[0]
+
+
+@torch.inference_mode()
+def embed_table_views(encoder: ALTEncoder, table: FrameTable, batch: int = 64,
+                      progress: Callable[[int, int], None] | None = None,
+                      rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fused embeddings [N, D] and per-view unit features [N, 2, V] (hand, third) of every frame (or of
+    ``rows``), no augmentation."""
     encoder.eval()
     dev = next(encoder.parameters()).device
-    out = []
-    for i in range(0, len(table), batch):
-        pose = table.pose[i:i + batch].to(dev) if encoder.pose is not None else None
-        out.append(encoder(table.hand[i:i + batch].to(dev), table.third[i:i + batch].to(dev), pose).cpu().numpy())
+    rows = np.arange(len(table)) if rows is None else np.asarray(rows)
+    fused, views = [], []
+    for i in range(0, len(rows), batch):
+        idx = torch.from_numpy(rows[i:i + batch])
+        pose = table.pose[idx].to(dev) if encoder.pose is not None else None
+        z, h, t = encoder.forward_views(table.hand[idx].to(dev), table.third[idx].to(dev), pose)
+        fused.append(z.cpu().numpy())
+        views.append(torch.stack([h, t], dim=1).cpu().numpy())
         if progress is not None:
-            progress(min(i + batch, len(table)), len(table))
-    return np.concatenate(out).astype(np.float32)
+            progress(min(i + batch, len(rows)), len(rows))
+    return np.concatenate(fused).astype(np.float32), np.concatenate(views).astype(np.float32)

@@ -57,8 +57,12 @@ class StageLog:
         return False
 
 
-def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", file=None):
-    """A tqdm bar when ``file`` (stderr by default) is a terminal, else a :class:`StageLog`."""
+def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", file=None, disable: bool = False):
+    """A tqdm bar when ``file`` (stderr by default) is a terminal, else a :class:`StageLog`; ``disable``: silent."""
+    if disable:
+        import io
+
+        return StageLog(total, desc, unit, io.StringIO())
     file = file or sys.stderr
     if file.isatty():
         from tqdm import tqdm

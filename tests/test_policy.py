@@ -12,7 +12,7 @@ import torch
 from policy.artifact import PolicyArtifactError
 from policy.augment import augment
 from policy.config import PolicyConfig
-from policy.data import action_chunks, load_frames
+from policy.data import action_chunks, load_frames, resume_index
 from policy.database import LookupDatabase, probe_queries
 from policy.encoder import nt_xent
 from policy.policy import ALTPolicy
@@ -118,7 +118,10 @@ def test_action_chunks_follow_the_demo_and_pad_at_the_end(table):
     chunks = action_chunks(table, 5)
     e = int(table.episode[0])
     acts = table.actions[e]
-    np.testing.assert_array_equal(chunks[0], acts[0:5])
+    start = int(resume_index(acts)[0])  # a still start's chunk begins where the motion resumes
+    np.testing.assert_array_equal(chunks[0], acts[start:start + 5])
+    moving = np.flatnonzero(resume_index(acts) == np.arange(len(acts)))[5]
+    np.testing.assert_array_equal(chunks[np.flatnonzero(table.episode == e)[moving]], acts[moving:moving + 5])
     last = np.flatnonzero(table.episode == e)[-1]
     np.testing.assert_array_equal(chunks[last], np.repeat(acts[-1:], 5, axis=0))
 
@@ -220,7 +223,7 @@ def test_ood_gate_stops_the_arm(policy):
         assert result.ood_evidence is not None and result.ood_evidence.similarity < 1.01
         assert result.ood_observation.frames["hand"].image.shape == (32, 32, 3)
         assert events and events[-1].ood
-    policy.gamma = -1.0  # everything is in distribution: the retrieved chunk is executed
+    policy.gamma, policy.view_thresholds = -1.0, {}  # everything is in distribution: the chunk is executed
     rig = fake_rig()
     with rig:
         rig.cameras["hand"].wait_for_frame(); rig.cameras["third"].wait_for_frame()

@@ -152,7 +152,7 @@ def test_interpolated_placements_lie_between_training_placements():
         best = min(_segment_position(pts[i], pts[j], m) for i in range(len(pts)) for j in range(len(pts)) if i != j)
         off_segment, t = best
         assert off_segment < 1e-9 and 0.3 < t < 0.7
-        assert np.min(np.linalg.norm(pts[:, :2] - m[:2], axis=1)) > 2 * config.noise_xy
+        assert np.min(np.linalg.norm(pts[:, :2] - m[:2], axis=1)) > config.interpolate_min_gap == 0.02
         assert np.all(m[:2] > config.region_min) and np.all(m[:2] < config.region_max)
 
 

@@ -37,6 +37,7 @@ class TaskConfig:
     # in_distribution: the mug put back on a training placement's marks by hand
     noise_xy: float = 0.005  # m
     noise_yaw: float = 0.05  # rad
+    interpolate_min_gap: float = 0.02  # interpolate: strictly farther than this from every training placement
     extrapolate_margin: tuple[float, float] = (0.05, 0.09)  # how far outside the region (m)
     max_distractors: int = 3
 
@@ -113,11 +114,11 @@ def _clip_noise(config: TaskConfig, base: Placement, p: Placement) -> Placement:
 def _interpolated(config: TaskConfig, train: list[Placement], rng) -> Placement:
     """A point on the segment between a training placement and one of its near neighbours.
 
-    Points closer than twice the in-distribution noise to any training
-    placement are redrawn, so "interpolate" never overlaps "in_distribution".
+    Points within ``interpolate_min_gap`` of any training placement are
+    redrawn, so "interpolate" is always new ground, never in_distribution.
     """
     pts = np.array([p.as_array() for p in train])
-    min_gap = 2 * config.noise_xy
+    min_gap = config.interpolate_min_gap
     for _ in range(1000):
         i = int(rng.integers(len(train)))
         d = np.linalg.norm(pts[:, :2] - pts[i, :2], axis=1)

@@ -1,0 +1,173 @@
+"""The OOD gate's evidence: held-out demonstrations, negatives made from them, and the thresholds.
+
+The gate has three signals, each a cosine similarity a user can read:
+
+* ``similarity``: the best match's similarity to the live observation (the paper's gamma test);
+* ``hand_view`` / ``third_view``: how well each live view agrees with the same view of the retrieved
+  training frame (unit per-view features of the shared backbone). One view replaced by something
+  else (a photo, a covered lens, another scene) barely moves the fused similarity but breaks its view's
+  agreement.
+
+Each threshold is the quantile of the held-out demonstrations' values at the stated false-stop rate
+(split evenly over the three signals), so the rate of false stops on frames the encoder never trained on
+is what the user asked for. The negatives are only *measured* against the thresholds and reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+SIGNALS = ("similarity", "hand_view", "third_view")
+
+#: Near-OOD negatives made from the held-out demonstrations (one view altered) and far ones (both views).
+NEGATIVE_KINDS = ("blank_view", "swapped_view", "occluded_view", "shifted_view", "recoloured_view",
+                  "texture_in_view", "texture_both", "synthetic_both")
+
+
+@dataclass
+class GateEvidence:
+    """The three signal values for a set of observations, [N] each."""
+
+    similarity: np.ndarray
+    hand_view: np.ndarray
+    third_view: np.ndarray
+
+    def signal(self, name: str) -> np.ndarray:
+        return getattr(self, name)
+
+    def stopped(self, thresholds: dict[str, float]) -> np.ndarray:
+        """Which observations at least one signal stops."""
+        out = np.zeros(len(self.similarity), bool)
+        for name, value in thresholds.items():
+            out |= self.signal(name) < value
+        return out
+
+    def take(self, mask: np.ndarray) -> "GateEvidence":
+        return GateEvidence(self.similarity[mask], self.hand_view[mask], self.third_view[mask])
+
+
+def quantile_threshold(values: np.ndarray, rate: float) -> float:
+    """The largest threshold that stops at most ``rate`` of ``values`` (stop when value < threshold)."""
+    values = np.sort(np.asarray(values, np.float64))
+    allowed = int(np.floor(rate * len(values)))  # how many may fall below
+    return float(values[min(allowed, len(values) - 1)])
+
+
+@dataclass
+class GateThresholds:
+    similarity: float
+    hand_view: float | None = None
+    third_view: float | None = None
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: v for k, v in (("similarity", self.similarity), ("hand_view", self.hand_view),
+                                  ("third_view", self.third_view)) if v is not None}
+
+
+def thresholds_for_rate(held_out: GateEvidence, false_stop_rate: float, views: bool = True) -> GateThresholds:
+    """Each signal's threshold at ``false_stop_rate / signals`` on the held-out evidence (union bound)."""
+    n = 3 if views else 1
+    share = false_stop_rate / n
+    out = GateThresholds(quantile_threshold(held_out.similarity, share))
+    if views:
+        out.hand_view = quantile_threshold(held_out.hand_view, share)
+        out.third_view = quantile_threshold(held_out.third_view, share)
+    return out
+
+
+@dataclass
+class NegativeSet:
+    kind: str
+    hands: list[np.ndarray] = field(default_factory=list)
+    thirds: list[np.ndarray] = field(default_factory=list)
+
+
+def procedural_texture(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """A photograph-like RGB image made from scratch (no sample photos: those are the held-out test set):
+    multi-octave value noise coloured through a random palette, with random waves and cells on top."""
+    w, h = size
+    acc = np.zeros((h, w), np.float32)
+    amp, total = 1.0, 0.0
+    for octave in range(int(rng.integers(2, 6))):
+        cells = 2 ** (octave + 1)
+        coarse = rng.random((cells + 1, cells + 1)).astype(np.float32)
+        acc += amp * cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+        total += amp
+        amp *= float(rng.uniform(0.4, 0.7))
+    acc /= total
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if rng.random() < 0.5:  # waves (wood grain, water, fabric)
+        angle, freq = rng.uniform(0, np.pi), rng.uniform(0.05, 0.5)
+        acc = 0.6 * acc + 0.4 * (0.5 + 0.5 * np.sin(freq * (np.cos(angle) * xx + np.sin(angle) * yy) + 6 * acc))
+    if rng.random() < 0.5:  # cells (stones, leaves, tiles)
+        seeds = rng.random((int(rng.integers(5, 30)), 2)) * [w, h]
+        d = np.min(np.hypot(xx[..., None] - seeds[:, 0], yy[..., None] - seeds[:, 1]), axis=2)
+        acc = 0.5 * acc + 0.5 * (d / max(1e-6, d.max()))
+    acc = (acc - acc.min()) / max(1e-6, float(acc.max() - acc.min()))
+    palette = rng.integers(0, 256, (int(rng.integers(2, 5)), 3)).astype(np.float32)
+    pos = acc * (len(palette) - 1)
+    i = np.clip(pos.astype(int), 0, len(palette) - 2)
+    t = (pos - i)[..., None]
+    img = palette[i] * (1 - t) + palette[i + 1] * t
+    return np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def _alter_view(kind: str, image: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = image.shape[:2]
+    if kind == "blank_view":
+        return np.full_like(image, int(rng.choice([0, 128, 255])))
+    if kind == "swapped_view":
+        return other.copy()
+    if kind == "occluded_view":  # a hand, a sheet of paper or a sticker over half the lens
+        out = image.copy()
+        bw, bh = int(w * rng.uniform(0.5, 0.8)), int(h * rng.uniform(0.5, 0.8))
+        x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+        out[y0:y0 + bh, x0:x0 + bw] = procedural_texture(rng, (bw, bh)) if rng.random() < 0.5 else rng.integers(
+            0, 256, 3)
+        return out
+    if kind == "shifted_view":  # the camera knocked
+        dx, dy = (rng.uniform(0.2, 0.35, 2) * [w, h] * rng.choice([-1, 1], 2)).astype(np.float32)
+        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        return cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+    if kind == "recoloured_view":  # a coloured gel, a wrong white balance: channels swapped and inverted
+        out = image[..., rng.permutation(3)]
+        return np.ascontiguousarray(255 - out if rng.random() < 0.5 else out)
+    if kind == "texture_in_view":
+        return procedural_texture(rng, (w, h))
+    raise ValueError(f"unknown negative kind {kind!r}")
+
+
+def make_negatives(hands: list[np.ndarray], thirds: list[np.ndarray], episodes: np.ndarray, per_kind: int,
+                   seed: int = 0) -> list[NegativeSet]:
+    """Negatives built from held-out frames: per kind, ``per_kind`` observations with one view altered
+    (alternating hand and third) or, for the far kinds, both views replaced."""
+    from .probes import synthetic_probes
+
+    rng = np.random.default_rng(seed)
+    n = len(hands)
+    size = (hands[0].shape[1], hands[0].shape[0])
+    out = []
+    for kind in NEGATIVE_KINDS:
+        neg = NegativeSet(kind)
+        if kind == "synthetic_both":
+            probes = synthetic_probes(per_kind, size, seed=seed + 11)
+            neg.hands, neg.thirds = probes, probes[::-1]
+        for j in range(per_kind if kind != "synthetic_both" else 0):
+            i = int(rng.integers(n))
+            if kind == "texture_both":
+                neg.hands.append(procedural_texture(rng, size))
+                neg.thirds.append(procedural_texture(rng, size))
+                continue
+            others = np.flatnonzero(episodes != episodes[i])
+            o = int(rng.choice(others)) if len(others) else int(rng.integers(n))
+            if j % 2 == 0:
+                neg.hands.append(_alter_view(kind, hands[i], hands[o], rng))
+                neg.thirds.append(thirds[i])
+            else:
+                neg.hands.append(hands[i])
+                neg.thirds.append(_alter_view(kind, thirds[i], thirds[o], rng))
+        out.append(neg)
+    return out

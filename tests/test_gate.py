@@ -1,0 +1,268 @@
+"""The OOD gate and the evaluation: calibration, retrieval tie-breaking and hysteresis, idle starts, the
+progress watchdog, exclusive outcomes, pose policies and the held-out frame report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from policy.commands import evaluate_policy
+from policy.config import PolicyConfig
+from policy.data import resume_index
+from policy.database import LookupDatabase
+from policy.evaluate import OUTCOMES, classify, evaluate_scenario, in_distribution_frame_report, wilson_interval
+from policy.gate import GateEvidence, procedural_texture, quantile_threshold
+from policy.policy import ALTPolicy, calibrate_gamma, choose_held_out
+from policy.runner import ProgressWatchdog, run_autonomous
+from recorder.dataset import Dataset
+from robot_drivers.clock import RealTimeClock
+from robot_drivers.factory import make_rig
+from robot_drivers.fake import KinematicArm, SyntheticCamera
+from robot_drivers.rig import Rig
+from robot_drivers.safety import SafeArm
+
+from recording_helpers import record_sim
+
+TINY = PolicyConfig(image_width=32, image_height=32, batch_size=16, epochs=1, frame_stride=2, learning_rate=1e-3,
+                    chunk_length=5, pretrained="none", annoy_trees=4)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gate") / "ds"
+    record_sim(out, 3, image_size=32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def policy(dataset_dir):
+    with Dataset.open(dataset_dir) as ds:
+        return ALTPolicy.build(ds, TINY)
+
+
+# -- calibration ------------------------------------------------------------------------------------------
+def _evidence(rng, n, centre, spread):
+    return GateEvidence(*(np.clip(rng.normal(centre, spread, n), -1, 1) for _ in range(3)))
+
+
+def test_calibrate_gamma_meets_the_stated_false_stop_rate_and_reports_negatives():
+    rng = np.random.default_rng(0)
+    held_out = _evidence(rng, 3000, 0.95, 0.02)
+    negatives = {"texture_both": _evidence(rng, 200, 0.5, 0.05),  # far: all below
+                 "swapped_view": _evidence(rng, 200, 0.93, 0.02)}  # near: mostly inside the held-out range
+    for rate in (0.003, 0.03):
+        cal = calibrate_gamma(held_out, negatives, rate, held_out_episodes=[4, 1])
+        thresholds = {"similarity": cal.gamma, **cal.view_thresholds}
+        assert set(thresholds) == {"similarity", "hand_view", "third_view"}
+        stopped = held_out.stopped(thresholds)
+        assert stopped.mean() <= rate and cal.held_out_stop_rate == pytest.approx(stopped.mean())
+        assert stopped.mean() > rate / 3  # not needlessly lax either: each signal spends its share
+        assert cal.negatives["texture_both"]["stopped"] == 200
+        assert 0 < cal.negatives["swapped_view"]["stopped"] < 200
+        assert cal.held_out_episodes == [1, 4] and cal.false_stop_rate == rate
+    # a stricter rate gives lower thresholds
+    assert calibrate_gamma(held_out, negatives, 0.003).gamma < calibrate_gamma(held_out, negatives, 0.03).gamma
+    with pytest.raises(ValueError, match="no held-out frames"):
+        calibrate_gamma(GateEvidence(np.array([]), np.array([]), np.array([])), negatives, 0.01)
+
+
+def test_quantile_threshold_and_held_out_choice():
+    values = np.arange(100) / 100.0
+    assert quantile_threshold(values, 0.05) == pytest.approx(0.05)  # 0.00 .. 0.04 fall below: 5 of 100
+    assert np.sum(values < quantile_threshold(values, 0.05)) == 5
+    assert choose_held_out(list(range(30)), 0.2) == [2, 7, 12, 17, 22, 27]
+    assert choose_held_out([5, 9], 0.2) == [9] and choose_held_out([5], 0.2) == [] and choose_held_out([1, 2], 0) == []
+
+
+def test_procedural_textures_are_varied_images():
+    rng = np.random.default_rng(1)
+    a, b = procedural_texture(rng, (40, 30)), procedural_texture(rng, (40, 30))
+    assert a.shape == (30, 40, 3) and a.dtype == np.uint8 and not np.array_equal(a, b)
+    assert a.std() > 10
+
+
+def test_built_policy_is_calibrated_on_held_out_demos(policy):
+    cal = policy.calibration
+    assert cal.held_out_episodes == policy.info["held_out_episodes"] and len(cal.held_out_episodes) == 1
+    assert set(np.unique(policy.database.episodes)) == set(policy.info["episodes"])  # folded back in
+    assert cal.held_out_stop_rate <= TINY.false_stop_rate
+    assert set(cal.view_thresholds) == {"hand_view", "third_view"}
+    assert {"blank_view", "swapped_view", "texture_in_view", "texture_both"} <= set(cal.negatives)
+
+
+# -- retrieval: ties, hysteresis and the gate's signals ----------------------------------------------------
+def _at_cosine(z, cos, seed):
+    """A unit vector whose cosine with unit vector z is ``cos``."""
+    u = np.random.default_rng(seed).normal(size=z.shape)
+    u -= (u @ z) * z
+    u /= np.linalg.norm(u)
+    return (cos * z + np.sqrt(1 - cos * cos) * u).astype(np.float32)
+
+
+def _policy_with_rows(policy, rows, views=None):
+    """The same encoder over a hand-made table: rows = [(episode, frame, embedding)]."""
+    emb = np.stack([r[2] for r in rows])
+    chunks = np.stack([np.full((2, 8), 10 * r[0] + r[1], np.float32) for r in rows])
+    db = LookupDatabase(emb, np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), chunks, views)
+    return ALTPolicy(policy.config, policy.encoder, db, policy.calibration, policy.info)
+
+
+def test_identical_frames_retrieve_the_latest_and_hysteresis_keeps_the_running_demo(policy):
+    img = np.full((32, 32, 3), 90, np.uint8)
+    z = policy.embed(img, img)
+    # a demonstration waiting at its start: frames 0-3 look the same; the latest is taken
+    p = _policy_with_rows(policy, [(0, f, z) for f in range(4)] + [(1, 0, _at_cosine(z, 0.5, 1))])
+    for prefer in (None, 0):
+        r = p.retrieve(img, img, prefer_episode=prefer)
+        assert (r.matches[0].episode, r.matches[0].frame) == (0, 3)
+    # episode 1 matches a little better than the running episode 0: within the hysteresis, 0 is kept
+    close = [(0, 0, _at_cosine(z, 0.995, 2)), (0, 1, _at_cosine(z, 0.995, 2)), (1, 5, z)]
+    p = _policy_with_rows(policy, close)
+    assert p.retrieve(img, img).matches[0].episode == 1
+    kept = p.retrieve(img, img, prefer_episode=0).matches[0]
+    assert (kept.episode, kept.frame) == (0, 1)  # and of its identical frames, the latest
+    # by more than the hysteresis: episode 1 takes over
+    p = _policy_with_rows(policy, [(0, 0, _at_cosine(z, 0.97, 3)), (1, 5, z)])
+    assert p.retrieve(img, img, prefer_episode=0).matches[0].episode == 1
+
+
+def test_the_gate_names_the_signal_that_stopped_it(policy):
+    img = np.full((32, 32, 3), 90, np.uint8)
+    z, hv, tv = policy.embed_views(img, img)
+    views = np.stack([hv, _at_cosine(tv, 0.2, 4)])[None]  # the third view disagrees
+    p = _policy_with_rows(policy, [(0, 0, z)], views)
+    p.gamma, p.view_thresholds = 0.5, {"hand_view": 0.9, "third_view": 0.6}
+    r = p.retrieve(img, img)
+    assert r.ood and r.ood_signal == "third_view" and r.similarity == pytest.approx(1, abs=1e-5)
+    assert r.view_agreement[0] == pytest.approx(1, abs=1e-5) and r.view_agreement[1] == pytest.approx(0.2, abs=1e-5)
+    assert "third view disagrees" in r.ood_reason and "0.200 < 0.600" in r.ood_reason
+    p.gamma = 1.01
+    r = p.retrieve(img, img)
+    assert r.ood_signal == "similarity" and "< gamma 1.010" in r.ood_reason
+    p.gamma, p.view_thresholds = 0.5, {"hand_view": 0.9, "third_view": 0.1}
+    assert not p.retrieve(img, img).ood
+
+
+def test_gamma_changes_are_audited(policy):
+    p = _policy_with_rows(policy, [(0, 0, policy.database.embeddings[0])])
+    calibrated = p.calibrated_gamma
+    assert p.gamma_needs_confirmation(calibrated - 0.1) and not p.gamma_needs_confirmation(calibrated + 0.01)
+    change = p.set_gamma(calibrated - 0.1, by="test")
+    assert change["below_calibrated"] and change["from"] == calibrated and p.gamma == calibrated - 0.1
+    assert p.thresholds()["gamma"] == p.gamma and p.thresholds()["calibrated_gamma"] == calibrated
+    with pytest.raises(ValueError, match="cosine similarity"):
+        p.set_gamma(1.5)
+    assert len(p.gamma_changes) == 1
+
+
+# -- idle starts and the progress watchdog ----------------------------------------------------------------
+def test_idle_frames_start_their_chunk_where_motion_resumes():
+    a = np.zeros((9, 8), np.float32)
+    a[:, 7] = 1.0
+    a[3:, 0] = np.arange(6) * 0.01  # still for steps 0-3, moving from 4 on (step 3 == step 2 == ...)
+    a[6:, 7] = 0.0  # the gripper closes at 6 and the arm waits closed 6-8: kept as recorded
+    a[6:, 0] = a[6, 0]
+    np.testing.assert_array_equal(resume_index(a), [3, 3, 3, 3, 4, 5, 6, 7, 8])
+
+
+def test_watchdog_fires_only_after_no_progress_for_its_time():
+    w = ProgressWatchdog(1.0, 0.01)
+    p = np.zeros(3)
+    assert all(w.update(0.1 * i, p + [0.002 * (i % 2), 0, 0], 1.0) is None for i in range(10))
+    msg = w.update(1.0, p, 1.0)
+    assert msg and "no progress for 1.0 s" in msg
+    w.reset()
+    moving = [w.update(0.1 * i, p + [0.003 * i, 0, 0], 1.0) for i in range(30)]
+    assert moving == [None] * 30  # 3 cm/s: always more than 1 cm per second
+    w.reset()
+    closing = [w.update(0.1 * i, p, 1.0 - 0.02 * i) for i in range(30)]
+    assert closing == [None] * 30  # the gripper changing is progress
+
+
+def _fake_rig():
+    return Rig(arm=SafeArm(KinematicArm()), cameras={"hand": SyntheticCamera("hand", 32, 32, fps=30.0),
+                                                      "third": SyntheticCamera("third", 32, 32, fps=30.0, seed=1)},
+               clock=RealTimeClock(10.0))
+
+
+def test_a_policy_that_holds_still_is_stopped_as_a_stall(policy):
+    home = np.array([0.45, 0.0, 0.35, 1.0, 0.0, 0.0, 0.0, 1.0], np.float32)  # KinematicArm's start, open
+    db = policy.database
+    still = LookupDatabase(db.embeddings, db.episodes, db.frames, np.broadcast_to(home, db.chunks.shape).copy(),
+                           db.view_embeddings)
+    p = ALTPolicy(policy.config.with_overrides(stall_seconds=0.5, stall_distance=0.01), policy.encoder, still,
+                  policy.calibration, policy.info)
+    p.gamma, p.view_thresholds = -1.0, {}
+    rig = _fake_rig()
+    with rig:
+        rig.cameras["hand"].wait_for_frame(); rig.cameras["third"].wait_for_frame()
+        result = run_autonomous(rig, p, max_ticks=40)
+        assert result.reason == "stall" and result.stop_signal == "stall" and rig.arm.stopped
+        assert "no progress" in result.message and result.loop.ticks < 15
+        assert result.thresholds["stall_seconds"] == 0.5 and result.thresholds["gamma"] == -1.0
+    rig = _fake_rig()
+    with rig:
+        rig.cameras["hand"].wait_for_frame(); rig.cameras["third"].wait_for_frame()
+        assert run_autonomous(rig, p, max_ticks=12, watchdog=False).reason == "max_ticks"
+
+
+# -- evaluation ------------------------------------------------------------------------------------------
+def test_outcomes_are_exclusive_and_stops_win_over_a_lifted_mug():
+    assert classify("ood", True) == "ood_stop" and classify("stall", True) == "stall_stop"
+    # a stop after the mug was knocked over or missed asked too late
+    assert classify("ood", False, failed_before_stop=True) == "silent_failure"
+    assert classify("stall", False, failed_before_stop=True) == "silent_failure"
+    assert classify("done", True) == "success" and classify("done", False) == "silent_failure"
+    assert classify("max_ticks", False) == "silent_failure" and classify("camera_lost", True) == "device_stop"
+    lo, hi = wilson_interval(0, 31)
+    assert lo == 0 and hi == pytest.approx(0.110, abs=1e-3)
+    lo, hi = wilson_interval(31, 31)
+    assert hi == 1 and lo == pytest.approx(0.890, abs=1e-3)
+
+
+def test_evaluate_scenario_gives_each_episode_one_outcome(policy):
+    rig = make_rig("sim", image_size=32)
+    with rig:
+        policy.gamma = 1.01  # everything is OOD
+        stopped = evaluate_scenario(policy, rig, "in_distribution", 2, seed=5, max_ticks=10)
+        policy.gamma = -1.0
+        saved, policy.view_thresholds = policy.view_thresholds, {}
+        ran = evaluate_scenario(policy, rig, "in_distribution", 2, seed=5, max_ticks=10)
+        policy.view_thresholds = saved
+    rig.close()
+    policy.gamma = policy.calibrated_gamma
+    assert [e.outcome for e in stopped.episodes] == ["ood_stop", "ood_stop"]
+    assert all(e.stop_signal == "similarity" and "gamma" in e.message for e in stopped.episodes)
+    assert all(e.outcome in ("success", "silent_failure", "stall_stop") for e in ran.episodes)
+    for report in (stopped, ran):
+        s = report.summary()
+        assert sum(s["counts"].values()) == 2 and set(s["counts"]) == set(OUTCOMES)
+        assert s["thresholds"]["gamma"] in (1.01, -1.0)
+        assert all(e["nearest_training_m"] > 0 and len(e["placement"]) == 3 for e in s["results"])
+
+
+def test_eval_of_a_pose_policy_writes_the_json_report(dataset_dir, tmp_path):
+    with Dataset.open(dataset_dir) as ds:
+        pose_policy = ALTPolicy.build(ds, TINY.with_overrides(use_pose=True))
+    pose_policy.save(tmp_path / "pose")
+    out = tmp_path / "report.json"
+    evaluate_policy(str(tmp_path / "pose"), ["in_distribution"], 1, 7, json_path=str(out), max_ticks=3, quiet=True)
+    report = json.loads(out.read_text())
+    row = report["scenarios"][0]
+    assert row["episodes"] == 1 and sum(row["counts"].values()) == 1 and set(row["intervals_95"]) == set(OUTCOMES)
+    ep = row["results"][0]
+    assert ep["seed"] == 7 and ep["outcome"] in OUTCOMES and ep["reason"] and ep["message"]
+    assert report["thresholds"]["gamma"] == pytest.approx(pose_policy.gamma)
+    photos = report["unrelated_images"]["noise and patterns"]
+    assert set(photos) == {"both views", "as hand view, third live", "as third view, hand live"}
+
+
+def test_frame_report_uses_frames_that_are_not_in_the_table(policy, dataset_dir, tmp_path):
+    with pytest.raises(ValueError, match="lookup table"):
+        in_distribution_frame_report(policy, dataset_dir)
+    check = tmp_path / "check"
+    record_sim(check, 1, image_size=32, seed=977)
+    report = in_distribution_frame_report(policy, check)
+    with Dataset.open(check) as ds:
+        assert report["frames"] == ds.episode(0).length
+    assert 0 <= report["flagged_ood"] <= report["frames"] and report["min_similarity"] < 0.99999
