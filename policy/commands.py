@@ -33,11 +33,15 @@ def _jsonl(record: dict) -> None:
 
 
 def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = "auto", device: str | None = None,
-                 overwrite: bool = False, progress: str = "bars", cancel: threading.Event | None = None):
+                 overwrite: bool = False, progress: str = "bars", cancel: threading.Event | None = None,
+                 source: dict | None = None):
     """Build and save a policy. ``progress``: "bars" (tqdm on stderr), "jsonl" (one JSON object per update on
-    stdout, for the desktop app) or "none"."""
+    stdout, for the desktop app) or "none". ``source``: where the dataset was imported from (kept in the info)."""
     from tqdm import tqdm
 
+    from .action_space import describe_actions
+    from .data import dataset_views
+    from .encoder import imagenet_weights_path
     from .policy import ALTPolicy
 
     bars: dict[str, tqdm] = {}
@@ -70,7 +74,14 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
             bar.refresh()
 
     with Dataset.open(dataset_dir) as dataset:
+        config = config.with_overrides(views=dataset_views(dataset))  # one camera or two, as the dataset has
         policy = ALTPolicy.build(dataset, config, progress=report, device=device, cancel=cancel)
+        policy.info["action"] = describe_actions(dataset.spec.action_names)
+    policy.info["backbone"] = {"requested": config.pretrained, "init": policy.info["init"],
+                               "weights_file": str(imagenet_weights_path()) if policy.info["init"] == "imagenet"
+                               else None}
+    if source:
+        policy.info["source"] = source
     for bar in bars.values():
         bar.close()
     if cancel is not None and cancel.is_set():  # asked during the last stages: still save nothing
@@ -85,20 +96,51 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
     return policy
 
 
+def import_lerobot_from_args(args: Namespace) -> tuple[str, dict]:
+    """Import ``--lerobot SOURCE`` through LeRobot's environment; returns (dataset folder, source info)."""
+    from .lerobot_source import import_lerobot
+
+    bar = None
+    if args.progress == "bars":
+        from tqdm import tqdm
+
+        bar = tqdm(desc="import", unit="frame", file=sys.stderr)
+
+    def report(done, total):
+        if args.progress == "jsonl":
+            _jsonl({"stage": "import", "done": done, "total": total})
+        elif bar is not None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+    path = import_lerobot(args.lerobot, hand_key=args.hand_key, third_key=args.third_key, action_key=args.action_key,
+                          episodes=args.episodes, out=args.import_dir, python=args.lerobot_python, progress=report)
+    if bar is not None:
+        bar.close()
+    summary = json.loads((Path(path) / "lerobot_import.json").read_text())
+    return str(path), {"lerobot": args.lerobot, "imported_to": str(Path(path).resolve()), **summary["summary"]}
+
+
 def cmd_train(args: Namespace) -> int:
+    if (args.dataset is None) == (args.lerobot is None):
+        raise ValueError("give either a DATASET folder or --lerobot PATH_OR_REPO_ID")
     config = config_from_args(args)
     t0 = time.perf_counter()
     cancel = threading.Event()
     # SIGTERM (the desktop app's Cancel, a service manager) stops between two steps; nothing is saved.
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    policy = train_policy(args.dataset, args.out, config, gamma=args.gamma, device=args.device,
-                          overwrite=args.overwrite, progress=args.progress, cancel=cancel)
+    dataset, source = (args.dataset, None) if args.lerobot is None else import_lerobot_from_args(args)
+    policy = train_policy(dataset, args.out, config, gamma=args.gamma, device=args.device,
+                          overwrite=args.overwrite, progress=args.progress, cancel=cancel, source=source)
     if args.progress == "jsonl":
         return 0
     info, cal = policy.info, policy.calibration
     print(f"policy saved to {args.out}")
     print(f"  {info['frames']} frames from {len(info['episodes'])} episodes; trained on {info['train_frames']} "
-          f"({config.epochs} epochs, {config.image_width}x{config.image_height}, init {info['init']}, {info['device']})")
+          f"({config.epochs} epochs, {config.image_width}x{config.image_height}, views {'+'.join(policy.config.views)}, "
+          f"init {info['init']}, {info['device']})")
+    print(f"  actions: {info['action']['kind']} ({info['action']['dim']}: {', '.join(info['action']['names'][:8])}"
+          f"{', ...' if info['action']['dim'] > 8 else ''})")
     print(f"  training {info['train_seconds'] / 60:.1f} min, total {(time.perf_counter() - t0) / 60:.1f} min; "
           f"final loss {info['epoch_losses'][-1]:.3f}")
     print(f"  gamma {policy.gamma:.3f} ({'set by hand' if args.gamma != 'auto' else cal.method}); held-out "

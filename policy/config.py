@@ -18,13 +18,14 @@ class PolicyConfig:
     # encoder (NOTES §1: one ResNet-18 shared by both views, 512 -> 128 per view, fusion 256 -> 128, L2 norm)
     image_width: int = 96
     image_height: int = 96
+    views: tuple[str, ...] = ("hand", "third")  # camera roles fed to the encoder: both, or one of them
     view_dim: int = 128
     fusion_hidden: int = 256
     embed_dim: int = 128
     use_pose: bool = False  # the paper's best variant is "ALT w/o pose"
     pose_hidden: int = 64
     pose_dim: int = 32
-    pretrained: str = "auto"  # "auto": ImageNet weights if torchvision has them locally; "none": random init
+    pretrained: str = "auto"  # backbone init: "auto" (ImageNet if cached), "imagenet" (download if needed), "none"
     # training (NT-Xent on two augmentations of the same frame)
     temperature: float = 0.4
     batch_size: int = 32
@@ -56,6 +57,8 @@ class PolicyConfig:
             raise ValueError(f"temperature {self.temperature} is out of range (0, 10]")
         if not -1 <= self.gamma <= 1:
             raise ValueError(f"gamma {self.gamma} must be a cosine similarity in [-1, 1]")
+        if not self.views or len(set(self.views)) != len(self.views) or not set(self.views) <= {"hand", "third"}:
+            raise ValueError(f"views must be 'hand', 'third' or both, not {list(self.views)}")
         if self.pretrained not in ("auto", "none", "imagenet"):
             raise ValueError(f"pretrained must be 'auto', 'imagenet' or 'none', not {self.pretrained!r}")
 
