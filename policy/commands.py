@@ -100,22 +100,22 @@ def import_lerobot_from_args(args: Namespace) -> tuple[str, dict]:
     """Import ``--lerobot SOURCE`` through LeRobot's environment; returns (dataset folder, source info)."""
     from .lerobot_source import import_lerobot
 
-    bar = None
-    if args.progress == "bars":
-        from tqdm import tqdm
-
-        bar = tqdm(desc="import", unit="frame", file=sys.stderr)
+    bars = []  # made at the first frame, so that an early error stays one line
 
     def report(done, total):
         if args.progress == "jsonl":
             _jsonl({"stage": "import", "done": done, "total": total})
-        elif bar is not None:
-            bar.total, bar.n = total, done
-            bar.refresh()
+        elif args.progress == "bars":
+            if not bars:
+                from tqdm import tqdm
+
+                bars.append(tqdm(total=total, desc="import", unit="frame", file=sys.stderr))
+            bars[0].n = done
+            bars[0].refresh()
 
     path = import_lerobot(args.lerobot, hand_key=args.hand_key, third_key=args.third_key, action_key=args.action_key,
                           episodes=args.episodes, out=args.import_dir, python=args.lerobot_python, progress=report)
-    if bar is not None:
+    for bar in bars:
         bar.close()
     summary = json.loads((Path(path) / "lerobot_import.json").read_text())
     return str(path), {"lerobot": args.lerobot, "imported_to": str(Path(path).resolve()), **summary["summary"]}

@@ -108,9 +108,10 @@ class ALTPolicy:
     # -- run time ---------------------------------------------------------
     @torch.inference_mode()
     def embed(self, hand: np.ndarray, third: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
-        """Unit embedding of one observation (RGB uint8 frames of any size)."""
-        h = torch.from_numpy(np.ascontiguousarray(resize_view(hand, self.config)))[None].to(self._device)
-        t = torch.from_numpy(np.ascontiguousarray(resize_view(third, self.config)))[None].to(self._device)
+        """Unit embedding of one observation (RGB uint8 frames of any size; None for a view the policy does not
+        use)."""
+        h, t = (None if x is None else torch.from_numpy(np.ascontiguousarray(resize_view(x, self.config)))[None]
+                .to(self._device) for x in (hand, third))
         p = None
         if self.encoder.pose is not None:
             if pose is None:
