@@ -301,3 +301,21 @@ def test_auto_without_weights_falls_back_to_random_and_records_it(torch_home, tm
         pretrained="auto"), progress="none")
     assert ALTPolicy.load(tmp_path / "p").info["backbone"] == {"requested": "auto", "init": "random",
                                                                "weights_file": None}
+
+
+def test_the_runner_refuses_a_joint_space_policy_before_moving(tmp_path):
+    from policy.runner import run_autonomous
+    from robot_drivers.clock import RealTimeClock
+    from robot_drivers.fake import KinematicArm, SyntheticCamera
+    from robot_drivers.rig import Rig
+    from robot_drivers.safety import SafeArm
+
+    policy = train_policy(str(write_dataset(tmp_path / "ds", episodes=2, cameras=("hand", "third"))),
+                          str(tmp_path / "p"), TINY, progress="none")
+    rig = Rig(arm=SafeArm(KinematicArm()), cameras={"hand": SyntheticCamera("hand", 32, 32, fps=30.0),
+                                                     "third": SyntheticCamera("third", 32, 32, fps=30.0, seed=1)},
+              clock=RealTimeClock(10.0))
+    with rig:
+        with pytest.raises(ActionSpaceMismatchError, match="joint_positions"):
+            run_autonomous(rig, policy, max_ticks=5)
+        assert rig.arm.inner.sent == []
