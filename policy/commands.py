@@ -96,6 +96,18 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
     return policy
 
 
+LEROBOT_FLAGS = ("hand_key", "third_key", "action_key", "episodes", "lerobot_python", "import_dir")
+
+
+def check_source_args(args: Namespace, positional: str, shown: str) -> None:
+    """Exactly one of the positional source and --lerobot; the LeRobot flags only with --lerobot."""
+    if (getattr(args, positional) is None) == (args.lerobot is None):
+        raise ValueError(f"give either {shown} or --lerobot PATH_OR_REPO_ID")
+    stray = [f"--{name.replace('_', '-')}" for name in LEROBOT_FLAGS if getattr(args, name) is not None]
+    if args.lerobot is None and stray:
+        raise ValueError(f"{', '.join(stray)} only apply with --lerobot PATH_OR_REPO_ID")
+
+
 def import_lerobot_from_args(args: Namespace) -> tuple[str, dict]:
     """Import ``--lerobot SOURCE`` through LeRobot's environment; returns (dataset folder, source info)."""
     from .lerobot_source import import_lerobot
@@ -122,8 +134,7 @@ def import_lerobot_from_args(args: Namespace) -> tuple[str, dict]:
 
 
 def cmd_train(args: Namespace) -> int:
-    if (args.dataset is None) == (args.lerobot is None):
-        raise ValueError("give either a DATASET folder or --lerobot PATH_OR_REPO_ID")
+    check_source_args(args, "dataset", "a DATASET folder")
     config = config_from_args(args)
     t0 = time.perf_counter()
     cancel = threading.Event()

@@ -240,10 +240,9 @@ def format_report(report: dict) -> str:
 
 
 def cmd_eval_offline(args: Namespace) -> int:
-    from .commands import config_from_args, import_lerobot_from_args
+    from .commands import check_source_args, config_from_args, import_lerobot_from_args
 
-    if (args.source is None) == (args.lerobot is None):
-        raise ValueError("give either a POLICY or DATASET folder or --lerobot PATH_OR_REPO_ID")
+    check_source_args(args, "source", "a POLICY or DATASET folder")
     source = args.source
     is_policy = source is not None and (Path(source) / "manifest.json").is_file()
     if args.lerobot is not None:

@@ -319,3 +319,10 @@ def test_the_runner_refuses_a_joint_space_policy_before_moving(tmp_path):
         with pytest.raises(ActionSpaceMismatchError, match="joint_positions"):
             run_autonomous(rig, policy, max_ticks=5)
         assert rig.arm.inner.sent == []
+
+
+def test_lerobot_flags_need_lerobot_and_one_source(tmp_path, capsys):
+    assert cli.main(["train", str(tmp_path), "--hand-key", "cam", "--out", str(tmp_path / "p")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --hand-key only apply with --lerobot PATH_OR_REPO_ID"
+    assert cli.main(["eval-offline"]) == 2
+    assert capsys.readouterr().err.strip() == "error: give either a POLICY or DATASET folder or --lerobot PATH_OR_REPO_ID"
