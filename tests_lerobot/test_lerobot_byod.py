@@ -38,10 +38,10 @@ def square_image(episode: int, step: int, h: int, w: int) -> np.ndarray:
 
 def make_lerobot(root, cameras: dict[str, tuple[int, int]], use_videos: bool, episodes: int = 4, length: int = 12):
     """A LeRobotDataset v3.0 written by LeRobot's own API: an SO-100-like arm, joint positions as actions."""
-    features = {key: {"dtype": "video" if use_videos else "image", "shape": [h, w, 3],
+    features = {key: {"dtype": "video" if use_videos else "image", "shape": (h, w, 3),
                       "names": ["height", "width", "channels"]} for key, (h, w) in cameras.items()}
-    features["action"] = {"dtype": "float32", "shape": [6], "names": SO100}
-    features["observation.state"] = {"dtype": "float32", "shape": [6], "names": SO100}
+    features["action"] = {"dtype": "float32", "shape": (6,), "names": SO100}
+    features["observation.state"] = {"dtype": "float32", "shape": (6,), "names": SO100}
     ds = LeRobotDataset.create(repo_id="test/so100", fps=10, features=features, root=root, robot_type="so100",
                                use_videos=use_videos)
     for e in range(episodes):
@@ -89,6 +89,7 @@ def test_one_camera_joint_space_dataset_trains_and_evaluates_offline(tmp_path, c
 def test_two_cameras_with_other_key_names_need_roles_then_train(tmp_path, capsys):
     cams = {"observation.images.laptop": (32, 40), "observation.images.phone": (36, 36)}
     root = make_lerobot(tmp_path / "koch", cams, use_videos=False, episodes=3, length=8)
+    capsys.readouterr()  # LeRobot's own writer's progress bars
     out = ["--out", str(tmp_path / "policy"), "--import-dir", str(tmp_path / "imported")]
     assert cli.main(["train", "--lerobot", str(root), *out, *TINY]) == 2
     err = capsys.readouterr().err.strip()
