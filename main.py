@@ -167,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device for retraining (default: cuda if available)")
     _lerobot_options(p)
     _policy_options(p)
-    p.set_defaults(func=_lazy("policy.offline_eval", "cmd_eval_offline"), progress="bars")
+    p.add_argument("--progress", choices=("bars", "none"), default="bars",
+                   help="progress of a --lerobot import as bars on stderr (default) or none")
+    p.set_defaults(func=_lazy("policy.offline_eval", "cmd_eval_offline"))
 
     p = verbs.add_parser("ood", help="similarity and OOD verdict for arbitrary images (fed as both views)")
     p.add_argument("policy")
