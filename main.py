@@ -127,9 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("train", help="train an ALT policy on a dataset",
                          description="Trains the contrastive encoder, embeds every frame into the lookup database, "
                                      "builds the annoy index and calibrates the OOD threshold gamma. The result is "
-                                     "one policy folder.")
-    p.add_argument("dataset")
+                                     "one policy folder. With --lerobot it trains on a LeRobotDataset v3.0, read "
+                                     "through LeRobot's own loader in LeRobot's environment.")
+    p.add_argument("dataset", nargs="?", help="an ALT Studio dataset folder (or use --lerobot)")
     p.add_argument("--out", required=True, help="policy folder to write")
+    _lerobot_options(p)
     _policy_options(p)
     p.add_argument("--gamma", type=_gamma, default="auto",
                    help="OOD threshold: 'auto' (calibrated from the data, default) or a similarity in [-1, 1]")
@@ -151,6 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="demonstrations NOT used for the policy (e.g. `record --out data/check --seed 9001`): "
                         "report how many of their frames the gate flags")
     p.set_defaults(func=_lazy("policy.commands", "cmd_eval"))
+
+    p = verbs.add_parser("eval-offline", help="leave-episodes-out evaluation of retrieval on recorded data",
+                         description="For each held-out episode and frame, retrieves from the other episodes and "
+                                     "compares the retrieved action chunk with what the operator did next (error per "
+                                     "horizon step, in the dataset's units), next to baselines that ignore the "
+                                     "images; plus how many held-out frames the OOD gate would stop. Given a policy, "
+                                     "its encoder is reused and only the lookup table changes per fold (fast; the "
+                                     "encoder saw the held-out episodes); given a dataset, or with --retrain, the "
+                                     "encoder is retrained per fold without them.")
+    p.add_argument("source", metavar="POLICY_OR_DATASET", nargs="?",
+                   help="a policy folder, an ALT Studio dataset folder (or use --lerobot)")
+    p.add_argument("--folds", type=_positive_int, default=5, help="folds over episodes (default 5)")
+    p.add_argument("--retrain", action="store_true", help="retrain the encoder per fold (a policy's settings)")
+    p.add_argument("--json", default=None, help="also write the full report here")
+    p.add_argument("--device", default=None, help="torch device for retraining (default: cuda if available)")
+    _lerobot_options(p)
+    _policy_options(p)
+    p.add_argument("--progress", choices=("bars", "none"), default="bars",
+                   help="progress of a --lerobot import as bars on stderr (default) or none")
+    p.set_defaults(func=_lazy("policy.offline_eval", "cmd_eval_offline"))
 
     p = verbs.add_parser("ood", help="the OOD gate's verdict for arbitrary images, and the signal that decided it")
     p.add_argument("policy")
@@ -251,8 +273,24 @@ def _policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--temperature", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--pretrained", choices=("auto", "imagenet", "none"))
+    p.add_argument("--backbone-weights", "--pretrained", dest="pretrained", choices=("auto", "imagenet", "none"),
+                   help="ResNet-18 initialisation: auto (ImageNet weights when torchvision's cache has them, else "
+                        "random; the default), imagenet (download them if needed), none (random)")
     p.add_argument("--pose", action="store_true", help="add the end-effector pose branch")
+
+
+def _lerobot_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lerobot", metavar="PATH_OR_REPO_ID",
+                   help="a LeRobotDataset v3.0: a local folder, or a Hugging Face Hub repo id (needs internet)")
+    p.add_argument("--hand-key", help="LeRobot camera key for the wrist view ('none': no wrist view; default: "
+                                      "the camera named wrist/hand/gripper)")
+    p.add_argument("--third-key", help="LeRobot camera key for the third-person view ('none': none; default: the "
+                                       "other camera)")
+    p.add_argument("--action-key", help="LeRobot feature holding the actions (default: action)")
+    p.add_argument("--episodes", type=int, nargs="+", help="LeRobot episode indices to use (default: all)")
+    p.add_argument("--lerobot-python", help="python of LeRobot's environment (default: $ALT_LEROBOT_PYTHON, "
+                                            "else .venv-lerobot/bin/python, built by scripts/lerobot_env.sh)")
+    p.add_argument("--import-dir", help="where the imported copy goes (default: data/lerobot/NAME-HASH; reused)")
 
 
 def _lazy(module: str, name: str):
@@ -285,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         from recorder.export_lerobot import ExportError
 
         known = known + (ExportError,)
-    if args.verb in ("train", "eval", "ood", "demo"):
+    if args.verb in ("train", "eval", "ood", "demo", "eval-offline"):
         from policy.artifact import PolicyArtifactError
         from policy.train import TrainingCancelled
 

@@ -33,11 +33,16 @@ def _jsonl(record: dict) -> None:
 
 
 def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = "auto", device: str | None = None,
-                 overwrite: bool = False, progress: str = "bars", cancel: threading.Event | None = None):
+                 overwrite: bool = False, progress: str = "bars", cancel: threading.Event | None = None,
+                 source: dict | None = None):
     """Build and save a policy. ``progress``: "bars" (tqdm on stderr; plain lines when it is not a terminal),
-    "jsonl" (one JSON object per update on stdout, for the desktop app) or "none"."""
+    "jsonl" (one JSON object per update on stdout, for the desktop app) or "none". ``source``: where the dataset
+    was imported from (kept in the info)."""
     from recorder.progress import progress_bar
 
+    from .action_space import describe_actions
+    from .data import dataset_views
+    from .encoder import imagenet_weights_path
     from .policy import ALTPolicy
 
     bars: dict = {}
@@ -69,7 +74,14 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
             bar.update(done - bar.n)
 
     with Dataset.open(dataset_dir) as dataset:
+        config = config.with_overrides(views=dataset_views(dataset))  # one camera or two, as the dataset has
         policy = ALTPolicy.build(dataset, config, progress=report, device=device, cancel=cancel)
+        policy.info["action"] = describe_actions(dataset.spec.action_names)
+    policy.info["backbone"] = {"requested": config.pretrained, "init": policy.info["init"],
+                               "weights_file": str(imagenet_weights_path()) if policy.info["init"] == "imagenet"
+                               else None}
+    if source:
+        policy.info["source"] = source
     for bar in bars.values():
         bar.close()
     if cancel is not None and cancel.is_set():  # asked during the last stages: still save nothing
@@ -85,20 +97,62 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
     return policy
 
 
+LEROBOT_FLAGS = ("hand_key", "third_key", "action_key", "episodes", "lerobot_python", "import_dir")
+
+
+def check_source_args(args: Namespace, positional: str, shown: str) -> None:
+    """Exactly one of the positional source and --lerobot; the LeRobot flags only with --lerobot."""
+    if (getattr(args, positional) is None) == (args.lerobot is None):
+        raise ValueError(f"give either {shown} or --lerobot PATH_OR_REPO_ID")
+    stray = [f"--{name.replace('_', '-')}" for name in LEROBOT_FLAGS if getattr(args, name) is not None]
+    if args.lerobot is None and stray:
+        raise ValueError(f"{', '.join(stray)} only apply with --lerobot PATH_OR_REPO_ID")
+
+
+def import_lerobot_from_args(args: Namespace) -> tuple[str, dict]:
+    """Import ``--lerobot SOURCE`` through LeRobot's environment; returns (dataset folder, source info)."""
+    from .lerobot_source import import_lerobot
+
+    bars = []  # made at the first frame, so that an early error stays one line
+
+    def report(done, total):
+        if args.progress == "jsonl":
+            _jsonl({"stage": "import", "done": done, "total": total})
+        elif args.progress == "bars":
+            if not bars:
+                from tqdm import tqdm
+
+                bars.append(tqdm(total=total, desc="import", unit="frame", file=sys.stderr))
+            bars[0].n = done
+            bars[0].refresh()
+
+    path = import_lerobot(args.lerobot, hand_key=args.hand_key, third_key=args.third_key, action_key=args.action_key,
+                          episodes=args.episodes, out=args.import_dir, python=args.lerobot_python, progress=report)
+    for bar in bars:
+        bar.close()
+    summary = json.loads((Path(path) / "lerobot_import.json").read_text())
+    return str(path), {"lerobot": args.lerobot, "imported_to": str(Path(path).resolve()), **summary["summary"]}
+
+
 def cmd_train(args: Namespace) -> int:
+    check_source_args(args, "dataset", "a DATASET folder")
     config = config_from_args(args)
     t0 = time.perf_counter()
     cancel = threading.Event()
     # SIGTERM (the desktop app's Cancel, a service manager) stops between two steps; nothing is saved.
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    policy = train_policy(args.dataset, args.out, config, gamma=args.gamma, device=args.device,
-                          overwrite=args.overwrite, progress=args.progress, cancel=cancel)
+    dataset, source = (args.dataset, None) if args.lerobot is None else import_lerobot_from_args(args)
+    policy = train_policy(dataset, args.out, config, gamma=args.gamma, device=args.device,
+                          overwrite=args.overwrite, progress=args.progress, cancel=cancel, source=source)
     if args.progress == "jsonl":
         return 0
     info, cal = policy.info, policy.calibration
     print(f"policy saved to {args.out}")
     print(f"  {info['frames']} frames from {len(info['episodes'])} episodes; trained on {info['train_frames']} "
-          f"({config.epochs} epochs, {config.image_width}x{config.image_height}, init {info['init']}, {info['device']})")
+          f"({config.epochs} epochs, {config.image_width}x{config.image_height}, views {'+'.join(policy.config.views)}, "
+          f"init {info['init']}, {info['device']})")
+    print(f"  actions: {info['action']['kind']} ({info['action']['dim']}: {', '.join(info['action']['names'][:8])}"
+          f"{', ...' if info['action']['dim'] > 8 else ''})")
     print(f"  training {info['train_seconds'] / 60:.1f} min, total {(time.perf_counter() - t0) / 60:.1f} min; "
           f"final loss {info['epoch_losses'][-1]:.3f}")
     print(f"  gamma {policy.gamma:.3f} ({'set by hand' if args.gamma != 'auto' else cal.method}); held-out "

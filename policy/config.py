@@ -18,13 +18,14 @@ class PolicyConfig:
     # encoder (NOTES §1: one ResNet-18 shared by both views, 512 -> 128 per view, fusion 256 -> 128, L2 norm)
     image_width: int = 96
     image_height: int = 96
+    views: tuple[str, ...] = ("hand", "third")  # camera roles fed to the encoder: both, or one of them
     view_dim: int = 128
     fusion_hidden: int = 256
     embed_dim: int = 128
     use_pose: bool = False  # the paper's best variant is "ALT w/o pose"
     pose_hidden: int = 64
     pose_dim: int = 32
-    pretrained: str = "auto"  # "auto": ImageNet weights if torchvision has them locally; "none": random init
+    pretrained: str = "auto"  # backbone init: "auto" (ImageNet if cached), "imagenet" (download if needed), "none"
     # training (NT-Xent on two augmentations of the same frame)
     temperature: float = 0.4
     batch_size: int = 32
@@ -70,6 +71,8 @@ class PolicyConfig:
             raise ValueError(f"false_stop_rate {self.false_stop_rate} must be in (0, 0.5)")
         if self.stall_seconds <= 0 or self.stall_distance <= 0:
             raise ValueError("stall_seconds and stall_distance must be positive")
+        if not self.views or len(set(self.views)) != len(self.views) or not set(self.views) <= {"hand", "third"}:
+            raise ValueError(f"views must be 'hand', 'third' or both, not {list(self.views)}")
         if self.pretrained not in ("auto", "none", "imagenet"):
             raise ValueError(f"pretrained must be 'auto', 'imagenet' or 'none', not {self.pretrained!r}")
 

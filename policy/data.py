@@ -10,13 +10,16 @@ import torch
 
 from recorder.dataset import Dataset, DatasetError
 from robot_drivers.transforms import POSE_QUAT, sign_continuous_poses
+from robot_drivers.types import ACTION_NAMES
 
 from .config import PolicyConfig
 from .encoder import VIEWS, resize_view
 
 log = logging.getLogger(__name__)
 
-COMPLETE_END_REASONS = ("stop_button",)
+#: "lerobot_import": an episode read from a LeRobotDataset (policy/lerobot_source.py); LeRobot keeps only
+#: finished episodes.
+COMPLETE_END_REASONS = ("stop_button", "lerobot_import")
 
 
 @dataclass
@@ -24,11 +27,11 @@ class FrameTable:
     """All frames of the chosen episodes, in episode order."""
 
     hand: torch.Tensor  # [N, H, W, 3] uint8
-    third: torch.Tensor  # [N, H, W, 3] uint8
-    pose: torch.Tensor  # [N, 7] float32 (x y z qx qy qz qw of the measured end-effector)
+    third: torch.Tensor  # [N, H, W, 3] uint8 (with one view, both names hold that view; the encoder reads one)
+    pose: torch.Tensor  # [N, 7] float32 (x y z qx qy qz qw of the measured end-effector; zeros when not stored)
     episode: np.ndarray  # [N] dataset episode index
     frame: np.ndarray  # [N] step index within the episode
-    actions: dict[int, np.ndarray]  # episode -> [T, 8] actions actually sent
+    actions: dict[int, np.ndarray]  # episode -> [T, D] actions actually sent (D = 8 for pose + gripper)
     pose_reference: np.ndarray | None = None  # (4,) every pose's quaternion is in its hemisphere (load_frames)
     fingerprints: dict[int, str] = field(default_factory=dict)  # episode -> Dataset.episode_fingerprint when loaded
 
@@ -51,15 +54,33 @@ def choose_episodes(dataset: Dataset, config: PolicyConfig) -> list[int]:
     return chosen
 
 
+def dataset_views(dataset: Dataset) -> tuple[str, ...]:
+    """The camera roles a dataset has, in the encoder's order: ("hand", "third"), ("hand",) or ("third",)."""
+    cams = {c.name for c in dataset.spec.cameras}
+    views = tuple(v for v in VIEWS if v in cams)
+    if not views:
+        raise DatasetError(f"{dataset.root} has cameras {sorted(cams)}; ALT needs a view named 'hand' or 'third'")
+    return views
+
+
+def stores_ee_pose(names) -> bool:
+    """Whether a state or action layout starts with the end-effector pose x y z qx qy qz qw."""
+    return tuple(names[:7]) == ACTION_NAMES[:7]
+
+
 def load_frames(dataset: Dataset, config: PolicyConfig, episodes: list[int] | None = None,
                 progress=None) -> FrameTable:
     cams = {c.name for c in dataset.spec.cameras}
-    missing = [v for v in VIEWS if v not in cams]
+    missing = [v for v in config.views if v not in cams]
     if missing:
-        raise DatasetError(f"{dataset.root} has cameras {sorted(cams)}; ALT needs views named {list(VIEWS)} "
-                           f"(missing {missing})")
+        raise DatasetError(f"{dataset.root} has cameras {sorted(cams)}; this policy needs views named "
+                           f"{list(config.views)} (missing {missing})")
+    has_pose = stores_ee_pose(dataset.spec.state_names)
+    if config.use_pose and not has_pose:
+        raise DatasetError(f"{dataset.root} stores no end-effector pose in its state "
+                           f"({list(dataset.spec.state_names)}); train without --pose")
     episodes = choose_episodes(dataset, config) if episodes is None else episodes
-    views: dict[str, list[np.ndarray]] = {v: [] for v in VIEWS}
+    views: dict[str, list[np.ndarray]] = {v: [] for v in config.views}
     poses, ep_ids, frame_ids, actions, fingerprints = [], [], [], {}, {}
     reference = None
     total = sum(dataset.episode(i).length for i in episodes)
@@ -69,22 +90,28 @@ def load_frames(dataset: Dataset, config: PolicyConfig, episodes: list[int] | No
         data = dataset.load_episode(e)
         n = data.info.length
         actions[e] = data.actions.astype(np.float32)  # sign-continuous quaternions (Dataset.load_episode)
-        # Each episode's poses are continuous; all start in the first episode's hemisphere, which the
-        # policy also puts run-time poses in (ALTPolicy.embed), so q and -q never reach the encoder as
-        # two different inputs.
-        reference = data.states[0, POSE_QUAT] if reference is None else reference
-        poses.append(sign_continuous_poses(data.states[:, :7], reference))
+        if has_pose:
+            # Each episode's poses are continuous; all start in the first episode's hemisphere, which the
+            # policy also puts run-time poses in (ALTPolicy.embed), so q and -q never reach the encoder as
+            # two different inputs.
+            reference = data.states[0, POSE_QUAT] if reference is None else reference
+            poses.append(sign_continuous_poses(data.states[:, :7], reference))
+        else:
+            poses.append(np.zeros((n, 7), np.float32))
         ep_ids.append(np.full(n, e, np.int64))
         frame_ids.append(np.arange(n, dtype=np.int64))
         for i in range(n):
-            for v in VIEWS:
+            for v in config.views:
                 views[v].append(resize_view(dataset.frame(e, v, i), config))
         done += n
         if progress is not None:
             progress(done, total)
-    return FrameTable(hand=torch.from_numpy(np.stack(views["hand"])), third=torch.from_numpy(np.stack(views["third"])),
+    stacked = {v: torch.from_numpy(np.stack(views[v])) for v in config.views}
+    first = stacked[config.views[0]]
+    return FrameTable(hand=stacked.get("hand", first), third=stacked.get("third", first),
                       pose=torch.from_numpy(np.concatenate(poses).astype(np.float32)),
-                      pose_reference=np.asarray(reference, np.float64), fingerprints=fingerprints,
+                      pose_reference=None if reference is None else np.asarray(reference, np.float64),
+                      fingerprints=fingerprints,
                       episode=np.concatenate(ep_ids), frame=np.concatenate(frame_ids), actions=actions)
 
 
@@ -116,9 +143,11 @@ def resume_index(actions: np.ndarray) -> np.ndarray:
 
 def action_chunks(table: FrameTable, chunk_length: int) -> np.ndarray:
     """For every frame, the actions from that frame on (from where motion resumes, for a frame in an idle
-    stretch: see :func:`resume_index`), padded with the episode's last action. [N, L, 8]"""
-    out = np.empty((len(table), chunk_length, 8), np.float32)
-    starts = {e: resume_index(a) for e, a in table.actions.items()}
+    stretch of an end-effector pose + gripper layout: see :func:`resume_index`), padded with the episode's last
+    action. [N, L, D]"""
+    dim = next(iter(table.actions.values())).shape[1]
+    out = np.empty((len(table), chunk_length, dim), np.float32)
+    starts = {e: resume_index(a) if dim == 8 else np.arange(len(a)) for e, a in table.actions.items()}
     for row, (e, f) in enumerate(zip(table.episode, table.frame)):
         acts = table.actions[int(e)]
         start = starts[int(e)][f]

@@ -164,11 +164,12 @@ class ALTPolicy:
 
     # -- run time ---------------------------------------------------------
     @torch.inference_mode()
-    def embed_views(self, hand: np.ndarray, third: np.ndarray,
+    def embed_views(self, hand: np.ndarray | None, third: np.ndarray | None,
                     pose: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Unit embedding of one observation (RGB uint8 frames of any size) and its per-view features."""
-        h = torch.from_numpy(np.ascontiguousarray(resize_view(hand, self.config)))[None].to(self._device)
-        t = torch.from_numpy(np.ascontiguousarray(resize_view(third, self.config)))[None].to(self._device)
+        """Unit embedding of one observation (RGB uint8 frames of any size; None for a view the policy does not
+        use) and its per-view features."""
+        h, t = (None if x is None else torch.from_numpy(np.ascontiguousarray(resize_view(x, self.config)))[None]
+                .to(self._device) for x in (hand, third))
         p = None
         if self.encoder.pose is not None:
             if pose is None:

@@ -26,6 +26,7 @@ from robot_drivers.control import ControlLoop, LoopResult, StepOutput, TickRecor
 from robot_drivers.rig import Observation, Rig
 from robot_drivers.types import Action
 
+from .action_space import check_policy_fits_rig
 from .policy import ALTPolicy, Retrieval
 
 
@@ -177,6 +178,7 @@ def run_autonomous(rig: Rig, policy: ALTPolicy, *, max_ticks: int | None = None,
     if abs(rig.clock.rate_hz - policy.info.get("fps", rig.clock.rate_hz)) > 1e-9:
         raise ValueError(f"the policy was trained on {policy.info['fps']:g} Hz demonstrations but the rig runs at "
                          f"{rig.clock.rate_hz:g} Hz; its action chunks would play at the wrong speed")
+    check_policy_fits_rig(policy.info)  # e.g. joint positions from a LeRobot dataset on a pose-commanded arm
     if watchdog is True:
         watchdog = ProgressWatchdog(policy.config.stall_seconds, policy.config.stall_distance)
     source = PolicySource(policy, requery_every, watchdog or None)
