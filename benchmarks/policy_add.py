@@ -32,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from policy.config import PRESETS  # noqa: E402
 from policy.data import action_chunks, load_frames  # noqa: E402
 from policy.database import LookupDatabase, probe_queries  # noqa: E402
-from policy.policy import ALTPolicy, calibrate_gamma, embed_images  # noqa: E402
-from policy.probes import synthetic_probes  # noqa: E402
-from policy.train import embed_table, train_encoder  # noqa: E402
+from policy.policy import ALTPolicy, calibrate_on_held_out  # noqa: E402
+from policy.train import embed_table_views, train_encoder  # noqa: E402
 from policy.versions import add_episodes  # noqa: E402
 from recorder.dataset import Dataset  # noqa: E402
 
@@ -62,17 +61,15 @@ def build_base_policy(dataset_dir: Path, out: Path, episodes: list[int]) -> None
         table = load_frames(ds, config, episodes)
         fps = ds.spec.fps
     trained = train_encoder(table, config)
-    embeddings = embed_table(trained.encoder, table)
-    db = LookupDatabase(embeddings, table.episode, table.frame, action_chunks(table, config.chunk_length))
+    embeddings, views = embed_table_views(trained.encoder, table)
+    db = LookupDatabase(embeddings, table.episode, table.frame, action_chunks(table, config.chunk_length), views)
     db.build_annoy(config.annoy_trees, seed=config.seed)
     db.tune_search_k(probe_queries(embeddings, table.episode, min(2000, 4 * len(embeddings)), seed=config.seed))
-    probes = synthetic_probes(48, (config.image_width, config.image_height), seed=config.seed + 1)
-    unrelated = embed_images(trained.encoder, probes, probes, pose=table.pose.mean(0).numpy())
     info = {"dataset": str(dataset_dir.resolve()), "episodes": episodes, "fps": fps,
             "episode_fingerprints": {str(e): f for e, f in table.fingerprints.items()},
             "pose_reference": table.pose_reference.tolist(), "frames": len(table)}
-    ALTPolicy(config, trained.encoder, db, calibrate_gamma(embeddings, table.episode, unrelated), info).save(
-        out, overwrite=True)
+    calibration = calibrate_on_held_out(trained.encoder, table, db, [], config)
+    ALTPolicy(config, trained.encoder, db, calibration, info).save(out, overwrite=True)
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ from policy.artifact import MANIFEST
 from recorder.idle import IdleConfig, IdleMonitor
 
 from .controller import AUTONOMOUS, HALTED, Halt, RigController
-from .widgets import ImageView, RollingPlot, StopButton
+from .widgets import ImageView, RollingPlot, StopButton, ask
 from .workers import DatasetReader, PolicyBookkeeper, PolicyLoader
 
 GAMMA_MIN, GAMMA_MAX = 0.5, 1.0
@@ -115,6 +115,8 @@ class AutonomyPanel(QWidget):
         self.gamma_slider.setRange(int(GAMMA_MIN * 1000), int(GAMMA_MAX * 1000))
         self.gamma_slider.setEnabled(False)
         self.gamma_slider.valueChanged.connect(self._gamma_changed)
+        self.gamma_slider.sliderReleased.connect(lambda: self._gamma_changed(self.gamma_slider.value()))
+        self.gamma_question = None  # open while the operator is asked to confirm a gamma below the calibrated one
         self.gamma_label = QLabel("gamma -")
         self.gamma_reset = QPushButton("Calibrated value")
         self.gamma_reset.setEnabled(False)
@@ -319,9 +321,35 @@ class AutonomyPanel(QWidget):
         self.policy_label.setText(message)
 
     def _gamma_changed(self, value: int) -> None:
-        if self.policy is not None:
-            self.policy.gamma = value / 1000.0  # read by the runner at its next lookup
-            self._show_gamma(self.policy.gamma)
+        """A new gamma, applied (and logged by the policy) once the slider is let go; below the calibrated value
+        only after the operator confirms: a lower gamma lets more unfamiliar scenes through."""
+        policy = self.policy
+        if policy is None or self.gamma_question is not None:
+            return
+        gamma = value / 1000.0
+        if self.gamma_slider.isSliderDown():
+            self.gamma_label.setText(f"{gamma:.3f}?")  # shown while dragging, applied on release
+            return
+        if abs(gamma - policy.gamma) < 1e-9:
+            return
+        if not policy.gamma_needs_confirmation(gamma):
+            policy.set_gamma(gamma, by="operator (window)")  # read by the runner at its next lookup
+            self._show_gamma(policy.gamma)
+            return
+
+        def answered(lower: bool) -> None:
+            self.gamma_question = None
+            if lower and self.policy is policy:
+                policy.set_gamma(gamma, by="operator (window), confirmed below the calibrated value")
+            self.gamma_slider.blockSignals(True)
+            self.gamma_slider.setValue(int(round(policy.gamma * 1000)))
+            self.gamma_slider.blockSignals(False)
+            self._show_gamma(policy.gamma)
+
+        self.gamma_question = ask(self, "Lower gamma below the calibrated value?",
+                                  f"gamma {gamma:.3f} is below the calibrated {policy.calibrated_gamma:.3f}: the policy "
+                                  "will run on in scenes less like its demonstrations, and more of its mistakes will "
+                                  "go unstopped. The change is logged with every run.", "Lower gamma", answered)
 
     def _gamma_to_calibrated(self) -> None:
         if self.policy is not None and self.policy.calibration is not None:

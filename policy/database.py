@@ -32,9 +32,11 @@ class Match:
 
 class LookupDatabase:
     def __init__(self, embeddings: np.ndarray, episodes: np.ndarray, frames: np.ndarray, chunks: np.ndarray,
-                 view_embeddings: np.ndarray | None = None):
+                 view_embeddings: np.ndarray | None = None, pose_actions: bool = True):
         """``view_embeddings`` [N, 2, V]: each frame's per-view unit features (hand, third), for the gate's
-        per-view agreement check; None for policies built before it existed."""
+        per-view agreement check; None for policies built before it existed. ``pose_actions``: the chunks
+        are end-effector poses + gripper (their quaternions are made sign-continuous); False for other action
+        spaces (joint positions)."""
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         n = len(embeddings)
         if not (len(episodes) == len(frames) == len(chunks) == n):
@@ -50,7 +52,8 @@ class LookupDatabase:
         self.frames = np.asarray(frames, np.int64)
         # Sign-continuous quaternions along each chunk (policies built before the dataset ensured it may
         # hold chunks in which q jumps to -q).
-        self.chunks = sign_continuous_poses(np.asarray(chunks, np.float32))
+        chunks = np.asarray(chunks, np.float32)
+        self.chunks = sign_continuous_poses(chunks) if pose_actions else chunks
         if view_embeddings is not None and (view_embeddings.ndim != 3 or len(view_embeddings) != n):
             raise ValueError(f"view embeddings of shape {view_embeddings.shape} do not fit {n} frames")
         self.view_embeddings = None if view_embeddings is None else np.asarray(view_embeddings, np.float32)

@@ -178,9 +178,9 @@ def evaluate_dataset_offline(dataset_dir: str, config, folds: int, device: str |
     from recorder.dataset import Dataset
 
     from .data import FrameTable, action_chunks, dataset_views, load_frames
-    from .policy import calibrate_gamma, embed_images
-    from .probes import synthetic_probes
-    from .train import embed_table, train_encoder
+    from .database import LookupDatabase
+    from .policy import calibrate_on_held_out
+    from .train import embed_table_views, train_encoder
 
     with Dataset.open(dataset_dir) as dataset:
         config = config.with_overrides(views=dataset_views(dataset))
@@ -197,10 +197,12 @@ def evaluate_dataset_offline(dataset_dir: str, config, folds: int, device: str |
         if progress is not None:
             progress(f"fold {i}/{len(fold_eps)}: training on {len(sub.actions)} episodes")
         trained = train_encoder(sub, config, device=device)
-        embeddings = embed_table(trained.encoder, table)
-        probes = synthetic_probes(48, (config.image_width, config.image_height), seed=config.seed + 1)
-        unrelated = embed_images(trained.encoder, probes, probes, pose=sub.pose.mean(0).numpy())
-        gamma = calibrate_gamma(embeddings[keep], table.episode[keep], unrelated).gamma
+        embeddings, views = embed_table_views(trained.encoder, table)
+        # The fold's gate, calibrated the way training calibrates it, on the fold's own training episodes (the
+        # held-out ones must stay unseen): it flatters the gate a little, and the log says so.
+        fold_db = LookupDatabase(embeddings[keep], table.episode[keep], table.frame[keep], chunks[keep], views[keep],
+                                 pose_actions=action["kind"] == EE_POSE)
+        gamma = calibrate_on_held_out(trained.encoder, sub, fold_db, [], config).gamma
         results.append((held_eps, Lookups(embeddings, table.episode, table.frame, chunks, gamma)))
     report = evaluate_folds(results, action)
     report.update(mode="encoder retrained per fold without the held-out episodes", source=str(dataset_dir),

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from recorder.dataset import Dataset, DatasetError
 from robot_drivers.transforms import POSE_QUAT, quat_nearest
 
+from .action_space import EE_POSE, action_kind, policy_actions
 from .artifact import (PolicyArtifactError, check_artifact, load_database_arrays, save_database, write_artifact)
 from .config import PolicyConfig
 from .data import action_chunks, load_frames
@@ -249,7 +250,7 @@ class ALTPolicy:
         embeddings, views = embed_table_views(trained.encoder, table, progress=lambda d, n: report("embed", (d, n)))
         # The held-out demonstrations join the lookup table once the gate has been calibrated on them.
         database = LookupDatabase(embeddings, table.episode, table.frame, action_chunks(table, config.chunk_length),
-                                  views)
+                                  views, pose_actions=action_kind(dataset.spec.action_names) == EE_POSE)
         database.build_annoy(config.annoy_trees, seed=config.seed)
         queries = probe_queries(embeddings, table.episode, min(2000, 4 * len(embeddings)), seed=config.seed)
         search_k, recall = database.tune_search_k(queries)
@@ -302,8 +303,9 @@ class ALTPolicy:
             encoder = ALTEncoder(config, pretrained="none")
             encoder.load_state_dict(load_file(str(path / "encoder.safetensors")))
             arrays = load_database_arrays(path / "database.npz")
+            pose_actions = policy_actions(doc.get("info") or {})["kind"] == EE_POSE
             database = LookupDatabase(arrays["embeddings"], arrays["episodes"], arrays["frames"], arrays["chunks"],
-                                      arrays.get("view_embeddings"))
+                                      arrays.get("view_embeddings"), pose_actions=pose_actions)
             database.load_annoy(path / "index.ann", config.annoy_trees, int(doc["annoy_search_k"]))
         except (KeyError, ValueError, RuntimeError, OSError) as exc:
             raise PolicyArtifactError(f"{path}: the policy files are inconsistent ({exc}); retrain it") from exc
@@ -350,6 +352,12 @@ def check_source_episode(fingerprints: dict | None, dataset: Dataset, episode: i
                                                 f"was built (recorded again or its files altered); its retrieved "
                                                 f"frame is not shown ({retrain})")
     return SourceEpisodeCheck(True, True, "")
+
+
+def embed_images(encoder: ALTEncoder, hands: list[np.ndarray], thirds: list[np.ndarray],
+                 pose: np.ndarray | None = None) -> np.ndarray:
+    """Fused unit embeddings [N, D] of image pairs (any size)."""
+    return embed_image_views(encoder, hands, thirds, pose)[0]
 
 
 @torch.inference_mode()

@@ -34,12 +34,12 @@ import numpy as np
 from recorder.dataset import Dataset, DatasetError
 from robot_drivers.transforms import sign_continuous_poses
 
+from .action_space import EE_POSE, policy_actions
 from .artifact import MANIFEST, sha256
 from .data import COMPLETE_END_REASONS, action_chunks, load_frames
 from .database import LookupDatabase, probe_queries
-from .policy import ALTPolicy, calibrate_gamma, embed_images
-from .probes import synthetic_probes
-from .train import embed_table
+from .policy import ALTPolicy, calibrate_on_held_out
+from .train import embed_table_views
 
 #: The key under which a correction's episode ``extra`` records the autonomous run it corrects.
 INTERVENTION_KEY = "intervention"
@@ -146,21 +146,31 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
         for e in episodes:
             rows = table.episode == e
             pose[rows] = sign_continuous_poses(pose[rows], np.asarray(reference))
-    new_embeddings = embed_table(policy.encoder, table)
+    new_embeddings, new_views = embed_table_views(policy.encoder, table)
     db = policy.database
     embeddings = np.concatenate([db.embeddings, new_embeddings])
     keys = np.concatenate([db.episodes, table.episode])
+    views = None if db.view_embeddings is None else np.concatenate([db.view_embeddings, new_views])
     database = LookupDatabase(embeddings, keys, np.concatenate([db.frames, table.frame]),
-                              np.concatenate([db.chunks, action_chunks(table, config.chunk_length)]))
+                              np.concatenate([db.chunks, action_chunks(table, config.chunk_length)]), views,
+                              pose_actions=policy_actions(policy.info)["kind"] == EE_POSE)
     database.build_annoy(config.annoy_trees, seed=config.seed)
     queries = probe_queries(embeddings, keys, min(2000, 4 * len(embeddings)), seed=config.seed)
     search_k, recall = database.tune_search_k(queries)
 
     calibration, gamma = policy.calibration, policy.gamma
     if recalibrate:
-        probes = synthetic_probes(48, (config.image_width, config.image_height), seed=config.seed + 1)
-        unrelated = embed_images(policy.encoder, probes, probes, pose=database.chunks[:, 0, :7].mean(0))
-        calibration = calibrate_gamma(embeddings, keys, unrelated)
+        # The gate's own calibration, on the whole new table (its frames read again in table order) and the
+        # demonstrations the parent held out of encoder training.
+        order = list(dict.fromkeys(int(e) for e in keys))
+        full = load_frames(dataset, config, order)
+        if not (np.array_equal(full.episode, keys) and np.array_equal(full.frame, database.frames)):
+            raise DatasetError("the policy's table does not line up with its dataset's frames any more; "
+                               "retrain it instead of recalibrating")
+        if database.view_embeddings is None:
+            raise DatasetError("this policy predates the per-view gate; retrain it to recalibrate")
+        calibration = calibrate_on_held_out(policy.encoder, full, database,
+                                            [int(e) for e in policy.info.get("held_out_episodes", [])], config)
         gamma = calibration.gamma
 
     interventions = {e: dataset.episode(e).extra.get(INTERVENTION_KEY) for e in episodes}

@@ -801,7 +801,7 @@ class Supervisor:
                                     stop_when=control.task_succeeded if control is not None else None)
         finally:
             self._finish_trial(trial, result)
-        why = getattr(result, "message", "")  # the gate's or the watchdog's own words, naming the signal
+        why = result.message  # the gate's or the watchdog's own words, naming the signal
         if result.reason == "ood":
             sim = result.ood_evidence.similarity if result.ood_evidence is not None else float("nan")
             why = why or f"similarity {sim:.3f} is below gamma {self.policy.gamma:.3f}"
@@ -828,7 +828,7 @@ class Supervisor:
         try:
             trial = self.ledger.start(policy.info.get("path", "(unsaved policy)"), int(policy.info.get("version", 1)),
                                       str(policy.info.get("method", "alt")), float(policy.gamma),
-                                      thresholds=_thresholds(policy), extra={"rig": self.rig.name, "scene": scene})
+                                      thresholds=policy.thresholds(), extra={"rig": self.rig.name, "scene": scene})
         except OSError as exc:  # the run goes on; the operator is told the ledger could not be written
             self.events.error(f"the trial ledger could not be written ({exc}); this run is not recorded")
             return None
@@ -886,12 +886,6 @@ class Supervisor:
         if result.reason == "cancelled":
             return self._default()
         return self._loop_ended(result.reason, result.error)
-
-
-def _thresholds(policy) -> dict:
-    """What the gate used, for the trial record (the policy reports its own when it can)."""
-    thresholds = getattr(policy, "thresholds", None)
-    return dict(thresholds()) if callable(thresholds) else {"gamma": float(policy.gamma)}
 
 
 class _Watch:

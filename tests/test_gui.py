@@ -320,6 +320,9 @@ def test_autonomy_shows_live_and_retrieved_frames_and_similarity(studio, qtbot):
     auto = window.autonomy_panel
     window.tabs.setCurrentWidget(auto)
     auto.gamma_slider.setValue(auto.gamma_slider.minimum())  # run, whatever this tiny policy thinks
+    _answer(qtbot, auto.gamma_question, "Lower gamma")  # below the calibrated value: it asks first
+    qtbot.waitUntil(lambda: auto.gamma_question is None, timeout=3000)
+    assert auto.policy.gamma_changes[-1]["below_calibrated"]  # and the change is logged
     assert auto.policy.gamma == pytest.approx(0.5)
     probe = StallProbe()
     probe.start()
@@ -409,6 +412,10 @@ def test_ood_halts_the_arm_and_shows_why(studio, qtbot):
     # Gamma just under what this tiny policy scores on the scene: it runs on, and noise must stop it.
     normal = min(auto.similarity_plot.values()[-10:])
     auto.gamma_slider.setValue(int(1000 * (normal - 0.02)))
+    if auto.gamma_question is not None:  # below the calibrated value: confirm
+        _answer(qtbot, auto.gamma_question, "Lower gamma")
+        qtbot.waitUntil(lambda: auto.gamma_question is None, timeout=3000)
+    assert auto.policy.gamma == pytest.approx(int(1000 * (normal - 0.02)) / 1000)
     qtbot.wait(500)
     assert controller.mode == AUTONOMOUS
     with qtbot.waitSignal(controller.halted, timeout=15_000,
