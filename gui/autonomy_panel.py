@@ -447,7 +447,7 @@ class AutonomyPanel(QWidget):
             self.halt_match[name].set_image(image)
 
     def _on_halted(self, halt: Halt) -> None:
-        self._on_mode(self.controller.mode)  # a finished task is not resumed
+        self.resume_button.setEnabled(self.policy is not None and halt.reason != "done")  # a finished task is not resumed
         self._request_summary()  # the run just ended: its trial is in the ledger
         self.halt_record.setVisible(halt.reason in ("ood", "stall", "stop", "paused")
                                     and self.controller.session is not None)

@@ -506,8 +506,8 @@ class Supervisor:
         if self.rig is not None:
             self.rig.arm.latch()
         self.halt = halt
+        self._set_mode(HALTED)  # first: a window that reads the mode when told of the halt finds it halted
         self.events.halted(halt)
-        self._set_mode(HALTED)
         return self._activity_monitor if watch and self.rig is not None else None
 
     def _clear_halt(self) -> None:
