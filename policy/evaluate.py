@@ -14,6 +14,7 @@ from robot_drivers.sim.rig import SimRig
 from .policy import ALTPolicy
 from .probes import photos, synthetic_probes
 from .runner import run_autonomous
+from .trials import wilson_interval
 
 #: An episode ends early once the task has been achieved for this many consecutive ticks.
 SUCCESS_HOLD_TICKS = 5
@@ -56,16 +57,6 @@ def failed_already(rig: SimRig, placed_xy: np.ndarray) -> bool:
     tilt = float(np.degrees(np.arccos(np.clip(quat_to_matrix(pose.orientation)[2, 2], -1, 1))))
     closed = rig.arm.get_state().gripper < 0.9
     return moved > UNDISTURBED_M or tilt > UPRIGHT_DEG or closed
-
-
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score 95% interval for k successes in n trials."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (0.0 if k == 0 else float(centre - half)), (1.0 if k == n else float(centre + half))
 
 
 @dataclass
@@ -115,7 +106,7 @@ class ScenarioReport:
             if e.stop_signal:
                 by_signal[e.stop_signal] = by_signal.get(e.stop_signal, 0) + 1
         return {"scenario": self.scenario, "clock": self.clock, "episodes": n, "counts": counts,
-                "intervals_95": {o: wilson_interval(k, n) for o, k in counts.items()},
+                "intervals_95": {o: wilson_interval(k, n) or (0.0, 1.0) for o, k in counts.items()},
                 "stops_by_signal": by_signal,
                 "stops_too_late": sum(e.reason in ("ood", "stall") and e.outcome == "silent_failure"
                                       for e in self.episodes),

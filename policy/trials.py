@@ -63,7 +63,8 @@ def wilson_interval(successes: int, trials: int, z: float = WILSON_Z95) -> tuple
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 and at every success the bound is exactly 0 or 1; computed, it can miss by a rounding error.
+    return (0.0 if successes == 0 else max(0.0, centre - half)), (1.0 if successes == trials else min(1.0, centre + half))
 
 
 def default_ledger_path(runs_dir: str | Path = "runs") -> Path:
