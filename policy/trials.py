@@ -64,7 +64,9 @@ def wilson_interval(successes: int, trials: int, z: float = WILSON_Z95) -> tuple
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
     # At 0 and at every success the bound is exactly 0 or 1; computed, it can miss by a rounding error.
-    return (0.0 if successes == 0 else max(0.0, centre - half)), (1.0 if successes == trials else min(1.0, centre + half))
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
 
 
 def default_ledger_path(runs_dir: str | Path = "runs") -> Path:
