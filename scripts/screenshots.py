@@ -108,16 +108,20 @@ def main() -> int:
             spin(3600, lambda: bool(trained) or not train.running)
             shot("4-train-finished")
 
+        def start_policy_at_spot(seed: int) -> None:
+            """The mug at training spot 3, then Start."""
+            controller.reset_scene(seed, training_index=3)
+            spin(2.0)
+            QTest.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
+            spin(20, lambda: controller.mode == AUTONOMOUS)
+
         # 5. Autonomous: the policy drives the arm at a training placement until the task is done.
         window.tabs.setCurrentWidget(auto)
         spin(60, lambda: auto.policy is not None)
         if controller.mode == HALTED:  # e.g. a camera that fell behind while training loaded the machine
             controller.take_over()
             spin(30, lambda: controller.mode == TELEOP)
-        controller.reset_scene(5, training_index=3)
-        spin(2.0)
-        QTest.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
-        spin(20, lambda: controller.mode == AUTONOMOUS)
+        start_policy_at_spot(5)
         spin(3.0)
         shot("5-autonomous-running")
         done = spin(120, lambda: controller.halt is not None and controller.halt.reason == "done")
@@ -127,10 +131,7 @@ def main() -> int:
         # 7. OOD: from home, the policy runs again and noise covers the third-person camera.
         controller.home()
         spin(30, lambda: controller.mode == TELEOP)
-        controller.reset_scene(6, training_index=3)
-        spin(2.0)
-        QTest.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
-        spin(20, lambda: controller.mode == AUTONOMOUS)
+        start_policy_at_spot(6)
         spin(1.0)
         QTest.mouseClick(auto.drill_noise, Qt.MouseButton.LeftButton)
         spin(30, lambda: auto.halt_box.isVisible())
