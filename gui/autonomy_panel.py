@@ -408,7 +408,8 @@ class AutonomyPanel(QWidget):
         r = event.retrieval
         self.similarity_plot.add(event.tick if self.similarity_plot.count == 0 else
                                  self.similarity_plot._x[-1] + 1, r.similarity, mark=event.ood)
-        self.similarity_label.setText(f"similarity {r.similarity:.3f}")
+        grasp = "" if np.isnan(r.grasp_alignment) else f"  ·  grasp alignment {r.grasp_alignment:.2f}"
+        self.similarity_label.setText(f"similarity {r.similarity:.3f}{grasp}")
         self.similarity_label.setStyleSheet("font-size: 15px; font-weight: bold; color: "
                                             + ("#d0312d" if event.ood else "#2e9d49"))
         self._latencies.append(event.tick_ms)

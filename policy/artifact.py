@@ -103,8 +103,9 @@ def check_artifact(path: Path) -> dict:
     return manifest
 
 
-def save_database(path: Path, embeddings, episodes, frames, chunks, view_embeddings=None) -> None:
-    extra = {} if view_embeddings is None else {"view_embeddings": view_embeddings}
+def save_database(path: Path, embeddings, episodes, frames, chunks, view_embeddings=None, **more) -> None:
+    """``more``: further named arrays (the grasp check's thumbnails)."""
+    extra = dict(more) if view_embeddings is None else {"view_embeddings": view_embeddings, **more}
     with open(path, "wb") as f:
         np.savez(f, embeddings=embeddings, episodes=episodes, frames=frames, chunks=chunks, **extra)
 

@@ -157,6 +157,9 @@ def cmd_train(args: Namespace) -> int:
           f"final loss {info['epoch_losses'][-1]:.3f}")
     print(f"  gamma {policy.gamma:.3f} ({'set by hand' if args.gamma != 'auto' else cal.method}); held-out "
           f"demo similarity p1 {cal.in_distribution['p1']:.3f}, unrelated images max {cal.unrelated['p100']:.3f}")
+    if cal.grasp:
+        print(f"  grasp check: alignment {cal.grasp['threshold']:.3f} ({cal.grasp['method']}, "
+              f"{cal.grasp['frames']} frames; median {cal.grasp['cross_demo']['p50']:.3f})")
     print(f"  annoy: {info['annoy']['trees']} trees, search_k {info['annoy']['search_k']}, recall@1 "
           f"{info['annoy']['recall_at_1']:.3f} on {info['annoy']['probe_queries']} probe queries")
     return 0
@@ -253,9 +256,13 @@ def _ood_lines(payload: dict) -> list[str]:
                      f"flagged OOD (min similarity {idf['min_similarity']:.3f})")
     th = payload["thresholds"]
     views = ", ".join(f"{k} {th[k]:.3f}" for k in ("hand_view", "third_view") if th.get(k) is not None)
+    grasp = th.get("grasp_alignment")
+    limit = th.get("time_limit_s")
     lines.append(f"gate: gamma {th['gamma']:.3f} (calibrated {th['calibrated_gamma']:.3f})"
                  + (f", view agreement {views}" if views else "")
-                 + f"; watchdog {th['stall_seconds']:g} s / {1000 * th['stall_distance_m']:.0f} mm")
+                 + (f", grasp alignment {grasp:.3f}" if grasp is not None else "")
+                 + f"; watchdog {th['stall_seconds']:g} s / {1000 * th['stall_distance_m']:.0f} mm"
+                 + (f", time limit {limit:.1f} s" if limit else ""))
     return lines
 
 

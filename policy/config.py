@@ -51,6 +51,12 @@ class PolicyConfig:
     # unchanged for stall_seconds stops the arm with reason "stall"
     stall_seconds: float = 2.0
     stall_distance: float = 0.01
+    # a run that has not finished after this many times the longest demonstration's duration stops and asks
+    time_limit_factor: float = 2.0
+    # the grasp check (policy/grasp_check.py): before a demonstration's grasp, the live hand view must line up
+    # with the retrieved frame's at least as well as this quantile of two different demonstrations do
+    grasp_check: bool = True
+    grasp_check_quantile: float = 0.01
     annoy_trees: int = 16
     annoy_search_k: int = -1  # -1: chosen at build time so that annoy's top-1 equals exact search
 
@@ -71,6 +77,11 @@ class PolicyConfig:
             raise ValueError(f"false_stop_rate {self.false_stop_rate} must be in (0, 0.5)")
         if self.stall_seconds <= 0 or self.stall_distance <= 0:
             raise ValueError("stall_seconds and stall_distance must be positive")
+        if self.time_limit_factor < 1:
+            raise ValueError(f"time_limit_factor {self.time_limit_factor} must be at least 1: a run may take as "
+                             "long as the longest demonstration")
+        if not 0 <= self.grasp_check_quantile < 0.5:
+            raise ValueError(f"grasp_check_quantile {self.grasp_check_quantile} must be in [0, 0.5)")
         if not self.views or len(set(self.views)) != len(self.views) or not set(self.views) <= {"hand", "third"}:
             raise ValueError(f"views must be 'hand', 'third' or both, not {list(self.views)}")
         if self.pretrained not in ("auto", "none", "imagenet"):

@@ -58,6 +58,7 @@ class LookupDatabase:
             raise ValueError(f"view embeddings of shape {view_embeddings.shape} do not fit {n} frames")
         self.view_embeddings = None if view_embeddings is None else np.asarray(view_embeddings, np.float32)
         self._annoy = None
+        self._rows: dict[tuple[int, int], int] | None = None
         self.search_k = -1
         self.annoy_trees = 0
 
@@ -84,6 +85,12 @@ class LookupDatabase:
         sims = self.embeddings[rows] @ np.asarray(query, np.float32)
         order = np.argsort(-sims, kind="stable")[:count]
         return [self._match(int(rows[i]), float(sims[i])) for i in order]
+
+    def row_of(self, episode: int, frame: int) -> int | None:
+        """The row holding ``frame`` of ``episode`` (None if the table does not have it)."""
+        if getattr(self, "_rows", None) is None:
+            self._rows = {(int(e), int(f)): i for i, (e, f) in enumerate(zip(self.episodes, self.frames))}
+        return self._rows.get((int(episode), int(frame)))
 
     def _match(self, row: int, sim: float) -> Match:
         return Match(row, int(self.episodes[row]), int(self.frames[row]), sim)

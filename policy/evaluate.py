@@ -75,6 +75,7 @@ class EpisodeResult:
     nearest_training_m: float | None  # distance of the mug to the nearest demonstration's placement
     gripper_closed: bool  # whether the gripper had closed when the run ended (a grasp was attempted)
     failed_before_stop: bool  # the mug moved, tipped or was missed by the time the run ended
+    min_grasp_alignment: float | None = None  # lowest grasp-check value of the run (None: never checked)
 
 
 @dataclass
@@ -155,6 +156,7 @@ def evaluate_scenario(policy: ALTPolicy, rig: SimRig, scenario: str, episodes: i
         outcome = classify(result.reason, done, failed)
         sims = [r.similarity for r in result.retrievals]
         agree = np.array([r.view_agreement for r in result.retrievals]) if result.retrievals else None
+        grasp = np.array([r.grasp_alignment for r in result.retrievals])
         acc = None
         if nearest_demos and result.retrievals:
             acc = float(np.mean([r.matches[0].episode in nearest_demos for r in result.retrievals]))
@@ -167,7 +169,8 @@ def evaluate_scenario(policy: ALTPolicy, rig: SimRig, scenario: str, episodes: i
             sims[0] if sims else float("nan"), min(sims) if sims else float("nan"),
             None if agree is None or np.isnan(agree).all() else tuple(float(v) for v in np.nanmin(agree, axis=0)),
             (float(scene.mug.x), float(scene.mug.y), float(scene.mug.yaw)), nearest,
-            bool(rig.arm.get_state().gripper < 0.9), failed)
+            bool(rig.arm.get_state().gripper < 0.9), failed,
+            float(np.nanmin(grasp)) if len(grasp) and not np.isnan(grasp).all() else None)
         report.episodes.append(ep)
         report.latencies_ms.extend(result.latencies_ms().tolist())
         if progress is not None:

@@ -24,7 +24,8 @@ from .config import PolicyConfig
 from .data import action_chunks, load_frames
 from .database import LookupDatabase, Match, probe_queries
 from .encoder import ALTEncoder, resize_view
-from .gate import GateEvidence, make_negatives, thresholds_for_rate
+from .gate import GateEvidence, make_negatives, quantile_threshold, thresholds_for_rate
+from .grasp_check import GraspCheck, cross_demo_alignment, pre_grasp_rows, thumbnail
 from .train import TrainProgress, embed_table_views, train_encoder
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,11 @@ class Retrieval:
     search_ms: float
     # cosine agreement of each live view with the same view of the retrieved frame (nan: not available)
     view_agreement: tuple[float, float] = (float("nan"), float("nan"))
-    ood_signal: str | None = None  # "similarity", "hand_view" or "third_view": the signal that stopped it
+    ood_signal: str | None = None  # "similarity", "hand_view", "third_view" or "grasp_alignment": what stopped it
     ood_reason: str = ""  # the same in words, for the operator
+    # before a demonstration's grasp: how well the live hand view lines up with the retrieved frame's
+    # (policy/grasp_check.py); nan where the check does not apply
+    grasp_alignment: float = float("nan")
 
 
 @dataclass
@@ -72,6 +76,8 @@ class Calibration:
     held_out_stop_rate: float | None = None  # measured on the held-out frames with all thresholds
     held_out_episodes: list = field(default_factory=list)
     negatives: dict = field(default_factory=dict)  # kind -> {"count", "stopped", "by_signal"}
+    # the grasp check: its threshold and how it was chosen ({} when the policy has none)
+    grasp: dict = field(default_factory=dict)
 
 
 def _percentiles(x: np.ndarray) -> dict:
@@ -122,8 +128,10 @@ def choose_held_out(episodes: list[int], fraction: float) -> list[int]:
 
 class ALTPolicy:
     def __init__(self, config: PolicyConfig, encoder: ALTEncoder, database: LookupDatabase,
-                 calibration: Calibration | None = None, info: dict | None = None):
+                 calibration: Calibration | None = None, info: dict | None = None,
+                 grasp_check: GraspCheck | None = None):
         self.config = config
+        self.grasp_check = grasp_check
         self.encoder = encoder.eval()
         self.database = database
         self.calibration = calibration
@@ -142,7 +150,9 @@ class ALTPolicy:
         """Everything the gate and the runner decide with, for the record of a run or an evaluation."""
         return {"gamma": self.gamma, "calibrated_gamma": self.calibrated_gamma, **self.view_thresholds,
                 "false_stop_rate": None if self.calibration is None else self.calibration.false_stop_rate,
+                "grasp_alignment": None if self.grasp_check is None else self.grasp_check.threshold,
                 "stall_seconds": self.config.stall_seconds, "stall_distance_m": self.config.stall_distance,
+                "time_limit_s": self.time_limit_seconds(),
                 "episode_hysteresis": self.config.episode_hysteresis, "requery_every": self.config.requery_every}
 
     def gamma_needs_confirmation(self, value: float) -> bool:
@@ -162,6 +172,16 @@ class ALTPolicy:
         self.gamma = value
         self.gamma_changes.append(change)
         return change
+
+    def time_limit_seconds(self) -> float | None:
+        """How long a run may take before it stops and asks: ``time_limit_factor`` times the longest
+        demonstration in the table (None without a known rate)."""
+        fps = self.info.get("fps")
+        if not fps:
+            return None
+        db = self.database
+        longest = max(int(db.frames[db.episodes == e].max()) + 1 for e in np.unique(db.episodes))
+        return self.config.time_limit_factor * longest / float(fps)
 
     # -- run time ---------------------------------------------------------
     @torch.inference_mode()
@@ -220,11 +240,14 @@ class ALTPolicy:
         views = self.database.view_embeddings
         if views is not None:
             agreement = (float(views[best.row, 0] @ hv), float(views[best.row, 1] @ tv))
-        signal, reason = self._gate(best, agreement)
+        grasp = float("nan")
+        if self.grasp_check is not None and self.grasp_check.applies(best.row) and hand is not None:
+            grasp = self.grasp_check.alignment(thumbnail(resize_view(hand, self.config)), best.row)
+        signal, reason = self._gate(best, agreement, grasp)
         return Retrieval(matches, best.similarity, signal is not None, self.database.chunks[best.row],
-                         (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason)
+                         (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp)
 
-    def _gate(self, best: Match, agreement: tuple[float, float]) -> tuple[str | None, str]:
+    def _gate(self, best: Match, agreement: tuple[float, float], grasp: float) -> tuple[str | None, str]:
         if best.similarity < self.gamma:
             return "similarity", (f"similarity {best.similarity:.3f} < gamma {self.gamma:.3f}: nothing in the "
                                   "demonstrations looks like this")
@@ -233,6 +256,11 @@ class ALTPolicy:
             if limit is not None and agreement[i] < limit:
                 return name, (f"the {view} view disagrees with the retrieved frame (episode {best.episode} frame "
                               f"{best.frame}): agreement {agreement[i]:.3f} < {limit:.3f}")
+        if self.grasp_check is not None and grasp < self.grasp_check.threshold:
+            return "grasp_alignment", (f"before the grasp, the hand view does not line up with the demonstration's "
+                                       f"(episode {best.episode} frame {best.frame}): alignment {grasp:.3f} < "
+                                       f"{self.grasp_check.threshold:.3f}; the object is not where that "
+                                       "demonstration had it, so its grasp would miss or knock it")
         return None, ""
 
     # -- building ---------------------------------------------------------
@@ -255,6 +283,7 @@ class ALTPolicy:
         queries = probe_queries(embeddings, table.episode, min(2000, 4 * len(embeddings)), seed=config.seed)
         search_k, recall = database.tune_search_k(queries)
         calibration = calibrate_on_held_out(trained.encoder, table, database, held_out, config)
+        grasp_check = build_grasp_check(table, database, config, calibration)
         info = {
             "dataset": str(Path(dataset.root).resolve()),
             "episodes": sorted(int(e) for e in table.actions),
@@ -273,7 +302,7 @@ class ALTPolicy:
             # where each demonstration's object was (simulated datasets), for retrieval-accuracy reports
             "episode_scenes": {str(e): dataset.episode(int(e)).extra.get("scene") for e in sorted(table.actions)},
         }
-        return cls(config, trained.encoder, database, calibration, info)
+        return cls(config, trained.encoder, database, calibration, info, grasp_check)
 
     # -- persistence ------------------------------------------------------
     def save(self, out: str | Path, overwrite: bool = False) -> Path:
@@ -282,7 +311,7 @@ class ALTPolicy:
             save_file(state, str(tmp / "encoder.safetensors"))
             db = self.database
             save_database(tmp / "database.npz", db.embeddings, db.episodes, db.frames, db.chunks,
-                          db.view_embeddings)
+                          db.view_embeddings, **({} if self.grasp_check is None else self.grasp_check.arrays()))
             if not db.has_annoy:
                 db.build_annoy(self.config.annoy_trees, seed=self.config.seed)
             db.save_annoy(tmp / "index.ann")
@@ -311,7 +340,8 @@ class ALTPolicy:
             raise PolicyArtifactError(f"{path}: the policy files are inconsistent ({exc}); retrain it") from exc
         cal = doc.get("calibration")
         calibration = Calibration(**cal) if cal else None
-        policy = cls(config, encoder.to(device or "cpu"), database, calibration, doc.get("info"))
+        grasp_check = GraspCheck.from_arrays(arrays, (calibration.grasp.get("threshold") if calibration else None))
+        policy = cls(config, encoder.to(device or "cpu"), database, calibration, doc.get("info"), grasp_check)
         policy.gamma = float(doc["gamma"])
         return policy
 
@@ -424,3 +454,28 @@ def calibrate_on_held_out(encoder: ALTEncoder, table, database: LookupDatabase, 
         nz, nh, nt = embed_image_views(encoder, neg.hands, neg.thirds, pose)
         negatives[neg.kind] = gate_evidence(database, nz, nh, nt)
     return calibrate_gamma(positives, negatives, config.false_stop_rate, held_out_episodes=held_out)
+
+
+def build_grasp_check(table, database: LookupDatabase, config: PolicyConfig,
+                      calibration: Calibration | None) -> GraspCheck | None:
+    """The grasp check for a table (None when it is switched off, the policy has no hand view or no gripper
+    channel, or there is only one demonstration to compare with); its calibration goes into
+    ``calibration.grasp``."""
+    if not config.grasp_check or "hand" not in config.views:
+        return None
+    rows = pre_grasp_rows(table.episode, table.frame, table.actions)
+    if len(rows) == 0 or len(np.unique(table.episode[rows])) < 2:
+        log.warning("grasp check: needs pose + gripper actions and two demonstrations with a grasp; left out")
+        return None
+    thumbs = np.stack([thumbnail(table.hand[int(r)].numpy()) for r in rows])
+    values = cross_demo_alignment(rows, thumbs, table.episode, database.embeddings)
+    threshold = quantile_threshold(values, config.grasp_check_quantile)
+    if calibration is not None:
+        calibration.grasp = {
+            "threshold": threshold, "quantile": config.grasp_check_quantile, "frames": int(len(values)),
+            "method": f"the {100 * config.grasp_check_quantile:.3g}% quantile of the edge alignment between each "
+                      "demonstration's pre-grasp hand views and the nearest pre-grasp frame of another demonstration",
+            "cross_demo": _percentiles(values)}
+    log.info("grasp check: threshold %.3f from %d pre-grasp frames (cross-demonstration p1 %.3f, p50 %.3f)",
+             threshold, len(values), np.percentile(values, 1), np.percentile(values, 50))
+    return GraspCheck(rows, thumbs, threshold)

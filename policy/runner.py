@@ -6,7 +6,10 @@ OOD gate says no (a best similarity below gamma, or a view that disagrees with
 the retrieved frame) the arm halts at once and the run ends with reason "ood",
 carrying the evidence (the observation, the best matches, the signal that
 stopped it and why). A progress watchdog ends the run with reason "stall" when
-the hand has not moved and the gripper has not changed for a while. Actions
+the hand has not moved and the gripper has not changed for a while, or when the run has taken much longer
+than any demonstration (``time_limit_factor``). Within the demonstration being executed, execution never
+goes back in time: a retrieval of an earlier frame of it (the grasp settling, a still stretch that looks
+alike) continues from where execution stands instead of replaying the wait. Actions
 whose time has passed are skipped: if a query took longer than a tick,
 execution resumes at the chunk entry for *now*. A chunk is anchored at its
 observation's capture time, so the time from capture to action (frame
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -27,6 +30,7 @@ from robot_drivers.rig import Observation, Rig
 from robot_drivers.types import Action
 
 from .action_space import check_policy_fits_rig
+from .database import Match
 from .policy import ALTPolicy, Retrieval
 
 
@@ -51,7 +55,9 @@ class AutonomyResult:
     ood_observation: Observation | None = None
     thresholds: dict = field(default_factory=dict)  # what the gate and the watchdog used (gamma at the start)
     gamma_changes: list[dict] = field(default_factory=list)  # gamma changed while it ran (policy.set_gamma)
-    stop_signal: str | None = None  # "similarity", "hand_view", "third_view" (reason "ood") or "stall"
+    # "similarity", "hand_view", "third_view", "grasp_alignment" (reason "ood"), "stall" or "time_limit" (reason
+    # "stall")
+    stop_signal: str | None = None
     message: str = ""  # why it stopped, for the operator's halt box
 
     @property
@@ -103,8 +109,10 @@ class PolicySource:
     """
 
     def __init__(self, policy: ALTPolicy, requery_every: int | None = None,
-                 watchdog: ProgressWatchdog | None = None):
+                 watchdog: ProgressWatchdog | None = None, time_limit: float | None = None):
         self.policy = policy
+        self.time_limit = time_limit
+        self._start_time: float | None = None
         self.requery_every = requery_every or policy.config.requery_every
         self.watchdog = watchdog
         self.stop_signal: str | None = None
@@ -121,6 +129,7 @@ class PolicySource:
 
     def begin(self, observation: Observation) -> None:
         self.current = self.latest = None
+        self._start_time = None
         self._ticks_on_chunk = 0
         self.stop_signal, self.message = None, ""
         if self.watchdog is not None:
@@ -140,6 +149,16 @@ class PolicySource:
             self.stop_signal, self.message = self.latest.ood_signal, self.latest.ood_reason
             self.last_ms = (time.perf_counter() - t0) * 1000
             return StepOutput(None, halt="ood", info={"similarity": self.latest.similarity})
+        if self._start_time is None:
+            self._start_time = now
+        if self.time_limit is not None and now - self._start_time > self.time_limit:
+            m = (self.current or self.latest).matches[0]
+            self.stop_signal = "time_limit"
+            self.message = (f"not finished after {now - self._start_time:.1f} s, {self.policy.config.time_limit_factor:g}"
+                            f" times the longest demonstration; it was executing episode {m.episode} from frame "
+                            f"{m.frame}")
+            self.last_ms = (time.perf_counter() - t0) * 1000
+            return StepOutput(None, halt="stall", info={"similarity": self.latest.similarity})
         if self.watchdog is not None:
             stalled = self.watchdog.update(now, observation.state.ee_array()[:3], observation.state.gripper)
             if stalled:
@@ -151,7 +170,7 @@ class PolicySource:
         switch = self.current is None or self._ticks_on_chunk >= self.requery_every
         self.last_queried = switch
         if switch:
-            self.current = self.latest
+            self.current = self._no_rewind(self.latest, observation, dt)
             self._chunk_time = observation.capture_time  # entry 0 belongs to when the frames were taken
             self._ticks_on_chunk = 0
         # Stale-action dropping: the entry for the current time, not simply the next one.
@@ -165,6 +184,28 @@ class PolicySource:
 
     def sent(self, action: Action) -> None:
         pass
+
+    def _no_rewind(self, latest: Retrieval, observation: Observation, dt: float) -> Retrieval:
+        """``latest``, unless it is an earlier frame of the demonstration being executed: then that
+        demonstration's entry for where execution stands now (its frame counts on with the chunk)."""
+        if self.current is None:
+            return latest
+        executing, new = self.current.matches[0], latest.matches[0]
+        if new.episode != executing.episode:
+            return latest
+        elapsed = int(round((observation.latest_state.host_time - self._chunk_time) / dt))
+        position = executing.frame + min(max(elapsed, self._ticks_on_chunk), len(self.current.chunk) - 1)
+        if new.frame >= position:
+            return latest
+        row = self.policy.database.row_of(executing.episode, position)
+        while row is None and position > new.frame + 1:  # past the demonstration's end: its last frame
+            position -= 1
+            row = self.policy.database.row_of(executing.episode, position)
+        if row is None:
+            return latest
+        db = self.policy.database
+        moved = Match(row, executing.episode, int(db.frames[row]), float(db.embeddings[row] @ db.embeddings[new.row]))
+        return replace(latest, matches=[moved] + list(latest.matches[1:]), chunk=db.chunks[row])
 
 
 def run_autonomous(rig: Rig, policy: ALTPolicy, *, max_ticks: int | None = None,
@@ -181,7 +222,7 @@ def run_autonomous(rig: Rig, policy: ALTPolicy, *, max_ticks: int | None = None,
     check_policy_fits_rig(policy.info)  # e.g. joint positions from a LeRobot dataset on a pose-commanded arm
     if watchdog is True:
         watchdog = ProgressWatchdog(policy.config.stall_seconds, policy.config.stall_distance)
-    source = PolicySource(policy, requery_every, watchdog or None)
+    source = PolicySource(policy, requery_every, watchdog or None, policy.time_limit_seconds())
     thresholds = policy.thresholds()
     changes_before = len(policy.gamma_changes)
     stop = threading.Event()

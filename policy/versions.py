@@ -38,7 +38,8 @@ from .action_space import EE_POSE, policy_actions
 from .artifact import MANIFEST, sha256
 from .data import COMPLETE_END_REASONS, action_chunks, load_frames
 from .database import LookupDatabase, probe_queries
-from .policy import ALTPolicy, calibrate_on_held_out
+from .grasp_check import pre_grasp_rows, thumbnail
+from .policy import ALTPolicy, build_grasp_check, calibrate_on_held_out
 from .train import embed_table_views
 
 #: The key under which a correction's episode ``extra`` records the autonomous run it corrects.
@@ -172,6 +173,14 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
         calibration = calibrate_on_held_out(policy.encoder, full, database,
                                             [int(e) for e in policy.info.get("held_out_episodes", [])], config)
         gamma = calibration.gamma
+        grasp_check = build_grasp_check(full, database, config, calibration) if policy.grasp_check else None
+    elif policy.grasp_check is not None:
+        rows = pre_grasp_rows(table.episode, table.frame, table.actions)
+        thumbs = np.stack([thumbnail(table.hand[int(r)].numpy()) for r in rows]) if len(rows) else \
+            np.zeros((0,) + policy.grasp_check.thumbs.shape[1:], np.uint8)
+        grasp_check = policy.grasp_check.extended(rows + len(db), thumbs)
+    else:
+        grasp_check = None
 
     interventions = {e: dataset.episode(e).extra.get(INTERVENTION_KEY) for e in episodes}
     seconds = time.perf_counter() - t0
@@ -203,7 +212,7 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
     })
     info.setdefault("dataset", str(Path(dataset.root).resolve()))
     info.setdefault("fps", dataset.spec.fps)
-    new = ALTPolicy(config, policy.encoder, database, calibration, info)
+    new = ALTPolicy(config, policy.encoder, database, calibration, info, grasp_check)
     new.gamma = float(gamma)
     return new, addition
 

@@ -226,9 +226,10 @@ def test_evaluate_scenario_gives_each_episode_one_outcome(policy):
         policy.gamma = 1.01  # everything is OOD
         stopped = evaluate_scenario(policy, rig, "in_distribution", 2, seed=5, max_ticks=10)
         policy.gamma = -1.0
-        saved, policy.view_thresholds = policy.view_thresholds, {}
+        saved = policy.view_thresholds, policy.grasp_check
+        policy.view_thresholds, policy.grasp_check = {}, None
         ran = evaluate_scenario(policy, rig, "in_distribution", 2, seed=5, max_ticks=10)
-        policy.view_thresholds = saved
+        policy.view_thresholds, policy.grasp_check = saved
     rig.close()
     policy.gamma = policy.calibrated_gamma
     assert [e.outcome for e in stopped.episodes] == ["ood_stop", "ood_stop"]
@@ -266,3 +267,83 @@ def test_frame_report_uses_frames_that_are_not_in_the_table(policy, dataset_dir,
     with Dataset.open(check) as ds:
         assert report["frames"] == ds.episode(0).length
     assert 0 <= report["flagged_ood"] <= report["frames"] and report["min_similarity"] < 0.99999
+
+
+# -- the grasp check, the time limit and no rewinding --------------------------------------------------------
+def test_built_policy_has_a_calibrated_grasp_check_that_survives_saving(policy, dataset_dir, tmp_path):
+    from policy.grasp_check import pre_grasp_frames
+
+    check = policy.grasp_check
+    assert check is not None and len(check.rows) > 0
+    assert policy.calibration.grasp["threshold"] == check.threshold and policy.calibration.grasp["frames"] > 0
+    assert policy.thresholds()["grasp_alignment"] == check.threshold
+    # the check covers each demonstration's frames up to its first close command, and nothing after
+    db = policy.database
+    with Dataset.open(dataset_dir) as ds:
+        for e in ds.episode_indices():
+            limit = pre_grasp_frames(ds.load_episode(e).actions)
+            assert 0 < limit < ds.load_episode(e).info.length
+            covered = sorted(int(db.frames[r]) for r in check.rows if db.episodes[r] == e)
+            assert covered == list(range(limit))
+    policy.save(tmp_path / "p")
+    loaded = ALTPolicy.load(tmp_path / "p")
+    np.testing.assert_array_equal(loaded.grasp_check.rows, check.rows)
+    assert loaded.grasp_check.threshold == check.threshold
+
+
+def test_an_object_off_centre_before_the_grasp_stops_with_the_grasp_signal(policy):
+    from policy.encoder import resize_view
+    from policy.grasp_check import GraspCheck, thumbnail
+    from test_grasp_check import _scene
+
+    centred, off = _scene(0, size=32), _scene(6, size=32)
+    z, hv, tv = policy.embed_views(centred, centred)
+    p = _policy_with_rows(policy, [(0, 0, z), (0, 1, z)], np.stack([np.stack([hv, tv])] * 2))
+    p.grasp_check = GraspCheck(np.array([0, 1]), np.stack([thumbnail(resize_view(centred, p.config))] * 2), 0.8)
+    p.gamma, p.view_thresholds = -1.0, {}
+    ok = p.retrieve(centred, centred)
+    assert not ok.ood and ok.grasp_alignment == pytest.approx(1.0, abs=1e-4)
+    r = p.retrieve(off, centred)
+    assert r.ood and r.ood_signal == "grasp_alignment" and r.grasp_alignment < 0.8
+    assert "before the grasp" in r.ood_reason and "episode 0 frame 1" in r.ood_reason
+    p.grasp_check = GraspCheck(np.array([], np.int64), np.zeros((0, 64, 64), np.uint8), 0.8)  # after the grasp
+    r = p.retrieve(off, centred)
+    assert not r.ood and np.isnan(r.grasp_alignment)
+
+
+def test_a_run_longer_than_the_demonstrations_stops_and_asks(policy):
+    home = np.array([0.45, 0.0, 0.35, 1.0, 0.0, 0.0, 0.0, 1.0], np.float32)
+    rows = [(0, f, policy.database.embeddings[f]) for f in range(5)]  # a 0.5 s demonstration at 10 Hz
+    p = _policy_with_rows(policy, rows)
+    p.database.chunks[:] = home
+    p.config = p.config.with_overrides(time_limit_factor=1.5)
+    p.gamma, p.view_thresholds, p.grasp_check = -1.0, {}, None
+    assert p.time_limit_seconds() == pytest.approx(0.75)
+    rig = _fake_rig()
+    with rig:
+        rig.cameras["hand"].wait_for_frame(); rig.cameras["third"].wait_for_frame()
+        result = run_autonomous(rig, p, max_ticks=40, watchdog=False)
+    assert result.reason == "stall" and result.stop_signal == "time_limit" and "1.5 times" in result.message
+    assert 7 <= result.loop.ticks <= 12 and result.thresholds["time_limit_s"] == pytest.approx(0.75)
+
+
+def test_execution_never_rewinds_within_the_demonstration_it_executes(policy):
+    img = np.full((32, 32, 3), 90, np.uint8)
+    z = policy.embed(img, img)
+    # frame 0 always matches best (a still start); frames 1-11 look different
+    rows = [(0, 0, z)] + [(0, f, _at_cosine(z, 0.3, f)) for f in range(1, 12)]
+    p = _policy_with_rows(policy, rows)
+    chunks = np.zeros((12, 4, 8), np.float32)
+    for f in range(12):
+        chunks[f, :, :] = [0.45, 0.0, 0.35, 1.0, 0.0, 0.0, 0.0, 1.0]
+        chunks[f, :, 0] = 0.45 + 0.002 * np.minimum(np.arange(f, f + 4), 11)  # entry i of frame f's chunk: f + i
+    p.database.chunks = chunks
+    p.gamma, p.view_thresholds, p.grasp_check = -1.0, {}, None
+    rig = _fake_rig()
+    sent = []
+    with rig:
+        rig.cameras["hand"].wait_for_frame(); rig.cameras["third"].wait_for_frame()
+        run_autonomous(rig, p, max_ticks=9, requery_every=2, watchdog=False,
+                       on_event=lambda e: sent.append(round((e.record.sent.pose.position[0] - 0.45) / 0.002)))
+    # without the rule it would replay frames 0, 1, 0, 1, ...; with it, execution walks through the demo
+    assert sent == sorted(sent) and sent[-1] >= 7

@@ -223,7 +223,7 @@ def test_ood_gate_stops_the_arm(policy):
         assert result.ood_evidence is not None and result.ood_evidence.similarity < 1.01
         assert result.ood_observation.frames["hand"].image.shape == (32, 32, 3)
         assert events and events[-1].ood
-    policy.gamma, policy.view_thresholds = -1.0, {}  # everything is in distribution: the chunk is executed
+    policy.gamma, policy.view_thresholds, policy.grasp_check = -1.0, {}, None  # everything passes: the chunk runs
     rig = fake_rig()
     with rig:
         rig.cameras["hand"].wait_for_frame(); rig.cameras["third"].wait_for_frame()
