@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("lerobot",), default="lerobot")
     p.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
     p.add_argument("--episodes", type=int, nargs="+", help="source episode indices (default: all)")
-    p.add_argument("--codec", default=None, help="video encoder (default: libsvtav1, else libx264, else mpeg4)")
+    p.add_argument("--codec", default=None, help="video encoder (default: libsvtav1, else libx264, else mpeg4; "
+                   "`lossless`: H.264 in RGB at quantiser 0, every pixel as recorded)")
     p.add_argument("--allow-gaps", action="store_true",
                    help="also export episodes whose control rate was not held (timestamps will have gaps)")
     p.set_defaults(func=_lazy("recorder.commands", "cmd_export"))

@@ -25,8 +25,9 @@ OUTCOMES = ("success", "ood_stop", "stall_stop", "silent_failure", "device_stop"
 DEVICE_REASONS = ("camera_lost", "arm_error", "arm_stopped", "teleop_lost", "estop")
 
 
-#: A stop counts as asking in time only if nothing had gone wrong yet: the mug still upright within this
-#: distance of where it was placed and the gripper open, or the mug held up (the task achieved so far).
+#: A stop counts as asking in time only if nothing had gone wrong yet: the mug upright and within this distance
+#: (horizontally) of where it was placed, and the gripper either open or holding the mug between both fingers
+#: (a stop mid-lift, or right after a grasp that holds, leaves the task for the operator to finish).
 UNDISTURBED_M = 0.01
 UPRIGHT_DEG = 15.0
 
@@ -46,8 +47,8 @@ def classify(reason: str, success_after_run: bool, failed_before_stop: bool = Fa
 
 
 def failed_already(rig: SimRig, placed_xy: np.ndarray) -> bool:
-    """Whether the episode had gone wrong by now: the mug moved, tipped, or the gripper closed without
-    holding it up."""
+    """Whether the episode had gone wrong by now: the mug pushed or tipped, or the gripper closed without
+    holding it between both fingers."""
     from robot_drivers.transforms import quat_to_matrix
 
     if rig.success():
@@ -56,7 +57,8 @@ def failed_already(rig: SimRig, placed_xy: np.ndarray) -> bool:
     moved = float(np.linalg.norm(np.asarray(pose.position[:2]) - placed_xy))
     tilt = float(np.degrees(np.arccos(np.clip(quat_to_matrix(pose.orientation)[2, 2], -1, 1))))
     closed = rig.arm.get_state().gripper < 0.9
-    return moved > UNDISTURBED_M or tilt > UPRIGHT_DEG or closed
+    held = all(rig.world.fingers_touching(rig.world.mug))
+    return moved > UNDISTURBED_M or tilt > UPRIGHT_DEG or (closed and not held)
 
 
 @dataclass

@@ -28,8 +28,10 @@ Rules the export follows:
   when things happened; such episodes are left out and listed in the report with the reason,
   unless ``allow_gaps=True``.
 * Video: encoded with PyAV (FFmpeg), preferring ``libsvtav1`` (LeRobot's default), then
-  ``libx264``, then ``mpeg4``; always ``yuv420p``, a keyframe every 2 frames (as LeRobot does, so
-  random access stays cheap). ``yuv420p`` needs even image sizes: a camera with an odd width or
+  ``libx264``, then ``mpeg4``, in ``yuv420p``, a keyframe every 2 frames (as LeRobot does, so
+  random access stays cheap); ``video_codec="lossless"`` writes H.264 in RGB at quantiser 0
+  (``libx264rgb``, ``rgb24``): every pixel comes back as recorded, at several times the size, for
+  training elsewhere on exactly the frames ALT Studio trains on. ``yuv420p`` needs even image sizes: a camera with an odd width or
   height is padded by one row / column repeating the edge pixels, and the padded size is what
   ``info.json`` declares (the report notes it).
 * Statistics (min, max, mean, std, count, q01, q10, q50, q90, q99) for every feature, in LeRobot's
@@ -79,9 +81,17 @@ QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 QUANTILE_KEYS = tuple(f"q{int(round(q * 100)):02d}" for q in QUANTILES)
 STAT_KEYS = ("min", "max", "mean", "std", "count") + QUANTILE_KEYS
 ENCODER_PREFERENCE = ("libsvtav1", "libx264", "mpeg4")
-ENCODER_ALIASES = {"av1": "libsvtav1", "svtav1": "libsvtav1", "h264": "libx264", "x264": "libx264"}
+ENCODER_ALIASES = {"av1": "libsvtav1", "svtav1": "libsvtav1", "h264": "libx264", "x264": "libx264",
+                   "lossless": "libx264rgb"}
 KEYFRAME_INTERVAL = 2
 PIX_FMT = "yuv420p"
+#: Encoders that store RGB as it is, without the YUV conversion and chroma subsampling (``lossless``: H.264
+#: in RGB at quantiser 0, bit-exact; any FFmpeg decodes it, LeRobot's loaders included).
+RGB_PIX_FMT = {"libx264rgb": "rgb24"}
+
+
+def pix_fmt(encoder: str) -> str:
+    return RGB_PIX_FMT.get(encoder, PIX_FMT)
 INDEX_FEATURES = ("frame_index", "episode_index", "index", "task_index")
 
 ProgressCallback = Callable[[int, int], None]
@@ -200,6 +210,8 @@ def _encoder_options(encoder: str) -> dict[str, str]:
         return {"g": g, "crf": "30", "preset": "12"}  # LeRobot's own settings
     if encoder == "libx264":
         return {"g": g, "crf": "23", "preset": "medium"}
+    if encoder == "libx264rgb":
+        return {"g": g, "qp": "0", "preset": "medium"}  # quantiser 0: lossless
     return {"g": g, "qmin": "2", "qmax": "4"}  # mpeg4 and anything else FFmpeg offers
 
 
@@ -213,7 +225,7 @@ def _open_video(target, encoder: str, width: int, height: int, fps: float):
     container = av.open(target, "w", format="mp4")
     try:
         stream = container.add_stream(encoder, rate=_stream_rate(fps), options=_encoder_options(encoder))
-        stream.width, stream.height, stream.pix_fmt = width, height, PIX_FMT
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt(encoder)
     except BaseException:
         container.close()
         raise
@@ -518,7 +530,8 @@ def export_lerobot(dataset: Dataset | str | os.PathLike, out_dir: str | os.PathL
     for _, key, w, h in cameras:
         features[key] = {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
                          "info": {"video.height": h, "video.width": w, "video.codec": canonical,
-                                  "video.pix_fmt": PIX_FMT, "video.is_depth_map": False, "video.fps": fps_json,
+                                  "video.pix_fmt": pix_fmt(encoder), "video.is_depth_map": False,
+                                  "video.fps": fps_json,
                                   "video.channels": 3, "has_audio": False}}
     first = dataset.load_episode(selected[0].index).arrays
     state_dim, action_dim = first["state"].shape[1], first["action"].shape[1]

@@ -232,6 +232,22 @@ def test_videos_hold_every_frame_close_to_the_source(exported, source):
             assert np.abs(boundary - ds.frame(2, cam, 0)).mean() < np.abs(boundary - ds.frame(0, cam, 19)).mean()
 
 
+def test_lossless_export_gives_back_every_pixel(source, tmp_path):
+    report = export_lerobot(source, tmp_path / "lossless", video_codec="lossless")
+    assert report.encoder == "libx264rgb" and report.video_codec == "h264"
+    info = _info(tmp_path / "lossless")
+    assert info["features"]["observation.images.hand"]["info"]["video.pix_fmt"] == "rgb24"
+    rows = _episodes(tmp_path / "lossless")
+    with Dataset.open(source) as ds:
+        for cam in CAMERAS:
+            frames, _, _ = _decode(tmp_path / f"lossless/videos/observation.images.{cam}/chunk-000/file-000.mp4")
+            assert len(frames) == 50
+            for row, src_index in zip(rows, (0, 2)):
+                first = round(row[f"videos/observation.images.{cam}/from_timestamp"] * 10)
+                for k in range(row["length"]):
+                    np.testing.assert_array_equal(frames[first + k], ds.frame(src_index, cam, k))
+
+
 # --------------------------------------------------------------------------- exclusions and refusals
 def test_episode_with_skipped_ticks_is_excluded_unless_allowed(source, tmp_path):
     copy = tmp_path / "src"

@@ -347,3 +347,32 @@ def test_execution_never_rewinds_within_the_demonstration_it_executes(policy):
                        on_event=lambda e: sent.append(round((e.record.sent.pose.position[0] - 0.45) / 0.002)))
     # without the rule it would replay frames 0, 1, 0, 1, ...; with it, execution walks through the demo
     assert sent == sorted(sent) and sent[-1] >= 7
+
+
+def test_a_stop_is_in_time_while_the_gripper_is_open_or_holds_the_mug_and_late_after_closing_on_air():
+    from policy.evaluate import failed_already
+    from robot_drivers.control import ControlLoop, TeleopSource
+    from robot_drivers.sim.expert import Phase, ScriptedExpert
+    from robot_drivers.sim.rig import SimRig, SimRigConfig
+    from robot_drivers.types import Action
+
+    rig = SimRig(SimRigConfig(cameras=[]))
+    with rig:
+        rig.reset(0, "in_distribution")
+        placed = np.asarray(rig.world.mug_pose().position[:2])
+        assert not failed_already(rig, placed)  # untouched, gripper open
+        expert = ScriptedExpert(rig.world)
+        expert.reset(0)
+        # the expert closes on the mug; stop it before it lifts
+        ControlLoop(rig).run(TeleopSource(expert), max_ticks=300,
+                             cancel=None, on_tick=lambda r: None if expert.phase != Phase.LIFT else rig.arm.stop())
+        assert rig.arm.get_state().gripper < 0.9 and all(rig.world.fingers_touching(rig.world.mug))
+        assert not rig.success() and not failed_already(rig, placed)  # held between both fingers: in time
+        rig.reset(1, "in_distribution")
+        placed = np.asarray(rig.world.mug_pose().position[:2])
+        state = rig.arm.get_state()  # at home, high above the mug: closing grips air
+        for _ in range(15):
+            rig.arm.send_action(Action(state.ee_pose, 0.0))
+            rig.clock.wait_next_tick()
+        assert failed_already(rig, placed)
+    rig.close()

@@ -116,14 +116,13 @@ def test_missing_hub_dataset_offline_is_one_line(tmp_path, capsys):
 
 def test_export_round_trip_retrieves_the_same_demonstrations(tmp_path):
     """Sim demos -> LeRobot v3.0 export -> LeRobot's loader -> ALT, against ALT trained on the original (same
-    episodes, same seed). The import is lossless (the test above), but the export's video is not (AV1, crf 30,
-    yuv420p: ~2/255 mean pixel error), and a retrained encoder amplifies that. Measured here (32 px sim, 2 of 8
-    demos held out): 89/112 held-out lookups chose the same demonstration, 31 the very same frame; on 8 of the
-    30-demo dataset (128 px): 96/102 and 31/102. The issue's ">= 99% identical lookups" is NOT met through the
-    lossy export; this guards the part that holds (a scrambled or misaligned import lands near 1/6)."""
+    episodes, same seed). With the lossless export (H.264 in RGB at quantiser 0) every pixel comes back, the
+    encoder trains on the same frames and every held-out lookup is the same (the issue asks >= 99%). Through
+    the default lossy export (AV1, crf 30, yuv420p: ~2/255 mean pixel error, which a retrained encoder
+    amplifies) about 80% chose the same demonstration and 30% the same frame (README)."""
     src = tmp_path / "sim"
     record_sim(src, 8, image_size=32)
-    export_lerobot(src, tmp_path / "export")
+    export_lerobot(src, tmp_path / "export", video_codec="lossless")
     imported = import_lerobot(str(tmp_path / "export"), out=tmp_path / "imported", python=sys.executable)
     config = PolicyConfig(image_width=32, image_height=32, batch_size=16, epochs=2, frame_stride=1,
                           pretrained="none", seed=7)
@@ -140,4 +139,4 @@ def test_export_round_trip_retrieves_the_same_demonstrations(tmp_path):
     same_demo = lookups[0][:, 0] == lookups[1][:, 0]
     print(f"round trip: {same_demo.sum()}/{len(same_demo)} held-out lookups chose the same demonstration, "
           f"{same_frame.sum()} the same frame")
-    assert same_demo.mean() >= 0.7, f"only {same_demo.sum()}/{len(same_demo)} chose the same demonstration"
+    assert same_frame.mean() >= 0.99, f"only {same_frame.sum()}/{len(same_frame)} lookups are the same frame"
