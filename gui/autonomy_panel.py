@@ -35,6 +35,7 @@ class AutonomyPanel(QWidget):
 
     add_request = pyqtSignal(str, str)  # policy folder, dataset folder: queued to the bookkeeper's thread
     summary_request = pyqtSignal(str, str)  # ledger file, policy folder
+    coverage_request = pyqtSignal(str, str)  # ledger file, policy folder
 
     def __init__(self, controller: RigController, loader: PolicyLoader, reader: DatasetReader, runs_root: Path,
                  bookkeeper: PolicyBookkeeper, parent=None):
@@ -76,8 +77,16 @@ class AutonomyPanel(QWidget):
         self.trials_label = QLabel("trials: -")
         self.trials_label.setToolTip("Every run of this policy version, from the trial ledger (runs/trials.jsonl); "
                                      "success rate over decided trials with a Wilson 95% interval")
+        self.coverage_button = QPushButton("Coverage map")
+        self.coverage_button.setToolTip("Where the demonstrations and corrections lie in the policy's embedding "
+                                        "space, the latest runs, every OOD stop and where to record next")
+        self.coverage_button.setEnabled(False)
+        self.coverage_button.clicked.connect(self.show_coverage)
+        self.coverage_window = CoverageWindow(self)  # its own window, closed with the app
+        self.coverage_window.refresh.clicked.connect(self._request_coverage)
         book = QHBoxLayout()
         book.addWidget(self.add_button)
+        book.addWidget(self.coverage_button)
         book.addWidget(self.trials_label, 1)
         pl.addLayout(book)
 
@@ -197,6 +206,8 @@ class AutonomyPanel(QWidget):
         self.bookkeeper = bookkeeper
         self.add_request.connect(bookkeeper.add_corrections)
         self.summary_request.connect(bookkeeper.summarise)
+        self.coverage_request.connect(bookkeeper.coverage)
+        bookkeeper.coverage_ready.connect(self._on_coverage)
         bookkeeper.added.connect(self._on_added)
         bookkeeper.nothing_to_add.connect(self._on_nothing_to_add)
         bookkeeper.summary_ready.connect(self._on_summary)
@@ -269,7 +280,10 @@ class AutonomyPanel(QWidget):
         self.gamma_reset.setEnabled(True)
         self._show_gamma(policy.gamma)
         self.add_button.setEnabled(bool(self._dataset_root))
+        self.coverage_button.setEnabled(bool(policy.info.get("path")))
         self._request_summary()
+        if self.coverage_window.isVisible():
+            self._request_coverage()
         self._on_mode(self.controller.mode)
 
     # -- corrections and the trial ledger -------------------------------------------
@@ -300,6 +314,27 @@ class AutonomyPanel(QWidget):
         ledger = self.controller.supervisor.ledger
         if ledger is not None and self.policy is not None and self.policy.info.get("path"):
             self.summary_request.emit(str(ledger.path), self.policy.info["path"])
+
+    def show_coverage(self) -> None:
+        """Open (or raise) the coverage map window and draw the map for the loaded policy off the GUI thread."""
+        self.coverage_window.show()
+        self.coverage_window.raise_()
+        self._request_coverage()
+
+    def _request_coverage(self) -> None:
+        if self.policy is None or not self.policy.info.get("path"):
+            return
+        ledger = self.controller.supervisor.ledger
+        self.coverage_window.status.setText("drawing the coverage map…")
+        self.coverage_request.emit(str(ledger.path) if ledger is not None else "", self.policy.info["path"])
+
+    def _on_coverage(self, policy_dir: str, image, summary: str) -> None:
+        if self.policy is None or policy_dir != self.policy.info.get("path"):
+            return
+        version = self.policy.info.get("version", 1)
+        self.coverage_window.setWindowTitle(f"Coverage map: {Path(policy_dir).name} (v{version})")
+        self.coverage_window.view.set_image(image)
+        self.coverage_window.status.setText(summary)
 
     def _on_summary(self, policy_dir: str, rows) -> None:
         if self.policy is None or policy_dir != self.policy.info.get("path"):
@@ -450,6 +485,8 @@ class AutonomyPanel(QWidget):
     def _on_halted(self, halt: Halt) -> None:
         self.resume_button.setEnabled(self.policy is not None and halt.reason != "done")  # a finished task is not resumed
         self._request_summary()  # the run just ended: its trial is in the ledger
+        if self.coverage_window.isVisible():
+            self._request_coverage()
         self.halt_record.setVisible(halt.reason in ("ood", "stall", "stop", "paused")
                                     and self.controller.session is not None)
         done = halt.reason == "done"
@@ -491,3 +528,22 @@ class AutonomyPanel(QWidget):
     def cover_with_noise(self) -> None:
         rng = np.random.default_rng()
         self._cover(rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8))
+
+
+class CoverageWindow(QWidget):
+    """A separate window with the coverage map (policy/coverage.py), redrawn after each run while it is open."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent, Qt.WindowType.Window)
+        self.setWindowTitle("Coverage map")
+        self.view = ImageView("", min_side=480)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.refresh = QPushButton("Refresh")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.view, 1)
+        row = QHBoxLayout()
+        row.addWidget(self.status, 1)
+        row.addWidget(self.refresh)
+        layout.addLayout(row)
+        self.resize(1120, 820)

@@ -184,6 +184,7 @@ class PolicyBookkeeper(QObject):
     added = pyqtSignal(str, object)  # the new version's folder, policy.versions.AddResult
     nothing_to_add = pyqtSignal(str)
     summary_ready = pyqtSignal(str, object)  # policy folder, list[policy.trials.VersionSummary]
+    coverage_ready = pyqtSignal(str, object, str)  # policy folder, the map as an RGB array, a one-line summary
     failed = pyqtSignal(str)
 
     @pyqtSlot(str, str)
@@ -218,6 +219,28 @@ class PolicyBookkeeper(QObject):
             self.failed.emit(f"cannot read the trial ledger {ledger_path}: {exc}")
             return
         self.summary_ready.emit(policy_dir, rows)
+
+    @pyqtSlot(str, str)
+    def coverage(self, ledger_path: str, policy_dir: str) -> None:
+        """The coverage map of a policy with the runs and OOD stops of the ledger (policy.coverage)."""
+        import cv2
+
+        from policy.coverage import build_coverage, render_image
+        from policy.policy import ALTPolicy
+        from policy.trials import TrialLedger
+
+        try:
+            ledger = TrialLedger(ledger_path) if ledger_path and Path(ledger_path).exists() else None
+            cov = build_coverage(ALTPolicy.load(policy_dir), policy_dir, ledger)
+            image = cv2.cvtColor(render_image(cov), cv2.COLOR_BGR2RGB)
+        except Exception as exc:  # noqa: BLE001 - shown in the window
+            self.failed.emit(f"cannot draw the coverage map of {policy_dir}: {exc}")
+            return
+        covered = sum(s.covered for s in cov.stops)
+        self.coverage_ready.emit(policy_dir, image, f"{len(cov.points)} frames ({len(cov.corrections)} correction "
+                                                    f"episode(s)), {len(cov.trajectories)} run(s), {len(cov.stops)} "
+                                                    f"OOD stop(s), {covered} covered; record here next: "
+                                                    f"{len(cov.suggestions)}")
 
 
 @dataclass(frozen=True)

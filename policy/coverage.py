@@ -174,6 +174,17 @@ def render_png(cov: CoverageMap, path: str | Path, size: tuple[int, int] = (1100
     """Draw the map (left) and the "record here next" suggestions with their frames (right) into a PNG."""
     import cv2
 
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), render_image(cov, size, thumbs)):
+        raise OSError(f"could not write {path}; use a .png name in a writable folder")
+    return path
+
+
+def render_image(cov: CoverageMap, size: tuple[int, int] = (1100, 760), thumbs: int = 6) -> np.ndarray:
+    """The map (left) and the "record here next" suggestions with their frames (right), BGR uint8."""
+    import cv2
+
     width, height = size
     panel = 300
     img = np.full((height, width, 3), 255, np.uint8)
@@ -261,8 +272,4 @@ def render_png(cov: CoverageMap, path: str | Path, size: tuple[int, int] = (1100
     if len(cov.suggestions) > thumbs:
         cv2.putText(img, f"... and {len(cov.suggestions) - thumbs} more", (x0, min(y + 12, height - 10)), font, 0.4,
                     _INK, 1, cv2.LINE_AA)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"could not write {path}; use a .png name in a writable folder")
-    return path
+    return img

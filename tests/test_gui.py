@@ -8,6 +8,7 @@ in a state the next one starts from.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -484,6 +485,14 @@ def test_an_ood_stop_becomes_a_correction_the_next_run_retrieves(studio, qtbot):
     qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=5000)
     qtbot.waitUntil(lambda: "v2" in auto.trials_label.text() or f"v{version + 1}" in auto.trials_label.text(),
                     timeout=10_000)  # the ledger counts this version's trials
+    # the coverage map: the correction's frames are in the table and the OOD stop is covered by it
+    qtbot.mouseClick(auto.coverage_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: auto.coverage_window.view.has_image(), timeout=30_000)
+    found = re.search(r"\((\d+) correction episode\(s\)\), \d+ run\(s\), (\d+) OOD stop\(s\), (\d+) covered",
+                      auto.coverage_window.status.text())
+    assert found and int(found[1]) == 1 and int(found[2]) >= 1 and int(found[3]) >= 1, \
+        auto.coverage_window.status.text()
+    auto.coverage_window.close()
     qtbot.mouseClick(auto.drill_clear, Qt.MouseButton.LeftButton)
     controller.take_over()
     qtbot.waitUntil(lambda: controller.mode == TELEOP and not controller.rig.arm.stopped, timeout=5000)
