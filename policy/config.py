@@ -56,7 +56,7 @@ class PolicyConfig:
     # the grasp check (policy/grasp_check.py): before a demonstration's grasp, the live hand view must line up
     # with the retrieved frame's at least as well as this quantile of two different demonstrations do
     grasp_check: bool = True
-    grasp_check_quantile: float = 0.01
+    grasp_check_quantile: float = 0.05
     annoy_trees: int = 16
     annoy_search_k: int = -1  # -1: chosen at build time so that annoy's top-1 equals exact search
 

@@ -326,10 +326,12 @@ def test_autonomy_shows_live_and_retrieved_frames_and_similarity(studio, qtbot):
     qtbot.waitUntil(lambda: auto.gamma_question is None, timeout=3000)
     assert auto.policy.gamma_changes[-1]["below_calibrated"]  # and the change is logged
     assert auto.policy.gamma == pytest.approx(0.5)
-    # This policy knows three short keyboard demonstrations: its per-view gate and its progress watchdog would
-    # stop it within seconds. These tests are about the window, so they run it on similarity alone.
+    # This policy knows three short keyboard demonstrations: its per-view gate, its grasp check, its progress
+    # watchdog and its time limit would stop it within seconds. These tests are about the window, so they run
+    # it on similarity alone.
     auto.policy.view_thresholds.clear()
-    auto.policy.config = replace(auto.policy.config, stall_seconds=3600.0)
+    auto.policy.grasp_check = None
+    auto.policy.config = replace(auto.policy.config, stall_seconds=3600.0, time_limit_factor=1000.0)
     probe = StallProbe()
     probe.start()
     qtbot.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
