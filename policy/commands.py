@@ -347,7 +347,7 @@ def cmd_demo(args: Namespace) -> int:
     else:
         demos, image_size, eval_episodes = 30, 128, args.episodes
         config = PRESETS["cpu"]
-        expected = "about 35 minutes"
+        expected = "about 20 minutes"
     realtime_scenarios = ["in_distribution", "interpolate"]
     print(f"ALT Studio demo on the simulated rig ({expected} on 2 CPU cores): record {demos} scripted "
           f"demonstrations, train the ALT policy, evaluate {eval_episodes} episodes per scenario in lock-step and "

@@ -137,6 +137,15 @@ def main() -> int:
         spin(30, lambda: auto.halt_box.isVisible())
         spin(1.5)
         shot("7-autonomous-ood-stop")
+
+        # 7b. The coverage map (its own window): the table in 2-D, the runs, the OOD stop just made, what to record.
+        auto.show_coverage()
+        spin(120, lambda: auto.coverage_window.view.has_image())
+        spin(0.5)
+        path = out / "7b-coverage-map.png"
+        auto.coverage_window.screen().grabWindow(int(auto.coverage_window.winId())).save(str(path))
+        print(f"wrote {path}", flush=True)
+        auto.coverage_window.close()
         QTest.mouseClick(auto.drill_clear, Qt.MouseButton.LeftButton)
         QTest.mouseClick(auto.halt_teleop, Qt.MouseButton.LeftButton)
         spin(3, lambda: controller.mode == TELEOP)
