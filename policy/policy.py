@@ -61,6 +61,7 @@ class Retrieval:
     # before a demonstration's grasp: how well the live hand view lines up with the retrieved frame's
     # (policy/grasp_check.py); nan where the check does not apply
     grasp_alignment: float = float("nan")
+    embedding: np.ndarray | None = None  # the observation's unit embedding (the coverage map draws runs with it)
 
 
 @dataclass
@@ -245,7 +246,7 @@ class ALTPolicy:
             grasp = self.grasp_check.alignment(thumbnail(resize_view(hand, self.config)), best.row)
         signal, reason = self._gate(best, agreement, grasp)
         return Retrieval(matches, best.similarity, signal is not None, self.database.chunks[best.row],
-                         (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp)
+                         (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp, z)
 
     def _gate(self, best: Match, agreement: tuple[float, float], grasp: float) -> tuple[str | None, str]:
         if best.similarity < self.gamma:

@@ -40,6 +40,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from policy.runner import run_autonomous
 from recorder.dataset import Dataset, DatasetError
 from recorder.idle import ORIGINALS_DIR, trim_episode
@@ -858,8 +860,9 @@ class Supervisor:
                 outcome = "operator_stop"  # STOP, pause, or another command of the operator's ended it
             elif result.reason in _DEVICE_FAILURES:
                 outcome = "device_stop"
+        path = [r.embedding for r in result.retrievals if r.embedding is not None] if result is not None else []
         try:
-            self.ledger.finish(trial, outcome, reason, evidence=evidence,
+            self.ledger.finish(trial, outcome, reason, evidence=evidence, trajectory=np.stack(path) if path else None,
                                extra={"ticks": result.loop.ticks if result is not None else 0})
         except OSError as exc:
             self.events.error(f"the trial ledger could not be written ({exc})")
