@@ -21,8 +21,9 @@ SKIMAGE_PHOTOS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg", "m
                   "retina.jpg", "cell.png", "microaneurysms.png", "page.png", "clock_motion.png")
 #: matplotlib's bundled sample photographs.
 MATPLOTLIB_PHOTOS = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")
-#: scipy's (``scipy.datasets``): downloaded on first use, so only there when its cache has them.
-SCIPY_PHOTOS = ("face", "ascent")
+#: scipy's (``scipy.datasets``): only there when its cache has them (scripts/scipy_photos.py puts ``face`` there
+#: offline). ``ascent`` is not used: scipy loads it with pickle.
+SCIPY_PHOTOS = ("face",)
 
 
 def synthetic_probes(count: int, size: tuple[int, int], seed: int = 1234) -> list[np.ndarray]:

@@ -48,3 +48,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
 fi
+# scipy's sample photograph, for the OOD gate's held-out test (scipy.datasets cannot download it offline)
+"$VENV/bin/python" scripts/scipy_photos.py

@@ -376,3 +376,15 @@ def test_a_stop_is_in_time_while_the_gripper_is_open_or_holds_the_mug_and_late_a
             rig.clock.wait_next_tick()
         assert failed_already(rig, placed)
     rig.close()
+
+
+def test_the_held_out_photographs_include_scikit_image_matplotlib_and_scipy():
+    """The gate's held-out test set (never used in calibration): the packages' sample photographs; scipy's face
+    comes into scipy's own cache through scripts/scipy_photos.py (run by scripts/setup.sh)."""
+    from policy.probes import photos
+
+    names = [n for n, _ in photos((32, 32))]
+    assert sum(n.startswith("scikit-image:") for n in names) >= 20
+    assert sum(n.startswith("matplotlib:") for n in names) == 2
+    assert "scipy:face" in names, "run scripts/scipy_photos.py (scripts/setup.sh does) to put scipy's photo in its cache"
+    assert all(img.shape == (32, 32, 3) for _, img in photos((32, 32)))
