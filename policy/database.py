@@ -88,7 +88,7 @@ class LookupDatabase:
 
     def row_of(self, episode: int, frame: int) -> int | None:
         """The row holding ``frame`` of ``episode`` (None if the table does not have it)."""
-        if getattr(self, "_rows", None) is None:
+        if self._rows is None:
             self._rows = {(int(e), int(f)): i for i, (e, f) in enumerate(zip(self.episodes, self.frames))}
         return self._rows.get((int(episode), int(frame)))
 

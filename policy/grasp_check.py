@@ -41,6 +41,12 @@ def thumbnail(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
 
 
+def table_thumbnails(table, rows: np.ndarray) -> np.ndarray:
+    """[len(rows), SIZE, SIZE] thumbnails of a frame table's hand views (policy.data.FrameTable)."""
+    return np.stack([thumbnail(table.hand[int(r)].numpy()) for r in rows]) if len(rows) else \
+        np.zeros((0, SIZE, SIZE), np.uint8)
+
+
 def edge_map(thumb: np.ndarray) -> np.ndarray:
     g = cv2.GaussianBlur(thumb.astype(np.float32), (0, 0), BLUR_SIGMA)
     return np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))

@@ -25,7 +25,7 @@ from .data import action_chunks, load_frames
 from .database import LookupDatabase, Match, probe_queries
 from .encoder import ALTEncoder, resize_view
 from .gate import GateEvidence, make_negatives, quantile_threshold, thresholds_for_rate
-from .grasp_check import GraspCheck, cross_demo_alignment, pre_grasp_rows, thumbnail
+from .grasp_check import GraspCheck, cross_demo_alignment, pre_grasp_rows, table_thumbnails, thumbnail
 from .train import TrainProgress, embed_table_views, train_encoder
 
 log = logging.getLogger(__name__)
@@ -226,6 +226,8 @@ class ALTPolicy:
         between two neighbouring demonstrations mid-motion). Of frames that look alike (a wait, the grasp
         settling), the latest is taken, so execution moves on instead of replaying the wait."""
         t0 = time.perf_counter()
+        if hand is not None:  # at the encoder's size once: the embedding and the grasp check both use it
+            hand = resize_view(hand, self.config)
         z, hv, tv = self.embed_views(hand, third, pose)
         t1 = time.perf_counter()
         k = k or self.config.top_k
@@ -243,7 +245,7 @@ class ALTPolicy:
             agreement = (float(views[best.row, 0] @ hv), float(views[best.row, 1] @ tv))
         grasp = float("nan")
         if self.grasp_check is not None and self.grasp_check.applies(best.row) and hand is not None:
-            grasp = self.grasp_check.alignment(thumbnail(resize_view(hand, self.config)), best.row)
+            grasp = self.grasp_check.alignment(thumbnail(hand), best.row)
         signal, reason = self._gate(best, agreement, grasp)
         return Retrieval(matches, best.similarity, signal is not None, self.database.chunks[best.row],
                          (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp, z)
@@ -468,7 +470,7 @@ def build_grasp_check(table, database: LookupDatabase, config: PolicyConfig,
     if len(rows) == 0 or len(np.unique(table.episode[rows])) < 2:
         log.warning("grasp check: needs pose + gripper actions and two demonstrations with a grasp; left out")
         return None
-    thumbs = np.stack([thumbnail(table.hand[int(r)].numpy()) for r in rows])
+    thumbs = table_thumbnails(table, rows)
     values = cross_demo_alignment(rows, thumbs, table.episode, database.embeddings)
     threshold = quantile_threshold(values, config.grasp_check_quantile)
     if calibration is not None:

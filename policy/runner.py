@@ -146,36 +146,23 @@ class PolicySource:
         if self.latest.ood:
             self.ood_observation = observation
             self.current = self.latest
-            self.stop_signal, self.message = self.latest.ood_signal, self.latest.ood_reason
-            self.last_ms = (time.perf_counter() - t0) * 1000
-            return StepOutput(None, halt="ood", info={"similarity": self.latest.similarity})
+            return self._halt("ood", self.latest.ood_signal, self.latest.ood_reason, t0)
         if self._start_time is None:
             self._start_time = now
         if self.time_limit is not None and now - self._start_time > self.time_limit:
-            m = (self.current or self.latest).matches[0]
-            self.stop_signal = "time_limit"
-            self.message = (f"not finished after {now - self._start_time:.1f} s, {self.policy.config.time_limit_factor:g}"
-                            f" times the longest demonstration; it was executing episode {m.episode} from frame "
-                            f"{m.frame}")
-            self.last_ms = (time.perf_counter() - t0) * 1000
-            return StepOutput(None, halt="stall", info={"similarity": self.latest.similarity})
+            return self._halt("stall", "time_limit", f"not finished after {now - self._start_time:.1f} s, "
+                              f"{self.policy.config.time_limit_factor:g} times the longest demonstration", t0)
         if self.watchdog is not None:
             stalled = self.watchdog.update(now, observation.state.ee_array()[:3], observation.state.gripper)
             if stalled:
-                m = (self.current or self.latest).matches[0]
-                self.stop_signal = "stall"
-                self.message = f"{stalled}; it was executing episode {m.episode} from frame {m.frame}"
-                self.last_ms = (time.perf_counter() - t0) * 1000
-                return StepOutput(None, halt="stall", info={"similarity": self.latest.similarity})
+                return self._halt("stall", "stall", stalled, t0)
         switch = self.current is None or self._ticks_on_chunk >= self.requery_every
         self.last_queried = switch
         if switch:
-            self.current = self._no_rewind(self.latest, observation, dt)
+            self.current = self._no_rewind(self.latest, now, dt)
             self._chunk_time = observation.capture_time  # entry 0 belongs to when the frames were taken
             self._ticks_on_chunk = 0
-        # Stale-action dropping: the entry for the current time, not simply the next one.
-        elapsed_ticks = int(round((now - self._chunk_time) / dt))
-        index = min(max(elapsed_ticks, self._ticks_on_chunk), len(self.current.chunk) - 1)
+        index = self._due_index(now, dt)
         self._ticks_on_chunk += 1
         self.last_step = index
         self.last_ms = (time.perf_counter() - t0) * 1000
@@ -185,7 +172,22 @@ class PolicySource:
     def sent(self, action: Action) -> None:
         pass
 
-    def _no_rewind(self, latest: Retrieval, observation: Observation, dt: float) -> Retrieval:
+    def _halt(self, reason: str, signal: str | None, message: str, t0: float) -> StepOutput:
+        """Stop the run with ``reason`` ("ood" or "stall"), naming the signal and, for a watchdog, what was
+        executing."""
+        if reason == "stall":
+            m = (self.current or self.latest).matches[0]
+            message = f"{message}; it was executing episode {m.episode} from frame {m.frame}"
+        self.stop_signal, self.message = signal, message
+        self.last_ms = (time.perf_counter() - t0) * 1000
+        return StepOutput(None, halt=reason, info={"similarity": self.latest.similarity})
+
+    def _due_index(self, now: float, dt: float) -> int:
+        """Stale-action dropping: the executing chunk's entry for the current time, not simply the next one."""
+        elapsed_ticks = int(round((now - self._chunk_time) / dt))
+        return min(max(elapsed_ticks, self._ticks_on_chunk), len(self.current.chunk) - 1)
+
+    def _no_rewind(self, latest: Retrieval, now: float, dt: float) -> Retrieval:
         """``latest``, unless it is an earlier frame of the demonstration being executed: then that
         demonstration's entry for where execution stands now (its frame counts on with the chunk)."""
         if self.current is None:
@@ -193,8 +195,7 @@ class PolicySource:
         executing, new = self.current.matches[0], latest.matches[0]
         if new.episode != executing.episode:
             return latest
-        elapsed = int(round((observation.latest_state.host_time - self._chunk_time) / dt))
-        position = executing.frame + min(max(elapsed, self._ticks_on_chunk), len(self.current.chunk) - 1)
+        position = executing.frame + self._due_index(now, dt)
         if new.frame >= position:
             return latest
         row = self.policy.database.row_of(executing.episode, position)

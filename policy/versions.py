@@ -38,7 +38,7 @@ from .action_space import EE_POSE, policy_actions
 from .artifact import MANIFEST, sha256
 from .data import COMPLETE_END_REASONS, action_chunks, load_frames
 from .database import LookupDatabase, probe_queries
-from .grasp_check import pre_grasp_rows, thumbnail
+from .grasp_check import pre_grasp_rows, table_thumbnails
 from .policy import ALTPolicy, build_grasp_check, calibrate_on_held_out
 from .train import embed_table_views
 
@@ -176,9 +176,7 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
         grasp_check = build_grasp_check(full, database, config, calibration) if policy.grasp_check else None
     elif policy.grasp_check is not None:
         rows = pre_grasp_rows(table.episode, table.frame, table.actions)
-        thumbs = np.stack([thumbnail(table.hand[int(r)].numpy()) for r in rows]) if len(rows) else \
-            np.zeros((0,) + policy.grasp_check.thumbs.shape[1:], np.uint8)
-        grasp_check = policy.grasp_check.extended(rows + len(db), thumbs)
+        grasp_check = policy.grasp_check.extended(rows + len(db), table_thumbnails(table, rows))
     else:
         grasp_check = None
 

@@ -88,10 +88,6 @@ PIX_FMT = "yuv420p"
 #: Encoders that store RGB as it is, without the YUV conversion and chroma subsampling (``lossless``: H.264
 #: in RGB at quantiser 0, bit-exact; any FFmpeg decodes it, LeRobot's loaders included).
 RGB_PIX_FMT = {"libx264rgb": "rgb24"}
-
-
-def pix_fmt(encoder: str) -> str:
-    return RGB_PIX_FMT.get(encoder, PIX_FMT)
 INDEX_FEATURES = ("frame_index", "episode_index", "index", "task_index")
 
 ProgressCallback = Callable[[int, int], None]
@@ -204,6 +200,10 @@ def _stats_to_json(stats: dict[str, np.ndarray]) -> dict[str, list]:
 
 
 # --------------------------------------------------------------------------- video
+def pix_fmt(encoder: str) -> str:
+    return RGB_PIX_FMT.get(encoder, PIX_FMT)
+
+
 def _encoder_options(encoder: str) -> dict[str, str]:
     g = str(KEYFRAME_INTERVAL)
     if encoder == "libsvtav1":
