@@ -278,6 +278,9 @@ def _policy_options(p: argparse.ArgumentParser) -> None:
                    help="ResNet-18 initialisation: auto (ImageNet weights when torchvision's cache has them, else "
                         "random; the default), imagenet (download them if needed), none (random)")
     p.add_argument("--pose", action="store_true", help="add the end-effector pose branch")
+    p.add_argument("--method", choices=("alt", "aligned"),
+                   help="alt: replay the retrieved demonstration as recorded (the paper; default); aligned: find "
+                        "the object in the third-person view and replay the demonstration shifted onto it")
 
 
 def _lerobot_options(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,8 @@ def config_from_args(args: Namespace) -> PolicyConfig:
                                    chunk_length=args.chunk_length, seed=args.seed, learning_rate=args.lr,
                                    temperature=args.temperature, requery_every=args.requery_every,
                                    image_width=size, image_height=size,
-                                   pretrained=args.pretrained, use_pose=True if args.pose else None)
+                                   pretrained=args.pretrained, use_pose=True if args.pose else None,
+                                   method=getattr(args, "method", None))
     return config
 
 

@@ -57,6 +57,11 @@ class PolicyConfig:
     # with the retrieved frame's at least as well as this quantile of two different demonstrations do
     grasp_check: bool = True
     grasp_check_quantile: float = 0.05
+    # the policy method: "alt" replays the retrieved demonstration as recorded (the paper); "aligned" finds the
+    # object in the third-person view and replays the demonstration shifted onto it (policy/alignment.py)
+    method: str = "alt"
+    align_radius: float = 0.01  # m: a demonstration's hand is "above the object" within this, laterally
+    align_margin: float = 0.05  # m: largest correction = the demonstrations' spread plus this
     annoy_trees: int = 16
     annoy_search_k: int = -1  # -1: chosen at build time so that annoy's top-1 equals exact search
 
@@ -82,6 +87,10 @@ class PolicyConfig:
                              "long as the longest demonstration")
         if not 0 <= self.grasp_check_quantile < 0.5:
             raise ValueError(f"grasp_check_quantile {self.grasp_check_quantile} must be in [0, 0.5)")
+        if self.method not in ("alt", "aligned"):
+            raise ValueError(f"method must be 'alt' or 'aligned', not {self.method!r}")
+        if self.align_radius <= 0 or self.align_margin < 0:
+            raise ValueError("align_radius must be positive and align_margin not negative")
         if not self.views or len(set(self.views)) != len(self.views) or not set(self.views) <= {"hand", "third"}:
             raise ValueError(f"views must be 'hand', 'third' or both, not {list(self.views)}")
         if self.pretrained not in ("auto", "none", "imagenet"):

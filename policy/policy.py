@@ -19,6 +19,7 @@ from recorder.dataset import Dataset, DatasetError
 from robot_drivers.transforms import POSE_QUAT, quat_nearest
 
 from .action_space import EE_POSE, action_kind, policy_actions
+from .alignment import AlignmentError, Location, TargetLocator, fit_locator
 from .artifact import (PolicyArtifactError, check_artifact, load_database_arrays, save_database, write_artifact)
 from .config import PolicyConfig
 from .data import action_chunks, load_frames
@@ -62,6 +63,10 @@ class Retrieval:
     # (policy/grasp_check.py); nan where the check does not apply
     grasp_alignment: float = float("nan")
     embedding: np.ndarray | None = None  # the observation's unit embedding (the coverage map draws runs with it)
+    # the aligned method: where the object was found, and the xy shift that moves the matched demonstration
+    # onto it (None: the alt method, or not found)
+    target: Location | None = None
+    correction: np.ndarray | None = None
 
 
 @dataclass
@@ -79,6 +84,9 @@ class Calibration:
     negatives: dict = field(default_factory=dict)  # kind -> {"count", "stopped", "by_signal"}
     # the grasp check: its threshold and how it was chosen ({} when the policy has none)
     grasp: dict = field(default_factory=dict)
+    # the aligned method's gate: the object may stand anywhere in the demonstrated area, so its thresholds come
+    # from held-out frames matched to *other* demonstrations only ({} for the alt method)
+    aligned: dict = field(default_factory=dict)
 
 
 def _percentiles(x: np.ndarray) -> dict:
@@ -130,28 +138,45 @@ def choose_held_out(episodes: list[int], fraction: float) -> list[int]:
 class ALTPolicy:
     def __init__(self, config: PolicyConfig, encoder: ALTEncoder, database: LookupDatabase,
                  calibration: Calibration | None = None, info: dict | None = None,
-                 grasp_check: GraspCheck | None = None):
+                 grasp_check: GraspCheck | None = None, locator: TargetLocator | None = None):
+        if config.method == "aligned" and locator is None:
+            raise PolicyArtifactError("an aligned policy needs its object locator; retrain it")
         self.config = config
         self.grasp_check = grasp_check
+        self.locator = locator if config.method == "aligned" else None
         self.encoder = encoder.eval()
         self.database = database
         self.calibration = calibration
         self.info = dict(info or {})
-        self.gamma = calibration.gamma if calibration is not None else config.gamma
-        self.view_thresholds: dict[str, float] = dict(calibration.view_thresholds) if calibration else {}
+        self.gamma = self.calibrated_gamma
+        self.view_thresholds: dict[str, float] = {}
+        if calibration is not None:
+            source = calibration.aligned if self.locator is not None else calibration.view_thresholds
+            self.view_thresholds = {k: float(source[k]) for k in ("hand_view", "third_view") if k in source}
         self.gamma_changes: list[dict] = []  # every set_gamma, for the run records
         self._device = next(encoder.parameters()).device
 
     # -- the gate's thresholds, audited ------------------------------------
     @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
     def calibrated_gamma(self) -> float:
-        return self.calibration.gamma if self.calibration is not None else self.config.gamma
+        if self.calibration is None:
+            return self.config.gamma
+        if self.locator is not None:
+            return float(self.calibration.aligned["gamma"])
+        return self.calibration.gamma
 
     def thresholds(self) -> dict:
         """Everything the gate and the runner decide with, for the record of a run or an evaluation."""
         return {"gamma": self.gamma, "calibrated_gamma": self.calibrated_gamma, **self.view_thresholds,
                 "false_stop_rate": None if self.calibration is None else self.calibration.false_stop_rate,
                 "grasp_alignment": None if self.grasp_check is None else self.grasp_check.threshold,
+                "method": self.method,
+                "replay_gamma": None if self.locator is None else self.calibration.aligned.get("replay_gamma"),
+                "max_correction_m": None if self.locator is None else self.locator.max_correction,
                 "stall_seconds": self.config.stall_seconds, "stall_distance_m": self.config.stall_distance,
                 "time_limit_s": self.time_limit_seconds(),
                 "episode_hysteresis": self.config.episode_hysteresis, "requery_every": self.config.requery_every}
@@ -220,11 +245,16 @@ class ALTPolicy:
         return check_source_episode(self.info.get("episode_fingerprints"), dataset, episode)
 
     def retrieve(self, hand: np.ndarray, third: np.ndarray, pose: np.ndarray | None = None,
-                 k: int | None = None, prefer_episode: int | None = None) -> Retrieval:
+                 k: int | None = None, prefer_episode: int | None = None, target: Location | None = None,
+                 executing_row: int | None = None) -> Retrieval:
         """Look the observation up and gate it. ``prefer_episode``: the demonstration being executed; it is
         kept unless another one matches better by more than ``config.episode_hysteresis`` (no flip-flopping
         between two neighbouring demonstrations mid-motion). Of frames that look alike (a wait, the grasp
-        settling), the latest is taken, so execution moves on instead of replaying the wait."""
+        settling), the latest is taken, so execution moves on instead of replaying the wait.
+
+        The aligned method also finds the object in ``third`` (or takes ``target``, where it was found at the
+        start of a run: later the arm is in the picture) and returns the matched chunk shifted onto it;
+        ``executing_row``: the table row being replayed, which the grasp check then compares with."""
         t0 = time.perf_counter()
         if hand is not None:  # at the encoder's size once: the embedding and the grasp check both use it
             hand = resize_view(hand, self.config)
@@ -244,15 +274,69 @@ class ALTPolicy:
         if views is not None:
             agreement = (float(views[best.row, 0] @ hv), float(views[best.row, 1] @ tv))
         grasp = float("nan")
-        if self.grasp_check is not None and self.grasp_check.applies(best.row) and hand is not None:
-            grasp = self.grasp_check.alignment(thumbnail(hand), best.row)
-        signal, reason = self._gate(best, agreement, grasp)
-        return Retrieval(matches, best.similarity, signal is not None, self.database.chunks[best.row],
-                         (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp, z)
+        compared = best.row if executing_row is None else int(executing_row)
+        if self.locator is not None:  # only once aligned: during the approach the views differ by design
+            db = self.database
+            aligned = executing_row is not None and self.locator.ramp(int(db.episodes[compared]),
+                                                                      int(db.frames[compared])) >= 1.0
+            compared = compared if aligned else -1
+        if self.grasp_check is not None and self.grasp_check.applies(compared) and hand is not None:
+            grasp = self.grasp_check.alignment(thumbnail(hand), compared)
+        gamma = self.gamma
+        if self.locator is not None and executing_row is not None:
+            gamma = min(gamma, float(self.calibration.aligned.get("replay_gamma", gamma)))
+        signal, reason = self._gate(best, agreement, grasp, gamma)
+        similarity = best.similarity  # what the gate judged
+        chunk, correction = self.database.chunks[best.row], None
+        if self.locator is not None:
+            if target is None and third is not None:
+                target = self.locator.locate(third)
+            if target is not None and executing_row is None:
+                # which demonstration to replay: the one whose object stood nearest, from its frame that
+                # matches best (the gate above judged the scene by the best match of all)
+                nearest = self.locator.nearest_demo(target.xy)
+                if nearest != best.episode:
+                    own = self.database.best_in_episode(z, nearest, TIE_CANDIDATES)
+                    if own:
+                        best = _latest_of_ties(own)
+                        matches = [best] + [m for m in matches if m.row != best.row][:k - 1]
+                        chunk = self.database.chunks[best.row]
+            # the demonstration that is moved: the one being replayed, else the match
+            episode = best.episode if executing_row is None else int(self.database.episodes[executing_row])
+            if target is not None:
+                correction = self.locator.correction(target.xy, episode)
+                chunk = self.shifted_chunk(best.episode, best.frame, chunk,
+                                           self.locator.correction(target.xy, best.episode))
+            if signal is None:
+                signal, reason = self._alignment_gate(episode, target, correction)
+        return Retrieval(matches, similarity, signal is not None, chunk,
+                         (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp, z, target, correction)
 
-    def _gate(self, best: Match, agreement: tuple[float, float], grasp: float) -> tuple[str | None, str]:
-        if best.similarity < self.gamma:
-            return "similarity", (f"similarity {best.similarity:.3f} < gamma {self.gamma:.3f}: nothing in the "
+    def shifted_chunk(self, episode: int, frame: int, chunk: np.ndarray, correction: np.ndarray) -> np.ndarray:
+        """A chunk of ``episode`` starting at ``frame`` with ``correction`` (xy, m) ramped in over the
+        demonstration's approach (policy/alignment.py)."""
+        out = np.array(chunk, copy=True)
+        ramp = np.array([self.locator.ramp(episode, frame + i) for i in range(len(out))])
+        out[:, :2] += ramp[:, None] * np.asarray(correction)[None, :2]
+        return out
+
+    def _alignment_gate(self, episode: int, target: Location | None,
+                        correction: np.ndarray | None) -> tuple[str | None, str]:
+        if target is None:
+            return "target", ("the object was not found in the third-person view (nothing there differs from the "
+                              "demonstrations' empty scene in the object's size and colour); nothing to align to")
+        size = float(np.linalg.norm(correction))
+        if size > self.locator.max_correction:
+            return "correction", (f"the object stands {100 * size:.1f} cm from where the retrieved "
+                                  f"demonstration (episode {episode}) had it; beyond the "
+                                  f"{100 * self.locator.max_correction:.1f} cm the demonstrations cover "
+                                  "(their spread plus the margin)")
+        return None, ""
+
+    def _gate(self, best: Match, agreement: tuple[float, float], grasp: float,
+              gamma: float) -> tuple[str | None, str]:
+        if best.similarity < gamma:
+            return "similarity", (f"similarity {best.similarity:.3f} < gamma {gamma:.3f}: nothing in the "
                                   "demonstrations looks like this")
         for i, (name, view) in enumerate((("hand_view", "hand"), ("third_view", "third"))):
             limit = self.view_thresholds.get(name)
@@ -287,6 +371,10 @@ class ALTPolicy:
         search_k, recall = database.tune_search_k(queries)
         calibration = calibrate_on_held_out(trained.encoder, table, database, held_out, config)
         grasp_check = build_grasp_check(table, database, config, calibration)
+        locator = None
+        if config.method == "aligned":
+            locator = build_locator(table, config)
+            calibration.aligned = calibrate_aligned(table, database, held_out, config)
         info = {
             "dataset": str(Path(dataset.root).resolve()),
             "episodes": sorted(int(e) for e in table.actions),
@@ -305,7 +393,7 @@ class ALTPolicy:
             # where each demonstration's object was (simulated datasets), for retrieval-accuracy reports
             "episode_scenes": {str(e): dataset.episode(int(e)).extra.get("scene") for e in sorted(table.actions)},
         }
-        return cls(config, trained.encoder, database, calibration, info, grasp_check)
+        return cls(config, trained.encoder, database, calibration, info, grasp_check, locator)
 
     # -- persistence ------------------------------------------------------
     def save(self, out: str | Path, overwrite: bool = False) -> Path:
@@ -313,14 +401,18 @@ class ALTPolicy:
             state = {k: v.detach().cpu().contiguous() for k, v in self.encoder.state_dict().items()}
             save_file(state, str(tmp / "encoder.safetensors"))
             db = self.database
+            extra = {} if self.grasp_check is None else self.grasp_check.arrays()
+            if self.locator is not None:
+                extra.update(self.locator.arrays())
             save_database(tmp / "database.npz", db.embeddings, db.episodes, db.frames, db.chunks,
-                          db.view_embeddings, **({} if self.grasp_check is None else self.grasp_check.arrays()))
+                          db.view_embeddings, **extra)
             if not db.has_annoy:
                 db.build_annoy(self.config.annoy_trees, seed=self.config.seed)
             db.save_annoy(tmp / "index.ann")
             doc = {"config": self.config.to_json(), "gamma": self.gamma,
                    "calibration": None if self.calibration is None else self.calibration.__dict__,
-                   "info": self.info, "annoy_search_k": db.search_k}
+                   "info": self.info, "annoy_search_k": db.search_k,
+                   "alignment": None if self.locator is None else self.locator.to_json()}
             (tmp / "config.json").write_text(json.dumps(doc, indent=1))
 
         return write_artifact(Path(out), write, overwrite)
@@ -339,12 +431,14 @@ class ALTPolicy:
             database = LookupDatabase(arrays["embeddings"], arrays["episodes"], arrays["frames"], arrays["chunks"],
                                       arrays.get("view_embeddings"), pose_actions=pose_actions)
             database.load_annoy(path / "index.ann", config.annoy_trees, int(doc["annoy_search_k"]))
+            locator = TargetLocator.from_json(doc["alignment"], arrays) if doc.get("alignment") else None
         except (KeyError, ValueError, RuntimeError, OSError) as exc:
             raise PolicyArtifactError(f"{path}: the policy files are inconsistent ({exc}); retrain it") from exc
         cal = doc.get("calibration")
         calibration = Calibration(**cal) if cal else None
         grasp_check = GraspCheck.from_arrays(arrays, (calibration.grasp.get("threshold") if calibration else None))
-        policy = cls(config, encoder.to(device or "cpu"), database, calibration, doc.get("info"), grasp_check)
+        policy = cls(config, encoder.to(device or "cpu"), database, calibration, doc.get("info"), grasp_check,
+                     locator)
         policy.gamma = float(doc["gamma"])
         return policy
 
@@ -482,3 +576,44 @@ def build_grasp_check(table, database: LookupDatabase, config: PolicyConfig,
     log.info("grasp check: threshold %.3f from %d pre-grasp frames (cross-demonstration p1 %.3f, p50 %.3f)",
              threshold, len(values), np.percentile(values, 1), np.percentile(values, 50))
     return GraspCheck(rows, thumbs, threshold)
+
+
+def build_locator(table, config: PolicyConfig) -> TargetLocator:
+    """The aligned method's object locator, from each demonstration's first third-person frame and actions."""
+    if "third" not in config.views:
+        raise AlignmentError("the aligned method finds the object in the third-person view; this dataset has none")
+    if not table.actions or next(iter(table.actions.values())).shape[1] != 8:
+        raise AlignmentError("the aligned method shifts end-effector pose actions; this dataset's actions are not "
+                             "pose + gripper")
+    firsts = {}
+    for e in table.actions:
+        rows = np.flatnonzero(table.episode == e)
+        firsts[int(e)] = table.third[int(rows[np.argmin(table.frame[rows])])].numpy()
+    locator = fit_locator(firsts, {int(e): a for e, a in table.actions.items()}, config.align_radius,
+                          config.align_margin)
+    r = locator.report
+    log.info("alignment: table map from %d demonstrations, leave-one-out error %.1f mm median, %.1f mm max; "
+             "largest correction %.1f cm", r["demonstrations"], 1000 * r["map_error_loo_m"]["p50"],
+             1000 * r["map_error_loo_m"]["max"], 100 * locator.max_correction)
+    return locator
+
+
+def calibrate_aligned(table, database: LookupDatabase, held_out: list[int], config: PolicyConfig) -> dict:
+    """The aligned method's gate thresholds: each held-out frame is looked up among the *other*
+    demonstrations only (its own taken out), as a live scene with the object somewhere new is."""
+    rows = np.flatnonzero(np.isin(table.episode, held_out)) if held_out else np.arange(len(table))
+    views = database.view_embeddings[rows]
+    exclude = database.episodes[None, :] == table.episode[rows][:, None]
+    evidence = gate_evidence(database, database.embeddings[rows], views[:, 0], views[:, 1], exclude)
+    chosen = thresholds_for_rate(evidence, config.false_stop_rate).as_dict()
+    every = np.where(database.episodes[None, :] == database.episodes[:, None], -2.0,
+                     database.embeddings @ database.embeddings.T).max(1)
+    return {"gamma": chosen["similarity"], **{k: v for k, v in chosen.items() if k != "similarity"},
+            "method": "each signal at its quantile of held-out frames matched to other demonstrations only "
+                      f"(false-stop rate {100 * config.false_stop_rate:.2g}% per frame)",
+            "in_distribution": _percentiles(evidence.similarity),
+            # while a shifted demonstration is replayed the arm is off every recorded path, which lowers the
+            # similarity by itself: then only a scene as unlike the demonstrations as none of theirs is from
+            # the others stops it (the views, the grasp check and the watchdog still watch every tick)
+            "replay_gamma": float(every.min()),
+            "replay_method": "the lowest similarity of any demonstration frame to the other demonstrations"}

@@ -14,6 +14,12 @@ whose time has passed are skipped: if a query took longer than a tick,
 execution resumes at the chunk entry for *now*. A chunk is anchored at its
 observation's capture time, so the time from capture to action (frame
 alignment, transport, lookup) is skipped the same way.
+
+The aligned method (policy/alignment.py) finds the object at the run's first tick, then replays the retrieved
+demonstration from the matched frame on, shifted onto the object, in the demonstration's own time: the
+lookup still runs every tick, for the gate and the display, and the grasp check compares the live hand view
+with the frame being replayed. Its phases: ``approach`` (the correction ramping in), ``replay`` (from the
+demonstration's bottleneck on, fully shifted).
 """
 
 from __future__ import annotations
@@ -45,6 +51,27 @@ class AutonomyEvent:
     chunk_step: int  # which entry of the chunk was sent
     ood: bool
     tick_ms: float  # time spent in this tick's policy step (embedding + search when queried)
+    replay: "ReplayState | None" = None  # the aligned method: what is being replayed, and where it stands
+
+
+@dataclass(frozen=True)
+class ReplayState:
+    """The aligned method's replay at one tick, for the window."""
+
+    episode: int
+    frame: int  # the demonstration's frame being executed
+    bottleneck: int  # its bottleneck frame (the target frame the approach aligns to)
+    correction: np.ndarray  # xy (m) the demonstration is shifted by once fully aligned
+    applied: float  # share of the correction applied at this frame (0..1)
+
+    @property
+    def phase(self) -> str:
+        return "approach" if self.applied < 1.0 else "replay"
+
+    @property
+    def remaining(self) -> np.ndarray:
+        """The part of the correction still to be applied (m)."""
+        return (1.0 - self.applied) * self.correction
 
 
 @dataclass
@@ -126,9 +153,12 @@ class PolicySource:
         self.last_step = 0
         self.last_ms = 0.0
         self.ood_observation: Observation | None = None
+        self.replay: ReplayState | None = None
+        self._replay_start: tuple[int, int, float] | None = None  # episode, frame, capture time of the aligned run
 
     def begin(self, observation: Observation) -> None:
         self.current = self.latest = None
+        self.replay, self._replay_start = None, None
         self._start_time = None
         self._ticks_on_chunk = 0
         self.stop_signal, self.message = None, ""
@@ -139,6 +169,8 @@ class PolicySource:
         t0 = time.perf_counter()
         now = observation.latest_state.host_time
         frames = observation.frames
+        if self.policy.locator is not None:
+            return self._aligned_step(observation, dt, t0)
         prefer = self.current.matches[0].episode if self.current is not None else None
         self.latest = self.policy.retrieve(frames["hand"].image, frames["third"].image,
                                            observation.state.ee_array()[:7], prefer_episode=prefer)
@@ -171,6 +203,57 @@ class PolicySource:
 
     def sent(self, action: Action) -> None:
         pass
+
+    def _aligned_step(self, observation: Observation, dt: float, t0: float) -> StepOutput:
+        """Retrieve (first tick), align, replay: the demonstration's frames in its own time, shifted."""
+        now = observation.latest_state.host_time
+        db = self.policy.database
+        executing = None
+        if self._replay_start is not None:
+            episode, first, start_time = self._replay_start
+            self._ticks_on_chunk += 1
+            frame = first + max(int(round((now - start_time) / dt)), self._ticks_on_chunk)
+            last = int(db.frames[db.episodes == episode].max())
+            executing = db.row_of(episode, min(frame, last))
+        frames = observation.frames
+        target = self.current.target if self.current is not None else None
+        self.latest = self.policy.retrieve(frames["hand"].image, frames["third"].image,
+                                           observation.state.ee_array()[:7],
+                                           prefer_episode=None if executing is None else self._replay_start[0],
+                                           target=target, executing_row=executing)
+        self.retrievals.append(self.latest)
+        if self.latest.ood:
+            self.ood_observation = observation
+            self.current = self.current or self.latest
+            return self._halt("ood", self.latest.ood_signal, self.latest.ood_reason, t0)
+        if self._start_time is None:
+            self._start_time = now
+        if self.time_limit is not None and now - self._start_time > self.time_limit:
+            return self._halt("stall", "time_limit", f"not finished after {now - self._start_time:.1f} s, "
+                              f"{self.policy.config.time_limit_factor:g} times the longest demonstration", t0)
+        if self.watchdog is not None:
+            stalled = self.watchdog.update(now, observation.state.ee_array()[:3], observation.state.gripper)
+            if stalled:
+                return self._halt("stall", "stall", stalled, t0)
+        self.last_queried = self._replay_start is None
+        if self._replay_start is None:  # the first tick: the retrieved demonstration and the object's place
+            self.current = self.latest
+            m = self.latest.matches[0]
+            self._replay_start = (m.episode, m.frame, observation.capture_time)
+            self._ticks_on_chunk = 0
+            executing = m.row
+        episode = self._replay_start[0]
+        frame = int(db.frames[executing])
+        correction = self.policy.locator.correction(self.current.target.xy, episode)
+        applied = self.policy.locator.ramp(episode, frame)
+        action = np.array(db.chunks[executing][0], copy=True)  # past the end: its last target, held
+        action[:2] += applied * correction
+        self.replay = ReplayState(episode, frame, self.policy.locator.bottlenecks.get(episode, 0), correction,
+                                  applied)
+        self.last_step = frame - self._replay_start[1]
+        self.last_ms = (time.perf_counter() - t0) * 1000
+        return StepOutput(Action.from_array(action), info={"similarity": self.latest.similarity,
+                                                           "chunk_step": self.last_step})
 
     def _halt(self, reason: str, signal: str | None, message: str, t0: float) -> StepOutput:
         """Stop the run with ``reason`` ("ood" or "stall"), naming the signal and, for a watchdog, what was
@@ -232,7 +315,7 @@ def run_autonomous(rig: Rig, policy: ALTPolicy, *, max_ticks: int | None = None,
     def on_tick(record: TickRecord) -> None:
         if on_event is not None and source.latest is not None:
             on_event(AutonomyEvent(record.timing.index, record, source.latest, source.last_queried,
-                                   source.last_step, record.output.halt == "ood", source.last_ms))
+                                   source.last_step, record.output.halt == "ood", source.last_ms, source.replay))
         if stop_when is not None and stop_when():
             done.set()
             stop.set()

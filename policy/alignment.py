@@ -1,0 +1,261 @@
+"""Retrieve, align, replay: the ``aligned`` policy method's alignment step.
+
+ALT replays the retrieved demonstration's absolute poses, so it grasps where that demonstration grasped. The
+aligned method keeps ALT's encoder, lookup table and gate, finds where the object stands now, and replays the
+retrieved demonstration shifted by the difference between where the object is and where it was in that
+demonstration.
+
+Where the object is comes from the third-person camera, with a model learned from the demonstrations alone:
+
+* **background**: the per-pixel median of the demonstrations' first third-person frames. The object moves
+  between demonstrations and the arm starts from the same pose, so the median is the scene without the object.
+* **object**: in each demonstration's first frame, the region that differs most from the background; its
+  size and its mean chromaticity (colour with brightness divided out) make the object model, and its
+  difference-weighted centroid is the object's pixel position.
+* **table map**: a homography from those pixel positions to the demonstrations' grasp positions (the
+  end-effector position when the gripper first closes, read from the gripper channel) — the table plane, as the
+  camera sees it, calibrated by the demonstrations themselves. Its leave-one-out error is kept as the fit's
+  figure.
+
+At run time the live third-person frame, brightness and tint evened out to the background's, is compared with
+the background; of the regions that differ, the one whose size and chromaticity are the object's is the
+object. Distractors differ in colour or size; shadows and the arm are grey.
+
+The correction is ``target - demo_target``, both located the same way (a bias of the map cancels). It is ramped
+in over the demonstration's approach, reaching full strength at its *bottleneck* (the first frame at which the
+hand is above the grasp point, within ``align_radius``) and held for the rest of the replay, the grasp and the
+lift included. The gate stays: no object found, or a correction beyond the demonstrations' spread plus
+``align_margin``, stops the arm as out of distribution with the reason.
+
+Assumptions (README): one object to grasp, standing on a table plane; a fixed third-person camera that sees it
+when the arm is at its start pose; the arm starting every demonstration from the same pose; a top-down grasp
+whose orientation the demonstration supplies (the object's yaw is not estimated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .grasp_check import GRIPPER_OPEN, pre_grasp_frames
+
+#: Foreground: a difference from the background larger than this share of the demonstrations' median peak.
+FOREGROUND_SHARE = 0.3
+#: Size range of an object region, relative to the demonstrations' smallest and largest.
+AREA_SLACK = (0.4, 2.5)
+#: How far from the demonstrations' mean chromaticity an object region may be, in multiples of the largest
+#: distance any demonstration's object had (with a floor, for a set of identical demonstrations).
+CHROMA_SLACK = 3.0
+CHROMA_FLOOR = 0.02
+BLUR_SIGMA = 1.0
+
+
+class AlignmentError(ValueError):
+    """The demonstrations cannot calibrate the alignment (too few, no grasp, no object in view)."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where the object was found: table position (m, robot base frame) and its pixel in the third view."""
+
+    xy: np.ndarray
+    pixel: np.ndarray
+    area: int
+    chroma_distance: float
+
+
+@dataclass(frozen=True)
+class Region:
+    pixel: np.ndarray
+    area: int
+    chroma: np.ndarray
+
+
+def _gain_to(image: np.ndarray, reference_median: np.ndarray) -> np.ndarray:
+    """``image`` with each channel scaled so its median is the reference's: lighting brightness and tint."""
+    med = np.median(image.reshape(-1, 3), axis=0)
+    return image * (reference_median / np.maximum(med, 1.0))
+
+
+def _regions(image: np.ndarray, background: np.ndarray, threshold: float) -> list[Region]:
+    """Connected regions where ``image`` differs from ``background`` by more than ``threshold``."""
+    img = image.astype(np.float32)
+    diff = np.abs(_gain_to(img, np.median(background.reshape(-1, 3), axis=0)) - background).sum(-1)
+    diff = cv2.GaussianBlur(diff, (0, 0), BLUR_SIGMA)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((diff > threshold).astype(np.uint8))
+    out = []
+    ys, xs = np.indices(diff.shape)
+    for i in range(1, count):
+        mask = labels == i
+        w = diff[mask]
+        pixel = np.array([np.sum(xs[mask] * w), np.sum(ys[mask] * w)]) / w.sum()
+        colours = img[mask]
+        chroma = (colours / np.maximum(colours.sum(-1, keepdims=True), 1.0)).mean(0)
+        out.append(Region(pixel, int(stats[i, cv2.CC_STAT_AREA]), chroma))
+    return out
+
+
+def _map(homography: np.ndarray, pixel: np.ndarray) -> np.ndarray:
+    q = homography @ np.array([pixel[0], pixel[1], 1.0])
+    return q[:2] / q[2]
+
+
+def _fit_homography(pixels: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    h, _ = cv2.findHomography(pixels.astype(np.float64), xy.astype(np.float64), 0)
+    if h is None:
+        raise AlignmentError("the object's positions in the demonstrations' first frames do not determine the "
+                             "table plane (all in a line?); record demonstrations with the object spread out")
+    return h
+
+
+def grasp_frame(actions: np.ndarray) -> int | None:
+    """The frame of an episode's first gripper close command (None: it never closes from open)."""
+    n = pre_grasp_frames(actions)
+    if n == 0 or actions[n - 1, 7] >= GRIPPER_OPEN:
+        return None
+    return n - 1
+
+
+def bottleneck_frame(actions: np.ndarray, close: int, radius: float) -> int:
+    """The first frame from which the commanded hand stays within ``radius`` (m) of the grasp point laterally
+    until the grasp: where the approach ends and the demonstration's hand is above the object."""
+    lateral = np.linalg.norm(actions[:close + 1, :2] - actions[close, :2], axis=1)
+    outside = np.flatnonzero(lateral > radius)
+    return int(outside[-1]) + 1 if len(outside) else 0
+
+
+@dataclass
+class TargetLocator:
+    """The third-person object locator and the demonstrations' targets (see the module docstring)."""
+
+    background: np.ndarray  # [H, W, 3] uint8
+    threshold: float
+    chroma: np.ndarray  # (3,)
+    chroma_limit: float
+    area_range: tuple[float, float]
+    homography: np.ndarray  # [3, 3] pixel -> base-frame table xy (m)
+    demo_targets: dict[int, np.ndarray]  # episode -> located xy in its first frame
+    bottlenecks: dict[int, int]  # episode -> bottleneck frame
+    max_correction: float  # m
+    report: dict = field(default_factory=dict)  # fit figures, for the artefact and the train summary
+
+    def locate(self, image: np.ndarray) -> Location | None:
+        """The object in a live third-person frame (None: nothing that looks like it)."""
+        h, w = self.background.shape[:2]
+        if image.shape[:2] != (h, w):
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        best = None
+        for region in _regions(image, self.background.astype(np.float32), self.threshold):
+            if not self.area_range[0] <= region.area <= self.area_range[1]:
+                continue
+            d = float(np.linalg.norm(region.chroma - self.chroma))
+            if d <= self.chroma_limit and (best is None or d < best[0]):
+                best = (d, region)
+        if best is None:
+            return None
+        d, region = best
+        return Location(_map(self.homography, region.pixel), region.pixel, region.area, d)
+
+    def correction(self, target: np.ndarray, episode: int) -> np.ndarray:
+        """The base-frame xy shift that moves ``episode``'s demonstration onto ``target``."""
+        return np.asarray(target, float) - self.demo_targets[int(episode)]
+
+    def nearest_demo(self, target: np.ndarray) -> int:
+        """The demonstration whose object stood nearest to ``target``: the least correction."""
+        return min(self.demo_targets, key=lambda e: float(np.linalg.norm(self.demo_targets[e] - target)))
+
+    def ramp(self, episode: int, frame: int) -> float:
+        """How much of the correction applies at ``frame`` of ``episode``: 0 at its start, 1 from its
+        bottleneck on."""
+        b = self.bottlenecks.get(int(episode), 0)
+        return 1.0 if b <= 0 else float(np.clip(frame / b, 0.0, 1.0))
+
+    # -- persistence ------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"align_background": self.background}
+
+    def to_json(self) -> dict:
+        return {"threshold": self.threshold, "chroma": self.chroma.tolist(), "chroma_limit": self.chroma_limit,
+                "area_range": list(self.area_range), "homography": self.homography.tolist(),
+                "demo_targets": {str(e): v.tolist() for e, v in self.demo_targets.items()},
+                "bottlenecks": {str(e): int(v) for e, v in self.bottlenecks.items()},
+                "max_correction": self.max_correction, "report": self.report}
+
+    @classmethod
+    def from_json(cls, doc: dict, arrays: dict) -> "TargetLocator":
+        return cls(np.asarray(arrays["align_background"], np.uint8), float(doc["threshold"]),
+                   np.asarray(doc["chroma"], float), float(doc["chroma_limit"]), tuple(doc["area_range"]),
+                   np.asarray(doc["homography"], float),
+                   {int(e): np.asarray(v, float) for e, v in doc["demo_targets"].items()},
+                   {int(e): int(v) for e, v in doc["bottlenecks"].items()}, float(doc["max_correction"]),
+                   dict(doc.get("report") or {}))
+
+    def extended(self, first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray],
+                 radius: float) -> "TargetLocator":
+        """The same locator knowing more demonstrations' targets (episodes added to the table); the background,
+        object model and map are kept."""
+        targets, bottlenecks = dict(self.demo_targets), dict(self.bottlenecks)
+        for e, image in first_thirds.items():
+            close = grasp_frame(actions[e])
+            found = self.locate(image)
+            if close is None or found is None:
+                continue
+            targets[int(e)] = found.xy
+            bottlenecks[int(e)] = bottleneck_frame(actions[e], close, radius)
+        return TargetLocator(self.background, self.threshold, self.chroma, self.chroma_limit, self.area_range,
+                             self.homography, targets, bottlenecks, self.max_correction, self.report)
+
+
+def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray], radius: float,
+                margin: float) -> TargetLocator:
+    """Calibrate the locator from each demonstration's first third-person frame and its actions (pose + gripper).
+
+    Raises AlignmentError when the demonstrations cannot calibrate it: fewer than five with a grasp, or no
+    object that differs from the background in their first frames."""
+    episodes = [e for e in sorted(first_thirds) if grasp_frame(actions[e]) is not None]
+    if len(episodes) < 5:
+        raise AlignmentError(f"the aligned method needs at least 5 demonstrations that grasp (the gripper closes "
+                             f"from open); these have {len(episodes)}")
+    frames = np.stack([first_thirds[e] for e in episodes]).astype(np.float32)
+    background = np.median(frames, axis=0)
+    ref = np.median(background.reshape(-1, 3), axis=0)
+    peaks = []
+    for f in frames:
+        diff = cv2.GaussianBlur(np.abs(_gain_to(f, ref) - background).sum(-1), (0, 0), BLUR_SIGMA)
+        peaks.append(float(diff.max()))
+    threshold = FOREGROUND_SHARE * float(np.median(peaks))
+    pixels, chromas, areas, grasps, bottlenecks = [], [], [], [], {}
+    for e, f in zip(episodes, frames):
+        regions = _regions(f, background, threshold)
+        if not regions:
+            raise AlignmentError(f"episode {e}: nothing in its first third-person frame differs from the other "
+                                 "demonstrations'; the aligned method needs the object to move between them")
+        obj = max(regions, key=lambda r: r.area)
+        pixels.append(obj.pixel)
+        chromas.append(obj.chroma)
+        areas.append(obj.area)
+        close = grasp_frame(actions[e])
+        grasps.append(actions[e][close, :2])
+        bottlenecks[e] = bottleneck_frame(actions[e], close, radius)
+    pixels, grasps, chromas = np.array(pixels), np.array(grasps), np.array(chromas)
+    homography = _fit_homography(pixels, grasps)
+    loo = []
+    for i in range(len(episodes)):
+        keep = np.arange(len(episodes)) != i
+        loo.append(float(np.linalg.norm(_map(_fit_homography(pixels[keep], grasps[keep]), pixels[i]) - grasps[i])))
+    targets = {e: _map(homography, p) for e, p in zip(episodes, pixels)}
+    chroma = chromas.mean(0)
+    chroma_limit = CHROMA_SLACK * max(CHROMA_FLOOR, float(np.max(np.linalg.norm(chromas - chroma, axis=1))))
+    pts = np.array(list(targets.values()))
+    gaps = np.linalg.norm(pts[:, None] - pts[None], axis=2)
+    np.fill_diagonal(gaps, np.inf)
+    spread = float(np.max(gaps.min(1)))  # farthest any demonstration is from its nearest neighbour
+    report = {"demonstrations": len(episodes), "map_error_loo_m": {"p50": float(np.median(loo)),
+                                                                    "max": float(np.max(loo))},
+              "object_area_px": [int(min(areas)), int(max(areas))], "spread_m": spread,
+              "bottleneck_frames": {"min": int(min(bottlenecks.values())), "max": int(max(bottlenecks.values()))}}
+    return TargetLocator(background.astype(np.uint8), threshold, chroma, chroma_limit,
+                         (AREA_SLACK[0] * min(areas), AREA_SLACK[1] * max(areas)), homography, targets, bottlenecks,
+                         spread + margin, report)
