@@ -47,8 +47,8 @@ FOREGROUND_SHARE = 0.3
 AREA_SLACK = (0.4, 2.5)
 #: How far from the demonstrations' mean chromaticity an object region may be, in multiples of the largest
 #: distance any demonstration's object had (with a floor, for a set of identical demonstrations).
-CHROMA_SLACK = 3.0
-CHROMA_FLOOR = 0.02
+CHROMA_SLACK = 4.0
+CHROMA_FLOOR = 0.03
 BLUR_SIGMA = 1.0
 
 
@@ -81,8 +81,8 @@ def _gain_to(image: np.ndarray, reference_median: np.ndarray) -> np.ndarray:
 
 def _regions(image: np.ndarray, background: np.ndarray, threshold: float) -> list[Region]:
     """Connected regions where ``image`` differs from ``background`` by more than ``threshold``."""
-    img = image.astype(np.float32)
-    diff = np.abs(_gain_to(img, np.median(background.reshape(-1, 3), axis=0)) - background).sum(-1)
+    img = _gain_to(image.astype(np.float32), np.median(background.reshape(-1, 3), axis=0))
+    diff = np.abs(img - background).sum(-1)
     diff = cv2.GaussianBlur(diff, (0, 0), BLUR_SIGMA)
     count, labels, stats, _ = cv2.connectedComponentsWithStats((diff > threshold).astype(np.uint8))
     out = []
@@ -91,7 +91,7 @@ def _regions(image: np.ndarray, background: np.ndarray, threshold: float) -> lis
         mask = labels == i
         w = diff[mask]
         pixel = np.array([np.sum(xs[mask] * w), np.sum(ys[mask] * w)]) / w.sum()
-        colours = img[mask]
+        colours = img[mask]  # brightness and tint evened out: the object's own colour
         chroma = (colours / np.maximum(colours.sum(-1, keepdims=True), 1.0)).mean(0)
         out.append(Region(pixel, int(stats[i, cv2.CC_STAT_AREA]), chroma))
     return out
