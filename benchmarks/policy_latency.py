@@ -2,7 +2,10 @@
 """ALT policy latency and size.
 
 1. End-to-end inference (both views resized + encoded, retrieval, OOD check) for a policy,
-   median and p99 over many observations, at the policy's image size (and at 128x128).
+   median and p99 over many observations, at the policy's image size (and at 128x128). Given several
+   policies (``--policy runs/demo30 runs/demo30-aligned``), each is measured on the same frames (its
+   dataset's, when on this machine); for the aligned method, both its first tick (the object located in
+   the third-person view) and a replay tick (the grasp check against the replayed frame).
 2. Retrieval alone at 10^4, 10^5 and 10^6 entries: exact (one matrix-vector product) and
    annoy (tuned search_k, exact re-rank of its candidates), with recall@1 against exact.
    The databases are trajectory-shaped like real ones (demonstrations of a task follow a
@@ -11,6 +14,7 @@
 3. The size of the policy folder.
 
     .venv/bin/python benchmarks/policy_latency.py --policy runs/demo/policy
+    .venv/bin/python benchmarks/policy_latency.py --policy runs/demo30 runs/demo30-aligned --sizes
     .venv/bin/python benchmarks/policy_latency.py --sizes 10000 100000 1000000
 """
 
@@ -72,14 +76,26 @@ def stats_ms(times: list[float]) -> str:
     return f"median {np.median(t):.3f} ms, p99 {np.percentile(t, 99):.3f} ms"
 
 
-def bench_end_to_end(policy: ALTPolicy, runs: int) -> None:
+def observation_frames(policy: ALTPolicy, count: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+    """First frames of the policy's demonstrations (its dataset, when on this machine), else noise."""
+    root = policy.info.get("dataset")
+    if root and Path(root).is_dir():
+        from recorder.dataset import Dataset
+
+        with Dataset.open(root) as ds:
+            episodes = ds.episode_indices()[:count]
+            return [(ds.frame(e, "hand", 0), ds.frame(e, "third", 0)) for e in episodes]
     rng = np.random.default_rng(0)
-    w, h = 128, 128
-    frames = [(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-              for _ in range(8)]
+    return [(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
+            for _ in range(count)]
+
+
+def bench_end_to_end(policy: ALTPolicy, runs: int) -> None:
+    frames = observation_frames(policy)
+    aligned = policy.locator is not None
     for hand, third in frames[:3]:
         policy.retrieve(hand, third)  # warm up
-    total, embed, search = [], [], []
+    total, embed, search, replay = [], [], [], []
     for i in range(runs):
         hand, third = frames[i % len(frames)]
         t = time.perf_counter()
@@ -87,9 +103,17 @@ def bench_end_to_end(policy: ALTPolicy, runs: int) -> None:
         total.append(time.perf_counter() - t)
         embed.append(r.embed_ms / 1000)
         search.append(r.search_ms / 1000)
+        if aligned and r.target is not None:  # a later tick: the object's place kept, a pre-grasp frame replayed
+            row = int(policy.grasp_check.rows[-1]) if policy.grasp_check is not None else r.matches[0].row
+            t = time.perf_counter()
+            policy.retrieve(hand, third, target=r.target, executing_row=row)
+            replay.append(time.perf_counter() - t)
     c = policy.config
-    print(f"  encoder input {c.image_width}x{c.image_height} (camera frames 128x128), database {len(policy.database)}:")
-    print(f"    end to end  {stats_ms(total)}")
+    print(f"  {policy.method} method, encoder input {c.image_width}x{c.image_height} (camera frames "
+          f"{frames[0][0].shape[1]}x{frames[0][0].shape[0]}), database {len(policy.database)}:")
+    print(f"    end to end  {stats_ms(total)}" + ("  (first tick: the object located)" if aligned else ""))
+    if replay:
+        print(f"    replay tick {stats_ms(replay)}")
     print(f"    encode      {stats_ms(embed)}")
     print(f"    retrieval   {stats_ms(search)}")
 
@@ -140,7 +164,8 @@ def folder_size(path: Path) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policy", help="a trained policy folder (default: an untrained encoder, same cost)")
+    p.add_argument("--policy", nargs="+", help="trained policy folders, measured one after the other on the same "
+                                               "frames (default: an untrained encoder, same cost)")
     p.add_argument("--runs", type=int, default=300)
     p.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--queries", type=int, default=1000)
@@ -151,9 +176,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads")
     print("end-to-end inference (two views + retrieval + OOD check):")
     if args.policy:
-        policy = ALTPolicy.load(args.policy)
-        bench_end_to_end(policy, args.runs)
-        print(f"  policy folder size: {folder_size(Path(args.policy)) / 1e6:.1f} MB")
+        for path in args.policy:
+            bench_end_to_end(ALTPolicy.load(path), args.runs)
+            print(f"  policy folder size: {folder_size(Path(path)) / 1e6:.1f} MB")
     else:
         for size in (96, 128):
             bench_end_to_end(untrained_policy(size, 1600), args.runs)

@@ -116,6 +116,14 @@ class AutonomyPanel(QWidget):
         views.addWidget(self.live["third"], 0, 1)
         views.addWidget(self.retrieved["hand"], 0, 2)
         views.addWidget(self.retrieved["third"], 0, 3)
+        # the aligned method: the demonstration frame the approach aligns the hand to, and where it stands
+        self.target_view = ImageView("aligning to (hand)")
+        views.addWidget(self.target_view, 0, 4)
+        self.target_view.hide()
+        self.alignment_label = QLabel("")
+        self.alignment_label.setStyleSheet("font-weight: bold; color: #1f5f99;")
+        self.alignment_label.hide()
+        self._shown_target: tuple[int, int] | None = None
 
         # -- similarity and gamma
         self.similarity_plot = RollingPlot("similarity of the best match (dashed: gamma)", "cosine", window=600,
@@ -200,6 +208,7 @@ class AutonomyPanel(QWidget):
         layout.addWidget(self.hover_hint)
         layout.addWidget(self.views)
         layout.addLayout(gamma_row)
+        layout.addWidget(self.alignment_label)
         layout.addWidget(self.similarity_plot, 1)
         layout.addWidget(self.drill_box)
 
@@ -265,12 +274,17 @@ class AutonomyPanel(QWidget):
         self.controller.set_policy(policy)
         info = policy.info
         self._dataset_root = info.get("dataset")
-        cal = policy.calibration.gamma if policy.calibration is not None else policy.gamma
+        cal = policy.calibrated_gamma
+        aligned = policy.locator is not None
+        self.target_view.setVisible(aligned)
+        self.alignment_label.setVisible(aligned)
+        self.alignment_label.setText("aligned method: the object is located when a run starts" if aligned else "")
+        self._shown_target = None
         missing = "" if self._dataset_root and Path(self._dataset_root).is_dir() else \
             " (its dataset is not on this machine: retrieved frames cannot be shown)"
         if not missing and info.get("episode_fingerprints") is None:
             missing = " (built before episode fingerprints: retrieved frames are shown unverified)"
-        self.policy_label.setText(f"{info.get('path', '')}: {info.get('frames', '?')} frames from "
+        self.policy_label.setText(f"{info.get('path', '')} ({policy.method}): {info.get('frames', '?')} frames from "
                                   f"{len(info.get('episodes', []))} demos, gamma {policy.gamma:.3f} "
                                   f"(calibrated {cal:.3f}){missing}")
         self.gamma_slider.blockSignals(True)
@@ -450,6 +464,8 @@ class AutonomyPanel(QWidget):
         self._latencies.append(event.tick_ms)
         lat = np.asarray(self._latencies)
         self.latency_label.setText(f"lookup {event.tick_ms:.0f} ms (p50 {np.median(lat):.0f}, max {lat.max():.0f})")
+        if event.replay is not None:
+            self._show_replay(event.replay)
         best = r.matches[0]
         match = (best.episode, best.frame)
         if match != self._shown_match:
@@ -457,6 +473,21 @@ class AutonomyPanel(QWidget):
             self._request_match("live", best.episode, best.frame)
             for name, view in self.retrieved.items():
                 view.set_caption(f"{name}: demo {best.episode}, frame {best.frame}")
+
+    def _show_replay(self, replay) -> None:
+        """The aligned method's phase, the remaining offset and the frame it aligns to."""
+        left, total = replay.remaining, replay.correction
+        self.alignment_label.setText(
+            f"{replay.phase}: demo {replay.episode} frame {replay.frame}, aligning to its frame {replay.bottleneck}"
+            f"  ·  correction {100 * np.linalg.norm(total):.1f} cm (x {100 * total[0]:+.1f}, y {100 * total[1]:+.1f})"
+            f"  ·  remaining {100 * np.linalg.norm(left):.1f} cm")
+        target = (replay.episode, replay.bottleneck)
+        if target != self._shown_target and self._dataset_root and Path(self._dataset_root).is_dir():
+            self._shown_target = target
+            check = self.policy.check_source_episode if self.policy is not None else None
+            self.reader.request_frame("target-hand", self._dataset_root, replay.episode, "hand", replay.bottleneck,
+                                      check)
+            self.target_view.set_caption(f"aligning to: demo {replay.episode}, frame {replay.bottleneck}")
 
     def _request_match(self, prefix: str, episode: int, frame: int) -> None:
         if not self._dataset_root or not Path(self._dataset_root).is_dir():
@@ -470,7 +501,8 @@ class AutonomyPanel(QWidget):
     def _on_frame_refused(self, key: str, request, message: str) -> None:
         """The retrieved episode changed since the policy was built: its frame would be a lie."""
         prefix, _, name = key.partition("-")
-        views = self.retrieved if prefix == "live" else self.halt_match if prefix == "ood" else {}
+        views = self.retrieved if prefix == "live" else self.halt_match if prefix == "ood" else \
+            {"hand": self.target_view} if prefix == "target" else {}
         if name in views:
             views[name].set_image(None, "episode changed since training")
             views[name].setToolTip(message)
@@ -481,6 +513,8 @@ class AutonomyPanel(QWidget):
             self.retrieved[name].set_image(image)
         elif prefix == "ood" and name in self.halt_match:
             self.halt_match[name].set_image(image)
+        elif prefix == "target":
+            self.target_view.set_image(image)
 
     def _on_halted(self, halt: Halt) -> None:
         self.resume_button.setEnabled(self.policy is not None and halt.reason != "done")  # a finished task is not resumed

@@ -49,7 +49,17 @@ AREA_SLACK = (0.4, 2.5)
 #: distance any demonstration's object had (with a floor, for a set of identical demonstrations).
 CHROMA_SLACK = 4.0
 CHROMA_FLOOR = 0.03
+#: A pixel belongs to the object when its chromaticity is within this multiple of the given quantile of the
+#: demonstrations' object pixels' distances (edge pixels blend with the table and fall outside).
+PIXEL_QUANTILE = 75
+PIXEL_SLACK = 1.5
 BLUR_SIGMA = 1.0
+#: The object's look, for choosing among the nearest demonstrations the one whose object stood turned the same
+#: way (its grasp orientation is replayed): a PATCH x PATCH crop around the object, compared by normalised
+#: correlation, among the CANDIDATES demonstrations whose objects stood nearest.
+PATCH = 15
+CANDIDATES = 5
+LOOK_TOLERANCE = 0.005  # correlations this close count as alike; then the nearest is taken
 
 
 class AlignmentError(ValueError):
@@ -64,6 +74,7 @@ class Location:
     pixel: np.ndarray
     area: int
     chroma_distance: float
+    patch: np.ndarray | None = None  # the object as the third-person camera sees it (PATCH x PATCH x 3)
 
 
 @dataclass(frozen=True)
@@ -79,22 +90,41 @@ def _gain_to(image: np.ndarray, reference_median: np.ndarray) -> np.ndarray:
     return image * (reference_median / np.maximum(med, 1.0))
 
 
-def _regions(image: np.ndarray, background: np.ndarray, threshold: float) -> list[Region]:
-    """Connected regions where ``image`` differs from ``background`` by more than ``threshold``."""
+def _regions(image: np.ndarray, background: np.ndarray, threshold: float, chroma: np.ndarray | None = None,
+             pixel_limit: float = np.inf) -> list[Region]:
+    """Connected regions where ``image`` differs from ``background`` by more than ``threshold`` (and, given the
+    object's ``chroma``, whose pixels' own chromaticity is within ``pixel_limit`` of it: an object touching
+    another one of a different colour stays a region of its own)."""
     img = _gain_to(image.astype(np.float32), np.median(background.reshape(-1, 3), axis=0))
     diff = np.abs(img - background).sum(-1)
     diff = cv2.GaussianBlur(diff, (0, 0), BLUR_SIGMA)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats((diff > threshold).astype(np.uint8))
+    foreground = diff > threshold
+    if chroma is not None:
+        foreground &= np.linalg.norm(_pixel_chroma(img) - chroma, axis=-1) < pixel_limit
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8))
     out = []
     ys, xs = np.indices(diff.shape)
     for i in range(1, count):
         mask = labels == i
         w = diff[mask]
         pixel = np.array([np.sum(xs[mask] * w), np.sum(ys[mask] * w)]) / w.sum()
-        colours = img[mask]  # brightness and tint evened out: the object's own colour
-        chroma = (colours / np.maximum(colours.sum(-1, keepdims=True), 1.0)).mean(0)
-        out.append(Region(pixel, int(stats[i, cv2.CC_STAT_AREA]), chroma))
+        # brightness and tint evened out: the object's own colour
+        out.append(Region(pixel, int(stats[i, cv2.CC_STAT_AREA]), _pixel_chroma(img[mask]).mean(0)))
     return out
+
+
+def _pixel_chroma(colours: np.ndarray) -> np.ndarray:
+    return colours / np.maximum(colours.sum(-1, keepdims=True), 1.0)
+
+
+def _patch(image: np.ndarray, pixel: np.ndarray) -> np.ndarray:
+    return cv2.getRectSubPix(np.ascontiguousarray(image, np.float32), (PATCH, PATCH),
+                             (float(pixel[0]), float(pixel[1])))
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    return float(a @ b / np.sqrt(max((a @ a) * (b @ b), 1e-12)))
 
 
 def _map(homography: np.ndarray, pixel: np.ndarray) -> np.ndarray:
@@ -140,6 +170,8 @@ class TargetLocator:
     bottlenecks: dict[int, int]  # episode -> bottleneck frame
     max_correction: float  # m
     report: dict = field(default_factory=dict)  # fit figures, for the artefact and the train summary
+    pixel_limit: float = np.inf  # a pixel is the object's when its own chromaticity is this close to it
+    demo_patches: dict[int, np.ndarray] = field(default_factory=dict)  # episode -> its object's patch
 
     def locate(self, image: np.ndarray) -> Location | None:
         """The object in a live third-person frame (None: nothing that looks like it)."""
@@ -147,7 +179,8 @@ class TargetLocator:
         if image.shape[:2] != (h, w):
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
         best = None
-        for region in _regions(image, self.background.astype(np.float32), self.threshold):
+        for region in _regions(image, self.background.astype(np.float32), self.threshold, self.chroma,
+                               self.pixel_limit):
             if not self.area_range[0] <= region.area <= self.area_range[1]:
                 continue
             d = float(np.linalg.norm(region.chroma - self.chroma))
@@ -156,15 +189,25 @@ class TargetLocator:
         if best is None:
             return None
         d, region = best
-        return Location(_map(self.homography, region.pixel), region.pixel, region.area, d)
+        return Location(_map(self.homography, region.pixel), region.pixel, region.area, d,
+                        _patch(image, region.pixel))
 
     def correction(self, target: np.ndarray, episode: int) -> np.ndarray:
         """The base-frame xy shift that moves ``episode``'s demonstration onto ``target``."""
         return np.asarray(target, float) - self.demo_targets[int(episode)]
 
-    def nearest_demo(self, target: np.ndarray) -> int:
-        """The demonstration whose object stood nearest to ``target``: the least correction."""
-        return min(self.demo_targets, key=lambda e: float(np.linalg.norm(self.demo_targets[e] - target)))
+    def choose_demo(self, target: Location) -> int:
+        """The demonstration to replay: of the CANDIDATES whose objects stood nearest (within the largest
+        correction), the one whose object looks most like this one (turned the same way: its grasp
+        orientation is replayed as it was)."""
+        near = sorted(self.demo_targets, key=lambda e: float(np.linalg.norm(self.demo_targets[e] - target.xy)))
+        reachable = [e for e in near[:CANDIDATES]
+                     if np.linalg.norm(self.demo_targets[e] - target.xy) <= self.max_correction] or near[:1]
+        if target.patch is None or not self.demo_patches:
+            return reachable[0]
+        looks = {e: _ncc(target.patch, self.demo_patches[e]) if e in self.demo_patches else -2.0 for e in reachable}
+        best = max(looks.values())
+        return next(e for e in reachable if looks[e] >= best - LOOK_TOLERANCE)  # the nearest of those alike
 
     def ramp(self, episode: int, frame: int) -> float:
         """How much of the correction applies at ``frame`` of ``episode``: 0 at its start, 1 from its
@@ -174,14 +217,17 @@ class TargetLocator:
 
     # -- persistence ------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"align_background": self.background}
+        order = sorted(self.demo_patches)
+        return {"align_background": self.background, "align_patch_episodes": np.array(order, np.int64),
+                "align_patches": np.stack([self.demo_patches[e] for e in order]) if order else
+                np.zeros((0, PATCH, PATCH, 3), np.float32)}
 
     def to_json(self) -> dict:
         return {"threshold": self.threshold, "chroma": self.chroma.tolist(), "chroma_limit": self.chroma_limit,
                 "area_range": list(self.area_range), "homography": self.homography.tolist(),
                 "demo_targets": {str(e): v.tolist() for e, v in self.demo_targets.items()},
                 "bottlenecks": {str(e): int(v) for e, v in self.bottlenecks.items()},
-                "max_correction": self.max_correction, "report": self.report}
+                "max_correction": self.max_correction, "report": self.report, "pixel_limit": self.pixel_limit}
 
     @classmethod
     def from_json(cls, doc: dict, arrays: dict) -> "TargetLocator":
@@ -190,22 +236,25 @@ class TargetLocator:
                    np.asarray(doc["homography"], float),
                    {int(e): np.asarray(v, float) for e, v in doc["demo_targets"].items()},
                    {int(e): int(v) for e, v in doc["bottlenecks"].items()}, float(doc["max_correction"]),
-                   dict(doc.get("report") or {}))
+                   dict(doc.get("report") or {}), float(doc["pixel_limit"]),
+                   {int(e): p for e, p in zip(arrays["align_patch_episodes"], arrays["align_patches"])})
 
     def extended(self, first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray],
                  radius: float) -> "TargetLocator":
         """The same locator knowing more demonstrations' targets (episodes added to the table); the background,
         object model and map are kept."""
-        targets, bottlenecks = dict(self.demo_targets), dict(self.bottlenecks)
+        targets, bottlenecks, patches = dict(self.demo_targets), dict(self.bottlenecks), dict(self.demo_patches)
         for e, image in first_thirds.items():
             close = grasp_frame(actions[e])
             found = self.locate(image)
             if close is None or found is None:
                 continue
             targets[int(e)] = found.xy
+            patches[int(e)] = found.patch
             bottlenecks[int(e)] = bottleneck_frame(actions[e], close, radius)
         return TargetLocator(self.background, self.threshold, self.chroma, self.chroma_limit, self.area_range,
-                             self.homography, targets, bottlenecks, self.max_correction, self.report)
+                             self.homography, targets, bottlenecks, self.max_correction, self.report,
+                             self.pixel_limit, patches)
 
 
 def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray], radius: float,
@@ -226,13 +275,26 @@ def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarr
         diff = cv2.GaussianBlur(np.abs(_gain_to(f, ref) - background).sum(-1), (0, 0), BLUR_SIGMA)
         peaks.append(float(diff.max()))
     threshold = FOREGROUND_SHARE * float(np.median(peaks))
-    pixels, chromas, areas, grasps, bottlenecks = [], [], [], [], {}
+    # the object's colour: the largest region of each first frame (nothing else moves between demonstrations)
+    objects = []
     for e, f in zip(episodes, frames):
         regions = _regions(f, background, threshold)
         if not regions:
             raise AlignmentError(f"episode {e}: nothing in its first third-person frame differs from the other "
                                  "demonstrations'; the aligned method needs the object to move between them")
+        objects.append(max(regions, key=lambda r: r.area))
+    chroma = np.mean([o.chroma for o in objects], axis=0)
+    distances = []  # each foreground pixel's own chromaticity from the object's
+    for f in frames:
+        img = _gain_to(f, ref)
+        fg = cv2.GaussianBlur(np.abs(img - background).sum(-1), (0, 0), BLUR_SIGMA) > threshold
+        distances.append(np.linalg.norm(_pixel_chroma(img[fg]) - chroma, axis=-1))
+    pixel_limit = PIXEL_SLACK * float(np.percentile(np.concatenate(distances), PIXEL_QUANTILE))
+    pixels, chromas, areas, grasps, bottlenecks, patches = [], [], [], [], {}, {}
+    for e, f, rough in zip(episodes, frames, objects):
+        regions = _regions(f, background, threshold, chroma, pixel_limit) or [rough]
         obj = max(regions, key=lambda r: r.area)
+        patches[e] = _patch(f, obj.pixel)
         pixels.append(obj.pixel)
         chromas.append(obj.chroma)
         areas.append(obj.area)
@@ -246,7 +308,6 @@ def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarr
         keep = np.arange(len(episodes)) != i
         loo.append(float(np.linalg.norm(_map(_fit_homography(pixels[keep], grasps[keep]), pixels[i]) - grasps[i])))
     targets = {e: _map(homography, p) for e, p in zip(episodes, pixels)}
-    chroma = chromas.mean(0)
     chroma_limit = CHROMA_SLACK * max(CHROMA_FLOOR, float(np.max(np.linalg.norm(chromas - chroma, axis=1))))
     pts = np.array(list(targets.values()))
     gaps = np.linalg.norm(pts[:, None] - pts[None], axis=2)
@@ -258,4 +319,4 @@ def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarr
               "bottleneck_frames": {"min": int(min(bottlenecks.values())), "max": int(max(bottlenecks.values()))}}
     return TargetLocator(background.astype(np.uint8), threshold, chroma, chroma_limit,
                          (AREA_SLACK[0] * min(areas), AREA_SLACK[1] * max(areas)), homography, targets, bottlenecks,
-                         spread + margin, report)
+                         spread + margin, report, pixel_limit, patches)

@@ -71,9 +71,50 @@ def color_jitter(x: torch.Tensor, brightness: float, contrast: float, saturation
     return x
 
 
+def shadows(x: torch.Tensor, probability: float, gen: torch.Generator) -> torch.Tensor:
+    """Darken a soft-edged half of each chosen image (a straight shadow edge at a random angle and place) by
+    a random 20-60%: the arm's and the lamp's shadows that lighting changes bring."""
+    b, _, h, w = x.shape
+    chosen = torch.rand(b, generator=gen) < probability
+    if not chosen.any():
+        return x
+    angle = torch.rand(b, generator=gen) * 2 * math.pi
+    offset = (torch.rand(b, generator=gen) - 0.5) * 0.8
+    depth = 0.2 + 0.4 * torch.rand(b, generator=gen)
+    ys = torch.linspace(-0.5, 0.5, h).view(1, h, 1)
+    xs = torch.linspace(-0.5, 0.5, w).view(1, 1, w)
+    side = xs * torch.cos(angle).view(b, 1, 1) + ys * torch.sin(angle).view(b, 1, 1) - offset.view(b, 1, 1)
+    mask = torch.sigmoid(side * 40)  # a soft edge a few pixels wide
+    factor = 1 - (depth * chosen).view(b, 1, 1) * mask
+    return x * factor.unsqueeze(1)
+
+
+def pasted_patches(x: torch.Tensor, probability: float, gen: torch.Generator) -> torch.Tensor:
+    """Paste a rectangle cut from another image of the batch (10-30% of the side, anywhere, tinted a random
+    colour) into each chosen image: clutter the encoder learns to look past."""
+    b, _, h, w = x.shape
+    out = x.clone()
+    for i in torch.nonzero(torch.rand(b, generator=gen) < probability).flatten().tolist():
+        ph = int(h * (0.1 + 0.2 * float(torch.rand(1, generator=gen))))
+        pw = int(w * (0.1 + 0.2 * float(torch.rand(1, generator=gen))))
+        src = (i + 1 + int(torch.randint(max(1, b - 1), (1,), generator=gen))) % b
+        sy, sx = (int(torch.randint(h - ph + 1, (1,), generator=gen)), int(torch.randint(w - pw + 1, (1,),
+                                                                                            generator=gen)))
+        dy, dx = (int(torch.randint(h - ph + 1, (1,), generator=gen)), int(torch.randint(w - pw + 1, (1,),
+                                                                                            generator=gen)))
+        tint = 0.3 + 1.2 * torch.rand(3, 1, 1, generator=gen)  # a colour of its own, not the table's
+        out[i, :, dy:dy + ph, dx:dx + pw] = (x[src, :, sy:sy + ph, sx:sx + pw] * tint).clamp(0, 1)
+    return out
+
+
 def augment(images_uint8: torch.Tensor, jitter: tuple[float, float, float, float], crop_scale: tuple[float, float],
-            gen: torch.Generator) -> torch.Tensor:
-    """uint8 [B, H, W, 3] -> augmented float [B, 3, H, W] in [0, 1] (normalisation is the encoder's job)."""
+            gen: torch.Generator, shadow: float = 0.0, paste: float = 0.0) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> augmented float [B, 3, H, W] in [0, 1] (normalisation is the encoder's job).
+    ``shadow``, ``paste``: the share of images given a shadow / a pasted patch."""
     x = images_uint8.permute(0, 3, 1, 2).float().div_(255.0)
     x = random_resized_crop(x, crop_scale, gen)
+    if paste > 0:
+        x = pasted_patches(x, paste, gen)
+    if shadow > 0:
+        x = shadows(x, shadow, gen)
     return color_jitter(x, *jitter, gen=gen)

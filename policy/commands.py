@@ -161,6 +161,13 @@ def cmd_train(args: Namespace) -> int:
     if cal.grasp:
         print(f"  grasp check: alignment {cal.grasp['threshold']:.3f} ({cal.grasp['method']}, "
               f"{cal.grasp['frames']} frames; median {cal.grasp['cross_demo']['p50']:.3f})")
+    if policy.locator is not None:
+        fit, al = policy.locator.report, cal.aligned
+        print(f"  aligned method: table map from {fit['demonstrations']} demonstrations' first third-person frames, "
+              f"leave-one-out error {1000 * fit['map_error_loo_m']['p50']:.1f} mm median, "
+              f"{1000 * fit['map_error_loo_m']['max']:.1f} mm max; largest correction "
+              f"{100 * policy.locator.max_correction:.1f} cm; gate gamma {al['gamma']:.3f} at the start, "
+              f"{al['replay_gamma']:.3f} while replaying ({al['method']})")
     print(f"  annoy: {info['annoy']['trees']} trees, search_k {info['annoy']['search_k']}, recall@1 "
           f"{info['annoy']['recall_at_1']:.3f} on {info['annoy']['probe_queries']} probe queries")
     return 0
@@ -181,6 +188,22 @@ def _scenario_table(rows: list[dict]) -> str:
         lines.append(f"{r['scenario']:<16} {r['clock']:<9} {_pct(c['silent_failure'], n, ci['silent_failure']):>17} "
                      f"{_pct(c['success'], n, ci['success']):>15} {c['ood_stop']:>9} {c['stall_stop']:>11} "
                      f"{c['device_stop']:>6} {acc:>9} {lat:>13}")
+    return "\n".join(lines)
+
+
+def _side_by_side(methods: dict[str, list[dict]]) -> str:
+    """Per scenario and clock, each method's success / OOD stops / silent failures (of the episodes)."""
+    names = list(methods)
+    head = f"{'scenario':<16} {'clock':<9} " + " ".join(f"{m + ': success / OOD / silent':>30}" for m in names)
+    lines = [head]
+    for i, row in enumerate(methods[names[0]]):
+        cells = []
+        for m in names:
+            r = methods[m][i]
+            c = r["counts"]
+            cells.append(f"{c['success']:>2}/{r['episodes']} / {c['ood_stop'] + c['stall_stop']:>2} / "
+                         f"{c['silent_failure']:>2}")
+        lines.append(f"{row['scenario']:<16} {row['clock']:<9} " + " ".join(f"{c:>30}" for c in cells))
     return "\n".join(lines)
 
 
@@ -340,6 +363,7 @@ def cmd_demo(args: Namespace) -> int:
 
     root = Path(args.out)
     dataset_dir, check_dir, policy_dir = root / "dataset", root / "check", root / "policy"
+    aligned_dir = root / "policy-aligned"
     report, realtime_report = root / "report.json", root / "report_realtime.json"
     if args.quick:
         demos, image_size, eval_episodes = 30, 64, 5
@@ -351,8 +375,9 @@ def cmd_demo(args: Namespace) -> int:
         expected = "about 20 minutes"
     realtime_scenarios = ["in_distribution", "interpolate"]
     print(f"ALT Studio demo on the simulated rig ({expected} on 2 CPU cores): record {demos} scripted "
-          f"demonstrations, train the ALT policy, evaluate {eval_episodes} episodes per scenario in lock-step and "
-          f"{', '.join(realtime_scenarios)} in real time.\nEverything goes to {root}/")
+          f"demonstrations, train the ALT policy (and, on the same encoder, the aligned method), evaluate both, "
+          f"{eval_episodes} episodes per scenario in lock-step and {', '.join(realtime_scenarios)} in real time."
+          f"\nEverything goes to {root}/")
     t0 = time.perf_counter()
     print(f"\n[1/4] recording {demos} demonstrations (and 8 check demonstrations the policy never sees)")
     if not (_record_scripted(dataset_dir, demos, image_size, args.seed)
@@ -366,23 +391,45 @@ def cmd_demo(args: Namespace) -> int:
     print(f"trained in {train_min:.1f} min; gamma {policy.gamma:.3f}, view agreement "
           f"{', '.join(f'{k} {v:.3f}' for k, v in cal.view_thresholds.items())} ({cal.method}); held out "
           f"{len(cal.held_out_episodes)} demonstrations for that, then added them to the table")
+    from .policy import aligned_from
+
+    with Dataset.open(dataset_dir) as ds:
+        aligned = aligned_from(policy, ds)
+    aligned.save(aligned_dir, overwrite=True)
+    fit = aligned.locator.report
+    print(f"aligned method: the object located in the third-person view, table map from {fit['demonstrations']} "
+          f"demonstrations (leave-one-out error {1000 * fit['map_error_loo_m']['p50']:.1f} mm median, "
+          f"{1000 * fit['map_error_loo_m']['max']:.1f} mm max); largest correction "
+          f"{100 * aligned.locator.max_correction:.1f} cm; gamma {aligned.gamma:.3f}")
     eval_seed = args.seed + 1000
     print(f"\n[3/4] evaluating {len(SCENARIOS)} scenarios x {eval_episodes} episodes in lock-step (seeds "
           f"{eval_seed}-{eval_seed + eval_episodes - 1})")
     payload = evaluate_policy(str(policy_dir), list(SCENARIOS), eval_episodes, eval_seed, "lockstep", str(report),
                               check_data=str(check_dir))
+    aligned_payload = evaluate_policy(str(aligned_dir), list(SCENARIOS), eval_episodes, eval_seed, "lockstep",
+                                      str(root / "report_aligned.json"), check_data=str(check_dir))
     print(f"\n[4/4] evaluating {', '.join(realtime_scenarios)} x {eval_episodes} episodes in real time")
     realtime = evaluate_policy(str(policy_dir), realtime_scenarios, eval_episodes, eval_seed, "realtime",
                                str(realtime_report))
-    rows = payload["scenarios"] + realtime["scenarios"]
-    silent = sum(r["counts"]["silent_failure"] for r in rows)
-    total = sum(r["episodes"] for r in rows)
-    print(f"\nALT on the simulated rig ({demos} demonstrations): {silent} silent failures in {total} episodes")
-    print(_scenario_table(rows))
+    aligned_realtime = evaluate_policy(str(aligned_dir), realtime_scenarios, eval_episodes, eval_seed, "realtime",
+                                       str(root / "report_aligned_realtime.json"))
+    methods = {"alt": payload["scenarios"] + realtime["scenarios"],
+               "aligned": aligned_payload["scenarios"] + aligned_realtime["scenarios"]}
+    for name, rows in methods.items():
+        silent = sum(r["counts"]["silent_failure"] for r in rows)
+        total = sum(r["episodes"] for r in rows)
+        print(f"\n{name} method on the simulated rig ({demos} demonstrations): {silent} silent failures in {total} "
+              f"episodes")
+        print(_scenario_table(rows))
+    print("\nside by side (the same encoder, table and demonstrations; OOD includes stall stops):")
+    print(_side_by_side(methods))
     print("\n".join(_ood_lines(payload)))
-    print(f"\ndataset  {dataset_dir}\npolicy   {policy_dir}\nreports  {report}, {realtime_report}\n"
+    print("aligned method:\n" + "\n".join(_ood_lines(aligned_payload)))
+    print(f"\ndataset  {dataset_dir}\npolicies {policy_dir}, {aligned_dir}\nreports  {report}, {realtime_report} "
+          f"(and report_aligned*.json)\n"
           f"total    {(time.perf_counter() - t0) / 60:.1f} min (training {train_min:.1f} min)")
     payload["train_minutes"] = train_min
     payload["realtime"] = realtime["scenarios"]
+    payload["aligned"] = {"lockstep": aligned_payload["scenarios"], "realtime": aligned_realtime["scenarios"]}
     report.write_text(json.dumps(payload, indent=1))
     return 0

@@ -34,6 +34,8 @@ class PolicyConfig:
     frame_stride: int = 2  # train on every n-th frame (neighbouring frames at 10 Hz are near-duplicates)
     color_jitter: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.05)
     crop_scale: tuple[float, float] = (0.9, 1.0)
+    shadow_probability: float = 0.0  # share of augmented views given a soft shadow (policy/augment.py)
+    paste_probability: float = 0.0  # share of augmented views given a patch pasted from another frame
     pose_noise: float = 0.01
     seed: int = 0
     include_incomplete: bool = False  # episodes that ended by camera loss / fault / timeout
@@ -85,6 +87,9 @@ class PolicyConfig:
         if self.time_limit_factor < 1:
             raise ValueError(f"time_limit_factor {self.time_limit_factor} must be at least 1: a run may take as "
                              "long as the longest demonstration")
+        for name in ("shadow_probability", "paste_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} {getattr(self, name)} must be in [0, 1]")
         if not 0 <= self.grasp_check_quantile < 0.5:
             raise ValueError(f"grasp_check_quantile {self.grasp_check_quantile} must be in [0, 0.5)")
         if self.method not in ("alt", "aligned"):

@@ -292,9 +292,10 @@ class ALTPolicy:
             if target is None and third is not None:
                 target = self.locator.locate(third)
             if target is not None and executing_row is None:
-                # which demonstration to replay: the one whose object stood nearest, from its frame that
-                # matches best (the gate above judged the scene by the best match of all)
-                nearest = self.locator.nearest_demo(target.xy)
+                # which demonstration to replay: of those whose object stood nearest, the one whose object
+                # looks the same, from its frame that matches best (the gate above judged the scene by the best
+                # match of all)
+                nearest = self.locator.choose_demo(target)
                 if nearest != best.episode:
                     own = self.database.best_in_episode(z, nearest, TIE_CANDIDATES)
                     if own:
@@ -576,6 +577,22 @@ def build_grasp_check(table, database: LookupDatabase, config: PolicyConfig,
     log.info("grasp check: threshold %.3f from %d pre-grasp frames (cross-demonstration p1 %.3f, p50 %.3f)",
              threshold, len(values), np.percentile(values, 1), np.percentile(values, 50))
     return GraspCheck(rows, thumbs, threshold)
+
+
+def aligned_from(policy: ALTPolicy, dataset: Dataset) -> ALTPolicy:
+    """The aligned method on an already trained ALT policy: the same encoder, table and gate, with the object
+    locator and the aligned gate's thresholds calibrated on the same held-out demonstrations (``dataset``: the
+    one the policy was built from). Comparing the two then compares the methods alone."""
+    config = policy.config.with_overrides(method="aligned")
+    table = load_frames(dataset, config, episodes=[int(e) for e in policy.info["episodes"]])
+    locator = build_locator(table, config)
+    calibration = Calibration(**{**policy.calibration.__dict__}) if policy.calibration is not None else None
+    if calibration is None:
+        raise AlignmentError("this policy has no gate calibration; retrain it with --method aligned")
+    calibration.aligned = calibrate_aligned(table, policy.database, policy.info.get("held_out_episodes") or [],
+                                            config)
+    return ALTPolicy(config, policy.encoder, policy.database, calibration, dict(policy.info), policy.grasp_check,
+                     locator)
 
 
 def build_locator(table, config: PolicyConfig) -> TargetLocator:

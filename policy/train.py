@@ -94,8 +94,9 @@ def train_encoder(table: FrameTable, config: PolicyConfig, *, progress: Callable
                 pose = None
                 if config.use_pose:
                     pose = (table.pose[idx] + torch.randn(len(idx), 7, generator=gen) * config.pose_noise).to(dev)
-                views.append(encoder(augment(hand, jitter, crop, gen).to(dev),
-                                     augment(third, jitter, crop, gen).to(dev), pose))
+                extra = {"shadow": config.shadow_probability, "paste": config.paste_probability}
+                views.append(encoder(augment(hand, jitter, crop, gen, **extra).to(dev),
+                                     augment(third, jitter, crop, gen, **extra).to(dev), pose))
             loss = nt_xent(views[0], views[1], config.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

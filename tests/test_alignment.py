@@ -100,11 +100,32 @@ def test_correction_ramp_and_round_trip(locator, demo_pixels):
     b = locator.bottlenecks[e]
     assert b > 2 and locator.ramp(e, 0) == 0.0 and locator.ramp(e, b - 1) < 1.0 and locator.ramp(e, b) == 1.0
     assert locator.ramp(e, 2 * b) == 1.0
-    assert locator.nearest_demo(target) == e or np.linalg.norm(
-        locator.demo_targets[locator.nearest_demo(target)] - target) <= 0.0224
     again = TargetLocator.from_json(locator.to_json(), locator.arrays())
     found, back = locator.locate(_picture([(33.0, 44.0)])), again.locate(_picture([(33.0, 44.0)]))
     assert np.allclose(found.xy, back.xy) and again.max_correction == locator.max_correction
+
+
+def _mug(u, v, handle_side, size=96, seed=0):
+    """A red disc with a handle sticking out to the left (-1) or the right (+1)."""
+    img = _picture([(u, v)], size=size, seed=seed)
+    x0 = int(round(u + handle_side * 5))
+    img[int(v) - 1:int(v) + 2, min(x0, x0 + 2 * handle_side):max(x0, x0 + 2 * handle_side) + 1] = OBJECT
+    return img
+
+
+def test_of_the_nearest_demonstrations_the_one_turned_the_same_way_is_replayed():
+    rng = np.random.default_rng(7)
+    pixels = {e: rng.uniform(20, 76, 2) for e in range(10)}
+    pixels[10] = pixels[0] + [1.0, 0.5]  # two demonstrations side by side, handles on opposite sides
+    sides = {e: (-1 if e == 10 else 1) for e in pixels}
+    firsts = {e: _mug(*p, sides[e], seed=e) for e, p in pixels.items()}
+    locator = fit_locator(firsts, {e: _actions(_table_xy(*p)) for e, p in pixels.items()}, 0.01, 0.05)
+    here = pixels[0] + [0.5, 0.3]
+    for side, expected in ((1, 0), (-1, 10)):
+        found = locator.locate(_mug(*here, side, seed=42))
+        assert locator.choose_demo(found) == expected
+    far = locator.locate(_mug(*pixels[3], 1, seed=43))  # elsewhere, the nearest demonstration is that one
+    assert locator.choose_demo(far) == 3
 
 
 def test_too_few_or_unmoving_demonstrations_are_refused(demo_pixels):

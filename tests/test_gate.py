@@ -324,7 +324,10 @@ def test_a_run_longer_than_the_demonstrations_stops_and_asks(policy):
         rig.cameras["hand"].wait_for_frame(); rig.cameras["third"].wait_for_frame()
         result = run_autonomous(rig, p, max_ticks=40, watchdog=False)
     assert result.reason == "stall" and result.stop_signal == "time_limit" and "1.5 times" in result.message
-    assert 7 <= result.loop.ticks <= 12 and result.thresholds["time_limit_s"] == pytest.approx(0.75)
+    # a real-time clock: on a loaded machine ticks come late, so the time is checked, not the tick count
+    took = float(result.message.split("not finished after ")[1].split(" s")[0])
+    assert 0.75 <= took <= 1.5 and result.loop.ticks <= 12
+    assert result.thresholds["time_limit_s"] == pytest.approx(0.75)
 
 
 def test_execution_never_rewinds_within_the_demonstration_it_executes(policy):

@@ -348,6 +348,24 @@ def test_autonomy_shows_live_and_retrieved_frames_and_similarity(studio, qtbot):
     assert stall_ms < 500, f"the event loop stalled {stall_ms:.0f} ms while running"
 
 
+def test_an_aligned_replay_shows_its_phase_offset_and_target_frame(studio, qtbot):
+    """The aligned method's line and target picture (policy/runner.py ReplayState; the method itself is tested
+    on the simulated rig in test_alignment.py)."""
+    from policy.runner import ReplayState
+
+    controller, window, _ = studio
+    auto = window.autonomy_panel
+    episode = int(auto.policy.database.episodes[0])
+    auto._show_replay(ReplayState(episode, 3, 6, np.array([0.02, -0.01]), 0.5))
+    text = auto.alignment_label.text()
+    assert text.startswith("approach") and f"demo {episode} frame 3" in text and "its frame 6" in text
+    assert "correction 2.2 cm (x +2.0, y -1.0)" in text and "remaining 1.1 cm" in text
+    qtbot.waitUntil(auto.target_view.has_image, timeout=5000)  # the demonstration's frame it aligns to
+    assert f"demo {episode}, frame 6" in auto.target_view.caption
+    auto._show_replay(ReplayState(episode, 8, 6, np.array([0.02, -0.01]), 1.0))
+    assert auto.alignment_label.text().startswith("replay") and "remaining 0.0 cm" in auto.alignment_label.text()
+
+
 def test_enter_while_the_policy_runs_does_not_start_a_recording(studio, qtbot):
     controller, window, _ = studio
     assert controller.mode == AUTONOMOUS

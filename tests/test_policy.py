@@ -11,6 +11,8 @@ import torch
 
 from policy.artifact import PolicyArtifactError
 from policy.augment import augment
+from policy.augment import pasted_patches as augment_patches
+from policy.augment import shadows as augment_shadows
 from policy.config import PolicyConfig
 from policy.data import action_chunks, load_frames, resume_index
 from policy.database import LookupDatabase, probe_queries
@@ -70,6 +72,21 @@ def test_augmentation_keeps_shape_and_range_and_is_seeded():
     assert torch.equal(a, b)
     plain = x.permute(0, 3, 1, 2).float() / 255
     assert float((a - plain).abs().mean()) > 0.01  # it really changed the images
+
+
+def test_shadows_and_pasted_patches_change_only_what_they_say():
+    x = torch.full((6, 3, 32, 32), 0.5)
+    x[:, 0] = torch.linspace(0, 1, 32)  # images that differ from each other
+    gen = torch.Generator().manual_seed(1)
+    dark = augment_shadows(x, 1.0, gen)
+    assert bool((dark <= x + 1e-6).all())  # a shadow only darkens
+    darkened = (x - dark).flatten(1).amax(1)
+    assert bool((darkened > 0.1).all())  # every image got one (probability 1)
+    assert torch.equal(augment_shadows(x, 0.0, gen), x)
+    pasted = augment_patches(x, 1.0, gen)
+    changed = (pasted != x).any(1).flatten(1).float().mean(1)
+    assert bool((changed > 0.005).all()) and bool((changed < 0.1).all())  # a patch of 1-9% of the image
+    assert torch.equal(augment_patches(x, 0.0, gen), x)
 
 
 def _self_retrieval_rate(encoder, table, seed=0, window=2):
