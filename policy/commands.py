@@ -156,7 +156,9 @@ def cmd_train(args: Namespace) -> int:
           f"{', ...' if info['action']['dim'] > 8 else ''})")
     print(f"  training {info['train_seconds'] / 60:.1f} min, total {(time.perf_counter() - t0) / 60:.1f} min; "
           f"final loss {info['epoch_losses'][-1]:.3f}")
-    print(f"  gamma {policy.gamma:.3f} ({'set by hand' if args.gamma != 'auto' else cal.method}); held-out "
+    gate = "the alt method's gate: " if policy.locator is not None else ""
+    print(f"  {gate}gamma {cal.gamma if policy.locator is not None else policy.gamma:.3f} "
+          f"({'set by hand' if args.gamma != 'auto' else cal.method}); held-out "
           f"demo similarity p1 {cal.in_distribution['p1']:.3f}, unrelated images max {cal.unrelated['p100']:.3f}")
     if cal.grasp:
         print(f"  grasp check: alignment {cal.grasp['threshold']:.3f} ({cal.grasp['method']}, "

@@ -39,7 +39,7 @@ from .artifact import MANIFEST, sha256
 from .data import COMPLETE_END_REASONS, action_chunks, load_frames
 from .database import LookupDatabase, probe_queries
 from .grasp_check import pre_grasp_rows, table_thumbnails
-from .policy import ALTPolicy, build_grasp_check, calibrate_on_held_out
+from .policy import ALTPolicy, build_grasp_check, calibrate_aligned, calibrate_on_held_out
 from .train import embed_table_views
 
 #: The key under which a correction's episode ``extra`` records the autonomous run it corrects.
@@ -174,11 +174,24 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
                                             [int(e) for e in policy.info.get("held_out_episodes", [])], config)
         gamma = calibration.gamma
         grasp_check = build_grasp_check(full, database, config, calibration) if policy.grasp_check else None
+        if policy.locator is not None:
+            calibration.aligned = calibrate_aligned(full, database,
+                                                    [int(e) for e in policy.info.get("held_out_episodes", [])],
+                                                    config)
+            gamma = calibration.aligned["gamma"]
     elif policy.grasp_check is not None:
         rows = pre_grasp_rows(table.episode, table.frame, table.actions)
         grasp_check = policy.grasp_check.extended(rows + len(db), table_thumbnails(table, rows))
     else:
         grasp_check = None
+
+    locator = None
+    if policy.locator is not None:  # the aligned method replays them too: where their object stood
+        firsts = {}
+        for e in table.actions:
+            rows = np.flatnonzero(table.episode == e)
+            firsts[int(e)] = table.third[int(rows[np.argmin(table.frame[rows])])].numpy()
+        locator = policy.locator.extended(firsts, table.actions, config.align_radius)
 
     interventions = {e: dataset.episode(e).extra.get(INTERVENTION_KEY) for e in episodes}
     seconds = time.perf_counter() - t0
@@ -210,7 +223,7 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
     })
     info.setdefault("dataset", str(Path(dataset.root).resolve()))
     info.setdefault("fps", dataset.spec.fps)
-    new = ALTPolicy(config, policy.encoder, database, calibration, info, grasp_check)
+    new = ALTPolicy(config, policy.encoder, database, calibration, info, grasp_check, locator)
     new.gamma = float(gamma)
     return new, addition
 

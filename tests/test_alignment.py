@@ -121,11 +121,11 @@ def test_of_the_nearest_demonstrations_the_one_turned_the_same_way_is_replayed()
     firsts = {e: _mug(*p, sides[e], seed=e) for e, p in pixels.items()}
     locator = fit_locator(firsts, {e: _actions(_table_xy(*p)) for e, p in pixels.items()}, 0.01, 0.05)
     here = pixels[0] + [0.5, 0.3]
-    for side, expected in ((1, 0), (-1, 10)):
-        found = locator.locate(_mug(*here, side, seed=42))
-        assert locator.choose_demo(found) == expected
-    far = locator.locate(_mug(*pixels[3], 1, seed=43))  # elsewhere, the nearest demonstration is that one
-    assert locator.choose_demo(far) == 3
+    assert locator.choose_demo(locator.locate(_mug(*here, -1, seed=42))) == 10  # the only one turned this way
+    chosen = locator.choose_demo(locator.locate(_mug(*here, 1, seed=42)))
+    assert sides[chosen] == 1  # one turned the other way, among the nearest
+    near = sorted(pixels, key=lambda e: np.linalg.norm(locator.demo_targets[e] - locator.demo_targets[0]))
+    assert chosen in near[:5]
 
 
 def test_too_few_or_unmoving_demonstrations_are_refused(demo_pixels):
@@ -213,3 +213,26 @@ def test_the_aligned_gate_stops_a_mug_beyond_the_demonstrations_reach(sim_polici
     assert not done and result.reason == "ood"
     assert result.stop_signal in ("correction", "target"), result.message
     assert result.loop.ticks <= 2  # at once, before the arm moved
+
+
+def test_added_episodes_join_the_aligned_replay(sim_policies, tmp_path):
+    """`policy add` on an aligned policy: the new episode's object position is located, so it can be replayed."""
+    from policy.versions import add_episodes
+
+    policy = sim_policies
+    dataset_dir = policy.info["dataset"]
+    rig = make_rig("sim", image_size=64)
+    teleop = make_teleop("scripted", rig, seed=0)
+    with rig, Dataset.open(dataset_dir, writable=True) as dataset:
+        index = dataset.next_index()
+        scene = training_scene(rig.task, 9)
+        rig.reset(9, scene=scene)
+        teleop.reset(9)
+        assert RecordingSession(rig, dataset, teleop, RecorderConfig()).record_episode(accept=rig.success).kept
+    rig.close()
+    policy.save(tmp_path / "v1")
+    added = add_episodes(tmp_path / "v1", dataset_dir, [index], tmp_path / "v2")
+    new = ALTPolicy.load(tmp_path / "v2")
+    assert new.method == "aligned" and index in new.locator.demo_targets
+    assert np.linalg.norm(new.locator.demo_targets[index] - [scene.mug.x, scene.mug.y]) < 0.015
+    assert added is not None
