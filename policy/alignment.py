@@ -127,6 +127,51 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / np.sqrt(max((a @ a) * (b @ b), 1e-12)))
 
 
+#: The hand view's silhouette of the object: a (2 * SILHOUETTE + 1) square around its centroid.
+SILHOUETTE = 14
+#: Rotation search for the object's turn in the hand view: every ROTATION_STEP degrees in [-90, 90] (the
+#: gripper closes the same way turned half a turn, so a handle pointing the other way is as good).
+ROTATION_STEP = 2.0
+
+
+def hand_silhouette(image: np.ndarray, chroma: np.ndarray, pixel_limit: float,
+                    reference: np.ndarray | None = None) -> np.ndarray | None:
+    """The object's silhouette in a hand-camera frame (float32 square centred on it; None: not in view): the
+    largest region of pixels with the object's chromaticity, brightness and tint evened out to ``reference``
+    (the demonstrations' median hand-view colour)."""
+    img = image.astype(np.float32)
+    if reference is not None:
+        img = _gain_to(img, reference)
+    mask = (np.linalg.norm(_pixel_chroma(img) - chroma, axis=-1) < pixel_limit).astype(np.uint8)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask)
+    if count < 2:
+        return None
+    i = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[i, cv2.CC_STAT_AREA] < 6:
+        return None
+    blob = cv2.GaussianBlur((labels == i).astype(np.float32), (0, 0), 1.0)
+    side = 2 * SILHOUETTE + 1
+    return cv2.getRectSubPix(blob, (side, side), tuple(float(c) for c in centroids[i]))
+
+
+def _rotated(patch: np.ndarray, degrees: float) -> np.ndarray:
+    c = (patch.shape[1] - 1) / 2
+    return cv2.warpAffine(patch, cv2.getRotationMatrix2D((c, c), degrees, 1.0), patch.shape[::-1])
+
+
+def silhouette_rotation(live: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """The rotation (degrees, in [-90, 90]) that turns ``live`` onto ``reference`` (or onto it turned half a
+    turn), and the correlation it reaches."""
+    flipped = _rotated(reference, 180.0)
+    best = (0.0, -2.0)
+    for angle in np.arange(-90.0, 90.0 + 1e-9, ROTATION_STEP):
+        turned = _rotated(live, float(angle))
+        score = max(_ncc(turned, reference), _ncc(turned, flipped))
+        if score > best[1]:
+            best = (float(angle), score)
+    return best
+
+
 def _map(homography: np.ndarray, pixel: np.ndarray) -> np.ndarray:
     q = homography @ np.array([pixel[0], pixel[1], 1.0])
     return q[:2] / q[2]
@@ -172,6 +217,14 @@ class TargetLocator:
     report: dict = field(default_factory=dict)  # fit figures, for the artefact and the train summary
     pixel_limit: float = np.inf  # a pixel is the object's when its own chromaticity is this close to it
     demo_patches: dict[int, np.ndarray] = field(default_factory=dict)  # episode -> its object's patch
+    # the turn: the object's silhouette in each demonstration's hand view at its bottleneck, the hand view's
+    # median colour, how many degrees the silhouette turns per degree the hand turns (None: not learned, the
+    # turn is left as the demonstration had it) and the turn the demonstrations themselves disagree by
+    demo_silhouettes: dict[int, np.ndarray] = field(default_factory=dict)
+    hand_reference: np.ndarray | None = None
+    rotation_slope: float | None = None
+    rotation_deadband: float = 90.0  # degrees
+    silhouette_threshold: float = -1.0  # after turning, the silhouettes must correlate at least this well
 
     def locate(self, image: np.ndarray) -> Location | None:
         """The object in a live third-person frame (None: nothing that looks like it)."""
@@ -216,18 +269,38 @@ class TargetLocator:
         return 1.0 if b <= 0 else float(np.clip(frame / b, 0.0, 1.0))
 
     # -- persistence ------------------------------------------------------
+    def turn_needed(self, hand_image: np.ndarray, episode: int) -> tuple[float, float] | None:
+        """How far (degrees) the hand must still turn about the vertical for the object to sit in the hand view
+        as it sat in ``episode``'s at its bottleneck, and the silhouettes' correlation; None: the object is not
+        in the hand view (or the turn was not learned: then (0, nan))."""
+        if self.rotation_slope is None or int(episode) not in self.demo_silhouettes:
+            return 0.0, float("nan")
+        live = hand_silhouette(hand_image, self.chroma, self.pixel_limit, self.hand_reference)
+        if live is None:
+            return None
+        angle, score = silhouette_rotation(live, self.demo_silhouettes[int(episode)])
+        return angle / self.rotation_slope, score
+
     def arrays(self) -> dict[str, np.ndarray]:
         order = sorted(self.demo_patches)
+        turns = sorted(self.demo_silhouettes)
+        side = 2 * SILHOUETTE + 1
         return {"align_background": self.background, "align_patch_episodes": np.array(order, np.int64),
                 "align_patches": np.stack([self.demo_patches[e] for e in order]) if order else
-                np.zeros((0, PATCH, PATCH, 3), np.float32)}
+                np.zeros((0, PATCH, PATCH, 3), np.float32),
+                "align_silhouette_episodes": np.array(turns, np.int64),
+                "align_silhouettes": np.stack([self.demo_silhouettes[e] for e in turns]) if turns else
+                np.zeros((0, side, side), np.float32)}
 
     def to_json(self) -> dict:
         return {"threshold": self.threshold, "chroma": self.chroma.tolist(), "chroma_limit": self.chroma_limit,
                 "area_range": list(self.area_range), "homography": self.homography.tolist(),
                 "demo_targets": {str(e): v.tolist() for e, v in self.demo_targets.items()},
                 "bottlenecks": {str(e): int(v) for e, v in self.bottlenecks.items()},
-                "max_correction": self.max_correction, "report": self.report, "pixel_limit": self.pixel_limit}
+                "max_correction": self.max_correction, "report": self.report, "pixel_limit": self.pixel_limit,
+                "hand_reference": None if self.hand_reference is None else self.hand_reference.tolist(),
+                "rotation_slope": self.rotation_slope, "rotation_deadband": self.rotation_deadband,
+                "silhouette_threshold": self.silhouette_threshold}
 
     @classmethod
     def from_json(cls, doc: dict, arrays: dict) -> "TargetLocator":
@@ -237,7 +310,11 @@ class TargetLocator:
                    {int(e): np.asarray(v, float) for e, v in doc["demo_targets"].items()},
                    {int(e): int(v) for e, v in doc["bottlenecks"].items()}, float(doc["max_correction"]),
                    dict(doc.get("report") or {}), float(doc["pixel_limit"]),
-                   {int(e): p for e, p in zip(arrays["align_patch_episodes"], arrays["align_patches"])})
+                   {int(e): p for e, p in zip(arrays["align_patch_episodes"], arrays["align_patches"])},
+                   {int(e): p for e, p in zip(arrays["align_silhouette_episodes"], arrays["align_silhouettes"])},
+                   None if doc.get("hand_reference") is None else np.asarray(doc["hand_reference"], np.float32),
+                   doc.get("rotation_slope"), float(doc.get("rotation_deadband", 90.0)),
+                   float(doc.get("silhouette_threshold", -1.0)))
 
     def extended(self, first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray],
                  radius: float) -> "TargetLocator":
@@ -254,7 +331,8 @@ class TargetLocator:
             bottlenecks[int(e)] = bottleneck_frame(actions[e], close, radius)
         return TargetLocator(self.background, self.threshold, self.chroma, self.chroma_limit, self.area_range,
                              self.homography, targets, bottlenecks, self.max_correction, self.report,
-                             self.pixel_limit, patches)
+                             self.pixel_limit, patches, self.demo_silhouettes, self.hand_reference,
+                             self.rotation_slope, self.rotation_deadband, self.silhouette_threshold)
 
 
 def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray], radius: float,
@@ -320,3 +398,50 @@ def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarr
     return TargetLocator(background.astype(np.uint8), threshold, chroma, chroma_limit,
                          (AREA_SLACK[0] * min(areas), AREA_SLACK[1] * max(areas)), homography, targets, bottlenecks,
                          spread + margin, report, pixel_limit, patches)
+
+
+def _wrap_half_turn(degrees: np.ndarray | float) -> np.ndarray | float:
+    return (np.asarray(degrees) + 90.0) % 180.0 - 90.0
+
+
+def fit_turn(locator: TargetLocator, hands: dict[int, list[np.ndarray]], yaws: dict[int, np.ndarray],
+             min_pairs: int = 20, min_correlation: float = 0.5) -> None:
+    """Learn, from the demonstrations' approaches, how the object's silhouette in the hand view turns when the
+    hand turns (the object stands still while the hand turns towards its grasp orientation), and keep each
+    demonstration's silhouette at its bottleneck. ``hands``: each demonstration's hand frames from its start
+    to its bottleneck; ``yaws``: the hand's heading (rad) at those frames. Left unlearned (the demonstration's
+    orientation is replayed as it was) when the approaches turn too little or the silhouette does not follow."""
+    reference = np.median(np.concatenate([hands[e][-1].reshape(-1, 3) for e in hands]), axis=0).astype(np.float32)
+    silhouettes, pairs = {}, []
+    for e in hands:
+        last = hand_silhouette(hands[e][-1], locator.chroma, locator.pixel_limit, reference)
+        if last is None:
+            continue
+        silhouettes[e] = last
+        for image, yaw in zip(hands[e][:-1], yaws[e][:-1]):
+            turn = float(_wrap_half_turn(np.degrees(yaws[e][-1] - yaw)))
+            if abs(turn) < 5.0:
+                continue
+            live = hand_silhouette(image, locator.chroma, locator.pixel_limit, reference)
+            if live is not None:
+                pairs.append((turn, silhouette_rotation(live, last)[0]))
+    locator.demo_silhouettes, locator.hand_reference = silhouettes, reference
+    report = {"frames": len(pairs), "demonstrations": len(silhouettes)}
+    if len(pairs) >= min_pairs:
+        turn, seen = np.array(pairs).T
+        slope = float(np.sum(turn * seen) / np.sum(turn ** 2))
+        correlation = float(np.corrcoef(turn, seen)[0, 1])
+        order = sorted(silhouettes)[:12]
+        found = [silhouette_rotation(silhouettes[a], silhouettes[b]) for a in order for b in order if a < b]
+        between, scores = np.abs([f[0] for f in found]), np.array([f[1] for f in found])
+        report.update({"slope": slope, "correlation": correlation,
+                       "between_demonstrations_deg": {"p50": float(np.median(between)),
+                                                      "p90": float(np.percentile(between, 90))} if found else {}})
+        if abs(correlation) >= min_correlation and found:
+            locator.rotation_slope = slope
+            # turns smaller than what the demonstrations themselves disagree by are left alone
+            locator.rotation_deadband = float(np.percentile(between, 90))
+            # once turned, the silhouette must match as well as two demonstrations' do (their 5% quantile)
+            locator.silhouette_threshold = float(np.percentile(scores, 5))
+            report["silhouette_threshold"] = locator.silhouette_threshold
+    locator.report["turn"] = report

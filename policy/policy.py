@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recorder.dataset import Dataset, DatasetError
-from robot_drivers.transforms import POSE_QUAT, quat_nearest
+from robot_drivers.transforms import POSE_QUAT, quat_nearest, yaw_of
 
 from .action_space import EE_POSE, action_kind, policy_actions
-from .alignment import AlignmentError, Location, TargetLocator, fit_locator
+from .alignment import AlignmentError, Location, TargetLocator, fit_locator, fit_turn
 from .artifact import (PolicyArtifactError, check_artifact, load_database_arrays, save_database, write_artifact)
 from .config import PolicyConfig
 from .data import action_chunks, load_frames
@@ -246,7 +246,7 @@ class ALTPolicy:
 
     def retrieve(self, hand: np.ndarray, third: np.ndarray, pose: np.ndarray | None = None,
                  k: int | None = None, prefer_episode: int | None = None, target: Location | None = None,
-                 executing_row: int | None = None) -> Retrieval:
+                 executing_row: int | None = None, check_grasp: bool = True) -> Retrieval:
         """Look the observation up and gate it. ``prefer_episode``: the demonstration being executed; it is
         kept unless another one matches better by more than ``config.episode_hysteresis`` (no flip-flopping
         between two neighbouring demonstrations mid-motion). Of frames that look alike (a wait, the grasp
@@ -254,7 +254,8 @@ class ALTPolicy:
 
         The aligned method also finds the object in ``third`` (or takes ``target``, where it was found at the
         start of a run: later the arm is in the picture) and returns the matched chunk shifted onto it;
-        ``executing_row``: the table row being replayed, which the grasp check then compares with."""
+        ``executing_row``: the table row being replayed, which the grasp check then compares with;
+        ``check_grasp`` False while the hand turns to the object (the align phase)."""
         t0 = time.perf_counter()
         if hand is not None:  # at the encoder's size once: the embedding and the grasp check both use it
             hand = resize_view(hand, self.config)
@@ -279,7 +280,7 @@ class ALTPolicy:
             db = self.database
             aligned = executing_row is not None and self.locator.ramp(int(db.episodes[compared]),
                                                                       int(db.frames[compared])) >= 1.0
-            compared = compared if aligned else -1
+            compared = compared if aligned and check_grasp else -1
         if self.grasp_check is not None and self.grasp_check.applies(compared) and hand is not None:
             grasp = self.grasp_check.alignment(thumbnail(hand), compared)
         gamma = self.gamma
@@ -608,6 +609,14 @@ def build_locator(table, config: PolicyConfig) -> TargetLocator:
         firsts[int(e)] = table.third[int(rows[np.argmin(table.frame[rows])])].numpy()
     locator = fit_locator(firsts, {int(e): a for e, a in table.actions.items()}, config.align_radius,
                           config.align_margin)
+    hands, yaws = {}, {}
+    for e in table.actions:
+        rows = np.flatnonzero(table.episode == e)
+        rows = rows[np.argsort(table.frame[rows])][:locator.bottlenecks.get(int(e), -1) + 1]
+        if len(rows):
+            hands[int(e)] = [table.hand[int(r)].numpy() for r in rows]
+            yaws[int(e)] = np.array([yaw_of(table.pose[int(r)].numpy()[3:7]) for r in rows])
+    fit_turn(locator, hands, yaws)
     r = locator.report
     log.info("alignment: table map from %d demonstrations, leave-one-out error %.1f mm median, %.1f mm max; "
              "largest correction %.1f cm", r["demonstrations"], 1000 * r["map_error_loo_m"]["p50"],

@@ -18,8 +18,10 @@ alignment, transport, lookup) is skipped the same way.
 The aligned method (policy/alignment.py) finds the object at the run's first tick, then replays the retrieved
 demonstration from the matched frame on, shifted onto the object, in the demonstration's own time: the
 lookup still runs every tick, for the gate and the display, and the grasp check compares the live hand view
-with the frame being replayed. Its phases: ``approach`` (the correction ramping in), ``replay`` (from the
-demonstration's bottleneck on, fully shifted).
+with the frame being replayed. Its phases: ``approach`` (the correction ramping in), ``align`` (held at the
+demonstration's bottleneck, the hand turned about the vertical until the object's silhouette in the hand view
+sits as it sat in the demonstration's: the object may stand turned otherwise than the demonstration's did),
+``replay`` (the rest, shifted and turned).
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ import numpy as np
 
 from robot_drivers.control import ControlLoop, LoopResult, StepOutput, TickRecord
 from robot_drivers.rig import Observation, Rig
+from robot_drivers.transforms import quat_multiply, rotvec_to_quat, yaw_of
 from robot_drivers.types import Action
 
 from .action_space import check_policy_fits_rig
 from .database import Match
+from .encoder import resize_view
 from .policy import ALTPolicy, Retrieval
 
 
@@ -63,10 +67,12 @@ class ReplayState:
     bottleneck: int  # its bottleneck frame (the target frame the approach aligns to)
     correction: np.ndarray  # xy (m) the demonstration is shifted by once fully aligned
     applied: float  # share of the correction applied at this frame (0..1)
+    aligning: bool = False  # held at the bottleneck, turning the hand to the object
+    turn_deg: float = 0.0  # how far the demonstration's orientation is turned about the vertical
 
     @property
     def phase(self) -> str:
-        return "approach" if self.applied < 1.0 else "replay"
+        return "align" if self.aligning else "approach" if self.applied < 1.0 else "replay"
 
     @property
     def remaining(self) -> np.ndarray:
@@ -93,6 +99,17 @@ class AutonomyResult:
 
     def latencies_ms(self) -> np.ndarray:
         return np.array([r.embed_ms + r.search_ms for r in self.retrievals])
+
+
+#: The align phase: the hand has reached the heading asked for within this; at most this many turns and ticks.
+ARRIVED_RAD = np.radians(3.0)
+ALIGN_MAX_TURNS = 3
+ALIGN_MAX_TICKS = 30
+
+
+def _wrap_half_turn(angle: float) -> float:
+    """An angle in [-pi/2, pi/2): the gripper closes the same way turned half a turn."""
+    return float((angle + np.pi / 2) % np.pi - np.pi / 2)
 
 
 class ProgressWatchdog:
@@ -155,10 +172,16 @@ class PolicySource:
         self.ood_observation: Observation | None = None
         self.replay: ReplayState | None = None
         self._replay_start: tuple[int, int, float] | None = None  # episode, frame, capture time of the aligned run
+        self._held = 0  # ticks the replay was held at the bottleneck to align
+        self._aligned = False
+        self._turn = 0.0  # rad about the vertical, applied to the demonstration's orientations
+        self._turn_goal: float | None = None  # the hand heading last commanded by the align phase
+        self._turns = 0
 
     def begin(self, observation: Observation) -> None:
         self.current = self.latest = None
         self.replay, self._replay_start = None, None
+        self._held, self._aligned, self._turn, self._turn_goal, self._turns = 0, False, 0.0, None, 0
         self._start_time = None
         self._ticks_on_chunk = 0
         self.stop_signal, self.message = None, ""
@@ -212,15 +235,20 @@ class PolicySource:
         if self._replay_start is not None:
             episode, first, start_time = self._replay_start
             self._ticks_on_chunk += 1
-            frame = first + max(int(round((now - start_time) / dt)), self._ticks_on_chunk)
+            frame = first + max(int(round((now - start_time) / dt)), self._ticks_on_chunk) - self._held
             last = int(db.frames[db.episodes == episode].max())
+            if self._must_align(episode, first, frame):
+                frame = self.policy.locator.bottlenecks[episode]
             executing = db.row_of(episode, min(frame, last))
         frames = observation.frames
         target = self.current.target if self.current is not None else None
         self.latest = self.policy.retrieve(frames["hand"].image, frames["third"].image,
                                            observation.state.ee_array()[:7],
                                            prefer_episode=None if executing is None else self._replay_start[0],
-                                           target=target, executing_row=executing)
+                                           target=target, executing_row=executing,
+                                           # while turning, and once turned (the table and the fingers no longer
+                                           # line up with the demonstration's view; the silhouette was checked)
+                                           check_grasp=not (self._aligning(executing) or self._turns))
         self.retrievals.append(self.latest)
         if self.latest.ood:
             self.ood_observation = observation
@@ -243,17 +271,73 @@ class PolicySource:
             self._ticks_on_chunk = 0
             executing = m.row
         episode = self._replay_start[0]
+        locator = self.policy.locator
         frame = int(db.frames[executing])
-        correction = self.policy.locator.correction(self.current.target.xy, episode)
-        applied = self.policy.locator.ramp(episode, frame)
+        bottleneck = locator.bottlenecks.get(episode, 0)
+        aligning = self._aligning(executing)
+        if aligning:
+            self._held += 1
+            halt = self._align_turn(observation, episode, executing)
+            if halt is not None:
+                return self._halt("ood", "alignment", halt, t0)
+            aligning = not self._aligned
+        correction = locator.correction(self.current.target.xy, episode)
+        applied = locator.ramp(episode, frame)
         action = np.array(db.chunks[executing][0], copy=True)  # past the end: its last target, held
         action[:2] += applied * correction
-        self.replay = ReplayState(episode, frame, self.policy.locator.bottlenecks.get(episode, 0), correction,
-                                  applied)
+        if self._turn:
+            action[3:7] = quat_multiply(rotvec_to_quat([0.0, 0.0, self._turn]), action[3:7])
+        self.replay = ReplayState(episode, frame, bottleneck, correction, applied, aligning,
+                                  float(np.degrees(self._turn)))
         self.last_step = frame - self._replay_start[1]
         self.last_ms = (time.perf_counter() - t0) * 1000
         return StepOutput(Action.from_array(action), info={"similarity": self.latest.similarity,
                                                            "chunk_step": self.last_step})
+
+    def _must_align(self, episode: int, first: int, frame: int) -> bool:
+        """The replay has reached the bottleneck of a demonstration it started before, and has not aligned yet."""
+        locator = self.policy.locator
+        bottleneck = locator.bottlenecks.get(episode, 0)
+        return (not self._aligned and locator.rotation_slope is not None and first < bottleneck <= frame)
+
+    def _aligning(self, row: int | None) -> bool:
+        if row is None or self._replay_start is None:
+            return False
+        db = self.policy.database
+        episode, first, _ = self._replay_start
+        return self._must_align(episode, first, int(db.frames[row]))
+
+    def _align_turn(self, observation: Observation, episode: int, row: int) -> str | None:
+        """One tick of the align phase: once the hand has reached the heading last asked for, measure how far
+        it must still turn and ask for that, until it is within what the demonstrations disagree by. Returns
+        why it stops (the object not in the hand view, or no convergence), else None."""
+        locator = self.policy.locator
+        heading = yaw_of(observation.state.ee_array()[3:7])
+        if self._turn_goal is not None and abs(_wrap_half_turn(heading - self._turn_goal)) > ARRIVED_RAD:
+            if self._held > ALIGN_MAX_TICKS:
+                return (f"the hand did not reach the heading the alignment asked for within {ALIGN_MAX_TICKS} ticks "
+                        f"({np.degrees(_wrap_half_turn(heading - self._turn_goal)):.0f} degrees short)")
+            return None  # still turning
+        need = locator.turn_needed(resize_view(observation.frames["hand"].image, self.policy.config), episode)
+        if need is None:
+            return (f"at episode {episode}'s bottleneck (frame {locator.bottlenecks.get(episode)}) the object is not "
+                    "in the hand view: the alignment has nothing to turn to")
+        degrees, score = need
+        if not abs(degrees) > locator.rotation_deadband:  # (nan: nothing to measure with) within the demos' spread
+            if self._turns and score < locator.silhouette_threshold:
+                return (f"after turning the hand {np.degrees(self._turn):.0f} degrees the object's silhouette in the "
+                        f"hand view still does not match the demonstration's (correlation {score:.2f} < "
+                        f"{locator.silhouette_threshold:.2f})")
+            self._aligned = True
+            return None
+        self._turns += 1
+        if self._turns > ALIGN_MAX_TURNS:
+            return (f"the object still looks turned by {degrees:.0f} degrees after {ALIGN_MAX_TURNS} turns of the hand "
+                    "at the bottleneck: the alignment does not converge")
+        demo_heading = yaw_of(self.policy.database.chunks[row][0][3:7])
+        self._turn_goal = heading + np.radians(degrees)
+        self._turn = float(_wrap_half_turn(self._turn_goal - demo_heading))
+        return None
 
     def _halt(self, reason: str, signal: str | None, message: str, t0: float) -> StepOutput:
         """Stop the run with ``reason`` ("ood" or "stall"), naming the signal and, for a watchdog, what was
