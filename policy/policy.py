@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 #: Frames of one demonstration that look identical (the arm waiting, the gripper closing) have equal
 #: similarity; of those, the latest is taken so that execution moves on instead of replaying the wait.
 TIE_CANDIDATES = 8
+#: The aligned method's grasp check compares the live hand view with the replayed frame and the few before it:
+#: the arm trails its commands by a tick or two (more in real time).
+REPLAY_LAG_FRAMES = 3
 TIE_TOLERANCE = 1e-4
 
 
@@ -282,7 +285,15 @@ class ALTPolicy:
                                                                       int(db.frames[compared])) >= 1.0
             compared = compared if aligned and check_grasp else -1
         if self.grasp_check is not None and self.grasp_check.applies(compared) and hand is not None:
-            grasp = self.grasp_check.alignment(thumbnail(hand), compared)
+            live = thumbnail(hand)
+            grasp = self.grasp_check.alignment(live, compared)
+            if executing_row is not None:  # the arm lags its commands: the frame it is at may be a few back
+                for back in range(1, REPLAY_LAG_FRAMES + 1):
+                    row = compared - back
+                    if self.grasp_check.applies(row) and self.database.episodes[row] == self.database.episodes[
+                            compared] and self.locator.ramp(int(self.database.episodes[row]),
+                                                            int(self.database.frames[row])) >= 1.0:
+                        grasp = max(grasp, self.grasp_check.alignment(live, row))
         gamma = self.gamma
         if self.locator is not None and executing_row is not None:
             gamma = min(gamma, float(self.calibration.aligned.get("replay_gamma", gamma)))
