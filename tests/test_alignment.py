@@ -236,3 +236,24 @@ def test_added_episodes_join_the_aligned_replay(sim_policies, tmp_path):
     assert new.method == "aligned" and index in new.locator.demo_targets
     assert np.linalg.norm(new.locator.demo_targets[index] - [scene.mug.x, scene.mug.y]) < 0.015
     assert added is not None
+
+
+@pytest.mark.parametrize("turn", [-70.0, -25.0, 0.0, 40.0, 85.0])
+def test_the_silhouette_turn_is_measured_and_a_half_turn_counts_as_none(turn):
+    """A mug seen from above (disc + handle): the rotation that turns the live silhouette onto the
+    demonstration's is found within the search step, and a handle pointing the other way needs no turn."""
+    from policy.alignment import ROTATION_STEP, _rotated, hand_silhouette, silhouette_rotation
+
+    image = np.tile(BACKGROUND, (96, 96, 1)).astype(np.uint8)
+    ys, xs = np.indices((96, 96))
+    image[(xs - 48) ** 2 + (ys - 40) ** 2 <= 36] = OBJECT
+    image[28:34, 47:50] = OBJECT  # the handle, pointing up
+    chroma = OBJECT / OBJECT.sum()
+    reference = hand_silhouette(image, chroma, 0.1)
+    assert reference is not None
+    live = _rotated(reference, -turn)
+    angle, score = silhouette_rotation(live, reference)
+    assert abs(angle - turn) <= ROTATION_STEP and score > 0.95
+    flipped = silhouette_rotation(_rotated(reference, 180.0), reference)
+    assert abs(flipped[0]) <= ROTATION_STEP and flipped[1] > 0.95
+    assert hand_silhouette(np.tile(BACKGROUND, (96, 96, 1)).astype(np.uint8), chroma, 0.1) is None
