@@ -607,6 +607,15 @@ def aligned_from(policy: ALTPolicy, dataset: Dataset) -> ALTPolicy:
                      locator)
 
 
+def first_third_frames(table) -> dict[int, np.ndarray]:
+    """Each episode's first third-person frame (the aligned method's empty scene and object positions)."""
+    firsts = {}
+    for e in table.actions:
+        rows = np.flatnonzero(table.episode == e)
+        firsts[int(e)] = table.third[int(rows[np.argmin(table.frame[rows])])].numpy()
+    return firsts
+
+
 def build_locator(table, config: PolicyConfig) -> TargetLocator:
     """The aligned method's object locator, from each demonstration's first third-person frame and actions."""
     if "third" not in config.views:
@@ -614,12 +623,8 @@ def build_locator(table, config: PolicyConfig) -> TargetLocator:
     if not table.actions or next(iter(table.actions.values())).shape[1] != 8:
         raise AlignmentError("the aligned method shifts end-effector pose actions; this dataset's actions are not "
                              "pose + gripper")
-    firsts = {}
-    for e in table.actions:
-        rows = np.flatnonzero(table.episode == e)
-        firsts[int(e)] = table.third[int(rows[np.argmin(table.frame[rows])])].numpy()
-    locator = fit_locator(firsts, {int(e): a for e, a in table.actions.items()}, config.align_radius,
-                          config.align_margin)
+    locator = fit_locator(first_third_frames(table), {int(e): a for e, a in table.actions.items()},
+                          config.align_radius, config.align_margin)
     hands, yaws = {}, {}
     for e in table.actions:
         rows = np.flatnonzero(table.episode == e)

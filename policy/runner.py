@@ -197,20 +197,9 @@ class PolicySource:
         prefer = self.current.matches[0].episode if self.current is not None else None
         self.latest = self.policy.retrieve(frames["hand"].image, frames["third"].image,
                                            observation.state.ee_array()[:7], prefer_episode=prefer)
-        self.retrievals.append(self.latest)
-        if self.latest.ood:
-            self.ood_observation = observation
-            self.current = self.latest
-            return self._halt("ood", self.latest.ood_signal, self.latest.ood_reason, t0)
-        if self._start_time is None:
-            self._start_time = now
-        if self.time_limit is not None and now - self._start_time > self.time_limit:
-            return self._halt("stall", "time_limit", f"not finished after {now - self._start_time:.1f} s, "
-                              f"{self.policy.config.time_limit_factor:g} times the longest demonstration", t0)
-        if self.watchdog is not None:
-            stalled = self.watchdog.update(now, observation.state.ee_array()[:3], observation.state.gripper)
-            if stalled:
-                return self._halt("stall", "stall", stalled, t0)
+        halted = self._gate_and_watch(observation, now, t0)
+        if halted is not None:
+            return halted
         switch = self.current is None or self._ticks_on_chunk >= self.requery_every
         self.last_queried = switch
         if switch:
@@ -226,6 +215,27 @@ class PolicySource:
 
     def sent(self, action: Action) -> None:
         pass
+
+    def _gate_and_watch(self, observation: Observation, now: float, t0: float,
+                        keep_current: bool = False) -> StepOutput | None:
+        """Record this tick's lookup and stop on what the gate, the time limit or the progress watchdog says
+        (None: go on). ``keep_current``: an OOD stop keeps what was executing as the evidence's context (the
+        aligned replay's object location) instead of the new lookup."""
+        self.retrievals.append(self.latest)
+        if self.latest.ood:
+            self.ood_observation = observation
+            self.current = (self.current if keep_current else None) or self.latest
+            return self._halt("ood", self.latest.ood_signal, self.latest.ood_reason, t0)
+        if self._start_time is None:
+            self._start_time = now
+        if self.time_limit is not None and now - self._start_time > self.time_limit:
+            return self._halt("stall", "time_limit", f"not finished after {now - self._start_time:.1f} s, "
+                              f"{self.policy.config.time_limit_factor:g} times the longest demonstration", t0)
+        if self.watchdog is not None:
+            stalled = self.watchdog.update(now, observation.state.ee_array()[:3], observation.state.gripper)
+            if stalled:
+                return self._halt("stall", "stall", stalled, t0)
+        return None
 
     def _aligned_step(self, observation: Observation, dt: float, t0: float) -> StepOutput:
         """Retrieve (first tick), align, replay: the demonstration's frames in its own time, shifted."""
@@ -249,20 +259,9 @@ class PolicySource:
                                            # while turning, and once turned (the table and the fingers no longer
                                            # line up with the demonstration's view; the silhouette was checked)
                                            check_grasp=not (self._aligning(executing) or self._turns))
-        self.retrievals.append(self.latest)
-        if self.latest.ood:
-            self.ood_observation = observation
-            self.current = self.current or self.latest
-            return self._halt("ood", self.latest.ood_signal, self.latest.ood_reason, t0)
-        if self._start_time is None:
-            self._start_time = now
-        if self.time_limit is not None and now - self._start_time > self.time_limit:
-            return self._halt("stall", "time_limit", f"not finished after {now - self._start_time:.1f} s, "
-                              f"{self.policy.config.time_limit_factor:g} times the longest demonstration", t0)
-        if self.watchdog is not None:
-            stalled = self.watchdog.update(now, observation.state.ee_array()[:3], observation.state.gripper)
-            if stalled:
-                return self._halt("stall", "stall", stalled, t0)
+        halted = self._gate_and_watch(observation, now, t0, keep_current=True)
+        if halted is not None:
+            return halted
         self.last_queried = self._replay_start is None
         if self._replay_start is None:  # the first tick: the retrieved demonstration and the object's place
             self.current = self.latest

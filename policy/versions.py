@@ -39,7 +39,7 @@ from .artifact import MANIFEST, sha256
 from .data import COMPLETE_END_REASONS, action_chunks, load_frames
 from .database import LookupDatabase, probe_queries
 from .grasp_check import pre_grasp_rows, table_thumbnails
-from .policy import ALTPolicy, build_grasp_check, calibrate_aligned, calibrate_on_held_out
+from .policy import ALTPolicy, build_grasp_check, calibrate_aligned, calibrate_on_held_out, first_third_frames
 from .train import embed_table_views
 
 #: The key under which a correction's episode ``extra`` records the autonomous run it corrects.
@@ -187,11 +187,7 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
 
     locator = None
     if policy.locator is not None:  # the aligned method replays them too: where their object stood
-        firsts = {}
-        for e in table.actions:
-            rows = np.flatnonzero(table.episode == e)
-            firsts[int(e)] = table.third[int(rows[np.argmin(table.frame[rows])])].numpy()
-        locator = policy.locator.extended(firsts, table.actions, config.align_radius)
+        locator = policy.locator.extended(first_third_frames(table), table.actions, config.align_radius)
 
     interventions = {e: dataset.episode(e).extra.get(INTERVENTION_KEY) for e in episodes}
     seconds = time.perf_counter() - t0
