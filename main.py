@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller images, fewer epochs and episodes")
     p.add_argument("--episodes", type=_positive_int, default=31, help="evaluation episodes per scenario")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corrections", action="store_true",
+                   help="only the correction loop (after recording and training, reused when already in --out): "
+                        "the policy on --episodes interpolate placements, the scripted operator correcting each "
+                        "stop, the corrections added at once, then --episodes other placements")
     p.set_defaults(func=_lazy("policy.commands", "cmd_demo"))
     _corrections_verbs(verbs)
     return parser
@@ -233,10 +237,14 @@ def _corrections_verbs(verbs) -> None:
     p = verbs.add_parser("trials", help="success rate per policy version from the trial ledger",
                          description="Reads the trial ledger (every autonomous run: policy version, method, gamma, "
                                      "times, outcome, reason) and prints counts and the success rate with a Wilson "
-                                     "95%% interval per policy version.")
+                                     "95%% interval per policy version, then the trials the operator marked and "
+                                     "those awaiting a mark (a real rig has no task check).")
     p.add_argument("--ledger", default=None, help="ledger file (default runs/trials.jsonl)")
     p.add_argument("--policy", default=None, help="only trials of this policy folder")
     p.add_argument("--csv", default=None, metavar="FILE", help="also write one row per trial to FILE")
+    p.add_argument("--mark", nargs=2, default=None, metavar=("TRIAL_ID", "{success,failure}"),
+                   help="first record the operator's verdict on an ended trial (replaces an earlier mark; the "
+                        "automatic outcome stays recorded)")
     p.set_defaults(func=_lazy("policy.corrections_commands", "cmd_trials"))
 
     p = verbs.add_parser("coverage", help="draw the policy's coverage map (embeddings, runs, OOD stops) as a PNG",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtGui import QKeySequence, QShortcut
 from PyQt6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
                              QSlider, QVBoxLayout, QWidget)
 
@@ -106,6 +107,30 @@ class AutonomyPanel(QWidget):
             controls.addWidget(b)
         controls.addWidget(self.stop_button, 2)
 
+        # -- the operator's verdict on the run that ended: a real rig has no task check, only the operator can tell
+        self.mark_box = QWidget()
+        self.mark_prompt = QLabel("")
+        self.mark_prompt.setWordWrap(True)
+        self.mark_prompt.setStyleSheet("font-weight: bold;")
+        self.mark_success = QPushButton("Success (S)")
+        self.mark_failure = QPushButton("Failure (F)")
+        marks = QHBoxLayout(self.mark_box)
+        marks.setContentsMargins(0, 0, 0, 0)
+        marks.addWidget(self.mark_prompt, 1)
+        self.mark_keys: list[QShortcut] = []
+        for button, outcome, key in ((self.mark_success, "success", Qt.Key.Key_S),
+                                     (self.mark_failure, "failure", Qt.Key.Key_F)):
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            button.clicked.connect(lambda _checked=False, o=outcome: controller.mark_last_trial(o))
+            marks.addWidget(button)
+            # A window shortcut owned by the box: live only while the box (so this tab) is shown; a text field
+            # that has focus takes the letter first.
+            shortcut = QShortcut(QKeySequence(key), self.mark_box)
+            shortcut.activated.connect(lambda o=outcome: controller.mark_last_trial(o))
+            self.mark_keys.append(shortcut)
+        self.mark_box.hide()
+        self._mark_trial = None  # the ended trial (policy.trials.Trial) the prompt asks about
+
         # -- views
         self.live = {"hand": ImageView("hand (live)"), "third": ImageView("third-person (live)")}
         self.retrieved = {"hand": ImageView("hand (retrieved)"), "third": ImageView("third-person (retrieved)")}
@@ -204,6 +229,7 @@ class AutonomyPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(pick)
         layout.addLayout(controls)
+        layout.addWidget(self.mark_box)
         layout.addWidget(self.halt_box)
         layout.addWidget(self.hover_hint)
         layout.addWidget(self.views)
@@ -227,6 +253,8 @@ class AutonomyPanel(QWidget):
         reader.frame_ready.connect(self._on_frame)
         reader.frame_refused.connect(self._on_frame_refused)
         controller.autonomy_event.connect(self._on_event)
+        controller.trial_ended.connect(self._on_trial_ended)
+        controller.trial_marked.connect(self._on_trial_marked)
         controller.tick.connect(self._on_tick)
         controller.halted.connect(self._on_halted)
         controller.halt_cleared.connect(self._on_halt_cleared)
@@ -361,8 +389,10 @@ class AutonomyPanel(QWidget):
             rate = "-" if row.rate is None else \
                 f"{100 * row.rate:.0f}% (95% CI {100 * row.interval[0]:.0f}-{100 * row.interval[1]:.0f}%)"
             stops = ", ".join(f"{k} {v}" for k, v in sorted(row.counts.items()) if v and k != "success")
-            parts.append(f"v{row.version}: {row.successes}/{row.decided} succeeded {rate}" + (f"; {stops}" if stops
-                                                                                             else ""))
+            marks = ", ".join(f"{n} {what}" for n, what in ((row.marked, "marked by the operator"),
+                                                            (row.awaiting_mark, "to mark")) if n)
+            parts.append(f"v{row.version}: {row.successes}/{row.decided} succeeded {rate}"
+                         + "".join(f"; {extra}" for extra in (stops, marks) if extra))
         self.trials_label.setText("trials: " + " | ".join(parts))
 
     def _on_load_failed(self, message: str) -> None:
@@ -427,10 +457,40 @@ class AutonomyPanel(QWidget):
         self.picker.setEnabled(not running)
         if running:
             self.halt_box.hide()
+            self.mark_box.hide()  # a new run: the prompt was about the one before
             self.views.show()
         else:
             self.hover_hint.hide()
+            if self._mark_trial is not None:
+                self._show_mark_prompt(mode)
         self.hover.reset()
+
+    def _on_trial_ended(self, trial) -> None:
+        self._mark_trial = trial
+        self._show_mark_prompt(self.controller.mode)
+        self.mark_box.show()
+
+    def _on_trial_marked(self, trial) -> None:
+        if self._mark_trial is not None and trial.id == self._mark_trial.id:
+            self._show_mark_prompt(self.controller.mode)
+        self._request_summary()  # the mark is in the ledger: the success rate counts it
+
+    def _show_mark_prompt(self, mode: str) -> None:
+        """The question about the last run, or the mark recorded. S and F are teleop motion keys too: they mark only
+        while the arm is halted (the keyboard cannot move it then); the buttons work in every mode."""
+        trial = self._mark_trial
+        keys = mode == HALTED
+        for shortcut in self.mark_keys:
+            shortcut.setEnabled(keys)
+        how = "Press S for success, F for failure." if keys else "Mark it with the buttons."
+        if trial.marked is not None:
+            text = f"Marked: {trial.marked}." + (" S or F changes it." if keys else "")
+        elif trial.task_check:
+            text = (f"The simulator's check said {'success' if trial.outcome == 'success' else 'failure'}. "
+                    f"Overrule it? {how}")
+        else:
+            text = f"Did the arm do the task? {how}"
+        self.mark_prompt.setText(text)
 
     def _start(self) -> None:
         self.similarity_plot.clear_data()  # a new run: the plot starts empty (Resume carries on the same one)

@@ -51,6 +51,12 @@ class _Relay(Events):
     def autonomy_event(self, event):
         self.c.autonomy_event.emit(event)
 
+    def trial_ended(self, trial):
+        self.c.trial_ended.emit(trial)
+
+    def trial_marked(self, trial):
+        self.c.trial_marked.emit(trial)
+
     def halted(self, halt):
         self.c.halted.emit(halt)
 
@@ -74,6 +80,8 @@ class RigController(QObject):
     dataset_changed = pyqtSignal(object)  # the dataset's folder (Path) or None
     episodes_changed = pyqtSignal(object)  # list[EpisodeInfo]
     autonomy_event = pyqtSignal(object)  # AutonomyEvent
+    trial_ended = pyqtSignal(object)  # policy.trials.Trial, recorded in the ledger
+    trial_marked = pyqtSignal(object)  # policy.trials.Trial, with the operator's mark
     halted = pyqtSignal(object)  # Halt
     halt_cleared = pyqtSignal()
     error = pyqtSignal(str)
@@ -94,7 +102,8 @@ class RigController(QObject):
                      "stop_episode", "discard_episode", "rerecord_episode", "delete_episode", "trim_episode", "replay",
                      "set_policy",
                      "start_autonomy", "resume", "pause", "take_over", "take_over_and_record", "home", "reset_scene",
-                     "restore_episode_scene", "emergency_stop", "wait_stopped", "holding_object", "shutdown"):
+                     "restore_episode_scene", "mark_last_trial", "emergency_stop", "wait_stopped", "holding_object",
+                     "shutdown"):
             setattr(self, name, getattr(s, name))
 
     def _remember_state(self, record) -> None:

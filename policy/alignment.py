@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from .grasp_check import GRIPPER_OPEN, pre_grasp_frames
+from .hand_camera import HandCameraCheck
 
 #: Foreground: a difference from the background larger than this share of the demonstrations' median peak.
 FOREGROUND_SHARE = 0.3
@@ -225,6 +226,7 @@ class TargetLocator:
     rotation_slope: float | None = None
     rotation_deadband: float = 90.0  # degrees
     silhouette_threshold: float = -1.0  # after turning, the silhouettes must correlate at least this well
+    hand_camera: HandCameraCheck | None = None  # before alignment: the gripper where the demonstrations have it
 
     def locate(self, image: np.ndarray) -> Location | None:
         """The object in a live third-person frame (None: nothing that looks like it)."""
@@ -285,7 +287,8 @@ class TargetLocator:
         order = sorted(self.demo_patches)
         turns = sorted(self.demo_silhouettes)
         side = 2 * SILHOUETTE + 1
-        return {"align_background": self.background, "align_patch_episodes": np.array(order, np.int64),
+        return {**(self.hand_camera.arrays() if self.hand_camera is not None else {}),
+                "align_background": self.background, "align_patch_episodes": np.array(order, np.int64),
                 "align_patches": np.stack([self.demo_patches[e] for e in order]) if order else
                 np.zeros((0, PATCH, PATCH, 3), np.float32),
                 "align_silhouette_episodes": np.array(turns, np.int64),
@@ -300,7 +303,8 @@ class TargetLocator:
                 "max_correction": self.max_correction, "report": self.report, "pixel_limit": self.pixel_limit,
                 "hand_reference": None if self.hand_reference is None else self.hand_reference.tolist(),
                 "rotation_slope": self.rotation_slope, "rotation_deadband": self.rotation_deadband,
-                "silhouette_threshold": self.silhouette_threshold}
+                "silhouette_threshold": self.silhouette_threshold,
+                "hand_camera": None if self.hand_camera is None else self.hand_camera.to_json()}
 
     @classmethod
     def from_json(cls, doc: dict, arrays: dict) -> "TargetLocator":
@@ -314,7 +318,8 @@ class TargetLocator:
                    {int(e): p for e, p in zip(arrays["align_silhouette_episodes"], arrays["align_silhouettes"])},
                    None if doc.get("hand_reference") is None else np.asarray(doc["hand_reference"], np.float32),
                    doc.get("rotation_slope"), float(doc.get("rotation_deadband", 90.0)),
-                   float(doc.get("silhouette_threshold", -1.0)))
+                   float(doc.get("silhouette_threshold", -1.0)),
+                   HandCameraCheck.from_json(doc["hand_camera"], arrays) if doc.get("hand_camera") else None)
 
     def extended(self, first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray],
                  radius: float) -> "TargetLocator":
@@ -332,7 +337,8 @@ class TargetLocator:
         return TargetLocator(self.background, self.threshold, self.chroma, self.chroma_limit, self.area_range,
                              self.homography, targets, bottlenecks, self.max_correction, self.report,
                              self.pixel_limit, patches, self.demo_silhouettes, self.hand_reference,
-                             self.rotation_slope, self.rotation_deadband, self.silhouette_threshold)
+                             self.rotation_slope, self.rotation_deadband, self.silhouette_threshold,
+                             self.hand_camera)
 
 
 def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray], radius: float,

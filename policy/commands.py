@@ -170,6 +170,13 @@ def cmd_train(args: Namespace) -> int:
               f"{1000 * fit['map_error_loo_m']['max']:.1f} mm max; largest correction "
               f"{100 * policy.locator.max_correction:.1f} cm; gate gamma {al['gamma']:.3f} at the start, "
               f"{al['replay_gamma']:.3f} while replaying ({al['method']})")
+        hc = fit.get("hand_camera") or {}
+        if hc.get("used"):
+            print(f"  hand camera check (until aligned): agreement {hc['threshold']:.3f}, halfway between the "
+                  f"demonstrations' lowest {hc['demonstrations']['min']:.3f} and the highest of "
+                  f"{hc['unrelated_images']} synthetic unrelated images {hc['unrelated_max']:.3f}")
+        else:
+            print(f"  hand camera check: left out ({hc.get('why', 'not fitted')})")
     print(f"  annoy: {info['annoy']['trees']} trees, search_k {info['annoy']['search_k']}, recall@1 "
           f"{info['annoy']['recall_at_1']:.3f} on {info['annoy']['probe_queries']} probe queries")
     return 0
@@ -381,14 +388,26 @@ def cmd_demo(args: Namespace) -> int:
           f"{eval_episodes} episodes per scenario in lock-step and {', '.join(realtime_scenarios)} in real time."
           f"\nEverything goes to {root}/")
     t0 = time.perf_counter()
-    print(f"\n[1/4] recording {demos} demonstrations (and 8 check demonstrations the policy never sees)")
+    steps = 3 if args.corrections else 5
+    print(f"\n[1/{steps}] recording {demos} demonstrations (and 8 check demonstrations the policy never sees)")
     if not (_record_scripted(dataset_dir, demos, image_size, args.seed)
             and _record_scripted(check_dir, 8, image_size, args.seed + 9001)):
         return 1
-    print("\n[2/4] training")
+    print(f"\n[2/{steps}] training")
     t1 = time.perf_counter()
-    policy = train_policy(str(dataset_dir), str(policy_dir), config, overwrite=True)
+    if args.corrections and _trained_on(policy_dir, dataset_dir):
+        from .policy import ALTPolicy
+
+        policy = ALTPolicy.load(policy_dir)
+        print(f"reusing the policy in {policy_dir}: it was trained on these demonstrations")
+    else:
+        policy = train_policy(str(dataset_dir), str(policy_dir), config, overwrite=True)
     train_min = (time.perf_counter() - t1) / 60
+    if args.corrections:
+        print(f"\n[3/{steps}] the correction loop")
+        loop = _correction_loop_step(policy_dir, root, eval_episodes, args.seed + 3000)
+        print(f"\ntotal    {(time.perf_counter() - t0) / 60:.1f} min")
+        return 0 if loop is not None else 1
     cal = policy.calibration
     print(f"trained in {train_min:.1f} min; gamma {policy.gamma:.3f}, view agreement "
           f"{', '.join(f'{k} {v:.3f}' for k, v in cal.view_thresholds.items())} ({cal.method}); held out "
@@ -404,13 +423,13 @@ def cmd_demo(args: Namespace) -> int:
           f"{1000 * fit['map_error_loo_m']['max']:.1f} mm max); largest correction "
           f"{100 * aligned.locator.max_correction:.1f} cm; gamma {aligned.gamma:.3f}")
     eval_seed = args.seed + 1000
-    print(f"\n[3/4] evaluating {len(SCENARIOS)} scenarios x {eval_episodes} episodes in lock-step (seeds "
+    print(f"\n[3/{steps}] evaluating {len(SCENARIOS)} scenarios x {eval_episodes} episodes in lock-step (seeds "
           f"{eval_seed}-{eval_seed + eval_episodes - 1})")
     payload = evaluate_policy(str(policy_dir), list(SCENARIOS), eval_episodes, eval_seed, "lockstep", str(report),
                               check_data=str(check_dir))
     aligned_payload = evaluate_policy(str(aligned_dir), list(SCENARIOS), eval_episodes, eval_seed, "lockstep",
                                       str(root / "report_aligned.json"), check_data=str(check_dir))
-    print(f"\n[4/4] evaluating {', '.join(realtime_scenarios)} x {eval_episodes} episodes in real time")
+    print(f"\n[4/{steps}] evaluating {', '.join(realtime_scenarios)} x {eval_episodes} episodes in real time")
     realtime = evaluate_policy(str(policy_dir), realtime_scenarios, eval_episodes, eval_seed, "realtime",
                                str(realtime_report))
     aligned_realtime = evaluate_policy(str(aligned_dir), realtime_scenarios, eval_episodes, eval_seed, "realtime",
@@ -427,11 +446,60 @@ def cmd_demo(args: Namespace) -> int:
     print(_side_by_side(methods))
     print("\n".join(_ood_lines(payload)))
     print("aligned method:\n" + "\n".join(_ood_lines(aligned_payload)))
+    print(f"\n[5/{steps}] the correction loop")
+    loop = _correction_loop_step(policy_dir, root, eval_episodes, args.seed + 3000)
     print(f"\ndataset  {dataset_dir}\npolicies {policy_dir}, {aligned_dir}\nreports  {report}, {realtime_report} "
           f"(and report_aligned*.json)\n"
           f"total    {(time.perf_counter() - t0) / 60:.1f} min (training {train_min:.1f} min)")
     payload["train_minutes"] = train_min
     payload["realtime"] = realtime["scenarios"]
     payload["aligned"] = {"lockstep": aligned_payload["scenarios"], "realtime": aligned_realtime["scenarios"]}
+    payload["correction_loop"] = loop
     report.write_text(json.dumps(payload, indent=1))
     return 0
+
+
+def _trained_on(policy_dir: Path, dataset_dir: Path) -> bool:
+    """Whether ``policy_dir`` holds a policy trained on exactly the episodes ``dataset_dir`` has now."""
+    doc = policy_dir / "config.json"
+    if not doc.exists() or not (dataset_dir / "dataset.json").exists():
+        return False
+    info = json.loads(doc.read_text()).get("info") or {}
+    with Dataset.open(dataset_dir) as ds:
+        return sorted(int(e) for e in info.get("episodes", [])) == ds.episode_indices() and \
+            Path(info.get("dataset", "")).resolve() == dataset_dir.resolve()
+
+
+def _correction_loop_step(policy_dir: Path, root: Path, episodes: int, seed: int) -> dict | None:
+    """The correction loop (policy/correction_loop.py) on ``episodes`` interpolate placements and then on
+    ``episodes`` other ones; prints the figures and writes ``root/correction_loop.json``."""
+    from robot_drivers.factory import make_rig, make_teleop
+
+    from .correction_loop import correction_loop, prepare_loop_folder
+
+    loop_dir = root / "corrections"
+    policy, dataset_dir = prepare_loop_folder(policy_dir, loop_dir)
+    first, second = seed, seed + 500
+    print(f"the policy runs on {episodes} interpolate placements (seeds {first}-{first + episodes - 1}); at each "
+          f"stop the scripted operator takes over from where the arm stands and the correction is added at once; "
+          f"then it runs on {episodes} other placements (seeds {second}-{second + episodes - 1}). Corrections are "
+          f"recorded into {dataset_dir}, policy versions go to {loop_dir}/")
+    size = policy.info.get("camera_sizes", {}).get("hand", [128, 128])[0]
+    rig = make_rig("sim", clock="lockstep", image_size=size, rate_hz=policy.info.get("fps", 10.0))
+    teleop = make_teleop("scripted", rig, seed=seed)
+    with rig:
+        report = correction_loop(policy, dataset_dir, loop_dir, rig, teleop, first_seed=first, second_seed=second,
+                                 episodes=episodes, progress=lambda line: print("  " + line))
+    summary = report.summary()
+    (loop_dir / "correction_loop.json").write_text(json.dumps(summary, indent=1, default=str))
+    before, after = summary["before"]["counts"], summary["after"]["counts"]
+    seconds = summary["add_seconds"]
+    print(f"\ncorrection loop ({report.first_version} -> version {report.final_version}, {report.final_policy}):")
+    print(f"  first set, as the runs went:   {before['success']}/{episodes} success, "
+          f"{before['silent_failure']} silent failures")
+    print(f"  corrections added: {len(seconds)} of {len(report.corrections)} take-overs kept; seconds each "
+          f"addition took: median {np.median(seconds):.1f}, max {max(seconds):.1f}" if seconds else
+          f"  corrections added: none ({len(report.corrections)} take-overs)")
+    print(f"  second set, other placements: {after['success']}/{episodes} success, {after['silent_failure']} silent "
+          f"failures, {after['ood_stop'] + after['stall_stop']} stopped and asked")
+    return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 from argparse import Namespace
 from pathlib import Path
 
-from .trials import TrialLedger, default_ledger_path, format_summary
+from .trials import TrialLedger, default_ledger_path, format_marks, format_summary
 
 
 def cmd_policy_add(args: Namespace) -> int:
@@ -34,9 +34,18 @@ def _ledger(args: Namespace) -> TrialLedger:
 
 def cmd_trials(args: Namespace) -> int:
     ledger = _ledger(args)
+    if args.mark:
+        trial_id, outcome = args.mark
+        trial = ledger.mark(trial_id, outcome)
+        print(f"trial {trial.id} marked {outcome} by the operator (the run itself ended {trial.outcome}"
+              + (f": {trial.reason})" if trial.reason else ")"))
     rows = ledger.summary(args.policy)
-    print(f"trials in {ledger.path} (success rate over decided trials, Wilson 95% interval)")
+    print(f"trials in {ledger.path} (success rate over decided trials, Wilson 95% interval; a trial the operator "
+          "marked counts by the mark)")
     print(format_summary(rows))
+    marks = format_marks(ledger.trials(args.policy))
+    if marks:
+        print(marks)
     if args.csv:
         n = ledger.write_csv(args.csv, args.policy)
         print(f"{n} trial(s) written to {args.csv}")

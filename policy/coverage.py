@@ -131,7 +131,7 @@ def build_coverage(policy, policy_dir: str | Path | None, ledger: TrialLedger | 
     stops, skipped, traj = [], [], {}
     trials = ledger.trials() if ledger is not None else []
     for t in trials:
-        if t.status != "ood_stop" or not t.evidence:
+        if t.outcome != "ood_stop" or not t.evidence:
             continue
         z, why = _stop_embedding(policy, encoder, t, ledger)
         if z is None:

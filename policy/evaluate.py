@@ -13,7 +13,7 @@ from robot_drivers.sim.rig import SimRig
 
 from .policy import ALTPolicy
 from .probes import photos, synthetic_probes
-from .runner import run_autonomous
+from .runner import AutonomyResult, run_autonomous
 from .trials import wilson_interval
 
 #: An episode ends early once the task has been achieved for this many consecutive ticks.
@@ -132,52 +132,60 @@ def _demo_placements(policy: ALTPolicy) -> dict[int, np.ndarray]:
 def evaluate_scenario(policy: ALTPolicy, rig: SimRig, scenario: str, episodes: int, seed: int = 0,
                       max_ticks: int = 200, progress: Callable[[EpisodeResult], None] | None = None) -> ScenarioReport:
     """Run ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) and judge each one after it ended."""
-    placements = _demo_placements(policy)
     report = ScenarioReport(scenario, thresholds=policy.thresholds(),
                             clock="realtime" if rig.clock.is_realtime else "lockstep")
     for i in range(episodes):
-        scene = rig.reset(seed + i, scenario)
-        mug = np.array([scene.mug.x, scene.mug.y])
-        nearest_demos: set[int] = set()
-        nearest = None
-        if placements:
-            d = {e: float(np.linalg.norm(p - mug)) for e, p in placements.items()}
-            nearest = min(d.values())
-            nearest_demos = {e for e, v in d.items() if v <= nearest + 1e-6}
-        held = [0]
-
-        def succeeded() -> bool:
-            held[0] = held[0] + 1 if rig.success() else 0
-            return held[0] >= SUCCESS_HOLD_TICKS
-
-        placed = np.asarray(rig.world.mug_pose().position[:2])
-        result = run_autonomous(rig, policy, max_ticks=max_ticks, stop_when=succeeded)
-        # judged after the run: the arm has stopped (or holds); the task must be achieved now
-        done = result.reason == "done" and rig.success()
-        failed = failed_already(rig, placed)
-        outcome = classify(result.reason, done, failed)
-        sims = [r.similarity for r in result.retrievals]
-        agree = np.array([r.view_agreement for r in result.retrievals]) if result.retrievals else None
-        grasp = np.array([r.grasp_alignment for r in result.retrievals])
-        acc = None
-        if nearest_demos and result.retrievals:
-            acc = float(np.mean([r.matches[0].episode in nearest_demos for r in result.retrievals]))
-        message = result.message or {"done": "the mug is lifted and held", "max_ticks":
-                                     f"not done after {result.loop.ticks} ticks"}.get(result.reason, result.reason)
-        if result.reason in ("ood", "stall") and failed:
-            message = f"stopped only after the grasp had failed (mug moved, tipped or missed): {message}"
-        ep = EpisodeResult(
-            seed + i, outcome, result.reason, message, result.stop_signal, result.loop.ticks, acc,
-            sims[0] if sims else float("nan"), min(sims) if sims else float("nan"),
-            None if agree is None or np.isnan(agree).all() else tuple(float(v) for v in np.nanmin(agree, axis=0)),
-            (float(scene.mug.x), float(scene.mug.y), float(scene.mug.yaw)), nearest,
-            bool(rig.arm.get_state().gripper < 0.9), failed,
-            float(np.nanmin(grasp)) if len(grasp) and not np.isnan(grasp).all() else None)
+        ep, result = run_episode(policy, rig, scenario, seed + i, max_ticks)
         report.episodes.append(ep)
         report.latencies_ms.extend(result.latencies_ms().tolist())
         if progress is not None:
             progress(ep)
     return report
+
+
+def run_episode(policy: ALTPolicy, rig: SimRig, scenario: str, seed: int,
+                max_ticks: int = 200) -> tuple[EpisodeResult, AutonomyResult]:
+    """One episode: a new scene, the policy run until it ends, and the run judged. The rig is left as the run
+    left it (an operator can take over from there)."""
+    placements = _demo_placements(policy)
+    scene = rig.reset(seed, scenario)
+    mug = np.array([scene.mug.x, scene.mug.y])
+    nearest_demos: set[int] = set()
+    nearest = None
+    if placements:
+        d = {e: float(np.linalg.norm(p - mug)) for e, p in placements.items()}
+        nearest = min(d.values())
+        nearest_demos = {e for e, v in d.items() if v <= nearest + 1e-6}
+    held = [0]
+
+    def succeeded() -> bool:
+        held[0] = held[0] + 1 if rig.success() else 0
+        return held[0] >= SUCCESS_HOLD_TICKS
+
+    placed = np.asarray(rig.world.mug_pose().position[:2])
+    result = run_autonomous(rig, policy, max_ticks=max_ticks, stop_when=succeeded)
+    # judged after the run: the arm has stopped (or holds); the task must be achieved now
+    done = result.reason == "done" and rig.success()
+    failed = failed_already(rig, placed)
+    outcome = classify(result.reason, done, failed)
+    sims = [r.similarity for r in result.retrievals]
+    agree = np.array([r.view_agreement for r in result.retrievals]) if result.retrievals else None
+    grasp = np.array([r.grasp_alignment for r in result.retrievals])
+    acc = None
+    if nearest_demos and result.retrievals:
+        acc = float(np.mean([r.matches[0].episode in nearest_demos for r in result.retrievals]))
+    message = result.message or {"done": "the mug is lifted and held", "max_ticks":
+                                 f"not done after {result.loop.ticks} ticks"}.get(result.reason, result.reason)
+    if result.reason in ("ood", "stall") and failed:
+        message = f"stopped only after the grasp had failed (mug moved, tipped or missed): {message}"
+    ep = EpisodeResult(
+        seed, outcome, result.reason, message, result.stop_signal, result.loop.ticks, acc,
+        sims[0] if sims else float("nan"), min(sims) if sims else float("nan"),
+        None if agree is None or np.isnan(agree).all() else tuple(float(v) for v in np.nanmin(agree, axis=0)),
+        (float(scene.mug.x), float(scene.mug.y), float(scene.mug.yaw)), nearest,
+        bool(rig.arm.get_state().gripper < 0.9), failed,
+        float(np.nanmin(grasp)) if len(grasp) and not np.isnan(grasp).all() else None)
+    return ep, result
 
 
 def _reference_pose(policy: ALTPolicy) -> np.ndarray | None:

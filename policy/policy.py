@@ -25,8 +25,10 @@ from .config import PolicyConfig
 from .data import action_chunks, load_frames
 from .database import LookupDatabase, Match, probe_queries
 from .encoder import ALTEncoder, resize_view
-from .gate import GateEvidence, make_negatives, quantile_threshold, thresholds_for_rate
+from .gate import GateEvidence, make_negatives, procedural_texture, quantile_threshold, thresholds_for_rate
 from .grasp_check import GraspCheck, cross_demo_alignment, pre_grasp_rows, table_thumbnails, thumbnail
+from .hand_camera import NEGATIVES, fit_hand_camera_check
+from .probes import synthetic_probes
 from .train import TrainProgress, embed_table_views, train_encoder
 
 log = logging.getLogger(__name__)
@@ -277,13 +279,15 @@ class ALTPolicy:
         views = self.database.view_embeddings
         if views is not None:
             agreement = (float(views[best.row, 0] @ hv), float(views[best.row, 1] @ tv))
-        grasp = float("nan")
+        grasp = hand_camera = float("nan")
         compared = best.row if executing_row is None else int(executing_row)
         if self.locator is not None:  # only once aligned: during the approach the views differ by design
             db = self.database
             aligned = executing_row is not None and self.locator.ramp(int(db.episodes[compared]),
                                                                       int(db.frames[compared])) >= 1.0
             compared = compared if aligned and check_grasp else -1
+            if compared < 0 and hand is not None and self.locator.hand_camera is not None:
+                hand_camera = self.locator.hand_camera.agreement(hand)  # until then, is it the hand camera?
         if self.grasp_check is not None and self.grasp_check.applies(compared) and hand is not None:
             live = thumbnail(hand)
             grasp = self.grasp_check.alignment(live, compared)
@@ -321,7 +325,7 @@ class ALTPolicy:
                 chunk = self.shifted_chunk(best.episode, best.frame, chunk,
                                            self.locator.correction(target.xy, best.episode))
             if signal is None:
-                signal, reason = self._alignment_gate(episode, target, correction)
+                signal, reason = self._alignment_gate(episode, target, correction, hand_camera)
         return Retrieval(matches, similarity, signal is not None, chunk,
                          (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp, z, target, correction)
 
@@ -333,8 +337,13 @@ class ALTPolicy:
         out[:, :2] += ramp[:, None] * np.asarray(correction)[None, :2]
         return out
 
-    def _alignment_gate(self, episode: int, target: Location | None,
-                        correction: np.ndarray | None) -> tuple[str | None, str]:
+    def _alignment_gate(self, episode: int, target: Location | None, correction: np.ndarray | None,
+                        hand_camera: float) -> tuple[str | None, str]:
+        check = self.locator.hand_camera
+        if check is not None and hand_camera < check.threshold:
+            return "hand_camera", (f"the hand view does not show the gripper where every demonstration's hand view "
+                                   f"has it (agreement {hand_camera:.3f} < {check.threshold:.3f}): is the hand "
+                                   "camera covered, moved, or another camera?")
         if target is None:
             return "target", ("the object was not found in the third-person view (nothing there differs from the "
                               "demonstrations' empty scene in the object's size and colour); nothing to align to")
@@ -633,6 +642,11 @@ def build_locator(table, config: PolicyConfig) -> TargetLocator:
             hands[int(e)] = [table.hand[int(r)].numpy() for r in rows]
             yaws[int(e)] = np.array([yaw_of(table.pose[int(r)].numpy()[3:7]) for r in rows])
     fit_turn(locator, hands, yaws)
+    size = (config.image_width, config.image_height)
+    negatives = synthetic_probes(NEGATIVES // 2, size, seed=config.seed + 7) + \
+        [procedural_texture(np.random.default_rng(config.seed + i), size) for i in range(NEGATIVES // 2)]
+    locator.hand_camera, locator.report["hand_camera"] = fit_hand_camera_check(
+        [h for frames in hands.values() for h in frames], negatives)
     r = locator.report
     log.info("alignment: table map from %d demonstrations, leave-one-out error %.1f mm median, %.1f mm max; "
              "largest correction %.1f cm", r["demonstrations"], 1000 * r["map_error_loo_m"]["p50"],

@@ -9,17 +9,29 @@ runs/trials-evidence/<trial id>/    what an OOD stop looked like: hand.png, thir
 Each trial writes two records: ``{"type": "start", ...}`` when the run starts
 (policy folder, policy version, encoder digest, method, gamma and other
 thresholds, wall-clock ISO time, monotonic time, process id, extra) and
-``{"type": "end", ...}`` when it ends (outcome, reason, times, extra, and for an
-OOD stop its evidence: the observation's embedding as a list, its similarity,
-the best match, the pose and the frames' PNG paths relative to the ledger). A
-trial with a start record but no end record was cut short by a crash or
-``kill -9``: it reads back as outcome ``interrupted`` (or ``running`` while the
-process that started it is still alive). A torn last line (power loss mid-write)
-is reported with a warning and skipped; the next writer moves it to
-``<ledger>.torn`` before appending.
+``{"type": "end", ...}`` when it ends (outcome, reason, times, extra, whether a
+task check decided the outcome (``task_check``: the simulator's; false on a
+real rig, which has none), and for an OOD stop its evidence: the observation's
+embedding as a list, its similarity, the best match, the pose and the frames'
+PNG paths relative to the ledger). A trial with a start record but no end
+record was cut short by a crash or ``kill -9``: it reads back as outcome
+``interrupted`` (or ``running`` while the process that started it is still
+alive). A torn last line (power loss mid-write) is reported with a warning and
+skipped; the next writer moves it to ``<ledger>.torn`` before appending.
+
+An ended trial may get the operator's verdict, ``{"type": "mark", "trial": id,
+"outcome": "success"|"failure", "time", "monotonic", "by": "operator"}``: on a
+real rig nothing else tells whether the arm did the task. The newest mark of a
+trial is its outcome (an earlier one was a wrong key); the automatic outcome
+and reason stay recorded beside it.
+
+Every record carries the format version ``v`` it was written in: 1 before
+marks and ``task_check`` existed, 2 since. Both are read; a newer one is refused
+with a message rather than misread.
 
 Success rates are per policy version over the *decided* trials (all but
-interrupted and running ones), with a Wilson 95% interval.
+interrupted and running ones), counting a marked trial by its mark, with a
+Wilson 95% interval.
 """
 
 from __future__ import annotations
@@ -43,9 +55,11 @@ log = logging.getLogger(__name__)
 #: How a trial can end. ``interrupted`` is never written: it is what a start without an end reads as.
 OUTCOMES = ("success", "ood_stop", "operator_stop", "stall_stop", "failure", "device_stop", "interrupted")
 WRITTEN_OUTCOMES = OUTCOMES[:-1]
+#: The operator's verdicts on an ended trial.
+MARKS = ("success", "failure")
 RUNNING = "running"
 DEFAULT_LEDGER = Path("runs") / "trials.jsonl"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: mark records and the end record's task_check
 WILSON_Z95 = 1.959963984540054
 
 
@@ -152,14 +166,27 @@ class Trial:
     ended_monotonic: float | None = None
     end_extra: dict = field(default_factory=dict)
     evidence: dict | None = None  # see StopEvidence; frame and trajectory paths are relative to the ledger
+    task_check: bool | None = None  # whether a task check decided the outcome; None: not recorded (format 1)
     interrupted: bool = False
+    marked: str | None = None  # the operator's verdict (one of MARKS), if any
+    marked_by: str | None = None
 
     @property
-    def status(self) -> str:
-        """The outcome, ``running`` or ``interrupted``."""
+    def automatic_status(self) -> str:
+        """What the run itself recorded: its outcome, ``running`` or ``interrupted``."""
         if self.outcome is not None:
             return self.outcome
         return "interrupted" if self.interrupted else RUNNING
+
+    @property
+    def status(self) -> str:
+        """The effective outcome: the operator's mark when there is one, else :attr:`automatic_status`."""
+        return self.marked or self.automatic_status
+
+    @property
+    def awaiting_mark(self) -> bool:
+        """Ended where no task check could tell success from failure, and not marked yet."""
+        return self.outcome is not None and self.task_check is False and self.marked is None
 
     @property
     def duration_s(self) -> float | None:
@@ -179,6 +206,8 @@ class VersionSummary:
     successes: int
     rate: float | None
     interval: tuple[float, float] | None  # Wilson 95%
+    marked: int  # trials whose outcome is the operator's mark
+    awaiting_mark: int  # ended without a task check and not marked yet
 
 
 class TrialLedger:
@@ -210,9 +239,11 @@ class TrialLedger:
         return trial
 
     def finish(self, trial: Trial, outcome: str, reason: str = "", *, extra: dict | None = None,
-               evidence: StopEvidence | None = None, trajectory: np.ndarray | None = None) -> Trial:
+               evidence: StopEvidence | None = None, trajectory: np.ndarray | None = None,
+               task_check: bool | None = None) -> Trial:
         """Record how ``trial`` ended. ``evidence``: the OOD stop's observation (its frames go to PNG files next to
-        the ledger); ``trajectory``: the run's embeddings [T, D] (for the coverage map)."""
+        the ledger); ``trajectory``: the run's embeddings [T, D] (for the coverage map); ``task_check``: whether a
+        task check decided the outcome (False: only the operator's mark can say whether the task was done)."""
         if outcome not in WRITTEN_OUTCOMES:
             raise ValueError(f"outcome {outcome!r} is not one of {', '.join(WRITTEN_OUTCOMES)}")
         if trial.outcome is not None:
@@ -220,14 +251,33 @@ class TrialLedger:
         stored = None
         if evidence is not None or trajectory is not None:
             stored = self._store_evidence(trial.id, evidence, trajectory)
+        ended_at, ended_monotonic, end_extra = _now_iso(), time.monotonic(), dict(extra or {})
+        self._append({"type": "end", "v": FORMAT_VERSION, "trial": trial.id, "time": ended_at,
+                      "monotonic": ended_monotonic, "outcome": outcome, "reason": str(reason), "extra": end_extra,
+                      "evidence": stored, "task_check": task_check})
+        # Ended only once the end is on disk: a mark, which must follow it there, checks the outcome.
         trial.outcome, trial.reason = outcome, str(reason)
-        trial.ended_at, trial.ended_monotonic = _now_iso(), time.monotonic()
-        trial.end_extra, trial.evidence = dict(extra or {}), stored
-        self._append({"type": "end", "v": FORMAT_VERSION, "trial": trial.id, "time": trial.ended_at,
-                      "monotonic": trial.ended_monotonic, "outcome": outcome, "reason": trial.reason,
-                      "extra": trial.end_extra, "evidence": stored})
+        trial.ended_at, trial.ended_monotonic = ended_at, ended_monotonic
+        trial.end_extra, trial.evidence, trial.task_check = end_extra, stored, task_check
         with self._lock:
             self._open.pop(trial.id, None)
+        return trial
+
+    def mark(self, trial: Trial | str, outcome: str) -> Trial:
+        """Record the operator's verdict on an ended trial (a :class:`Trial` or its id); it replaces an earlier
+        mark. Raises ValueError for an unknown, running or interrupted trial: only a run that ended can be judged."""
+        if outcome not in MARKS:
+            raise ValueError(f"a trial is marked {' or '.join(MARKS)}, not {outcome!r}")
+        if isinstance(trial, str):
+            trial = self.trial(trial)
+        if trial.outcome is None:
+            why = ("was interrupted (its process ended before the run did): there is no ended run to judge"
+                   if trial.interrupted else "has not ended (it is still running, or its end could not be written): "
+                                             "mark it once it has ended")
+            raise ValueError(f"trial {trial.id} {why}")
+        self._append({"type": "mark", "v": FORMAT_VERSION, "trial": trial.id, "outcome": outcome,
+                      "time": _now_iso(), "monotonic": time.monotonic(), "by": "operator"})
+        trial.marked, trial.marked_by = outcome, "operator"
         return trial
 
     def _store_evidence(self, trial_id: str, evidence: StopEvidence | None, trajectory: np.ndarray | None) -> dict:
@@ -307,6 +357,13 @@ class TrialLedger:
         self.warnings.append(message)
 
     # -- reading ----------------------------------------------------------
+    def trial(self, trial_id: str) -> Trial:
+        """The trial with this id; ValueError if the ledger has none."""
+        for t in self.trials():
+            if t.id == trial_id:
+                return t
+        raise ValueError(f"no trial {trial_id!r} in {self.path} (`main.py trials` lists the ids to mark)")
+
     def trials(self, policy: str | Path | None = None, version: int | None = None) -> list[Trial]:
         """Every trial in start order (optionally of one policy folder and/or version)."""
         try:
@@ -336,6 +393,10 @@ class TrialLedger:
                 raise LedgerError(f"{self.path}: line {number} is not a trial record ({exc}); the file was edited "
                                   "or damaged: remove that line") from None
             try:
+                if int(record.get("v", 1)) > FORMAT_VERSION:
+                    raise LedgerError(f"{self.path}: line {number} was written by a newer version of the app "
+                                      f"(ledger format {record['v']}; this one reads up to {FORMAT_VERSION}): "
+                                      "update the app to read it")
                 if kind == "start":
                     trials[record["trial"]] = Trial(
                         record["trial"], record["policy"], int(record["version"]), record["method"],
@@ -349,6 +410,14 @@ class TrialLedger:
                     t.outcome, t.reason = record["outcome"], record.get("reason", "")
                     t.ended_at, t.ended_monotonic = record["time"], float(record["monotonic"])
                     t.end_extra, t.evidence = record.get("extra") or {}, record.get("evidence")
+                    t.task_check = record.get("task_check")
+                elif kind == "mark":
+                    t = trials.get(record["trial"])
+                    if t is None or t.outcome is None:
+                        raise KeyError(f"a mark before the end of trial {record['trial']}")
+                    if record["outcome"] not in MARKS:
+                        raise ValueError(f"{record['outcome']!r} is not a mark")
+                    t.marked, t.marked_by = record["outcome"], record.get("by", "operator")
                 else:
                     raise KeyError(f"unknown record type {kind!r}")
             except (KeyError, ValueError, TypeError) as exc:
@@ -380,7 +449,8 @@ class TrialLedger:
             decided = sum(counts[o] for o in WRITTEN_OUTCOMES)
             successes = counts["success"]
             out.append(VersionSummary(path, version, len(trials), counts, decided, successes,
-                                      successes / decided if decided else None, wilson_interval(successes, decided)))
+                                      successes / decided if decided else None, wilson_interval(successes, decided),
+                                      sum(t.marked is not None for t in trials), sum(t.awaiting_mark for t in trials)))
         return out
 
     def evidence_path(self, relative: str) -> Path:
@@ -408,17 +478,19 @@ class TrialLedger:
             return None
 
     def write_csv(self, path: str | Path, policy: str | Path | None = None) -> int:
-        """One row per trial; returns the number of rows."""
+        """One row per trial; returns the number of rows. ``outcome`` is the effective one (the operator's mark when
+        there is one), ``automatic_outcome`` what the run itself recorded, ``marked_by`` empty when unmarked."""
         trials = self.trials(policy)
         columns = ["id", "policy", "version", "method", "gamma", "thresholds", "started_at", "ended_at", "duration_s",
-                   "outcome", "reason"]
+                   "outcome", "reason", "automatic_outcome", "marked_by"]
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(columns)
             for t in trials:
                 writer.writerow([t.id, t.policy, t.version, t.method, f"{t.gamma:.6g}", json.dumps(t.thresholds),
                                  t.started_at, t.ended_at or "",
-                                 "" if t.duration_s is None else f"{t.duration_s:.3f}", t.status, t.reason])
+                                 "" if t.duration_s is None else f"{t.duration_s:.3f}", t.status, t.reason,
+                                 t.automatic_status, t.marked_by or ""])
         return len(trials)
 
 
@@ -429,8 +501,13 @@ def format_summary(rows: list[VersionSummary]) -> str:
     shown = [o for o in OUTCOMES if o != "success" and any(r.counts.get(o) for r in rows)]
     if any(r.counts.get(RUNNING) for r in rows):
         shown.append(RUNNING)
+    columns = [(o, lambda r, o=o: r.counts.get(o, 0)) for o in shown]
+    if any(r.marked for r in rows):
+        columns.append(("marked", lambda r: r.marked))
+    if any(r.awaiting_mark for r in rows):
+        columns.append(("to mark", lambda r: r.awaiting_mark))
     header = f"{'policy':<28} {'ver':>3} {'trials':>6} {'success':>9} {'rate':>6} {'Wilson 95%':>13}"
-    header += "".join(f" {o:>13}" for o in shown)
+    header += "".join(f" {title:>13}" for title, _ in columns)
     lines = [header]
     for r in rows:
         name = Path(r.policy).name
@@ -438,5 +515,27 @@ def format_summary(rows: list[VersionSummary]) -> str:
         rate = "-" if r.rate is None else f"{100 * r.rate:.0f}%"
         interval = "-" if r.interval is None else f"{100 * r.interval[0]:.0f}-{100 * r.interval[1]:.0f}%"
         line = f"{name:<28} {r.version:>3} {r.trials:>6} {r.successes:>4}/{r.decided:<4} {rate:>6} {interval:>13}"
-        lines.append(line + "".join(f" {r.counts.get(o, 0):>13}" for o in shown))
+        lines.append(line + "".join(f" {value(r):>13}" for _, value in columns))
     return "\n".join(lines)
+
+
+def format_marks(trials: list[Trial], limit: int = 20) -> str:
+    """What ``main.py trials`` lists below its table: the trials the operator marked (with what the run itself
+    recorded) and those awaiting a mark, with their ids, the newest ``limit`` of each; empty when there are none."""
+    sections = []
+    for title, chosen in (("marked by the operator (counted in the table by the mark):",
+                           [t for t in trials if t.marked is not None]),
+                          ("awaiting the operator's mark (no task check on that rig); "
+                           "mark with `main.py trials --mark TRIAL_ID success|failure`:",
+                           [t for t in trials if t.awaiting_mark])):
+        if not chosen:
+            continue
+        lines = [title]
+        if len(chosen) > limit:
+            lines.append(f"  … {len(chosen) - limit} earlier ones (--csv lists every trial)")
+        for t in chosen[-limit:]:
+            ended = f"{t.outcome} ({t.reason})" if t.reason else t.outcome
+            verdict = f"{t.marked}, the run itself ended {ended}" if t.marked is not None else ended
+            lines.append(f"  {t.id}  {Path(t.policy).name} v{t.version}  {t.started_at}  {verdict}")
+        sections.append("\n".join(lines))
+    return "\n".join(sections)

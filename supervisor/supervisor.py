@@ -43,6 +43,7 @@ from typing import Callable
 import numpy as np
 
 from policy.runner import run_autonomous
+from policy.trials import LedgerError, stop_evidence
 from recorder.dataset import Dataset, DatasetError
 from recorder.idle import ORIGINALS_DIR, trim_episode
 from recorder.replay import replay_episode, restore_scene
@@ -91,6 +92,8 @@ class Events:
     def dataset_changed(self, root) -> None: ...  # Path or None
     def episodes_changed(self, episodes) -> None: ...  # list[EpisodeInfo]
     def autonomy_event(self, event) -> None: ...  # AutonomyEvent
+    def trial_ended(self, trial) -> None: ...  # policy.trials.Trial, as the ledger recorded it (awaiting_mark)
+    def trial_marked(self, trial) -> None: ...  # policy.trials.Trial with the operator's mark
     def halted(self, halt: Halt) -> None: ...
     def halt_cleared(self) -> None: ...  # the arm moves again: the halt is resolved
     def error(self, text: str) -> None: ...
@@ -131,7 +134,7 @@ class CommandRefused(Exception):
 
 
 # Commands served between two ticks of whatever runs: they never end an activity (a recording goes on).
-_NEUTRAL = frozenset({"set_policy", "delete_episode"})
+_NEUTRAL = frozenset({"set_policy", "delete_episode", "mark_trial"})
 # Commands that lift the latch: only valid when issued after the latest halt.
 _RELEASES = frozenset({"resume", "take_over", "take_over_record", "home"})
 # Commands that move the arm without lifting the latch: also refused when issued before the latest halt.
@@ -226,6 +229,12 @@ class Supervisor:
 
     def start_autonomy(self) -> Ticket:
         return self._submit("autonomy")
+
+    def mark_last_trial(self, outcome: str) -> Ticket:
+        """The operator's verdict ("success" or "failure") on the run that ended last: on a real rig nothing else
+        tells whether the arm did the task; in the simulator it overrules the task check. A later mark replaces
+        it. Written to the ledger on the control thread, between two ticks (nothing that runs is ended)."""
+        return self._submit("mark_trial", outcome)
 
     def resume(self) -> Ticket:
         """After a pause, a STOP or an OOD halt: release the arm and run the policy again."""
@@ -653,6 +662,16 @@ class Supervisor:
         self.policy = policy
         return None
 
+    def _do_mark_trial(self, outcome: str):
+        trial = self.last_trial
+        if self.ledger is None:
+            raise ValueError("there is no trial ledger to record the mark in")
+        if trial is None:
+            raise ValueError("no run to mark: marks are for the run that ended last, and none is in the ledger")
+        self.ledger.mark(trial, outcome)  # ValueError when it has not ended (it runs)
+        self.events.trial_marked(trial)
+        return None
+
     # Handlers that start an activity announce its mode at once: a command queued right behind is checked
     # against the activity it will meet (Enter right after Take over starts a recording).
     def _do_autonomy(self):
@@ -802,7 +821,7 @@ class Supervisor:
             result = run_autonomous(rig, self.policy, on_event=self._emit_autonomy, cancel=self._end_activity,
                                     stop_when=control.task_succeeded if control is not None else None)
         finally:
-            self._finish_trial(trial, result)
+            self._finish_trial(trial, result, task_check=control is not None)
         why = result.message  # the gate's or the watchdog's own words, naming the signal
         if result.reason == "ood":
             sim = result.ood_evidence.similarity if result.ood_evidence is not None else float("nan")
@@ -825,23 +844,24 @@ class Supervisor:
     def _start_trial(self, control):
         if self.ledger is None:
             return None
+        self.last_trial = None  # a mark must not land on an earlier run if this one cannot be recorded
         policy = self.policy
         scene = control.record() if control is not None else None
         try:
             trial = self.ledger.start(policy.info.get("path", "(unsaved policy)"), int(policy.info.get("version", 1)),
                                       str(policy.info.get("method", "alt")), float(policy.gamma),
                                       thresholds=policy.thresholds(), extra={"rig": self.rig.name, "scene": scene})
-        except OSError as exc:  # the run goes on; the operator is told the ledger could not be written
+        except (OSError, LedgerError) as exc:  # the run goes on; the operator is told the ledger could not be written
             self.events.error(f"the trial ledger could not be written ({exc}); this run is not recorded")
             return None
         self.last_trial = trial
         return trial
 
-    def _finish_trial(self, trial, result) -> None:
+    def _finish_trial(self, trial, result, task_check: bool) -> None:
+        """``task_check``: the simulator's check decided success; without one (a real rig) the trial awaits the
+        operator's mark."""
         if trial is None:
             return
-        from policy.trials import stop_evidence
-
         outcome, reason, evidence = "failure", "the run ended with an error", None
         if result is not None:
             reason = result.reason
@@ -863,9 +883,11 @@ class Supervisor:
         path = [r.embedding for r in result.retrievals if r.embedding is not None] if result is not None else []
         try:
             self.ledger.finish(trial, outcome, reason, evidence=evidence, trajectory=np.stack(path) if path else None,
-                               extra={"ticks": result.loop.ticks if result is not None else 0})
-        except OSError as exc:
+                               extra={"ticks": result.loop.ticks if result is not None else 0}, task_check=task_check)
+        except (OSError, LedgerError) as exc:
             self.events.error(f"the trial ledger could not be written ({exc})")
+            return
+        self.events.trial_ended(trial)
 
     def _emit_record(self, event) -> None:
         self.events.record_event(event)

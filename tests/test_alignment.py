@@ -257,3 +257,61 @@ def test_the_silhouette_turn_is_measured_and_a_half_turn_counts_as_none(turn):
     flipped = silhouette_rotation(_rotated(reference, 180.0), reference)
     assert abs(flipped[0]) <= ROTATION_STEP and flipped[1] > 0.95
     assert hand_silhouette(np.tile(BACKGROUND, (96, 96, 1)).astype(np.uint8), chroma, 0.1) is None
+
+
+def _hand_view(blob, gain=1.0, size=96, seed=0):
+    """A hand-camera picture: the table, the object somewhere, and the gripper's two fingers and edge at the
+    bottom, where the camera always sees them."""
+    img = _picture([blob], size=size, seed=seed).astype(np.float32)
+    img[int(0.8 * size):, :] = (150, 150, 150)  # the gripper's edge
+    for u in (0.25, 0.75):
+        cx, cy = int(u * size), int(0.72 * size)
+        img[cy - 6:cy + 6, cx - 4:cx + 4] = (60, 60, 70)  # a finger
+        img[cy - 3:cy + 3, cx - 2:cx + 2] = (220, 220, 220)  # its pad
+    return np.clip(img * gain, 0, 255).astype(np.uint8)
+
+
+def test_the_hand_camera_check_knows_the_gripper_and_refuses_other_pictures():
+    from policy.gate import procedural_texture
+    from policy.hand_camera import HandCameraCheck, fit_hand_camera_check
+    from policy.probes import photos, synthetic_probes
+
+    rng = np.random.default_rng(0)
+    hands = [_hand_view(rng.uniform(15, 80, 2), seed=i) for i in range(40)]
+    negatives = synthetic_probes(30, (96, 96), seed=5) + [procedural_texture(rng, (96, 96)) for _ in range(30)]
+    check, report = fit_hand_camera_check(hands, negatives)
+    assert check is not None and report["used"] and 0 < check.threshold < report["demonstrations"]["min"]
+    # other light, another object position: still the hand camera
+    for gain in (0.45, 0.7, 1.3):
+        assert check.agreement(_hand_view((40.0, 30.0), gain=gain, seed=99)) >= check.threshold
+    # photographs and noise the fit never saw are not
+    unseen = [im for _, im in photos((96, 96))] + synthetic_probes(30, (96, 96), seed=77)
+    assert unseen and all(check.agreement(im) < check.threshold for im in unseen)
+    # a covered lens, the gripper gone from view
+    assert check.agreement(np.full((96, 96, 3), 30, np.uint8)) < check.threshold
+    assert check.agreement(_picture([(40.0, 30.0)])) < check.threshold
+    again = HandCameraCheck.from_json(check.to_json(), check.arrays())
+    assert again.threshold == check.threshold and np.array_equal(again.region, check.region)
+    # hand views without a steady gripper cannot tell themselves from unrelated pictures: no check, and why
+    none, why = fit_hand_camera_check([_picture([rng.uniform(15, 80, 2)], seed=i) for i in range(40)], negatives)
+    assert none is None and not why["used"] and "steady" in why["why"]
+
+
+def test_an_unrelated_picture_as_the_hand_view_stops_the_aligned_policy_at_the_start(sim_policies):
+    from policy.probes import photos
+
+    policy = sim_policies
+    check = policy.locator.hand_camera
+    assert check is not None, policy.locator.report.get("hand_camera")
+    rig = make_rig("sim", image_size=64)
+    with rig:
+        rig.reset(3, "in_distribution")
+        rig.clock.start()
+        obs = rig.observe()
+        hand, third = obs.frames["hand"].image, obs.frames["third"].image
+    rig.close()
+    assert not policy.retrieve(hand, third).ood  # the live scene is fine
+    for name, photo in photos((64, 64)):
+        r = policy.retrieve(photo, third)
+        assert r.ood, (name, r.similarity)
+        assert check.agreement(photo) < check.threshold, name

@@ -195,3 +195,39 @@ def test_policy_add_cli(setup, capsys):
     assert "already in the policy's lookup table" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["policy", "add", str(setup["policy"]), str(setup["dataset"]), "--episodes", "two"])
+
+
+def test_the_correction_loop_records_each_take_over_and_the_next_run_uses_it(setup, tmp_path):
+    """`demo --corrections` at small scale: every stop is corrected from where the arm stood, added at once as a
+    new version, and the second set runs on the last version; the policy's own dataset is left as it was."""
+    from policy.correction_loop import correction_loop, prepare_loop_folder
+
+    with Dataset.open(setup["dataset"]) as ds:
+        before = ds.episode_indices()
+    policy, dataset_dir = prepare_loop_folder(setup["policy"], tmp_path / "loop")
+    rig = make_rig("sim", image_size=32)
+    teleop = make_teleop("scripted", rig, seed=0)
+    with rig:
+        report = correction_loop(policy, dataset_dir, tmp_path / "loop", rig, teleop, first_seed=40, second_seed=60,
+                                 episodes=2)
+    rig.close()
+    asked = [e for e in report.before.episodes if e.outcome in ("ood_stop", "stall_stop")]
+    assert asked, "a two-demonstration policy stops between its demonstrations"
+    assert [c.seed for c in report.corrections] == [e.seed for e in asked]
+    added = [c for c in report.corrections if c.kept]
+    assert added and all(c.added_seconds is not None for c in added)
+    assert report.final_version == 1 + len(added)
+    final = ALTPolicy.load(tmp_path / "loop" / f"v{report.final_version}")
+    assert {c.episode for c in added} <= set(np.unique(final.database.episodes).tolist())
+    assert set(final.info["corrections"]) == {c.episode for c in added}
+    with Dataset.open(dataset_dir) as ds:
+        for c in added:
+            tag = ds.episode(c.episode).extra["intervention"]
+            assert tag["halt_reason"] in ("ood", "stall") and tag["run"] == f"seed {c.seed}"
+            first = ds.load_episode(c.episode).states[0, :3]
+            assert np.linalg.norm(first - c.took_over_at) < 0.01  # the operator started where the arm stood
+    with Dataset.open(setup["dataset"]) as ds:
+        assert ds.episode_indices() == before
+    assert len(report.after.episodes) == 2 and report.after.episodes[0].seed == 60
+    summary = report.summary()
+    assert summary["corrections_added"] == len(added) and summary["add_seconds_median"] is not None
