@@ -202,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the correction loop (after recording and training, reused when already in --out): "
                         "the policy on --episodes interpolate placements, the scripted operator correcting each "
                         "stop, the corrections added at once, then --episodes other placements")
+    p.add_argument("--method", choices=("alt", "aligned"), default="alt",
+                   help="with --corrections: the policy method the loop runs (both share the trained encoder)")
+    p.add_argument("--scenario", default="interpolate", choices=("interpolate", "extrapolate", "distractors",
+                                                                  "lighting", "in_distribution"),
+                   help="with --corrections: where the placements of both sets come from")
     p.set_defaults(func=_lazy("policy.commands", "cmd_demo"))
     _corrections_verbs(verbs)
     return parser

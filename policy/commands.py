@@ -172,8 +172,8 @@ def cmd_train(args: Namespace) -> int:
               f"{al['replay_gamma']:.3f} while replaying ({al['method']})")
         hc = fit.get("hand_camera") or {}
         if hc.get("used"):
-            print(f"  hand camera check (until aligned): agreement {hc['threshold']:.3f}, halfway between the "
-                  f"demonstrations' lowest {hc['demonstrations']['min']:.3f} and the highest of "
+            print(f"  hand camera check (a run's first lookup): agreement {hc['threshold']:.3f}, halfway between "
+                  f"the demonstrations' lowest {hc['demonstrations']['min']:.3f} and the highest of "
                   f"{hc['unrelated_images']} synthetic unrelated images {hc['unrelated_max']:.3f}")
         else:
             print(f"  hand camera check: left out ({hc.get('why', 'not fitted')})")
@@ -383,10 +383,15 @@ def cmd_demo(args: Namespace) -> int:
         config = PRESETS["cpu"]
         expected = "about 20 minutes"
     realtime_scenarios = ["in_distribution", "interpolate"]
-    print(f"ALT Studio demo on the simulated rig ({expected} on 2 CPU cores): record {demos} scripted "
-          f"demonstrations, train the ALT policy (and, on the same encoder, the aligned method), evaluate both, "
-          f"{eval_episodes} episodes per scenario in lock-step and {', '.join(realtime_scenarios)} in real time."
-          f"\nEverything goes to {root}/")
+    if args.corrections:
+        print(f"ALT Studio correction loop on the simulated rig: record {demos} scripted demonstrations and train "
+              f"(both reused when {root} has them), then the loop with the {args.method} method on {eval_episodes} "
+              f"+ {eval_episodes} {args.scenario} placements.\nEverything goes to {root}/")
+    else:
+        print(f"ALT Studio demo on the simulated rig ({expected} on 2 CPU cores): record {demos} scripted "
+              f"demonstrations, train the ALT policy (and, on the same encoder, the aligned method), evaluate both, "
+              f"{eval_episodes} episodes per scenario in lock-step and {', '.join(realtime_scenarios)} in real "
+              f"time, then the correction loop.\nEverything goes to {root}/")
     t0 = time.perf_counter()
     steps = 3 if args.corrections else 5
     print(f"\n[1/{steps}] recording {demos} demonstrations (and 8 check demonstrations the policy never sees)")
@@ -404,8 +409,15 @@ def cmd_demo(args: Namespace) -> int:
         policy = train_policy(str(dataset_dir), str(policy_dir), config, overwrite=True)
     train_min = (time.perf_counter() - t1) / 60
     if args.corrections:
-        print(f"\n[3/{steps}] the correction loop")
-        loop = _correction_loop_step(policy_dir, root, eval_episodes, args.seed + 3000)
+        print(f"\n[3/{steps}] the correction loop ({args.method} method, {args.scenario})")
+        looped = policy_dir
+        if args.method == "aligned":
+            from .policy import aligned_from
+
+            with Dataset.open(dataset_dir) as ds:
+                aligned_from(policy, ds).save(aligned_dir, overwrite=True)
+            looped = aligned_dir
+        loop = _correction_loop_step(looped, root, eval_episodes, args.seed + 3000, args.scenario)
         print(f"\ntotal    {(time.perf_counter() - t0) / 60:.1f} min")
         return 0 if loop is not None else 1
     cal = policy.calibration
@@ -470,17 +482,18 @@ def _trained_on(policy_dir: Path, dataset_dir: Path) -> bool:
             Path(info.get("dataset", "")).resolve() == dataset_dir.resolve()
 
 
-def _correction_loop_step(policy_dir: Path, root: Path, episodes: int, seed: int) -> dict | None:
-    """The correction loop (policy/correction_loop.py) on ``episodes`` interpolate placements and then on
-    ``episodes`` other ones; prints the figures and writes ``root/correction_loop.json``."""
+def _correction_loop_step(policy_dir: Path, root: Path, episodes: int, seed: int,
+                          scenario: str = "interpolate") -> dict | None:
+    """The correction loop (policy/correction_loop.py) on ``episodes`` placements of ``scenario`` and then on
+    ``episodes`` other ones; prints the figures and writes ``root/corrections-<method>-<scenario>/loop.json``."""
     from robot_drivers.factory import make_rig, make_teleop
 
     from .correction_loop import correction_loop, prepare_loop_folder
 
-    loop_dir = root / "corrections"
+    loop_dir = root / f"corrections-{Path(policy_dir).name}-{scenario}"
     policy, dataset_dir = prepare_loop_folder(policy_dir, loop_dir)
     first, second = seed, seed + 500
-    print(f"the policy runs on {episodes} interpolate placements (seeds {first}-{first + episodes - 1}); at each "
+    print(f"the policy runs on {episodes} {scenario} placements (seeds {first}-{first + episodes - 1}); at each "
           f"stop the scripted operator takes over from where the arm stands and the correction is added at once; "
           f"then it runs on {episodes} other placements (seeds {second}-{second + episodes - 1}). Corrections are "
           f"recorded into {dataset_dir}, policy versions go to {loop_dir}/")
@@ -489,17 +502,19 @@ def _correction_loop_step(policy_dir: Path, root: Path, episodes: int, seed: int
     teleop = make_teleop("scripted", rig, seed=seed)
     with rig:
         report = correction_loop(policy, dataset_dir, loop_dir, rig, teleop, first_seed=first, second_seed=second,
-                                 episodes=episodes, progress=lambda line: print("  " + line))
+                                 episodes=episodes, scenario=scenario, progress=lambda line: print("  " + line))
     summary = report.summary()
-    (loop_dir / "correction_loop.json").write_text(json.dumps(summary, indent=1, default=str))
-    before, after = summary["before"]["counts"], summary["after"]["counts"]
+    (loop_dir / "loop.json").write_text(json.dumps(summary, indent=1, default=str))
+    before, after, base = summary["before"]["counts"], summary["after"]["counts"], summary["baseline"]["counts"]
     seconds = summary["add_seconds"]
-    print(f"\ncorrection loop ({report.first_version} -> version {report.final_version}, {report.final_policy}):")
+    print(f"\ncorrection loop (version {report.first_version} -> {report.final_version}, {report.final_policy}):")
     print(f"  first set, as the runs went:   {before['success']}/{episodes} success, "
           f"{before['silent_failure']} silent failures")
     print(f"  corrections added: {len(seconds)} of {len(report.corrections)} take-overs kept; seconds each "
           f"addition took: median {np.median(seconds):.1f}, max {max(seconds):.1f}" if seconds else
           f"  corrections added: none ({len(report.corrections)} take-overs)")
-    print(f"  second set, other placements: {after['success']}/{episodes} success, {after['silent_failure']} silent "
-          f"failures, {after['ood_stop'] + after['stall_stop']} stopped and asked")
+    for name, counts in ((f"version {report.final_version}", after), (f"version {report.first_version}", base)):
+        print(f"  second set, other placements, {name}: {counts['success']}/{episodes} success, "
+              f"{counts['silent_failure']} silent failures, {counts['ood_stop'] + counts['stall_stop']} stopped "
+              "and asked")
     return summary

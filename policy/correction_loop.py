@@ -8,6 +8,9 @@ folder) and the next run uses it. Then the final version runs on a second, *othe
 
 A run that knocked the mug over or closed on air before anything stopped it (a silent failure) cannot be
 corrected from where it stands: it is counted, and no correction is recorded.
+
+The second set is also run with the policy as it was before any correction (the *baseline*), so the
+corrections' effect is measured on the same placements.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ class Correction:
 @dataclass
 class LoopReport:
     scenario: str
-    before: ScenarioReport
-    after: ScenarioReport
+    before: ScenarioReport  # the first set, as the runs went (corrections joining along the way)
+    after: ScenarioReport  # the second set, with the final version
+    baseline: ScenarioReport  # the second set, with the policy before any correction
     corrections: list[Correction] = field(default_factory=list)
     first_version: int = 1
     final_version: int = 1
@@ -59,6 +63,7 @@ class LoopReport:
     def summary(self) -> dict:
         seconds = [c.added_seconds for c in self.added]
         return {"scenario": self.scenario, "before": self.before.summary(), "after": self.after.summary(),
+                "baseline": self.baseline.summary(),
                 "corrections": [asdict(c) for c in self.corrections], "corrections_added": len(seconds),
                 "add_seconds_median": float(np.median(seconds)) if seconds else None,
                 "add_seconds": seconds, "first_version": self.first_version, "final_version": self.final_version,
@@ -97,8 +102,10 @@ def correction_loop(policy: ALTPolicy, dataset_dir: Path, out_dir: Path, rig, te
                     progress: Callable[[str], None] | None = None) -> LoopReport:
     """Run the loop (module docstring); policy versions go to ``out_dir/v<N>``."""
     say = progress or (lambda _: None)
+    start = policy
     report = LoopReport(scenario, ScenarioReport(scenario, thresholds=policy.thresholds()),
-                        ScenarioReport(scenario), first_version=policy_version(policy))
+                        ScenarioReport(scenario), ScenarioReport(scenario, thresholds=policy.thresholds()),
+                        first_version=policy_version(policy))
     with Dataset.open(dataset_dir, writable=True) as dataset:
         session = RecordingSession(rig, dataset, teleop, RecorderConfig())
         for i in range(episodes):
@@ -125,7 +132,10 @@ def correction_loop(policy: ALTPolicy, dataset_dir: Path, out_dir: Path, rig, te
     for i in range(episodes):
         ep, _ = run_episode(policy, rig, scenario, second_seed + i, max_ticks)
         report.after.episodes.append(ep)
-        say(f"second set {i + 1}/{episodes} seed {second_seed + i}: {ep.outcome}")
+        base, _ = run_episode(start, rig, scenario, second_seed + i, max_ticks)
+        report.baseline.episodes.append(base)
+        say(f"second set {i + 1}/{episodes} seed {second_seed + i}: {ep.outcome}; version {report.first_version} "
+            f"(before the corrections): {base.outcome}")
     return report
 
 

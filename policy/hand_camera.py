@@ -2,9 +2,10 @@
 
 The hand camera is fixed to the gripper, so its fingers and the gripper's edge sit at the same pixels in every
 hand frame (while the gripper is open). The aligned method cannot compare the live hand view with the retrieved
-frame before it has aligned (the object is elsewhere in the view by design), so before alignment this check
-is what tells a hand view that shows something else (a photograph, a covered or swapped camera, a camera
-knocked out of its mount) from a scene it can work with.
+frame before it has aligned (the object is elsewhere in the view by design), so at the first lookup of a run
+this check is what tells a hand view that shows something else (a photograph, a covered or swapped camera, a
+camera knocked out of its mount) from a scene it can work with. Later in the run the object comes close and
+covers the fingers' region in ways the demonstrations need not show, so it is not applied there.
 
 Learned from the demonstrations' hand frames from their start to their bottleneck (gripper open):
 
@@ -62,7 +63,8 @@ class HandCameraCheck:
     @classmethod
     def from_json(cls, doc: dict, arrays: dict) -> "HandCameraCheck":
         return cls(np.asarray(arrays["hand_camera_template"], np.float32),
-                   np.asarray(arrays["hand_camera_region"], bool), float(doc["threshold"]), dict(doc.get("report") or {}))
+                   np.asarray(arrays["hand_camera_region"], bool), float(doc["threshold"]),
+                   dict(doc.get("report") or {}))
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:

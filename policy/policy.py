@@ -286,8 +286,10 @@ class ALTPolicy:
             aligned = executing_row is not None and self.locator.ramp(int(db.episodes[compared]),
                                                                       int(db.frames[compared])) >= 1.0
             compared = compared if aligned and check_grasp else -1
-            if compared < 0 and hand is not None and self.locator.hand_camera is not None:
-                hand_camera = self.locator.hand_camera.agreement(hand)  # until then, is it the hand camera?
+            if executing_row is None and hand is not None and self.locator.hand_camera is not None:
+                # the first lookup of a run: is this the hand camera? (later, near the object, the object itself
+                # covers the fingers' region in ways no demonstration showed; the replay's own checks take over)
+                hand_camera = self.locator.hand_camera.agreement(hand)
         if self.grasp_check is not None and self.grasp_check.applies(compared) and hand is not None:
             live = thumbnail(hand)
             grasp = self.grasp_check.alignment(live, compared)

@@ -229,5 +229,6 @@ def test_the_correction_loop_records_each_take_over_and_the_next_run_uses_it(set
     with Dataset.open(setup["dataset"]) as ds:
         assert ds.episode_indices() == before
     assert len(report.after.episodes) == 2 and report.after.episodes[0].seed == 60
+    assert [e.seed for e in report.baseline.episodes] == [60, 61]  # the same placements, before the corrections
     summary = report.summary()
     assert summary["corrections_added"] == len(added) and summary["add_seconds_median"] is not None
