@@ -192,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("demo", help="the main job: record 30 sim demos, train, evaluate every scenario",
                          description="Records 30 scripted demonstrations on the simulated rig, trains the ALT "
-                                     "policy and evaluates it in every scenario; prints a table in the paper's "
-                                     "shape. About 25 minutes on 2 CPU cores; --quick takes about 5.")
+                                     "policy, builds the aligned method on the same encoder, evaluates both in every "
+                                     "scenario and prints their tables side by side, then runs the correction loop. "
+                                     "About 40 minutes on 2 CPU cores; --quick takes about 7.")
     p.add_argument("--out", default="runs/demo", help="folder for the dataset, policy and report")
     p.add_argument("--quick", action="store_true", help="smaller images, fewer epochs and episodes")
     p.add_argument("--episodes", type=_positive_int, default=31, help="evaluation episodes per scenario")

@@ -381,7 +381,7 @@ def cmd_demo(args: Namespace) -> int:
     else:
         demos, image_size, eval_episodes = 30, 128, args.episodes
         config = PRESETS["cpu"]
-        expected = "about 20 minutes"
+        expected = "about 40 minutes"
     realtime_scenarios = ["in_distribution", "interpolate"]
     if args.corrections:
         print(f"ALT Studio correction loop on the simulated rig: record {demos} scripted demonstrations and train "
