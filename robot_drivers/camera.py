@@ -59,6 +59,14 @@ class LatestFrameSlot:
             self._history.clear()
             self._error = None
 
+    def forget_before(self, host_time: float) -> None:
+        """Drop the kept frames received before ``host_time`` (they show a scene that is no more); the newest is
+        kept whatever its time, so a reader always has one."""
+        with self._cond:
+            kept = [f for f in self._history if f.host_time >= host_time]
+            self._history.clear()
+            self._history.extend(kept or ([self._frame] if self._frame is not None else []))
+
     def latest(self, max_age: float | None = DEFAULT_MAX_AGE_S) -> Frame:
         with self._cond:
             frame, error = self._frame, self._error
@@ -154,6 +162,11 @@ class Camera(ABC):
 
     def wait_for_frame(self, after_sequence: int = -1, timeout: float = 2.0) -> Frame:
         return self._slot.wait_for(after_sequence, timeout)
+
+    def forget_frames_before(self, host_time: float) -> None:
+        """The scene changed at once (a simulator reset): frames received before ``host_time`` are never served
+        again, not even as the nearest to an alignment time."""
+        self._slot.forget_before(host_time)
 
     def __enter__(self):
         self.connect()

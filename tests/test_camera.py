@@ -41,6 +41,19 @@ def test_stale_frame_raises():
     assert slot.latest(max_age=None).sequence == 0
 
 
+def test_frames_of_a_scene_that_is_no_more_are_forgotten():
+    now = [0.0]
+    slot = LatestFrameSlot("cam", clock=lambda: now[0])
+    for t, device in ((0.00, 1.0), (0.03, 1.1), (0.095, 5.0), (0.096, 5.1)):  # the new scene's renders bunched up
+        now[0] = t
+        slot.publish(np.zeros((4, 4, 3), np.uint8), device_time=device)
+    assert slot.nearest(0.060, max_age=None).device_time == 1.1  # an old frame lies nearest the alignment time
+    slot.forget_before(0.095)
+    assert slot.nearest(0.060, max_age=None).device_time == 5.0
+    slot.forget_before(1.0)  # never empty: the newest frame stays
+    assert slot.nearest(0.0, max_age=None).device_time == 5.1 and slot.latest(max_age=None).device_time == 5.1
+
+
 def test_unplugged_camera_reports_connection_lost():
     cam = SyntheticCamera("c", 32, 32, fps=200.0)
     with cam:

@@ -114,6 +114,10 @@ def test_realtime_reset_hands_out_frames_of_the_new_scene_only():
             rig.reset(seed)  # teleports the arm and mug, then settles for 0.25 s of simulated time
             observation = rig.observe(max_age=0.5)
             assert all(f.device_time >= before + 0.25 for f in observation.frames.values())
+            # nothing of the old scene is kept, not even as the nearest frame to a time long past (renders that
+            # bunch up on a loaded machine can put an old frame nearer observe()'s alignment time than a new one)
+            for camera in rig.cameras.values():
+                assert camera.read_nearest(0.0, max_age=None).device_time >= before + 0.25
     rig.close()
 
 

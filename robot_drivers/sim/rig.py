@@ -209,15 +209,20 @@ class SimRig(Rig):
         """Real time: the scene just jumped; wait until no camera's alignment window holds the old one.
 
         ``observe`` aligns on a reference one frame period back, so every camera
-        must have two frames of the new scene, not just one.
+        must have two frames of the new scene, not just one; and the frames of the
+        old scene are then forgotten: when renders bunch up on a loaded machine, an
+        old frame can lie nearer that reference than the new ones.
         """
         for camera in self.cameras.values():
             frame = camera.wait_for_frame(-1, timeout)
-            fresh = 0
+            fresh, first = 0, None
             while fresh < 2:
-                fresh = fresh + 1 if frame.device_time is None or frame.device_time >= sim_time else 0
+                is_new = frame.device_time is None or frame.device_time >= sim_time
+                fresh = fresh + 1 if is_new else 0
+                first = (first or frame) if is_new else None
                 if fresh < 2:
                     frame = camera.wait_for_frame(frame.sequence, timeout)
+            camera.forget_frames_before(first.host_time)
 
     def success(self) -> bool:
         """Mug lifted >= 5 cm above the table and held between both fingers."""
