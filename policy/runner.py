@@ -39,6 +39,7 @@ from robot_drivers.transforms import quat_multiply, rotvec_to_quat, yaw_of
 from robot_drivers.types import Action
 
 from .action_space import check_policy_fits_rig
+from .alignment import grasp_frame
 from .database import Match
 from .encoder import resize_view
 from .policy import ALTPolicy, Retrieval
@@ -105,6 +106,9 @@ class AutonomyResult:
 ARRIVED_RAD = np.radians(3.0)
 ALIGN_MAX_TURNS = 3
 ALIGN_MAX_TICKS = 30
+#: The replay closes the gripper only once the hand is this near (m) where the shifted demonstration closed it:
+#: on a loaded machine the arm trails the replayed frames, and a grasp closed on the way there misses.
+GRASP_ARRIVAL_M = 0.015
 
 
 def _wrap_half_turn(angle: float) -> float:
@@ -177,11 +181,14 @@ class PolicySource:
         self._turn = 0.0  # rad about the vertical, applied to the demonstration's orientations
         self._turn_goal: float | None = None  # the hand heading last commanded by the align phase
         self._turns = 0
+        self._close_frames: dict[int, int | None] = {}  # episode -> the frame its gripper first closes
+        self._at_grasp = False  # the hand has reached the shifted grasp pose: the replay may close the gripper
 
     def begin(self, observation: Observation) -> None:
         self.current = self.latest = None
         self.replay, self._replay_start = None, None
         self._held, self._aligned, self._turn, self._turn_goal, self._turns = 0, False, 0.0, None, 0
+        self._at_grasp = False
         self._start_time = None
         self._ticks_on_chunk = 0
         self.stop_signal, self.message = None, ""
@@ -249,6 +256,7 @@ class PolicySource:
             last = int(db.frames[db.episodes == episode].max())
             if self._must_align(episode, first, frame):
                 frame = self.policy.locator.bottlenecks[episode]
+            frame = self._wait_for_grasp_pose(observation, episode, frame)
             executing = db.row_of(episode, min(frame, last))
         frames = observation.frames
         target = self.current.target if self.current is not None else None
@@ -292,6 +300,27 @@ class PolicySource:
         self.last_ms = (time.perf_counter() - t0) * 1000
         return StepOutput(Action.from_array(action), info={"similarity": self.latest.similarity,
                                                            "chunk_step": self.last_step})
+
+    def _wait_for_grasp_pose(self, observation: Observation, episode: int, frame: int) -> int:
+        """The frame to replay: ``frame``, or the one before the demonstration's grasp while the hand has not yet
+        reached the shifted grasp pose (the replay is held there; the watchdog stops a hand that never gets there,
+        with the gripper still open)."""
+        db = self.policy.database
+        if episode not in self._close_frames:
+            rows = np.flatnonzero(db.episodes == episode)
+            rows = rows[np.argsort(db.frames[rows])]
+            index = grasp_frame(db.chunks[rows][:, 0, :])
+            self._close_frames[episode] = None if index is None else int(db.frames[rows[index]])
+        close = self._close_frames[episode]
+        if close is None or frame < close or self._at_grasp:
+            return frame
+        target = np.array(db.chunks[db.row_of(episode, close)][0][:3], copy=True)
+        target[:2] += self.policy.locator.correction(self.current.target.xy, episode)
+        if np.linalg.norm(observation.state.ee_array()[:3] - target) <= GRASP_ARRIVAL_M:
+            self._at_grasp = True
+            return frame
+        self._held += frame - (close - 1)
+        return close - 1
 
     def _must_align(self, episode: int, first: int, frame: int) -> bool:
         """The replay has reached the bottleneck of a demonstration it started before, and has not aligned yet."""
