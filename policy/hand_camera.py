@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .grasp_check import thumbnail
+from .grasp_check import correlation, edge_map, thumbnail
 
 EDGE_SHARE = 0.10
 STEADY = 0.35
@@ -37,10 +37,8 @@ NEGATIVES = 120
 
 
 def log_edge_map(image: np.ndarray) -> np.ndarray:
-    """The edge map the check compares, of an RGB image of any size."""
-    grey = np.log1p(thumbnail(image).astype(np.float32)) * LOG_GAIN
-    grey = cv2.GaussianBlur(grey, (0, 0), 1.0)
-    return np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    """The edge map the check compares, of an RGB image of any size: the grasp check's, of log intensity."""
+    return edge_map(np.log1p(thumbnail(image).astype(np.float32)) * LOG_GAIN)
 
 
 @dataclass
@@ -52,7 +50,7 @@ class HandCameraCheck:
 
     def agreement(self, image: np.ndarray) -> float:
         """How well a hand view shows the gripper where the demonstrations do (1.0: edge for edge)."""
-        return _correlation(log_edge_map(image)[self.region], self.template[self.region])
+        return correlation(log_edge_map(image)[self.region], self.template[self.region])
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"hand_camera_template": self.template.astype(np.float32), "hand_camera_region": self.region}
@@ -67,13 +65,6 @@ class HandCameraCheck:
                    dict(doc.get("report") or {}))
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    a = a - a.mean()
-    b = b - b.mean()
-    denom = float(np.sqrt((a @ a) * (b @ b)))
-    return float(a @ b / denom) if denom > 1e-9 else 0.0
-
-
 def fit_hand_camera_check(hands: list[np.ndarray], negatives: list[np.ndarray]) -> tuple[HandCameraCheck | None, dict]:
     """The check from demonstration hand frames with the gripper open (start to bottleneck) and synthetic
     unrelated images; (None, report) when they do not separate."""
@@ -85,7 +76,7 @@ def fit_hand_camera_check(hands: list[np.ndarray], negatives: list[np.ndarray]) 
     steady = (template > np.quantile(template, 1.0 - EDGE_SHARE)) & (spread < STEADY * template)
     region = cv2.dilate(steady.astype(np.uint8), np.ones((WIDEN, WIDEN), np.uint8)).astype(bool)
     check = HandCameraCheck(template.astype(np.float32), region, 0.0)
-    demo = np.array([_correlation(e[region], template[region]) for e in edges])
+    demo = np.array([correlation(e[region], template[region]) for e in edges])
     unrelated = np.array([check.agreement(n) for n in negatives]) if negatives else np.array([-1.0])
     low, high = float(demo.min()), float(unrelated.max())
     report = {"frames": len(hands), "region_px": int(region.sum()),
