@@ -77,9 +77,12 @@ class LookupDatabase:
         top = top[np.argsort(-sims[top], kind="stable")]
         return [self._match(int(i), float(sims[i])) for i in top]
 
-    def best_in_episode(self, query: np.ndarray, episode: int, count: int = 1) -> list[Match]:
-        """The ``count`` best matches within one episode, best first (empty if it has no frames)."""
-        rows = np.flatnonzero(self.episodes == episode)
+    def best_in_episode(self, query: np.ndarray, episode: int, count: int = 1,
+                        allowed: np.ndarray | None = None) -> list[Match]:
+        """The ``count`` best matches within one episode, best first (empty if it has no frames); ``allowed``: a
+        mask over all rows the matches must lie in."""
+        mask = self.episodes == episode
+        rows = np.flatnonzero(mask if allowed is None else mask & allowed)
         if len(rows) == 0:
             return []
         sims = self.embeddings[rows] @ np.asarray(query, np.float32)

@@ -26,7 +26,7 @@ from .data import action_chunks, load_frames
 from .database import LookupDatabase, Match, probe_queries
 from .encoder import ALTEncoder, resize_view
 from .gate import GateEvidence, make_negatives, procedural_texture, quantile_threshold, thresholds_for_rate
-from .grasp_check import GraspCheck, cross_demo_alignment, pre_grasp_rows, table_thumbnails, thumbnail
+from .grasp_check import GRIPPER_OPEN, GraspCheck, cross_demo_alignment, pre_grasp_rows, table_thumbnails, thumbnail
 from .hand_camera import NEGATIVES, fit_hand_camera_check
 from .probes import synthetic_probes
 from .train import TrainProgress, embed_table_views, train_encoder
@@ -41,6 +41,8 @@ TIE_CANDIDATES = 8
 #: the arm trails its commands by a tick or two (more in real time).
 REPLAY_LAG_FRAMES = 3
 TIE_TOLERANCE = 1e-4
+#: A measured gripper opening at least this is fully open: nothing held (``retrieve``'s ``gripper``).
+FULLY_OPEN = 0.9
 
 
 def _latest_of_ties(matches: list[Match]) -> Match:
@@ -151,6 +153,7 @@ class ALTPolicy:
         self.locator = locator if config.method == "aligned" else None
         self.encoder = encoder.eval()
         self.database = database
+        self._open_rows_cache: np.ndarray | None = None
         self.calibration = calibration
         self.info = dict(info or {})
         self.gamma = self.calibrated_gamma
@@ -251,7 +254,8 @@ class ALTPolicy:
 
     def retrieve(self, hand: np.ndarray, third: np.ndarray, pose: np.ndarray | None = None,
                  k: int | None = None, prefer_episode: int | None = None, target: Location | None = None,
-                 executing_row: int | None = None, check_grasp: bool = True) -> Retrieval:
+                 executing_row: int | None = None, check_grasp: bool = True,
+                 gripper: float | None = None) -> Retrieval:
         """Look the observation up and gate it. ``prefer_episode``: the demonstration being executed; it is
         kept unless another one matches better by more than ``config.episode_hysteresis`` (no flip-flopping
         between two neighbouring demonstrations mid-motion). Of frames that look alike (a wait, the grasp
@@ -260,7 +264,11 @@ class ALTPolicy:
         The aligned method also finds the object in ``third`` (or takes ``target``, where it was found at the
         start of a run: later the arm is in the picture) and returns the matched chunk shifted onto it;
         ``executing_row``: the table row being replayed, which the grasp check then compares with;
-        ``check_grasp`` False while the hand turns to the object (the align phase)."""
+        ``check_grasp`` False while the hand turns to the object (the align phase).
+
+        ``gripper``: the measured opening as a run starts. Fully open, the run starts from a frame before its
+        demonstration's grasp: a view that looks like one after the grasp (clutter can make a start view look
+        like one at the mug) would otherwise replay the closing gripper far from the object."""
         t0 = time.perf_counter()
         if hand is not None:  # at the encoder's size once: the embedding and the grasp check both use it
             hand = resize_view(hand, self.config)
@@ -268,9 +276,14 @@ class ALTPolicy:
         t1 = time.perf_counter()
         k = k or self.config.top_k
         matches = self.database.search(z, k + TIE_CANDIDATES)
+        allowed = self._open_rows() if gripper is not None and gripper >= FULLY_OPEN else None
         best = _latest_of_ties(matches)
+        if allowed is not None and not allowed[best.row]:
+            own = self.database.best_in_episode(z, best.episode, TIE_CANDIDATES, allowed)
+            if own:
+                best = _latest_of_ties(own)
         if prefer_episode is not None and best.episode != prefer_episode:
-            own = self.database.best_in_episode(z, prefer_episode, TIE_CANDIDATES)
+            own = self.database.best_in_episode(z, prefer_episode, TIE_CANDIDATES, allowed)
             if own and own[0].similarity >= best.similarity - self.config.episode_hysteresis:
                 best = _latest_of_ties(own)
         t2 = time.perf_counter()
@@ -315,7 +328,7 @@ class ALTPolicy:
                 # match of all)
                 nearest = self.locator.choose_demo(target)
                 if nearest != best.episode:
-                    own = self.database.best_in_episode(z, nearest, TIE_CANDIDATES)
+                    own = self.database.best_in_episode(z, nearest, TIE_CANDIDATES, allowed)
                     if own:
                         best = _latest_of_ties(own)
                         matches = [best] + [m for m in matches if m.row != best.row][:k - 1]
@@ -330,6 +343,22 @@ class ALTPolicy:
                 signal, reason = self._alignment_gate(episode, target, correction, hand_camera)
         return Retrieval(matches, similarity, signal is not None, chunk,
                          (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp, z, target, correction)
+
+    def _open_rows(self) -> np.ndarray:
+        """Rows of frames that come before their demonstration's first gripper close command (every row when
+        the actions carry no gripper)."""
+        db = self.database
+        if self._open_rows_cache is None or len(self._open_rows_cache) != len(db.episodes):
+            chunks = np.asarray(db.chunks)
+            keep = np.ones(len(db.episodes), bool)
+            if chunks.ndim == 3 and chunks.shape[2] == 8:
+                for episode in np.unique(db.episodes):
+                    rows = np.flatnonzero(db.episodes == episode)
+                    closed = db.frames[rows][chunks[rows, 0, 7] < GRIPPER_OPEN]
+                    if len(closed):
+                        keep[rows] = db.frames[rows] < closed.min()
+            self._open_rows_cache = keep
+        return self._open_rows_cache
 
     def shifted_chunk(self, episode: int, frame: int, chunk: np.ndarray, correction: np.ndarray) -> np.ndarray:
         """A chunk of ``episode`` starting at ``frame`` with ``correction`` (xy, m) ramped in over the

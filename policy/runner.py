@@ -42,7 +42,7 @@ from .action_space import check_policy_fits_rig
 from .alignment import grasp_frame
 from .database import Match
 from .encoder import resize_view
-from .policy import ALTPolicy, Retrieval
+from .policy import REPLAY_LAG_FRAMES, ALTPolicy, Retrieval
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,13 @@ ALIGN_MAX_TICKS = 30
 #: The replay closes the gripper only once the hand is this near (m) where the shifted demonstration closed it:
 #: on a loaded machine the arm trails the replayed frames, and a grasp closed on the way there misses.
 GRASP_ARRIVAL_M = 0.015
+#: The replay runs at most this many frames ahead of the frame whose (shifted) target the hand has reached:
+#: an arm that trails (a loaded machine's late ticks, a slow arm) follows the demonstration's path instead of
+#: cutting its corners, and the grasp check compares the hand view with frames near where the hand is (it also
+#: looks this many frames back, ``policy.REPLAY_LAG_FRAMES``).
+REPLAY_LEAD_FRAMES = REPLAY_LAG_FRAMES
+#: Targets within this (m) of the nearest count as reached together (a pause in the demonstration).
+REACHED_TIE_M = 0.002
 
 
 def _wrap_half_turn(angle: float) -> float:
@@ -183,6 +190,7 @@ class PolicySource:
         self._turns = 0
         self._close_frames: dict[int, int | None] = {}  # episode -> the frame its gripper first closes
         self._at_grasp = False  # the hand has reached the shifted grasp pose: the replay may close the gripper
+        self._reached = 0  # the replayed frame whose shifted target the hand has come nearest
 
     def begin(self, observation: Observation) -> None:
         self.current = self.latest = None
@@ -203,7 +211,8 @@ class PolicySource:
             return self._aligned_step(observation, dt, t0)
         prefer = self.current.matches[0].episode if self.current is not None else None
         self.latest = self.policy.retrieve(frames["hand"].image, frames["third"].image,
-                                           observation.state.ee_array()[:7], prefer_episode=prefer)
+                                           observation.state.ee_array()[:7], prefer_episode=prefer,
+                                           gripper=observation.state.gripper if self.current is None else None)
         halted = self._gate_and_watch(observation, now, t0)
         if halted is not None:
             return halted
@@ -257,6 +266,7 @@ class PolicySource:
             if self._must_align(episode, first, frame):
                 frame = self.policy.locator.bottlenecks[episode]
             frame = self._wait_for_grasp_pose(observation, episode, frame)
+            frame = self._within_reach(observation, episode, min(frame, last))
             executing = db.row_of(episode, min(frame, last))
         frames = observation.frames
         target = self.current.target if self.current is not None else None
@@ -266,7 +276,8 @@ class PolicySource:
                                            target=target, executing_row=executing,
                                            # while turning, and once turned (the table and the fingers no longer
                                            # line up with the demonstration's view; the silhouette was checked)
-                                           check_grasp=not (self._aligning(executing) or self._turns))
+                                           check_grasp=not (self._aligning(executing) or self._turns),
+                                           gripper=observation.state.gripper if executing is None else None)
         halted = self._gate_and_watch(observation, now, t0, keep_current=True)
         if halted is not None:
             return halted
@@ -275,6 +286,7 @@ class PolicySource:
             self.current = self.latest
             m = self.latest.matches[0]
             self._replay_start = (m.episode, m.frame, observation.capture_time)
+            self._reached = m.frame
             self._ticks_on_chunk = 0
             executing = m.row
         episode = self._replay_start[0]
@@ -321,6 +333,30 @@ class PolicySource:
             return frame
         self._held += frame - (close - 1)
         return close - 1
+
+    def _within_reach(self, observation: Observation, episode: int, frame: int) -> int:
+        """The frame to replay: ``frame``, or at most ``REPLAY_LEAD_FRAMES`` past the last frame whose shifted
+        target the hand has reached (the replay is held there until the arm catches up)."""
+        db, locator = self.policy.database, self.policy.locator
+        correction = locator.correction(self.current.target.xy, episode)
+        hand = observation.state.ee_array()[:3]
+        frames, distances = [], []
+        for f in range(self._reached, frame + 1):
+            row = db.row_of(episode, f)
+            if row is None:
+                continue
+            target = np.array(db.chunks[row][0][:3], copy=True)
+            target[:2] += locator.ramp(episode, f) * correction
+            frames.append(f)
+            distances.append(float(np.linalg.norm(hand - target)))
+        if frames:
+            nearest = min(distances)
+            self._reached = max(f for f, d in zip(frames, distances) if d <= nearest + REACHED_TIE_M)
+        allowed = self._reached + REPLAY_LEAD_FRAMES
+        if frame <= allowed:
+            return frame
+        self._held += frame - allowed
+        return allowed
 
     def _must_align(self, episode: int, first: int, frame: int) -> bool:
         """The replay has reached the bottleneck of a demonstration it started before, and has not aligned yet."""

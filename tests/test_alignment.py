@@ -166,8 +166,8 @@ def sim_policies(tmp_path_factory):
     return aligned
 
 
-def _run(policy, scene):
-    rig = make_rig("sim", image_size=64)
+def _run(policy, scene, rig=None):
+    rig = rig or make_rig("sim", image_size=64)
     held = [0]
 
     def succeeded():
@@ -204,6 +204,74 @@ def test_the_aligned_method_grasps_a_mug_between_its_demonstrations(sim_policies
     policy.save(tmp_path / "p")
     again = ALTPolicy.load(tmp_path / "p")
     assert again.method == "aligned" and again.thresholds() == policy.thresholds()
+
+
+def test_the_replay_waits_for_an_arm_that_trails_it_and_closes_only_at_the_grasp_pose(sim_policies):
+    """In real time on a loaded machine the arm trails the replayed frames (late ticks skip frames). The replay
+    runs at most REPLAY_LEAD_FRAMES ahead of the frame whose shifted target the hand has reached, and holds the
+    frame before the grasp until the hand is at the shifted grasp pose."""
+    from types import SimpleNamespace
+
+    from policy.alignment import grasp_frame
+    from policy.runner import GRASP_ARRIVAL_M, REPLAY_LEAD_FRAMES, PolicySource
+    from robot_drivers.rig import Observation
+    from robot_drivers.types import Pose, RobotState
+
+    policy = sim_policies
+    db, locator = policy.database, policy.locator
+    episode = int(db.episodes[0])
+    offset = np.array([0.01, -0.015])
+    source = PolicySource(policy)
+    source.current = SimpleNamespace(target=SimpleNamespace(xy=locator.demo_targets[episode] + offset))
+
+    def shifted(frame):
+        action = np.array(db.chunks[db.row_of(episode, frame)][0], float)
+        action[:2] += locator.ramp(episode, frame) * offset
+        return action
+
+    def hand_at(position):
+        state = RobotState(0.0, Pose(position, shifted(0)[3:7]), 1.0, np.zeros(7))
+        return Observation(state, {})
+
+    rows = np.flatnonzero(db.episodes == episode)
+    close = int(db.frames[rows[grasp_frame(db.chunks[rows][np.argsort(db.frames[rows])][:, 0, :])]])
+    # the hand is where frame 6 sent it; the time says frame 14: the replay goes on from frame 6 + the lead
+    assert source._within_reach(hand_at(shifted(6)[:3]), episode, 14) == 6 + REPLAY_LEAD_FRAMES
+    assert source._held == 14 - (6 + REPLAY_LEAD_FRAMES)
+    # caught up: no hold; and what was reached stays reached when the hand passes by an earlier target
+    assert source._within_reach(hand_at(shifted(12)[:3]), episode, 13) == 13
+    assert source._within_reach(hand_at(shifted(6)[:3]), episode, 15) == 15 and source._reached >= 12
+    # the grasp: the frame before it is replayed until the hand is within GRASP_ARRIVAL_M of the shifted pose
+    above = shifted(close)[:3] + [0.0, 0.0, 2 * GRASP_ARRIVAL_M]
+    assert source._wait_for_grasp_pose(hand_at(above), episode, close + 2) == close - 1
+    assert source._wait_for_grasp_pose(hand_at(shifted(close)[:3] + [0.005, 0, 0]), episode, close + 2) == close + 2
+    assert source._wait_for_grasp_pose(hand_at(above), episode, close + 3) == close + 3  # closed: no going back
+
+
+def test_a_run_with_the_gripper_open_starts_before_the_grasp(sim_policies):
+    """Clutter can make a start view look most like a frame at the mug: the run's first lookup, with the gripper
+    open, keeps to frames before each demonstration's grasp (replaying a closing gripper far from the mug is a
+    grasp on air)."""
+    aligned = sim_policies
+    alt = ALTPolicy(replace(aligned.config, method="alt"), aligned.encoder, aligned.database, aligned.calibration,
+                    aligned.info, aligned.grasp_check)
+    db = aligned.database
+
+    def after_its_grasp(match):
+        rows = np.flatnonzero(db.episodes == match.episode)
+        commands = db.chunks[rows][:, 0, 7]
+        return bool(np.any(commands[db.frames[rows] <= match.frame] < 0.5))
+
+    episode = int(db.episodes[0])
+    rows = np.flatnonzero(db.episodes == episode)
+    after = int(db.frames[rows][db.chunks[rows][:, 0, 7] < 0.5].min()) + 2  # the gripper closing on the mug
+    with Dataset.open(aligned.info["dataset"]) as ds:
+        hand, third = ds.frame(episode, "hand", after), ds.frame(episode, "third", after)
+    assert after_its_grasp(alt.retrieve(hand, third).matches[0])  # the views are a grasp's
+    # holding something, the lookup is not restricted
+    assert after_its_grasp(alt.retrieve(hand, third, gripper=0.6).matches[0])
+    for policy in (alt, aligned):
+        assert not after_its_grasp(policy.retrieve(hand, third, gripper=1.0).matches[0])
 
 
 def test_the_aligned_gate_stops_a_mug_beyond_the_demonstrations_reach(sim_policies):
