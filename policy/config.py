@@ -36,9 +36,6 @@ class PolicyConfig:
     crop_scale: tuple[float, float] = (0.9, 1.0)
     shadow_probability: float = 0.0  # share of augmented views given a soft shadow (policy/augment.py)
     paste_probability: float = 0.0  # share of augmented views given a patch pasted from another frame
-    # grey-world colour constancy before the encoder: each image's channels are scaled to one mean, so a change
-    # of the light's colour or strength moves the embedding less (policy/encoder.py)
-    gray_world: bool = False
     pose_noise: float = 0.01
     seed: int = 0
     include_incomplete: bool = False  # episodes that ended by camera loss / fault / timeout
@@ -114,7 +111,6 @@ class PolicyConfig:
         if unknown:
             raise ValueError(f"unknown policy settings {sorted(unknown)}")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        d.setdefault("gray_world", False)  # policies saved before the setting existed
         return cls(**d)
 
     def with_overrides(self, **kw) -> "PolicyConfig":

@@ -16,8 +16,6 @@ from .config import PolicyConfig
 
 log = logging.getLogger(__name__)
 
-#: grey-world colour constancy (config.gray_world): every channel of every image is scaled to this mean
-GRAY_WORLD_MEAN = 0.45
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 VIEWS = ("hand", "third")
@@ -93,8 +91,6 @@ class ALTEncoder(nn.Module):
         """uint8 [B, H, W, 3] or float [B, 3, H, W] in [0, 1] -> ImageNet-normalised float [B, 3, H, W]."""
         if images.dtype == torch.uint8:
             images = images.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
-        if self.config.gray_world:
-            images = images * (GRAY_WORLD_MEAN / images.mean(dim=(2, 3), keepdim=True).clamp(min=0.02))
         return (images - self.mean) / self.std
 
     def forward(self, hand: torch.Tensor | None, third: torch.Tensor | None,
