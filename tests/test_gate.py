@@ -347,7 +347,8 @@ def test_execution_never_rewinds_within_the_demonstration_it_executes(policy):
     with rig:
         rig.cameras["hand"].wait_for_frame(); rig.cameras["third"].wait_for_frame()
         run_autonomous(rig, p, max_ticks=9, requery_every=2, watchdog=False,
-                       on_event=lambda e: sent.append(round((e.record.sent.pose.position[0] - 0.45) / 0.002)))
+                       on_event=lambda e: e.record.sent is None or  # a late tick on a loaded machine sends nothing
+                       sent.append(round((e.record.sent.pose.position[0] - 0.45) / 0.002)))
     # without the rule it would replay frames 0, 1, 0, 1, ...; with it, execution walks through the demo
     assert sent == sorted(sent) and sent[-1] >= 7
 

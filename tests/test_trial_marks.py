@@ -307,7 +307,9 @@ def test_the_window_asks_after_a_run_and_s_marks_it_a_success(make_window, qtbot
     qtbot.waitUntil(auto.pause_button.isEnabled, timeout=15000)  # the window knows the policy runs
     qtbot.mouseClick(auto.pause_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: controller.mode == HALTED and auto.mark_box.isVisible(), timeout=15000)
-    assert auto.mark_prompt.text() == "Did the arm do the task? Press S for success, F for failure."
+    # the run's end and the halt reach the window as two signals: the prompt offers the keys once both have
+    qtbot.waitUntil(lambda: auto.mark_prompt.text() == "Did the arm do the task? Press S for success, F for failure.",
+                    timeout=5000)
     qtbot.waitUntil(lambda: "0/1 succeeded" in auto.trials_label.text(), timeout=15000)
 
     QTest.keyClick(window, Qt.Key.Key_S)
@@ -344,8 +346,8 @@ def test_on_the_simulated_rig_the_prompt_gives_the_checks_verdict_to_overrule(ma
     ledger = controller.supervisor.ledger
     qtbot.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: controller.mode == HALTED and auto.mark_box.isVisible(), timeout=15000)
-    assert auto.mark_prompt.text() == ("The simulator's check said success. Overrule it? Press S for success, "
-                                       "F for failure.")
+    qtbot.waitUntil(lambda: auto.mark_prompt.text() == ("The simulator's check said success. Overrule it? Press S "
+                                                        "for success, F for failure."), timeout=5000)
     qtbot.mouseClick(auto.halt_teleop, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: controller.mode == TELEOP and "buttons" in auto.mark_prompt.text(), timeout=15000)
     assert auto.mark_prompt.text() == "The simulator's check said success. Overrule it? Mark it with the buttons."
