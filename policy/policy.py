@@ -19,14 +19,14 @@ from recorder.dataset import Dataset, DatasetError
 from robot_drivers.transforms import POSE_QUAT, quat_nearest, yaw_of
 
 from .action_space import EE_POSE, action_kind, policy_actions
-from .alignment import AlignmentError, Location, TargetLocator, fit_locator, fit_turn
+from .alignment import AlignmentError, Location, TargetLocator, fit_locator, fit_turn, grasp_frame
 from .artifact import (PolicyArtifactError, check_artifact, load_database_arrays, save_database, write_artifact)
 from .config import PolicyConfig
 from .data import action_chunks, load_frames
 from .database import LookupDatabase, Match, probe_queries
 from .encoder import ALTEncoder, resize_view
 from .gate import GateEvidence, make_negatives, procedural_texture, quantile_threshold, thresholds_for_rate
-from .grasp_check import GRIPPER_OPEN, GraspCheck, cross_demo_alignment, pre_grasp_rows, table_thumbnails, thumbnail
+from .grasp_check import GraspCheck, cross_demo_alignment, pre_grasp_rows, table_thumbnails, thumbnail
 from .hand_camera import NEGATIVES, fit_hand_camera_check
 from .probes import synthetic_probes
 from .train import TrainProgress, embed_table_views, train_encoder
@@ -153,7 +153,7 @@ class ALTPolicy:
         self.locator = locator if config.method == "aligned" else None
         self.encoder = encoder.eval()
         self.database = database
-        self._open_rows_cache: np.ndarray | None = None
+        self._close_cache: tuple[int, dict[int, int]] | None = None  # (table rows, close_frames())
         self.calibration = calibration
         self.info = dict(info or {})
         self.gamma = self.calibrated_gamma
@@ -344,21 +344,27 @@ class ALTPolicy:
         return Retrieval(matches, similarity, signal is not None, chunk,
                          (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp, z, target, correction)
 
-    def _open_rows(self) -> np.ndarray:
-        """Rows of frames that come before their demonstration's first gripper close command (every row when
-        the actions carry no gripper)."""
+    def close_frames(self) -> dict[int, int]:
+        """Each episode's frame of its gripper's first close command, from the table's actions (episodes that
+        never close from open, and tables without a gripper, have none)."""
         db = self.database
-        if self._open_rows_cache is None or len(self._open_rows_cache) != len(db.episodes):
-            chunks = np.asarray(db.chunks)
-            keep = np.ones(len(db.episodes), bool)
-            if chunks.ndim == 3 and chunks.shape[2] == 8:
+        if self._close_cache is None or self._close_cache[0] != len(db.episodes):
+            closes = {}
+            if db.chunks.ndim == 3 and db.chunks.shape[2] == 8:
                 for episode in np.unique(db.episodes):
                     rows = np.flatnonzero(db.episodes == episode)
-                    closed = db.frames[rows][chunks[rows, 0, 7] < GRIPPER_OPEN]
-                    if len(closed):
-                        keep[rows] = db.frames[rows] < closed.min()
-            self._open_rows_cache = keep
-        return self._open_rows_cache
+                    rows = rows[np.argsort(db.frames[rows])]
+                    index = grasp_frame(db.chunks[rows][:, 0, :])
+                    if index is not None:
+                        closes[int(episode)] = int(db.frames[rows[index]])
+            self._close_cache = (len(db.episodes), closes)
+        return self._close_cache[1]
+
+    def _open_rows(self) -> np.ndarray:
+        """Rows of frames that come before their demonstration's first gripper close command."""
+        db, closes = self.database, self.close_frames()
+        limit = np.array([closes.get(int(e), np.iinfo(np.int64).max) for e in db.episodes])
+        return db.frames < limit
 
     def shifted_chunk(self, episode: int, frame: int, chunk: np.ndarray, correction: np.ndarray) -> np.ndarray:
         """A chunk of ``episode`` starting at ``frame`` with ``correction`` (xy, m) ramped in over the

@@ -39,7 +39,6 @@ from robot_drivers.transforms import quat_multiply, rotvec_to_quat, yaw_of
 from robot_drivers.types import Action
 
 from .action_space import check_policy_fits_rig
-from .alignment import grasp_frame
 from .database import Match
 from .encoder import resize_view
 from .policy import REPLAY_LAG_FRAMES, ALTPolicy, Retrieval
@@ -188,7 +187,6 @@ class PolicySource:
         self._turn = 0.0  # rad about the vertical, applied to the demonstration's orientations
         self._turn_goal: float | None = None  # the hand heading last commanded by the align phase
         self._turns = 0
-        self._close_frames: dict[int, int | None] = {}  # episode -> the frame its gripper first closes
         self._at_grasp = False  # the hand has reached the shifted grasp pose: the replay may close the gripper
         self._reached = 0  # the replayed frame whose shifted target the hand has come nearest
 
@@ -317,18 +315,11 @@ class PolicySource:
         """The frame to replay: ``frame``, or the one before the demonstration's grasp while the hand has not yet
         reached the shifted grasp pose (the replay is held there; the watchdog stops a hand that never gets there,
         with the gripper still open)."""
-        db = self.policy.database
-        if episode not in self._close_frames:
-            rows = np.flatnonzero(db.episodes == episode)
-            rows = rows[np.argsort(db.frames[rows])]
-            index = grasp_frame(db.chunks[rows][:, 0, :])
-            self._close_frames[episode] = None if index is None else int(db.frames[rows[index]])
-        close = self._close_frames[episode]
+        close = self.policy.close_frames().get(episode)
         if close is None or frame < close or self._at_grasp:
             return frame
-        target = np.array(db.chunks[db.row_of(episode, close)][0][:3], copy=True)
-        target[:2] += self.policy.locator.correction(self.current.target.xy, episode)
-        if np.linalg.norm(observation.state.ee_array()[:3] - target) <= GRASP_ARRIVAL_M:
+        if np.linalg.norm(observation.state.ee_array()[:3] - self._shifted_position(episode, close)) <= \
+                GRASP_ARRIVAL_M:
             self._at_grasp = True
             return frame
         self._held += frame - (close - 1)
@@ -337,26 +328,28 @@ class PolicySource:
     def _within_reach(self, observation: Observation, episode: int, frame: int) -> int:
         """The frame to replay: ``frame``, or at most ``REPLAY_LEAD_FRAMES`` past the last frame whose shifted
         target the hand has reached (the replay is held there until the arm catches up)."""
-        db, locator = self.policy.database, self.policy.locator
-        correction = locator.correction(self.current.target.xy, episode)
         hand = observation.state.ee_array()[:3]
-        frames, distances = [], []
-        for f in range(self._reached, frame + 1):
-            row = db.row_of(episode, f)
-            if row is None:
-                continue
-            target = np.array(db.chunks[row][0][:3], copy=True)
-            target[:2] += locator.ramp(episode, f) * correction
-            frames.append(f)
-            distances.append(float(np.linalg.norm(hand - target)))
-        if frames:
-            nearest = min(distances)
-            self._reached = max(f for f, d in zip(frames, distances) if d <= nearest + REACHED_TIE_M)
+        reached = {f: float(np.linalg.norm(hand - p)) for f in range(self._reached, frame + 1)
+                   if (p := self._shifted_position(episode, f)) is not None}
+        if reached:
+            nearest = min(reached.values())
+            self._reached = max(f for f, d in reached.items() if d <= nearest + REACHED_TIE_M)
         allowed = self._reached + REPLAY_LEAD_FRAMES
         if frame <= allowed:
             return frame
         self._held += frame - allowed
         return allowed
+
+    def _shifted_position(self, episode: int, frame: int) -> np.ndarray | None:
+        """Where the replay sends the hand at ``frame`` of ``episode``: the recorded target moved by the part of
+        the correction applied there (None: the table has no such frame)."""
+        db, locator = self.policy.database, self.policy.locator
+        row = db.row_of(episode, frame)
+        if row is None:
+            return None
+        position = np.array(db.chunks[row][0][:3], copy=True)
+        position[:2] += locator.ramp(episode, frame) * locator.correction(self.current.target.xy, episode)
+        return position
 
     def _must_align(self, episode: int, first: int, frame: int) -> bool:
         """The replay has reached the bottleneck of a demonstration it started before, and has not aligned yet."""
