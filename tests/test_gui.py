@@ -202,7 +202,7 @@ def test_discard_or_rerecord_the_episode_just_kept(studio, qtbot):
     _record_one(controller, window, qtbot, Qt.Key.Key_D, hold_ms=500)
     qtbot.mouseClick(panel.rerecord_last_button, Qt.MouseButton.LeftButton)  # delete it and record again
     qtbot.waitUntil(lambda: controller.mode == RECORDING, timeout=5000)
-    assert [e.index for e in panel.episodes] == [0, 1]
+    qtbot.waitUntil(lambda: [e.index for e in panel.episodes] == [0, 1], timeout=3000)  # the list comes by signal
     qtbot.wait(500)
     qtbot.mouseClick(panel.discard_button, Qt.MouseButton.LeftButton)  # and discard the running one
     qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=5000)
