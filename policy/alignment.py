@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from .grasp_check import GRIPPER_OPEN, pre_grasp_frames
-from .hand_camera import HandCameraCheck
+from .camera_check import CameraCheck
 
 #: Foreground: a difference from the background larger than this share of the demonstrations' median peak.
 FOREGROUND_SHARE = 0.3
@@ -135,11 +135,9 @@ SILHOUETTE = 14
 ROTATION_STEP = 2.0
 
 
-def hand_silhouette(image: np.ndarray, chroma: np.ndarray, pixel_limit: float,
-                    reference: np.ndarray | None = None) -> np.ndarray | None:
-    """The object's silhouette in a hand-camera frame (float32 square centred on it; None: not in view): the
-    largest region of pixels with the object's chromaticity, brightness and tint evened out to ``reference``
-    (the demonstrations' median hand-view colour)."""
+def _hand_object(image: np.ndarray, chroma: np.ndarray, pixel_limit: float, reference: np.ndarray | None):
+    """The object's largest region of its chromaticity in a hand-camera frame, brightness and tint evened out
+    to ``reference``: (labels, its label, its centroid, its area), or None when there is none to speak of."""
     img = image.astype(np.float32)
     if reference is not None:
         img = _gain_to(img, reference)
@@ -150,9 +148,28 @@ def hand_silhouette(image: np.ndarray, chroma: np.ndarray, pixel_limit: float,
     i = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     if stats[i, cv2.CC_STAT_AREA] < 6:
         return None
+    return labels, i, centroids[i], int(stats[i, cv2.CC_STAT_AREA])
+
+
+def hand_silhouette(image: np.ndarray, chroma: np.ndarray, pixel_limit: float,
+                    reference: np.ndarray | None = None) -> np.ndarray | None:
+    """The object's silhouette in a hand-camera frame (float32 square centred on it; None: not in view): the
+    largest region of pixels with the object's chromaticity, brightness and tint evened out to ``reference``
+    (the demonstrations' median hand-view colour)."""
+    found = _hand_object(image, chroma, pixel_limit, reference)
+    if found is None:
+        return None
+    labels, i, centroid, _ = found
     blob = cv2.GaussianBlur((labels == i).astype(np.float32), (0, 0), 1.0)
     side = 2 * SILHOUETTE + 1
-    return cv2.getRectSubPix(blob, (side, side), tuple(float(c) for c in centroids[i]))
+    return cv2.getRectSubPix(blob, (side, side), tuple(float(c) for c in centroid))
+
+
+def hand_object_place(image: np.ndarray, chroma: np.ndarray, pixel_limit: float,
+                      reference: np.ndarray | None = None) -> np.ndarray | None:
+    """Where the object sits in a hand-camera frame: [u, v, area] (pixels), or None when it is not in view."""
+    found = _hand_object(image, chroma, pixel_limit, reference)
+    return None if found is None else np.array([found[2][0], found[2][1], found[3]], np.float64)
 
 
 def _rotated(patch: np.ndarray, degrees: float) -> np.ndarray:
@@ -226,7 +243,14 @@ class TargetLocator:
     rotation_slope: float | None = None
     rotation_deadband: float = 90.0  # degrees
     silhouette_threshold: float = -1.0  # after turning, the silhouettes must correlate at least this well
-    hand_camera: HandCameraCheck | None = None  # before alignment: the gripper where the demonstrations have it
+    hand_camera: CameraCheck | None = None  # a run's first lookup: the gripper where the demonstrations have it
+    third_camera: CameraCheck | None = None  # and the table and the arm where the demonstrations started
+    # the grasp check's second opinion: where the object sat in each demonstration's hand view from its
+    # bottleneck to its grasp (episode -> [K, 4]: frame, u, v, area), and how far apart two demonstrations'
+    # places are at the same number of frames before their grasps (negative: not learned)
+    grasp_places: dict[int, np.ndarray] = field(default_factory=dict)
+    place_tolerance: float = -1.0  # px
+    place_area_ratio: tuple[float, float] = (1.0, 1.0)
 
     def locate(self, image: np.ndarray) -> Location | None:
         """The object in a live third-person frame (None: nothing that looks like it)."""
@@ -270,6 +294,23 @@ class TargetLocator:
         b = self.bottlenecks.get(int(episode), 0)
         return 1.0 if b <= 0 else float(np.clip(frame / b, 0.0, 1.0))
 
+    def object_in_place(self, hand_image: np.ndarray, episode: int, frames: list[int]) -> bool:
+        """Does the object sit in the live hand view where it sat in ``episode``'s at one of ``frames`` (its
+        centroid within the tolerance, its area within the ratios two demonstrations differ by)? The grasp
+        check's second opinion: clutter and shadows change the view's edges, not where the object's colour is."""
+        places = self.grasp_places.get(int(episode))
+        if self.place_tolerance < 0 or places is None:
+            return False
+        live = hand_object_place(hand_image, self.chroma, self.pixel_limit, self.hand_reference)
+        if live is None:
+            return False
+        for u, v, area in places[np.isin(places[:, 0], frames), 1:]:
+            ratio = live[2] / max(area, 1.0)
+            if (np.hypot(live[0] - u, live[1] - v) <= self.place_tolerance
+                    and self.place_area_ratio[0] <= ratio <= self.place_area_ratio[1]):
+                return True
+        return False
+
     # -- persistence ------------------------------------------------------
     def turn_needed(self, hand_image: np.ndarray, episode: int) -> tuple[float, float] | None:
         """How far (degrees) the hand must still turn about the vertical for the object to sit in the hand view
@@ -287,13 +328,17 @@ class TargetLocator:
         order = sorted(self.demo_patches)
         turns = sorted(self.demo_silhouettes)
         side = 2 * SILHOUETTE + 1
-        return {**(self.hand_camera.arrays() if self.hand_camera is not None else {}),
+        return {**(self.hand_camera.arrays("hand_camera") if self.hand_camera is not None else {}),
+                **(self.third_camera.arrays("third_camera") if self.third_camera is not None else {}),
                 "align_background": self.background, "align_patch_episodes": np.array(order, np.int64),
                 "align_patches": np.stack([self.demo_patches[e] for e in order]) if order else
                 np.zeros((0, PATCH, PATCH, 3), np.float32),
                 "align_silhouette_episodes": np.array(turns, np.int64),
                 "align_silhouettes": np.stack([self.demo_silhouettes[e] for e in turns]) if turns else
-                np.zeros((0, side, side), np.float32)}
+                np.zeros((0, side, side), np.float32),
+                "align_grasp_places": np.concatenate(
+                    [np.column_stack([np.full(len(p), e), p]) for e, p in sorted(self.grasp_places.items())]
+                ) if self.grasp_places else np.zeros((0, 5))}
 
     def to_json(self) -> dict:
         return {"threshold": self.threshold, "chroma": self.chroma.tolist(), "chroma_limit": self.chroma_limit,
@@ -304,7 +349,9 @@ class TargetLocator:
                 "hand_reference": None if self.hand_reference is None else self.hand_reference.tolist(),
                 "rotation_slope": self.rotation_slope, "rotation_deadband": self.rotation_deadband,
                 "silhouette_threshold": self.silhouette_threshold,
-                "hand_camera": None if self.hand_camera is None else self.hand_camera.to_json()}
+                "hand_camera": None if self.hand_camera is None else self.hand_camera.to_json(),
+                "third_camera": None if self.third_camera is None else self.third_camera.to_json(),
+                "place_tolerance": self.place_tolerance, "place_area_ratio": list(self.place_area_ratio)}
 
     @classmethod
     def from_json(cls, doc: dict, arrays: dict) -> "TargetLocator":
@@ -319,7 +366,10 @@ class TargetLocator:
                    None if doc.get("hand_reference") is None else np.asarray(doc["hand_reference"], np.float32),
                    doc.get("rotation_slope"), float(doc.get("rotation_deadband", 90.0)),
                    float(doc.get("silhouette_threshold", -1.0)),
-                   HandCameraCheck.from_json(doc["hand_camera"], arrays) if doc.get("hand_camera") else None)
+                   CameraCheck.from_json(doc["hand_camera"], arrays, "hand_camera") if doc.get("hand_camera") else None,
+                   CameraCheck.from_json(doc["third_camera"], arrays, "third_camera") if doc.get("third_camera")
+                   else None, _places_by_episode(arrays.get("align_grasp_places")),
+                   float(doc.get("place_tolerance", -1.0)), tuple(doc.get("place_area_ratio", (1.0, 1.0))))
 
     def extended(self, first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray],
                  radius: float) -> "TargetLocator":
@@ -338,7 +388,8 @@ class TargetLocator:
                              self.homography, targets, bottlenecks, self.max_correction, self.report,
                              self.pixel_limit, patches, self.demo_silhouettes, self.hand_reference,
                              self.rotation_slope, self.rotation_deadband, self.silhouette_threshold,
-                             self.hand_camera)
+                             self.hand_camera, self.third_camera, self.grasp_places, self.place_tolerance,
+                             self.place_area_ratio)
 
 
 def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray], radius: float,
@@ -404,6 +455,54 @@ def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarr
     return TargetLocator(background.astype(np.uint8), threshold, chroma, chroma_limit,
                          (AREA_SLACK[0] * min(areas), AREA_SLACK[1] * max(areas)), homography, targets, bottlenecks,
                          spread + margin, report, pixel_limit, patches)
+
+
+def _places_by_episode(rows: np.ndarray | None) -> dict[int, np.ndarray]:
+    if rows is None or len(rows) == 0:
+        return {}
+    rows = np.asarray(rows, np.float64)
+    return {int(e): rows[rows[:, 0] == e, 1:] for e in np.unique(rows[:, 0])}
+
+
+def fit_grasp_places(locator: TargetLocator, hands: dict[int, list[tuple[int, np.ndarray]]],
+                     closes: dict[int, int], quantile: float) -> None:
+    """Learn the grasp check's second opinion from each demonstration's hand frames (frame, image) from its
+    bottleneck to its grasp (``closes``: its first closing frame): where the object sits in each, and, for two
+    demonstrations at the same number of frames before their grasps, how far apart and how unlike in size (the
+    ``1 - quantile`` quantile of the distances, the ``quantile`` ones of the area ratios): two correct
+    approaches differ by that much."""
+    places = {}
+    for e, frames in hands.items():
+        found = [(f, hand_object_place(im, locator.chroma, locator.pixel_limit, locator.hand_reference))
+                 for f, im in frames]
+        rows = [[f, *p] for f, p in found if p is not None]
+        if rows:
+            places[int(e)] = np.array(rows, np.float64)
+    by_lead: dict[int, list[np.ndarray]] = {}
+    for e, rows in places.items():
+        for f, u, v, area in rows:
+            by_lead.setdefault(closes[e] - int(f), []).append(np.array([u, v, area]))
+    gaps, ratios = [], []
+    for group in by_lead.values():
+        g = np.array(group)
+        if len(g) < 2:
+            continue
+        d = np.hypot(g[:, None, 0] - g[None, :, 0], g[:, None, 1] - g[None, :, 1])
+        r = g[:, None, 2] / g[None, :, 2]
+        off = ~np.eye(len(g), dtype=bool)
+        gaps.append(d[off])
+        ratios.append(r[off])
+    if len(places) < 2 or not gaps:
+        locator.report["grasp_places"] = {"used": False, "why": "fewer than two demonstrations show the object in "
+                                                                "their hand view before the grasp"}
+        return
+    gaps, ratios = np.concatenate(gaps), np.concatenate(ratios)
+    locator.grasp_places = places
+    locator.place_tolerance = float(np.quantile(gaps, 1.0 - quantile))
+    locator.place_area_ratio = (float(np.quantile(ratios, quantile)), float(np.quantile(ratios, 1.0 - quantile)))
+    locator.report["grasp_places"] = {"used": True, "demonstrations": len(places), "pairs": int(len(gaps)),
+                                      "tolerance_px": locator.place_tolerance,
+                                      "area_ratio": list(locator.place_area_ratio)}
 
 
 def _wrap_half_turn(degrees: np.ndarray | float) -> np.ndarray | float:

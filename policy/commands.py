@@ -170,13 +170,14 @@ def cmd_train(args: Namespace) -> int:
               f"{1000 * fit['map_error_loo_m']['max']:.1f} mm max; largest correction "
               f"{100 * policy.locator.max_correction:.1f} cm; gate gamma {al['gamma']:.3f} at the start, "
               f"{al['replay_gamma']:.3f} while replaying ({al['method']})")
-        hc = fit.get("hand_camera") or {}
-        if hc.get("used"):
-            print(f"  hand camera check (a run's first lookup): agreement {hc['threshold']:.3f}, halfway between "
-                  f"the demonstrations' lowest {hc['demonstrations']['min']:.3f} and the highest of "
-                  f"{hc['unrelated_images']} synthetic unrelated images {hc['unrelated_max']:.3f}")
-        else:
-            print(f"  hand camera check: left out ({hc.get('why', 'not fitted')})")
+        for name in ("hand_camera", "third_camera"):
+            hc, what = fit.get(name) or {}, name.replace("_", " ")
+            if hc.get("used"):
+                print(f"  {what} check (a run's first lookup): agreement {hc['threshold']:.3f}, halfway between "
+                      f"the demonstrations' lowest {hc['demonstrations']['min']:.3f} and the highest of "
+                      f"{hc['unrelated_images']} synthetic unrelated images {hc['unrelated_max']:.3f}")
+            else:
+                print(f"  {what} check: left out ({hc.get('why', 'not fitted')})")
     print(f"  annoy: {info['annoy']['trees']} trees, search_k {info['annoy']['search_k']}, recall@1 "
           f"{info['annoy']['recall_at_1']:.3f} on {info['annoy']['probe_queries']} probe queries")
     return 0

@@ -34,8 +34,10 @@ class PolicyConfig:
     frame_stride: int = 2  # train on every n-th frame (neighbouring frames at 10 Hz are near-duplicates)
     color_jitter: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.05)
     crop_scale: tuple[float, float] = (0.9, 1.0)
-    shadow_probability: float = 0.0  # share of augmented views given a soft shadow (policy/augment.py)
-    paste_probability: float = 0.0  # share of augmented views given a patch pasted from another frame
+    # clutter and other light: the share of augmented views given a soft shadow / a patch pasted from another
+    # frame (policy/augment.py)
+    shadow_probability: float = 0.5
+    paste_probability: float = 0.5
     pose_noise: float = 0.01
     seed: int = 0
     include_incomplete: bool = False  # episodes that ended by camera loss / fault / timeout
@@ -49,6 +51,8 @@ class PolicyConfig:
     # held-out evidence (their frames are still added to the lookup table afterwards)
     holdout_fraction: float = 0.2
     false_stop_rate: float = 0.002  # per held-out frame, over all of the gate's signals together
+    # the aligned method's gate also looks the held-out frames up this many times augmented as in training
+    calibration_augments: int = 2
     # progress watchdog: under autonomy, the hand moving less than stall_distance (m) with the gripper
     # unchanged for stall_seconds stops the arm with reason "stall"
     stall_seconds: float = 2.0
@@ -72,6 +76,8 @@ class PolicyConfig:
                      "epochs", "frame_stride", "chunk_length", "requery_every", "top_k", "annoy_trees"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"policy setting {name} must be positive, not {getattr(self, name)}")
+        if self.calibration_augments < 0:
+            raise ValueError(f"calibration_augments {self.calibration_augments} must not be negative")
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2: NT-Xent needs other frames as negatives")
         if not 0 < self.temperature <= 10:

@@ -19,15 +19,16 @@ from recorder.dataset import Dataset, DatasetError
 from robot_drivers.transforms import POSE_QUAT, quat_nearest, yaw_of
 
 from .action_space import EE_POSE, action_kind, policy_actions
-from .alignment import AlignmentError, Location, TargetLocator, fit_locator, fit_turn, grasp_frame
+from .alignment import AlignmentError, Location, TargetLocator, fit_grasp_places, fit_locator, fit_turn, grasp_frame
 from .artifact import (PolicyArtifactError, check_artifact, load_database_arrays, save_database, write_artifact)
+from .augment import augment
+from .camera_check import NEGATIVES, fit_camera_check
 from .config import PolicyConfig
 from .data import action_chunks, load_frames
 from .database import LookupDatabase, Match, probe_queries
 from .encoder import ALTEncoder, resize_view
-from .gate import GateEvidence, make_negatives, procedural_texture, quantile_threshold, thresholds_for_rate
+from .gate import SIGNALS, GateEvidence, make_negatives, procedural_texture, quantile_threshold, thresholds_for_rate
 from .grasp_check import GraspCheck, cross_demo_alignment, pre_grasp_rows, table_thumbnails, thumbnail
-from .hand_camera import NEGATIVES, fit_hand_camera_check
 from .probes import synthetic_probes
 from .train import TrainProgress, embed_table_views, train_encoder
 
@@ -43,6 +44,9 @@ REPLAY_LAG_FRAMES = 3
 TIE_TOLERANCE = 1e-4
 #: A measured gripper opening at least this is fully open: nothing held (``retrieve``'s ``gripper``).
 FULLY_OPEN = 0.9
+#: The third-person camera check is fitted on each demonstration's frames before this one (the arm still at
+#: its start pose).
+START_FRAMES = 3
 
 
 def _latest_of_ties(matches: list[Match]) -> Match:
@@ -292,17 +296,21 @@ class ALTPolicy:
         views = self.database.view_embeddings
         if views is not None:
             agreement = (float(views[best.row, 0] @ hv), float(views[best.row, 1] @ tv))
-        grasp = hand_camera = float("nan")
+        grasp = hand_camera = third_camera = float("nan")
+        object_in_place = False
         compared = best.row if executing_row is None else int(executing_row)
         if self.locator is not None:  # only once aligned: during the approach the views differ by design
             db = self.database
             aligned = executing_row is not None and self.locator.ramp(int(db.episodes[compared]),
                                                                       int(db.frames[compared])) >= 1.0
             compared = compared if aligned and check_grasp else -1
-            if executing_row is None and hand is not None and self.locator.hand_camera is not None:
-                # the first lookup of a run: is this the hand camera? (later, near the object, the object itself
-                # covers the fingers' region in ways no demonstration showed; the replay's own checks take over)
-                hand_camera = self.locator.hand_camera.agreement(hand)
+            if executing_row is None:
+                # the first lookup of a run: are these the cameras? (later the object covers the fingers' region
+                # and the arm crosses the third view in ways no demonstration showed; the replay's checks take over)
+                if hand is not None and self.locator.hand_camera is not None:
+                    hand_camera = self.locator.hand_camera.agreement(hand)
+                if third is not None and self.locator.third_camera is not None:
+                    third_camera = self.locator.third_camera.agreement(third)
         if self.grasp_check is not None and self.grasp_check.applies(compared) and hand is not None:
             live = thumbnail(hand)
             grasp = self.grasp_check.alignment(live, compared)
@@ -313,10 +321,14 @@ class ALTPolicy:
                             compared] and self.locator.ramp(int(self.database.episodes[row]),
                                                             int(self.database.frames[row])) >= 1.0:
                         grasp = max(grasp, self.grasp_check.alignment(live, row))
+            if grasp < self.grasp_check.threshold and self.locator is not None:
+                # a second opinion: the view's edges disagree (clutter, a shadow), but is the object where it was?
+                frames = [int(self.database.frames[compared]) - back for back in range(REPLAY_LAG_FRAMES + 1)]
+                object_in_place = self.locator.object_in_place(hand, int(self.database.episodes[compared]), frames)
         gamma = self.gamma
         if self.locator is not None and executing_row is not None:
             gamma = min(gamma, float(self.calibration.aligned.get("replay_gamma", gamma)))
-        signal, reason = self._gate(best, agreement, grasp, gamma)
+        signal, reason = self._gate(best, agreement, grasp, gamma, object_in_place)
         similarity = best.similarity  # what the gate judged
         chunk, correction = self.database.chunks[best.row], None
         if self.locator is not None:
@@ -340,7 +352,7 @@ class ALTPolicy:
                 chunk = self.shifted_chunk(best.episode, best.frame, chunk,
                                            self.locator.correction(target.xy, best.episode))
             if signal is None:
-                signal, reason = self._alignment_gate(episode, target, correction, hand_camera)
+                signal, reason = self._alignment_gate(episode, target, correction, hand_camera, third_camera)
         return Retrieval(matches, similarity, signal is not None, chunk,
                          (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp, z, target, correction)
 
@@ -375,12 +387,17 @@ class ALTPolicy:
         return out
 
     def _alignment_gate(self, episode: int, target: Location | None, correction: np.ndarray | None,
-                        hand_camera: float) -> tuple[str | None, str]:
+                        hand_camera: float, third_camera: float) -> tuple[str | None, str]:
         check = self.locator.hand_camera
         if check is not None and hand_camera < check.threshold:
             return "hand_camera", (f"the hand view does not show the gripper where every demonstration's hand view "
                                    f"has it (agreement {hand_camera:.3f} < {check.threshold:.3f}): is the hand "
                                    "camera covered, moved, or another camera?")
+        check = self.locator.third_camera
+        if check is not None and third_camera < check.threshold:
+            return "third_camera", (f"the third-person view does not show the table and the arm where every "
+                                    f"demonstration started (agreement {third_camera:.3f} < {check.threshold:.3f}): "
+                                    "is the camera covered, moved, or another camera, or the arm not at its start?")
         if target is None:
             return "target", ("the object was not found in the third-person view (nothing there differs from the "
                               "demonstrations' empty scene in the object's size and colour); nothing to align to")
@@ -393,7 +410,7 @@ class ALTPolicy:
         return None, ""
 
     def _gate(self, best: Match, agreement: tuple[float, float], grasp: float,
-              gamma: float) -> tuple[str | None, str]:
+              gamma: float, object_in_place: bool = False) -> tuple[str | None, str]:
         if best.similarity < gamma:
             return "similarity", (f"similarity {best.similarity:.3f} < gamma {gamma:.3f}: nothing in the "
                                   "demonstrations looks like this")
@@ -402,7 +419,7 @@ class ALTPolicy:
             if limit is not None and agreement[i] < limit:
                 return name, (f"the {view} view disagrees with the retrieved frame (episode {best.episode} frame "
                               f"{best.frame}): agreement {agreement[i]:.3f} < {limit:.3f}")
-        if self.grasp_check is not None and grasp < self.grasp_check.threshold:
+        if self.grasp_check is not None and grasp < self.grasp_check.threshold and not object_in_place:
             return "grasp_alignment", (f"before the grasp, the hand view does not line up with the demonstration's "
                                        f"(episode {best.episode} frame {best.frame}): alignment {grasp:.3f} < "
                                        f"{self.grasp_check.threshold:.3f}; the object is not where that "
@@ -433,7 +450,7 @@ class ALTPolicy:
         locator = None
         if config.method == "aligned":
             locator = build_locator(table, config)
-            calibration.aligned = calibrate_aligned(table, database, held_out, config)
+            calibration.aligned = calibrate_aligned(trained.encoder, table, database, held_out, config)
         info = {
             "dataset": str(Path(dataset.root).resolve()),
             "episodes": sorted(int(e) for e in table.actions),
@@ -647,7 +664,8 @@ def aligned_from(policy: ALTPolicy, dataset: Dataset) -> ALTPolicy:
     calibration = Calibration(**{**policy.calibration.__dict__}) if policy.calibration is not None else None
     if calibration is None:
         raise AlignmentError("this policy has no gate calibration; retrain it with --method aligned")
-    calibration.aligned = calibrate_aligned(table, policy.database, policy.info.get("held_out_episodes") or [],
+    calibration.aligned = calibrate_aligned(policy.encoder, table, policy.database,
+                                            policy.info.get("held_out_episodes") or [],
                                             config)
     return ALTPolicy(config, policy.encoder, policy.database, calibration, dict(policy.info), policy.grasp_check,
                      locator)
@@ -682,8 +700,19 @@ def build_locator(table, config: PolicyConfig) -> TargetLocator:
     size = (config.image_width, config.image_height)
     negatives = synthetic_probes(NEGATIVES // 2, size, seed=config.seed + 7) + \
         [procedural_texture(np.random.default_rng(config.seed + i), size) for i in range(NEGATIVES // 2)]
-    locator.hand_camera, locator.report["hand_camera"] = fit_hand_camera_check(
-        [h for frames in hands.values() for h in frames], negatives)
+    locator.hand_camera, locator.report["hand_camera"] = fit_camera_check(
+        [h for frames in hands.values() for h in frames], negatives, "gripper")
+    approach = {}  # from the bottleneck to the grasp: the grasp check's second opinion
+    for e, a in table.actions.items():
+        close, bottleneck = grasp_frame(a), locator.bottlenecks.get(int(e))
+        rows = np.flatnonzero(table.episode == e)
+        if close is not None and bottleneck is not None:
+            approach[int(e)] = [(int(table.frame[r]), table.hand[int(r)].numpy()) for r in rows
+                                if bottleneck <= table.frame[r] < close]
+    fit_grasp_places(locator, approach, {int(e): grasp_frame(a) for e, a in table.actions.items()},
+                     config.grasp_check_quantile)
+    starts = [table.third[int(r)].numpy() for r in np.flatnonzero(table.frame < START_FRAMES)]
+    locator.third_camera, locator.report["third_camera"] = fit_camera_check(starts, negatives, "table and arm")
     r = locator.report
     log.info("alignment: table map from %d demonstrations, leave-one-out error %.1f mm median, %.1f mm max; "
              "largest correction %.1f cm", r["demonstrations"], 1000 * r["map_error_loo_m"]["p50"],
@@ -691,20 +720,38 @@ def build_locator(table, config: PolicyConfig) -> TargetLocator:
     return locator
 
 
-def calibrate_aligned(table, database: LookupDatabase, held_out: list[int], config: PolicyConfig) -> dict:
+def calibrate_aligned(encoder: ALTEncoder, table, database: LookupDatabase, held_out: list[int],
+                      config: PolicyConfig) -> dict:
     """The aligned method's gate thresholds: each held-out frame is looked up among the *other*
-    demonstrations only (its own taken out), as a live scene with the object somewhere new is."""
+    demonstrations only (its own taken out), as a live scene with the object somewhere new is, and again
+    ``config.calibration_augments`` times as the encoder was taught to see it (the training's colour jitter,
+    crop, shadows and pasted patches): clutter and other light the encoder learned to look past are then no
+    reason to stop. What tells an unrelated view from the scene at a run's start is the cameras' structural
+    checks (policy/camera_check.py), which these thresholds do not replace."""
     rows = np.flatnonzero(np.isin(table.episode, held_out)) if held_out else np.arange(len(table))
     views = database.view_embeddings[rows]
     exclude = database.episodes[None, :] == table.episode[rows][:, None]
-    evidence = gate_evidence(database, database.embeddings[rows], views[:, 0], views[:, 1], exclude)
-    chosen = thresholds_for_rate(evidence, config.false_stop_rate).as_dict()
+    evidence = [gate_evidence(database, database.embeddings[rows], views[:, 0], views[:, 1], exclude)]
+    gen = torch.Generator().manual_seed(config.seed + 17)
+    pose = table.pose.mean(0).numpy()
+
+    def augmented(images: torch.Tensor) -> list[np.ndarray]:
+        x = augment(images, config.color_jitter, config.crop_scale, gen, config.shadow_probability,
+                    config.paste_probability)
+        return list((x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy())
+
+    for _ in range(config.calibration_augments if len(rows) else 0):
+        z, hv, tv = embed_image_views(encoder, augmented(table.hand[rows]), augmented(table.third[rows]), pose)
+        evidence.append(gate_evidence(database, z, hv, tv, exclude))
+    pooled = GateEvidence(*(np.concatenate([e.signal(s) for e in evidence]) for s in SIGNALS))
+    chosen = thresholds_for_rate(pooled, config.false_stop_rate).as_dict()
     every = np.where(database.episodes[None, :] == database.episodes[:, None], -2.0,
                      database.embeddings @ database.embeddings.T).max(1)
     return {"gamma": chosen["similarity"], **{k: v for k, v in chosen.items() if k != "similarity"},
-            "method": "each signal at its quantile of held-out frames matched to other demonstrations only "
-                      f"(false-stop rate {100 * config.false_stop_rate:.2g}% per frame)",
-            "in_distribution": _percentiles(evidence.similarity),
+            "method": "each signal at its quantile of held-out frames matched to other demonstrations only, as "
+                      f"recorded and {config.calibration_augments} times augmented as in training (false-stop rate "
+                      f"{100 * config.false_stop_rate:.2g}% per frame)",
+            "in_distribution": _percentiles(evidence[0].similarity),
             # while a shifted demonstration is replayed the arm is off every recorded path, which lowers the
             # similarity by itself: then only a scene as unlike the demonstrations as none of theirs is from
             # the others stops it (the views, the grasp check and the watchdog still watch every tick)

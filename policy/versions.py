@@ -175,7 +175,7 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
         gamma = calibration.gamma
         grasp_check = build_grasp_check(full, database, config, calibration) if policy.grasp_check else None
         if policy.locator is not None:
-            calibration.aligned = calibrate_aligned(full, database,
+            calibration.aligned = calibrate_aligned(policy.encoder, full, database,
                                                     [int(e) for e in policy.info.get("held_out_episodes", [])],
                                                     config)
             gamma = calibration.aligned["gamma"]

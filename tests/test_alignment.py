@@ -341,13 +341,13 @@ def _hand_view(blob, gain=1.0, size=96, seed=0):
 
 def test_the_hand_camera_check_knows_the_gripper_and_refuses_other_pictures():
     from policy.gate import procedural_texture
-    from policy.hand_camera import HandCameraCheck, fit_hand_camera_check
+    from policy.camera_check import CameraCheck, fit_camera_check
     from policy.probes import photos, synthetic_probes
 
     rng = np.random.default_rng(0)
     hands = [_hand_view(rng.uniform(15, 80, 2), seed=i) for i in range(40)]
     negatives = synthetic_probes(30, (96, 96), seed=5) + [procedural_texture(rng, (96, 96)) for _ in range(30)]
-    check, report = fit_hand_camera_check(hands, negatives)
+    check, report = fit_camera_check(hands, negatives, "gripper")
     assert check is not None and report["used"] and 0 < check.threshold < report["demonstrations"]["min"]
     # other light, another object position: still the hand camera
     for gain in (0.45, 0.7, 1.3):
@@ -358,19 +358,21 @@ def test_the_hand_camera_check_knows_the_gripper_and_refuses_other_pictures():
     # a covered lens, the gripper gone from view
     assert check.agreement(np.full((96, 96, 3), 30, np.uint8)) < check.threshold
     assert check.agreement(_picture([(40.0, 30.0)])) < check.threshold
-    again = HandCameraCheck.from_json(check.to_json(), check.arrays())
+    again = CameraCheck.from_json(check.to_json(), check.arrays("hand_camera"), "hand_camera")
     assert again.threshold == check.threshold and np.array_equal(again.region, check.region)
     # hand views without a steady gripper cannot tell themselves from unrelated pictures: no check, and why
-    none, why = fit_hand_camera_check([_picture([rng.uniform(15, 80, 2)], seed=i) for i in range(40)], negatives)
-    assert none is None and not why["used"] and "steady" in why["why"]
+    none, why = fit_camera_check([_picture([rng.uniform(15, 80, 2)], seed=i) for i in range(40)], negatives,
+                                 "gripper")
+    assert none is None and not why["used"] and "steady gripper" in why["why"]
 
 
-def test_an_unrelated_picture_as_the_hand_view_stops_the_aligned_policy_at_the_start(sim_policies):
+def test_an_unrelated_picture_as_either_view_stops_the_aligned_policy_at_the_start(sim_policies):
     from policy.probes import photos
 
     policy = sim_policies
-    check = policy.locator.hand_camera
+    check, third_check = policy.locator.hand_camera, policy.locator.third_camera
     assert check is not None, policy.locator.report.get("hand_camera")
+    assert third_check is not None, policy.locator.report.get("third_camera")
     rig = make_rig("sim", image_size=64)
     with rig:
         rig.reset(3, "in_distribution")
@@ -383,3 +385,43 @@ def test_an_unrelated_picture_as_the_hand_view_stops_the_aligned_policy_at_the_s
         r = policy.retrieve(photo, third)
         assert r.ood, (name, r.similarity)
         assert check.agreement(photo) < check.threshold, name
+        r = policy.retrieve(hand, photo)
+        assert r.ood, (name, r.similarity)
+        # the structural check on its own refuses it: the encoder's thresholds are set to let clutter through
+        assert third_check.agreement(photo) < third_check.threshold, name
+    assert third_check.agreement(third) >= third_check.threshold
+
+
+def test_the_grasp_checks_second_opinion_looks_for_the_object_where_it_was(sim_policies):
+    """Clutter and shadows change a hand view's edges, not where the object's colour sits: the second opinion
+    passes those and still refuses an object that is elsewhere, another size, or not in view."""
+    from policy.alignment import fit_grasp_places
+
+    locator = replace(sim_policies.locator, hand_reference=None, grasp_places={}, place_tolerance=-1.0)
+    assert sim_policies.locator.report["grasp_places"]["used"]  # learned from the recorded demonstrations
+    colour = np.clip(locator.chroma / locator.chroma.sum() * 330, 0, 255)
+    yy, xx = np.mgrid[0:64, 0:64]
+
+    def view(centre, radius=8.0, clutter=False, shadow=False):
+        image = np.full((64, 64, 3), 140.0)
+        image[np.hypot(xx - centre[0], yy - centre[1]) <= radius] = colour
+        if clutter:  # a box of another colour beside it
+            image[4:20, 44:62] = (40, 60, 200)
+        if shadow:
+            image[:, :30] *= 0.5
+        return image.astype(np.uint8)
+
+    rng = np.random.default_rng(3)
+    closes = {e: 20 for e in range(6)}
+    hands = {e: [(f, view((32 + rng.uniform(-1, 1), 40 - 0.5 * (20 - f) + rng.uniform(-1, 1))))
+                 for f in range(14, 20)] for e in range(6)}
+    fit_grasp_places(locator, hands, closes, 0.05)
+    assert locator.report["grasp_places"]["used"] and 0 < locator.place_tolerance < 4
+    frames = [19, 18]
+    assert locator.object_in_place(view((32, 39.5), clutter=True, shadow=True), 2, frames)
+    assert not locator.object_in_place(view((32 + 8, 39.5)), 2, frames)  # elsewhere in the view
+    assert not locator.object_in_place(view((32, 39.5), radius=12), 2, frames)  # nearer or another object
+    assert not locator.object_in_place(np.full((64, 64, 3), 140, np.uint8), 2, frames)  # not in view
+    assert not locator.object_in_place(view((32, 39.5)), 99, frames)  # an episode it knows nothing of
+    again = TargetLocator.from_json(locator.to_json(), locator.arrays())
+    assert again.place_tolerance == locator.place_tolerance and again.object_in_place(view((32, 39.5)), 2, frames)
