@@ -178,6 +178,13 @@ def cmd_train(args: Namespace) -> int:
                       f"{hc['unrelated_images']} synthetic unrelated images {hc['unrelated_max']:.3f}")
             else:
                 print(f"  {what} check: left out ({hc.get('why', 'not fitted')})")
+        places = fit.get("grasp_places") or {}
+        if places.get("used"):
+            print(f"  grasp check's second opinion: the object in the hand view within {places['tolerance_px']:.1f} px "
+                  f"of where the demonstration had it, area ratio {places['area_ratio'][0]:.2f}-"
+                  f"{places['area_ratio'][1]:.2f} ({places['pairs']} pairs of demonstration frames)")
+        else:
+            print(f"  grasp check's second opinion: left out ({places.get('why', 'not fitted')})")
     print(f"  annoy: {info['annoy']['trees']} trees, search_k {info['annoy']['search_k']}, recall@1 "
           f"{info['annoy']['recall_at_1']:.3f} on {info['annoy']['probe_queries']} probe queries")
     return 0

@@ -425,3 +425,22 @@ def test_the_grasp_checks_second_opinion_looks_for_the_object_where_it_was(sim_p
     assert not locator.object_in_place(view((32, 39.5)), 99, frames)  # an episode it knows nothing of
     again = TargetLocator.from_json(locator.to_json(), locator.arrays())
     assert again.place_tolerance == locator.place_tolerance and again.object_in_place(view((32, 39.5)), 2, frames)
+
+
+def test_the_aligned_gate_is_calibrated_on_frames_augmented_as_in_training_too(sim_policies):
+    """Clutter and other light the encoder learned to look past lower its thresholds; the same calibration
+    again gives the same thresholds (seeded)."""
+    from policy.data import load_frames
+    from policy.policy import calibrate_aligned
+
+    policy = sim_policies
+    with Dataset.open(policy.info["dataset"]) as ds:
+        table = load_frames(ds, policy.config, episodes=[int(e) for e in policy.info["episodes"]])
+    held = [int(e) for e in policy.info["held_out_episodes"]]
+    chosen = policy.calibration.aligned
+    plain = calibrate_aligned(policy.encoder, table, policy.database, held,
+                              policy.config.with_overrides(calibration_augments=0))
+    names = ("gamma", "hand_view", "third_view")
+    assert all(chosen[k] <= plain[k] for k in names) and any(chosen[k] < plain[k] for k in names), (chosen, plain)
+    again = calibrate_aligned(policy.encoder, table, policy.database, held, policy.config)
+    assert all(again[k] == pytest.approx(chosen[k], abs=1e-6) for k in names)
