@@ -105,9 +105,12 @@ def _self_retrieval_rate(encoder, table, seed=0, window=2):
 
 
 def test_training_lowers_the_loss_and_makes_each_frame_its_own_neighbour(table):
-    result = train_encoder(table, TINY)
+    # colour and crop only: at 32x32 a shadow or a pasted patch hides much of a tiny frame, which raises the
+    # loss's floor (those augmentations are tested on their own above)
+    plain = TINY.with_overrides(shadow_probability=0.0, paste_probability=0.0)
+    result = train_encoder(table, plain)
     assert result.epoch_losses[-1] < 0.7 * result.epoch_losses[0], result.epoch_losses
-    untrained = train_encoder(table, TINY.with_overrides(epochs=1, learning_rate=1e-12)).encoder
+    untrained = train_encoder(table, plain.with_overrides(epochs=1, learning_rate=1e-12)).encoder
     trained_rate, untrained_rate = _self_retrieval_rate(result.encoder, table), _self_retrieval_rate(untrained, table)
     assert trained_rate >= 0.6 and trained_rate > untrained_rate + 0.25, (trained_rate, untrained_rate)
     # Unaugmented, every frame is exactly its own nearest neighbour.
