@@ -702,15 +702,14 @@ def build_locator(table, config: PolicyConfig) -> TargetLocator:
         [procedural_texture(np.random.default_rng(config.seed + i), size) for i in range(NEGATIVES // 2)]
     locator.hand_camera, locator.report["hand_camera"] = fit_camera_check(
         [h for frames in hands.values() for h in frames], negatives, "gripper")
+    closes = {int(e): grasp_frame(a) for e, a in table.actions.items()}
     approach = {}  # from the bottleneck to the grasp: the grasp check's second opinion
-    for e, a in table.actions.items():
-        close, bottleneck = grasp_frame(a), locator.bottlenecks.get(int(e))
-        rows = np.flatnonzero(table.episode == e)
+    for e, close in closes.items():
+        bottleneck = locator.bottlenecks.get(e)
         if close is not None and bottleneck is not None:
-            approach[int(e)] = [(int(table.frame[r]), table.hand[int(r)].numpy()) for r in rows
-                                if bottleneck <= table.frame[r] < close]
-    fit_grasp_places(locator, approach, {int(e): grasp_frame(a) for e, a in table.actions.items()},
-                     config.grasp_check_quantile)
+            approach[e] = [(int(table.frame[r]), table.hand[int(r)].numpy()) for r in np.flatnonzero(table.episode == e)
+                           if bottleneck <= table.frame[r] < close]
+    fit_grasp_places(locator, approach, closes, config.grasp_check_quantile)
     starts = [table.third[int(r)].numpy() for r in np.flatnonzero(table.frame < START_FRAMES)]
     locator.third_camera, locator.report["third_camera"] = fit_camera_check(starts, negatives, "table and arm")
     r = locator.report
