@@ -135,9 +135,19 @@ SILHOUETTE = 14
 ROTATION_STEP = 2.0
 
 
-def _hand_object(image: np.ndarray, chroma: np.ndarray, pixel_limit: float, reference: np.ndarray | None):
-    """The object's largest region of its chromaticity in a hand-camera frame, brightness and tint evened out
-    to ``reference``: (labels, its label, its centroid, its area), or None when there is none to speak of."""
+#: Regions of the object's chromaticity smaller than this share of the object's expected area (else of the
+#: largest region) are specks, never the object.
+SPECK_SHARE = 0.3
+
+
+def _hand_object(image: np.ndarray, chroma: np.ndarray, pixel_limit: float, reference: np.ndarray | None,
+                 near: np.ndarray | None = None):
+    """The object's region of its chromaticity in a hand-camera frame, brightness and tint evened out to
+    ``reference``: (labels, its label, its centroid, its area), or None when there is none to speak of.
+
+    Without ``near`` it is the largest region; with it (where a demonstration had the object in its hand view:
+    u, v and optionally its area, pixels) the region nearest there of those that are no speck: clutter of a
+    like colour (a brown box beside a red mug) can be the larger one."""
     img = image.astype(np.float32)
     if reference is not None:
         img = _gain_to(img, reference)
@@ -145,18 +155,26 @@ def _hand_object(image: np.ndarray, chroma: np.ndarray, pixel_limit: float, refe
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask)
     if count < 2:
         return None
-    i = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[i, cv2.CC_STAT_AREA] < 6:
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    if areas.max() < 6:
         return None
+    i = 1 + int(np.argmax(areas))
+    if near is not None:
+        near = np.asarray(near, np.float64)
+        expected = near[2] if len(near) > 2 else areas.max()
+        candidates = np.flatnonzero(areas >= max(6.0, SPECK_SHARE * expected)) + 1
+        if len(candidates) == 0:
+            return None
+        i = int(candidates[np.argmin(np.linalg.norm(centroids[candidates] - np.asarray(near)[None, :2], axis=1))])
     return labels, i, centroids[i], int(stats[i, cv2.CC_STAT_AREA])
 
 
 def hand_silhouette(image: np.ndarray, chroma: np.ndarray, pixel_limit: float,
-                    reference: np.ndarray | None = None) -> np.ndarray | None:
+                    reference: np.ndarray | None = None, near: np.ndarray | None = None) -> np.ndarray | None:
     """The object's silhouette in a hand-camera frame (float32 square centred on it; None: not in view): the
-    largest region of pixels with the object's chromaticity, brightness and tint evened out to ``reference``
-    (the demonstrations' median hand-view colour)."""
-    found = _hand_object(image, chroma, pixel_limit, reference)
+    region of pixels with the object's chromaticity (brightness and tint evened out to ``reference``, the
+    demonstrations' median hand-view colour) that ``_hand_object`` picks."""
+    found = _hand_object(image, chroma, pixel_limit, reference, near)
     if found is None:
         return None
     labels, i, centroid, _ = found
@@ -166,9 +184,9 @@ def hand_silhouette(image: np.ndarray, chroma: np.ndarray, pixel_limit: float,
 
 
 def hand_object_place(image: np.ndarray, chroma: np.ndarray, pixel_limit: float,
-                      reference: np.ndarray | None = None) -> np.ndarray | None:
+                      reference: np.ndarray | None = None, near: np.ndarray | None = None) -> np.ndarray | None:
     """Where the object sits in a hand-camera frame: [u, v, area] (pixels), or None when it is not in view."""
-    found = _hand_object(image, chroma, pixel_limit, reference)
+    found = _hand_object(image, chroma, pixel_limit, reference, near)
     return None if found is None else np.array([found[2][0], found[2][1], found[3]], np.float64)
 
 
@@ -301,28 +319,32 @@ class TargetLocator:
         places = self.grasp_places.get(int(episode))
         if self.place_tolerance < 0 or places is None:
             return False
-        live = hand_object_place(hand_image, self.chroma, self.pixel_limit, self.hand_reference)
-        if live is None:
-            return False
         for u, v, area in places[np.isin(places[:, 0], frames), 1:]:
+            live = hand_object_place(hand_image, self.chroma, self.pixel_limit, self.hand_reference, (u, v, area))
+            if live is None:
+                return False
             ratio = live[2] / max(area, 1.0)
             if (np.hypot(live[0] - u, live[1] - v) <= self.place_tolerance
                     and self.place_area_ratio[0] <= ratio <= self.place_area_ratio[1]):
                 return True
         return False
 
-    # -- persistence ------------------------------------------------------
     def turn_needed(self, hand_image: np.ndarray, episode: int) -> tuple[float, float] | None:
         """How far (degrees) the hand must still turn about the vertical for the object to sit in the hand view
         as it sat in ``episode``'s at its bottleneck, and the silhouettes' correlation; None: the object is not
-        in the hand view (or the turn was not learned: then (0, nan))."""
+        in the hand view (or the turn was not learned: then (0, nan)). The object is looked for nearest where
+        that demonstration had it, when that is known."""
         if self.rotation_slope is None or int(episode) not in self.demo_silhouettes:
             return 0.0, float("nan")
-        live = hand_silhouette(hand_image, self.chroma, self.pixel_limit, self.hand_reference)
+        places = self.grasp_places.get(int(episode))
+        near = places[np.argmin(places[:, 0]), 1:4] if places is not None and len(places) else None
+        live = hand_silhouette(hand_image, self.chroma, self.pixel_limit, self.hand_reference, near)
         if live is None:
             return None
         angle, score = silhouette_rotation(live, self.demo_silhouettes[int(episode)])
         return angle / self.rotation_slope, score
+
+    # -- persistence ------------------------------------------------------
 
     def arrays(self) -> dict[str, np.ndarray]:
         order = sorted(self.demo_patches)

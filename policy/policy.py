@@ -294,8 +294,18 @@ class ALTPolicy:
         matches = [best] + [m for m in matches if m.row != best.row][:k - 1]
         agreement = (float("nan"), float("nan"))
         views = self.database.view_embeddings
+        replayed = None
         if views is not None:
             agreement = (float(views[best.row, 0] @ hv), float(views[best.row, 1] @ tv))
+            if self.locator is not None and executing_row is not None:
+                # while replaying, a view may instead agree with the frame being replayed (or the few before it:
+                # the arm lags its commands): clutter can make another demonstration's frame the best match,
+                # one the run is not following and whose views look nothing like the live ones
+                db, replayed = self.database, int(executing_row)
+                rows = [replayed - back for back in range(REPLAY_LAG_FRAMES + 1)
+                        if replayed - back >= 0 and db.episodes[replayed - back] == db.episodes[replayed]]
+                agreement = (max(agreement[0], float((views[rows, 0] @ hv).max())),
+                             max(agreement[1], float((views[rows, 1] @ tv).max())))
         grasp = hand_camera = third_camera = float("nan")
         object_in_place = False
         compared = best.row if executing_row is None else int(executing_row)
@@ -328,7 +338,7 @@ class ALTPolicy:
         gamma = self.gamma
         if self.locator is not None and executing_row is not None:
             gamma = min(gamma, float(self.calibration.aligned.get("replay_gamma", gamma)))
-        signal, reason = self._gate(best, agreement, grasp, gamma, object_in_place)
+        signal, reason = self._gate(best, agreement, grasp, gamma, object_in_place, replayed)
         similarity = best.similarity  # what the gate judged
         chunk, correction = self.database.chunks[best.row], None
         if self.locator is not None:
@@ -410,15 +420,17 @@ class ALTPolicy:
         return None, ""
 
     def _gate(self, best: Match, agreement: tuple[float, float], grasp: float,
-              gamma: float, object_in_place: bool = False) -> tuple[str | None, str]:
+              gamma: float, object_in_place: bool = False, replayed: int | None = None) -> tuple[str | None, str]:
         if best.similarity < gamma:
             return "similarity", (f"similarity {best.similarity:.3f} < gamma {gamma:.3f}: nothing in the "
                                   "demonstrations looks like this")
+        also = "" if replayed is None else \
+            f" and with the frame being replayed (frame {int(self.database.frames[replayed])})"
         for i, (name, view) in enumerate((("hand_view", "hand"), ("third_view", "third"))):
             limit = self.view_thresholds.get(name)
             if limit is not None and agreement[i] < limit:
                 return name, (f"the {view} view disagrees with the retrieved frame (episode {best.episode} frame "
-                              f"{best.frame}): agreement {agreement[i]:.3f} < {limit:.3f}")
+                              f"{best.frame}){also}: agreement {agreement[i]:.3f} < {limit:.3f}")
         if self.grasp_check is not None and grasp < self.grasp_check.threshold and not object_in_place:
             return "grasp_alignment", (f"before the grasp, the hand view does not line up with the demonstration's "
                                        f"(episode {best.episode} frame {best.frame}): alignment {grasp:.3f} < "
@@ -744,8 +756,11 @@ def calibrate_aligned(encoder: ALTEncoder, table, database: LookupDatabase, held
         evidence.append(gate_evidence(database, z, hv, tv, exclude))
     pooled = GateEvidence(*(np.concatenate([e.signal(s) for e in evidence]) for s in SIGNALS))
     chosen = thresholds_for_rate(pooled, config.false_stop_rate).as_dict()
-    every = np.where(database.episodes[None, :] == database.episodes[:, None], -2.0,
-                     database.embeddings @ database.embeddings.T).max(1)
+    own = database.episodes[None, :] == database.episodes[:, None]
+    lowest = float(np.where(own, -2.0, database.embeddings @ database.embeddings.T).max(1).min())
+    for _ in range(config.calibration_augments if len(table) else 0):  # every frame, as the encoder saw it
+        z, hv, tv = embed_image_views(encoder, augmented(table.hand), augmented(table.third), pose)
+        lowest = min(lowest, float(gate_evidence(database, z, hv, tv, own).similarity.min()))
     return {"gamma": chosen["similarity"], **{k: v for k, v in chosen.items() if k != "similarity"},
             "method": "each signal at its quantile of held-out frames matched to other demonstrations only, as "
                       f"recorded and {config.calibration_augments} times augmented as in training (false-stop rate "
@@ -753,6 +768,8 @@ def calibrate_aligned(encoder: ALTEncoder, table, database: LookupDatabase, held
             "in_distribution": _percentiles(evidence[0].similarity),
             # while a shifted demonstration is replayed the arm is off every recorded path, which lowers the
             # similarity by itself: then only a scene as unlike the demonstrations as none of theirs is from
-            # the others stops it (the views, the grasp check and the watchdog still watch every tick)
-            "replay_gamma": float(every.min()),
-            "replay_method": "the lowest similarity of any demonstration frame to the other demonstrations"}
+            # the others (as recorded, or as the encoder was taught to see them: clutter and other light) stops
+            # it; the views, the grasp check and the watchdog still watch every tick
+            "replay_gamma": lowest,
+            "replay_method": "the lowest similarity of any demonstration frame to the other demonstrations, as "
+                             f"recorded and {config.calibration_augments} times augmented as in training"}

@@ -327,6 +327,23 @@ def test_the_silhouette_turn_is_measured_and_a_half_turn_counts_as_none(turn):
     assert hand_silhouette(np.tile(BACKGROUND, (96, 96, 1)).astype(np.uint8), chroma, 0.1) is None
 
 
+def test_the_hand_view_object_is_the_region_nearest_where_the_demonstration_had_it():
+    """A larger region of a like colour elsewhere (a brown box beside a red mug) is not taken for the object
+    once it is known where the object should be; without that, the largest region is."""
+    from policy.alignment import _pixel_chroma, hand_object_place, hand_silhouette
+
+    image = _picture([(30.0, 40.0)])
+    ys, xs = np.indices(image.shape[:2])
+    image[(np.abs(xs - 70) <= 4) & (np.abs(ys - 50) <= 6)] = (170, 50, 45)  # the box: larger, near in colour
+    image[(xs - 10) ** 2 + (ys - 10) ** 2 <= 1] = OBJECT  # a speck of the object's colour
+    chroma = _pixel_chroma(OBJECT[None, None, :])[0, 0]
+    largest = hand_object_place(image, chroma, 0.1)
+    near = hand_object_place(image, chroma, 0.1, near=np.array([12.0, 12.0, 49.0]))
+    assert abs(largest[0] - 70) < 1 and abs(largest[1] - 50) < 1
+    assert abs(near[0] - 30) < 1 and abs(near[1] - 40) < 1 and near[2] > 20  # the disc, not the speck
+    assert hand_silhouette(image, chroma, 0.1, near=np.array([30.0, 40.0])).max() > 0.9
+
+
 def _hand_view(blob, gain=1.0, size=96, seed=0):
     """A hand-camera picture: the table, the object somewhere, and the gripper's two fingers and edge at the
     bottom, where the camera always sees them."""
@@ -341,7 +358,8 @@ def _hand_view(blob, gain=1.0, size=96, seed=0):
 
 def test_the_hand_camera_check_knows_the_gripper_and_refuses_other_pictures():
     from policy.gate import procedural_texture
-    from policy.camera_check import CameraCheck, fit_camera_check
+    from policy.camera_check import CameraCheck, fit_camera_check, log_edge_map
+    from policy.grasp_check import correlation
     from policy.probes import photos, synthetic_probes
 
     rng = np.random.default_rng(0)
@@ -355,6 +373,13 @@ def test_the_hand_camera_check_knows_the_gripper_and_refuses_other_pictures():
     # photographs and noise the fit never saw are not
     unseen = [im for _, im in photos((96, 96))] + synthetic_probes(30, (96, 96), seed=77)
     assert unseen and all(check.agreement(im) < check.threshold for im in unseen)
+    # clutter beside a finger spoils the tiles it covers, not the median over the gripper's tiles
+    cluttered = _hand_view((40.0, 30.0), seed=99)
+    cluttered[57:80, 62:84] = (20, 20, 20)
+    cluttered[62:75, 66:80] = (250, 250, 250)
+    assert check.agreement(cluttered) >= check.threshold
+    whole = correlation(log_edge_map(cluttered)[check.region], check.template[check.region])
+    assert check.agreement(cluttered) > whole  # one correlation over the whole region suffers more
     # a covered lens, the gripper gone from view
     assert check.agreement(np.full((96, 96, 3), 30, np.uint8)) < check.threshold
     assert check.agreement(_picture([(40.0, 30.0)])) < check.threshold
@@ -444,3 +469,5 @@ def test_the_aligned_gate_is_calibrated_on_frames_augmented_as_in_training_too(s
     assert all(chosen[k] <= plain[k] for k in names) and any(chosen[k] < plain[k] for k in names), (chosen, plain)
     again = calibrate_aligned(policy.encoder, table, policy.database, held, policy.config)
     assert all(again[k] == pytest.approx(chosen[k], abs=1e-6) for k in names)
+    # the replay's similarity bound: no higher than the lowest of the frames as recorded
+    assert chosen["replay_gamma"] <= plain["replay_gamma"] and again["replay_gamma"] == chosen["replay_gamma"]
