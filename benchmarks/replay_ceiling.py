@@ -73,7 +73,8 @@ def main() -> None:
             tries = []
             for episode in nearest[:args.candidates]:
                 mug, actions = recorded[episode]
-                tries.append({"episode": episode, "distance_cm": round(100 * float(np.linalg.norm(mug[:2] - placement[:2])), 2),
+                distance = float(np.linalg.norm(mug[:2] - placement[:2]))
+                tries.append({"episode": episode, "distance_cm": round(100 * distance, 2),
                               "yaw_difference_rad": round(float(placement[2] - mug[2]), 2),
                               "grasped": replay_grasps(rig, placement, actions, scenario)})
             rows.append({"seed": result["seed"], "policy_outcome": result["outcome"], "replays": tries})
@@ -88,9 +89,10 @@ def main() -> None:
     policy_ok = sum(r["policy_outcome"] == "success" for r in rows)
     print(f"\n{n} placements of the second set ({scenario}), {len(recorded)} recordings "
           f"(demonstrations and corrections)")
-    print(f"the policy (last version):                    {policy_ok}/{n}")
-    print(f"replaying the nearest recording (oracle):     {nearest_ok}/{n}")
-    print(f"the better of the nearest {args.candidates} (oracle):          {any_ok}/{n}")
+    rows_out = [("the policy (last version)", policy_ok), ("replaying the nearest recording (oracle)", nearest_ok),
+                (f"the better of the nearest {args.candidates} (oracle)", any_ok)]
+    for label, count in rows_out:
+        print(f"{label + ':':<44} {count}/{n}")
     for low, high in ((0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 99.0)):
         tries = [t["grasped"] for r in rows for t in r["replays"] if low <= t["distance_cm"] < high]
         if tries:
