@@ -194,9 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Records 30 scripted demonstrations on the simulated rig, trains the ALT "
                                      "policy, builds the aligned method on the same encoder, evaluates both in every "
                                      "scenario and prints their tables side by side, then runs the correction loop. "
-                                     "About 40 minutes on 2 CPU cores; --quick takes about 7.")
+                                     "About 30 minutes on 2 CPU cores; --quick takes about 8.")
     p.add_argument("--out", default="runs/demo", help="folder for the dataset, policy and report")
-    p.add_argument("--quick", action="store_true", help="smaller images, fewer epochs and episodes")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer epochs, training frames and evaluation episodes (5): a smoke run")
     p.add_argument("--episodes", type=_positive_int, default=31, help="evaluation episodes per scenario")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--corrections", action="store_true",

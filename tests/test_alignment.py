@@ -471,3 +471,14 @@ def test_the_aligned_gate_is_calibrated_on_frames_augmented_as_in_training_too(s
     assert all(again[k] == pytest.approx(chosen[k], abs=1e-6) for k in names)
     # the replay's similarity bound: no higher than the lowest of the frames as recorded
     assert chosen["replay_gamma"] <= plain["replay_gamma"] and again["replay_gamma"] == chosen["replay_gamma"]
+
+
+def test_a_table_map_too_coarse_to_trust_a_grasp_to_is_reported():
+    from policy.alignment import COARSE_MAP_M, coarse_map_warning
+
+    fine = {"map_error_loo_m": {"p50": 0.0027, "max": 0.0063}}
+    coarse = {"map_error_loo_m": {"p50": 0.0038, "max": 0.0117}}
+    assert coarse_map_warning(fine) is None
+    warning = coarse_map_warning(coarse)
+    assert warning is not None and "11.7 mm" in warning and "--image-size" in warning
+    assert coarse_map_warning({"map_error_loo_m": {"max": COARSE_MAP_M}}) is None
