@@ -140,24 +140,30 @@ ROTATION_STEP = 2.0
 SPECK_SHARE = 0.3
 
 
-def _hand_object(image: np.ndarray, chroma: np.ndarray, pixel_limit: float, reference: np.ndarray | None,
-                 near: np.ndarray | None = None):
-    """The object's region of its chromaticity in a hand-camera frame, brightness and tint evened out to
-    ``reference``: (labels, its label, its centroid, its area), or None when there is none to speak of.
-
-    Without ``near`` it is the largest region; with it (where a demonstration had the object in its hand view:
-    u, v and optionally its area, pixels) the region nearest there of those that are no speck: clutter of a
-    like colour (a brown box beside a red mug) can be the larger one."""
+def _object_regions(image: np.ndarray, chroma: np.ndarray, pixel_limit: float, reference: np.ndarray | None):
+    """The regions of the object's chromaticity in a hand-camera frame, brightness and tint evened out to
+    ``reference``: (labels, stats, centroids) as OpenCV gives them, or None when there is none to speak of."""
     img = image.astype(np.float32)
     if reference is not None:
         img = _gain_to(img, reference)
     mask = (np.linalg.norm(_pixel_chroma(img) - chroma, axis=-1) < pixel_limit).astype(np.uint8)
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask)
-    if count < 2:
+    if count < 2 or stats[1:, cv2.CC_STAT_AREA].max() < 6:
         return None
+    return labels, stats, centroids
+
+
+def _pick_object(regions, near: np.ndarray | None = None):
+    """The object's region among ``regions`` (from ``_object_regions``): (labels, its label, its centroid, its
+    area), or None.
+
+    Without ``near`` it is the largest region; with it (where a demonstration had the object in its hand view:
+    u, v and optionally its area, pixels) the region nearest there of those that are no speck: clutter of a
+    like colour (a brown box beside a red mug) can be the larger one."""
+    if regions is None:
+        return None
+    labels, stats, centroids = regions
     areas = stats[1:, cv2.CC_STAT_AREA]
-    if areas.max() < 6:
-        return None
     i = 1 + int(np.argmax(areas))
     if near is not None:
         near = np.asarray(near, np.float64)
@@ -165,8 +171,14 @@ def _hand_object(image: np.ndarray, chroma: np.ndarray, pixel_limit: float, refe
         candidates = np.flatnonzero(areas >= max(6.0, SPECK_SHARE * expected)) + 1
         if len(candidates) == 0:
             return None
-        i = int(candidates[np.argmin(np.linalg.norm(centroids[candidates] - np.asarray(near)[None, :2], axis=1))])
+        i = int(candidates[np.argmin(np.linalg.norm(centroids[candidates] - near[None, :2], axis=1))])
     return labels, i, centroids[i], int(stats[i, cv2.CC_STAT_AREA])
+
+
+def _hand_object(image: np.ndarray, chroma: np.ndarray, pixel_limit: float, reference: np.ndarray | None,
+                 near: np.ndarray | None = None):
+    """The object's region in a hand-camera frame (``_pick_object`` of ``_object_regions``)."""
+    return _pick_object(_object_regions(image, chroma, pixel_limit, reference), near)
 
 
 def hand_silhouette(image: np.ndarray, chroma: np.ndarray, pixel_limit: float,
@@ -319,12 +331,17 @@ class TargetLocator:
         places = self.grasp_places.get(int(episode))
         if self.place_tolerance < 0 or places is None:
             return False
-        for u, v, area in places[np.isin(places[:, 0], frames), 1:]:
-            live = hand_object_place(hand_image, self.chroma, self.pixel_limit, self.hand_reference, (u, v, area))
-            if live is None:
+        places = places[np.isin(places[:, 0], frames), 1:]
+        if not len(places):
+            return False
+        regions = _object_regions(hand_image, self.chroma, self.pixel_limit, self.hand_reference)  # once a view
+        for u, v, area in places:
+            found = _pick_object(regions, (u, v, area))
+            if found is None:
                 return False
-            ratio = live[2] / max(area, 1.0)
-            if (np.hypot(live[0] - u, live[1] - v) <= self.place_tolerance
+            (cu, cv), live_area = found[2], found[3]
+            ratio = live_area / max(area, 1.0)
+            if (np.hypot(cu - u, cv - v) <= self.place_tolerance
                     and self.place_area_ratio[0] <= ratio <= self.place_area_ratio[1]):
                 return True
         return False
