@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .rig import Rig
 from .teleop import Teleop
 
@@ -13,7 +15,8 @@ SIM_RATE_HZ = 10.0
 
 
 def make_rig(robot: str, *, clock: str = "lockstep", image_size: int = 128, rate_hz: float | None = None) -> Rig:
-    """``robot`` is "sim" or the path of a rig file (TOML; see configs/), as given with ``--rig``.
+    """``robot`` is "sim" or the path of an existing rig file (TOML, any file name; see configs/), as given
+    with ``--rig``. Anything else is a ValueError naming the valid robots.
 
     ``rate_hz`` None means the rig's own rate: the file's ``rate_hz``, or
     10 Hz for the simulator. A real rig always runs on the host clock; its
@@ -25,9 +28,16 @@ def make_rig(robot: str, *, clock: str = "lockstep", image_size: int = 128, rate
 
         rate = SIM_RATE_HZ if rate_hz is None else rate_hz
         return SimRig(SimRigConfig(clock=clock, rate_hz=rate).with_image_size(image_size, image_size))
-    if robot.endswith(".toml"):
+    if Path(robot).is_file():  # a rig file, whatever its name (``devices`` and ``gui`` take any name too)
         return make_rig_from_file(robot, rate_hz=rate_hz)
-    raise ValueError(f"unknown robot {robot!r}; choose one of {', '.join(ROBOTS)} or give a rig file (--rig FILE)")
+    raise ValueError(f"unknown robot {robot!r}: it is not one of the built-in robots ({', '.join(ROBOTS)}) and no "
+                     f"file exists at that path; choose {_one_of(ROBOTS)}, or give the path of an existing rig file "
+                     "(--rig FILE; examples in configs/)")
+
+
+def _one_of(names) -> str:
+    quoted = [f"'{n}'" for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 def make_rig_from_file(path, rate_hz: float | None = None) -> Rig:

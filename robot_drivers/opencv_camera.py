@@ -47,11 +47,11 @@ class OpenCVCameraConfig:
         if isinstance(self.source, str) and self.source.isdigit():
             self.source = int(self.source)
         for key in ("width", "height", "fps", "connect_attempts"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"OpenCV camera {key} must be positive, got {getattr(self, key)!r}")
+            if not 0 < getattr(self, key) < float("inf"):  # refuses nan too
+                raise ValueError(f"OpenCV camera {key} must be positive and finite, got {getattr(self, key)!r}")
         if self.fourcc is not None and len(self.fourcc) != 4:
             raise ValueError(f"fourcc must be four characters such as 'MJPG', got {self.fourcc!r}")
-        if self.warmup_frames < 0 or self.stale_limit_s <= 0:
+        if self.warmup_frames < 0 or not 0.0 < self.stale_limit_s < float("inf"):
             raise ValueError("warmup_frames must be >= 0 and stale_limit_s positive")
 
     @property

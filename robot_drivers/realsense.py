@@ -77,7 +77,7 @@ class RealSenseCameraConfig:
                 raise ValueError(f"RealSense {key} must be positive, got {getattr(self, key)!r}")
         if self.warmup_frames < 0:
             raise ValueError(f"warmup_frames must be >= 0, got {self.warmup_frames}")
-        if self.stale_limit_s <= 0:
+        if not 0.0 < self.stale_limit_s < float("inf"):
             raise ValueError(f"stale_limit_s must be positive, got {self.stale_limit_s}")
         if self.hw_sync_role not in HW_SYNC_ROLES:
             raise ValueError(f"hw_sync_role must be one of {sorted(HW_SYNC_ROLES)}, got {self.hw_sync_role!r}")

@@ -9,6 +9,10 @@
   command (or from the measured pose after a stop), so no single command can
   make the arm jump;
 * the gripper range;
+* finite numbers: a command with a NaN or infinite number is refused with
+  :class:`ArmCommandError` (nothing is sent), and :class:`SafetyConfig` refuses
+  limits that are not finite and positive (a NaN limit compares False, so it
+  would never clip);
 * a watchdog: when no command arrives for ``watchdog_timeout`` seconds the arm
   is stopped. The watchdog does not latch: the next command starts again from
   the measured pose, within the per-tick limits.
@@ -29,6 +33,7 @@ is followed by another ``inner.stop()``.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from contextlib import contextmanager
@@ -38,8 +43,8 @@ from typing import Callable
 import numpy as np
 
 from .arm import Arm
-from .errors import (ArmConnectionLostError, ArmStoppedError, ConnectionLostError, LimitViolationError,
-                     NotConnectedError)
+from .errors import (ArmCommandError, ArmConnectionLostError, ArmStoppedError, ConnectionLostError,
+                     LimitViolationError, NotConnectedError)
 from .transforms import quat_angle, quat_slerp
 from .types import Action, Pose, RobotState
 
@@ -60,16 +65,25 @@ class SafetyConfig:
     stop_wait: float = 0.1  # seconds stop() waits for a command in flight before stopping anyway
 
     def __post_init__(self):
-        lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
-        if lo.shape != (3,) or hi.shape != (3,) or np.any(lo >= hi):
-            raise ValueError(f"workspace_min {self.workspace_min} must be below workspace_max "
-                             f"{self.workspace_max} on every axis")
-        if self.max_translation_per_tick <= 0 or self.max_rotation_per_tick <= 0:
-            raise ValueError("per-tick limits must be positive")
+        """Refuse limits that would switch a check off: NaN compares False, so a NaN limit never clips."""
+        check_workspace_box(self.workspace_min, self.workspace_max)  # finite, min < max on every axis
+        for name in ("max_translation_per_tick", "max_rotation_per_tick", "watchdog_timeout"):
+            _check_limit(name, getattr(self, name), positive=True)
+        for name in ("violation_margin", "measured_max_age", "stop_wait"):
+            _check_limit(name, getattr(self, name), positive=False)
+        _check_limit("gripper_min", self.gripper_min, positive=False)
+        _check_limit("gripper_max", self.gripper_max, positive=True)
         if not 0.0 <= self.gripper_min < self.gripper_max <= 1.0:
             raise ValueError(f"gripper range [{self.gripper_min}, {self.gripper_max}] must lie in [0, 1]")
-        if self.watchdog_timeout <= 0:
-            raise ValueError("watchdog_timeout must be positive")
+
+
+def _check_limit(name: str, value, positive: bool) -> None:
+    """A safety number must be a real, finite number, > 0 (``positive``) or >= 0 (ValueError otherwise)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"SafetyConfig.{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
+        raise ValueError(f"SafetyConfig.{name} must be a finite number {'> 0' if positive else '>= 0'}, "
+                         f"got {value!r}")
 
 
 @dataclass
@@ -85,19 +99,49 @@ class SafetyCounters:
 
 
 def check_workspace_box(workspace_min, workspace_max) -> tuple[np.ndarray, np.ndarray]:
-    """A driver config's box as arrays: three numbers each, min below max on every axis (ValueError otherwise)."""
-    lo, hi = np.asarray(workspace_min, float), np.asarray(workspace_max, float)
-    if lo.shape != (3,) or hi.shape != (3,) or np.any(lo >= hi):
+    """A driver config's box as arrays: three finite numbers each, min below max on every axis (ValueError
+    otherwise). A NaN bound would make every comparison False, so nothing would ever be clipped or refused."""
+    try:
+        lo, hi = np.asarray(workspace_min, float), np.asarray(workspace_max, float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"workspace_min {workspace_min!r} and workspace_max {workspace_max!r} must be three "
+                         "numbers each") from exc
+    if lo.shape != (3,) or hi.shape != (3,):
+        raise ValueError(f"workspace_min {workspace_min!r} and workspace_max {workspace_max!r} must be three "
+                         "numbers each")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise ValueError(f"workspace_min {list(workspace_min)} and workspace_max {list(workspace_max)} must be "
+                         "finite numbers (no nan or inf)")
+    if np.any(lo >= hi):
         raise ValueError(f"workspace_min {list(workspace_min)} must be below workspace_max "
                          f"{list(workspace_max)} on every axis")
     return lo, hi
 
 
+def _finite_action(action: Action) -> tuple[np.ndarray, np.ndarray, float]:
+    """(position, orientation, gripper) of ``action``; ValueError when a number is missing or not finite.
+
+    :class:`Action` checks this when it is made, but its arrays can be changed in place afterwards."""
+    try:
+        position = np.asarray(action.pose.position, dtype=np.float64)
+        orientation = np.asarray(action.pose.orientation, dtype=np.float64)
+        gripper = float(action.gripper)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an arm action: {action!r}") from exc
+    if position.shape != (3,) or orientation.shape != (4,):
+        raise ValueError(f"an action has a position of 3 and an orientation of 4 numbers, got "
+                         f"{position.tolist()} and {orientation.tolist()}")
+    if not (np.all(np.isfinite(position)) and np.all(np.isfinite(orientation)) and math.isfinite(gripper)):
+        raise ValueError(f"action with non-finite numbers refused: position {position.tolist()}, "
+                         f"orientation {orientation.tolist()}, gripper {gripper}")
+    return position, orientation, gripper
+
+
 def refuse_outside_workspace(pose: Pose, workspace_min, workspace_max, arm: str) -> None:
     """Drivers call this before any SDK call: defence in depth behind SafeArm's clipping."""
     lo, hi = np.asarray(workspace_min, float), np.asarray(workspace_max, float)
-    p = pose.position
-    if np.any(p < lo - 1e-9) or np.any(p > hi + 1e-9):
+    p = np.asarray(pose.position, dtype=np.float64)
+    if not np.all(np.isfinite(p)) or np.any(p < lo - 1e-9) or np.any(p > hi + 1e-9):  # nan compares False
         raise LimitViolationError(
             f"{arm} target {np.round(p, 4).tolist()} m is outside the workspace box {list(workspace_min)}"
             f"..{list(workspace_max)} m; refused before reaching the controller")
@@ -105,10 +149,23 @@ def refuse_outside_workspace(pose: Pose, workspace_min, workspace_max, arm: str)
 
 def clip_action(action: Action, reference: Pose | None, config: SafetyConfig,
                 counters: SafetyCounters | None = None) -> Action:
-    """The action the safety limits allow, given the pose the arm was last sent to."""
+    """The action the safety limits allow, given the pose the arm was last sent to.
+
+    A target or reference with a non-finite number, or limits that are not finite and positive (a config
+    changed after it was checked), is a ValueError: NaN compares False, so it would pass every clip."""
     counters = counters if counters is not None else SafetyCounters()
-    lo = np.asarray(config.workspace_min, float)
-    hi = np.asarray(config.workspace_max, float)
+    _finite_action(action)
+    if reference is not None and not (np.all(np.isfinite(reference.position))
+                                      and np.all(np.isfinite(reference.orientation))):
+        raise ValueError(f"reference pose {reference.position.tolist()} {reference.orientation.tolist()} "
+                         "is not finite; refusing to clip against it")
+    lo, hi = check_workspace_box(config.workspace_min, config.workspace_max)
+    max_step = config.max_translation_per_tick
+    max_turn = config.max_rotation_per_tick
+    for name, value in (("max_translation_per_tick", max_step), ("max_rotation_per_tick", max_turn)):
+        _check_limit(name, value, positive=True)
+    if not 0.0 <= config.gripper_min < config.gripper_max <= 1.0:
+        raise ValueError(f"gripper range [{config.gripper_min}, {config.gripper_max}] must lie in [0, 1]")
     position = np.clip(action.pose.position, lo, hi)
     if not np.array_equal(position, action.pose.position):
         counters.workspace_clips += 1
@@ -116,12 +173,12 @@ def clip_action(action: Action, reference: Pose | None, config: SafetyConfig,
     if reference is not None:
         step = position - reference.position
         dist = float(np.linalg.norm(step))
-        if dist > config.max_translation_per_tick:
-            position = reference.position + step * (config.max_translation_per_tick / dist)
+        if dist > max_step:
+            position = reference.position + step * (max_step / dist)
             counters.translation_clips += 1
         angle = quat_angle(reference.orientation, orientation)
-        if angle > config.max_rotation_per_tick:
-            orientation = quat_slerp(reference.orientation, orientation, config.max_rotation_per_tick / angle)
+        if angle > max_turn:
+            orientation = quat_slerp(reference.orientation, orientation, max_turn / angle)
             counters.rotation_clips += 1
     gripper = float(np.clip(action.gripper, config.gripper_min, config.gripper_max))
     if gripper != action.gripper:
@@ -218,6 +275,10 @@ class SafeArm(Arm):
     def send_action(self, action: Action) -> Action:
         if not self.inner.is_connected:
             raise NotConnectedError(f"arm '{self.name}' is not connected; call connect() first")
+        try:
+            _finite_action(action)
+        except ValueError as exc:  # a NaN target would slip through every comparison below: never send it
+            raise ArmCommandError(f"arm '{self.name}': {exc}; nothing was sent") from exc
         with self._lock:
             if self._stopped:
                 raise ArmStoppedError(f"arm '{self.name}' is stopped; release() it before moving")
@@ -226,7 +287,10 @@ class SafeArm(Arm):
         self._check_measured(state)  # every command: an arm pushed out of the box while streaming is stopped
         if reference is None:
             reference = state.ee_pose
-        safe = clip_action(action, reference, self.config, self.counters)
+        try:
+            safe = clip_action(action, reference, self.config, self.counters)
+        except ValueError as exc:  # limits changed after the check, or a non-finite reference: never send
+            raise ArmCommandError(f"arm '{self.name}': {exc}; nothing was sent") from exc
         with self._motion_lock:
             with self._lock:
                 if self._stopped:  # stop() raced with this command: do not move
@@ -246,10 +310,15 @@ class SafeArm(Arm):
     def _check_measured(self, state: RobotState) -> None:
         lo = np.asarray(self.config.workspace_min) - self.config.violation_margin
         hi = np.asarray(self.config.workspace_max) + self.config.violation_margin
-        p = state.ee_pose.position
-        if np.any(p < lo) or np.any(p > hi):
+        p = np.asarray(state.ee_pose.position, dtype=np.float64)
+        finite = bool(np.all(np.isfinite(p)))
+        if not finite or np.any(p < lo) or np.any(p > hi):
             self.counters.violations += 1
             self.stop()
+            if not finite:
+                raise LimitViolationError(
+                    f"arm '{self.name}' reports a non-finite end-effector position {p.tolist()}; stopped. Check "
+                    "the arm's connection and controller, then release the stop")
             raise LimitViolationError(
                 f"arm '{self.name}' end-effector at {np.round(p, 3).tolist()} m is outside the safe "
                 f"workspace {list(self.config.workspace_min)}..{list(self.config.workspace_max)} m; "

@@ -116,6 +116,9 @@ class URConfig:
         if self.servo_rate_hz < self.rate_hz:
             raise ValueError(f"servo_rate_hz ({self.servo_rate_hz:g} Hz) must not be below the control rate "
                              f"rate_hz ({self.rate_hz:g} Hz)")
+        if self.rtde_frequency != -1 and not 0.0 < self.rtde_frequency <= 500.0:  # refuses nan too
+            raise ValueError(f"rtde_frequency must be -1 (the controller's rate) or in (0, 500] Hz, "
+                             f"got {self.rtde_frequency}")
         if self.rtde_frequency > 0 and self.servo_rate_hz > self.rtde_frequency:
             raise ValueError(f"servo_rate_hz ({self.servo_rate_hz:g} Hz) is faster than rtde_frequency "
                              f"({self.rtde_frequency:g} Hz): the controller would drop commands; lower it")
@@ -125,12 +128,12 @@ class URConfig:
             raise ValueError(f"servo_gain must be in [100, 2000], got {self.servo_gain}")
         lo, hi = check_workspace_box(self.workspace_min, self.workspace_max)
         home = np.asarray(self.home_position, float)
-        if np.any(home < lo) or np.any(home > hi):
+        if home.shape != (3,) or not np.all(np.isfinite(home)) or np.any(home < lo) or np.any(home > hi):
             raise ValueError(f"home position {list(self.home_position)} lies outside the workspace box")
         if not 0.0 < self.home_speed <= 0.25:
             raise ValueError("home_speed must be in (0, 0.25] m/s")
-        if self.home_timeout_s <= 0:
-            raise ValueError("home_timeout_s must be positive")
+        if not 0.0 < self.home_timeout_s < float("inf"):
+            raise ValueError("home_timeout_s must be positive and finite")
 
     @property
     def home_pose(self) -> Pose:

@@ -177,12 +177,12 @@ class XArmConfig:
             raise ValueError(f"xArm mode must be one of {sorted(MODES)}, got {self.mode!r}")
         lo, hi = check_workspace_box(self.workspace_min, self.workspace_max)
         home = np.asarray(self.home_position, float)
-        if home.shape != (3,) or np.any(home < lo) or np.any(home > hi):
+        if home.shape != (3,) or not np.all(np.isfinite(home)) or np.any(home < lo) or np.any(home > hi):
             raise ValueError(f"home position {list(self.home_position)} lies outside the workspace box")
-        if not 0.0 < self.tcp_speed <= 1.0 or not 0.0 < self.home_speed <= 0.25:
+        if not 0.0 < self.tcp_speed <= 1.0 or not 0.0 < self.home_speed <= 0.25:  # chained: refuses nan too
             raise ValueError("tcp_speed must be in (0, 1] m/s and home_speed in (0, 0.25] m/s")
-        if self.tcp_acc <= 0 or self.home_timeout_s <= 0:
-            raise ValueError("tcp_acc and home_timeout_s must be positive")
+        if not (0.0 < self.tcp_acc < float("inf") and 0.0 < self.home_timeout_s < float("inf")):
+            raise ValueError("tcp_acc and home_timeout_s must be positive and finite")
 
     @property
     def home_pose(self) -> Pose:

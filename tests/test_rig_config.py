@@ -150,7 +150,7 @@ def test_xarm_servo_mode_needs_a_fast_stream(tmp_path):
                                                                      r"workspace"),
     (('max_step_m = 0.02', 'max_step_m = 0.2'), r"arm\.limits\.max_step_m must be <= 0.05, got 0.2"),
     (('max_step_m = 0.02', 'max_step_m = 0'), r"arm\.limits\.max_step_m must be > 0, got 0"),
-    (('rate_hz = 10', 'rate_hz = 0'), r"rate_hz must be > 0"),
+    (('rate_hz = 10', 'rate_hz = 0'), r"rate_hz must be >= 1, got 0; allowed: \[1, 100\] Hz"),
     (('ip = "192.168.1.200"\n', ''), r"arm\.ip is missing; add it to the \[arm\] table"),
     (('type = "spacemouse"', 'type = "joystick"'), r"teleop\.type must be 'spacemouse', 'gamepad' or 'none'"),
     (('serial = "222"', 'serial = "111"'), r"serial '111' is given to two cameras"),
@@ -272,3 +272,118 @@ def test_check_reachable_on_loopback():
         assert check_reachable("127.0.0.1", server.getsockname()[1], 0.5) == (True, "")
     finally:
         server.close()
+
+
+# -- "A NaN in a rig file switches off safety": every number finite and in range, every address an address ------
+XARM = ROOT / "configs" / "xarm_realsense.toml"
+UR5 = ROOT / "configs" / "ur5_realsense.toml"
+WEBCAM = ROOT / "configs" / "webcam_xarm.toml"
+
+
+@pytest.mark.parametrize("example,old,new,message", [
+    (XARM, "max_step_m = 0.02", "max_step_m = nan",
+     r"arm\.limits\.max_step_m must be a finite number, got nan; allowed: \(0, 0\.05\] m"),
+    (XARM, "max_step_m = 0.02", "max_step_m = inf", r"arm\.limits\.max_step_m must be a finite number, got inf"),
+    (XARM, "max_step_m = 0.02", "max_step_m = true", r"arm\.limits\.max_step_m must be a number, got true"),
+    (XARM, "watchdog_s = 0.5", "watchdog_s = nan",
+     r"arm\.limits\.watchdog_s must be a finite number, got nan; allowed: \[0\.05, 5\] s"),
+    (XARM, "watchdog_s = 0.5", "watchdog_s = 0.001", r"arm\.limits\.watchdog_s must be >= 0\.05, got 0\.001"),
+    (XARM, "min = [0.20, -0.35, 0.03]", "min = [0.20, nan, 0.03]",
+     r"arm\.workspace\.min must be a list of 3 finite numbers, got \[0\.2, nan, 0\.03\]; allowed: \[-2, 2\] m"),
+    (XARM, "max = [0.60, 0.35, 0.45]", "max = [0.60, 0.35, -inf]", r"arm\.workspace\.max must be a list of 3 finite"),
+    (XARM, "max = [0.60, 0.35, 0.45]", "max = [60, 0.35, 0.45]", r"arm\.workspace\.max\[0\] is out of range, got 60"),
+    (XARM, "rate_hz = 10", "rate_hz = nan", r"rate_hz must be a finite number, got nan; allowed: \[1, 100\] Hz"),
+    (XARM, "width = 640", "width = 100000", r"cameras\[0\]\.width must be <= 1920, got 100000; allowed: \[1, 1920\]"),
+    (WEBCAM, "width = 640", "width = 100000", r"cameras\[0\]\.width must be <= 4096, got 100000; allowed: \[1, 4096\]"),
+    (WEBCAM, "fps = 30", "fps = nan", r"cameras\[0\]\.fps must be a finite number, got nan"),
+    (XARM, 'ip = "192.168.1.200"', 'ip = "not an ip address!"',
+     r"arm\.ip must be an IPv4 address such as \"192\.168\.1\.200\", got 'not an ip address!'"),
+    (XARM, 'ip = "192.168.1.200"', 'ip = "192.168.1.300"', r"arm\.ip must be an IPv4 address"),
+    (XARM, 'ip = "192.168.1.200"', 'ip = "fe80::1"', r"arm\.ip must be an IPv4 address .*serial port"),
+    (XARM, 'ip = "192.168.1.200"', 'ip = "0.0.0.0"', r"arm\.ip must be the device's own address"),
+    (UR5, 'ip = "192.168.1.102"', 'ip = "ur5.lab"', r"arm\.ip must be an IP address such as"),
+    (UR5, "rtde_frequency = -1", "rtde_frequency = -500",
+     r"arm\.rtde_frequency must be -1 \(the controller's own rate\) or in \[1, 500\] Hz, got -500"),
+    (UR5, "rtde_frequency = -1", "rtde_frequency = 100000", r"arm\.rtde_frequency must be -1 .* got 100000"),
+    (UR5, "rtde_frequency = -1", "rtde_frequency = nan", r"arm\.rtde_frequency must be a finite number, got nan"),
+    (UR5, "port = 63352", 'port = 63352\nhost = "not a host!"', r"arm\.gripper\.host must be an IP address .* or a "
+                                                                  r"host name, got 'not a host!'"),
+    (UR5, "port = 63352", "port = 70000", r"arm\.gripper\.port must be <= 65535, got 70000"),
+    (UR5, "force = 100", "force = nan", r"arm\.gripper\.force must be a whole number, got nan"),
+    (UR5, "servo_gain = 300", "servo_gain = inf", r"arm\.servo_gain must be a finite number, got inf"),
+    (XARM, "orientation = [1.0, 0.0, 0.0, 0.0]", "orientation = [2.0, 0.0, 0.0, 0.0]",
+     r"arm\.home\.orientation must be a unit quaternion"),
+    (XARM, "gripper = 1.0 }", "gripper = nan }", r"arm\.home\.gripper must be a finite number, got nan"),
+    (XARM, "home_speed = 0.05", "home_speed = nan", r"arm\.home_speed must be a finite number, got nan"),
+    (XARM, 'serial = "000000000001"', 'serial = "12 34; rm"', r"cameras\[0\]\.serial must be a camera serial"),
+    (XARM, "dead_zone = 0.1", "dead_zone = nan", r"teleop\.dead_zone must be a finite number, got nan"),
+    (XARM, "max_linear_speed = 0.08", "max_linear_speed = 50", r"teleop\.max_linear_speed must be <= 0\.5"),
+    (XARM, "signs = [1, 1, 1, 1, 1, 1]", "signs = [1, 1, 1, 1, 1, 2]", r"teleop\.signs must be six values of 1 or -1"),
+    (XARM, '0 = "gripper"', '00 = "gripper"', r"teleop\.buttons\.00 must be a button number in 0\.\.63"),
+    (WEBCAM, "index = 0", "index = -1", r"teleop\.index must be >= 0, got -1; allowed: \[0, 15\]"),
+    (WEBCAM, "source = 2", "source = 1000", r"cameras\[1\]\.source must be a device index in 0\.\.255"),
+    (WEBCAM, 'fourcc = "MJPG"', 'fourcc = "MJ\\u0000G"', r"cameras\[0\]\.fourcc must be four characters"),
+    # unknown keys in every table, nested ones included, name the nearest valid key
+    (XARM, "watchdog_s = 0.5", "watchdog_s = 0.5\nwatchdogs = 0.5",
+     r"arm\.limits\.watchdogs is not a known key; did you mean 'watchdog_s'\?"),
+    (XARM, "gripper = 1.0 }", "gripper = 1.0, grippr = 1.0 }",
+     r"arm\.home\.grippr is not a known key; did you mean 'gripper'\?"),
+    (XARM, "max = [0.60, 0.35, 0.45]", "max = [0.60, 0.35, 0.45]\nmaxx = [0.60, 0.35, 0.45]",
+     r"arm\.workspace\.maxx is not a known key; did you mean 'max'\?"),
+    (UR5, "force = 100", "force = 100\nforse = 100", r"arm\.gripper\.forse is not a known key; did you mean 'force'\?"),
+    (XARM, "rate_hz = 10", "rate_hz = 10\nrate_hs = 10", r"rate_hs is not a known key; did you mean 'rate_hz'\?"),
+])
+def test_non_finite_and_out_of_range_values_are_refused(tmp_path, example, old, new, message):
+    text = example.read_text()
+    assert old in text
+    path = write(tmp_path, text.replace(old, new, 1), name=example.name)
+    with pytest.raises(RigConfigError, match=message) as info:
+        load_rig_config(path)
+    assert str(info.value).startswith(path + ": ")
+
+
+def test_host_names_are_allowed_for_the_gripper_only(tmp_path):
+    text = UR5.read_text().replace("port = 63352", 'port = 63352\nhost = "ur5-controller.lab.example"')
+    config = load_rig_config(write(tmp_path, text))
+    assert config.arm.gripper.host == "ur5-controller.lab.example"
+    text = UR5.read_text().replace("192.168.1.102", "fe80::1")  # a UR (ur_rtde) also takes IPv6
+    assert load_rig_config(write(tmp_path, text)).arm.gripper.host == "fe80::1"
+
+
+def test_with_rate_refuses_nan_and_rates_below_1_hz():
+    config = load_rig_config(XARM)
+    for rate in (float("nan"), float("inf"), 0.5, 0.0, -10.0, 101.0):
+        with pytest.raises(RigConfigError, match=r"is out of range; use one in \[1, 100\] Hz"):
+            config.with_rate(rate)
+
+
+def test_every_verb_validates_the_rig_file_before_connecting(tmp_path, capsys):
+    """devices, record and gui all read the file with load_rig_config: a NaN is refused before any connection."""
+    from gui.app import file_rig_factory
+
+    path = write(tmp_path, BASE.replace("192.168.1.200", "127.0.0.1").replace("max_step_m = 0.02",
+                                                                               "max_step_m = nan"))
+    message = "arm.limits.max_step_m must be a finite number, got nan"
+    assert main.main(["devices", "--rig", path]) == 2
+    assert message in capsys.readouterr().err
+    assert main.main(["record", "--rig", path, "--out", str(tmp_path / "ds")]) == 2
+    assert message in capsys.readouterr().err
+    with pytest.raises(RigConfigError, match=message):
+        make_rig(path)
+    with pytest.raises(RigConfigError, match=message):
+        file_rig_factory(path)
+
+
+def test_a_rig_file_of_any_name_works_with_every_verb(tmp_path, capsys):
+    from gui.app import file_rig_factory
+
+    path = write(tmp_path, BASE.replace("192.168.1.200", "127.0.0.1"), name="lab-rig.conf")
+    rig = make_rig(path)  # what `record --rig lab-rig.conf` builds (not connected)
+    assert isinstance(rig, HardwareRig) and isinstance(rig.arm, SafeArm) and not rig.arm.is_connected
+    assert main.main(["devices", "--rig", path]) == 0
+    assert "arm: xarm at 127.0.0.1" in capsys.readouterr().out
+    assert callable(file_rig_factory(path))
+    for robot in ("no/such/rig.toml", "xarm", str(tmp_path)):  # a directory is not a rig file either
+        with pytest.raises(ValueError, match=r"unknown robot .*choose 'sim', or give the path of an existing rig "
+                                             r"file"):
+            make_rig(robot)

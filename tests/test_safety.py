@@ -6,9 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from robot_drivers.errors import ArmStoppedError, LimitViolationError, NotConnectedError
+from robot_drivers.errors import ArmCommandError, ArmStoppedError, LimitViolationError, NotConnectedError
 from robot_drivers.fake import HOME_POSE, KinematicArm
-from robot_drivers.safety import SafeArm, SafetyConfig
+from robot_drivers.safety import SafeArm, SafetyConfig, clip_action, refuse_outside_workspace
 from robot_drivers.transforms import euler_to_quat, quat_angle
 from robot_drivers.types import Action, Pose
 
@@ -215,3 +215,84 @@ def test_stop_waits_briefly_for_a_command_in_flight_then_stops_anyway():
     assert time.monotonic() - started < 0.5  # it did not wait for the hung call
     assert inner.stop_calls >= 1 and safe.stopped
     sender.join(5)
+
+
+# -- non-finite numbers: NaN compares False, so a NaN limit or target would slip through every check ----------
+NON_FINITE = [float("nan"), float("inf"), float("-inf")]
+
+
+@pytest.mark.parametrize("name", ["max_translation_per_tick", "max_rotation_per_tick", "watchdog_timeout"])
+@pytest.mark.parametrize("value", NON_FINITE + [0.0, -0.01, True])
+def test_non_finite_or_non_positive_limits_are_refused(name, value):
+    with pytest.raises(ValueError, match=rf"SafetyConfig\.{name} must be a (finite )?number"):
+        SafetyConfig(**{name: value})
+
+
+@pytest.mark.parametrize("bad", NON_FINITE)
+@pytest.mark.parametrize("which,axis", [("workspace_min", 0), ("workspace_min", 2), ("workspace_max", 1)])
+def test_a_non_finite_workspace_box_is_refused(which, axis, bad):
+    box = {"workspace_min": [0.2, -0.3, 0.05], "workspace_max": [0.7, 0.3, 0.5]}
+    box[which][axis] = bad
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        SafetyConfig(**box)
+
+
+def test_an_empty_workspace_box_is_refused():
+    with pytest.raises(ValueError, match="below workspace_max"):
+        SafetyConfig(workspace_min=(0.2, -0.3, 0.5), workspace_max=(0.7, 0.3, 0.5))  # min == max on z
+
+
+def test_a_20_cm_command_is_clipped_to_the_1_cm_step():
+    """The issue's reproduction through the API: the stock xArm file allows 1 cm per tick at 10 Hz."""
+    with pytest.raises(ValueError, match="max_translation_per_tick must be a finite number > 0, got nan"):
+        SafetyConfig(max_translation_per_tick=float("nan"))
+    safe = SafeArm(KinematicArm(), SafetyConfig(max_translation_per_tick=0.01, watchdog_timeout=5.0))
+    safe.inner.connect()  # no watchdog thread
+    sent = safe.send_action(target(0.65, 0.0, 0.35))  # 20 cm from home
+    assert np.linalg.norm(sent.pose.position - HOME_POSE.position) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("where", ["position", "orientation", "gripper"])
+@pytest.mark.parametrize("bad", NON_FINITE)
+def test_a_non_finite_action_is_refused_and_nothing_is_sent(arm, where, bad):
+    action = target(0.46, 0.0, 0.35)
+    if where == "gripper":
+        object.__setattr__(action, "gripper", bad)  # Action checks when made; a frozen field can still be forced
+    else:
+        getattr(action.pose, where)[0] = bad  # the arrays can be changed in place after the check
+    with pytest.raises(ArmCommandError, match="non-finite numbers refused.*nothing was sent"):
+        arm.send_action(action)
+    assert arm.inner.sent == [] and arm.counters.commands == 0
+    with pytest.raises(ValueError, match="non-finite"):
+        clip_action(action, HOME_POSE, arm.config)
+
+
+def test_clip_action_never_lets_a_nan_limit_through(arm):
+    """A config changed after its check (it is a plain dataclass): the command is refused, not passed on."""
+    arm.config.max_translation_per_tick = float("nan")
+    with pytest.raises(ValueError, match="max_translation_per_tick must be a finite number > 0, got nan"):
+        clip_action(target(0.65, 0.0, 0.35), HOME_POSE, arm.config)
+    with pytest.raises(ArmCommandError, match="nothing was sent"):
+        arm.send_action(target(0.65, 0.0, 0.35))
+    assert arm.inner.sent == []
+    arm.config.max_translation_per_tick = 0.02
+    arm.config.workspace_max = (0.7, float("nan"), 0.5)
+    with pytest.raises(ArmCommandError, match="must be finite numbers"):
+        arm.send_action(target(0.65, 0.0, 0.35))
+    assert arm.inner.sent == []
+
+
+def test_a_non_finite_measured_pose_stops_the_arm(arm):
+    pose = Pose([0.45, 0.0, 0.35], DOWN)
+    arm.inner.place(pose)
+    pose.position[1] = float("nan")  # a driver that reports garbage
+    with pytest.raises(LimitViolationError, match="non-finite end-effector position"):
+        arm.send_action(target(0.45, 0.0, 0.35))
+    assert arm.stopped and arm.inner.sent == []
+
+
+def test_drivers_refuse_a_non_finite_target_too():
+    pose = Pose([0.45, 0.0, 0.35], DOWN)
+    pose.position[0] = float("nan")
+    with pytest.raises(LimitViolationError, match="outside the workspace box"):
+        refuse_outside_workspace(pose, (0.2, -0.3, 0.05), (0.7, 0.3, 0.5), "xArm")
