@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teleop", choices=TELEOPS, default="scripted",
                    help="scripted (sim), config (the rig file's [teleop]; the default with --rig), spacemouse, gamepad")
     p.add_argument("--episodes", type=_positive_int, default=30, help="episodes to keep (default 30)")
-    p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
+    p.add_argument("--out", required=True,
+                   help="dataset folder (created, or appended to; a policy, a LeRobot export, a folder of other "
+                        "files, '.' or the project folder is refused before the rig connects)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task", default="grasp the mug", help="task text stored with each episode")
     p.add_argument("--rate", type=_positive_float, default=None,
@@ -88,10 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("dataset", help="inspect or edit a dataset")
     dverbs = p.add_subparsers(dest="dataset_verb", metavar="ACTION", required=True)
-    q = dverbs.add_parser("info", help="episodes, lengths, durations, sizes and timing health")
+    q = dverbs.add_parser("info", help="episodes, sizes, timing health and an integrity check (exit 1 when damaged)",
+                          description="Lists the episodes and checks them: every file's size and checksum against "
+                                      "what was recorded when the episode was kept, the step arrays, the first "
+                                      "frame of each camera, and episodes whose folder is missing. Says 'healthy' "
+                                      "only when nothing is found; otherwise names each damaged episode and file "
+                                      "and exits with status 1 (2 when the dataset cannot be opened at all).")
     q.add_argument("dir")
+    q.add_argument("--full", action="store_true", help="also decode every frame (reads and decodes everything)")
     q.set_defaults(func=_lazy("recorder.commands", "cmd_dataset_info"))
-    q = dverbs.add_parser("delete", help="delete an episode (or the interrupted ones)")
+    q = dverbs.add_parser("delete", help="delete an episode (or the interrupted ones)",
+                          description="Deletes an episode for good (its index is never given out again), or the "
+                                      "folders of recordings that never finished (--interrupted). Naming an "
+                                      "episode whose folder is missing makes the dataset stop expecting it. Works "
+                                      "on a full disk.")
     q.add_argument("dir")
     q.add_argument("episode", type=int, nargs="?")
     q.add_argument("--interrupted", action="store_true", help="remove episodes whose recording never finished")
@@ -100,12 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("export", help="convert a dataset to another format (LeRobotDataset v3.0)")
     p.add_argument("dir")
     p.add_argument("--format", choices=("lerobot",), default="lerobot")
-    p.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
+    p.add_argument("--out", required=True, help="folder to create (must not exist or be empty; see --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing LeRobot export at --out (atomically)")
     p.add_argument("--episodes", type=int, nargs="+", help="source episode indices (default: all)")
     p.add_argument("--codec", default=None, help="video encoder (default: libsvtav1, else libx264, else mpeg4; "
                    "`lossless`: H.264 in RGB at quantiser 0, every pixel as recorded)")
     p.add_argument("--allow-gaps", action="store_true",
                    help="also export episodes whose control rate was not held (timestamps will have gaps)")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="leave out episodes that fail the integrity check, listing them (default: refuse, naming them)")
     p.set_defaults(func=_lazy("recorder.commands", "cmd_export"))
 
     p = verbs.add_parser("replay", help="drive the arm through a recorded episode")
@@ -137,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=_gamma, default="auto",
                    help="OOD threshold: 'auto' (calibrated from the data, default) or a similarity in [-1, 1]")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing policy folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing policy folder (atomically)")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="train on the undamaged episodes when some fail the integrity check (default: refuse)")
     p.add_argument("--progress", choices=("bars", "jsonl", "none"), default="bars",
                    help="progress as bars on stderr (default), JSON lines on stdout (machine-readable), or none")
     p.set_defaults(func=_lazy("policy.commands", "cmd_train"))
@@ -238,7 +255,9 @@ def _corrections_verbs(verbs) -> None:
     q.add_argument("--recalibrate", action="store_true", help="choose gamma again from the extended table")
     q.add_argument("--include-incomplete", action="store_true",
                    help="also add episodes that did not end with the stop button")
-    q.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing --out policy folder (atomically)")
+    q.add_argument("--skip-damaged", action="store_true",
+                   help="add the undamaged episodes when some fail the integrity check (default: refuse)")
     q.set_defaults(func=_lazy("policy.corrections_commands", "cmd_policy_add"))
 
     p = verbs.add_parser("trials", help="success rate per policy version from the trial ledger",

@@ -16,11 +16,13 @@ tampered, truncated or foreign folder is refused with a message naming the file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import os
 import shutil
-import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,27 +47,47 @@ def sha256(path: Path) -> str:
 
 
 def write_artifact(out: Path, write_files, overwrite: bool = False) -> Path:
-    """Write into a temporary sibling folder (``write_files(tmp_dir)``), add the manifest, rename into place."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise PolicyArtifactError(f"{out} already exists; choose another folder or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    """Write into a temporary sibling folder (``write_files(tmp_dir)``), add the manifest, put it in place.
+
+    The output path is checked first (:func:`recorder.outputs.check_output`: never a dataset, the working
+    folder, the project, ...). With ``overwrite`` an existing policy is replaced atomically: the old one stays
+    loadable until the new one is complete and in place (:func:`recorder.outputs.swap_into_place`)."""
+    from recorder.outputs import POLICY, OutputPathError, check_output, free_space_note, swap_into_place, temp_sibling
+
     try:
-        write_files(tmp)
-        names = sorted(p.name for p in tmp.iterdir())
-        if names != sorted(FILES):
-            raise PolicyArtifactError(f"internal error: policy files {names} != {sorted(FILES)}")
-        manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-                    "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "files": {n: sha256(tmp / n) for n in names}}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        for p in tmp.iterdir():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
+        out = check_output(out, POLICY, overwrite=overwrite)
+    except OutputPathError as exc:
+        raise PolicyArtifactError(str(exc)) from None
+    tmp = temp_sibling(out)
+    try:
+        try:
+            write_files(tmp)
+            names = sorted(p.name for p in tmp.iterdir())
+            if names != sorted(FILES):
+                raise PolicyArtifactError(f"internal error: policy files {names} != {sorted(FILES)}")
+            manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "files": {n: sha256(tmp / n) for n in names}}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            for p in tmp.iterdir():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+        except PolicyArtifactError:
+            raise
+        except Exception as exc:  # OSError, and the safetensors / numpy writers' own errors
+            full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) \
+                or "no space left" in str(exc).lower()
+            written = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())
+            if full:
+                raise PolicyArtifactError(f"the disk is full: could not write the policy to {out} "
+                                          f"(while writing into {tmp.name}: {exc}); "
+                                          f"{free_space_note(out.parent)}, more than {written / 1e6:.0f} MB needed. "
+                                          "Free some space and run it again; nothing was replaced.") from exc
+            if isinstance(exc, OSError):
+                raise PolicyArtifactError(f"could not write the policy to {out}: {exc}; nothing was "
+                                          "replaced") from exc
+            raise
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -84,15 +106,23 @@ def check_artifact(path: Path) -> dict:
         raise PolicyArtifactError(f"{path} is not an ALT Studio policy (no {MANIFEST})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PolicyArtifactError(f"{mpath} is corrupt ({exc}); retrain the policy") from exc
+    except OSError as exc:
+        raise PolicyArtifactError(f"{mpath} cannot be read ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise PolicyArtifactError(f"{mpath} is corrupt (a JSON {type(manifest).__name__}, not an object); "
+                                  "retrain the policy or restore the folder")
     if manifest.get("format") != FORMAT_NAME:
-        raise PolicyArtifactError(f"{mpath}: not an ALT Studio policy")
+        raise PolicyArtifactError(f"{mpath}: not an ALT Studio policy (field 'format' is "
+                                  f"{manifest.get('format')!r}, expected {FORMAT_NAME!r})")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise PolicyArtifactError(f"{path} is policy format version {version}; this ALT Studio reads version "
                                   f"{FORMAT_VERSION}. Retrain it with this version (`main.py train`).")
-    files = manifest.get("files", {})
-    if sorted(files) != sorted(FILES):
-        raise PolicyArtifactError(f"{mpath} lists {sorted(files)}, expected {sorted(FILES)}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or sorted(files) != sorted(FILES) \
+            or not all(isinstance(v, str) for v in files.values()):
+        raise PolicyArtifactError(f"{mpath}: field 'files' should map {sorted(FILES)} to checksums; it is "
+                                  f"{files!r:.80}. Retrain the policy or restore the folder.")
     for name, digest in files.items():
         f = path / name
         if not f.is_file():
@@ -101,6 +131,49 @@ def check_artifact(path: Path) -> dict:
             raise PolicyArtifactError(f"{f} has been modified since the policy was saved (checksum mismatch); "
                                       "refusing to load it. Retrain or restore the folder.")
     return manifest
+
+
+# what config.json must hold, and the JSON types each field may take (None: null allowed)
+CONFIG_FIELDS = {"config": (dict,), "gamma": (int, float), "calibration": (dict, type(None)), "info": (dict,),
+                 "annoy_search_k": (int,), "alignment": (dict, type(None))}
+
+
+@contextmanager
+def reading(file: Path, field: str | None = None):
+    """Turn any error raised while using ``file`` (and its ``field``) into one PolicyArtifactError line."""
+    try:
+        yield
+    except PolicyArtifactError:
+        raise
+    except Exception as exc:  # a damaged file can fail in any reader (zip, safetensors, annoy, our own checks)
+        where = f"{file}" + (f", field '{field}'" if field else "")
+        detail = str(exc) or type(exc).__name__
+        if isinstance(exc, KeyError):
+            detail = f"{exc.args[0]!r} is missing"
+        raise PolicyArtifactError(f"{where}: {detail.splitlines()[0]} ({type(exc).__name__}); the policy folder "
+                                  "is damaged or incomplete: retrain it or restore the folder") from exc
+
+
+def read_config_doc(path: Path) -> dict:
+    """config.json of the policy folder ``path``, every field present and of the right type."""
+    file = Path(path) / "config.json"
+    with reading(file):
+        doc = json.loads(file.read_text())
+    if not isinstance(doc, dict):
+        raise PolicyArtifactError(f"{file} is a JSON {type(doc).__name__}, not an object; the policy folder is "
+                                  "damaged: retrain it or restore the folder")
+    for name, types in CONFIG_FIELDS.items():
+        if name not in doc:
+            raise PolicyArtifactError(f"{file}: field '{name}' is missing; the policy folder is damaged or "
+                                      "incomplete: retrain it or restore the folder")
+        value = doc[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise PolicyArtifactError(f"{file}: field '{name}' is {value!r:.60}, which is not a "
+                                      f"{' or '.join('null' if t is type(None) else t.__name__ for t in types)}")
+    gamma = doc["gamma"]
+    if not math.isfinite(gamma) or not -1 <= gamma <= 1:
+        raise PolicyArtifactError(f"{file}: field 'gamma' is {gamma}, not a similarity in [-1, 1]")
+    return doc
 
 
 def save_database(path: Path, embeddings, episodes, frames, chunks, view_embeddings=None, **more) -> None:

@@ -36,17 +36,20 @@ def _jsonl(record: dict) -> None:
 
 def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = "auto", device: str | None = None,
                  overwrite: bool = False, progress: str = "bars", cancel: threading.Event | None = None,
-                 source: dict | None = None):
+                 source: dict | None = None, skip_damaged: bool = False):
     """Build and save a policy. ``progress``: "bars" (tqdm on stderr; plain lines when it is not a terminal),
     "jsonl" (one JSON object per update on stdout, for the desktop app) or "none". ``source``: where the dataset
-    was imported from (kept in the info)."""
+    was imported from (kept in the info). The episodes are checked first (``Dataset.require_intact``): damaged ones
+    are refused by name, or left out with ``skip_damaged``."""
+    from recorder.outputs import POLICY, check_output
     from recorder.progress import progress_bar
 
     from .action_space import describe_actions
-    from .data import dataset_views
+    from .data import choose_episodes, dataset_views
     from .encoder import imagenet_weights_path
     from .policy import ALTPolicy
 
+    check_output(out, POLICY, overwrite=overwrite, inputs=(dataset_dir,))  # before any work, not after it
     bars: dict = {}
 
     def report(stage, value):
@@ -77,7 +80,12 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
 
     with Dataset.open(dataset_dir) as dataset:
         config = config.with_overrides(views=dataset_views(dataset))  # one camera or two, as the dataset has
-        policy = ALTPolicy.build(dataset, config, progress=report, device=device, cancel=cancel)
+        episodes, skipped = dataset.require_intact(choose_episodes(dataset, config), skip_damaged)
+        for line in skipped:
+            print(f"skipped (damaged): {line}", file=sys.stderr)
+        policy = ALTPolicy.build(dataset, config, progress=report, device=device, cancel=cancel, episodes=episodes)
+        if skipped:
+            policy.info["skipped_damaged"] = skipped
         policy.info["action"] = describe_actions(dataset.spec.action_names)
     policy.info["backbone"] = {"requested": config.pretrained, "init": policy.info["init"],
                                "weights_file": str(imagenet_weights_path()) if policy.info["init"] == "imagenet"
@@ -137,7 +145,10 @@ def import_lerobot_from_args(args: Namespace) -> tuple[str, dict]:
 
 
 def cmd_train(args: Namespace) -> int:
+    from recorder.outputs import POLICY, check_output
+
     check_source_args(args, "dataset", "a DATASET folder")
+    check_output(args.out, POLICY, overwrite=args.overwrite, inputs=(args.dataset, args.import_dir))
     config = config_from_args(args)
     t0 = time.perf_counter()
     cancel = threading.Event()
@@ -145,7 +156,8 @@ def cmd_train(args: Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     dataset, source = (args.dataset, None) if args.lerobot is None else import_lerobot_from_args(args)
     policy = train_policy(dataset, args.out, config, gamma=args.gamma, device=args.device,
-                          overwrite=args.overwrite, progress=args.progress, cancel=cancel, source=source)
+                          overwrite=args.overwrite, progress=args.progress, cancel=cancel, source=source,
+                          skip_damaged=args.skip_damaged)
     if args.progress == "jsonl":
         return 0
     info, cal = policy.info, policy.calibration

@@ -112,18 +112,75 @@ class PolicyConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> "PolicyConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        """A saved policy's settings: every setting present, of its type; anything else is a ValueError naming it."""
+        if not isinstance(d, dict):
+            raise ValueError(f"the settings are a JSON {type(d).__name__}, not an object")
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(d) - set(known)
         if unknown:
             raise ValueError(f"unknown policy settings {sorted(unknown)}")
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**d)
+        for name, value in LEGACY_SETTINGS.items():  # written by every policy since they were added
+            if name not in d:
+                d = {**d, name: value}
+        missing = set(known) - set(d)
+        if missing:
+            raise ValueError(f"policy settings {sorted(missing)} are missing (a damaged or hand-edited config.json; "
+                             "no default is assumed)")
+        values = {}
+        for name, value in d.items():
+            default = known[name].default
+            values[name] = _checked_setting(name, value, default)
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
 
     def with_overrides(self, **kw) -> "PolicyConfig":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
+# Settings that policies saved before the setting existed did not write, with the value those policies had (views:
+# every policy then used both cameras). Any other missing setting is an error: a damaged config, not an old one.
+LEGACY_SETTINGS = {"views": ["hand", "third"]}
+
 PRESETS = {
     "cpu": PolicyConfig(),
     "paper": PolicyConfig(image_width=320, image_height=240, epochs=40, frame_stride=1, chunk_length=30),
 }
+
+
+def _checked_setting(name: str, value, default):
+    """``value`` (from JSON) as the type of the setting's ``default``; ValueError naming the setting otherwise."""
+    import math
+
+    def fail(what: str):
+        return ValueError(f"policy setting {name} is {value!r:.60}, not {what}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("a whole number")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise fail("a finite number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    if isinstance(default, tuple):
+        kind = type(default[0]) if default else str
+        if not isinstance(value, (list, tuple)) or len(value) != len(default) and kind is not str:
+            raise fail(f"a list of {len(default)}")
+        if kind is str:
+            if not all(isinstance(v, str) for v in value):
+                raise fail("a list of names")
+            return tuple(value)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+            raise fail("a list of finite numbers")
+        return tuple(float(v) for v in value)
+    return value

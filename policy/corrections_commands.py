@@ -13,7 +13,8 @@ def cmd_policy_add(args: Namespace) -> int:
 
     episodes = parse_episode_list(args.episodes)
     result = add_episodes(args.policy, args.dataset, episodes, args.out, recalibrate=args.recalibrate,
-                          include_incomplete=args.include_incomplete, overwrite=args.overwrite)
+                          include_incomplete=args.include_incomplete, overwrite=args.overwrite,
+                          skip_damaged=args.skip_damaged)
     a = result.addition
     corrections = [e for e, v in a.interventions.items() if v]
     print(f"policy v{result.version} saved to {result.path} (parent v{result.parent_version} {args.policy} unchanged)")

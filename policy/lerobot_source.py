@@ -23,6 +23,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from recorder.outputs import DATASET, check_output
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Where `scripts/lerobot_env.sh` builds LeRobot's virtualenv.
 DEFAULT_ENV = REPO_ROOT / ".venv-lerobot"
@@ -169,8 +171,14 @@ def import_lerobot(source: str, *, hand_key: str | None = None, third_key: str |
         info = read_info(Path(settings["source"]))
         resolve_keys(info.get("features", {}), hand_key, third_key, action_key)
     out = Path(out) if out is not None else default_import_dir(settings)
+    check_output(out, DATASET, overwrite=True, option="--import-dir",
+                 inputs=(settings["source"],) if is_local(source) else ())
     marker = out / IMPORT_FILE
-    if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
+    try:
+        done = marker.is_file() and json.loads(marker.read_text()).get("settings") == settings
+    except (OSError, ValueError, AttributeError):
+        done = False  # a damaged marker: import again
+    if done:
         return out
     if out.exists():
         if not marker.is_file():

@@ -20,7 +20,8 @@ from robot_drivers.transforms import POSE_QUAT, quat_nearest, yaw_of
 
 from .action_space import EE_POSE, action_kind, policy_actions
 from .alignment import AlignmentError, Location, TargetLocator, fit_grasp_places, fit_locator, fit_turn, grasp_frame
-from .artifact import (PolicyArtifactError, check_artifact, load_database_arrays, save_database, write_artifact)
+from .artifact import (PolicyArtifactError, check_artifact, load_database_arrays, read_config_doc, reading,
+                       save_database, write_artifact)
 from .augment import augment
 from .camera_check import NEGATIVES, fit_camera_check
 from .config import PolicyConfig
@@ -442,11 +443,13 @@ class ALTPolicy:
     @classmethod
     def build(cls, dataset: Dataset, config: PolicyConfig, *,
               progress: Callable[[str, TrainProgress | tuple[int, int]], None] | None = None,
-              cancel: threading.Event | None = None, device: str | None = None) -> "ALTPolicy":
-        """Load frames, train the encoder, embed every frame, build the index, calibrate gamma."""
+              cancel: threading.Event | None = None, device: str | None = None,
+              episodes: list[int] | None = None) -> "ALTPolicy":
+        """Load frames, train the encoder, embed every frame, build the index, calibrate gamma. ``episodes``:
+        which to build from (default: every complete one)."""
         report = (lambda stage, value: progress(stage, value)) if progress else (lambda *a: None)
         t0 = time.perf_counter()
-        table = load_frames(dataset, config, progress=lambda d, n: report("load", (d, n)))
+        table = load_frames(dataset, config, episodes, progress=lambda d, n: report("load", (d, n)))
         held_out = choose_held_out(sorted(int(e) for e in table.actions), config.holdout_fraction)
         trained = train_encoder(table, config, progress=lambda p: report("train", p), cancel=cancel, device=device,
                                 exclude_episodes=held_out)
@@ -507,26 +510,31 @@ class ALTPolicy:
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> "ALTPolicy":
+        """Load a policy folder; a damaged or incomplete one raises PolicyArtifactError naming the file and field."""
         path = Path(path)
         check_artifact(path)
-        try:
-            doc = json.loads((path / "config.json").read_text())
+        doc = read_config_doc(path)
+        with reading(path / "config.json", "config"):
             config = PolicyConfig.from_json(doc["config"])
+        with reading(path / "encoder.safetensors"):
             encoder = ALTEncoder(config, pretrained="none")
             encoder.load_state_dict(load_file(str(path / "encoder.safetensors")))
+        with reading(path / "database.npz"):
             arrays = load_database_arrays(path / "database.npz")
-            pose_actions = policy_actions(doc.get("info") or {})["kind"] == EE_POSE
+            pose_actions = policy_actions(doc["info"])["kind"] == EE_POSE
             database = LookupDatabase(arrays["embeddings"], arrays["episodes"], arrays["frames"], arrays["chunks"],
                                       arrays.get("view_embeddings"), pose_actions=pose_actions)
+        with reading(path / "index.ann"):
             database.load_annoy(path / "index.ann", config.annoy_trees, int(doc["annoy_search_k"]))
-            locator = TargetLocator.from_json(doc["alignment"], arrays) if doc.get("alignment") else None
-        except (KeyError, ValueError, RuntimeError, OSError) as exc:
-            raise PolicyArtifactError(f"{path}: the policy files are inconsistent ({exc}); retrain it") from exc
-        cal = doc.get("calibration")
-        calibration = Calibration(**cal) if cal else None
-        grasp_check = GraspCheck.from_arrays(arrays, (calibration.grasp.get("threshold") if calibration else None))
-        policy = cls(config, encoder.to(device or "cpu"), database, calibration, doc.get("info"), grasp_check,
-                     locator)
+        with reading(path / "config.json", "alignment"):
+            locator = TargetLocator.from_json(doc["alignment"], arrays) if doc["alignment"] else None
+        with reading(path / "config.json", "calibration"):
+            cal = doc["calibration"]
+            calibration = Calibration(**cal) if cal else None
+            grasp_check = GraspCheck.from_arrays(arrays, (calibration.grasp.get("threshold") if calibration else None))
+        with reading(path / "config.json"):
+            policy = cls(config, encoder.to(device or "cpu"), database, calibration, doc["info"], grasp_check,
+                         locator)
         policy.gamma = float(doc["gamma"])
         return policy
 

@@ -24,6 +24,7 @@ that dataset, tagged in their ``extra``.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from recorder.dataset import Dataset, DatasetError
+from recorder.outputs import POLICY, check_output
 from robot_drivers.transforms import sign_continuous_poses
 
 from .action_space import EE_POSE, policy_actions
@@ -139,6 +141,7 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
     t0 = time.perf_counter()
     episodes = [int(e) for e in episodes]
     _check_episodes(policy, dataset, episodes, include_incomplete)
+    dataset.require_intact(episodes)  # a damaged episode is refused by name (add_episodes may skip it first)
     config = policy.config
     table = load_frames(dataset, config, episodes)
     reference = policy.info.get("pose_reference")
@@ -226,7 +229,7 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
 
 def add_episodes(policy_dir: str | Path, dataset_dir: str | Path, episodes: list[int],
                  out_dir: str | Path | None = None, *, recalibrate: bool = False, include_incomplete: bool = False,
-                 overwrite: bool = False) -> AddResult:
+                 overwrite: bool = False, skip_damaged: bool = False) -> AddResult:
     """Load the policy in ``policy_dir``, add ``episodes`` of the dataset in ``dataset_dir`` and save the result as a
     new policy folder (``out_dir``, default :func:`default_out_dir`). The parent folder is left as it was."""
     t0 = time.perf_counter()
@@ -235,8 +238,14 @@ def add_episodes(policy_dir: str | Path, dataset_dir: str | Path, episodes: list
     out = Path(out_dir) if out_dir is not None else default_out_dir(policy_dir, policy_version(parent) + 1)
     if out.resolve() == policy_dir.resolve():
         raise ValueError(f"--out {out} is the parent policy itself; a new version goes to a new folder")
+    check_output(out, POLICY, overwrite=overwrite, inputs=(policy_dir, dataset_dir))  # before any work
     lineage = {"path": str(policy_dir.resolve()), "manifest_sha256": sha256(policy_dir / MANIFEST)}
     with Dataset.open(dataset_dir) as dataset:
+        known = set(dataset.episode_indices())  # unknown ones are named by extend_policy's own check
+        intact, skipped = dataset.require_intact([e for e in episodes if e in known], skip_damaged)
+        episodes = [e for e in episodes if e not in known or e in intact]
+        for line in skipped:
+            print(f"skipped (damaged): {line}", file=sys.stderr)
         policy, addition = extend_policy(parent, dataset, episodes, recalibrate=recalibrate,
                                          include_incomplete=include_incomplete, parent=lineage)
     path = policy.save(out, overwrite=overwrite)

@@ -45,8 +45,14 @@ Rules the export follows:
   file has reached ``data_files_size_in_mb`` / ``video_files_size_in_mb`` (so a file can exceed
   the limit by at most one episode); ``chunk-NNN`` advances every ``chunks_size`` files.
 * Nothing appears at ``out_dir`` until the export is complete: it is written to a hidden sibling
-  folder (``.<name>.exporting-*``) and renamed into place at the end; on any error that folder
-  is removed. An existing non-empty ``out_dir`` is refused.
+  folder (``.<name>.exporting-<pid>-*``) and renamed into place at the end; on any error that folder
+  is removed, and the folders a killed export left behind are removed by the next export to the same
+  place. An existing non-empty ``out_dir`` is refused, unless ``overwrite=True`` and it is a LeRobot
+  dataset: the new export then replaces it atomically (``recorder.outputs.swap_into_place``).
+* What is read is checked first (``Dataset.require_intact``: sizes and checksums of every file,
+  the step arrays, the first frames): damaged or missing episodes stop the export, naming each, or
+  with ``skip_damaged=True`` are left out and listed as excluded; a frame that fails to decode
+  during the export does the same (with ``skip_damaged`` the export starts again without it).
 """
 
 from __future__ import annotations
@@ -55,7 +61,6 @@ import functools
 import io
 import json
 import os
-import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -67,7 +72,8 @@ import numpy as np
 
 from robot_drivers.transforms import POSE_QUAT
 
-from .dataset import QUAT_NAMES, Dataset, DatasetError, continuous_quaternions, fsync_dir
+from .dataset import QUAT_NAMES, DamagedDatasetError, Dataset, DatasetError, continuous_quaternions, fsync_dir
+from .outputs import EMPTY, LEROBOT, MISSING, folder_kind, swap_into_place, temp_sibling
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
@@ -95,6 +101,14 @@ ProgressCallback = Callable[[int, int], None]
 
 class ExportError(RuntimeError):
     """The export cannot be done; the message says why and what to do."""
+
+
+class _UnreadableEpisode(Exception):
+    """An episode's data failed to load or decode while it was being exported."""
+
+    def __init__(self, index: int, error: DatasetError):
+        super().__init__(str(error))
+        self.index, self.error = index, error
 
 
 @dataclass(frozen=True)
@@ -453,7 +467,8 @@ def export_lerobot(dataset: Dataset | str | os.PathLike, out_dir: str | os.PathL
                    episodes: Iterable[int] | None = None, video_codec: str | None = None,
                    allow_gaps: bool = False, progress: ProgressCallback | None = None,
                    data_files_size_in_mb: int = DATA_FILES_SIZE_IN_MB,
-                   video_files_size_in_mb: int = VIDEO_FILES_SIZE_IN_MB) -> ExportReport:
+                   video_files_size_in_mb: int = VIDEO_FILES_SIZE_IN_MB,
+                   skip_damaged: bool = False, overwrite: bool = False) -> ExportReport:
     """Write ``dataset`` (a :class:`Dataset` or its folder) as a LeRobotDataset v3.0 folder at ``out_dir``.
 
     ``episodes``: source episode indices to export (default: all kept episodes), in any order;
@@ -462,8 +477,11 @@ def export_lerobot(dataset: Dataset | str | os.PathLike, out_dir: str | os.PathL
     ``h264`` are accepted as aliases); default: the first of those that works here.
     ``allow_gaps``: also export episodes whose control rate was not held (see the module notes).
     ``progress(frames_done, frames_total)`` is called as frames are written.
+    ``skip_damaged``: leave out episodes that fail the integrity check (listed in ``excluded``) instead
+    of refusing. ``overwrite``: replace an existing LeRobot dataset at ``out_dir`` (atomically).
     Raises :class:`ExportError` (bad arguments, nothing to export, ``out_dir`` not empty) or
-    :class:`~recorder.dataset.DatasetError` (unreadable source); ``out_dir`` is untouched then.
+    :class:`~recorder.dataset.DatasetError` (unreadable source; :class:`~recorder.dataset.DamagedDatasetError`
+    for damaged episodes, naming each); ``out_dir`` is untouched then.
     """
     t_start = time.perf_counter()
     if not isinstance(dataset, Dataset):
@@ -471,28 +489,30 @@ def export_lerobot(dataset: Dataset | str | os.PathLike, out_dir: str | os.PathL
             return export_lerobot(opened, out_dir, episodes=episodes, video_codec=video_codec,
                                   allow_gaps=allow_gaps, progress=progress,
                                   data_files_size_in_mb=data_files_size_in_mb,
-                                  video_files_size_in_mb=video_files_size_in_mb)
+                                  video_files_size_in_mb=video_files_size_in_mb,
+                                  skip_damaged=skip_damaged, overwrite=overwrite)
     out_dir = Path(out_dir)
-    _refuse_existing(out_dir)
+    _refuse_existing(out_dir, overwrite)
     spec = dataset.spec
 
     # -- which episodes ------------------------------------------------------------------
     available = dataset.episode_indices()
-    if episodes is None:
-        wanted = available
-    else:
+    if episodes is not None:
         wanted = sorted(set(int(i) for i in episodes))
-        missing = [i for i in wanted if i not in set(available)]
-        if missing:
-            raise ExportError(f"{dataset.root} has no episode(s) {missing} (episodes: {available})")
+        unknown = [i for i in wanted if i not in set(available) | set(dataset.missing_episodes())]
+        if unknown:
+            raise ExportError(f"{dataset.root} has no episode(s) {unknown} (episodes: {available})")
     if data_files_size_in_mb < 0 or video_files_size_in_mb < 0:
         raise ExportError("file size limits must be >= 0 MB")
-    excluded: list[ExcludedEpisode] = []
+    # every file of every episode read is checked against its recorded size and checksum first
+    check = dataset.check(episodes=None if episodes is None else wanted)
+    wanted, _ = check.require(skip_damaged)  # DamagedDatasetError naming each, unless skip_damaged
+    excluded = [ExcludedEpisode(i, f"damaged: {why}") for i, why in sorted(check.damaged.items())]
     selected = []
     gappy: list[int] = []  # exported although the rate was not held (allow_gaps=True)
     for i in wanted:
         info = dataset.episode(i)
-        arrays = dataset.load_episode(i).arrays  # checks file sizes; a truncated episode stops the export here
+        arrays = dataset.load_episode(i).arrays
         if info.length <= 0:
             excluded.append(ExcludedEpisode(i, "the episode has no frames"))
             continue
@@ -543,30 +563,51 @@ def export_lerobot(dataset: Dataset | str | os.PathLike, out_dir: str | os.PathL
         features[key] = {"dtype": "int64", "shape": [1], "names": None}
 
     # -- write into a hidden sibling folder ---------------------------------------------------
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.exporting-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    writers: list[_VideoFileWriter] = []
-    try:
-        writers = [_VideoFileWriter(tmp, key, encoder, w, h, fps, video_files_size_in_mb * 1024 * 1024)
-                   for _, key, w, h in cameras]
-        exported, total = _write_all(dataset, selected, tmp, cameras, writers, features, fps, fps_json,
-                                     data_files_size_in_mb, video_files_size_in_mb, progress)
-        provenance = {"source": str(Path(dataset.root).resolve()), "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                      "encoder": encoder, "episodes": [e.__dict__ for e in exported],
-                      "excluded": [e.__dict__ for e in excluded], "notes": notes}
-        _write_json(tmp / PROVENANCE_FILE, provenance)
-        _fsync_tree(tmp)
-        _refuse_existing(out_dir)
-        if out_dir.is_dir():
-            out_dir.rmdir()  # existing but empty (checked just above)
-        os.rename(tmp, out_dir)
-        fsync_dir(out_dir.parent)
-    except BaseException:
-        for w in writers:
-            w.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    while True:
+        # temp_sibling first removes the .NAME.exporting-PID-* folders of exports that were killed
+        tmp = temp_sibling(out_dir, "exporting")
+        writers: list[_VideoFileWriter] = []
+        try:
+            writers = [_VideoFileWriter(tmp, key, encoder, w, h, fps, video_files_size_in_mb * 1024 * 1024)
+                       for _, key, w, h in cameras]
+            exported, total = _write_all(dataset, selected, tmp, cameras, writers, features, fps, fps_json,
+                                         data_files_size_in_mb, video_files_size_in_mb, progress)
+            provenance = {"source": str(Path(dataset.root).resolve()),
+                          "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          "encoder": encoder, "episodes": [e.__dict__ for e in exported],
+                          "excluded": [e.__dict__ for e in excluded], "notes": notes}
+            _write_json(tmp / PROVENANCE_FILE, provenance)
+            _fsync_tree(tmp)
+            _refuse_existing(out_dir, overwrite)
+            if out_dir.is_dir() and not any(out_dir.iterdir()):
+                out_dir.rmdir()  # existing but empty (checked just above)
+            if out_dir.exists():
+                swap_into_place(tmp, out_dir)  # overwrite=True: the old export is replaced atomically
+            else:
+                os.rename(tmp, out_dir)
+                fsync_dir(out_dir.parent)
+            break
+        except _UnreadableEpisode as exc:
+            for w in writers:
+                w.abort()
+            shutil.rmtree(tmp, ignore_errors=True)
+            message = f"episode {exc.index}: {exc.error}"
+            if not skip_damaged:
+                raise DamagedDatasetError(
+                    f"{dataset.root}: 1 damaged episode(s): {message}. Pass --skip-damaged to leave it out, or "
+                    f"remove it (`dataset delete {dataset.root} {exc.index}`) or restore it from a backup; "
+                    f"nothing was exported", {exc.index: str(exc.error)}) from exc.error
+            excluded.append(ExcludedEpisode(exc.index, f"damaged: {exc.error}"))
+            selected = [info for info in selected if info.index != exc.index]
+            if not selected:
+                raise ExportError(f"nothing to export from {dataset.root}: every selected episode is damaged "
+                                  f"({message})") from exc.error
+            # and again from the start without it: the videos already hold some of its frames
+        except BaseException:
+            for w in writers:
+                w.abort()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
     return ExportReport(out_dir=out_dir, episodes=exported, frames=total, excluded=excluded, encoder=encoder,
                         video_codec=canonical, bytes_written=size, seconds=time.perf_counter() - t_start,
@@ -584,10 +625,15 @@ def _canonical_codec_name(encoder: str) -> str:
     return av.codec.Codec(encoder, "w").canonical_name
 
 
-def _refuse_existing(out_dir: Path) -> None:
+def _refuse_existing(out_dir: Path, overwrite: bool = False) -> None:
     if out_dir.is_dir():
+        if overwrite and folder_kind(out_dir) in (LEROBOT, EMPTY, MISSING):
+            return
         if any(out_dir.iterdir()):
-            raise ExportError(f"{out_dir} already exists and is not empty; choose a new folder or remove it first")
+            how = "" if overwrite else " (or pass overwrite=True / --overwrite to replace a LeRobot export)"
+            kind = "" if not overwrite else " and is not a LeRobot dataset"
+            raise ExportError(f"{out_dir} already exists{kind} and is not empty; choose a new folder or remove it "
+                              f"first{how}")
     elif out_dir.exists():
         raise ExportError(f"{out_dir} exists and is not a folder; choose another destination")
 
@@ -623,7 +669,10 @@ def _write_all(dataset: Dataset, selected: list, root: Path, cameras: list, writ
 
     reference = None  # every episode's quaternions in the hemisphere of the first one's first state
     for new_index, info in enumerate(selected):
-        arrays = continuous_quaternions(dataset.load_episode(info.index).arrays, dataset.spec, reference)
+        try:
+            arrays = continuous_quaternions(dataset.load_episode(info.index).arrays, dataset.spec, reference)
+        except DatasetError as exc:
+            raise _UnreadableEpisode(info.index, exc) from exc
         if reference is None and dataset.spec.state_names[POSE_QUAT] == QUAT_NAMES:
             reference = arrays["state"][0, POSE_QUAT]
         n = info.length
@@ -664,7 +713,14 @@ def _write_all(dataset: Dataset, selected: list, root: Path, cameras: list, writ
         placements = [w.start_episode() for w in writers]
         for k in range(n):
             for (name, key, _, _), writer in zip(cameras, writers):
-                image = dataset.frame(info.index, name, k)
+                try:
+                    image = dataset.frame(info.index, name, k)
+                except DatasetError as exc:
+                    raise _UnreadableEpisode(info.index, exc) from exc
+                if _pad_even(image).shape[:2] != tuple(features[key]["shape"][:2]):
+                    raise _UnreadableEpisode(info.index, DatasetError(
+                        f"{info.path / (name + '.pack')} frame {k} is {image.shape[1]}x{image.shape[0]}, not the "
+                        f"size dataset.json names"))
                 ep_images[key].add(image)
                 writer.add(_pad_even(image))
             if progress is not None and (k + 1) % 50 == 0:

@@ -46,6 +46,7 @@ from policy.runner import run_autonomous
 from policy.trials import LedgerError, stop_evidence
 from recorder.dataset import Dataset, DatasetError
 from recorder.idle import ORIGINALS_DIR, trim_episode
+from recorder.outputs import DATASET, check_output
 from recorder.replay import replay_episode, restore_scene
 from recorder.session import RecorderConfig, RecordingSession, scene_extra, spec_for_rig
 from robot_drivers.control import ControlLoop, StepOutput, TeleopSource
@@ -610,6 +611,7 @@ class Supervisor:
 
     def _do_open_dataset(self, path: str):
         rig = self._require_rig()
+        check_output(path, DATASET, append=True, option="dataset folder")  # never a policy, the project, ...
         self._close_dataset()
         dataset = Dataset.open_or_create(path, spec_for_rig(rig))
         self.dataset = dataset

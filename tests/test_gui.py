@@ -589,7 +589,10 @@ def test_a_full_disk_ends_the_episode_with_a_message_and_keeps_the_others(studio
     window.messages.clear()
     panel = window.record_panel
     panel.path_edit.setText(str(root / "data" / "demos"))
+    before = controller.dataset
     qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
+    # the supervisor opens it anew (a queued command): patch the dataset object it records into, not the old one
+    qtbot.waitUntil(lambda: controller.dataset is not None and controller.dataset is not before, timeout=5000)
     qtbot.waitUntil(lambda: panel.root is not None and len(panel.episodes) == 2, timeout=5000)
     undo = fill_disk_on_new_episodes(controller.dataset, "hand")  # the image pack gets ENOSPC
     try:
