@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     _policy_options(p)
     p.add_argument("--progress", choices=("bars", "none"), default="bars",
                    help="progress of a --lerobot import as bars on stderr (default) or none")
-    p.set_defaults(func=_lazy("policy.offline_eval", "cmd_eval_offline"))
+    p.set_defaults(func=_lazy("evaluation.offline_eval", "cmd_eval_offline"))
 
     p = verbs.add_parser("ood", help="the OOD gate's verdict for arbitrary images, and the signal that decided it")
     p.add_argument("policy")
@@ -354,11 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from recorder.dataset import DatasetError
-    from robot_drivers.errors import DeviceError
+    from core.errors import DeviceError
 
     known = (DeviceError, DatasetError, ValueError, OSError)
     if args.verb == "export":
-        from recorder.export_lerobot import ExportError
+        from lerobot_bridge.export import ExportError
 
         known = known + (ExportError,)
     if args.verb in ("train", "eval", "ood", "demo", "eval-offline"):
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         known = known + (PolicyArtifactError, TrainingCancelled)
     if args.verb in ("policy", "trials", "coverage"):
         from policy.artifact import PolicyArtifactError
-        from policy.trials import LedgerError
+        from evaluation.trials import LedgerError
 
         known = known + (PolicyArtifactError, LedgerError)
     try:

@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recorder.dataset import STEPS_FILE, Dataset  # noqa: E402
-from recorder.export_lerobot import export_lerobot  # noqa: E402
+from lerobot_bridge.export import export_lerobot  # noqa: E402
 from recorder.session import RecorderConfig, RecordingSession, scene_extra, spec_for_rig  # noqa: E402
 from robot_drivers.factory import make_rig, make_teleop  # noqa: E402
 from robot_drivers.sim.task import training_scene  # noqa: E402

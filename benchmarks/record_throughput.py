@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recorder.dataset import Dataset  # noqa: E402
 from recorder.session import RecorderConfig, RecordingSession, spec_for_rig  # noqa: E402
-from robot_drivers.clock import RealTimeClock  # noqa: E402
+from core.clock import RealTimeClock  # noqa: E402
 from robot_drivers.fake import KinematicArm, SyntheticCamera  # noqa: E402
 from robot_drivers.rig import Rig  # noqa: E402
 from robot_drivers.safety import SafeArm  # noqa: E402
 from robot_drivers.teleop import Teleop  # noqa: E402
-from robot_drivers.types import TeleopCommand  # noqa: E402
+from core.types import TeleopCommand  # noqa: E402
 
 
 class CircleTeleop(Teleop):

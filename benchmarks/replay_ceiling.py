@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recorder.dataset import Dataset  # noqa: E402
 from robot_drivers.sim.rig import SimRig, SimRigConfig  # noqa: E402
 from robot_drivers.sim.task import Placement, Scene  # noqa: E402
-from robot_drivers.types import Action  # noqa: E402
+from core.types import Action  # noqa: E402
 
 SETTLE_TICKS = 10  # the last target held after the recording ends, so a lifted mug is judged at rest
 

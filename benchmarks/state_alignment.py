@@ -25,7 +25,7 @@ from robot_drivers.control import ControlLoop, TeleopSource  # noqa: E402
 from robot_drivers.sim.rig import SimRig, SimRigConfig  # noqa: E402
 from robot_drivers.state_history import StateHistory, StatePoller  # noqa: E402
 from robot_drivers.teleop import Teleop  # noqa: E402
-from robot_drivers.types import TeleopCommand  # noqa: E402
+from core.types import TeleopCommand  # noqa: E402
 
 
 class CircleTeleop(Teleop):

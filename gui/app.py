@@ -43,7 +43,7 @@ def file_rig_factory(path: str, rate_hz: float | None = None) -> RigFactory:
 
 def create_window(factory: RigFactory, data_root: Path, runs_root: Path, task: str = "grasp the mug",
                   connect: bool = True) -> tuple[RigController, MainWindow]:
-    from policy.trials import TrialLedger
+    from evaluation.trials import TrialLedger
 
     controller = RigController(factory, RecorderConfig(task=task), ledger=TrialLedger(Path(runs_root) / "trials.jsonl"))
     window = MainWindow(controller, data_root, runs_root)

@@ -129,7 +129,7 @@ class AutonomyPanel(QWidget):
             shortcut.activated.connect(lambda o=outcome: controller.mark_last_trial(o))
             self.mark_keys.append(shortcut)
         self.mark_box.hide()
-        self._mark_trial = None  # the ended trial (policy.trials.Trial) the prompt asks about
+        self._mark_trial = None  # the ended trial (evaluation.trials.Trial) the prompt asks about
 
         # -- views
         self.live = {"hand": ImageView("hand (live)"), "third": ImageView("third-person (live)")}
@@ -625,7 +625,7 @@ class AutonomyPanel(QWidget):
 
 
 class CoverageWindow(QWidget):
-    """A separate window with the coverage map (policy/coverage.py), redrawn after each run while it is open."""
+    """A separate window with the coverage map (evaluation/coverage.py), redrawn after each run while it is open."""
 
     def __init__(self, parent=None):
         super().__init__(parent, Qt.WindowType.Window)

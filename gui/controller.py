@@ -80,8 +80,8 @@ class RigController(QObject):
     dataset_changed = pyqtSignal(object)  # the dataset's folder (Path) or None
     episodes_changed = pyqtSignal(object)  # list[EpisodeInfo]
     autonomy_event = pyqtSignal(object)  # AutonomyEvent
-    trial_ended = pyqtSignal(object)  # policy.trials.Trial, recorded in the ledger
-    trial_marked = pyqtSignal(object)  # policy.trials.Trial, with the operator's mark
+    trial_ended = pyqtSignal(object)  # evaluation.trials.Trial, recorded in the ledger
+    trial_marked = pyqtSignal(object)  # evaluation.trials.Trial, with the operator's mark
     halted = pyqtSignal(object)  # Halt
     halt_cleared = pyqtSignal()
     error = pyqtSignal(str)

@@ -7,7 +7,7 @@ import time
 from PyQt6.QtCore import QTimer
 from PyQt6.QtWidgets import QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
-from robot_drivers.errors import DeviceError
+from core.errors import DeviceError
 from robot_drivers.keyboard import KEY_HELP
 
 from .controller import RigController

@@ -11,7 +11,7 @@ from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PyQt6.QtWidgets import (QHBoxLayout, QLabel, QMessageBox, QPushButton, QSizePolicy, QTableWidget,
                              QTableWidgetItem, QVBoxLayout, QWidget, QAbstractItemView, QHeaderView)
 
-from robot_drivers.transforms import quat_to_matrix
+from core.transforms import quat_to_matrix
 
 pg.setConfigOptions(antialias=True, background="w", foreground="k")
 

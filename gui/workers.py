@@ -183,7 +183,7 @@ class PolicyBookkeeper(QObject):
 
     added = pyqtSignal(str, object)  # the new version's folder, policy.versions.AddResult
     nothing_to_add = pyqtSignal(str)
-    summary_ready = pyqtSignal(str, object)  # policy folder, list[policy.trials.VersionSummary]
+    summary_ready = pyqtSignal(str, object)  # policy folder, list[evaluation.trials.VersionSummary]
     coverage_ready = pyqtSignal(str, object, str)  # policy folder, the map as an RGB array, a one-line summary
     failed = pyqtSignal(str)
 
@@ -211,7 +211,7 @@ class PolicyBookkeeper(QObject):
 
     @pyqtSlot(str, str)
     def summarise(self, ledger_path: str, policy_dir: str) -> None:
-        from policy.trials import TrialLedger
+        from evaluation.trials import TrialLedger
 
         try:
             rows = TrialLedger(ledger_path).summary(policy=policy_dir)
@@ -222,12 +222,12 @@ class PolicyBookkeeper(QObject):
 
     @pyqtSlot(str, str)
     def coverage(self, ledger_path: str, policy_dir: str) -> None:
-        """The coverage map of a policy with the runs and OOD stops of the ledger (policy.coverage)."""
+        """The coverage map of a policy with the runs and OOD stops of the ledger (evaluation.coverage)."""
         import cv2
 
-        from policy.coverage import build_coverage, render_image
+        from evaluation.coverage import build_coverage, render_image
         from policy.policy import ALTPolicy
-        from policy.trials import TrialLedger
+        from evaluation.trials import TrialLedger
 
         try:
             ledger = TrialLedger(ledger_path) if ledger_path and Path(ledger_path).exists() else None

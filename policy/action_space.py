@@ -1,14 +1,14 @@
 """What a policy's actions are, and the check that only a rig commanded the same way runs it.
 
 A policy replays the actions its dataset stores. Datasets recorded here store the end-effector pose and the
-gripper (``robot_drivers.types.ACTION_NAMES``); a LeRobotDataset may store joint positions (SO-100, Koch, ALOHA)
+gripper (``core.types.ACTION_NAMES``); a LeRobotDataset may store joint positions (SO-100, Koch, ALOHA)
 or something else. The policy records the kind, the names and the dimension at training time; a rig refuses a
 policy whose actions it cannot execute.
 """
 
 from __future__ import annotations
 
-from robot_drivers.types import ACTION_NAMES
+from core.types import ACTION_NAMES
 
 EE_POSE = "ee_pose"  # x y z qx qy qz qw gripper: absolute end-effector targets (metres, unit quaternion, [0, 1])
 JOINT_POSITIONS = "joint_positions"  # one absolute target per joint, in the dataset's units

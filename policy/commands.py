@@ -14,8 +14,8 @@ import numpy as np
 
 from recorder.dataset import Dataset
 
-from .alignment import coarse_map_warning
-from .config import PRESETS, PolicyConfig
+from policy.aligned.alignment import coarse_map_warning
+from policy.config import PRESETS, PolicyConfig
 
 
 def config_from_args(args: Namespace) -> PolicyConfig:
@@ -44,10 +44,10 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
     from recorder.outputs import POLICY, check_output
     from recorder.progress import progress_bar
 
-    from .action_space import describe_actions
-    from .data import choose_episodes, dataset_views
-    from .encoder import imagenet_weights_path
-    from .policy import ALTPolicy
+    from policy.action_space import describe_actions
+    from policy.data import choose_episodes, dataset_views
+    from policy.encoder import imagenet_weights_path
+    from policy.policy import ALTPolicy
 
     check_output(out, POLICY, overwrite=overwrite, inputs=(dataset_dir,))  # before any work, not after it
     bars: dict = {}
@@ -95,7 +95,7 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
     for bar in bars.values():
         bar.close()
     if cancel is not None and cancel.is_set():  # asked during the last stages: still save nothing
-        from .train import TrainingCancelled
+        from policy.train import TrainingCancelled
 
         raise TrainingCancelled("training was cancelled; nothing was saved")
     if gamma != "auto":
@@ -121,7 +121,7 @@ def check_source_args(args: Namespace, positional: str, shown: str) -> None:
 
 def import_lerobot_from_args(args: Namespace) -> tuple[str, dict]:
     """Import ``--lerobot SOURCE`` through LeRobot's environment; returns (dataset folder, source info)."""
-    from .lerobot_source import import_lerobot
+    from lerobot_bridge.source import import_lerobot
 
     bars = []  # made at the first frame, so that an early error stays one line
 
@@ -263,8 +263,8 @@ def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: 
 
     from robot_drivers.factory import make_rig
 
-    from .evaluate import evaluate_scenario, in_distribution_frame_report, live_frames, unrelated_image_report
-    from .policy import ALTPolicy
+    from evaluation.evaluate import evaluate_scenario, in_distribution_frame_report, live_frames, unrelated_image_report
+    from policy.policy import ALTPolicy
 
     policy = ALTPolicy.load(policy_dir)
     rig = make_rig("sim", clock=clock, image_size=_rig_image_size(policy), rate_hz=policy.info.get("fps", 10.0))
@@ -289,7 +289,7 @@ def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: 
                "scenarios": rows, "unrelated_images": unrelated_image_report(policy, live, seed),
                "in_distribution_frames": in_distribution_frame_report(policy, check_data) if check_data else None}
     if json_path:
-        from .evaluate import write_json
+        from evaluation.evaluate import write_json
 
         write_json(json_path, payload)
     return payload
@@ -340,7 +340,7 @@ def cmd_ood(args: Namespace) -> int:
 
     from recorder.dataset import DatasetError
 
-    from .policy import ALTPolicy
+    from policy.policy import ALTPolicy
 
     policy = ALTPolicy.load(args.policy)
     live = None
@@ -426,7 +426,7 @@ def cmd_demo(args: Namespace) -> int:
     print(f"\n[2/{steps}] training")
     t1 = time.perf_counter()
     if args.corrections and _trained_on(policy_dir, dataset_dir):
-        from .policy import ALTPolicy
+        from policy.policy import ALTPolicy
 
         policy = ALTPolicy.load(policy_dir)
         print(f"reusing the policy in {policy_dir}: it was trained on these demonstrations")
@@ -437,7 +437,7 @@ def cmd_demo(args: Namespace) -> int:
         print(f"\n[3/{steps}] the correction loop ({args.method} method, {args.scenario})")
         looped = policy_dir
         if args.method == "aligned":
-            from .policy import aligned_from
+            from policy.policy import aligned_from
 
             with Dataset.open(dataset_dir) as ds:
                 aligned_from(policy, ds).save(aligned_dir, overwrite=True)
@@ -449,7 +449,7 @@ def cmd_demo(args: Namespace) -> int:
     print(f"trained in {train_min:.1f} min; gamma {policy.gamma:.3f}, view agreement "
           f"{', '.join(f'{k} {v:.3f}' for k, v in cal.view_thresholds.items())} ({cal.method}); held out "
           f"{len(cal.held_out_episodes)} demonstrations for that, then added them to the table")
-    from .policy import aligned_from
+    from policy.policy import aligned_from
 
     with Dataset.open(dataset_dir) as ds:
         aligned = aligned_from(policy, ds)
@@ -511,11 +511,11 @@ def _trained_on(policy_dir: Path, dataset_dir: Path) -> bool:
 
 def _correction_loop_step(policy_dir: Path, root: Path, episodes: int, seed: int,
                           scenario: str = "interpolate") -> dict | None:
-    """The correction loop (policy/correction_loop.py) on ``episodes`` placements of ``scenario`` and then on
+    """The correction loop (evaluation/correction_loop.py) on ``episodes`` placements of ``scenario`` and then on
     ``episodes`` other ones; prints the figures and writes ``root/corrections-<method>-<scenario>/loop.json``."""
     from robot_drivers.factory import make_rig, make_teleop
 
-    from .correction_loop import correction_loop, prepare_loop_folder
+    from evaluation.correction_loop import correction_loop, prepare_loop_folder
 
     loop_dir = root / f"corrections-{Path(policy_dir).name}-{scenario}"
     policy, dataset_dir = prepare_loop_folder(policy_dir, loop_dir)

@@ -64,7 +64,7 @@ class PolicyConfig:
     grasp_check: bool = True
     grasp_check_quantile: float = 0.05
     # the policy method: "alt" replays the retrieved demonstration as recorded (the paper); "aligned" finds the
-    # object in the third-person view and replays the demonstration shifted onto it (policy/alignment.py)
+    # object in the third-person view and replays the demonstration shifted onto it (policy/aligned/alignment.py)
     method: str = "alt"
     align_radius: float = 0.01  # m: a demonstration's hand is "above the object" within this, laterally
     align_margin: float = 0.05  # m: largest correction = the demonstrations' spread plus this

@@ -5,11 +5,11 @@ from __future__ import annotations
 from argparse import Namespace
 from pathlib import Path
 
-from .trials import TrialLedger, default_ledger_path, format_marks, format_summary
+from evaluation.trials import TrialLedger, default_ledger_path, format_marks, format_summary
 
 
 def cmd_policy_add(args: Namespace) -> int:
-    from .versions import add_episodes, parse_episode_list
+    from policy.versions import add_episodes, parse_episode_list
 
     episodes = parse_episode_list(args.episodes)
     result = add_episodes(args.policy, args.dataset, episodes, args.out, recalibrate=args.recalibrate,
@@ -54,8 +54,8 @@ def cmd_trials(args: Namespace) -> int:
 
 
 def cmd_coverage(args: Namespace) -> int:
-    from .coverage import build_coverage, render_png
-    from .policy import ALTPolicy
+    from evaluation.coverage import build_coverage, render_png
+    from policy.policy import ALTPolicy
 
     policy = ALTPolicy.load(args.policy)
     path = Path(args.ledger) if args.ledger else default_ledger_path()

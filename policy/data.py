@@ -9,15 +9,15 @@ import numpy as np
 import torch
 
 from recorder.dataset import Dataset, DatasetError
-from robot_drivers.transforms import POSE_QUAT, sign_continuous_poses
-from robot_drivers.types import ACTION_NAMES
+from core.transforms import POSE_QUAT, sign_continuous_poses
+from core.types import ACTION_NAMES
 
-from .config import PolicyConfig
-from .encoder import VIEWS, resize_view
+from policy.config import PolicyConfig
+from policy.encoder import VIEWS, resize_view
 
 log = logging.getLogger(__name__)
 
-#: "lerobot_import": an episode read from a LeRobotDataset (policy/lerobot_source.py); LeRobot keeps only
+#: "lerobot_import": an episode read from a LeRobotDataset (lerobot_bridge/source.py); LeRobot keeps only
 #: finished episodes.
 COMPLETE_END_REASONS = ("stop_button", "lerobot_import")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_drivers.transforms import sign_continuous_poses
+from core.transforms import sign_continuous_poses
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from .config import PolicyConfig
+from policy.config import PolicyConfig
 
 log = logging.getLogger(__name__)
 

@@ -144,7 +144,7 @@ def make_negatives(hands: list[np.ndarray], thirds: list[np.ndarray], episodes: 
                    seed: int = 0) -> list[NegativeSet]:
     """Negatives built from held-out frames: per kind, ``per_kind`` observations with one view altered
     (alternating hand and third) or, for the far kinds, both views replaced."""
-    from .probes import synthetic_probes
+    from policy.probes import synthetic_probes
 
     rng = np.random.default_rng(seed)
     n = len(hands)

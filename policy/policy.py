@@ -16,22 +16,22 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recorder.dataset import Dataset, DatasetError
-from robot_drivers.transforms import POSE_QUAT, quat_nearest, yaw_of
+from core.transforms import POSE_QUAT, quat_nearest, yaw_of
 
-from .action_space import EE_POSE, action_kind, policy_actions
-from .alignment import AlignmentError, Location, TargetLocator, fit_grasp_places, fit_locator, fit_turn, grasp_frame
-from .artifact import (PolicyArtifactError, check_artifact, load_database_arrays, read_config_doc, reading,
+from policy.action_space import EE_POSE, action_kind, policy_actions
+from policy.aligned.alignment import AlignmentError, Location, TargetLocator, fit_grasp_places, fit_locator, fit_turn, grasp_frame
+from policy.artifact import (PolicyArtifactError, check_artifact, load_database_arrays, read_config_doc, reading,
                        save_database, write_artifact)
-from .augment import augment
-from .camera_check import NEGATIVES, fit_camera_check
-from .config import PolicyConfig
-from .data import action_chunks, load_frames
-from .database import LookupDatabase, Match, probe_queries
-from .encoder import ALTEncoder, resize_view
-from .gate import SIGNALS, GateEvidence, make_negatives, procedural_texture, quantile_threshold, thresholds_for_rate
-from .grasp_check import GraspCheck, cross_demo_alignment, pre_grasp_rows, table_thumbnails, thumbnail
-from .probes import synthetic_probes
-from .train import TrainProgress, embed_table_views, train_encoder
+from policy.augment import augment
+from policy.aligned.camera_check import NEGATIVES, fit_camera_check
+from policy.config import PolicyConfig
+from policy.data import action_chunks, load_frames
+from policy.database import LookupDatabase, Match, probe_queries
+from policy.encoder import ALTEncoder, resize_view
+from policy.gate import SIGNALS, GateEvidence, make_negatives, procedural_texture, quantile_threshold, thresholds_for_rate
+from policy.grasp_check import GraspCheck, cross_demo_alignment, pre_grasp_rows, table_thumbnails, thumbnail
+from policy.probes import synthetic_probes
+from policy.train import TrainProgress, embed_table_views, train_encoder
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ class ALTPolicy:
 
     def shifted_chunk(self, episode: int, frame: int, chunk: np.ndarray, correction: np.ndarray) -> np.ndarray:
         """A chunk of ``episode`` starting at ``frame`` with ``correction`` (xy, m) ramped in over the
-        demonstration's approach (policy/alignment.py)."""
+        demonstration's approach (policy/aligned/alignment.py)."""
         out = np.array(chunk, copy=True)
         ramp = np.array([self.locator.ramp(episode, frame + i) for i in range(len(out))])
         out[:, :2] += ramp[:, None] * np.asarray(correction)[None, :2]
@@ -746,7 +746,7 @@ def calibrate_aligned(encoder: ALTEncoder, table, database: LookupDatabase, held
     ``config.calibration_augments`` times as the encoder was taught to see it (the training's colour jitter,
     crop, shadows and pasted patches): clutter and other light the encoder learned to look past are then no
     reason to stop. What tells an unrelated view from the scene at a run's start is the cameras' structural
-    checks (policy/camera_check.py), which these thresholds do not replace."""
+    checks (policy/aligned/camera_check.py), which these thresholds do not replace."""
     rows = np.flatnonzero(np.isin(table.episode, held_out)) if held_out else np.arange(len(table))
     views = database.view_embeddings[rows]
     exclude = database.episodes[None, :] == table.episode[rows][:, None]

@@ -15,7 +15,7 @@ execution resumes at the chunk entry for *now*. A chunk is anchored at its
 observation's capture time, so the time from capture to action (frame
 alignment, transport, lookup) is skipped the same way.
 
-The aligned method (policy/alignment.py) finds the object at the run's first tick, then replays the retrieved
+The aligned method (policy/aligned/alignment.py) finds the object at the run's first tick, then replays the retrieved
 demonstration from the matched frame on, shifted onto the object, in the demonstration's own time: the
 lookup still runs every tick, for the gate and the display, and the grasp check compares the live hand view
 with the frame being replayed. Its phases: ``approach`` (the correction ramping in), ``align`` (held at the
@@ -35,13 +35,13 @@ import numpy as np
 
 from robot_drivers.control import ControlLoop, LoopResult, StepOutput, TickRecord
 from robot_drivers.rig import Observation, Rig
-from robot_drivers.transforms import quat_multiply, rotvec_to_quat, yaw_of
-from robot_drivers.types import Action
+from core.transforms import quat_multiply, rotvec_to_quat, yaw_of
+from core.types import Action
 
-from .action_space import check_policy_fits_rig
-from .database import Match
-from .encoder import resize_view
-from .policy import REPLAY_LAG_FRAMES, ALTPolicy, Retrieval
+from policy.action_space import check_policy_fits_rig
+from policy.database import Match
+from policy.encoder import resize_view
+from policy.policy import REPLAY_LAG_FRAMES, ALTPolicy, Retrieval
 
 
 @dataclass(frozen=True)

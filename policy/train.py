@@ -12,10 +12,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .augment import augment
-from .config import PolicyConfig
-from .data import FrameTable
-from .encoder import ALTEncoder, nt_xent
+from policy.augment import augment
+from policy.config import PolicyConfig
+from policy.data import FrameTable
+from policy.encoder import ALTEncoder, nt_xent
 
 log = logging.getLogger(__name__)
 

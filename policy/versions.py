@@ -34,15 +34,15 @@ import numpy as np
 
 from recorder.dataset import Dataset, DatasetError
 from recorder.outputs import POLICY, check_output
-from robot_drivers.transforms import sign_continuous_poses
+from core.transforms import sign_continuous_poses
 
-from .action_space import EE_POSE, policy_actions
-from .artifact import MANIFEST, sha256
-from .data import COMPLETE_END_REASONS, action_chunks, load_frames
-from .database import LookupDatabase, probe_queries
-from .grasp_check import pre_grasp_rows, table_thumbnails
-from .policy import ALTPolicy, build_grasp_check, calibrate_aligned, calibrate_on_held_out, first_third_frames
-from .train import embed_table_views
+from policy.action_space import EE_POSE, policy_actions
+from policy.artifact import MANIFEST, sha256
+from policy.data import COMPLETE_END_REASONS, action_chunks, load_frames
+from policy.database import LookupDatabase, probe_queries
+from policy.grasp_check import pre_grasp_rows, table_thumbnails
+from policy.policy import ALTPolicy, build_grasp_check, calibrate_aligned, calibrate_on_held_out, first_third_frames
+from policy.train import embed_table_views
 
 #: The key under which a correction's episode ``extra`` records the autonomous run it corrects.
 INTERVENTION_KEY = "intervention"

@@ -7,10 +7,10 @@ from argparse import Namespace
 
 from robot_drivers.factory import make_rig, make_teleop
 
-from .dataset import DATASET_FILE, Dataset, DatasetError, IntegrityReport
-from .outputs import DATASET, LEROBOT, check_output
-from .progress import progress_bar
-from .session import RecorderConfig, RecordingSession, scene_extra, spec_for_rig
+from recorder.dataset import DATASET_FILE, Dataset, DatasetError, IntegrityReport
+from recorder.outputs import DATASET, LEROBOT, check_output
+from recorder.progress import progress_bar
+from recorder.session import RecorderConfig, RecordingSession, scene_extra, spec_for_rig
 
 
 def cmd_record(args: Namespace) -> int:
@@ -197,7 +197,7 @@ def cmd_dataset_delete(args: Namespace) -> int:
 
 
 def cmd_replay(args: Namespace) -> int:
-    from .replay import replay_episode, restore_scene
+    from recorder.replay import replay_episode, restore_scene
 
     with Dataset.open(args.dir) as dataset:
         info = dataset.episode(args.episode)
@@ -215,7 +215,7 @@ def cmd_replay(args: Namespace) -> int:
 
 
 def cmd_export(args: Namespace) -> int:
-    from .export_lerobot import export_lerobot
+    from lerobot_bridge.export import export_lerobot
 
     if args.format != "lerobot":
         raise ValueError(f"unknown export format {args.format!r}; the supported one is 'lerobot'")

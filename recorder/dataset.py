@@ -34,10 +34,10 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
-from robot_drivers.transforms import POSE_QUAT, sign_continuous_poses
-from robot_drivers.types import ACTION_NAMES, Frame
+from core.transforms import POSE_QUAT, sign_continuous_poses
+from core.types import ACTION_NAMES, Frame
 
-from .outputs import free_space_note
+from recorder.outputs import free_space_note
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_drivers.types import Frame
+from core.types import Frame
 
-from .dataset import Dataset, DatasetError, EpisodeInfo, StepRecord, fsync_dir
+from recorder.dataset import Dataset, DatasetError, EpisodeInfo, StepRecord, fsync_dir
 
 ORIGINALS_DIR = "trimmed-originals"
 

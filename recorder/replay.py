@@ -8,9 +8,9 @@ from typing import Callable
 from robot_drivers.control import ControlLoop, LoopResult, StepOutput, TickRecord
 from robot_drivers.rig import Observation, Rig
 from robot_drivers.teleop import Button
-from robot_drivers.types import Action
+from core.types import Action
 
-from .dataset import Dataset, DatasetError, EpisodeInfo
+from recorder.dataset import Dataset, DatasetError, EpisodeInfo
 
 
 class ReplaySource:

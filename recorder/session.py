@@ -20,7 +20,7 @@ from robot_drivers.control import ControlLoop, TeleopSource, TickRecord
 from robot_drivers.rig import Rig
 from robot_drivers.teleop import Button, Teleop
 
-from .dataset import CameraSpec, Dataset, DatasetError, DatasetSpec, EpisodeInfo, StepRecord
+from recorder.dataset import CameraSpec, Dataset, DatasetError, DatasetSpec, EpisodeInfo, StepRecord
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from .types import Action, RobotState
+from core.types import Action, RobotState
 
 
 class Arm(ABC):

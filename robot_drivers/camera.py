@@ -12,8 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ConnectionLostError, StaleFrameError
-from .types import Frame
+from core.errors import ConnectionLostError, StaleFrameError
+from core.types import Frame
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from .clock import TickTiming
-from .errors import ArmConnectionLostError, ArmStoppedError, ConnectionLostError, DeviceError, StaleFrameError
-from .rig import OWN_STALE_LIMIT, Observation, Rig
-from .teleop import Button, TargetIntegrator, Teleop
-from .types import Action
+from core.clock import TickTiming
+from core.errors import ArmConnectionLostError, ArmStoppedError, ConnectionLostError, DeviceError, StaleFrameError
+from robot_drivers.rig import OWN_STALE_LIMIT, Observation, Rig
+from robot_drivers.teleop import Button, TargetIntegrator, Teleop
+from core.types import Action
 
 log = logging.getLogger(__name__)
 

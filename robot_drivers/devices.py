@@ -20,7 +20,7 @@ def check_reachable(host: str, port: int, timeout: float = 1.0) -> tuple[bool, s
 
 def realsense_lines() -> list[str]:
     try:
-        from .realsense import list_devices
+        from robot_drivers.realsense import list_devices
         cameras = list_devices()
     except Exception as exc:  # noqa: BLE001 - a listing must not crash the verb
         return [f"RealSense: cannot list cameras: {exc}"]
@@ -35,7 +35,7 @@ def realsense_lines() -> list[str]:
 
 
 def video_lines() -> list[str]:
-    from .opencv_camera import list_video_devices
+    from robot_drivers.opencv_camera import list_video_devices
 
     nodes = list_video_devices()
     if not nodes:
@@ -44,7 +44,7 @@ def video_lines() -> list[str]:
 
 
 def rig_lines(path: str, ping: bool, timeout: float = 1.0) -> list[str]:
-    from .rig_config import load_rig_config
+    from robot_drivers.rig_config import load_rig_config
 
     config = load_rig_config(path)
     arm = config.arm

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .rig import Rig
-from .teleop import Teleop
+from robot_drivers.rig import Rig
+from robot_drivers.teleop import Teleop
 
 ROBOTS = ("sim",)
 TELEOPS = ("scripted", "config", "spacemouse", "gamepad")
@@ -24,7 +24,7 @@ def make_rig(robot: str, *, clock: str = "lockstep", image_size: int = 128, rate
     simulator).
     """
     if robot == "sim":
-        from .sim.rig import SimRig, SimRigConfig
+        from robot_drivers.sim.rig import SimRig, SimRigConfig
 
         rate = SIM_RATE_HZ if rate_hz is None else rate_hz
         return SimRig(SimRigConfig(clock=clock, rate_hz=rate).with_image_size(image_size, image_size))
@@ -43,7 +43,7 @@ def _one_of(names) -> str:
 def make_rig_from_file(path, rate_hz: float | None = None) -> Rig:
     """The rig a rig file describes (not connected); ``rate_hz`` overrides the file's control rate, and the
     per-tick step limits follow it (:meth:`RigConfig.with_rate`)."""
-    from .rig_config import build_rig, load_rig_config
+    from robot_drivers.rig_config import build_rig, load_rig_config
 
     config = load_rig_config(path)
     if rate_hz is not None and rate_hz != config.rate_hz:
@@ -53,14 +53,14 @@ def make_rig_from_file(path, rate_hz: float | None = None) -> Rig:
 
 def make_teleop(name: str, rig: Rig, seed: int = 0) -> Teleop:
     if name == "scripted":
-        from .sim.rig import SimRig
-        from .sim.expert import ScriptedExpert
+        from robot_drivers.sim.rig import SimRig
+        from robot_drivers.sim.expert import ScriptedExpert
 
         if not isinstance(rig, SimRig):
             raise ValueError("the scripted operator needs the simulated rig (--robot sim)")
         return ScriptedExpert(rig.world, seed)
     if name == "config":
-        from .rig_config import build_teleop
+        from robot_drivers.rig_config import build_teleop
 
         config = rig.extras.get("rig_config")
         if config is None:
@@ -70,11 +70,11 @@ def make_teleop(name: str, rig: Rig, seed: int = 0) -> Teleop:
             raise ValueError(f"{config.path}: no [teleop] table; add one, or pass --teleop spacemouse|gamepad")
         return teleop
     if name == "spacemouse":
-        from .spacemouse import SpaceMouseTeleop
+        from robot_drivers.spacemouse import SpaceMouseTeleop
 
         return SpaceMouseTeleop()
     if name == "gamepad":
-        from .gamepad import GamepadTeleop
+        from robot_drivers.gamepad import GamepadTeleop
 
         return GamepadTeleop()
     raise ValueError(f"unknown teleop device {name!r}; choose one of {', '.join(TELEOPS)}")

@@ -14,11 +14,11 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .arm import Arm
-from .camera import Camera, CaptureThread
-from .errors import ConnectionLostError, NotConnectedError
-from .transforms import euler_to_quat, quat_slerp
-from .types import Action, Pose, RobotState
+from robot_drivers.arm import Arm
+from robot_drivers.camera import Camera, CaptureThread
+from core.errors import ConnectionLostError, NotConnectedError
+from core.transforms import euler_to_quat, quat_slerp
+from core.types import Action, Pose, RobotState
 
 HOME_POSE = Pose(np.array([0.45, 0.0, 0.35]), euler_to_quat(np.pi, 0.0, 0.0))
 

@@ -20,10 +20,10 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ConnectionLostError, DeviceError, DeviceNotFoundError
-from .spacemouse import GRIPPER_TOGGLE, AxisScaling, ButtonEdges
-from .teleop import Teleop
-from .types import RobotState, TeleopCommand
+from core.errors import ConnectionLostError, DeviceError, DeviceNotFoundError
+from robot_drivers.spacemouse import GRIPPER_TOGGLE, AxisScaling, ButtonEdges
+from robot_drivers.teleop import Teleop
+from core.types import RobotState, TeleopCommand
 
 
 @dataclass

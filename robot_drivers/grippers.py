@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from .errors import ConnectionLostError, DeviceError, NotConnectedError
+from core.errors import ConnectionLostError, DeviceError, NotConnectedError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import threading
 
 import numpy as np
 
-from .teleop import Teleop
-from .types import RobotState, TeleopCommand
+from robot_drivers.teleop import Teleop
+from core.types import RobotState, TeleopCommand
 
 #: key -> (axis, sign). Axes 0-2: x, y, z translation in the base frame; 5: rotation about z (yaw).
 MOTION_KEYS: dict[str, tuple[int, float]] = {

@@ -22,9 +22,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .camera import Camera, CaptureThread
-from .errors import ConnectionLostError, DeviceNotFoundError, UnsupportedModeError
-from .types import Frame
+from robot_drivers.camera import Camera, CaptureThread
+from core.errors import ConnectionLostError, DeviceNotFoundError, UnsupportedModeError
+from core.types import Frame
 
 log = logging.getLogger(__name__)
 _DEFAULT = object()

@@ -30,9 +30,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .camera import Camera, CaptureThread
-from .errors import ConnectionLostError, DeviceError, DeviceNotFoundError, UnsupportedModeError
-from .types import Frame
+from robot_drivers.camera import Camera, CaptureThread
+from core.errors import ConnectionLostError, DeviceError, DeviceNotFoundError, UnsupportedModeError
+from core.types import Frame
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .camera import Camera
-from .clock import Clock
-from .errors import DeviceError
-from .safety import SafeArm
-from .state_history import StateHistory, StatePoller
-from .types import Frame, RobotState
+from robot_drivers.camera import Camera
+from core.clock import Clock
+from core.errors import DeviceError
+from robot_drivers.safety import SafeArm
+from robot_drivers.state_history import StateHistory, StatePoller
+from core.types import Frame, RobotState
 
 log = logging.getLogger(__name__)
 

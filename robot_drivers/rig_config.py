@@ -85,10 +85,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .clock import RealTimeClock
-from .rig import DEFAULT_STATE_RATE_HZ, Rig
-from .safety import SafeArm, SafetyConfig
-from .teleop import Teleop
+from core.clock import RealTimeClock
+from robot_drivers.rig import DEFAULT_STATE_RATE_HZ, Rig
+from robot_drivers.safety import SafeArm, SafetyConfig
+from robot_drivers.teleop import Teleop
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class ArmSpec:
         if self.type == "ur":
             config = replace(config, rate_hz=rate_hz)
         else:
-            from .xarm import check_streaming_rate
+            from robot_drivers.xarm import check_streaming_rate
 
             check_streaming_rate(config, rate_hz, step_m)
         return replace(self, config=config, safety=safety)
@@ -370,15 +370,15 @@ def _parse_arm(t: _Table, rate_hz: float) -> ArmSpec:
         safety = SafetyConfig(workspace_min=lo, workspace_max=hi, max_translation_per_tick=step_m,
                               max_rotation_per_tick=step_rad, watchdog_timeout=watchdog)
         if kind == "xarm":
-            from .xarm import XArmConfig
+            from robot_drivers.xarm import XArmConfig
 
             config = XArmConfig(**common, mode=t.str("mode", "online", choices=("online", "servo")),
                                 tcp_speed=speed, home_speed=min(speed, home_speed),
                                 gripper=t.bool("gripper", True),
                                 clear_errors_on_connect=t.bool("clear_errors_on_connect", False))
         else:
-            from .grippers import RobotiqConfig
-            from .ur import URConfig
+            from robot_drivers.grippers import RobotiqConfig
+            from robot_drivers.ur import URConfig
 
             rtde_frequency = t.num("rtde_frequency", -1.0, unit="Hz")
             if rtde_frequency != -1 and not 1.0 <= rtde_frequency <= 500.0:
@@ -420,7 +420,7 @@ def _parse_camera(t: _Table) -> CameraSpec:
     stale = t.num("stale_limit_s", 0.5, 0.01, 5.0, unit="s")
     try:
         if kind == "realsense":
-            from .realsense import RealSenseCameraConfig
+            from robot_drivers.realsense import RealSenseCameraConfig
 
             playback = t.str("playback_file", None)
             if playback is not None and not playback.strip():
@@ -444,7 +444,7 @@ def _parse_camera(t: _Table) -> CameraSpec:
                             "hw_sync_role = \"none\" and rely on the frame alignment by host time", t.file, t.where,
                             config.hw_sync_role)
         else:
-            from .opencv_camera import OpenCVCameraConfig
+            from robot_drivers.opencv_camera import OpenCVCameraConfig
 
             source = t.get("source")
             if isinstance(source, bool) or not isinstance(source, (int, str)):
@@ -474,7 +474,7 @@ def _parse_teleop(t: _Table) -> TeleopSpec | None:
     if kind == "none":
         t.done()
         return None
-    from .spacemouse import AxisScaling
+    from robot_drivers.spacemouse import AxisScaling
 
     signs = t.vec("signs", 6, (1, 1, 1, 1, 1, 1))
     if any(v not in (1.0, -1.0) for v in signs):
@@ -495,7 +495,7 @@ def _parse_teleop(t: _Table) -> TeleopSpec | None:
     if raw_buttons is not None:
         if not isinstance(raw_buttons, dict):
             raise t.fail("buttons", "must be a table such as { 0 = \"gripper\", 1 = \"start_stop\" }")
-        from .spacemouse import BUTTON_ACTIONS
+        from robot_drivers.spacemouse import BUTTON_ACTIONS
 
         buttons = {}
         for key, action in raw_buttons.items():
@@ -505,14 +505,14 @@ def _parse_teleop(t: _Table) -> TeleopSpec | None:
                 raise t.fail(f"buttons.{key}", f"must be {_one_of(BUTTON_ACTIONS)}, got {action!r}")
             buttons[int(key)] = action
     if kind == "spacemouse":
-        from .spacemouse import SpaceMouseConfig
+        from robot_drivers.spacemouse import SpaceMouseConfig
 
         device = t.str("device", None)
         if device is not None and not device.strip():
             raise t.fail("device", "is empty; give a model name (see pyspacemouse's device list) or leave it out")
         config = SpaceMouseConfig(device=device, scaling=scaling)
     else:
-        from .gamepad import GamepadConfig
+        from robot_drivers.gamepad import GamepadConfig
 
         config = GamepadConfig(index=int(t.num("index", 0, 0, 15, integer=True)), scaling=scaling)
     if buttons is not None:
@@ -582,12 +582,12 @@ class HardwareRig(Rig):
 
 def build_arm(spec: ArmSpec):
     if spec.type == "xarm":
-        from .xarm import XArm
+        from robot_drivers.xarm import XArm
 
         driver = XArm(spec.config)
     else:
-        from .grippers import RobotiqSocketGripper
-        from .ur import URArm
+        from robot_drivers.grippers import RobotiqSocketGripper
+        from robot_drivers.ur import URArm
 
         driver = URArm(spec.config, RobotiqSocketGripper(spec.gripper) if spec.gripper is not None else None)
     return SafeArm(driver, spec.safety)
@@ -595,10 +595,10 @@ def build_arm(spec: ArmSpec):
 
 def build_camera(spec: CameraSpec):
     if spec.type == "realsense":
-        from .realsense import RealSenseCamera
+        from robot_drivers.realsense import RealSenseCamera
 
         return RealSenseCamera(spec.config, spec.role)
-    from .opencv_camera import OpenCVCamera
+    from robot_drivers.opencv_camera import OpenCVCamera
 
     return OpenCVCamera(spec.config, spec.role)
 
@@ -616,11 +616,11 @@ def build_teleop(config: RigConfig, rig: Rig | None = None) -> Teleop | None:
     if spec is None:
         return None
     if spec.type == "spacemouse":
-        from .spacemouse import SpaceMouseTeleop
+        from robot_drivers.spacemouse import SpaceMouseTeleop
 
         teleop = SpaceMouseTeleop(spec.config)
     else:
-        from .gamepad import GamepadTeleop
+        from robot_drivers.gamepad import GamepadTeleop
 
         teleop = GamepadTeleop(spec.config)
     if rig is not None:

@@ -42,11 +42,11 @@ from typing import Callable
 
 import numpy as np
 
-from .arm import Arm
-from .errors import (ArmCommandError, ArmConnectionLostError, ArmStoppedError, ConnectionLostError,
+from robot_drivers.arm import Arm
+from core.errors import (ArmCommandError, ArmConnectionLostError, ArmStoppedError, ConnectionLostError,
                      LimitViolationError, NotConnectedError)
-from .transforms import quat_angle, quat_slerp
-from .types import Action, Pose, RobotState
+from core.transforms import quat_angle, quat_slerp
+from core.types import Action, Pose, RobotState
 
 log = logging.getLogger(__name__)
 

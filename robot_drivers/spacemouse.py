@@ -28,9 +28,9 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import DeviceError, DeviceNotFoundError
-from .teleop import Button, Teleop
-from .types import RobotState, TeleopCommand
+from core.errors import DeviceError, DeviceNotFoundError
+from robot_drivers.teleop import Button, Teleop
+from core.types import RobotState, TeleopCommand
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from .transforms import quat_slerp
-from .types import Pose, RobotState
+from core.transforms import quat_slerp
+from core.types import Pose, RobotState
 
 log = logging.getLogger(__name__)
 

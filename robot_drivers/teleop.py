@@ -7,8 +7,8 @@ from enum import Enum
 
 import numpy as np
 
-from .transforms import normalize_quat, quat_multiply, rotvec_to_quat
-from .types import Action, Pose, RobotState, TeleopCommand
+from core.transforms import normalize_quat, quat_multiply, rotvec_to_quat
+from core.types import Action, Pose, RobotState, TeleopCommand
 
 
 class Button(str, Enum):

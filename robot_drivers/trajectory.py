@@ -13,8 +13,8 @@ import bisect
 
 import numpy as np
 
-from .transforms import quat_slerp
-from .types import Pose
+from core.transforms import quat_slerp
+from core.types import Pose
 
 
 class PoseTrajectory:

@@ -38,14 +38,14 @@ from typing import Callable
 
 import numpy as np
 
-from .arm import Arm
-from .errors import (ArmCommandError, ArmStoppedError, ConnectionLostError, DeviceError, LimitViolationError,
+from robot_drivers.arm import Arm
+from core.errors import (ArmCommandError, ArmStoppedError, ConnectionLostError, DeviceError, LimitViolationError,
                      NotConnectedError, ProtectiveStopError)
-from .grippers import Gripper, NoGripper
-from .transforms import normalize_quat, rotvec_to_quat
-from .safety import check_workspace_box, refuse_outside_workspace
-from .trajectory import PoseTrajectory
-from .types import Action, Pose, RobotState
+from robot_drivers.grippers import Gripper, NoGripper
+from core.transforms import normalize_quat, rotvec_to_quat
+from robot_drivers.safety import check_workspace_box, refuse_outside_workspace
+from robot_drivers.trajectory import PoseTrajectory
+from core.types import Action, Pose, RobotState
 
 log = logging.getLogger(__name__)
 

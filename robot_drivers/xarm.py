@@ -13,7 +13,7 @@ executes targets without planning and is meant for 100 Hz+ streams of small
 steps.
 
 Every SDK return code is checked; non-zero codes and the controller's error
-and warning codes become the exceptions of :mod:`robot_drivers.errors`, with
+and warning codes become the exceptions of :mod:`core.errors`, with
 the controller's own numbers in the message (see :data:`CONTROLLER_ERRORS`).
 Targets outside the configured workspace are refused before any SDK call
 (the safety layer clips them first: this is defence in depth).
@@ -30,12 +30,12 @@ from typing import Callable
 
 import numpy as np
 
-from .arm import Arm
-from .errors import (ArmCommandError, ArmFaultError, ArmStoppedError, ConnectionLostError, DeviceError,
+from robot_drivers.arm import Arm
+from core.errors import (ArmCommandError, ArmFaultError, ArmStoppedError, ConnectionLostError, DeviceError,
                      LimitViolationError, NotConnectedError, ProtectiveStopError, UnsupportedModeError)
-from .transforms import euler_to_quat, quat_to_matrix
-from .safety import check_workspace_box, refuse_outside_workspace
-from .types import Action, Pose, RobotState
+from core.transforms import euler_to_quat, quat_to_matrix
+from robot_drivers.safety import check_workspace_box, refuse_outside_workspace
+from core.types import Action, Pose, RobotState
 
 log = logging.getLogger(__name__)
 

@@ -43,14 +43,14 @@ from typing import Callable
 import numpy as np
 
 from policy.runner import run_autonomous
-from policy.trials import LedgerError, stop_evidence
+from evaluation.trials import LedgerError, stop_evidence
 from recorder.dataset import Dataset, DatasetError
 from recorder.idle import ORIGINALS_DIR, trim_episode
 from recorder.outputs import DATASET, check_output
 from recorder.replay import replay_episode, restore_scene
 from recorder.session import RecorderConfig, RecordingSession, scene_extra, spec_for_rig
 from robot_drivers.control import ControlLoop, StepOutput, TeleopSource
-from robot_drivers.errors import DeviceError
+from core.errors import DeviceError
 from robot_drivers.keyboard import KeyboardTeleop
 from robot_drivers.rig import Rig
 from robot_drivers.teleop import Button, CombinedTeleop, Teleop
@@ -93,8 +93,8 @@ class Events:
     def dataset_changed(self, root) -> None: ...  # Path or None
     def episodes_changed(self, episodes) -> None: ...  # list[EpisodeInfo]
     def autonomy_event(self, event) -> None: ...  # AutonomyEvent
-    def trial_ended(self, trial) -> None: ...  # policy.trials.Trial, as the ledger recorded it (awaiting_mark)
-    def trial_marked(self, trial) -> None: ...  # policy.trials.Trial with the operator's mark
+    def trial_ended(self, trial) -> None: ...  # evaluation.trials.Trial, as the ledger recorded it (awaiting_mark)
+    def trial_marked(self, trial) -> None: ...  # evaluation.trials.Trial with the operator's mark
     def halted(self, halt: Halt) -> None: ...
     def halt_cleared(self) -> None: ...  # the arm moves again: the halt is resolved
     def error(self, text: str) -> None: ...
@@ -152,10 +152,10 @@ _LABELS = {"home": "Home", "take_over": "Take over", "take_over_record": "Take o
 class Supervisor:
     def __init__(self, rig_factory: RigFactory, recorder_config: RecorderConfig | None = None,
                  events: Events | None = None, ledger=None):
-        """``ledger``: a :class:`policy.trials.TrialLedger` in which every autonomous run is recorded as a trial."""
+        """``ledger``: a :class:`evaluation.trials.TrialLedger` in which every autonomous run is recorded as a trial."""
         self._rig_factory = rig_factory
         self.ledger = ledger
-        self.last_trial = None  # the newest trial (policy.trials.Trial) the ledger recorded
+        self.last_trial = None  # the newest trial (evaluation.trials.Trial) the ledger recorded
         self._intervention: dict | None = None  # the next episode is a correction of this halt
         self.recorder_config = recorder_config or RecorderConfig()
         self.events = events or Events()

@@ -13,11 +13,11 @@ from policy.config import PolicyConfig
 from policy.database import LookupDatabase
 from policy.encoder import ALTEncoder
 from policy.policy import ALTPolicy, embed_images
-from robot_drivers.clock import RealTimeClock
+from core.clock import RealTimeClock
 from robot_drivers.fake import HOME_POSE, KinematicArm, SyntheticCamera
 from robot_drivers.rig import Rig
 from robot_drivers.safety import SafeArm, SafetyConfig
-from robot_drivers.types import Action, Pose
+from core.types import Action, Pose
 
 RATE_HZ = 50.0
 IMAGE = 32

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from policy.alignment import AlignmentError, TargetLocator, bottleneck_frame, fit_locator, grasp_frame
+from policy.aligned.alignment import AlignmentError, TargetLocator, bottleneck_frame, fit_locator, grasp_frame
 from policy.config import PolicyConfig
 from policy.policy import ALTPolicy
 from policy.runner import run_autonomous
@@ -212,10 +212,10 @@ def test_the_replay_waits_for_an_arm_that_trails_it_and_closes_only_at_the_grasp
     frame before the grasp until the hand is at the shifted grasp pose."""
     from types import SimpleNamespace
 
-    from policy.alignment import grasp_frame
+    from policy.aligned.alignment import grasp_frame
     from policy.runner import GRASP_ARRIVAL_M, REPLAY_LEAD_FRAMES, PolicySource
     from robot_drivers.rig import Observation
-    from robot_drivers.types import Pose, RobotState
+    from core.types import Pose, RobotState
 
     policy = sim_policies
     db, locator = policy.database, policy.locator
@@ -310,7 +310,7 @@ def test_added_episodes_join_the_aligned_replay(sim_policies, tmp_path):
 def test_the_silhouette_turn_is_measured_and_a_half_turn_counts_as_none(turn):
     """A mug seen from above (disc + handle): the rotation that turns the live silhouette onto the
     demonstration's is found within the search step, and a handle pointing the other way needs no turn."""
-    from policy.alignment import ROTATION_STEP, _rotated, hand_silhouette, silhouette_rotation
+    from policy.aligned.alignment import ROTATION_STEP, _rotated, hand_silhouette, silhouette_rotation
 
     image = np.tile(BACKGROUND, (96, 96, 1)).astype(np.uint8)
     ys, xs = np.indices((96, 96))
@@ -330,7 +330,7 @@ def test_the_silhouette_turn_is_measured_and_a_half_turn_counts_as_none(turn):
 def test_the_hand_view_object_is_the_region_nearest_where_the_demonstration_had_it():
     """A larger region of a like colour elsewhere (a brown box beside a red mug) is not taken for the object
     once it is known where the object should be; without that, the largest region is."""
-    from policy.alignment import _pixel_chroma, hand_object_place, hand_silhouette
+    from policy.aligned.alignment import _pixel_chroma, hand_object_place, hand_silhouette
 
     image = _picture([(30.0, 40.0)])
     ys, xs = np.indices(image.shape[:2])
@@ -358,7 +358,7 @@ def _hand_view(blob, gain=1.0, size=96, seed=0):
 
 def test_the_hand_camera_check_knows_the_gripper_and_refuses_other_pictures():
     from policy.gate import procedural_texture
-    from policy.camera_check import CameraCheck, fit_camera_check, log_edge_map
+    from policy.aligned.camera_check import CameraCheck, fit_camera_check, log_edge_map
     from policy.grasp_check import correlation
     from policy.probes import photos, synthetic_probes
 
@@ -420,7 +420,7 @@ def test_an_unrelated_picture_as_either_view_stops_the_aligned_policy_at_the_sta
 def test_the_grasp_checks_second_opinion_looks_for_the_object_where_it_was(sim_policies):
     """Clutter and shadows change a hand view's edges, not where the object's colour sits: the second opinion
     passes those and still refuses an object that is elsewhere, another size, or not in view."""
-    from policy.alignment import fit_grasp_places
+    from policy.aligned.alignment import fit_grasp_places
 
     locator = replace(sim_policies.locator, hand_reference=None, grasp_places={}, place_tolerance=-1.0)
     assert sim_policies.locator.report["grasp_places"]["used"]  # learned from the recorded demonstrations
@@ -474,7 +474,7 @@ def test_the_aligned_gate_is_calibrated_on_frames_augmented_as_in_training_too(s
 
 
 def test_a_table_map_too_coarse_to_trust_a_grasp_to_is_reported():
-    from policy.alignment import COARSE_MAP_M, coarse_map_warning
+    from policy.aligned.alignment import COARSE_MAP_M, coarse_map_warning
 
     fine = {"map_error_loo_m": {"p50": 0.0027, "max": 0.0063}}
     coarse = {"map_error_loo_m": {"p50": 0.0038, "max": 0.0117}}

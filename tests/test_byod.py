@@ -18,11 +18,11 @@ from policy.action_space import (EE_POSE, JOINT_POSITIONS, OTHER, ActionSpaceMis
 from policy.commands import train_policy
 from policy.config import PolicyConfig
 from policy.encoder import ALTEncoder, imagenet_weights_path, load_backbone
-from policy.lerobot_source import (LeRobotSourceError, import_lerobot, lerobot_python, read_info, resolve_keys)
-from policy.offline_eval import Lookups, evaluate_folds, evaluate_policy_offline, make_folds
+from lerobot_bridge.source import (LeRobotSourceError, import_lerobot, lerobot_python, read_info, resolve_keys)
+from evaluation.offline_eval import Lookups, evaluate_folds, evaluate_policy_offline, make_folds
 from policy.policy import ALTPolicy
 from recorder.dataset import CameraSpec, Dataset, DatasetSpec, EpisodeWriter, StepRecord
-from robot_drivers.types import ACTION_NAMES, Frame
+from core.types import ACTION_NAMES, Frame
 
 TINY = PolicyConfig(image_width=32, image_height=32, batch_size=8, epochs=1, frame_stride=1, chunk_length=4,
                     pretrained="none", annoy_trees=2)
@@ -239,7 +239,7 @@ def test_offline_errors_and_baselines_by_hand():
 
 
 def test_pose_errors_are_metres_and_radians():
-    from policy.offline_eval import chunk_errors
+    from evaluation.offline_eval import chunk_errors
 
     truth = np.array([[0.5, 0.0, 0.2, 0, 0, 0, 1, 1.0]], np.float32)
     half = np.sin(0.3 / 2), np.cos(0.3 / 2)
@@ -305,7 +305,7 @@ def test_auto_without_weights_falls_back_to_random_and_records_it(torch_home, tm
 
 def test_the_runner_refuses_a_joint_space_policy_before_moving(tmp_path):
     from policy.runner import run_autonomous
-    from robot_drivers.clock import RealTimeClock
+    from core.clock import RealTimeClock
     from robot_drivers.fake import KinematicArm, SyntheticCamera
     from robot_drivers.rig import Rig
     from robot_drivers.safety import SafeArm

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from robot_drivers.camera import LatestFrameSlot
-from robot_drivers.errors import ConnectionLostError, StaleFrameError
+from core.errors import ConnectionLostError, StaleFrameError
 from robot_drivers.fake import SyntheticCamera
 
 

@@ -5,14 +5,14 @@ import threading
 import numpy as np
 import pytest
 
-from robot_drivers.clock import RealTimeClock
+from core.clock import RealTimeClock
 from robot_drivers.control import ControlLoop, TeleopSource
-from robot_drivers.errors import ArmConnectionLostError, ConnectionLostError
+from core.errors import ArmConnectionLostError, ConnectionLostError
 from robot_drivers.fake import KinematicArm, SyntheticCamera
 from robot_drivers.rig import Rig
 from robot_drivers.safety import SafeArm
 from robot_drivers.teleop import Button, Teleop
-from robot_drivers.types import TeleopCommand
+from core.types import TeleopCommand
 
 
 class ConstantTeleop(Teleop):

@@ -8,11 +8,11 @@ import pytest
 
 from policy.artifact import MANIFEST, sha256
 from policy.config import PolicyConfig
-from policy.coverage import build_coverage
+from evaluation.coverage import build_coverage
 from policy.data import action_chunks, load_frames
 from policy.policy import ALTPolicy
 from policy.train import embed_table
-from policy.trials import StopEvidence, TrialLedger, encoder_digest
+from evaluation.trials import StopEvidence, TrialLedger, encoder_digest
 from policy.versions import add_episodes, default_out_dir, parse_episode_list
 from recorder.dataset import Dataset, DatasetError
 from recorder.session import RecorderConfig, RecordingSession
@@ -200,7 +200,7 @@ def test_policy_add_cli(setup, capsys):
 def test_the_correction_loop_records_each_take_over_and_the_next_run_uses_it(setup, tmp_path):
     """`demo --corrections` at small scale: every stop is corrected from where the arm stood, added at once as a
     new version, and the second set runs on the last version; the policy's own dataset is left as it was."""
-    from policy.correction_loop import correction_loop, prepare_loop_folder
+    from evaluation.correction_loop import correction_loop, prepare_loop_folder
 
     with Dataset.open(setup["dataset"]) as ds:
         before = ds.episode_indices()

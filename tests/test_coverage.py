@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from policy.coverage import Projection, _UNCOVERED, build_coverage, render_png
-from policy.trials import StopEvidence, TrialLedger
+from evaluation.coverage import Projection, _UNCOVERED, build_coverage, render_png
+from evaluation.trials import StopEvidence, TrialLedger
 
 from supervisor_helpers import IMAGE, tiny_policy
 
@@ -119,7 +119,7 @@ def test_coverage_cli(saved_policy, tmp_path, capsys):
 
 def test_stop_evidence_from_a_real_ood_halt_matches_what_the_policy_saw(tmp_path):
     from policy.runner import run_autonomous
-    from policy.trials import stop_evidence
+    from evaluation.trials import stop_evidence
 
     from supervisor_helpers import fake_rig
 

@@ -17,11 +17,11 @@ from policy.encoder import ALTEncoder
 from policy.policy import ALTPolicy, check_source_episode
 from recorder.dataset import (META_FILE, NEXT_INDEX_FILE, STEPS_FILE, CameraSpec, Dataset, DatasetError,
                               DatasetSpec, StepRecord)
-from recorder.export_lerobot import export_lerobot
+from lerobot_bridge.export import export_lerobot
 from robot_drivers.safety import SafetyConfig, clip_action
-from robot_drivers.transforms import (euler_to_quat, quat_angle, quat_nearest, rotvec_to_quat, sign_continuous,
+from core.transforms import (euler_to_quat, quat_angle, quat_nearest, rotvec_to_quat, sign_continuous,
                                       sign_continuous_poses)
-from robot_drivers.types import Action, Frame, Pose
+from core.types import Action, Frame, Pose
 
 from recording_helpers import record_sim
 

@@ -20,7 +20,7 @@ from recorder import dataset as dataset_module
 from recorder.dataset import (DATASET_FILE, KEPT_LOG_FILE, META_FILE, NEXT_INDEX_FILE, STEPS_FILE, CameraSpec,
                               DamagedDatasetError, Dataset, DatasetError, DatasetLockedError, DatasetMismatchError,
                               DatasetSpec, StepRecord)
-from robot_drivers.types import Frame
+from core.types import Frame
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from recorder.dataset import CameraSpec, Dataset, DatasetSpec, StepRecord
-from recorder.export_lerobot import ExportError, export_lerobot
+from lerobot_bridge.export import ExportError, export_lerobot
 from recorder.session import RecorderConfig, RecordingSession, spec_for_rig
 from robot_drivers.factory import make_rig, make_teleop
 from robot_drivers.sim.task import training_scene
-from robot_drivers.types import Frame
+from core.types import Frame
 
 IMAGE_SIZE = 48
 EPISODE_SECONDS = (2.0, 2.5, 3.0)  # three different lengths: 20, 25 and 30 ticks at 10 Hz

@@ -10,12 +10,12 @@ from policy.commands import evaluate_policy
 from policy.config import PolicyConfig
 from policy.data import resume_index
 from policy.database import LookupDatabase
-from policy.evaluate import OUTCOMES, classify, evaluate_scenario, in_distribution_frame_report, wilson_interval
+from evaluation.evaluate import OUTCOMES, classify, evaluate_scenario, in_distribution_frame_report, wilson_interval
 from policy.gate import GateEvidence, procedural_texture, quantile_threshold
 from policy.policy import ALTPolicy, calibrate_gamma, choose_held_out
 from policy.runner import ProgressWatchdog, run_autonomous
 from recorder.dataset import Dataset
-from robot_drivers.clock import RealTimeClock
+from core.clock import RealTimeClock
 from robot_drivers.factory import make_rig
 from robot_drivers.fake import KinematicArm, SyntheticCamera
 from robot_drivers.rig import Rig
@@ -354,11 +354,11 @@ def test_execution_never_rewinds_within_the_demonstration_it_executes(policy):
 
 
 def test_a_stop_is_in_time_while_the_gripper_is_open_or_holds_the_mug_and_late_after_closing_on_air():
-    from policy.evaluate import failed_already
+    from evaluation.evaluate import failed_already
     from robot_drivers.control import ControlLoop, TeleopSource
     from robot_drivers.sim.expert import Phase, ScriptedExpert
     from robot_drivers.sim.rig import SimRig, SimRigConfig
-    from robot_drivers.types import Action
+    from core.types import Action
 
     rig = SimRig(SimRigConfig(cameras=[]))
     with rig:

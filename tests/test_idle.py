@@ -7,7 +7,7 @@ import pytest
 
 from recorder.dataset import CameraSpec, Dataset, DatasetError, DatasetSpec, StepRecord
 from recorder.idle import ORIGINALS_DIR, IdleConfig, IdleMonitor, idle_stretches, trim_episode
-from robot_drivers.types import Frame
+from core.types import Frame
 
 FPS = 10.0
 CONFIG = IdleConfig(min_stretch_s=2.0, margin_s=0.3)

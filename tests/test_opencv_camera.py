@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from robot_drivers.errors import ConnectionLostError, DeviceNotFoundError, StaleFrameError, UnsupportedModeError
-from robot_drivers.clock import RealTimeClock
+from core.errors import ConnectionLostError, DeviceNotFoundError, StaleFrameError, UnsupportedModeError
+from core.clock import RealTimeClock
 from robot_drivers.fake import KinematicArm
 from robot_drivers.opencv_camera import OpenCVCamera, OpenCVCameraConfig
 from robot_drivers.rig import Rig

@@ -21,7 +21,7 @@ from policy.policy import ALTPolicy
 from policy.runner import run_autonomous
 from policy.train import TrainingCancelled, embed_table, train_encoder
 from recorder.dataset import Dataset
-from robot_drivers.clock import RealTimeClock
+from core.clock import RealTimeClock
 from robot_drivers.fake import KinematicArm, SyntheticCamera
 from robot_drivers.rig import Rig
 from robot_drivers.safety import SafeArm
@@ -275,7 +275,7 @@ def test_a_chunk_starts_at_the_entry_for_now_counting_from_the_capture_time(poli
     """Capture-to-action latency is skipped like lookup time: frames captured k ticks ago start the chunk at k."""
     from policy.runner import PolicySource
     from robot_drivers.rig import Observation
-    from robot_drivers.types import Frame, Pose, RobotState
+    from core.types import Frame, Pose, RobotState
 
     dt, now = 0.1, 50.0
     image = np.zeros((32, 32, 3), np.uint8)

@@ -18,7 +18,7 @@ import pytest
 
 import pyrealsense2 as rs  # a dev dependency (setup.cfg): these tests never skip
 
-from robot_drivers.errors import ConnectionLostError, DeviceNotFoundError, StaleFrameError, UnsupportedModeError
+from core.errors import ConnectionLostError, DeviceNotFoundError, StaleFrameError, UnsupportedModeError
 from robot_drivers.realsense import RealSenseCamera, RealSenseCameraConfig, find_device, list_devices
 
 W, H, FPS = 64, 48, 30

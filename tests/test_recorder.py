@@ -15,12 +15,12 @@ import pytest
 from recorder.dataset import (CameraSpec, Dataset, DatasetError, DatasetLockedError, DatasetMismatchError,
                               DatasetSpec)
 from recorder.session import RecorderConfig, RecordingSession, spec_for_rig
-from robot_drivers.clock import RealTimeClock
+from core.clock import RealTimeClock
 from robot_drivers.fake import KinematicArm, SyntheticCamera
 from robot_drivers.rig import Rig
 from robot_drivers.safety import SafeArm
 from robot_drivers.teleop import Button, Teleop
-from robot_drivers.types import TeleopCommand
+from core.types import TeleopCommand
 
 from recording_helpers import fill_disk_on_new_episodes, record_sim
 
@@ -314,10 +314,10 @@ def test_a_rate_that_cannot_be_held_is_reported_not_stamped(tmp_path):
 
 def test_dropped_and_repeated_frames_are_counted():
     from recorder.session import TimingStats
-    from robot_drivers.clock import TickTiming
+    from core.clock import TickTiming
     from robot_drivers.control import StepOutput, TickRecord
     from robot_drivers.rig import Observation
-    from robot_drivers.types import Frame
+    from core.types import Frame
 
     stats = TimingStats(fps=10.0, cameras={"c": 30.0})
     # (sequence, device time): normal, repeated, 2 frames lost (0.1 s passed but only one frame delivered)

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from robot_drivers.fake import KinematicArm
 from robot_drivers.rig_config import RigConfigError, build_rig, build_teleop, load_rig_config
 from robot_drivers.safety import SafeArm
-from robot_drivers.transforms import quat_angle, rotvec_to_quat, quat_multiply
-from robot_drivers.types import Action, Pose
+from core.transforms import quat_angle, rotvec_to_quat, quat_multiply
+from core.types import Action, Pose
 
 ROOT = Path(__file__).resolve().parents[1]
 BASES = {name: tomllib.loads((ROOT / "configs" / name).read_text())

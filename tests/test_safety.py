@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from robot_drivers.errors import ArmCommandError, ArmStoppedError, LimitViolationError, NotConnectedError
+from core.errors import ArmCommandError, ArmStoppedError, LimitViolationError, NotConnectedError
 from robot_drivers.fake import HOME_POSE, KinematicArm
 from robot_drivers.safety import SafeArm, SafetyConfig, clip_action, refuse_outside_workspace
-from robot_drivers.transforms import euler_to_quat, quat_angle
-from robot_drivers.types import Action, Pose
+from core.transforms import euler_to_quat, quat_angle
+from core.types import Action, Pose
 
 DOWN = euler_to_quat(np.pi, 0, 0)
 

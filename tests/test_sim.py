@@ -210,7 +210,7 @@ def test_success_needs_the_mug_lifted_and_held():
         assert rig.success()
         # Opening the gripper drops the mug: no longer a success.
         state = rig.arm.get_state()
-        from robot_drivers.types import Action
+        from core.types import Action
         for _ in range(15):
             rig.arm.send_action(Action(state.ee_pose, 1.0))
             rig.clock.wait_next_tick()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from recorder.dataset import Dataset
-from robot_drivers.errors import LimitViolationError
-from robot_drivers.types import Action, Pose
+from core.errors import LimitViolationError
+from core.types import Action, Pose
 from supervisor import AUTONOMOUS, HALTED, RECORDING, TELEOP, Events, Supervisor
 from supervisor_helpers import rig_factory, tiny_policy, wait_until
 
@@ -225,7 +225,7 @@ def test_safe_arm_checks_the_measured_pose_on_every_command():
 
 
 def test_every_autonomous_run_is_a_trial_in_the_ledger(policy, tmp_path):
-    from policy.trials import TrialLedger
+    from evaluation.trials import TrialLedger
 
     from supervisor_helpers import rig_factory as factory
 
@@ -257,7 +257,7 @@ def test_every_autonomous_run_is_a_trial_in_the_ledger(policy, tmp_path):
 
 
 def test_take_over_and_record_keeps_a_correction_tagged_with_the_halt(make_supervisor, policy, tmp_path):
-    from policy.trials import TrialLedger
+    from evaluation.trials import TrialLedger
 
     sup, rig, events = make_supervisor()
     sup.ledger = TrialLedger(tmp_path / "trials.jsonl")

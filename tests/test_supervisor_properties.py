@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from recorder.dataset import Dataset
-from robot_drivers.errors import ArmFaultError
+from core.errors import ArmFaultError
 from supervisor import Events, Supervisor
 from supervisor_helpers import rig_factory, tiny_policy
 

@@ -13,12 +13,12 @@ import pytest
 from easyhid import Enumeration, HIDDevice
 from pyspacemouse import SpaceMouseDevice, SpaceMouseState  # dev dependencies: never skipped
 
-from robot_drivers.errors import ConnectionLostError, DeviceError, DeviceNotFoundError
+from core.errors import ConnectionLostError, DeviceError, DeviceNotFoundError
 from robot_drivers.gamepad import GamepadConfig, GamepadTeleop, _init_sdl, _open_joystick, _pump
 from robot_drivers.spacemouse import (AxisScaling, ButtonEdges, SpaceMouseConfig, SpaceMouseTeleop,
                                       _open_spacemouse, dead_zone)
 from robot_drivers.teleop import Button, TargetIntegrator
-from robot_drivers.types import Action, Pose, RobotState
+from core.types import Action, Pose, RobotState
 
 STATE_OPEN = RobotState(0.0, Pose(np.array([0.4, 0.0, 0.3]), np.array([1.0, 0, 0, 0])), 1.0, np.zeros(6))
 STATE_CLOSED = RobotState(0.0, STATE_OPEN.ee_pose, 0.0, np.zeros(6))

@@ -10,15 +10,15 @@ import pytest
 
 from robot_drivers.arm import Arm
 from robot_drivers.camera import Camera
-from robot_drivers.clock import RealTimeClock
-from robot_drivers.errors import ArmConnectionLostError, ConnectionLostError
+from core.clock import RealTimeClock
+from core.errors import ArmConnectionLostError, ConnectionLostError
 from robot_drivers.fake import SyntheticCamera
 from robot_drivers.rig import Rig
 from robot_drivers.safety import SafeArm, SafetyConfig
 from robot_drivers.state_history import StateHistory, interpolate_states
 from robot_drivers.trajectory import PoseTrajectory
-from robot_drivers.transforms import euler_to_quat, quat_angle, quat_multiply, rotvec_to_quat
-from robot_drivers.types import Action, Pose, RobotState
+from core.transforms import euler_to_quat, quat_angle, quat_multiply, rotvec_to_quat
+from core.types import Action, Pose, RobotState
 
 DOWN = euler_to_quat(np.pi, 0.0, 0.0)
 START = np.array([0.45, -0.1, 0.3])

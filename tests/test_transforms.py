@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from robot_drivers.transforms import (euler_to_quat, normalize_quat, quat_angle, quat_multiply, quat_slerp,
+from core.transforms import (euler_to_quat, normalize_quat, quat_angle, quat_multiply, quat_slerp,
                                       quat_to_matrix, rotvec_to_quat, yaw_of)
-from robot_drivers.types import Action, Pose
+from core.types import Action, Pose
 
 
 def test_rotvec_and_angle_agree():

@@ -15,7 +15,7 @@ import pytest
 from PyQt6.QtCore import Qt
 from PyQt6.QtTest import QTest
 
-from policy.trials import FORMAT_VERSION, LedgerError, TrialLedger, format_marks, format_summary, wilson_interval
+from evaluation.trials import FORMAT_VERSION, LedgerError, TrialLedger, format_marks, format_summary, wilson_interval
 from supervisor import AUTONOMOUS, HALTED, TELEOP, Events, Supervisor
 from supervisor_helpers import rig_factory, tiny_policy, wait_until
 

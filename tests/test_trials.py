@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policy.trials import LedgerError, StopEvidence, TrialLedger, format_summary, wilson_interval
+from evaluation.trials import LedgerError, StopEvidence, TrialLedger, format_summary, wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_a_trial_cut_short_by_kill_9_reads_back_as_interrupted(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from policy.trials import TrialLedger
+        from evaluation.trials import TrialLedger
         ledger = TrialLedger({str(path)!r})
         done = ledger.start("pol", 1, "alt", 0.7)
         ledger.finish(done, "success", "task done")

@@ -14,12 +14,12 @@ import pytest
 from rtde_control import AsyncOperationStatus, RTDEControlInterface  # dev dependencies: these tests never skip
 from rtde_receive import RTDEReceiveInterface
 
-from robot_drivers.errors import (ArmCommandError, ArmStoppedError, ConnectionLostError, DeviceError,
+from core.errors import (ArmCommandError, ArmStoppedError, ConnectionLostError, DeviceError,
                                   LimitViolationError, ProtectiveStopError)
 from robot_drivers.grippers import RobotiqConfig, RobotiqSocketGripper
 from robot_drivers.safety import SafeArm, SafetyConfig
-from robot_drivers.transforms import euler_to_quat, quat_angle, rotvec_to_quat
-from robot_drivers.types import Action, Pose
+from core.transforms import euler_to_quat, quat_angle, rotvec_to_quat
+from core.types import Action, Pose
 from robot_drivers.ur import URArm, URConfig, pose_to_ur, quat_to_rotvec, ur_to_pose
 
 DOWN = euler_to_quat(math.pi, 0.0, 0.0)

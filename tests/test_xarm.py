@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from xarm.wrapper import XArmAPI  # a dev dependency: these tests never skip
 
-from robot_drivers.errors import (ArmCommandError, ArmFaultError, ArmStoppedError, ConnectionLostError,
+from core.errors import (ArmCommandError, ArmFaultError, ArmStoppedError, ConnectionLostError,
                                   LimitViolationError, ProtectiveStopError, UnsupportedModeError)
 from robot_drivers.safety import SafeArm, SafetyConfig
-from robot_drivers.transforms import euler_to_quat, quat_angle
-from robot_drivers.types import Action, Pose
+from core.transforms import euler_to_quat, quat_angle
+from core.types import Action, Pose
 from robot_drivers.xarm import (CONTROLLER_ERRORS, XArm, XArmConfig, pose_to_xarm, quat_to_rpy, xarm_to_pose)
 
 DOWN = euler_to_quat(math.pi, 0.0, 0.0)

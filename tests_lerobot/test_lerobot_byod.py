@@ -15,12 +15,12 @@ import main as cli
 from policy.action_space import JOINT_POSITIONS
 from policy.config import PolicyConfig
 from policy.data import load_frames
-from policy.lerobot_source import import_lerobot
-from policy.offline_eval import retrieve_rows
+from lerobot_bridge.source import import_lerobot
+from evaluation.offline_eval import retrieve_rows
 from policy.policy import ALTPolicy
 from policy.train import embed_table, train_encoder
 from recorder.dataset import Dataset
-from recorder.export_lerobot import export_lerobot
+from lerobot_bridge.export import export_lerobot
 from recording_helpers import record_sim
 
 SO100 = ["shoulder_pan.pos", "shoulder_lift.pos", "elbow_flex.pos", "wrist_flex.pos", "wrist_roll.pos",

@@ -7,11 +7,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..arm import Arm
-from ..errors import NotConnectedError
-from ..transforms import normalize_quat
-from ..types import Action, Pose, RobotState
-from .world import FINGER_MAX_OPENING, PANDA_GRASP_LINK, PANDA_REST_JOINTS, SimWorld
+from robot_drivers.arm import Arm
+from core.errors import NotConnectedError
+from core.transforms import normalize_quat
+from core.types import Action, Pose, RobotState
+from robot_drivers.sim.world import FINGER_MAX_OPENING, PANDA_GRASP_LINK, PANDA_REST_JOINTS, SimWorld
 
 
 class SimArm(Arm):

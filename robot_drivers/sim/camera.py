@@ -9,11 +9,11 @@ from typing import Callable
 import numpy as np
 import pybullet as pb
 
-from ..camera import Camera, CaptureThread, GraspOverlay
-from ..errors import NotConnectedError
-from ..transforms import quat_to_matrix
-from .render_process import RenderProcess
-from .world import FINGER_MAX_OPENING, PANDA_GRASP_LINK, PANDA_HAND_LINK, SimWorld
+from robot_drivers.camera import Camera, CaptureThread, GraspOverlay
+from core.errors import NotConnectedError
+from core.transforms import quat_to_matrix
+from robot_drivers.sim.render_process import RenderProcess
+from robot_drivers.sim.world import FINGER_MAX_OPENING, PANDA_GRASP_LINK, PANDA_HAND_LINK, SimWorld
 
 
 @dataclass

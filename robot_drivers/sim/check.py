@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..control import ControlLoop, TeleopSource, TickRecord
-from .expert import ScriptedExpert
-from .rig import SimRig, SimRigConfig
-from .task import SCENARIOS
+from robot_drivers.control import ControlLoop, TeleopSource, TickRecord
+from robot_drivers.sim.expert import ScriptedExpert
+from robot_drivers.sim.rig import SimRig, SimRigConfig
+from robot_drivers.sim.task import SCENARIOS
 
 MAX_EPISODE_TICKS = 300
 

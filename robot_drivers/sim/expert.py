@@ -14,10 +14,10 @@ from enum import Enum
 
 import numpy as np
 
-from ..teleop import Button, Teleop
-from ..transforms import euler_to_quat, normalize_quat, quat_conjugate, quat_multiply
-from ..types import RobotState, TeleopCommand
-from .world import SimWorld
+from robot_drivers.teleop import Button, Teleop
+from core.transforms import euler_to_quat, normalize_quat, quat_conjugate, quat_multiply
+from core.types import RobotState, TeleopCommand
+from robot_drivers.sim.world import SimWorld
 
 
 class Phase(str, Enum):

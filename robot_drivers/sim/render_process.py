@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConnectionLostError
+from core.errors import ConnectionLostError
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 def serve(fd: int) -> None:
     """The child's main loop: configs first, then one image per snapshot until None."""
-    from .camera import render_camera
-    from .world import SimWorld
+    from robot_drivers.sim.camera import render_camera
+    from robot_drivers.sim.world import SimWorld
 
     conn = Connection(fd)
     world_config, camera_config = conn.recv()

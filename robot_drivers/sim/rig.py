@@ -16,13 +16,13 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from ..clock import Clock, RealTimeClock, TickTiming
-from ..rig import Rig
-from ..safety import SafeArm, SafetyConfig
-from .arm import SimArm
-from .camera import SimCamera, SimCameraConfig, hand_camera, third_person_camera
-from .task import SCENARIOS, SUCCESS_LIFT_M, Scene, TaskConfig, make_scene
-from .world import SimWorld, WorldConfig
+from core.clock import Clock, RealTimeClock, TickTiming
+from robot_drivers.rig import Rig
+from robot_drivers.safety import SafeArm, SafetyConfig
+from robot_drivers.sim.arm import SimArm
+from robot_drivers.sim.camera import SimCamera, SimCameraConfig, hand_camera, third_person_camera
+from robot_drivers.sim.task import SCENARIOS, SUCCESS_LIFT_M, Scene, TaskConfig, make_scene
+from robot_drivers.sim.world import SimWorld, WorldConfig
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class SimRig(Rig):
         self.world.close()
 
     def scene_control(self):
-        from .scene_control import SimSceneControl
+        from robot_drivers.sim.scene_control import SimSceneControl
 
         return SimSceneControl(self)
 
@@ -192,7 +192,7 @@ class SimRig(Rig):
             raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
         scene = scene or make_scene(self.config.task, scenario, seed)
         if not release and self.arm.stopped:
-            from ..errors import ArmStoppedError
+            from core.errors import ArmStoppedError
 
             raise ArmStoppedError("the arm is halted: a scene reset would move it; take over or home first")
         self.world.reset((scene.mug.x, scene.mug.y, scene.mug.yaw), scene.distractors, scene.lighting)

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..scene import SceneControl
-from .task import SCENARIOS, Placement, Scene, training_scene
+from robot_drivers.scene import SceneControl
+from robot_drivers.sim.task import SCENARIOS, Placement, Scene, training_scene
 
 if TYPE_CHECKING:
-    from .rig import SimRig
+    from robot_drivers.sim.rig import SimRig
 
 
 class SimSceneControl(SceneControl):

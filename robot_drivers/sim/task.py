@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .scene import DISTRACTOR_MODELS, Lighting
+from robot_drivers.sim.scene import DISTRACTOR_MODELS, Lighting
 
 SCENARIOS = ("in_distribution", "interpolate", "extrapolate", "distractors", "lighting")
 SUCCESS_LIFT_M = 0.05

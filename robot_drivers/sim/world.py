@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pybullet_data
 
-from ._quiet import quiet_import_pybullet
+from robot_drivers.sim._quiet import quiet_import_pybullet
 
 pb = quiet_import_pybullet()
 
-from ..transforms import normalize_quat
-from .scene import Lighting
+from core.transforms import normalize_quat
+from robot_drivers.sim.scene import Lighting
 
 TABLE_TOP_Z = 0.626  # world height of the table surface (table/table.urdf at the origin)
 PANDA_ARM_JOINTS = tuple(range(7))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .trials import Trial, TrialLedger, encoder_digest
+from evaluation.trials import Trial, TrialLedger, encoder_digest
 
 
 @dataclass(frozen=True)

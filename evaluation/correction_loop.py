@@ -26,9 +26,9 @@ import numpy as np
 from recorder.dataset import Dataset
 from recorder.session import RecorderConfig, RecordingSession, scene_extra
 
-from .evaluate import EpisodeResult, ScenarioReport, run_episode
-from .policy import ALTPolicy
-from .versions import INTERVENTION_KEY, extend_policy, policy_version
+from evaluation.evaluate import EpisodeResult, ScenarioReport, run_episode
+from policy.policy import ALTPolicy
+from policy.versions import INTERVENTION_KEY, extend_policy, policy_version
 
 #: Outcomes the operator can take over from: the arm stopped (or ran out of time) with the mug still in place.
 CORRECTABLE = ("ood_stop", "stall_stop")

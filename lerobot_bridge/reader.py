@@ -1,8 +1,8 @@
 """Read a LeRobotDataset with LeRobot's own loader and write it in this project's dataset format.
 
-Runs inside LeRobot's environment (see policy/lerobot_source.py for why it is a separate one):
+Runs inside LeRobot's environment (see lerobot_bridge/source.py for why it is a separate one):
 
-    .venv-lerobot/bin/python policy/lerobot_reader.py --source PATH_OR_REPO_ID --out DIR [--hand-key K] ...
+    .venv-lerobot/bin/python lerobot_bridge/reader.py --source PATH_OR_REPO_ID --out DIR [--hand-key K] ...
 
 Frames are exactly what ``LeRobotDataset.__getitem__`` returns (float in [0, 1], times 255, rounded back to
 uint8), stored as PNG (lossless) and shrunk only when larger than --max-side. Progress and the final summary are
@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 import numpy as np
 
-from policy.lerobot_source import (LeRobotSourceError, feature_names, is_local, read_info, resolve_keys)
+from lerobot_bridge.source import (LeRobotSourceError, feature_names, is_local, read_info, resolve_keys)
 
 
 def _open(source: str, episodes: list[int] | None):
@@ -63,7 +63,7 @@ def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
 def read(source: str, out: Path, hand_key: str | None, third_key: str | None, action_key: str | None,
          episodes: list[int] | None, max_side: int) -> dict:
     from recorder.dataset import CameraSpec, Dataset, DatasetSpec, EpisodeWriter, StepRecord
-    from robot_drivers.types import Frame
+    from core.types import Frame
 
     ds = _open(source, episodes)
     features = ds.meta.features

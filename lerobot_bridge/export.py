@@ -70,10 +70,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from robot_drivers.transforms import POSE_QUAT
+from core.transforms import POSE_QUAT
 
-from .dataset import QUAT_NAMES, DamagedDatasetError, Dataset, DatasetError, continuous_quaternions, fsync_dir
-from .outputs import EMPTY, LEROBOT, MISSING, folder_kind, swap_into_place, temp_sibling
+from recorder.dataset import QUAT_NAMES, DamagedDatasetError, Dataset, DatasetError, continuous_quaternions, fsync_dir
+from recorder.outputs import EMPTY, LEROBOT, MISSING, folder_kind, swap_into_place, temp_sibling
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000

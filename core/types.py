@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .transforms import normalize_quat
+from core.transforms import normalize_quat
 
 #: Layout of a flat action / ee-state vector: x y z qx qy qz qw gripper.
 ACTION_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper")

@@ -11,10 +11,10 @@ import numpy as np
 
 from robot_drivers.sim.rig import SimRig
 
-from .policy import ALTPolicy
-from .probes import photos, synthetic_probes
-from .runner import AutonomyResult, run_autonomous
-from .trials import wilson_interval
+from policy.policy import ALTPolicy
+from policy.probes import photos, synthetic_probes
+from policy.runner import AutonomyResult, run_autonomous
+from evaluation.trials import wilson_interval
 
 #: An episode ends early once the task has been achieved for this many consecutive ticks.
 SUCCESS_HOLD_TICKS = 5
@@ -49,7 +49,7 @@ def classify(reason: str, success_after_run: bool, failed_before_stop: bool = Fa
 def failed_already(rig: SimRig, placed_xy: np.ndarray) -> bool:
     """Whether the episode had gone wrong by now: the mug pushed or tipped, or the gripper closed without
     holding it between both fingers."""
-    from robot_drivers.transforms import quat_to_matrix
+    from core.transforms import quat_to_matrix
 
     if rig.success():
         return False

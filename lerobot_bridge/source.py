@@ -4,7 +4,7 @@ LeRobot cannot share this project's environment: LeRobot 0.4.4 pins torch < 2.11
 torch 2.14.1 (the only torch its machines can install), and forcing one into the other's environment breaks
 either LeRobot's resolver or our torch. So LeRobot lives in its own virtualenv (``.venv-lerobot``, built by
 ``scripts/lerobot_env.sh``, the same recipe CI's loader check uses) and this module runs
-``policy/lerobot_reader.py`` with that environment's python. The reader opens the dataset with LeRobot's own
+``lerobot_bridge/reader.py`` with that environment's python. The reader opens the dataset with LeRobot's own
 ``LeRobotDataset`` (a local folder, or a Hub repo id when online) and writes the frames LeRobot's loader
 returns, bit for bit (PNG), with the actions, states and episode boundaries into this project's dataset format
 (docs/dataset_format.md). Training and offline evaluation then take the normal path, and the imported copy is
@@ -188,7 +188,7 @@ def import_lerobot(source: str, *, hand_key: str | None = None, third_key: str |
     tmp = out.with_name(f".importing-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [exe, str(REPO_ROOT / "policy" / "lerobot_reader.py"), "--source", settings["source"], "--out", str(tmp),
+    cmd = [exe, str(REPO_ROOT / "lerobot_bridge" / "reader.py"), "--source", settings["source"], "--out", str(tmp),
            "--max-side", str(MAX_SIDE)]
     for flag, value in (("--hand-key", hand_key), ("--third-key", third_key), ("--action-key", action_key)):
         if value is not None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .action_space import EE_POSE, describe_actions, policy_actions
+from policy.action_space import EE_POSE, describe_actions, policy_actions
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def lookups_of_policy(policy) -> Lookups:
 
 def evaluate_policy_offline(policy_dir: str, folds: int) -> dict:
     """The policy's encoder for every fold; the lookup table of each fold leaves its held-out episodes out."""
-    from .policy import ALTPolicy
+    from policy.policy import ALTPolicy
 
     policy = ALTPolicy.load(policy_dir)
     lookups = lookups_of_policy(policy)
@@ -177,10 +177,10 @@ def evaluate_dataset_offline(dataset_dir: str, config, folds: int, device: str |
 
     from recorder.dataset import Dataset
 
-    from .data import FrameTable, action_chunks, dataset_views, load_frames
-    from .database import LookupDatabase
-    from .policy import calibrate_on_held_out
-    from .train import embed_table_views, train_encoder
+    from policy.data import FrameTable, action_chunks, dataset_views, load_frames
+    from policy.database import LookupDatabase
+    from policy.policy import calibrate_on_held_out
+    from policy.train import embed_table_views, train_encoder
 
     with Dataset.open(dataset_dir) as dataset:
         config = config.with_overrides(views=dataset_views(dataset))
@@ -242,7 +242,7 @@ def format_report(report: dict) -> str:
 
 
 def cmd_eval_offline(args: Namespace) -> int:
-    from .commands import check_source_args, config_from_args, import_lerobot_from_args
+    from policy.commands import check_source_args, config_from_args, import_lerobot_from_args
 
     check_source_args(args, "source", "a POLICY or DATASET folder")
     source = args.source
@@ -259,7 +259,7 @@ def cmd_eval_offline(args: Namespace) -> int:
         report = evaluate_policy_offline(source, args.folds)
     else:
         if is_policy:  # retrain with the policy's own settings on its dataset
-            from .policy import ALTPolicy
+            from policy.policy import ALTPolicy
 
             policy = ALTPolicy.load(source)
             config, source = policy.config, policy.info["dataset"]

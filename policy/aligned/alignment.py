@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .grasp_check import GRIPPER_OPEN, pre_grasp_frames
-from .camera_check import CameraCheck
+from policy.grasp_check import GRIPPER_OPEN, pre_grasp_frames
+from policy.aligned.camera_check import CameraCheck
 
 #: Foreground: a difference from the background larger than this share of the demonstrations' median peak.
 FOREGROUND_SHARE = 0.3

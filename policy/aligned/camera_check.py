@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .grasp_check import correlation, edge_map, thumbnail
+from policy.grasp_check import correlation, edge_map, thumbnail
 
 EDGE_SHARE = 0.10
 STEADY = 0.35
