@@ -72,7 +72,7 @@ def main() -> int:
     from recording_helpers import record_sim
 
     data = work / "ds"
-    train = ["--epochs", "1", "--image-size", "32", "--frame-stride", "2", "--backbone-weights", "none",
+    train = ["--epochs", "1", "--input-size", "32", "--frame-stride", "2", "--backbone-weights", "none",
              "--progress", "none"]
     policy, parent, added = work / "policy", work / "parent", work / "added"
     if not data.exists():  # two demonstrations, a parent policy on them, then the episode `policy add` adds

@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-from argparse import Namespace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from policy.config import PRESETS  # noqa: E402
 from policy.data import action_chunks, load_frames  # noqa: E402
 from policy.database import LookupDatabase, probe_queries  # noqa: E402
-from policy.policy import ALTPolicy, calibrate_on_held_out  # noqa: E402
+from policy.calibration import calibrate_on_held_out  # noqa: E402
+from policy.policy import ALTPolicy  # noqa: E402
 from policy.train import embed_table_views, train_encoder  # noqa: E402
 from policy.versions import add_episodes  # noqa: E402
 from recorder.dataset import Dataset  # noqa: E402
@@ -46,11 +46,10 @@ def ensure_dataset(path: Path, episodes: int) -> None:
         with Dataset.open(path) as ds:
             have = len(ds.episode_indices())
     if have < episodes:
-        from recorder.commands import cmd_record
+        from recorder.recording import record_episodes
 
         print(f"recording {episodes - have} scripted demonstrations into {path}", file=sys.stderr)
-        cmd_record(Namespace(robot="sim", teleop="scripted", episodes=episodes - have, out=str(path), seed=0,
-                             task="grasp the mug", rate=10.0, image_size=128, clock="lockstep", codec="jpeg"))
+        record_episodes(str(path), episodes=episodes - have, rate=10.0, camera_size=128)
 
 
 def build_base_policy(dataset_dir: Path, out: Path, episodes: list[int]) -> None:

@@ -24,24 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recorder.dataset import Dataset  # noqa: E402
 from recorder.session import RecorderConfig, RecordingSession, spec_for_rig  # noqa: E402
 from core.clock import RealTimeClock  # noqa: E402
-from robot_drivers.fake import KinematicArm, SyntheticCamera  # noqa: E402
+from robot_drivers.fake import CircleTeleop, KinematicArm, SyntheticCamera  # noqa: E402
 from robot_drivers.rig import Rig  # noqa: E402
 from robot_drivers.safety import SafeArm  # noqa: E402
-from robot_drivers.teleop import Teleop  # noqa: E402
-from core.types import TeleopCommand  # noqa: E402
-
-
-class CircleTeleop(Teleop):
-    """An operator drawing slow circles (5 cm radius, one turn every 4 s)."""
-
-    def __init__(self):
-        self.t = 0.0
-
-    def get_command(self, state, dt):
-        self.t += dt
-        w = 2 * np.pi / 4.0
-        v = 0.05 * w * np.array([-np.sin(w * self.t), np.cos(w * self.t), 0.0])
-        return TeleopCommand(linear_velocity=v, gripper=0.5 + 0.5 * np.sin(w * self.t))
 
 
 def one_run(seconds: float, rate: float, width: int, height: int, fps: float, codec: str, phase: float) -> dict:
@@ -54,7 +39,7 @@ def one_run(seconds: float, rate: float, width: int, height: int, fps: float, co
         for cam in rig.cameras.values():
             cam.wait_for_frame(timeout=2.0)
         with Dataset.create(Path(tmp) / "ds", spec_for_rig(rig, codec=codec)) as ds:
-            session = RecordingSession(rig, ds, CircleTeleop(), RecorderConfig(max_episode_s=seconds))
+            session = RecordingSession(rig, ds, CircleTeleop(radius=0.05, period=4.0, gripper=True), RecorderConfig(max_episode_s=seconds))
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             wall0 = time.perf_counter()
             outcome = session.record_episode()

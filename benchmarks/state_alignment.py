@@ -22,22 +22,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robot_drivers.control import ControlLoop, TeleopSource  # noqa: E402
+from robot_drivers.fake import CircleTeleop  # noqa: E402
 from robot_drivers.sim.rig import SimRig, SimRigConfig  # noqa: E402
 from robot_drivers.state_history import StateHistory, StatePoller  # noqa: E402
-from robot_drivers.teleop import Teleop  # noqa: E402
-from core.types import TeleopCommand  # noqa: E402
-
-
-class CircleTeleop(Teleop):
-    """An operator drawing circles (4 cm radius, one turn every 5 s: about 0.05 m/s)."""
-
-    def __init__(self):
-        self.t = 0.0
-
-    def get_command(self, state, dt):
-        self.t += dt
-        w = 2 * np.pi / 5.0
-        return TeleopCommand(linear_velocity=0.04 * w * np.array([-np.sin(w * self.t), np.cos(w * self.t), 0.0]))
 
 
 def percentiles(values_mm) -> str:
@@ -68,7 +55,7 @@ def main() -> None:
         with rig:
             rig.reset(seed=0)
             sampler.start()
-            ControlLoop(rig).run(TeleopSource(CircleTeleop()), max_ticks=int(args.seconds * args.rate),
+            ControlLoop(rig).run(TeleopSource(CircleTeleop(radius=0.04, period=5.0)), max_ticks=int(args.seconds * args.rate),
                                  on_tick=on_tick)
             sampler.stop()
     finally:

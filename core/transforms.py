@@ -118,3 +118,17 @@ def yaw_of(q) -> float:
     """Heading of the rotated x axis projected on the ground plane."""
     m = quat_to_matrix(q)
     return float(np.arctan2(m[1, 0], m[0, 0]))
+
+
+_HALF_TURN = {"rad": np.pi, "deg": 180.0}
+
+
+def wrap_half_turn(angle, unit: str = "rad"):
+    """``angle`` (a number or an array, in radians or, with ``unit="deg"``, degrees) wrapped into
+    [-pi/2, pi/2) (or [-90, 90)): for what a half turn leaves as it was (a parallel gripper's closing line, a
+    silhouette's axis). A number gives a float, an array an array."""
+    if unit not in _HALF_TURN:
+        raise ValueError(f"unit must be 'rad' or 'deg', got {unit!r}")
+    half = _HALF_TURN[unit]
+    wrapped = (np.asarray(angle, dtype=np.float64) + half / 2) % half - half / 2
+    return float(wrapped) if wrapped.ndim == 0 else wrapped

@@ -277,3 +277,55 @@ def write_json(path: str | Path, payload: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=1))
 
+
+def _rig_image_size(policy) -> int:
+    """The camera size the policy's demonstrations were recorded at (the eval rig must match them)."""
+    from recorder.dataset import Dataset
+
+    sizes = policy.info.get("camera_sizes")
+    if not sizes:
+        try:
+            with Dataset.open(policy.info.get("dataset", "")) as ds:
+                sizes = {c.name: [c.width, c.height] for c in ds.spec.cameras}
+        except Exception:  # noqa: BLE001 - the dataset moved: fall back to the recorder's default
+            return 128
+    widths = {tuple(v) for v in sizes.values()}
+    if len(widths) != 1 or next(iter(widths))[0] != next(iter(widths))[1]:
+        raise ValueError(f"the simulated rig renders square cameras of one size; the policy's demonstrations "
+                         f"were recorded at {sizes}")
+    return int(next(iter(widths))[0])
+
+
+def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: int, clock: str = "lockstep",
+                    json_path: str | None = None, max_ticks: int = 200, check_data: str | None = None,
+                    quiet: bool = False) -> dict:
+    """Evaluate on the simulated rig; the payload records the thresholds used and every episode."""
+    from recorder.progress import progress_bar
+
+    from robot_drivers.factory import make_rig
+
+    policy = ALTPolicy.load(policy_dir)
+    rig = make_rig("sim", clock=clock, image_size=_rig_image_size(policy), rate_hz=policy.info.get("fps", 10.0))
+    rows = []
+    with rig:
+        for scenario in scenarios:
+            with progress_bar(total=episodes, desc=f"eval {scenario} ({clock})", unit="ep", disable=quiet) as bar:
+                tally = {"success": 0, "silent_failure": 0}
+
+                def progress(ep):
+                    if ep.outcome in tally:
+                        tally[ep.outcome] += 1
+                    bar.update(1)
+                    bar.set_postfix(success=f"{tally['success']}/{bar.n}", silent=tally["silent_failure"])
+
+                rows.append(evaluate_scenario(policy, rig, scenario, episodes, seed, max_ticks, progress).summary())
+        live = live_frames(rig, 8, seed + 50_000)
+    rig.close()
+    payload = {"policy": str(policy_dir), "clock": clock, "seed": seed, "episodes_per_scenario": episodes,
+               "gamma": policy.gamma, "thresholds": policy.thresholds(),
+               "calibration": None if policy.calibration is None else policy.calibration.__dict__,
+               "scenarios": rows, "unrelated_images": unrelated_image_report(policy, live, seed),
+               "in_distribution_frames": in_distribution_frame_report(policy, check_data) if check_data else None}
+    if json_path:
+        write_json(json_path, payload)
+    return payload

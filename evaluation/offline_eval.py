@@ -23,12 +23,8 @@ ones (optimistic, said in the report). A dataset, or a policy with --retrain, re
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
-from argparse import Namespace
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -210,7 +206,7 @@ def evaluate_dataset_offline(dataset_dir: str, config, folds: int, device: str |
     return report
 
 
-# --------------------------------------------------------------------------- the verb
+# --------------------------------------------------------------------------- the report
 def format_report(report: dict) -> str:
     action, horizon = report["action"], report["horizon"]
     steps = sorted({1, max(1, horizon // 2), horizon})
@@ -239,35 +235,3 @@ def format_report(report: dict) -> str:
                  f"({100 * ood['below_gamma_fraction']:.1f}%) below gamma; best similarity to the other episodes "
                  f"p1 {sims['p1']:.3f}, p5 {sims['p5']:.3f}, p50 {sims['p50']:.3f}")
     return "\n".join(lines)
-
-
-def cmd_eval_offline(args: Namespace) -> int:
-    from policy.commands import check_source_args, config_from_args, import_lerobot_from_args
-
-    check_source_args(args, "source", "a POLICY or DATASET folder")
-    source = args.source
-    is_policy = source is not None and (Path(source) / "manifest.json").is_file()
-    if args.lerobot is not None:
-        source, _ = import_lerobot_from_args(args)
-    elif not is_policy and not (Path(source) / "dataset.json").is_file():
-        raise ValueError(f"{source} is neither a policy folder (manifest.json) nor a dataset folder (dataset.json)")
-
-    def say(message):
-        print(message, file=sys.stderr, flush=True)
-
-    if is_policy and not args.retrain:
-        report = evaluate_policy_offline(source, args.folds)
-    else:
-        if is_policy:  # retrain with the policy's own settings on its dataset
-            from policy.policy import ALTPolicy
-
-            policy = ALTPolicy.load(source)
-            config, source = policy.config, policy.info["dataset"]
-        else:
-            config = config_from_args(args)
-        report = evaluate_dataset_offline(source, config, args.folds, device=args.device, progress=say)
-    print(format_report(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-        print(f"report written to {args.json}")
-    return 0

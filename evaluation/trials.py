@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from recorder.outputs import process_alive
+
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -110,15 +112,7 @@ def _boot_id() -> str:
 
 
 def _alive(pid: int, boot: str) -> bool:
-    if not pid or boot != _boot_id():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return bool(pid) and boot == _boot_id() and process_alive(pid)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-from argparse import Namespace
 from pathlib import Path
 
 from PyQt6 import sip
@@ -66,17 +63,3 @@ def dispose(controller: RigController, window: MainWindow) -> None:
     sip.delete(window)  # its widgets with it
     for obj in leftovers:
         sip.delete(obj)
-
-
-def cmd_gui(args: Namespace) -> int:
-    factory = file_rig_factory(args.rig, args.rate) if getattr(args, "rig", None) else \
-        sim_rig_factory(args.image_size, args.rate)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("ALT Studio")
-    logging.getLogger().setLevel(logging.INFO if not args.verbose else logging.DEBUG)
-    controller, window = create_window(factory, Path(args.data_dir), Path(args.runs_dir), task=args.task,
-                                       connect=not args.no_connect)
-    window.show()
-    code = app.exec()
-    dispose(controller, window)
-    return code

@@ -1,8 +1,9 @@
 """The window's handle on the rig: the Qt-free :class:`supervisor.Supervisor`, its events as Qt signals.
 
 The supervisor owns the control thread, the STOP latch and the session's rules
-(see ``supervisor/supervisor.py``); this class only turns its events into
-signals (delivered to widgets in the GUI thread) and passes commands through.
+(see ``supervisor/supervisor.py``, and ``supervisor/modes.py`` for which command
+each mode accepts); this class only turns its events into signals (delivered to
+widgets in the GUI thread) and passes commands through, gamma changes included.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class RigController(QObject):
         self.tick.connect(self._remember_state)
         for name in ("connect_rig", "disconnect_rig", "open_dataset", "close_dataset", "start_episode",
                      "stop_episode", "discard_episode", "rerecord_episode", "delete_episode", "trim_episode", "replay",
-                     "set_policy",
+                     "set_policy", "set_gamma",
                      "start_autonomy", "resume", "pause", "take_over", "take_over_and_record", "home", "reset_scene",
                      "restore_episode_scene", "mark_last_trial", "emergency_stop", "wait_stopped", "holding_object",
                      "shutdown"):

@@ -50,7 +50,7 @@ class TrainRequest:
         """The CLI's own train verb: one training implementation for the app and the command line."""
         argv = [sys.executable, str(_PROJECT_ROOT / "main.py"), "train", self.dataset, "--out", self.out,
                 "--preset", self.preset, "--progress", "jsonl"]
-        for flag, value in (("--epochs", self.epochs), ("--image-size", self.image_size),
+        for flag, value in (("--epochs", self.epochs), ("--input-size", self.image_size),
                             ("--frame-stride", self.frame_stride)):
             if value is not None:
                 argv += [flag, str(value)]

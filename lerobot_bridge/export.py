@@ -57,66 +57,36 @@ Rules the export follows:
 
 from __future__ import annotations
 
-import functools
-import io
-import json
+import errno
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
-from core.transforms import POSE_QUAT
+from lerobot_bridge.export_files import ExportedEpisode, _fsync_tree, _UnreadableEpisode, _write_all, _write_json
+from lerobot_bridge.layout import (CHUNKS_SIZE, CODEBASE_VERSION, DATA_FILES_SIZE_IN_MB, DATA_PATH, EPISODES_PATH,
+                                   INDEX_FEATURES, PROVENANCE_FILE, VIDEO_FILES_SIZE_IN_MB, VIDEO_PATH, ExportError,
+                                   ProgressCallback)
+from lerobot_bridge.stats import QUANTILE_KEYS, QUANTILES, STAT_KEYS, ImageStats, vector_stats
+from lerobot_bridge.video import (ENCODER_ALIASES, ENCODER_PREFERENCE, KEYFRAME_INTERVAL, PIX_FMT, RGB_PIX_FMT,
+                                  _canonical_codec_name, _keeps_thread_scheduling, _VideoFileWriter, choose_encoder,
+                                  pix_fmt)
+from recorder.dataset import DamagedDatasetError, Dataset, fsync_dir
+from recorder.outputs import EMPTY, LEROBOT, MISSING, folder_kind, free_space_note, swap_into_place, temp_sibling
 
-from recorder.dataset import QUAT_NAMES, DamagedDatasetError, Dataset, DatasetError, continuous_quaternions, fsync_dir
-from recorder.outputs import EMPTY, LEROBOT, MISSING, folder_kind, swap_into_place, temp_sibling
-
-CODEBASE_VERSION = "v3.0"
-CHUNKS_SIZE = 1000
-DATA_FILES_SIZE_IN_MB = 100
-VIDEO_FILES_SIZE_IN_MB = 200
-DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-PROVENANCE_FILE = "meta/alt_studio_export.json"
-QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
-QUANTILE_KEYS = tuple(f"q{int(round(q * 100)):02d}" for q in QUANTILES)
-STAT_KEYS = ("min", "max", "mean", "std", "count") + QUANTILE_KEYS
-ENCODER_PREFERENCE = ("libsvtav1", "libx264", "mpeg4")
-ENCODER_ALIASES = {"av1": "libsvtav1", "svtav1": "libsvtav1", "h264": "libx264", "x264": "libx264",
-                   "lossless": "libx264rgb"}
-KEYFRAME_INTERVAL = 2
-PIX_FMT = "yuv420p"
-#: Encoders that store RGB as it is, without the YUV conversion and chroma subsampling (``lossless``: H.264
-#: in RGB at quantiser 0, bit-exact; any FFmpeg decodes it, LeRobot's loaders included).
-RGB_PIX_FMT = {"libx264rgb": "rgb24"}
-INDEX_FEATURES = ("frame_index", "episode_index", "index", "task_index")
-
-ProgressCallback = Callable[[int, int], None]
-
-
-class ExportError(RuntimeError):
-    """The export cannot be done; the message says why and what to do."""
-
-
-class _UnreadableEpisode(Exception):
-    """An episode's data failed to load or decode while it was being exported."""
-
-    def __init__(self, index: int, error: DatasetError):
-        super().__init__(str(error))
-        self.index, self.error = index, error
-
-
-@dataclass(frozen=True)
-class ExportedEpisode:
-    source_index: int  # episode number in the ALT Studio dataset
-    episode_index: int  # episode number in the LeRobot dataset
-    length: int
-    task: str
+# The names other modules may import from here (the layout lives in lerobot_bridge.layout, statistics in
+# lerobot_bridge.stats, video in lerobot_bridge.video, the files' writing in lerobot_bridge.export_files).
+__all__ = [
+    "CHUNKS_SIZE", "CODEBASE_VERSION", "DATA_FILES_SIZE_IN_MB", "DATA_PATH", "ENCODER_ALIASES", "ENCODER_PREFERENCE",
+    "EPISODES_PATH", "INDEX_FEATURES", "KEYFRAME_INTERVAL", "PIX_FMT", "PROVENANCE_FILE", "QUANTILES",
+    "QUANTILE_KEYS", "RGB_PIX_FMT", "STAT_KEYS", "VIDEO_FILES_SIZE_IN_MB", "VIDEO_PATH", "ExcludedEpisode",
+    "ExportError", "ExportReport", "ExportedEpisode", "ImageStats", "ProgressCallback", "choose_encoder",
+    "export_lerobot", "pix_fmt", "vector_stats",
+]
 
 
 @dataclass(frozen=True)
@@ -147,302 +117,6 @@ class ExportReport:
         lines += [f"excluded episode {e.source_index}: {e.reason}" for e in self.excluded]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- statistics
-def _quantiles_from_sorted_ranks(value_at_rank: Callable[[int], np.ndarray], n: int) -> dict[str, np.ndarray]:
-    """Quantiles with linear interpolation between order statistics (numpy's default method)."""
-    out = {}
-    for q, key in zip(QUANTILES, QUANTILE_KEYS):
-        r = q * (n - 1)
-        lo, hi = int(np.floor(r)), int(np.ceil(r))
-        a, b = value_at_rank(lo), value_at_rank(hi)
-        out[key] = a + (r - lo) * (b - a)
-    return out
-
-
-def vector_stats(x: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-dimension statistics of an (N,) or (N, D) array; (N,) gives shape-(1,) results."""
-    x = np.asarray(x)
-    flat = x.reshape(len(x), -1)
-    xf = flat.astype(np.float64)
-    out = {"min": flat.min(0), "max": flat.max(0), "mean": xf.mean(0), "std": xf.std(0),
-           "count": np.array([len(x)], np.int64)}
-    for key, value in zip(QUANTILE_KEYS, np.quantile(xf, QUANTILES, axis=0)):
-        out[key] = value
-    return out
-
-
-class ImageStats:
-    """Exact per-channel statistics of uint8 RGB frames, kept as 256-bin histograms per channel."""
-
-    _OFFSETS = np.array([0, 256, 512])
-
-    def __init__(self):
-        self.hist = np.zeros((3, 256), np.int64)
-        self.frames = 0
-
-    def add(self, image: np.ndarray) -> None:
-        counts = np.bincount((image.reshape(-1, 3) + self._OFFSETS).ravel(), minlength=768)
-        self.hist += counts.reshape(3, 256)
-        self.frames += 1
-
-    def merge(self, other: "ImageStats") -> None:
-        self.hist += other.hist
-        self.frames += other.frames
-
-    def result(self) -> dict[str, np.ndarray]:
-        """LeRobot's layout: values in [0, 1], each statistic shaped (3, 1, 1), count = frames."""
-        values = np.arange(256, dtype=np.float64)
-        n = self.hist.sum(1)[0]
-        cum = np.cumsum(self.hist, axis=1)
-        mean = (self.hist * values).sum(1) / n
-        var = (self.hist * values ** 2).sum(1) / n - mean ** 2
-        nonzero = self.hist > 0
-        out = {"min": nonzero.argmax(1).astype(np.float64),
-               "max": 255 - nonzero[:, ::-1].argmax(1).astype(np.float64),
-               "mean": mean, "std": np.sqrt(np.maximum(var, 0.0))}
-        out.update(_quantiles_from_sorted_ranks(
-            lambda rank: np.array([np.searchsorted(cum[c], rank, side="right") for c in range(3)], np.float64), n))
-        out = {k: (v / 255.0).reshape(3, 1, 1) for k, v in out.items()}
-        out["count"] = np.array([self.frames], np.int64)
-        return {k: out[k] for k in STAT_KEYS}
-
-
-def _stats_to_json(stats: dict[str, np.ndarray]) -> dict[str, list]:
-    return {k: np.asarray(v).tolist() for k, v in stats.items()}
-
-
-# --------------------------------------------------------------------------- video
-def pix_fmt(encoder: str) -> str:
-    return RGB_PIX_FMT.get(encoder, PIX_FMT)
-
-
-def _encoder_options(encoder: str) -> dict[str, str]:
-    g = str(KEYFRAME_INTERVAL)
-    if encoder == "libsvtav1":
-        return {"g": g, "crf": "30", "preset": "12"}  # LeRobot's own settings
-    if encoder == "libx264":
-        return {"g": g, "crf": "23", "preset": "medium"}
-    if encoder == "libx264rgb":
-        return {"g": g, "qp": "0", "preset": "medium"}  # quantiser 0: lossless
-    return {"g": g, "qmin": "2", "qmax": "4"}  # mpeg4 and anything else FFmpeg offers
-
-
-def _stream_rate(fps: float) -> Fraction:
-    return Fraction(fps).limit_denominator(1001)
-
-
-def _open_video(target, encoder: str, width: int, height: int, fps: float):
-    import av
-
-    container = av.open(target, "w", format="mp4")
-    try:
-        stream = container.add_stream(encoder, rate=_stream_rate(fps), options=_encoder_options(encoder))
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt(encoder)
-    except BaseException:
-        container.close()
-        raise
-    return container, stream
-
-
-def _keeps_thread_scheduling(fn):
-    """Undo what an encoder does to the calling thread's scheduling.
-
-    SVT-AV1 switches the thread that opens it to real-time SCHED_FIFO when it
-    may (as root). Left so, every thread and process started from it later
-    (a camera, a training run) would inherit real-time priority and could
-    starve the control loop; measured: 1.4 s stalls of the whole app.
-    """
-    if not hasattr(os, "sched_getscheduler"):
-        return fn
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if os.sched_getscheduler(0) != policy:
-                os.sched_setscheduler(0, policy, param)
-
-    return wrapper
-
-
-@_keeps_thread_scheduling
-def _encoder_works(encoder: str, sizes: Iterable[tuple[int, int]], fps: float) -> str | None:
-    """None if ``encoder`` can encode a few frames of every size, else why not."""
-    import av
-
-    if encoder not in av.codecs_available:
-        return "not in this FFmpeg build"
-    try:
-        for width, height in sizes:
-            buf = io.BytesIO()
-            container, stream = _open_video(buf, encoder, width, height, fps)
-            try:
-                for i in range(3):
-                    frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 40 * i, np.uint8), format="rgb24")
-                    frame.pts = i
-                    for packet in stream.encode(frame):
-                        container.mux(packet)
-                for packet in stream.encode():
-                    container.mux(packet)
-            finally:
-                container.close()
-    except Exception as exc:  # noqa: BLE001 - FFmpeg reports failures in many types
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def choose_encoder(requested: str | None, sizes: Iterable[tuple[int, int]], fps: float) -> str:
-    """The FFmpeg encoder to use: ``requested`` (must work) or the first working of the preference list."""
-    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner on every encoder open otherwise
-    sizes = list(sizes)
-    if requested is not None:
-        name = ENCODER_ALIASES.get(requested, requested)
-        why = _encoder_works(name, sizes, fps)
-        if why is not None:
-            raise ExportError(f"video encoder {requested!r} cannot be used here ({why}); "
-                              f"leave video_codec unset to pick one automatically")
-        return name
-    problems = []
-    for name in ENCODER_PREFERENCE:
-        why = _encoder_works(name, sizes, fps)
-        if why is None:
-            return name
-        problems.append(f"{name}: {why}")
-    raise ExportError("no usable video encoder in this FFmpeg build (" + "; ".join(problems) + ")")
-
-
-class _VideoFileWriter:
-    """One camera's video files: frames appended end to end, rolling over to a new file when full."""
-
-    def __init__(self, root: Path, key: str, encoder: str, width: int, height: int, fps: float, limit_bytes: int):
-        self.root, self.key, self.encoder = root, key, encoder
-        self.width, self.height, self.fps = width, height, fps
-        self.limit_bytes = limit_bytes
-        self.chunk_index, self.file_index = 0, 0
-        self._container = self._stream = None
-        self._frames_in_file = 0
-        self._bytes_in_file = 0
-        self.paths: list[Path] = []
-
-    def _path(self) -> Path:
-        return self.root / VIDEO_PATH.format(video_key=self.key, chunk_index=self.chunk_index,
-                                             file_index=self.file_index)
-
-    def _mux(self, packets) -> None:
-        for packet in packets:
-            self._bytes_in_file += packet.size
-            self._container.mux(packet)
-
-    def start_episode(self) -> tuple[int, int, float]:
-        """Where the next episode goes: (chunk index, file index, its first timestamp in that file)."""
-        if self._container is not None and self._bytes_in_file >= self.limit_bytes:
-            self._close_file()
-            self.chunk_index, self.file_index = _next_file(self.chunk_index, self.file_index)
-        if self._container is None:
-            path = self._path()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._container, self._stream = _open_video(str(path), self.encoder, self.width, self.height, self.fps)
-            self.paths.append(path)
-            self._frames_in_file = self._bytes_in_file = 0
-        return self.chunk_index, self.file_index, self._frames_in_file / self.fps
-
-    def add(self, image: np.ndarray) -> None:
-        import av
-
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = self._frames_in_file
-        self._mux(self._stream.encode(frame))
-        self._frames_in_file += 1
-
-    def end_timestamp(self) -> float:
-        return self._frames_in_file / self.fps
-
-    def _close_file(self) -> None:
-        try:
-            self._mux(self._stream.encode())
-        finally:
-            self._container.close()
-            self._container = self._stream = None
-
-    def close(self) -> None:
-        if self._container is not None:
-            self._close_file()
-
-    def abort(self) -> None:
-        if self._container is not None:
-            try:
-                self._container.close()
-            except Exception:  # noqa: BLE001 - the folder is being thrown away anyway
-                pass
-            self._container = self._stream = None
-
-
-def _next_file(chunk_index: int, file_index: int) -> tuple[int, int]:
-    if file_index == CHUNKS_SIZE - 1:
-        return chunk_index + 1, 0
-    return chunk_index, file_index + 1
-
-
-def _pad_even(image: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
-    if h % 2 == 0 and w % 2 == 0:
-        return image
-    return np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-
-
-# --------------------------------------------------------------------------- parquet helpers
-def _hf_features_metadata(features: dict) -> bytes:
-    """The ``huggingface`` schema metadata ``datasets`` writes, so the parquet is self-describing."""
-    out = {}
-    for key, ft in features.items():
-        if ft["dtype"] == "video":
-            continue
-        if list(ft["shape"]) == [1]:
-            out[key] = {"dtype": ft["dtype"], "_type": "Value"}
-        else:
-            out[key] = {"feature": {"dtype": ft["dtype"], "_type": "Value"}, "length": ft["shape"][0], "_type": "List"}
-    return json.dumps({"info": {"features": out}}).encode()
-
-
-def _write_parquet(table, path: Path) -> None:
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, compression="snappy")
-
-
-def _tasks_table(tasks: list[str]):
-    """What ``pandas.DataFrame({"task_index": ...}, index=tasks).to_parquet()`` writes (LeRobot's writer)."""
-    import pyarrow as pa
-
-    pandas_meta = {
-        "index_columns": ["__index_level_0__"],
-        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
-                            "metadata": {"encoding": "UTF-8"}}],
-        "columns": [
-            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
-             "metadata": None},
-            {"name": None, "field_name": "__index_level_0__", "pandas_type": "unicode", "numpy_type": "object",
-             "metadata": None},
-        ],
-        "creator": {"library": "pyarrow", "version": pa.__version__},
-        "pandas_version": "2.2.0",
-    }
-    schema = pa.schema([("task_index", pa.int64()), ("__index_level_0__", pa.string())],
-                       metadata={b"pandas": json.dumps(pandas_meta).encode()})
-    return pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()),
-                     "__index_level_0__": pa.array(tasks, pa.string())}, schema=schema)
-
-
-def _fixed_list(x: np.ndarray):
-    import pyarrow as pa
-
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
 
 
 # --------------------------------------------------------------------------- selection
@@ -603,10 +277,14 @@ def export_lerobot(dataset: Dataset | str | os.PathLike, out_dir: str | os.PathL
                 raise ExportError(f"nothing to export from {dataset.root}: every selected episode is damaged "
                                   f"({message})") from exc.error
             # and again from the start without it: the videos already hold some of its frames
-        except BaseException:
+        except BaseException as exc:
             for w in writers:
                 w.abort()
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # frees what it took: needs no space
+            if _disk_full(exc):
+                raise ExportError(f"the disk is full: could not write the export {out_dir} ({exc}); "
+                                  f"{free_space_note(out_dir.parent)}; free some space and run it again (nothing "
+                                  "was written, the source is untouched)") from exc
             raise
     size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
     return ExportReport(out_dir=out_dir, episodes=exported, frames=total, excluded=excluded, encoder=encoder,
@@ -614,15 +292,17 @@ def export_lerobot(dataset: Dataset | str | os.PathLike, out_dir: str | os.PathL
                         notes=notes)
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC or EDQUOT, as an OSError or in the words of a library that wraps it (pyarrow, PyAV)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return "no space left on device" in text or "errno 28" in text or "disk quota exceeded" in text
+
+
 def _names(names: tuple[str, ...], dim: int) -> list[str]:
     names = list(names)
     return names if len(names) == dim else [f"dim_{i}" for i in range(dim)]
-
-
-def _canonical_codec_name(encoder: str) -> str:
-    import av
-
-    return av.codec.Codec(encoder, "w").canonical_name
 
 
 def _refuse_existing(out_dir: Path, overwrite: bool = False) -> None:
@@ -637,181 +317,3 @@ def _refuse_existing(out_dir: Path, overwrite: bool = False) -> None:
     elif out_dir.exists():
         raise ExportError(f"{out_dir} exists and is not a folder; choose another destination")
 
-
-def _write_all(dataset: Dataset, selected: list, root: Path, cameras: list, writers: list[_VideoFileWriter],
-               features: dict, fps: float, fps_json, data_files_size_in_mb: int, video_files_size_in_mb: int,
-               progress: ProgressCallback | None) -> tuple[list[ExportedEpisode], int]:
-    import pyarrow as pa
-
-    tasks: list[str] = []
-    task_of: dict[str, int] = {}
-    total_frames = sum(info.length for info in selected)
-    done = 0
-    exported: list[ExportedEpisode] = []
-    rows: list[dict] = []  # episodes parquet rows
-    all_cols: dict[str, list[np.ndarray]] = {k: [] for k in ("observation.state", "action", "timestamp",
-                                                             *INDEX_FEATURES)}
-    image_totals = {key: ImageStats() for _, key, _, _ in cameras}
-
-    # data files: episodes accumulate into the current file until it reaches the size limit
-    data_limit = data_files_size_in_mb * 1024 * 1024
-    data_loc = [0, 0]
-    data_parts: list[pa.Table] = []
-    data_bytes = 0
-    hf_meta = _hf_features_metadata(features)
-
-    def flush_data() -> None:
-        nonlocal data_parts, data_bytes
-        if data_parts:
-            table = pa.concat_tables(data_parts).replace_schema_metadata({b"huggingface": hf_meta})
-            _write_parquet(table, root / DATA_PATH.format(chunk_index=data_loc[0], file_index=data_loc[1]))
-        data_parts, data_bytes = [], 0
-
-    reference = None  # every episode's quaternions in the hemisphere of the first one's first state
-    for new_index, info in enumerate(selected):
-        try:
-            arrays = continuous_quaternions(dataset.load_episode(info.index).arrays, dataset.spec, reference)
-        except DatasetError as exc:
-            raise _UnreadableEpisode(info.index, exc) from exc
-        if reference is None and dataset.spec.state_names[POSE_QUAT] == QUAT_NAMES:
-            reference = arrays["state"][0, POSE_QUAT]
-        n = info.length
-        state = np.asarray(arrays["state"], np.float32)
-        action = np.asarray(arrays["action"], np.float32)
-        if state.shape != (n, features["observation.state"]["shape"][0]) or \
-                action.shape != (n, features["action"]["shape"][0]):
-            raise DatasetError(f"episode {info.index}: state {state.shape} / action {action.shape} do not match "
-                               f"{n} steps of the dataset's layout")
-        if info.task not in task_of:
-            task_of[info.task] = len(tasks)
-            tasks.append(info.task)
-        start = done
-        cols = {
-            "observation.state": state,
-            "action": action,
-            "timestamp": (np.arange(n) / fps).astype(np.float32),
-            "frame_index": np.arange(n, dtype=np.int64),
-            "episode_index": np.full(n, new_index, np.int64),
-            "index": np.arange(start, start + n, dtype=np.int64),
-            "task_index": np.full(n, task_of[info.task], np.int64),
-        }
-        row: dict = {"episode_index": new_index, "tasks": [info.task], "length": n}
-
-        if data_parts and data_bytes >= data_limit:
-            flush_data()
-            data_loc[:] = _next_file(*data_loc)
-        table = pa.table({
-            "observation.state": _fixed_list(state), "action": _fixed_list(action),
-            **{k: pa.array(cols[k]) for k in ("timestamp", *INDEX_FEATURES)}})
-        data_parts.append(table)
-        data_bytes += table.nbytes
-        row.update({"data/chunk_index": data_loc[0], "data/file_index": data_loc[1],
-                    "dataset_from_index": start, "dataset_to_index": start + n})
-
-        # videos: every camera's frames of this episode, appended to that camera's current file
-        ep_images = {key: ImageStats() for _, key, _, _ in cameras}
-        placements = [w.start_episode() for w in writers]
-        for k in range(n):
-            for (name, key, _, _), writer in zip(cameras, writers):
-                try:
-                    image = dataset.frame(info.index, name, k)
-                except DatasetError as exc:
-                    raise _UnreadableEpisode(info.index, exc) from exc
-                if _pad_even(image).shape[:2] != tuple(features[key]["shape"][:2]):
-                    raise _UnreadableEpisode(info.index, DatasetError(
-                        f"{info.path / (name + '.pack')} frame {k} is {image.shape[1]}x{image.shape[0]}, not the "
-                        f"size dataset.json names"))
-                ep_images[key].add(image)
-                writer.add(_pad_even(image))
-            if progress is not None and (k + 1) % 50 == 0:
-                progress(start + k + 1, total_frames)
-        for (_, key, _, _), writer, (chunk, file, t0) in zip(cameras, writers, placements):
-            row.update({f"videos/{key}/chunk_index": chunk, f"videos/{key}/file_index": file,
-                        f"videos/{key}/from_timestamp": t0, f"videos/{key}/to_timestamp": writer.end_timestamp()})
-
-        # per-episode statistics, in the order of the features
-        ep_stats = {}
-        for key, ft in features.items():
-            ep_stats[key] = ep_images[key].result() if ft["dtype"] == "video" else vector_stats(cols[key])
-        for key, st in ep_stats.items():
-            for stat in STAT_KEYS:
-                row[f"stats/{key}/{stat}"] = np.asarray(st[stat]).tolist()
-        row["meta/episodes/chunk_index"] = 0
-        row["meta/episodes/file_index"] = 0
-        rows.append(row)
-        for key in all_cols:
-            all_cols[key].append(cols[key])
-        for key in image_totals:
-            image_totals[key].merge(ep_images[key])
-        done += n
-        exported.append(ExportedEpisode(info.index, new_index, n, info.task))
-        if progress is not None:
-            progress(done, total_frames)
-
-    flush_data()
-    for writer in writers:
-        writer.close()
-    _check_videos(writers, done)
-
-    # meta/episodes
-    columns = list(rows[0])
-    episodes_table = pa.table({c: pa.array([r[c] for r in rows]) for c in columns})
-    _write_parquet(episodes_table, root / EPISODES_PATH.format(chunk_index=0, file_index=0))
-
-    # meta/tasks, meta/stats, meta/info
-    _write_parquet(_tasks_table(tasks), root / "meta/tasks.parquet")
-    stats = {}
-    for key, ft in features.items():
-        if ft["dtype"] == "video":
-            stats[key] = _stats_to_json(image_totals[key].result())
-        else:
-            stats[key] = _stats_to_json(vector_stats(np.concatenate(all_cols[key])))
-    _write_json(root / "meta/stats.json", stats)
-    info = {
-        "codebase_version": CODEBASE_VERSION,
-        "robot_type": dataset.spec.robot,
-        "total_episodes": len(exported),
-        "total_frames": done,
-        "total_tasks": len(tasks),
-        "chunks_size": CHUNKS_SIZE,
-        "data_files_size_in_mb": data_files_size_in_mb,
-        "video_files_size_in_mb": video_files_size_in_mb,
-        "fps": fps_json,
-        "splits": {"train": f"0:{len(exported)}"},
-        "data_path": DATA_PATH,
-        "video_path": VIDEO_PATH if cameras else None,
-        "features": features,
-    }
-    _write_json(root / "meta/info.json", info)
-    return exported, done
-
-
-def _check_videos(writers: list[_VideoFileWriter], frames: int) -> None:
-    """Every camera's files together must hold exactly one video frame per exported frame."""
-    import av
-
-    for w in writers:
-        count = 0
-        for path in w.paths:
-            with av.open(str(path)) as container:
-                stream = container.streams.video[0]
-                n = stream.frames or sum(1 for p in container.demux(stream) if p.size)
-            count += n
-        if count != frames:
-            raise ExportError(f"encoding {w.key} with {w.encoder} produced {count} video frames for {frames} "
-                              f"data frames; try another video_codec")
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=4, ensure_ascii=False))
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-        else:
-            fsync_dir(path)
-    fsync_dir(root)

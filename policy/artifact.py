@@ -52,7 +52,8 @@ def write_artifact(out: Path, write_files, overwrite: bool = False) -> Path:
     The output path is checked first (:func:`recorder.outputs.check_output`: never a dataset, the working
     folder, the project, ...). With ``overwrite`` an existing policy is replaced atomically: the old one stays
     loadable until the new one is complete and in place (:func:`recorder.outputs.swap_into_place`)."""
-    from recorder.outputs import POLICY, OutputPathError, check_output, free_space_note, swap_into_place, temp_sibling
+    from recorder.outputs import (POLICY, OutputPathError, check_output, format_bytes, free_space_note, swap_into_place,
+                                  temp_sibling)
 
     try:
         out = check_output(out, POLICY, overwrite=overwrite)
@@ -81,7 +82,7 @@ def write_artifact(out: Path, write_files, overwrite: bool = False) -> Path:
             if full:
                 raise PolicyArtifactError(f"the disk is full: could not write the policy to {out} "
                                           f"(while writing into {tmp.name}: {exc}); "
-                                          f"{free_space_note(out.parent)}, more than {written / 1e6:.0f} MB needed. "
+                                          f"{free_space_note(out.parent)}, more than {format_bytes(written)} needed. "
                                           "Free some space and run it again; nothing was replaced.") from exc
             if isinstance(exc, OSError):
                 raise PolicyArtifactError(f"could not write the policy to {out}: {exc}; nothing was "
@@ -168,12 +169,44 @@ def read_config_doc(path: Path) -> dict:
                                       "incomplete: retrain it or restore the folder")
         value = doc[name]
         if isinstance(value, bool) or not isinstance(value, types):
-            raise PolicyArtifactError(f"{file}: field '{name}' is {value!r:.60}, which is not a "
-                                      f"{' or '.join('null' if t is type(None) else t.__name__ for t in types)}")
+            raise PolicyArtifactError(f"{file}: field '{name}' is {value!r:.60}, which is not "
+                                      f"{' or '.join(_TYPE_NAMES[t] for t in types)}")
     gamma = doc["gamma"]
     if not math.isfinite(gamma) or not -1 <= gamma <= 1:
         raise PolicyArtifactError(f"{file}: field 'gamma' is {gamma}, not a similarity in [-1, 1]")
+    if doc["calibration"] is not None:
+        _check_calibration(file, doc["calibration"])
     return doc
+
+
+_TYPE_NAMES = {dict: "an object", list: "a list", int: "a whole number", float: "a number", str: "a string",
+               type(None): "null"}
+
+
+def _check_calibration(file: Path, cal: dict) -> None:
+    """The calibration record: known entries only, each of its type (policy.calibration.Calibration)."""
+    from dataclasses import MISSING, fields
+
+    from policy.calibration import Calibration
+
+    known = {f.name: f for f in fields(Calibration)}
+    for name in cal:
+        if name not in known:
+            raise PolicyArtifactError(f"{file}: field 'calibration' has an unknown entry {name!r} (known: "
+                                      f"{', '.join(known)}); the policy folder is damaged: retrain or restore it")
+    for name, f in known.items():
+        if name not in cal:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise PolicyArtifactError(f"{file}: field 'calibration' lacks {name!r}; the policy folder is "
+                                          "damaged: retrain or restore it")
+            continue
+        value, default = cal[name], (f.default_factory() if f.default_factory is not MISSING else f.default)
+        wanted = (dict,) if isinstance(default, dict) else (list,) if isinstance(default, list) else \
+            (str,) if name == "method" else (int, float) if name == "gamma" else (int, float, type(None))
+        if isinstance(value, bool) or not isinstance(value, wanted) or \
+                isinstance(value, float) and not math.isfinite(value):
+            raise PolicyArtifactError(f"{file}: calibration entry {name!r} is {value!r:.60}, which is not "
+                                      f"{' or '.join(_TYPE_NAMES[t] for t in wanted)}; the policy folder is damaged")
 
 
 def save_database(path: Path, embeddings, episodes, frames, chunks, view_embeddings=None, **more) -> None:

@@ -10,12 +10,14 @@ Two presets:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, fields, replace
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    # encoder (NOTES §1: one ResNet-18 shared by both views, 512 -> 128 per view, fusion 256 -> 128, L2 norm)
+    # encoder (the paper's reference settings, docs/method.md: one ResNet-18 shared by both views, 512 -> 128 per view,
+    # fusion 256 -> 128, L2 norm)
     image_width: int = 96
     image_height: int = 96
     views: tuple[str, ...] = ("hand", "third")  # camera roles fed to the encoder: both, or one of them
@@ -111,17 +113,23 @@ class PolicyConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "PolicyConfig":
-        """A saved policy's settings: every setting present, of its type; anything else is a ValueError naming it."""
+    def from_json(cls, d: dict, saved_at: str | None = None) -> "PolicyConfig":
+        """A saved policy's settings: every setting present, of its type; anything else is a ValueError naming it.
+        ``saved_at`` (the manifest's ISO time): a setting added to the format after then is filled in from
+        LEGACY_SETTINGS, with a warning."""
         if not isinstance(d, dict):
             raise ValueError(f"the settings are a JSON {type(d).__name__}, not an object")
         known = {f.name: f for f in fields(cls)}
         unknown = set(d) - set(known)
         if unknown:
             raise ValueError(f"unknown policy settings {sorted(unknown)}")
-        for name, value in LEGACY_SETTINGS.items():  # written by every policy since they were added
-            if name not in d:
-                d = {**d, name: value}
+        filled = {name: value for name, (added, value) in LEGACY_SETTINGS.items()
+                  if name not in d and saved_at is not None and _before(saved_at, added)}
+        if filled:
+            logging.getLogger(__name__).warning(
+                "this policy was saved (%s) before the settings %s existed; using the values it was built with: %s",
+                saved_at, sorted(filled), ", ".join(f"{k}={v}" for k, v in sorted(filled.items())))
+            d = {**d, **filled}
         missing = set(known) - set(d)
         if missing:
             raise ValueError(f"policy settings {sorted(missing)} are missing (a damaged or hand-edited config.json; "
@@ -139,14 +147,41 @@ class PolicyConfig:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
-# Settings that policies saved before the setting existed did not write, with the value those policies had (views:
-# every policy then used both cameras). Any other missing setting is an error: a damaged config, not an old one.
-LEGACY_SETTINGS = {"views": ["hand", "third"]}
+# Settings added after the policy format's first version: (when the code began writing it, the value a policy
+# saved before then behaved as if it had). A policy folder whose manifest says it was saved before that moment
+# may lack the setting: it is filled in, with a warning naming it. Missing from a folder saved later, it is an
+# error (a damaged or hand-edited config.json), never a silent default.
+LEGACY_SETTINGS = {
+    "views": ("2026-12-01T04:33:30+00:00", ["hand", "third"]),  # every policy used both cameras
+    "holdout_fraction": ("2026-12-01T04:41:36+00:00", 0.2),
+    "false_stop_rate": ("2026-12-01T04:41:36+00:00", 0.002),
+    "stall_seconds": ("2026-12-01T04:41:36+00:00", 2.0),  # the progress watchdog, switched on
+    "stall_distance": ("2026-12-01T04:41:36+00:00", 0.01),
+    "time_limit_factor": ("2026-12-01T10:40:49+00:00", 2.0),
+    "grasp_check": ("2026-12-01T10:40:49+00:00", True),  # without its arrays in database.npz it does nothing
+    "grasp_check_quantile": ("2026-12-01T10:40:49+00:00", 0.05),
+    "method": ("2026-12-01T12:53:03+00:00", "alt"),  # the only method there was
+    "align_radius": ("2026-12-01T12:53:03+00:00", 0.01),
+    "align_margin": ("2026-12-01T12:53:03+00:00", 0.05),
+    "shadow_probability": ("2026-12-01T13:18:11+00:00", 0.0),  # training had no shadows or pasted patches
+    "paste_probability": ("2026-12-01T13:18:11+00:00", 0.0),
+    "calibration_augments": ("2026-12-01T21:32:27+00:00", 0),  # calibrated on frames as recorded
+}
 
 PRESETS = {
     "cpu": PolicyConfig(),
     "paper": PolicyConfig(image_width=320, image_height=240, epochs=40, frame_stride=1, chunk_length=30),
 }
+
+
+def _before(saved_at: str, added: str) -> bool:
+    """Whether an ISO time ``saved_at`` lies before ``added`` (an unreadable time counts as not before)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(saved_at) < datetime.fromisoformat(added)
+    except (TypeError, ValueError):
+        return False
 
 
 def _checked_setting(name: str, value, default):

@@ -39,9 +39,10 @@ class FrameTable:
         return len(self.episode)
 
 
-def choose_episodes(dataset: Dataset, config: PolicyConfig) -> list[int]:
+def choose_episodes(dataset: Dataset, config: PolicyConfig, among: list[int] | None = None) -> list[int]:
+    """The complete episodes (unless ``config.include_incomplete``) of ``among`` (default: all)."""
     chosen, skipped = [], []
-    for info in dataset.episodes():
+    for info in dataset.episodes() if among is None else [dataset.episode(i) for i in among]:
         if config.include_incomplete or info.end_reason in COMPLETE_END_REASONS:
             chosen.append(info.index)
         else:

@@ -113,6 +113,14 @@ class GraspCheck:
         return cls(arrays["grasp_rows"], arrays["grasp_thumbs"], float(threshold))
 
 
+def grasp_frame(actions: np.ndarray) -> int | None:
+    """The frame of an episode's first gripper close command (None: it never closes from open)."""
+    n = pre_grasp_frames(actions)
+    if n == 0 or actions[n - 1, 7] >= GRIPPER_OPEN:
+        return None
+    return n - 1
+
+
 def pre_grasp_rows(episodes: np.ndarray, frames: np.ndarray, actions: dict[int, np.ndarray],
                    first_row: int = 0) -> np.ndarray:
     """Rows (offset by ``first_row``) of the frames before each episode's first grasp, for pose + gripper

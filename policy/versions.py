@@ -41,7 +41,8 @@ from policy.artifact import MANIFEST, sha256
 from policy.data import COMPLETE_END_REASONS, action_chunks, load_frames
 from policy.database import LookupDatabase, probe_queries
 from policy.grasp_check import pre_grasp_rows, table_thumbnails
-from policy.policy import ALTPolicy, build_grasp_check, calibrate_aligned, calibrate_on_held_out, first_third_frames
+from policy.calibration import build_grasp_check, calibrate_on_held_out
+from policy.policy import ALTPolicy, make_policy
 from policy.train import embed_table_views
 
 #: The key under which a correction's episode ``extra`` records the autonomous run it corrects.
@@ -177,20 +178,17 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
                                             [int(e) for e in policy.info.get("held_out_episodes", [])], config)
         gamma = calibration.gamma
         grasp_check = build_grasp_check(full, database, config, calibration) if policy.grasp_check else None
-        if policy.locator is not None:
-            calibration.aligned = calibrate_aligned(policy.encoder, full, database,
-                                                    [int(e) for e in policy.info.get("held_out_episodes", [])],
-                                                    config)
-            gamma = calibration.aligned["gamma"]
+        method_gamma = policy.recalibrated_method(full, database,
+                                                  [int(e) for e in policy.info.get("held_out_episodes", [])],
+                                                  calibration)
+        gamma = gamma if method_gamma is None else method_gamma
     elif policy.grasp_check is not None:
         rows = pre_grasp_rows(table.episode, table.frame, table.actions)
         grasp_check = policy.grasp_check.extended(rows + len(db), table_thumbnails(table, rows))
     else:
         grasp_check = None
 
-    locator = None
-    if policy.locator is not None:  # the aligned method replays them too: where their object stood
-        locator = policy.locator.extended(first_third_frames(table), table.actions, config.align_radius)
+    parts = policy.extension_parts(table)  # the method's own parts (the aligned method: where the objects stood)
 
     interventions = {e: dataset.episode(e).extra.get(INTERVENTION_KEY) for e in episodes}
     seconds = time.perf_counter() - t0
@@ -222,7 +220,7 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
     })
     info.setdefault("dataset", str(Path(dataset.root).resolve()))
     info.setdefault("fps", dataset.spec.fps)
-    new = ALTPolicy(config, policy.encoder, database, calibration, info, grasp_check, locator)
+    new = make_policy(config, policy.encoder, database, calibration, info, grasp_check, **parts)
     new.gamma = float(gamma)
     return new, addition
 
@@ -234,6 +232,10 @@ def add_episodes(policy_dir: str | Path, dataset_dir: str | Path, episodes: list
     new policy folder (``out_dir``, default :func:`default_out_dir`). The parent folder is left as it was."""
     t0 = time.perf_counter()
     policy_dir = Path(policy_dir)
+    if out_dir is not None:  # as typed: "" is an empty path, not the folder you are in
+        if str(out_dir).strip() and Path(out_dir).resolve() == policy_dir.resolve():
+            raise ValueError(f"--out {out_dir} is the parent policy itself; a new version goes to a new folder")
+        check_output(out_dir, POLICY, overwrite=overwrite, inputs=(policy_dir, dataset_dir))
     parent = ALTPolicy.load(policy_dir)
     out = Path(out_dir) if out_dir is not None else default_out_dir(policy_dir, policy_version(parent) + 1)
     if out.resolve() == policy_dir.resolve():
@@ -241,7 +243,8 @@ def add_episodes(policy_dir: str | Path, dataset_dir: str | Path, episodes: list
     check_output(out, POLICY, overwrite=overwrite, inputs=(policy_dir, dataset_dir))  # before any work
     lineage = {"path": str(policy_dir.resolve()), "manifest_sha256": sha256(policy_dir / MANIFEST)}
     with Dataset.open(dataset_dir) as dataset:
-        known = set(dataset.episode_indices())  # unknown ones are named by extend_policy's own check
+        # missing ones are reported (or skipped) by the integrity check; unknown ones by extend_policy's own
+        known = set(dataset.episode_indices()) | set(dataset.missing_episodes())
         intact, skipped = dataset.require_intact([e for e in episodes if e in known], skip_damaged)
         episodes = [e for e in episodes if e not in known or e in intact]
         for line in skipped:

@@ -55,8 +55,8 @@ def folder_kind(path: Path) -> str:
         return POLICY
     if (path / "meta" / "info.json").exists():
         return LEROBOT
-    visible = [p for p in path.iterdir() if not p.name.startswith(".")]
-    return EMPTY if not visible else OTHER
+    entries = [p.name for p in path.iterdir()]
+    return EMPTY if set(entries) <= {".lock"} else OTHER  # hidden files are files too (a lone lock is not)
 
 
 def _within(inner: Path, outer: Path) -> bool:
@@ -92,13 +92,18 @@ def check_output(text: str | os.PathLike | None, kind: str, *, overwrite: bool =
         if _within(real, src) or _within(src, real):
             relation = "is" if real == src else ("lies inside" if _within(real, src) else "holds")
             raise OutputPathError(f"{where} {relation} the input {source}; the output must be a separate folder")
+    for above in real.parents:  # never a dataset inside a policy, a policy inside a dataset, ...
+        kind_above = folder_kind(above)
+        if kind_above in (DATASET, POLICY, LEROBOT):
+            raise OutputPathError(f"{where} lies inside {_NOUN[kind_above]} ({above}); put the {kind} in a folder "
+                                  "of its own")
     found = folder_kind(path)
     if found in (MISSING, EMPTY):
         return path
     if found == OTHER:
         if not path.is_dir():
             raise OutputPathError(f"{where} is a file, not a folder; name a folder for the {kind}")
-        names = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+        names = sorted(p.name for p in path.iterdir())
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         raise OutputPathError(f"{where} holds files that are not {_NOUN[kind]} ({shown}); refusing to write a "
                               f"{kind} among them. Name a new folder.")
@@ -107,10 +112,27 @@ def check_output(text: str | os.PathLike | None, kind: str, *, overwrite: bool =
                               f"with a {kind}. Name a new folder.")
     if append:
         return path
+    inner = _foreign_inside(path)
+    if inner is not None:
+        raise OutputPathError(f"{where} holds {_NOUN[folder_kind(inner)]} ({inner}); refusing to "
+                              f"{'replace' if overwrite else 'write'} it. Move that out first, or name a new folder.")
     if not overwrite:
         raise OutputPathError(f"{where} already exists ({_NOUN[kind]}); choose another folder or pass --overwrite "
                               "to replace it")
     return path
+
+
+def _foreign_inside(path: Path, limit: int = 10000) -> Path | None:
+    """A dataset, policy or LeRobot export somewhere below ``path`` (not ``path`` itself), else None; looks at
+    ``limit`` folders at most (a policy or export has a handful)."""
+    seen = 0
+    for folder, dirs, _ in os.walk(path):
+        if Path(folder) != path and folder_kind(Path(folder)) in (DATASET, POLICY, LEROBOT):
+            return Path(folder)
+        seen += 1
+        if seen >= limit:
+            return None
+    return None
 
 
 def temp_sibling(out: Path, tag: str = "writing") -> Path:
@@ -123,7 +145,8 @@ def temp_sibling(out: Path, tag: str = "writing") -> Path:
     return tmp
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine now (ids are reused: good for leftovers, not locks)."""
     if pid == os.getpid():
         return True
     try:
@@ -146,7 +169,7 @@ def clean_leftovers(out: Path) -> list[Path]:
     stale = []
     for p in parent.iterdir():
         m = _TEMP.match(p.name)
-        if m and m["name"] == out.name and p.is_dir() and not _alive(int(m["pid"])):
+        if m and m["name"] == out.name and p.is_dir() and not process_alive(int(m["pid"])):
             stale.append((m["tag"], p))
     for tag, p in sorted(stale, key=lambda t: t[0] != "old"):
         if tag == "old" and not out.exists():
@@ -210,7 +233,16 @@ def free_space_note(path: Path, needed_bytes: int | None = None) -> str:
         free = shutil.disk_usage(probe).free
     except OSError:
         return ""
-    text = f"{free / 1e6:.0f} MB free in {probe}"
+    text = f"{format_bytes(free)} free in {probe}"
     if needed_bytes:
-        text += f", about {needed_bytes / 1e6:.0f} MB needed"
+        text += f", about {format_bytes(needed_bytes)} needed"
     return text
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as B, KB, MB or GB (powers of 1024), for messages."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

@@ -69,3 +69,28 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", fil
 
         return tqdm(total=total, desc=desc, unit=unit, file=file)
     return StageLog(total, desc, unit, file)
+
+
+class LazyProgress:
+    """A progress callback ``(done, total)`` whose bar appears at the first call (never, when not ``enabled``):
+    a refusal before any work stays one line on stderr."""
+
+    def __init__(self, desc: str, unit: str, enabled: bool = True):
+        self.desc, self.unit, self.enabled = desc, unit, enabled
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = progress_bar(total=total, desc=self.desc, unit=self.unit)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        return False

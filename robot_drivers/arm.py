@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 
 from core.types import Action, RobotState
+from robot_drivers.device import Device
 
 
-class Arm(ABC):
+class Arm(Device):
     """An arm with a gripper, commanded by absolute end-effector targets.
 
     Backends only translate to their controller; limits are enforced by
     :class:`robot_drivers.safety.SafeArm`, which wraps every arm the program
-    moves.
+    moves. The life cycle (connect, disconnect, ``with``) is :class:`Device`'s.
     """
 
     name: str = "arm"
-
-    @abstractmethod
-    def connect(self) -> None: ...
-
-    @abstractmethod
-    def disconnect(self) -> None: ...
-
-    @property
-    @abstractmethod
-    def is_connected(self) -> bool: ...
 
     @abstractmethod
     def get_state(self) -> RobotState: ...
@@ -41,11 +32,3 @@ class Arm(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Halt motion now: hold the current joint positions."""
-
-    def __enter__(self):
-        self.connect()
-        return self
-
-    def __exit__(self, *exc):
-        self.disconnect()
-        return False

@@ -7,13 +7,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from abc import ABC, abstractmethod
 from typing import Callable
 
 import numpy as np
 
 from core.errors import ConnectionLostError, StaleFrameError
 from core.types import Frame
+from robot_drivers.device import Device
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,13 @@ class GraspOverlay:
     depths_m: tuple[float, ...]
 
 
-class Camera(ABC):
-    """A colour camera delivering RGB frames in the background."""
+class Camera(Device):
+    """A colour camera delivering RGB frames in the background (the life cycle is :class:`Device`'s)."""
 
     #: set for a camera fixed to the gripper whose grasp point is known (the window draws it); None otherwise
     grasp_overlay: GraspOverlay | None = None
+    #: the thread that delivers the frames of a free-running camera while it is connected
+    _thread: CaptureThread | None = None
 
     def __init__(self, name: str, width: int, height: int, fps: float,
                  clock: Callable[[], float] = time.monotonic):
@@ -142,16 +144,6 @@ class Camera(ABC):
     def resolution(self) -> tuple[int, int]:
         return self.width, self.height
 
-    @abstractmethod
-    def connect(self) -> None: ...
-
-    @abstractmethod
-    def disconnect(self) -> None: ...
-
-    @property
-    @abstractmethod
-    def is_connected(self) -> bool: ...
-
     def read_latest(self, max_age: float | None = DEFAULT_MAX_AGE_S) -> Frame:
         """The newest frame; raises StaleFrameError if it is older than ``max_age`` seconds."""
         return self._slot.latest(max_age)
@@ -163,18 +155,26 @@ class Camera(ABC):
     def wait_for_frame(self, after_sequence: int = -1, timeout: float = 2.0) -> Frame:
         return self._slot.wait_for(after_sequence, timeout)
 
+    def _start_capture(self, grab: Callable[[], tuple[np.ndarray, float | None] | None],
+                       period: float | None = None) -> None:
+        """Publish what ``grab()`` returns from a capture thread of this camera (:class:`CaptureThread`)."""
+        self._thread = CaptureThread(self.name, self._slot, grab, period=period)
+        self._thread.start()
+
+    def _stop_capture(self, timeout: float = 2.0) -> None:
+        if self._thread is not None:
+            self._thread.stop(timeout)
+            self._thread = None
+
+    @property
+    def _capturing(self) -> bool:
+        """The capture thread runs (it ends when ``grab`` raises: the camera is gone)."""
+        return self._thread is not None and self._thread.alive
+
     def forget_frames_before(self, host_time: float) -> None:
         """The scene changed at once (a simulator reset): frames received before ``host_time`` are never served
         again, not even as the nearest to an alignment time."""
         self._slot.forget_before(host_time)
-
-    def __enter__(self):
-        self.connect()
-        return self
-
-    def __exit__(self, *exc):
-        self.disconnect()
-        return False
 
 
 class CaptureThread:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import socket
-from argparse import Namespace
 
-#: The TCP port each arm's SDK talks to: xArm's control port, UR's RTDE port.
-ARM_PORTS = {"xarm": 502, "ur": 30004}
+from robot_drivers import registry
 
 
 def check_reachable(host: str, port: int, timeout: float = 1.0) -> tuple[bool, str]:
@@ -50,8 +48,10 @@ def rig_lines(path: str, ping: bool, timeout: float = 1.0) -> list[str]:
     arm = config.arm
     lines = [f"rig {config.name} ({config.path}), {config.rate_hz:g} Hz:"]
     line = f"  arm: {arm.type} at {arm.config.ip}"
-    if ping:
-        port = ARM_PORTS[arm.type]
+    port = registry.lookup("arm", arm.type).option("port")  # the TCP port its SDK talks to
+    if ping and port is None:
+        line += "  (no port registered for this arm: not pinged)"
+    elif ping:
         ok, why = check_reachable(arm.config.ip, port, timeout)
         line += f"  port {port}: " + ("reachable" if ok else f"NOT reachable ({why}); see docs/bringup.md")
     lines.append(line)
@@ -59,17 +59,8 @@ def rig_lines(path: str, ping: bool, timeout: float = 1.0) -> list[str]:
         lines.append(f"  gripper: robotiq at {arm.gripper.host}:{arm.gripper.port}")
     for cam in config.cameras:
         c = cam.config
-        ident = f"serial {c.serial}" if cam.type == "realsense" else f"source {c.source}"
-        lines.append(f"  camera {cam.role}: {cam.type} {ident}, {c.width}x{c.height} @ {c.fps:g} fps")
+        key = registry.lookup("camera", cam.type).option("ident")  # the config field that names the camera
+        ident = f" {key} {getattr(c, key)}" if key else ""
+        lines.append(f"  camera {cam.role}: {cam.type}{ident}, {c.width}x{c.height} @ {c.fps:g} fps")
     lines.append(f"  teleop: {config.teleop.type if config.teleop else 'none'}")
     return lines
-
-
-def cmd_devices(args: Namespace) -> int:
-    lines = realsense_lines() + video_lines()
-    if args.rig:
-        lines += rig_lines(args.rig, args.ping, args.timeout)
-    elif args.ping:
-        lines.append("--ping checks the arm of a rig file: give one with --rig FILE")
-    print("\n".join(lines))
-    return 0

@@ -15,10 +15,11 @@ import cv2
 import numpy as np
 
 from robot_drivers.arm import Arm
-from robot_drivers.camera import Camera, CaptureThread
+from robot_drivers.camera import Camera
 from core.errors import ConnectionLostError, NotConnectedError
 from core.transforms import euler_to_quat, quat_slerp
-from core.types import Action, Pose, RobotState
+from core.types import Action, Pose, RobotState, TeleopCommand
+from robot_drivers.teleop import Teleop
 
 HOME_POSE = Pose(np.array([0.45, 0.0, 0.35]), euler_to_quat(np.pi, 0.0, 0.0))
 
@@ -40,16 +41,6 @@ class KinematicArm(Arm):
         self.sent: list[Action] = []
         self.stop_calls = 0
         self.fail_next: Exception | None = None  # raised by the next call, then cleared
-
-    def connect(self) -> None:
-        self._connected = True
-
-    def disconnect(self) -> None:
-        self._connected = False
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
 
     def _check(self) -> None:
         if not self._connected:
@@ -110,29 +101,25 @@ class SyntheticCamera(Camera):
         noise = rng.normal(0, 2.0, size=(height, width, 3)).astype(np.int16)
         self._base = np.clip(smooth + noise, 0, 255).astype(np.uint8)
         self._phase = phase
-        self._thread: CaptureThread | None = None
         self._count = 0
         self._unplugged = threading.Event()
         self._t0 = 0.0
 
-    def connect(self) -> None:
+    def _connect(self) -> None:
         self._slot.reset()
         self._unplugged.clear()
         self._count = 0
         if self._phase > 0:
             time.sleep(self._phase)
         self._t0 = time.monotonic()
-        self._thread = CaptureThread(self.name, self._slot, self._grab, period=1.0 / self.fps)
-        self._thread.start()
+        self._start_capture(self._grab, period=1.0 / self.fps)
 
-    def disconnect(self) -> None:
-        if self._thread is not None:
-            self._thread.stop()
-            self._thread = None
+    def _disconnect(self) -> None:
+        self._stop_capture()
 
     @property
     def is_connected(self) -> bool:
-        return self._thread is not None and self._thread.alive
+        return self._capturing
 
     def unplug(self) -> None:
         self._unplugged.set()
@@ -144,3 +131,17 @@ class SyntheticCamera(Camera):
         image[0, :8] = np.frombuffer(np.int64(self._count).tobytes(), dtype=np.uint8)[:, None]
         self._count += 1
         return image, time.monotonic() - self._t0
+
+
+class CircleTeleop(Teleop):
+    """A virtual operator drawing horizontal circles (``radius`` m, one turn every ``period`` s); with
+    ``gripper`` the gripper opens and closes once a turn."""
+
+    def __init__(self, radius: float = 0.05, period: float = 4.0, gripper: bool = False):
+        self.radius, self.period, self.gripper, self.t = radius, period, gripper, 0.0
+
+    def get_command(self, state, dt):
+        self.t += dt
+        w = 2 * np.pi / self.period
+        v = self.radius * w * np.array([-np.sin(w * self.t), np.cos(w * self.t), 0.0])
+        return TeleopCommand(linear_velocity=v, gripper=0.5 + 0.5 * np.sin(w * self.t) if self.gripper else None)

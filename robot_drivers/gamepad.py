@@ -4,7 +4,7 @@ Default layout (SDL's mapping of an Xbox-style pad): left stick = x/y,
 triggers = z (right up, left down), right stick = pitch/yaw, bumpers = roll;
 A toggles the gripper, Start starts/stops an episode, Back discards it,
 Y re-records it, B is the emergency stop. Every axis passes the same dead
-zone and scaling as the SpaceMouse (:class:`robot_drivers.spacemouse.AxisScaling`).
+zone and scaling as the SpaceMouse (:class:`robot_drivers.teleop.AxisScaling`).
 
 A trigger rests at -1 once SDL has seen it move, but many pads report 0 (half
 pressed) until it is first touched: each trigger counts as released until it
@@ -21,9 +21,9 @@ from typing import Callable
 import numpy as np
 
 from core.errors import ConnectionLostError, DeviceError, DeviceNotFoundError
-from robot_drivers.spacemouse import GRIPPER_TOGGLE, AxisScaling, ButtonEdges
-from robot_drivers.teleop import Teleop
+from robot_drivers.teleop import GRIPPER_TOGGLE, AxisScaling, ButtonEdges, Teleop, hand_controller_from_rig_table
 from core.types import RobotState, TeleopCommand
+from robot_drivers.registry import register_teleop
 
 
 @dataclass
@@ -40,6 +40,17 @@ class GamepadConfig:
     roll_right_button: int = 5
     buttons: dict[int, str] = field(default_factory=lambda: {0: GRIPPER_TOGGLE, 7: "start_stop", 6: "discard",
                                                              3: "rerecord", 1: "estop"})
+
+
+def gamepad_from_rig_table(t) -> GamepadConfig:
+    """A gamepad's config from its rig file's ``[teleop]`` table ``t`` (a
+    :class:`robot_drivers.rig_config.RigTable`): the axes and buttons of
+    :func:`robot_drivers.teleop.hand_controller_from_rig_table` (dead_zone 0.15 by default), and
+
+        index   which pad, 0..15 in SDL's order (default 0)
+    """
+    hand = hand_controller_from_rig_table(t, dead_zone=0.15)
+    return GamepadConfig(index=int(t.num("index", 0, 0, 15, integer=True)), **hand)
 
 
 def _pygame():
@@ -82,6 +93,7 @@ def _pump() -> set[int]:
     return {event.instance_id for event in pygame.event.get() if event.type == pygame.JOYDEVICEREMOVED}
 
 
+@register_teleop("gamepad", GamepadConfig, parse=gamepad_from_rig_table)
 class GamepadTeleop(Teleop):
     name = "gamepad"
 
@@ -94,7 +106,7 @@ class GamepadTeleop(Teleop):
         self._edges = ButtonEdges(self.config.buttons)
         self._trigger_live: dict[int, bool] = {}  # trigger axis -> seen at rest (below -0.9) since connect
 
-    def connect(self) -> None:
+    def _connect(self) -> None:
         self._pad = self._opener(self.config.index)
         self._trigger_live = {self.config.left_trigger: False, self.config.right_trigger: False}
         needed = 1 + max(self.config.left_x, self.config.left_y, self.config.left_trigger, self.config.right_x,
@@ -103,7 +115,7 @@ class GamepadTeleop(Teleop):
             raise DeviceError(f"gamepad '{self._pad.get_name()}' has {self._pad.get_numaxes()} axes, the mapping "
                               f"needs {needed}; set the axis indices in the rig file's [teleop] table")
 
-    def disconnect(self) -> None:
+    def _disconnect(self) -> None:
         if self._pad is not None:
             self._pad.quit()
             self._pad = None

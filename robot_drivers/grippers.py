@@ -14,22 +14,19 @@ import logging
 import socket
 import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 
 from core.errors import ConnectionLostError, DeviceError, NotConnectedError
+from robot_drivers.device import Device
 
 log = logging.getLogger(__name__)
 
 
-class Gripper(ABC):
+class Gripper(Device):
+    """A gripper driven beside its arm's controller (the life cycle is :class:`Device`'s)."""
+
     name = "gripper"
-
-    @abstractmethod
-    def connect(self) -> None: ...
-
-    @abstractmethod
-    def disconnect(self) -> None: ...
 
     @abstractmethod
     def move(self, opening: float) -> None:
@@ -47,12 +44,6 @@ class NoGripper(Gripper):
 
     def __init__(self):
         self._opening = 1.0
-
-    def connect(self) -> None:
-        pass
-
-    def disconnect(self) -> None:
-        pass
 
     def move(self, opening: float) -> None:
         self._opening = float(opening)
@@ -119,7 +110,7 @@ class RobotiqSocketGripper(Gripper):
             raise DeviceError(f"Robotiq gripper: unexpected reply {reply!r} to GET {var}")
         return int(parts[1])
 
-    def connect(self) -> None:
+    def _connect(self) -> None:
         cfg = self.config
         try:
             self._sock = socket.create_connection((cfg.host, cfg.port), timeout=cfg.timeout)
@@ -141,7 +132,7 @@ class RobotiqSocketGripper(Gripper):
             self.disconnect()
             raise
 
-    def disconnect(self) -> None:
+    def _disconnect(self) -> None:
         if self._sock is not None:
             try:
                 self._sock.close()

@@ -22,9 +22,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from robot_drivers.camera import Camera, CaptureThread
+from robot_drivers.camera import Camera
 from core.errors import ConnectionLostError, DeviceNotFoundError, UnsupportedModeError
 from core.types import Frame
+from robot_drivers.registry import register_camera
 
 log = logging.getLogger(__name__)
 _DEFAULT = object()
@@ -59,12 +60,42 @@ class OpenCVCameraConfig:
         return isinstance(self.source, str) and not self.source.startswith("/dev/")
 
 
+def opencv_from_rig_table(t, width: int, height: int, fps: float, stale_limit_s: float) -> OpenCVCameraConfig:
+    """An OpenCV camera's config from its rig file's ``[[cameras]]`` entry ``t`` (a
+    :class:`robot_drivers.rig_config.RigTable`; width x height up to 4096 x 4096, fps up to 120: a webcam or a
+    capture card, up to 4K). Its own keys:
+
+        source          a device index 0..255 (/dev/videoN) or a non-empty path
+        fourcc          four printable ASCII characters such as "MJPG"
+        warmup_frames   0..300 (default 5)
+    """
+    source = t.get("source")
+    if isinstance(source, bool) or not isinstance(source, (int, str)):
+        raise t.fail("source", f"must be a device index (0, 1, ...) or a path, got {source!r}")
+    if isinstance(source, str) and source.isascii() and source.isdigit():
+        source = int(source)
+    if isinstance(source, int) and not 0 <= source <= 255:
+        raise t.fail("source", f"must be a device index in 0..255 (/dev/videoN) or a path, got {source!r}")
+    if isinstance(source, str) and (not source.strip() or "\0" in source):
+        raise t.fail("source", f"must be a device index (0, 1, ...) or a non-empty path, got {source!r}")
+    fourcc = t.str("fourcc", None)
+    if fourcc is not None and not (len(fourcc) == 4 and fourcc.isascii() and fourcc.isprintable()):
+        raise t.fail("fourcc", f"must be four characters such as \"MJPG\", got {fourcc!r}")
+    return OpenCVCameraConfig(source=source, width=width, height=height, fps=float(fps), fourcc=fourcc,
+                              stale_limit_s=stale_limit_s,
+                              warmup_frames=int(t.num("warmup_frames", 5, 0, 300, integer=True)))
+
+
 def list_video_devices() -> list[str]:
     """The V4L2 device nodes present (Linux); empty elsewhere."""
     return sorted(glob.glob("/dev/video*"))
 
 
+@register_camera("opencv", OpenCVCameraConfig, parse=opencv_from_rig_table, max_width=4096, max_height=4096,
+                 max_fps=120.0, ident="source")
 class OpenCVCamera(Camera):
+    skip_connect_when_connected = True
+
     def __init__(self, config: OpenCVCameraConfig, name: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  capture_factory: Callable[..., cv2.VideoCapture] = cv2.VideoCapture):
@@ -72,7 +103,6 @@ class OpenCVCamera(Camera):
         self.config = config
         self._factory = capture_factory
         self._cap: cv2.VideoCapture | None = None
-        self._thread: CaptureThread | None = None
         self._last_frame_host = 0.0
         self.reconnects = 0
 
@@ -145,26 +175,21 @@ class OpenCVCamera(Camera):
         raise last  # type: ignore[misc]
 
     # -- life cycle -------------------------------------------------------
-    def connect(self) -> None:
-        if self.is_connected:
-            return
+    def _connect(self) -> None:
         self._slot.reset()
         self._open_with_attempts()
         period = 1.0 / self.config.fps if self.config.is_file else None
-        self._thread = CaptureThread(self.name, self._slot, self._grab, period=period)
-        self._thread.start()
+        self._start_capture(self._grab, period=period)
 
-    def disconnect(self) -> None:
-        if self._thread is not None:
-            self._thread.stop()
-            self._thread = None
+    def _disconnect(self) -> None:
+        self._stop_capture()
         if self._cap is not None:
             self._cap.release()
             self._cap = None
 
     @property
     def is_connected(self) -> bool:
-        return self._thread is not None and self._thread.alive
+        return self._capturing
 
     # -- streaming --------------------------------------------------------
     def _grab(self):

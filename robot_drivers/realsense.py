@@ -22,6 +22,7 @@ ends a recovery in progress.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -30,14 +31,16 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from robot_drivers.camera import Camera, CaptureThread
+from robot_drivers.camera import Camera
 from core.errors import ConnectionLostError, DeviceError, DeviceNotFoundError, UnsupportedModeError
 from core.types import Frame
+from robot_drivers.registry import register_camera
 
 log = logging.getLogger(__name__)
 
 HW_SYNC_ROLES = {"none": 0, "master": 1, "slave": 2}
 BRINGUP = "see docs/bringup.md"
+_SERIAL = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _DEFAULT = object()
 
 
@@ -81,6 +84,55 @@ class RealSenseCameraConfig:
             raise ValueError(f"stale_limit_s must be positive, got {self.stale_limit_s}")
         if self.hw_sync_role not in HW_SYNC_ROLES:
             raise ValueError(f"hw_sync_role must be one of {sorted(HW_SYNC_ROLES)}, got {self.hw_sync_role!r}")
+
+
+def realsense_from_rig_table(t, width: int, height: int, fps: float, stale_limit_s: float) -> RealSenseCameraConfig:
+    """A RealSense camera's config from its rig file's ``[[cameras]]`` entry ``t`` (a
+    :class:`robot_drivers.rig_config.RigTable`; D400 colour streams go up to 1920 x 1080, and up to 90 fps at low
+    resolutions: fps must be a whole number). Its own keys:
+
+        serial          1 to 32 letters, digits, '-' or '_' (`python main.py devices` lists them)
+        playback_file   a recorded .db3 file to play instead (then serial may be left out)
+        depth           false (default)
+        hw_sync_role    "none" (default), "master" or "slave"
+        warmup_frames   0..300 (default 15)
+    """
+    playback = t.str("playback_file", None)
+    if playback is not None and not playback.strip():
+        raise t.fail("playback_file", "is empty; give the path of a recorded .db3 file or leave it out")
+    serial = t.str("serial", "" if playback else t.REQUIRED)
+    if not playback and not serial.strip():
+        raise t.fail("serial", "is empty; run `python main.py devices` to list the connected cameras")
+    if serial and not _SERIAL.fullmatch(serial):
+        raise t.fail("serial", f"must be a camera serial number (1 to 32 letters, digits, '-' or '_'; "
+                               f"`python main.py devices` lists them), got {serial!r}")
+    if int(fps) != fps:
+        raise t.fail("fps", f"must be a whole number for a RealSense camera, got {fps}")
+    config = RealSenseCameraConfig(serial=serial, width=width, height=height, fps=int(fps),
+                                   depth=t.bool("depth", False),
+                                   hw_sync_role=t.str("hw_sync_role", "none", choices=("none", "master", "slave")),
+                                   warmup_frames=int(t.num("warmup_frames", 15, 0, 300, integer=True)),
+                                   stale_limit_s=stale_limit_s, playback_file=playback)
+    if config.hw_sync_role != "none" and not config.depth:
+        log.warning("%s: %s.hw_sync_role = %r with depth = false: on D400 cameras the sync cable drives the "
+                    "depth sensor, so the colour frames are not hardware-synchronised; set depth = true, or "
+                    "hw_sync_role = \"none\" and rely on the frame alignment by host time", t.file, t.where,
+                    config.hw_sync_role)
+    return config
+
+
+def check_realsense_rig(configs: list[RealSenseCameraConfig]) -> None:
+    """The RealSense cameras of one rig: each has its own serial, and hardware sync has one master (ValueError)."""
+    serials = [c.serial for c in configs if c.serial]
+    for serial in set(serials):
+        if serials.count(serial) > 1:
+            raise ValueError(f"serial {serial!r} is given to two cameras; each camera has its own")
+    sync = [c.hw_sync_role for c in configs]
+    if sync.count("master") > 1:
+        raise ValueError("more than one camera has hw_sync_role = 'master'; make one the master and the others "
+                         "'slave'")
+    if "slave" in sync and "master" not in sync:
+        raise ValueError("a camera has hw_sync_role = 'slave' but none is 'master'; set one to 'master'")
 
 
 def device_info(device) -> dict[str, str]:
@@ -151,6 +203,8 @@ def _modes(device) -> list[_Mode]:
     return out
 
 
+@register_camera("realsense", RealSenseCameraConfig, parse=realsense_from_rig_table, check_rig=check_realsense_rig,
+                 max_width=1920, max_height=1080, max_fps=90.0, ident="serial")
 class RealSenseCamera(Camera):
     """One RealSense camera; frames arrive on a capture thread.
 
@@ -159,6 +213,8 @@ class RealSenseCamera(Camera):
     file); tests pass a ``software_device`` through it, which then runs the
     exact code path a USB camera does.
     """
+
+    skip_connect_when_connected = True
 
     def __init__(self, config: RealSenseCameraConfig, name: str | None = None, *, context=None,
                  device_source: Callable[[], object] | None = None,
@@ -175,7 +231,6 @@ class RealSenseCamera(Camera):
         self._align = None
         self._depth_scale = 0.001
         self._color_format = "rgb8"
-        self._thread: CaptureThread | None = None
         self._lock = threading.Lock()
         self._last_frame_host = 0.0
         self._depth: deque[tuple[float, np.ndarray]] = deque(maxlen=8)
@@ -357,27 +412,22 @@ class RealSenseCamera(Camera):
             f"using it ({BRINGUP})") from last
 
     # -- life cycle -------------------------------------------------------
-    def connect(self) -> None:
-        if self.is_connected:
-            return
+    def _connect(self) -> None:
         self._slot.reset()
         self._depth.clear()
         self._closing.clear()
         self._open_with_attempts()
-        self._thread = CaptureThread(self.name, self._slot, self._grab)
-        self._thread.start()
+        self._start_capture(self._grab)
 
-    def disconnect(self) -> None:
+    def _disconnect(self) -> None:
         self._closing.set()  # a recovery (reopen, reset wait) in progress on the capture thread gives up
-        if self._thread is not None:
-            self._thread.stop(timeout=self.config.timeout_ms / 1000.0 + 1.0)
-            self._thread = None
+        self._stop_capture(timeout=self.config.timeout_ms / 1000.0 + 1.0)
         self._close_sensors()
         self._device = None
 
     @property
     def is_connected(self) -> bool:
-        return self._thread is not None and self._thread.alive
+        return self._capturing
 
     # -- streaming --------------------------------------------------------
     def _grab(self):

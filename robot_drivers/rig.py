@@ -11,6 +11,7 @@ from core.errors import DeviceError
 from robot_drivers.safety import SafeArm
 from robot_drivers.state_history import StateHistory, StatePoller
 from core.types import Frame, RobotState
+from robot_drivers.device import Device
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,10 @@ class Observation:
 
 
 @dataclass
-class Rig:
+class Rig(Device):
     """``state_rate_hz``: how often a real-time rig samples its arm state in the background to pair frames
-    with the state at their capture time (0: only when observing)."""
+    with the state at their capture time (0: only when observing). Connecting a rig connects its arm, then
+    its cameras (the life cycle is :class:`Device`'s)."""
 
     arm: SafeArm
     cameras: dict[str, Camera]
@@ -68,7 +70,7 @@ class Rig:
         if self.clock.is_realtime and self.state_rate_hz > 0:
             self._poller = StatePoller(self.arm.get_state, self.state_history, self.state_rate_hz, self.name)
 
-    def connect(self) -> None:
+    def _connect(self) -> None:
         opened = []
         try:
             self.arm.connect()
@@ -96,7 +98,7 @@ class Rig:
         """Drop the state history: the arm jumped (a simulator reset) or a new connection began."""
         self.state_history.clear(since=self.clock.now())
 
-    def disconnect(self) -> None:
+    def _disconnect(self) -> None:
         if self._poller is not None:
             self._poller.stop()
         errors = []
@@ -157,6 +159,11 @@ class Rig:
         """The simulator's scene interface (:class:`robot_drivers.scene.SceneControl`); None on a real rig."""
         return None
 
+    def scripted_operator(self, seed: int = 0):
+        """The scripted operator (a :class:`robot_drivers.teleop.Teleop` that demonstrates the task) of a
+        simulated rig, for ``--teleop scripted``; None on a real rig."""
+        return None
+
     def close(self) -> None:
         """Release what outlives a disconnect (a simulator's world); nothing on a real rig."""
 
@@ -175,11 +182,3 @@ class Rig:
             except DeviceError as exc:
                 raise DeviceError(f"camera '{name}' delivered no frame within {timeout:g} s after connecting "
                                   f"({exc}); check its cable and settings") from exc
-
-    def __enter__(self):
-        self.connect()
-        return self
-
-    def __exit__(self, *exc):
-        self.disconnect()
-        return False

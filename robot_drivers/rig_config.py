@@ -3,7 +3,7 @@
     rate_hz = 10
     state_rate_hz = 50                 # arm state sampling, to pair frames with the state at their capture time
     [arm]
-    type = "xarm"                      # "xarm" or "ur"
+    type = "xarm"                      # a registered arm: "xarm" or "ur"
     ip = "192.168.1.200"
     home = { position = [0.35, 0.0, 0.30], orientation = [1.0, 0.0, 0.0, 0.0], gripper = 1.0 }
     [arm.workspace]
@@ -16,25 +16,25 @@
     max_angular_speed_rad_s = 1.0
     [[cameras]]
     role = "hand"                      # "hand" or "third"
-    type = "realsense"                 # "realsense" or "opencv"
+    type = "realsense"                 # a registered camera: "realsense" or "opencv"
     serial = "123456789012"
     width = 640
     height = 480
     fps = 30
     [teleop]
-    type = "spacemouse"                # "spacemouse", "gamepad" or "none"
+    type = "spacemouse"                # a registered teleop device ("spacemouse", "gamepad") or "none"
 
 Every key is checked before anything is built or connected: an unknown key (a
 typo; the error suggests the nearest valid name, in every table), a wrong type
 or a bad value is a :class:`RigConfigError` naming the file, the key, the bad
 value and the allowed range. Every number must be finite (``nan``/``inf`` are
 refused everywhere: NaN compares False, so a NaN limit would never clip) and a
-real number (``true`` is not 1). The ranges ([a, b] inclusive, (a, b] excludes a):
+real number (``true`` is not 1). The ranges ([a, b] inclusive, (a, b] excludes a)
+of the keys every rig has:
 
     rate_hz                      [1, 100] Hz (also for --rate)
     state_rate_hz                0 (off) or [1, 500] Hz
-    arm.ip                       an IP address: IPv4 for an xArm (its SDK opens a
-                                 serial port for anything else), IPv4 or IPv6 for a UR;
+    arm.ip                       an IP address (IPv4 only where the driver says so);
                                  not 0.0.0.0, a multicast or the broadcast address
     arm.workspace.min / max      3 numbers each in [-2, 2] m, min < max on every axis
     arm.home.position            3 numbers inside the workspace box
@@ -46,26 +46,15 @@ real number (``true`` is not 1). The ranges ([a, b] inclusive, (a, b] excludes a
     arm.limits.max_speed_m_s     (0, 1] m/s
     arm.limits.max_angular_speed_rad_s  (0, 3] rad/s
     arm.limits.watchdog_s        [0.05, 5] s
-    arm.rtde_frequency (UR)      -1 (the controller's rate) or [1, 500] Hz
-    arm.servo_lookahead (UR)     [0.03, 0.2] s
-    arm.servo_gain (UR)          [100, 2000]
-    arm.servo_rate_hz (UR)       [125, 500] Hz, at most rtde_frequency
-    arm.gripper.host (UR)        an IP address or a host name (letters, digits, '-', '.')
-    arm.gripper.port / speed / force   whole numbers in 1..65535 / 0..255 / 0..255
-    cameras[].width x height     RealSense 1..1920 x 1..1080, OpenCV 1..4096 x 1..4096
-    cameras[].fps                RealSense a whole number in 1..90, OpenCV [1, 120]
-    cameras[].serial             1 to 32 letters, digits, '-' or '_' (RealSense)
-    cameras[].source             a device index 0..255 or a non-empty path (OpenCV)
-    cameras[].fourcc             four printable ASCII characters (OpenCV)
-    cameras[].warmup_frames      0..300
+    cameras[].width x height     up to the camera kind's maximum (RealSense 1920 x 1080, OpenCV 4096 x 4096)
+    cameras[].fps                [1, the kind's maximum] (RealSense 90, OpenCV 120)
     cameras[].stale_limit_s      [0.01, 5] s
-    teleop.dead_zone             [0, 0.95]
-    teleop.max_linear_speed      (0, 0.5] m/s
-    teleop.max_angular_speed     (0, 3] rad/s
-    teleop.operator_yaw_deg      [-180, 180]
-    teleop.signs                 six values of 1 or -1
-    teleop.index (gamepad)       0..15
-    teleop.buttons               button numbers 0..63 mapped to a known action
+
+The keys of one kind of device are read by the parser registered with its
+driver (:mod:`robot_drivers.registry`), which documents their ranges: the xArm's
+and UR's in ``xarm.py`` and ``ur.py``, the cameras' in ``realsense.py`` and
+``opencv_camera.py``, the teleop devices' in ``spacemouse.py`` and ``gamepad.py``
+(their axes and buttons: ``hand_controller_from_rig_table`` in ``teleop.py``).
 
 ``load_rig_config`` reads and validates (it builds and connects nothing);
 ``build_rig`` makes the (unconnected) :class:`Rig`, its arm always behind
@@ -81,29 +70,26 @@ import logging
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from core.clock import RealTimeClock
+from robot_drivers import registry
+from robot_drivers.registry import one_of as _one_of
 from robot_drivers.rig import DEFAULT_STATE_RATE_HZ, Rig
 from robot_drivers.safety import SafeArm, SafetyConfig
 from robot_drivers.teleop import Teleop
 
 log = logging.getLogger(__name__)
 
-ARM_TYPES = ("xarm", "ur")
-CAMERA_TYPES = ("realsense", "opencv")
 CAMERA_ROLES = ("hand", "third")
-TELEOP_TYPES = ("spacemouse", "gamepad", "none")
+NO_TELEOP = "none"  # a rig file's teleop type for no device
 MIN_RATE_HZ = 1.0
 MAX_RATE_HZ = 100.0
 WORKSPACE_BOUND_M = 2.0  # no supported arm reaches further than this from its base
 _REQUIRED = object()
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_SERIAL = re.compile(r"[A-Za-z0-9_-]{1,32}")
-_BUTTON = re.compile(r"0|[1-9][0-9]?")
-MAX_BUTTON = 63
 
 
 class RigConfigError(ValueError):
@@ -111,10 +97,12 @@ class RigConfigError(ValueError):
 
 
 @dataclass
-class CameraSpec:
+class CameraEntry:
+    """One ``[[cameras]]`` entry of a rig file: the role it plays, its registered kind and the driver's config."""
+
     role: str
     type: str
-    config: Any  # RealSenseCameraConfig | OpenCVCameraConfig
+    config: Any  # the registered driver's config: RealSenseCameraConfig | OpenCVCameraConfig | ...
 
 
 @dataclass(frozen=True)
@@ -132,32 +120,39 @@ class SpeedLimits:
                 min(self.max_step_rad, self.max_angular_speed_rad_s / rate_hz))
 
 
+@dataclass(frozen=True)
+class ArmShared:
+    """What every arm's ``[arm]`` table holds, read and checked before the kind's own keys: ``fields`` are the
+    driver config's common fields (ip, workspace_min/max, home_position, home_orientation, home_gripper)."""
+
+    fields: dict
+    max_speed_m_s: float
+    home_speed: float
+    rate_hz: float
+
+
 @dataclass
 class ArmSpec:
     type: str
-    config: Any  # XArmConfig | URConfig
+    config: Any  # the registered driver's config: XArmConfig | URConfig | ...
     safety: SafetyConfig  # its per-tick steps are those of ``limits`` at the rig's rate
     limits: SpeedLimits
     gripper: Any = None  # RobotiqConfig for a UR with a Robotiq gripper
 
     def at_rate(self, rate_hz: float) -> "ArmSpec":
-        """This arm run at ``rate_hz``: per-tick steps from the speed limits, the UR's waypoint period, checks."""
+        """This arm run at ``rate_hz``: per-tick steps from the speed limits, the driver's own rate-dependent
+        settings (the UR's waypoint period) and checks (the xArm's servo mode)."""
         step_m, step_rad = self.limits.per_tick(rate_hz)
         safety = replace(self.safety, max_translation_per_tick=step_m, max_rotation_per_tick=step_rad)
-        config = self.config
-        if self.type == "ur":
-            config = replace(config, rate_hz=rate_hz)
-        else:
-            from robot_drivers.xarm import check_streaming_rate
-
-            check_streaming_rate(config, rate_hz, step_m)
+        at_rate = registry.lookup("arm", self.type).option("at_rate")
+        config = self.config if at_rate is None else at_rate(self.config, rate_hz, step_m)
         return replace(self, config=config, safety=safety)
 
 
 @dataclass
 class TeleopSpec:
     type: str
-    config: Any = None  # SpaceMouseConfig | GamepadConfig
+    config: Any = None  # the registered driver's config: SpaceMouseConfig | GamepadConfig | ...
 
 
 @dataclass
@@ -166,7 +161,7 @@ class RigConfig:
     name: str
     rate_hz: float
     arm: ArmSpec
-    cameras: list[CameraSpec]
+    cameras: list[CameraEntry]
     teleop: TeleopSpec | None = None
     state_rate_hz: float = DEFAULT_STATE_RATE_HZ  # 0: the arm state is read only when observing
 
@@ -186,8 +181,11 @@ class RigConfig:
         return replace(self, rate_hz=float(rate_hz), arm=arm)
 
 
-class _Table:
-    """One TOML table being read: typed getters, and unknown keys reported at the end."""
+class RigTable:
+    """One TOML table being read: typed getters, and unknown keys reported at the end. The drivers' parsers
+    read their keys through it (``REQUIRED``: the default of a key that must be given)."""
+
+    REQUIRED = _REQUIRED
 
     def __init__(self, data: Any, where: str, file: str):
         if not isinstance(data, dict):
@@ -260,9 +258,46 @@ class _Table:
                 raise self.fail(f"{name}[{i}]", f"is out of range, got {v!r} in {value!r}{allowed}")
         return tuple(float(v) for v in value)
 
-    def table(self, name: str, required: bool = False) -> "_Table":
+    def table(self, name: str, required: bool = False) -> "RigTable":
         value = self.get(name, _REQUIRED if required else {})
-        return _Table(value, self.key(name), self.file)
+        return RigTable(value, self.key(name), self.file)
+
+    def kind(self, kind: str, extra: tuple[str, ...] = ()) -> str:
+        """The ``type`` key: the name of a registered ``kind`` of device (or one of ``extra``); an unknown one is
+        refused with the registered names and the nearest of them."""
+        choices = (*registry.names(kind), *extra)
+        value = self.str("type")
+        if value not in choices:
+            raise self.fail("type", f"must be {_one_of(choices)}, got {value!r}{registry.nearest(value, choices)}")
+        return value
+
+    def address(self, name: str, default=_REQUIRED, ipv4_only: str | None = None, hostname: bool = False) -> str:
+        """A device's network address: an IP address (IPv4 only when ``ipv4_only``, the reason, is given), or
+        also a host name when ``hostname``."""
+        value = self.str(name, default)
+        want = ("an IPv4 address such as \"192.168.1.200\"" if ipv4_only
+                else "an IP address such as \"192.168.1.200\"" + (" or a host name" if hostname else ""))
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            if hostname and _is_hostname(value):
+                return value
+            raise self.fail(name, f"must be {want}, got {value!r}") from None
+        if ipv4_only and address.version != 4:
+            raise self.fail(name, f"must be {want} ({ipv4_only}), got {value!r}")
+        if address.is_unspecified or address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255"):
+            raise self.fail(name, f"must be the device's own address, not {value!r} (unspecified, multicast or "
+                                  "broadcast)")
+        return value
+
+    def checked(self, build):
+        """``build()``, its ValueError (a driver config's own check) reported as this table's."""
+        try:
+            return build()
+        except ValueError as exc:
+            if isinstance(exc, RigConfigError):
+                raise
+            raise RigConfigError(f"{self.file}: [{self.where}] {exc}") from exc
 
     def done(self) -> None:
         unknown = [k for k in self.data if k not in self.used]
@@ -301,37 +336,11 @@ def _is_hostname(text: str) -> bool:
             and not labels[-1].isdigit())
 
 
-def _address(t: "_Table", name: str, default=_REQUIRED, ipv4_only: bool = False, hostname: bool = False) -> str:
-    """An arm's (or gripper's) network address: an IP address, or also a host name when ``hostname``."""
-    value = t.str(name, default)
-    want = ("an IPv4 address such as \"192.168.1.200\"" if ipv4_only
-            else "an IP address such as \"192.168.1.200\"" + (" or a host name" if hostname else ""))
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        if hostname and _is_hostname(value):
-            return value
-        raise t.fail(name, f"must be {want}, got {value!r}") from None
-    if ipv4_only and address.version != 4:
-        raise t.fail(name, f"must be {want} (the xArm SDK opens a serial port for anything else), got {value!r}")
-    if address.is_unspecified or address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255"):
-        raise t.fail(name, f"must be the device's own address, not {value!r} (unspecified, multicast or broadcast)")
-    return value
-
-
-def _one_of(choices) -> str:
-    quoted = [f"'{c}'" for c in choices]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
-
-
-def _wrap(file: str, where: str, exc: ValueError) -> RigConfigError:
-    return RigConfigError(f"{file}: [{where}] {exc}")
-
-
 # -- sections -------------------------------------------------------------------
-def _parse_arm(t: _Table, rate_hz: float) -> ArmSpec:
-    kind = t.str("type", choices=ARM_TYPES)
-    ip = _address(t, "ip", ipv4_only=kind == "xarm")
+def _parse_arm(t: RigTable, rate_hz: float) -> ArmSpec:
+    kind = t.kind("arm")
+    driver = registry.lookup("arm", kind)
+    ip = t.address("ip", ipv4_only=driver.option("ipv4_only"))
     home = t.table("home", required=True)
     home_position = home.vec("position", 3)
     home_orientation = home.vec("orientation", 4)
@@ -360,165 +369,59 @@ def _parse_arm(t: _Table, rate_hz: float) -> ArmSpec:
                                                  unit="rad/s"))
     watchdog = limits_table.num("watchdog_s", 0.5, 0.05, 5.0, unit="s")
     limits_table.done()
-    speed = limits.max_speed_m_s
     home_speed = t.num("home_speed", 0.05, 0.0, 0.25, low_open=True, unit="m/s")
-    common = dict(ip=ip, workspace_min=lo, workspace_max=hi, home_position=home_position,
-                  home_orientation=home_orientation, home_gripper=home_gripper)
-    gripper = None
-    try:
+    shared = ArmShared(dict(ip=ip, workspace_min=lo, workspace_max=hi, home_position=home_position,
+                            home_orientation=home_orientation, home_gripper=home_gripper),
+                       limits.max_speed_m_s, home_speed, rate_hz)
+
+    def build() -> ArmSpec:
         step_m, step_rad = limits.per_tick(rate_hz)
         safety = SafetyConfig(workspace_min=lo, workspace_max=hi, max_translation_per_tick=step_m,
                               max_rotation_per_tick=step_rad, watchdog_timeout=watchdog)
-        if kind == "xarm":
-            from robot_drivers.xarm import XArmConfig
+        config, gripper = driver.option("parse")(t, shared)
+        return ArmSpec(kind, config, safety, limits, gripper).at_rate(rate_hz)
 
-            config = XArmConfig(**common, mode=t.str("mode", "online", choices=("online", "servo")),
-                                tcp_speed=speed, home_speed=min(speed, home_speed),
-                                gripper=t.bool("gripper", True),
-                                clear_errors_on_connect=t.bool("clear_errors_on_connect", False))
-        else:
-            from robot_drivers.grippers import RobotiqConfig
-            from robot_drivers.ur import URConfig
-
-            rtde_frequency = t.num("rtde_frequency", -1.0, unit="Hz")
-            if rtde_frequency != -1 and not 1.0 <= rtde_frequency <= 500.0:
-                raise t.fail("rtde_frequency", f"must be -1 (the controller's own rate) or in [1, 500] Hz, got "
-                                               f"{rtde_frequency!r}")
-            config = URConfig(**common, rate_hz=rate_hz, rtde_frequency=rtde_frequency,
-                              servo_lookahead=t.num("servo_lookahead", 0.1, 0.03, 0.2, unit="s"),
-                              servo_gain=t.num("servo_gain", 300.0, 100.0, 2000.0),
-                              servo_rate_hz=t.num("servo_rate_hz", 125.0, 125.0, 500.0, unit="Hz"),
-                              home_speed=home_speed)
-            g = t.table("gripper")
-            gtype = g.str("type", "none", choices=("none", "robotiq"))
-            if gtype == "robotiq":
-                gripper = RobotiqConfig(host=_address(g, "host", ip, hostname=True),
-                                        port=int(g.num("port", 63352, 1, 65535, integer=True)),
-                                        speed=int(g.num("speed", 255, 0, 255, integer=True)),
-                                        force=int(g.num("force", 100, 0, 255, integer=True)))
-            g.done()
-        spec = ArmSpec(kind, config, safety, limits, gripper).at_rate(rate_hz)
-    except ValueError as exc:
-        if isinstance(exc, RigConfigError):
-            raise
-        raise _wrap(t.file, t.where, exc) from exc
+    spec = t.checked(build)
     t.done()
     return spec
 
 
-def _parse_camera(t: _Table) -> CameraSpec:
+def _parse_camera(t: RigTable) -> CameraEntry:
     role = t.str("role", choices=CAMERA_ROLES)
-    kind = t.str("type", choices=CAMERA_TYPES)
-    if kind == "realsense":  # D400 colour streams go up to 1920x1080, 90 fps at low resolutions
-        width = int(t.num("width", integer=True, low=1, high=1920, unit="pixels"))
-        height = int(t.num("height", integer=True, low=1, high=1080, unit="pixels"))
-        fps = t.num("fps", low=1.0, high=90.0, unit="fps")
-    else:  # a webcam or a capture card: up to 4K
-        width = int(t.num("width", integer=True, low=1, high=4096, unit="pixels"))
-        height = int(t.num("height", integer=True, low=1, high=4096, unit="pixels"))
-        fps = t.num("fps", low=1.0, high=120.0, unit="fps")
+    kind = t.kind("camera")
+    driver = registry.lookup("camera", kind)
+    width = int(t.num("width", integer=True, low=1, high=driver.option("max_width"), unit="pixels"))
+    height = int(t.num("height", integer=True, low=1, high=driver.option("max_height"), unit="pixels"))
+    fps = t.num("fps", low=1.0, high=driver.option("max_fps"), unit="fps")
     stale = t.num("stale_limit_s", 0.5, 0.01, 5.0, unit="s")
-    try:
-        if kind == "realsense":
-            from robot_drivers.realsense import RealSenseCameraConfig
-
-            playback = t.str("playback_file", None)
-            if playback is not None and not playback.strip():
-                raise t.fail("playback_file", "is empty; give the path of a recorded .db3 file or leave it out")
-            serial = t.str("serial", "" if playback else _REQUIRED)
-            if not playback and not serial.strip():
-                raise t.fail("serial", "is empty; run `python main.py devices` to list the connected cameras")
-            if serial and not _SERIAL.fullmatch(serial):
-                raise t.fail("serial", f"must be a camera serial number (1 to 32 letters, digits, '-' or '_'; "
-                                       f"`python main.py devices` lists them), got {serial!r}")
-            if int(fps) != fps:
-                raise t.fail("fps", f"must be a whole number for a RealSense camera, got {fps}")
-            config = RealSenseCameraConfig(serial=serial, width=width, height=height, fps=int(fps),
-                                           depth=t.bool("depth", False),
-                                           hw_sync_role=t.str("hw_sync_role", "none", choices=("none", "master", "slave")),
-                                           warmup_frames=int(t.num("warmup_frames", 15, 0, 300, integer=True)),
-                                           stale_limit_s=stale, playback_file=playback)
-            if config.hw_sync_role != "none" and not config.depth:
-                log.warning("%s: %s.hw_sync_role = %r with depth = false: on D400 cameras the sync cable drives the "
-                            "depth sensor, so the colour frames are not hardware-synchronised; set depth = true, or "
-                            "hw_sync_role = \"none\" and rely on the frame alignment by host time", t.file, t.where,
-                            config.hw_sync_role)
-        else:
-            from robot_drivers.opencv_camera import OpenCVCameraConfig
-
-            source = t.get("source")
-            if isinstance(source, bool) or not isinstance(source, (int, str)):
-                raise t.fail("source", f"must be a device index (0, 1, ...) or a path, got {source!r}")
-            if isinstance(source, str) and source.isascii() and source.isdigit():
-                source = int(source)
-            if isinstance(source, int) and not 0 <= source <= 255:
-                raise t.fail("source", f"must be a device index in 0..255 (/dev/videoN) or a path, got {source!r}")
-            if isinstance(source, str) and (not source.strip() or "\0" in source):
-                raise t.fail("source", f"must be a device index (0, 1, ...) or a non-empty path, got {source!r}")
-            fourcc = t.str("fourcc", None)
-            if fourcc is not None and not (len(fourcc) == 4 and fourcc.isascii() and fourcc.isprintable()):
-                raise t.fail("fourcc", f"must be four characters such as \"MJPG\", got {fourcc!r}")
-            config = OpenCVCameraConfig(source=source, width=width, height=height, fps=float(fps),
-                                        fourcc=fourcc, stale_limit_s=stale,
-                                        warmup_frames=int(t.num("warmup_frames", 5, 0, 300, integer=True)))
-    except ValueError as exc:
-        if isinstance(exc, RigConfigError):
-            raise
-        raise _wrap(t.file, t.where, exc) from exc
+    config = t.checked(lambda: driver.option("parse")(t, width, height, fps, stale))
     t.done()
-    return CameraSpec(role, kind, config)
+    return CameraEntry(role, kind, config)
 
 
-def _parse_teleop(t: _Table) -> TeleopSpec | None:
-    kind = t.str("type", choices=TELEOP_TYPES)
-    if kind == "none":
+def _parse_teleop(t: RigTable) -> TeleopSpec | None:
+    kind = t.kind("teleop", extra=(NO_TELEOP,))
+    if kind == NO_TELEOP:
         t.done()
         return None
-    from robot_drivers.spacemouse import AxisScaling
-
-    signs = t.vec("signs", 6, (1, 1, 1, 1, 1, 1))
-    if any(v not in (1.0, -1.0) for v in signs):
-        raise t.fail("signs", f"must be six values of 1 or -1, got {list(signs)}")
-    try:
-        scaling = AxisScaling(dead_zone=t.num("dead_zone", 0.1 if kind == "spacemouse" else 0.15, 0.0, 0.95),
-                              max_linear_speed=t.num("max_linear_speed", 0.10, 0.0, 0.5, low_open=True, unit="m/s"),
-                              max_angular_speed=t.num("max_angular_speed", 0.6, 0.0, 3.0, low_open=True,
-                                                      unit="rad/s"),
-                              signs=signs,
-                              operator_yaw_deg=t.num("operator_yaw_deg", 0.0, -180.0, 180.0, unit="degrees"))
-    except ValueError as exc:
-        if isinstance(exc, RigConfigError):
-            raise
-        raise _wrap(t.file, t.where, exc) from exc
-    raw_buttons = t.get("buttons", None)
-    buttons = None
-    if raw_buttons is not None:
-        if not isinstance(raw_buttons, dict):
-            raise t.fail("buttons", "must be a table such as { 0 = \"gripper\", 1 = \"start_stop\" }")
-        from robot_drivers.spacemouse import BUTTON_ACTIONS
-
-        buttons = {}
-        for key, action in raw_buttons.items():
-            if not _BUTTON.fullmatch(key) or int(key) > MAX_BUTTON:
-                raise t.fail(f"buttons.{key}", f"must be a button number in 0..{MAX_BUTTON}")
-            if not isinstance(action, str) or action not in BUTTON_ACTIONS:
-                raise t.fail(f"buttons.{key}", f"must be {_one_of(BUTTON_ACTIONS)}, got {action!r}")
-            buttons[int(key)] = action
-    if kind == "spacemouse":
-        from robot_drivers.spacemouse import SpaceMouseConfig
-
-        device = t.str("device", None)
-        if device is not None and not device.strip():
-            raise t.fail("device", "is empty; give a model name (see pyspacemouse's device list) or leave it out")
-        config = SpaceMouseConfig(device=device, scaling=scaling)
-    else:
-        from robot_drivers.gamepad import GamepadConfig
-
-        config = GamepadConfig(index=int(t.num("index", 0, 0, 15, integer=True)), scaling=scaling)
-    if buttons is not None:
-        config.buttons = buttons
+    config = registry.lookup("teleop", kind).option("parse")(t)
     t.done()
     return TeleopSpec(kind, config)
+
+
+def _check_cameras(file: str, cameras: list[CameraEntry]) -> None:
+    """Checks across the cameras: one camera per role, then each kind's own (a serial given twice, say)."""
+    roles = [c.role for c in cameras]
+    for role in set(roles):
+        if roles.count(role) > 1:
+            raise RigConfigError(f"{file}: two cameras have role '{role}'; each role ('hand', 'third') names one camera")
+    for driver in registry.registrations("camera"):
+        check = driver.option("check_rig")
+        if check is not None:
+            try:
+                check([c.config for c in cameras if c.type == driver.name])
+            except ValueError as exc:
+                raise RigConfigError(f"{file}: {exc}") from exc
 
 
 # -- public API -------------------------------------------------------------------
@@ -533,7 +436,7 @@ def load_rig_config(path) -> RigConfig:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise RigConfigError(f"{file}: not valid TOML: {exc}") from exc
-    root = _Table(data, "", file)
+    root = RigTable(data, "", file)
     name = root.str("name", p.stem)
     if not name.strip():
         raise root.fail("name", "is empty; name the rig, or leave the key out to use the file's name")
@@ -547,21 +450,8 @@ def load_rig_config(path) -> RigConfig:
     if not isinstance(raw_cameras, list) or not raw_cameras:
         raise RigConfigError(f"{file}: cameras must be one or more [[cameras]] tables (a 'hand' and a 'third' "
                              "camera for ALT); see configs/ for examples")
-    cameras = [_parse_camera(_Table(c, f"cameras[{i}]", file)) for i, c in enumerate(raw_cameras)]
-    roles = [c.role for c in cameras]
-    for role in set(roles):
-        if roles.count(role) > 1:
-            raise RigConfigError(f"{file}: two cameras have role '{role}'; each role ('hand', 'third') names one camera")
-    serials = [c.config.serial for c in cameras if c.type == "realsense" and c.config.serial]
-    for serial in set(serials):
-        if serials.count(serial) > 1:
-            raise RigConfigError(f"{file}: serial {serial!r} is given to two cameras; each camera has its own")
-    sync = [c.config.hw_sync_role for c in cameras if c.type == "realsense"]
-    if sync.count("master") > 1:
-        raise RigConfigError(f"{file}: more than one camera has hw_sync_role = 'master'; make one the master and "
-                             "the others 'slave'")
-    if "slave" in sync and "master" not in sync:
-        raise RigConfigError(f"{file}: a camera has hw_sync_role = 'slave' but none is 'master'; set one to 'master'")
+    cameras = [_parse_camera(RigTable(c, f"cameras[{i}]", file)) for i, c in enumerate(raw_cameras)]
+    _check_cameras(file, cameras)
     teleop = _parse_teleop(root.table("teleop")) if "teleop" in data else None
     root.used.add("teleop")
     root.done()
@@ -571,36 +461,24 @@ def load_rig_config(path) -> RigConfig:
 class HardwareRig(Rig):
     """A rig of real devices; it also closes the teleop device built for it."""
 
-    def disconnect(self) -> None:
+    def _disconnect(self) -> None:
         try:
-            super().disconnect()
+            super()._disconnect()
         finally:
             teleop = self.extras.get("teleop")
             if teleop is not None:
                 teleop.disconnect()
 
 
-def build_arm(spec: ArmSpec):
-    if spec.type == "xarm":
-        from robot_drivers.xarm import XArm
-
-        driver = XArm(spec.config)
-    else:
-        from robot_drivers.grippers import RobotiqSocketGripper
-        from robot_drivers.ur import URArm
-
-        driver = URArm(spec.config, RobotiqSocketGripper(spec.gripper) if spec.gripper is not None else None)
-    return SafeArm(driver, spec.safety)
+def build_arm(spec: ArmSpec) -> SafeArm:
+    """The registered driver of ``spec.type`` (its ``build`` option, else ``driver(config)``) behind SafeArm."""
+    registered = registry.lookup("arm", spec.type)
+    build = registered.option("build")
+    return SafeArm(build(spec) if build is not None else registered.driver(spec.config), spec.safety)
 
 
-def build_camera(spec: CameraSpec):
-    if spec.type == "realsense":
-        from robot_drivers.realsense import RealSenseCamera
-
-        return RealSenseCamera(spec.config, spec.role)
-    from robot_drivers.opencv_camera import OpenCVCamera
-
-    return OpenCVCamera(spec.config, spec.role)
+def build_camera(spec: CameraEntry):
+    return registry.lookup("camera", spec.type).driver(spec.config, spec.role)
 
 
 def build_rig(config: RigConfig) -> Rig:
@@ -615,14 +493,7 @@ def build_teleop(config: RigConfig, rig: Rig | None = None) -> Teleop | None:
     spec = config.teleop
     if spec is None:
         return None
-    if spec.type == "spacemouse":
-        from robot_drivers.spacemouse import SpaceMouseTeleop
-
-        teleop = SpaceMouseTeleop(spec.config)
-    else:
-        from robot_drivers.gamepad import GamepadTeleop
-
-        teleop = GamepadTeleop(spec.config)
+    teleop = registry.lookup("teleop", spec.type).driver(spec.config)
     if rig is not None:
         rig.extras["teleop"] = teleop
     return teleop

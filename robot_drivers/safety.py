@@ -37,7 +37,7 @@ import math
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -207,7 +207,7 @@ class SafeArm(Arm):
         self._watchdog: threading.Thread | None = None
 
     # -- life cycle -------------------------------------------------------
-    def connect(self) -> None:
+    def _connect(self) -> None:
         self.inner.connect()
         self._last_gripper = None
         self._last_state = None
@@ -215,7 +215,7 @@ class SafeArm(Arm):
         self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.name}", daemon=True)
         self._watchdog.start()
 
-    def disconnect(self) -> None:
+    def _disconnect(self) -> None:
         self._watchdog_stop.set()
         if self._watchdog is not None:
             self._watchdog.join(2.0)

@@ -33,19 +33,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
 from robot_drivers.arm import Arm
-from core.errors import (ArmCommandError, ArmStoppedError, ConnectionLostError, DeviceError, LimitViolationError,
+from core.errors import (ArmCommandError, ArmStoppedError, ConnectionLostError, DeviceError,
                      NotConnectedError, ProtectiveStopError)
-from robot_drivers.grippers import Gripper, NoGripper
+from robot_drivers.grippers import Gripper, NoGripper, RobotiqConfig, RobotiqSocketGripper
 from core.transforms import normalize_quat, rotvec_to_quat
 from robot_drivers.safety import check_workspace_box, refuse_outside_workspace
 from robot_drivers.trajectory import PoseTrajectory
 from core.types import Action, Pose, RobotState
+from robot_drivers.registry import register_arm
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,49 @@ class URConfig:
         return Pose(np.asarray(self.home_position, float), np.asarray(self.home_orientation, float))
 
 
+def ur_from_rig_table(t, shared) -> tuple[URConfig, RobotiqConfig | None]:
+    """A UR's config (and its gripper's) from its rig file's ``[arm]`` table ``t`` (a
+    :class:`robot_drivers.rig_config.RigTable`), beside the keys every arm has (``shared``). Its own keys:
+
+        ip                 an IPv4 or IPv6 address
+        rtde_frequency     -1 (the controller's rate) or [1, 500] Hz
+        servo_lookahead    [0.03, 0.2] s
+        servo_gain         [100, 2000]
+        servo_rate_hz      [125, 500] Hz, at most rtde_frequency
+        [arm.gripper]      type = "none" (default) or "robotiq" (over the URCap's socket); host: an IP address
+                           or a host name (default: the arm's ip); port / speed / force: whole numbers in
+                           1..65535 / 0..255 / 0..255
+    """
+    rtde_frequency = t.num("rtde_frequency", -1.0, unit="Hz")
+    if rtde_frequency != -1 and not 1.0 <= rtde_frequency <= 500.0:
+        raise t.fail("rtde_frequency", f"must be -1 (the controller's own rate) or in [1, 500] Hz, got "
+                                       f"{rtde_frequency!r}")
+    config = URConfig(**shared.fields, rate_hz=shared.rate_hz, rtde_frequency=rtde_frequency,
+                      servo_lookahead=t.num("servo_lookahead", 0.1, 0.03, 0.2, unit="s"),
+                      servo_gain=t.num("servo_gain", 300.0, 100.0, 2000.0),
+                      servo_rate_hz=t.num("servo_rate_hz", 125.0, 125.0, 500.0, unit="Hz"),
+                      home_speed=shared.home_speed)
+    g = t.table("gripper")
+    gripper = None
+    if g.str("type", "none", choices=("none", "robotiq")) == "robotiq":
+        gripper = RobotiqConfig(host=g.address("host", config.ip, hostname=True),
+                                port=int(g.num("port", 63352, 1, 65535, integer=True)),
+                                speed=int(g.num("speed", 255, 0, 255, integer=True)),
+                                force=int(g.num("force", 100, 0, 255, integer=True)))
+    g.done()
+    return config, gripper
+
+
+def ur_at_rate(config: URConfig, rate_hz: float, step_m: float) -> URConfig:
+    """The config at another control rate: each waypoint is scheduled one tick ahead."""
+    return replace(config, rate_hz=rate_hz)
+
+
+def ur_from_spec(spec) -> "URArm":
+    """The arm a rig file's :class:`robot_drivers.rig_config.ArmSpec` describes, with its Robotiq gripper."""
+    return URArm(spec.config, RobotiqSocketGripper(spec.gripper) if spec.gripper is not None else None)
+
+
 def _rtde_classes():
     try:
         from rtde_control import RTDEControlInterface
@@ -149,8 +193,10 @@ def _rtde_classes():
     return RTDEControlInterface, RTDEReceiveInterface
 
 
+@register_arm("ur", URConfig, parse=ur_from_rig_table, at_rate=ur_at_rate, build=ur_from_spec, port=30004)
 class URArm(Arm):
     name = "ur"
+    skip_connect_when_connected = True
 
     def __init__(self, config: URConfig, gripper: Gripper | None = None, *,
                  control_factory: Callable | None = None, receive_factory: Callable | None = None,
@@ -179,9 +225,7 @@ class URArm(Arm):
         self.dropped_waypoints = 0  # waypoints whose time had passed when they arrived
 
     # -- life cycle -------------------------------------------------------
-    def connect(self) -> None:
-        if self.is_connected:
-            return
+    def _connect(self) -> None:
         if self._control_factory is None or self._receive_factory is None:
             control_cls, receive_cls = _rtde_classes()
         make_control = self._control_factory or control_cls
@@ -224,7 +268,7 @@ class URArm(Arm):
         self._control = self._receive = None
         self._streaming = False
 
-    def disconnect(self) -> None:
+    def _disconnect(self) -> None:
         with self._lock:
             self._end_servo()
             if self._control is not None:

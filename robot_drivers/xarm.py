@@ -25,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -36,6 +36,7 @@ from core.errors import (ArmCommandError, ArmFaultError, ArmStoppedError, Connec
 from core.transforms import euler_to_quat, quat_to_matrix
 from robot_drivers.safety import check_workspace_box, refuse_outside_workspace
 from core.types import Action, Pose, RobotState
+from robot_drivers.registry import register_arm
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +195,11 @@ class XArmConfig:
 SERVO_MIN_RATE_HZ = 100.0
 
 
-def check_streaming_rate(config: XArmConfig, rate_hz: float, step_m: float) -> None:
-    """Refuse servo mode at a rate or step size where each target would be a jump (ValueError says why)."""
+def check_streaming_rate(config: XArmConfig, rate_hz: float, step_m: float) -> XArmConfig:
+    """``config`` when it can stream at ``rate_hz`` with steps of ``step_m``: servo mode at a rate or step size
+    where each target would be a jump is refused (ValueError says why)."""
     if config.mode != "servo":
-        return
+        return config
     if rate_hz < SERVO_MIN_RATE_HZ:
         raise ValueError(f"xArm mode \"servo\" needs rate_hz >= {SERVO_MIN_RATE_HZ:g} (got {rate_hz:g} Hz): servo "
                          "mode executes every target at once, with no planning and no speed limit; use "
@@ -205,6 +207,24 @@ def check_streaming_rate(config: XArmConfig, rate_hz: float, step_m: float) -> N
     if step_m > config.tcp_speed / rate_hz + 1e-12:
         raise ValueError(f"xArm mode \"servo\": the per-tick step {step_m * 1000:.2f} mm exceeds tcp_speed / rate "
                          f"= {config.tcp_speed / rate_hz * 1000:.2f} mm; lower max_step_m or use mode = \"online\"")
+    return config
+
+
+def xarm_from_rig_table(t, shared) -> tuple[XArmConfig, None]:
+    """An xArm's config from its rig file's ``[arm]`` table ``t`` (a :class:`robot_drivers.rig_config.RigTable`),
+    beside the keys every arm has (``shared``). Its own keys:
+
+        ip                        an IPv4 address (the SDK opens a serial port for anything else)
+        mode                      "online" (default: mode 7, planned) or "servo" (mode 1: rate_hz >= 100)
+        gripper                   true (default): an xArm Gripper on the flange
+        clear_errors_on_connect   false (default): a controller error at connect is reported, not cleared
+
+    The planner's speed is the rig's ``max_speed_m_s``; the move home is at most that fast."""
+    speed = shared.max_speed_m_s
+    return XArmConfig(**shared.fields, mode=t.str("mode", "online", choices=("online", "servo")),
+                      tcp_speed=speed, home_speed=min(speed, shared.home_speed),
+                      gripper=t.bool("gripper", True),
+                      clear_errors_on_connect=t.bool("clear_errors_on_connect", False)), None
 
 
 def _xarm_api_class():
@@ -215,8 +235,11 @@ def _xarm_api_class():
     return XArmAPI
 
 
+@register_arm("xarm", XArmConfig, parse=xarm_from_rig_table, at_rate=check_streaming_rate, port=502,
+              ipv4_only="the xArm SDK opens a serial port for anything else")
 class XArm(Arm):
     name = "xarm"
+    skip_connect_when_connected = True
 
     def __init__(self, config: XArmConfig, api_factory: Callable | None = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -276,9 +299,7 @@ class XArm(Arm):
             self._api.clean_warn()
 
     # -- life cycle -------------------------------------------------------
-    def connect(self) -> None:
-        if self.is_connected:
-            return
+    def _connect(self) -> None:
         factory = self._factory or _xarm_api_class()
         api = factory(self.config.ip, is_radian=False, do_not_open=True)
         try:
@@ -338,7 +359,7 @@ class XArm(Arm):
             self.stop()
             raise ArmStoppedError(f"xArm was stopped during {what}; stopped again so that it stays stopped")
 
-    def disconnect(self) -> None:
+    def _disconnect(self) -> None:
         with self._lock:
             if self._api is not None:
                 try:
@@ -444,15 +465,21 @@ class XArm(Arm):
                 self._last_gripper = self.config.home_gripper
             self._arm_motion(generation)
 
+    def _halting(self):
+        """A stop begins: bump the generation (a command under way sees it) and disarm; the SDK handle (None when
+        not connected)."""
+        self._generation += 1
+        api = self._api
+        self._armed = False
+        return api
+
     def stop(self) -> None:
         """Halt now (controller state 4). Never raises: a failed stop escalates to the emergency stop.
 
         It takes no lock (it must not wait for a command under way); that command sees the bumped generation
         before its next motion call, and re-sends the stop if its own call raced with this one.
         """
-        self._generation += 1
-        api = self._api
-        self._armed = False
+        api = self._halting()
         if api is None:
             return
         try:
@@ -466,9 +493,7 @@ class XArm(Arm):
 
     def emergency_stop(self) -> None:
         """The SDK's emergency stop: stops every motion; the arm must be re-enabled afterwards."""
-        self._generation += 1
-        api = self._api
-        self._armed = False
+        api = self._halting()
         if api is None:
             return
         try:

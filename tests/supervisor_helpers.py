@@ -12,7 +12,8 @@ import torch
 from policy.config import PolicyConfig
 from policy.database import LookupDatabase
 from policy.encoder import ALTEncoder
-from policy.policy import ALTPolicy, embed_images
+from policy.calibration import embed_images
+from policy.policy import ALTPolicy
 from core.clock import RealTimeClock
 from robot_drivers.fake import HOME_POSE, KinematicArm, SyntheticCamera
 from robot_drivers.rig import Rig

@@ -7,7 +7,8 @@ import pytest
 
 from policy.aligned.alignment import AlignmentError, TargetLocator, bottleneck_frame, fit_locator, grasp_frame
 from policy.config import PolicyConfig
-from policy.policy import ALTPolicy
+from policy.artifact import PolicyArtifactError
+from policy.policy import ALTPolicy, make_policy
 from policy.runner import run_autonomous
 from recorder.dataset import Dataset
 from recorder.session import RecorderConfig, RecordingSession, spec_for_rig
@@ -213,7 +214,7 @@ def test_the_replay_waits_for_an_arm_that_trails_it_and_closes_only_at_the_grasp
     from types import SimpleNamespace
 
     from policy.aligned.alignment import grasp_frame
-    from policy.runner import GRASP_ARRIVAL_M, REPLAY_LEAD_FRAMES, PolicySource
+    from policy.aligned.source import GRASP_ARRIVAL_M, REPLAY_LEAD_FRAMES
     from robot_drivers.rig import Observation
     from core.types import Pose, RobotState
 
@@ -221,7 +222,7 @@ def test_the_replay_waits_for_an_arm_that_trails_it_and_closes_only_at_the_grasp
     db, locator = policy.database, policy.locator
     episode = int(db.episodes[0])
     offset = np.array([0.01, -0.015])
-    source = PolicySource(policy)
+    source = policy.make_source()
     source.current = SimpleNamespace(target=SimpleNamespace(xy=locator.demo_targets[episode] + offset))
 
     def shifted(frame):
@@ -456,7 +457,7 @@ def test_the_aligned_gate_is_calibrated_on_frames_augmented_as_in_training_too(s
     """Clutter and other light the encoder learned to look past lower its thresholds; the same calibration
     again gives the same thresholds (seeded)."""
     from policy.data import load_frames
-    from policy.policy import calibrate_aligned
+    from policy.aligned.build import calibrate_aligned
 
     policy = sim_policies
     with Dataset.open(policy.info["dataset"]) as ds:
@@ -480,5 +481,27 @@ def test_a_table_map_too_coarse_to_trust_a_grasp_to_is_reported():
     coarse = {"map_error_loo_m": {"p50": 0.0038, "max": 0.0117}}
     assert coarse_map_warning(fine) is None
     warning = coarse_map_warning(coarse)
-    assert warning is not None and "11.7 mm" in warning and "--image-size" in warning
+    assert warning is not None and "11.7 mm" in warning and "--input-size" in warning
     assert coarse_map_warning({"map_error_loo_m": {"max": COARSE_MAP_M}}) is None
+
+
+def test_the_aligned_method_is_a_policy_of_its_own(sim_policies, tmp_path):
+    """The policy folder's method picks the class; the paper's ALTPolicy never asks about a locator."""
+    import inspect
+
+    from policy.aligned.policy import AlignedPolicy
+    from policy.aligned.source import AlignedPolicySource
+    from policy.runner import PolicySource
+
+    aligned = sim_policies
+    assert type(aligned) is AlignedPolicy and type(aligned.make_source()) is AlignedPolicySource
+    loaded = ALTPolicy.load(aligned.save(tmp_path / "aligned"))
+    assert type(loaded) is AlignedPolicy and loaded.thresholds() == aligned.thresholds()
+    alt = make_policy(replace(aligned.config, method="alt"), aligned.encoder, aligned.database, aligned.calibration,
+                      aligned.info, aligned.grasp_check)
+    assert type(alt) is ALTPolicy and type(alt.make_source()) is PolicySource
+    assert type(ALTPolicy.load(alt.save(tmp_path / "alt"))) is ALTPolicy
+    for source in (inspect.getsource(ALTPolicy), inspect.getsource(PolicySource)):
+        assert "locator" not in source.replace("locator = None", "")
+    with pytest.raises(PolicyArtifactError, match="make_policy"):
+        ALTPolicy(aligned.config, aligned.encoder, aligned.database, aligned.calibration, aligned.info)

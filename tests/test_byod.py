@@ -15,7 +15,7 @@ from torchvision.models import resnet18
 import main as cli
 from policy.action_space import (EE_POSE, JOINT_POSITIONS, OTHER, ActionSpaceMismatchError, action_kind,
                                  check_policy_fits_rig, describe_actions)
-from policy.commands import train_policy
+from policy.build import train_policy
 from policy.config import PolicyConfig
 from policy.encoder import ALTEncoder, imagenet_weights_path, load_backbone
 from lerobot_bridge.source import (LeRobotSourceError, import_lerobot, lerobot_python, read_info, resolve_keys)
@@ -152,7 +152,11 @@ def test_two_view_encoder_is_the_papers_fusion():
         expect = torch.nn.functional.normalize(enc.fusion(feats), dim=1)
         assert torch.allclose(enc(h, t), expect, atol=1e-6)
     assert enc.fusion[0].in_features == 2 * TINY.view_dim
-    assert PolicyConfig.from_json({k: v for k, v in TINY.to_json().items() if k != "views"}).views == ("hand", "third")
+    # a policy saved before the views setting existed used both cameras; one saved since must say which
+    without_views = {k: v for k, v in TINY.to_json().items() if k != "views"}
+    assert PolicyConfig.from_json(without_views, saved_at="2026-11-30T12:00:00+00:00").views == ("hand", "third")
+    with pytest.raises(ValueError, match=r"\['views'\] are missing"):
+        PolicyConfig.from_json(without_views, saved_at="2026-12-05T12:00:00+00:00")
 
 
 # --------------------------------------------------------------------------- datasets without LeRobot
@@ -195,7 +199,7 @@ def test_a_one_camera_joint_space_dataset_trains_and_evaluates_offline(tmp_path,
     report = evaluate_policy_offline(str(tmp_path / "policy"), folds=2)
     assert report["held_out_frames"] == 40 and report["folds"] == 2
     assert set(report["methods"]) == {"ALT", "same time index", "mean trajectory"}
-    code = cli.main(["eval-offline", str(ds), "--folds", "2", "--epochs", "1", "--image-size", "32",
+    code = cli.main(["eval-offline", str(ds), "--folds", "2", "--epochs", "1", "--input-size", "32",
                      "--backbone-weights", "none", "--chunk-length", "4", "--batch-size", "8", "--frame-stride", "1",
                      "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out

@@ -20,7 +20,7 @@ def test_help_lists_the_verbs():
 
 
 def test_sim_check_reports_success_and_timing():
-    out = run("sim-check", "--episodes", "2", "--image-size", "32", "--min-success", "1.0")
+    out = run("sim-check", "--episodes", "2", "--camera-size", "32", "--min-success", "1.0")
     assert out.returncode == 0, out.stderr
     assert "success         2/2 (100.0%)" in out.stdout
     assert "physics / tick  median" in out.stdout and "render / tick   median" in out.stdout
@@ -29,7 +29,7 @@ def test_sim_check_reports_success_and_timing():
 def test_bad_arguments_get_a_clear_message_not_a_traceback():
     out = run("sim-check", "--episodes", "0")
     assert out.returncode == 2 and "not a positive whole number" in out.stderr
-    out = run("sim-check", "--episodes", "1", "--image-size", "8")
+    out = run("sim-check", "--episodes", "1", "--camera-size", "8")
     assert out.returncode == 2 and "error: camera" in out.stderr and "Traceback" not in out.stderr
     out = run("sim-check", "--scenario", "moon")
     assert out.returncode == 2 and "invalid choice" in out.stderr
@@ -42,7 +42,7 @@ def test_train_ood_and_eval_verbs(tmp_path):
     from recording_helpers import record_sim
 
     record_sim(tmp_path / "ds", 2, image_size=32)
-    out = run("train", str(tmp_path / "ds"), "--out", str(tmp_path / "pol"), "--epochs", "1", "--image-size", "32",
+    out = run("train", str(tmp_path / "ds"), "--out", str(tmp_path / "pol"), "--epochs", "1", "--input-size", "32",
               "--batch-size", "8", "--frame-stride", "2")
     assert out.returncode == 0, out.stderr
     assert "policy saved to" in out.stdout and "gamma" in out.stdout and "recall@1" in out.stdout

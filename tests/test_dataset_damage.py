@@ -17,6 +17,7 @@ import pytest
 
 import main
 from recorder import dataset as dataset_module
+from recorder import episode_writer as episode_writer_module
 from recorder.dataset import (DATASET_FILE, KEPT_LOG_FILE, META_FILE, NEXT_INDEX_FILE, STEPS_FILE, CameraSpec,
                               DamagedDatasetError, Dataset, DatasetError, DatasetLockedError, DatasetMismatchError,
                               DatasetSpec, StepRecord)
@@ -279,7 +280,8 @@ GARBAGE.update({
 def test_a_malformed_header_gives_one_line_in_every_verb(tmp_path, capsys, monkeypatch, content):
     root = make_dataset(tmp_path / "ds", episodes=1)
     (root / DATASET_FILE).write_bytes(content)
-    monkeypatch.setattr("recorder.commands.make_rig", lambda *a, **k: pytest.fail("the rig was made"))
+    for where in ("recorder.recording.make_rig", "robot_drivers.factory.make_rig"):  # record; replay
+        monkeypatch.setattr(where, lambda *a, **k: pytest.fail("the rig was made"))
     with pytest.raises(DatasetError, match=DATASET_FILE):
         Dataset.open(root)
     verbs = [("dataset", "info", root), ("dataset", "delete", root, "--interrupted"),
@@ -307,7 +309,7 @@ def test_malformed_bookkeeping_files_are_named(tmp_path, capsys):
 def _buffered_full_disk(monkeypatch, camera: str = "hand", from_index: int = 0):
     """The pack of ``camera`` in episodes from ``from_index`` on goes to /dev/full through a buffer: the writes
     seem to succeed until the buffer is flushed (and closing the file raises ENOSPC too)."""
-    real_init = dataset_module._PackWriter.__init__
+    real_init = episode_writer_module._PackWriter.__init__
 
     def init(self, path, *args, **kwargs):
         real_init(self, path, *args, **kwargs)
@@ -316,7 +318,7 @@ def _buffered_full_disk(monkeypatch, camera: str = "hand", from_index: int = 0):
             self._file.close()
             self._file = open("/dev/full", "wb")
 
-    monkeypatch.setattr(dataset_module._PackWriter, "__init__", init)
+    monkeypatch.setattr(episode_writer_module._PackWriter, "__init__", init)
 
 
 def test_a_full_disk_while_keeping_keeps_the_first_error_and_removes_the_partial_folder(tmp_path, monkeypatch):
@@ -328,7 +330,7 @@ def test_a_full_disk_while_keeping_keeps_the_first_error_and_removes_the_partial
                 keep_episode(ds)
         message = str(info.value)
         assert message.startswith("episode 2 was NOT kept: could not write ")
-        assert "episodes/.partial-episode-000002/hand.pack: the disk is full (" in message and "MB free in" in message
+        assert "episodes/.partial-episode-000002/hand.pack: the disk is full (" in message and "B free in" in message
         assert ds.interrupted() == [] and ds.episode_indices() == [0, 1]
         assert ds.check(full=True).healthy
         assert keep_episode(ds) == 2  # space again: recording goes on
@@ -345,8 +347,8 @@ def test_a_cleanup_that_fails_too_never_hides_the_first_error(tmp_path, monkeypa
 
     with Dataset.open(root, writable=True) as ds:
         with monkeypatch.context() as m:
-            m.setattr(dataset_module.np, "savez", savez)
-            m.setattr(dataset_module.shutil, "rmtree", rmtree)
+            m.setattr(episode_writer_module.np, "savez", savez)
+            m.setattr(episode_writer_module.shutil, "rmtree", rmtree)
             with pytest.raises(DatasetError) as info:
                 keep_episode(ds)
         message = str(info.value)
@@ -361,12 +363,12 @@ def test_a_cleanup_that_fails_too_never_hides_the_first_error(tmp_path, monkeypa
 def test_record_on_a_full_disk_names_the_file_and_loses_nothing_kept(tmp_path, capsys, monkeypatch):
     out = tmp_path / "ds"
     _buffered_full_disk(monkeypatch, from_index=1)
-    rc, stdout, err = cli(capsys, "record", "--out", out, "--episodes", "3", "--image-size", "32")
+    rc, stdout, err = cli(capsys, "record", "--out", out, "--episodes", "3", "--camera-size", "32")
     assert rc == 2 and "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error")]
     assert errors == [err.strip().splitlines()[-1]]  # one error line, the last one
     assert errors[0].startswith("error: episode 1 was NOT kept: could not write ")
-    assert ".partial-episode-000001/hand.pack: the disk is full (" in errors[0] and "MB free in" in errors[0]
+    assert ".partial-episode-000001/hand.pack: the disk is full (" in errors[0] and "B free in" in errors[0]
     assert "the 1 episode(s) this run kept are intact" in errors[0]
     with Dataset.open(out) as ds:
         assert ds.episode_indices() == [0] and ds.interrupted() == []
@@ -398,6 +400,7 @@ class FakeFullDisk:
             self.full = self.full and not frees
 
         monkeypatch.setattr(dataset_module, "_write_atomic", write_atomic)
+        monkeypatch.setattr(episode_writer_module, "_write_atomic", write_atomic)
         monkeypatch.setattr(dataset_module.os, "write", write)
         monkeypatch.setattr(dataset_module, "_remove_contents", remove)
 
@@ -428,7 +431,7 @@ def test_deleting_on_a_disk_that_stays_full_keeps_the_index_taken(tmp_path, caps
     FakeFullDisk(monkeypatch, frees=False)
     rc, _, err = cli(capsys, "dataset", "delete", root, "2")
     line = one_error_line(err)
-    assert rc == 2 and "the files were removed" in line and NEXT_INDEX_FILE in line and "MB free" in line
+    assert rc == 2 and "the files were removed" in line and NEXT_INDEX_FILE in line and "B free" in line
     marker = root / "episodes" / ".deleting-episode-000002"
     assert marker.is_dir() and list(marker.iterdir()) == []  # emptied: it holds index 2
     with Dataset.open(root) as ds:
@@ -556,7 +559,7 @@ def _other_files(path: Path) -> Path:
 @pytest.mark.parametrize("target", ["policy", "lerobot", "other", ".", "", "project"])
 def test_record_refuses_a_bad_output_before_the_rig_connects(tmp_path, capsys, monkeypatch, target):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("recorder.commands.make_rig", lambda *a, **k: pytest.fail("the rig was made"))
+    monkeypatch.setattr("recorder.recording.make_rig", lambda *a, **k: pytest.fail("the rig was made"))
     out = {"policy": lambda: _policy_folder(tmp_path / "p"), "lerobot": lambda: _lerobot_folder(tmp_path / "l"),
            "other": lambda: _other_files(tmp_path / "o"), ".": lambda: ".", "": lambda: "",
            "project": lambda: ROOT}[target]()
@@ -625,3 +628,78 @@ def test_a_dataset_from_before_the_kept_list_still_opens_and_checks(tmp_path, ca
         assert keep_episode(ds) == 4  # the list is started, with what was already missing
         assert ds.missing_episodes() == [2]
     assert json.loads((root / KEPT_LOG_FILE).read_text()) == {"kept": [1, 2, 3, 4]}
+
+
+# --------------------------------------------------------------------------- what train reads
+@pytest.fixture
+def trained_on(monkeypatch):
+    """The episodes `train` would build from, without training: ALTPolicy.build is stopped at its door."""
+    from policy.policy import ALTPolicy
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def build(dataset, config, **kwargs):
+        seen["episodes"] = list(kwargs["episodes"])
+        raise Stop
+
+    monkeypatch.setattr(ALTPolicy, "build", build)
+    return seen, Stop
+
+
+def _complete(root: Path) -> Path:
+    """Mark every episode ended by the stop button (complete: train uses it)."""
+    for meta in root.glob(f"episodes/*/{META_FILE}"):
+        doc = json.loads(meta.read_text())
+        doc["end_reason"] = "stop_button"
+        meta.write_text(json.dumps(doc))
+    return root
+
+
+def test_train_refuses_a_missing_episode_folder_and_skips_it_when_told(tmp_path, capsys, trained_on):
+    seen, stop = trained_on
+    root = _complete(make_dataset(tmp_path / "ds", episodes=3))
+    shutil.rmtree(ep(root, 1))
+    rc, _, err = cli(capsys, "train", root, "--out", tmp_path / "p")
+    assert rc == 2 and "episode 1" in one_error_line(err) and "missing" in err and "--skip-damaged" in err
+    with pytest.raises(stop):
+        main.main(["train", str(root), "--out", str(tmp_path / "p"), "--skip-damaged"])
+    assert seen["episodes"] == [0, 2]
+    assert "skipped (damaged): episode 1" in capsys.readouterr().err
+
+
+def test_train_skips_an_episode_whose_meta_is_gone(tmp_path, capsys, trained_on):
+    seen, stop = trained_on
+    root = _complete(make_dataset(tmp_path / "ds", episodes=3))
+    (ep(root, 0) / META_FILE).unlink()
+    rc, _, err = cli(capsys, "train", root, "--out", tmp_path / "p")
+    assert rc == 2 and "episode 0" in one_error_line(err) and "--skip-damaged" in err
+    with pytest.raises(stop):
+        main.main(["train", str(root), "--out", str(tmp_path / "p"), "--skip-damaged"])
+    assert seen["episodes"] == [1, 2]
+
+
+def test_damaged_bookkeeping_stops_train_and_export_too(tmp_path, capsys):
+    root = make_dataset(tmp_path / "ds", episodes=2)
+    (root / KEPT_LOG_FILE).write_text('{"kept": "all"}')
+    for argv in (("train", root, "--out", tmp_path / "p"), ("export", root, "--out", tmp_path / "x")):
+        rc, _, err = cli(capsys, *argv)
+        assert rc == 2 and KEPT_LOG_FILE in one_error_line(err), (argv, err)
+    assert not (tmp_path / "p").exists() and not (tmp_path / "x").exists()
+
+
+def test_export_on_a_full_disk_names_the_export_and_the_free_space(tmp_path, capsys, monkeypatch):
+    from lerobot_bridge import export as export_module
+
+    root = make_dataset(tmp_path / "ds", episodes=1)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(export_module, "_write_all", full)
+    rc, _, err = cli(capsys, "export", root, "--out", tmp_path / "x")
+    line = one_error_line(err)
+    assert rc == 2 and "disk is full" in line and str(tmp_path / "x") in line and "B free in" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # nothing left behind

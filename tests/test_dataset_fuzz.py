@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import zlib
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import main as cli
-
+from fuzz_helpers import KINDS, JSON_VALUES, damage, replace_file, run_cli
 from recording_helpers import record_sim
 
 
@@ -36,11 +34,6 @@ def _snapshot(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in _files(root)}
 
 
-def _replace(path: Path, data: bytes) -> None:
-    path.unlink(missing_ok=True)
-    path.write_bytes(data)
-
-
 def _rehash(episode_dir: Path) -> None:
     """Make meta.json's sizes and CRCs agree with the files as they are now, so that the checks past the
     checksums (decoding, lengths, shapes) are reached too."""
@@ -54,44 +47,13 @@ def _rehash(episode_dir: Path) -> None:
                 meta["files"][name] = {"bytes": len(data), "crc32": zlib.crc32(data)}
     except Exception:
         return
-    _replace(meta_path, json.dumps(meta).encode())
-
-
-JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 6, 10 ** 6),
-                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
-                        st.lists(st.integers(-3, 3), max_size=3), st.just({}), st.just([]))
-
-
-def _paths(tree, prefix=()):
-    yield prefix
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(tree, list):
-        for i, v in enumerate(tree[:4]):
-            yield from _paths(v, prefix + (i,))
-
-
-def _mutate_json(tree, choice: int, value, delete: bool):
-    paths = [p for p in _paths(tree) if p]
-    if not paths:
-        return value
-    path = paths[choice % len(paths)]
-    node = tree
-    for key in path[:-1]:
-        node = node[key]
-    if delete and isinstance(node, dict):
-        node.pop(path[-1])
-    else:
-        node[path[-1]] = value
-    return tree
+    replace_file(meta_path, json.dumps(meta).encode())
 
 
 TARGETS = ["dataset.json", "kept_episodes.json", "meta.json", "steps.npz", "hand.pack", "third.pack",
            "episode folder", "steps arrays"]
 MUTATION = st.tuples(st.sampled_from(TARGETS),
-                     st.sampled_from(["json", "json_delete", "truncate", "flip", "zero", "delete", "garbage",
-                                      "empty"]),
+                     st.sampled_from(KINDS),
                      st.integers(0, 1), st.integers(0, 10 ** 6), JSON_VALUES, st.booleans())
 VERBS = st.sampled_from(["info", "info", "info_full", "export", "export", "train"])
 
@@ -115,7 +77,7 @@ def _mutate_steps(f: Path, n: int, value) -> None:
         arrays.pop(key)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    _replace(f, buf.getvalue())
+    replace_file(f, buf.getvalue())
 
 
 def _apply(root: Path, mutation) -> None:
@@ -135,45 +97,18 @@ def _apply(root: Path, mutation) -> None:
         if rehash:
             _rehash(episode_dir)
         return
-    data = f.read_bytes()
-    tree = None
-    if kind in ("json", "json_delete") and name.endswith(".json"):
-        try:
-            tree = json.loads(data)
-        except ValueError:
-            kind = "truncate"
-    if tree is not None:
-        _replace(f, json.dumps(_mutate_json(tree, n, value, kind == "json_delete")).encode())
-    elif kind == "truncate" or kind.startswith("json"):
-        _replace(f, data[:n % max(1, len(data))])
-    elif kind == "flip":
-        buf = bytearray(data)
-        for i in range(1 + n % 8):
-            if buf:
-                buf[(n * 7919 + i * 104729) % len(buf)] ^= 1 << (i % 8)
-        _replace(f, bytes(buf))
-    elif kind == "zero":
-        start = n % max(1, len(data))
-        _replace(f, data[:start] + b"\0" * min(4096, len(data) - start) + data[start + 4096:])
-    elif kind == "delete":
-        f.unlink()
-    elif kind == "garbage":
-        _replace(f, np.random.default_rng(n).integers(0, 256, 200, np.uint8).tobytes())
-    else:
-        _replace(f, b"")
+    damage(f, kind, n, value)
     if rehash and name != "meta.json" and episode_dir.is_dir():
         _rehash(episode_dir)
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
     """(exit status, stdout + stderr)."""
-    out = io.StringIO()
-    with redirect_stdout(out), redirect_stderr(out):
-        code = cli.main(argv)
-    return code, out.getvalue()
+    code, out, err = run_cli(argv)
+    return code, out + err
 
 
-TRAIN = ["--epochs", "1", "--image-size", "32", "--frame-stride", "3", "--backbone-weights", "none",
+TRAIN = ["--epochs", "1", "--input-size", "32", "--frame-stride", "3", "--backbone-weights", "none",
          "--batch-size", "8", "--progress", "none"]
 
 

@@ -6,13 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from policy.commands import evaluate_policy
 from policy.config import PolicyConfig
 from policy.data import resume_index
 from policy.database import LookupDatabase
-from evaluation.evaluate import OUTCOMES, classify, evaluate_scenario, in_distribution_frame_report, wilson_interval
+from evaluation.evaluate import (OUTCOMES, classify, evaluate_policy, evaluate_scenario, in_distribution_frame_report,
+                                 wilson_interval)
 from policy.gate import GateEvidence, procedural_texture, quantile_threshold
-from policy.policy import ALTPolicy, calibrate_gamma, choose_held_out
+from policy.calibration import calibrate_gamma, choose_held_out
+from policy.policy import ALTPolicy
 from policy.runner import ProgressWatchdog, run_autonomous
 from recorder.dataset import Dataset
 from core.clock import RealTimeClock

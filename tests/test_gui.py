@@ -9,6 +9,7 @@ in a state the next one starts from.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -318,6 +319,44 @@ def test_a_policy_arriving_during_a_recording_leaves_it_running_and_kept(studio,
     qtbot.waitUntil(lambda: len(panel.episodes) == before, timeout=5000)
 
 
+def test_the_gamma_slider_reaches_the_policy_only_through_the_supervisor(studio, qtbot, monkeypatch):
+    """Gamma is a supervisor command like every other: letting go of the slider issues ``set_gamma``, and the policy's
+    threshold changes on the control thread (where ``policy.set_gamma`` logs it), never from the window."""
+    controller, window, _ = studio
+    auto = window.autonomy_panel
+    window.tabs.setCurrentWidget(auto)
+    policy, sup = auto.policy, controller.supervisor
+    qtbot.waitUntil(lambda: sup.policy is policy, timeout=5000)
+    issued, applied = [], []
+    submit, set_gamma = sup._submit, policy.set_gamma
+
+    def spy_submit(name, *args):
+        issued.append((name, args))
+        return submit(name, *args)
+
+    def spy_set_gamma(value, by="operator"):
+        applied.append((threading.current_thread().name, value))
+        return set_gamma(value, by=by)
+
+    monkeypatch.setattr(sup, "_submit", spy_submit)
+    monkeypatch.setattr(policy, "set_gamma", spy_set_gamma)
+    slider = auto.gamma_slider
+    before, changes = policy.gamma, len(policy.gamma_changes)
+    target = slider.value() + 20 if slider.value() + 20 <= slider.maximum() else slider.value() - 20
+    slider.setSliderDown(True)  # dragging: shown, not applied
+    slider.setValue(target)
+    assert auto.gamma_label.text().endswith("?") and issued == [] and policy.gamma == before
+    slider.setSliderDown(False)  # let go
+    if auto.gamma_question is not None:  # below the calibrated value: confirm
+        _answer(qtbot, auto.gamma_question, "Lower gamma")
+        qtbot.waitUntil(lambda: auto.gamma_question is None, timeout=3000)
+    qtbot.waitUntil(lambda: policy.gamma == pytest.approx(target / 1000), timeout=3000)
+    assert [name for name, _ in issued] == ["set_gamma"] and issued[0][1][0] == pytest.approx(target / 1000)
+    assert applied == [("control", pytest.approx(target / 1000))]  # on the supervisor's control thread
+    assert [c["to"] for c in policy.gamma_changes[changes:]] == [pytest.approx(target / 1000)]
+    assert "window" in policy.gamma_changes[-1]["by"] and auto.gamma_label.text() == f"{target / 1000:.3f}"
+
+
 def test_autonomy_shows_live_and_retrieved_frames_and_similarity(studio, qtbot):
     controller, window, _ = studio
     auto = window.autonomy_panel
@@ -325,8 +364,8 @@ def test_autonomy_shows_live_and_retrieved_frames_and_similarity(studio, qtbot):
     auto.gamma_slider.setValue(auto.gamma_slider.minimum())  # run, whatever this tiny policy thinks
     _answer(qtbot, auto.gamma_question, "Lower gamma")  # below the calibrated value: it asks first
     qtbot.waitUntil(lambda: auto.gamma_question is None, timeout=3000)
+    qtbot.waitUntil(lambda: auto.policy.gamma == pytest.approx(0.5), timeout=3000)  # the supervisor set it
     assert auto.policy.gamma_changes[-1]["below_calibrated"]  # and the change is logged
-    assert auto.policy.gamma == pytest.approx(0.5)
     # This policy knows three short keyboard demonstrations: its per-view gate, its grasp check, its progress
     # watchdog and its time limit would stop it within seconds. These tests are about the window, so they run
     # it on similarity alone.
@@ -443,7 +482,7 @@ def test_ood_halts_the_arm_and_shows_why(studio, qtbot):
     if auto.gamma_question is not None:  # below the calibrated value: confirm
         _answer(qtbot, auto.gamma_question, "Lower gamma")
         qtbot.waitUntil(lambda: auto.gamma_question is None, timeout=3000)
-    assert auto.policy.gamma == pytest.approx(int(1000 * (normal - 0.02)) / 1000)
+    qtbot.waitUntil(lambda: auto.policy.gamma == pytest.approx(int(1000 * (normal - 0.02)) / 1000), timeout=3000)
     qtbot.wait(500)
     assert controller.mode == AUTONOMOUS
     with qtbot.waitSignal(controller.halted, timeout=15_000,

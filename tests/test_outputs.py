@@ -119,7 +119,7 @@ def test_a_failed_write_keeps_the_old_policy(tmp_path):
         (tmp / "config.json").write_text("half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(PolicyArtifactError, match=r"disk is full.*MB free.*nothing was replaced"):
+    with pytest.raises(PolicyArtifactError, match=r"disk is full.*B free in .*nothing was replaced"):
         write_artifact(out, broken, overwrite=True)
     check_artifact(out)
     assert (out / "config.json").read_bytes().startswith(b"old")
@@ -145,7 +145,7 @@ def test_the_fallback_swap_restores_the_old_folder_after_a_crash_between_its_ren
     monkeypatch.setattr(os, "rename", real_rename)
     assert not out.exists()
     # the next write to the same place (another process: this one's pid is made to look dead) puts it back
-    monkeypatch.setattr(outputs, "_alive", lambda pid: False)
+    monkeypatch.setattr(outputs, "process_alive", lambda pid: False)
     clean_leftovers(out)
     check_artifact(out)
     assert (out / "config.json").read_bytes().startswith(b"old")
@@ -206,3 +206,31 @@ def test_kill_9_during_overwrite_always_leaves_a_loadable_policy(tmp_path):
     clean_leftovers(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "saver.py"]
     json.loads((out / "manifest.json").read_text())
+
+
+def test_hidden_files_make_a_folder_not_empty(tmp_path):
+    hidden = tmp_path / "hid"
+    (hidden / ".cfg").mkdir(parents=True)
+    (hidden / ".important").write_text("secret")
+    for kind in (POLICY, LEROBOT, DATASET):
+        with pytest.raises(OutputPathError, match=r"holds files .*\.cfg, \.important"):
+            check_output(hidden, kind, overwrite=True, append=kind == DATASET)
+    lock_only = tmp_path / "lock"
+    lock_only.mkdir()
+    (lock_only / ".lock").write_text("")  # a dataset whose creation failed after taking its lock
+    assert check_output(lock_only, DATASET, append=True) == lock_only
+
+
+def test_nothing_is_written_inside_another_kind_or_over_a_folder_holding_one(tmp_path):
+    policy = _make(tmp_path / "pol", POLICY)
+    data = _make(tmp_path / "data", DATASET)
+    with pytest.raises(OutputPathError, match="lies inside an ALT Studio policy"):
+        check_output(policy / "sub", DATASET, append=True)
+    with pytest.raises(OutputPathError, match="lies inside an ALT Studio dataset"):
+        check_output(data / "episodes" / "x", POLICY)
+    # a policy folder someone put a dataset in: replacing it would delete the dataset
+    holder = _make(tmp_path / "pol2", POLICY)
+    (holder / "sub").mkdir()
+    (holder / "sub" / "dataset.json").write_text("{}")
+    with pytest.raises(OutputPathError, match=r"holds an ALT Studio dataset .*pol2/sub"):
+        check_output(holder, POLICY, overwrite=True)

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import main as cli
 from policy.artifact import FILES, MANIFEST, PolicyArtifactError, sha256
 from policy.config import PolicyConfig
 from policy.policy import ALTPolicy
 from recorder.dataset import Dataset
 
+from fuzz_helpers import JSON_VALUES, KINDS, damage, replace_file, run_cli
 from recording_helpers import record_sim
 
 TINY = PolicyConfig(image_width=32, image_height=32, batch_size=16, epochs=1, frame_stride=1, learning_rate=1e-3,
@@ -53,11 +52,6 @@ def _copy_policy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _replace(path: Path, data: bytes) -> None:
-    path.unlink(missing_ok=True)
-    path.write_bytes(data)
-
-
 def _rehash(folder: Path) -> None:
     """Make the manifest agree with the files as they are now (so the checks after the checksums are tested)."""
     mpath = folder / MANIFEST
@@ -66,14 +60,10 @@ def _rehash(folder: Path) -> None:
         manifest["files"] = {n: sha256(folder / n) for n in FILES if (folder / n).is_file()}
     except Exception:
         return
-    _replace(mpath, json.dumps(manifest).encode())
+    replace_file(mpath, json.dumps(manifest).encode())
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = cli.main(argv)
-    return code, out.getvalue(), err.getvalue()
+_run = run_cli
 
 
 def _one_clear_line(err: str) -> str:
@@ -90,14 +80,14 @@ def _snapshot(*folders: Path) -> dict[str, str]:
 def _edit_config(folder: Path, edit) -> None:
     doc = json.loads((folder / "config.json").read_text())
     edit(doc)
-    _replace(folder / "config.json", json.dumps(doc).encode())
+    replace_file(folder / "config.json", json.dumps(doc).encode())
     _rehash(folder)
 
 
 # -- the reproductions ------------------------------------------------------------------------------------------
 def _damaged_cases():
     def manifest_list(f):
-        _replace(f / MANIFEST, b"[]")
+        replace_file(f / MANIFEST, b"[]")
 
     def no_gamma(f):
         _edit_config(f, lambda d: d.pop("gamma"))
@@ -108,11 +98,11 @@ def _damaged_cases():
     def bad_zip(f):
         data = bytearray((f / "database.npz").read_bytes())
         data[len(data) // 2:len(data) // 2 + 64] = b"\0" * 64
-        _replace(f / "database.npz", bytes(data))
+        replace_file(f / "database.npz", bytes(data))
         _rehash(f)
 
     def truncated_zip(f):
-        _replace(f / "database.npz", (f / "database.npz").read_bytes()[:1000])
+        replace_file(f / "database.npz", (f / "database.npz").read_bytes()[:1000])
         _rehash(f)
 
     def missing_setting(f):
@@ -122,7 +112,7 @@ def _damaged_cases():
         _edit_config(f, lambda d: d["config"].update(epochs="eight"))
 
     def nan_gamma(f):
-        _replace(f / "config.json", (f / "config.json").read_bytes().replace(b'"gamma": ', b'"gamma": NaN, "x": ', 1))
+        replace_file(f / "config.json", (f / "config.json").read_bytes().replace(b'"gamma": ', b'"gamma": NaN, "x": ', 1))
         _rehash(f)
 
     def short_chunks(f):
@@ -130,16 +120,16 @@ def _damaged_cases():
         z["chunks"] = z["chunks"][:-3]
         buf = io.BytesIO()
         np.savez(buf, **z)
-        _replace(f / "database.npz", buf.getvalue())
+        replace_file(f / "database.npz", buf.getvalue())
         _rehash(f)
 
     def encoder_garbage(f):
-        _replace(f / "encoder.safetensors", b"\x08\0\0\0\0\0\0\0{}garbage")
+        replace_file(f / "encoder.safetensors", b"\x08\0\0\0\0\0\0\0{}garbage")
         _rehash(f)
 
     return {"manifest is a list": (manifest_list, "manifest.json"),
             "config without gamma": (no_gamma, "config.json.*'gamma' is missing"),
-            "unknown calibration field": (unknown_calibration_field, "config.json, field 'calibration'.*surprise"),
+            "unknown calibration field": (unknown_calibration_field, "config.json.*field 'calibration'.*unknown entry 'surprise'"),
             "damaged database": (bad_zip, "database.npz"),
             "truncated database": (truncated_zip, "database.npz"),
             "missing setting": (missing_setting, r"config.json, field 'config'.*chunk_length.*missing"),
@@ -155,9 +145,9 @@ CASES = _damaged_cases()
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_damaged_policy_is_one_clear_line_in_every_verb(pristine, tmp_path, name):
     policy, dataset, image = pristine
-    damage, message = CASES[name]
+    spoil, message = CASES[name]
     folder = _copy_policy(policy, tmp_path / "p")
-    damage(folder)
+    spoil(folder)
     with pytest.raises(PolicyArtifactError, match=message):
         ALTPolicy.load(folder)
     before = _snapshot(folder, dataset)
@@ -173,76 +163,16 @@ def test_a_damaged_policy_is_one_clear_line_in_every_verb(pristine, tmp_path, na
 
 
 # -- the fuzz test -----------------------------------------------------------------------------------------------
-JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 6, 10 ** 6),
-                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
-                        st.lists(st.integers(-3, 3), max_size=3), st.just({}), st.just([]))
-
-
-def _paths(tree, prefix=()):
-    """Every key path into a JSON tree (dicts and lists)."""
-    yield prefix
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(tree, list):
-        for i, v in enumerate(tree[:4]):
-            yield from _paths(v, prefix + (i,))
-
-
-def _mutate_json(tree, choice: int, value, delete: bool):
-    paths = [p for p in _paths(tree) if p]
-    if not paths:
-        return value
-    path = paths[choice % len(paths)]
-    node = tree
-    for key in path[:-1]:
-        node = node[key]
-    if delete and isinstance(node, dict):
-        node.pop(path[-1])
-    else:
-        node[path[-1]] = value
-    return tree
-
-
 MUTATION = st.tuples(
     st.sampled_from([MANIFEST, *FILES]),
-    st.sampled_from(["json", "json_delete", "truncate", "flip", "zero", "delete", "garbage", "empty"]),
+    st.sampled_from(KINDS),
     st.integers(0, 10 ** 6), JSON_VALUES, st.booleans())
 VERBS = st.sampled_from(["ood", "ood_hand", "add", "add", "eval"])
 
 
 def _apply(folder: Path, mutation) -> None:
     name, kind, n, value, rehash = mutation
-    f = folder / name
-    if not f.is_file():  # deleted by an earlier mutation
-        return
-    data = f.read_bytes()
-    tree = None
-    if kind in ("json", "json_delete") and name.endswith(".json"):
-        try:
-            tree = json.loads(data)
-        except ValueError:  # damaged by an earlier mutation: damage it further
-            kind = "truncate"
-    if tree is not None:
-        tree = _mutate_json(tree, n, value, kind == "json_delete")
-        _replace(f, json.dumps(tree).encode())
-    elif kind == "truncate" or kind.startswith("json"):
-        _replace(f, data[:n % max(1, len(data))])
-    elif kind == "flip":
-        buf = bytearray(data)
-        for i in range(1 + n % 8):
-            if buf:
-                buf[(n * 7919 + i * 104729) % len(buf)] ^= 1 << (i % 8)
-        _replace(f, bytes(buf))
-    elif kind == "zero":
-        start = n % max(1, len(data))
-        _replace(f, data[:start] + b"\0" * min(4096, len(data) - start) + data[start + 4096:])
-    elif kind == "delete":
-        f.unlink()
-    elif kind == "garbage":
-        _replace(f, np.random.default_rng(n).integers(0, 256, 200, np.uint8).tobytes())
-    else:
-        _replace(f, b"")
+    damage(folder / name, kind, n, value)
     if rehash and name != MANIFEST:
         _rehash(folder)
 
@@ -313,3 +243,21 @@ def test_a_dataset_never_becomes_a_policy_and_nothing_is_trained_first(pristine,
         line = _one_clear_line(err)
         assert str(dataset) in line or str(policy) in line, line
     assert _snapshot(dataset, policy) == before
+
+
+def test_an_old_policy_folder_loads_with_the_settings_it_was_built_with(pristine, tmp_path, caplog):
+    """A folder saved before some settings existed loads (with a warning naming them); the same folder dated
+    after them is damaged."""
+    policy, _, _ = pristine
+    folder = _copy_policy(policy, tmp_path / "old")
+    _edit_config(folder, lambda d: [d["config"].pop(k) for k in ("views", "calibration_augments", "method")])
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["created_at"] = "2026-11-28T10:00:00+00:00"
+    replace_file(folder / MANIFEST, json.dumps(manifest).encode())
+    loaded = ALTPolicy.load(folder)
+    assert loaded.config.views == ("hand", "third") and loaded.config.calibration_augments == 0
+    assert loaded.method == "alt" and "before the settings" in caplog.text
+    manifest["created_at"] = "2026-12-05T10:00:00+00:00"
+    replace_file(folder / MANIFEST, json.dumps(manifest).encode())
+    with pytest.raises(PolicyArtifactError, match="missing"):
+        ALTPolicy.load(folder)

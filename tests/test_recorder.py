@@ -71,7 +71,7 @@ def test_sim_episode_round_trips(tmp_path, codec):
 def test_kill_9_mid_episode_loses_only_that_episode(tmp_path):
     out = tmp_path / "ds"
     episodes_dir = out / "episodes"
-    cmd = [sys.executable, "main.py", "record", "--episodes", "40", "--image-size", "32", "--out", str(out)]
+    cmd = [sys.executable, "main.py", "record", "--episodes", "40", "--camera-size", "32", "--out", str(out)]
     for kills, kill_after_kept in enumerate((1, 2, 4), start=1):
         already = len(list(episodes_dir.glob("episode-*"))) if episodes_dir.exists() else 0
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -177,7 +177,7 @@ def test_resume_with_mismatched_settings_is_refused(tmp_path):
         with pytest.raises(DatasetMismatchError, match=message.replace("[", r"\[").replace("]", r"\]")):
             Dataset.open_or_create(tmp_path / "ds", other)
     Dataset.open_or_create(tmp_path / "ds", spec).close()  # the same settings append fine
-    out = subprocess.run([sys.executable, "main.py", "record", "--episodes", "1", "--image-size", "32", "--out",
+    out = subprocess.run([sys.executable, "main.py", "record", "--episodes", "1", "--camera-size", "32", "--out",
                           str(tmp_path / "ds")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and "error: cannot append" in out.stderr and "48x48, rig 32x32" in out.stderr
 

@@ -11,7 +11,8 @@ import torch
 from policy.config import PolicyConfig
 from policy.database import LookupDatabase
 from policy.encoder import ALTEncoder
-from policy.policy import ALTPolicy, embed_images
+from policy.calibration import embed_images
+from policy.policy import ALTPolicy
 from recorder.dataset import Dataset
 from robot_drivers.factory import make_rig
 from supervisor import HALTED, TELEOP, Events, Supervisor

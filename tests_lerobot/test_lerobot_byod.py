@@ -25,7 +25,7 @@ from recording_helpers import record_sim
 
 SO100 = ["shoulder_pan.pos", "shoulder_lift.pos", "elbow_flex.pos", "wrist_flex.pos", "wrist_roll.pos",
          "gripper.pos"]
-TINY = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--frame-stride", "1", "--chunk-length", "4",
+TINY = ["--epochs", "1", "--input-size", "32", "--batch-size", "8", "--frame-stride", "1", "--chunk-length", "4",
         "--backbone-weights", "none", "--progress", "none", "--lerobot-python", sys.executable]
 
 

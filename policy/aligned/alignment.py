@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from policy.grasp_check import GRIPPER_OPEN, pre_grasp_frames
+from core.transforms import wrap_half_turn
 from policy.aligned.camera_check import CameraCheck
+from policy.grasp_check import grasp_frame  # noqa: F401 - re-exported: the aligned method's callers use it
 
 #: Foreground: a difference from the background larger than this share of the demonstrations' median peak.
 FOREGROUND_SHARE = 0.3
@@ -231,14 +232,6 @@ def _fit_homography(pixels: np.ndarray, xy: np.ndarray) -> np.ndarray:
         raise AlignmentError("the object's positions in the demonstrations' first frames do not determine the "
                              "table plane (all in a line?); record demonstrations with the object spread out")
     return h
-
-
-def grasp_frame(actions: np.ndarray) -> int | None:
-    """The frame of an episode's first gripper close command (None: it never closes from open)."""
-    n = pre_grasp_frames(actions)
-    if n == 0 or actions[n - 1, 7] >= GRIPPER_OPEN:
-        return None
-    return n - 1
 
 
 def bottleneck_frame(actions: np.ndarray, close: int, radius: float) -> int:
@@ -444,7 +437,7 @@ def coarse_map_warning(report: dict) -> str | None:
         return None
     return (f"warning: the table map misplaces a demonstration's object by up to {1000 * worst:.1f} mm (more than "
             f"{1000 * COARSE_MAP_M:.0f} mm): grasps may miss or knock the object where the gate cannot see it. "
-            "Train on larger images (--image-size) or record the third-person camera closer to the table")
+            "Train on larger images (--input-size) or record the third-person camera closer to the table")
 
 
 def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray], radius: float,
@@ -560,10 +553,6 @@ def fit_grasp_places(locator: TargetLocator, hands: dict[int, list[tuple[int, np
                                       "area_ratio": list(locator.place_area_ratio)}
 
 
-def _wrap_half_turn(degrees: np.ndarray | float) -> np.ndarray | float:
-    return (np.asarray(degrees) + 90.0) % 180.0 - 90.0
-
-
 def fit_turn(locator: TargetLocator, hands: dict[int, list[np.ndarray]], yaws: dict[int, np.ndarray],
              min_pairs: int = 20, min_correlation: float = 0.5) -> None:
     """Learn, from the demonstrations' approaches, how the object's silhouette in the hand view turns when the
@@ -579,7 +568,7 @@ def fit_turn(locator: TargetLocator, hands: dict[int, list[np.ndarray]], yaws: d
             continue
         silhouettes[e] = last
         for image, yaw in zip(hands[e][:-1], yaws[e][:-1]):
-            turn = float(_wrap_half_turn(np.degrees(yaws[e][-1] - yaw)))
+            turn = float(wrap_half_turn(np.degrees(yaws[e][-1] - yaw), unit="deg"))
             if abs(turn) < 5.0:
                 continue
             live = hand_silhouette(image, locator.chroma, locator.pixel_limit, reference)

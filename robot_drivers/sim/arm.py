@@ -23,17 +23,6 @@ class SimArm(Arm):
         self._world = world
         self._clock = clock
         self._wait = wait
-        self._connected = False
-
-    def connect(self) -> None:
-        self._connected = True
-
-    def disconnect(self) -> None:
-        self._connected = False
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
 
     def _require(self) -> None:
         if not self._connected:

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import pybullet as pb
 
-from robot_drivers.camera import Camera, CaptureThread, GraspOverlay
+from robot_drivers.camera import Camera, GraspOverlay
 from core.errors import NotConnectedError
 from core.transforms import quat_to_matrix
 from robot_drivers.sim.render_process import RenderProcess
@@ -109,7 +109,6 @@ class SimCamera(Camera):
         self.config = config
         self._world = world
         self._threaded = threaded
-        self._thread: CaptureThread | None = None
         self._connected = False
         self._renderer: RenderProcess | None = None
         self._cover: np.ndarray | None = None
@@ -120,32 +119,22 @@ class SimCamera(Camera):
     def serial(self) -> str:
         return f"sim-{self.name}"
 
-    def connect(self) -> None:
+    def _connect(self) -> None:
         self._slot.reset()
         if self._threaded:
             self._renderer = RenderProcess(self._world.config, self.config)
-            self._thread = CaptureThread(self.name, self._slot, self._grab_remote, period=1.0 / self.fps)
-            self._thread.start()
+            self._start_capture(self._grab_remote, period=1.0 / self.fps)
             try:
                 self._slot.wait_for(-1, timeout=5.0)  # warm-up: connected means frames are flowing
             except Exception:
-                self._connected = True
                 self.disconnect()
                 raise
-        self._connected = True
 
-    def disconnect(self) -> None:
-        self._connected = False
-        if self._thread is not None:
-            self._thread.stop()
-            self._thread = None
+    def _disconnect(self) -> None:
+        self._stop_capture()
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
 
     def cover(self, image: np.ndarray | None) -> None:
         """OOD drill: deliver ``image`` (any size, RGB) instead of the scene, as if something covered the

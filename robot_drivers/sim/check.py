@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -11,7 +10,6 @@ import numpy as np
 from robot_drivers.control import ControlLoop, TeleopSource, TickRecord
 from robot_drivers.sim.expert import ScriptedExpert
 from robot_drivers.sim.rig import SimRig, SimRigConfig
-from robot_drivers.sim.task import SCENARIOS
 
 MAX_EPISODE_TICKS = 300
 
@@ -83,23 +81,3 @@ def run_sim_check(episodes: int, seed: int = 0, scenario: str = "in_distribution
     rig.close()
     report.wall_s = time.perf_counter() - start
     return report
-
-
-def cmd_sim_check(args) -> int:
-    """The `sim-check` verb."""
-    from tqdm import tqdm
-
-    scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
-    worst = 1.0
-    for scenario in scenarios:
-        with tqdm(total=args.episodes, desc=f"sim-check {scenario}", unit="ep", file=sys.stderr) as bar:
-            def progress(done, total, successes):
-                bar.update(1)
-                bar.set_postfix(success=f"{successes}/{done}")
-
-            report = run_sim_check(args.episodes, seed=args.seed, scenario=scenario,
-                                   image_size=args.image_size, cameras=not args.no_cameras, progress=progress)
-        print(report.summary(cameras=0 if args.no_cameras else 2, image_size=args.image_size))
-        print()
-        worst = min(worst, report.success_rate)
-    return 0 if worst >= args.min_success else 1

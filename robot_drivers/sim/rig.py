@@ -160,17 +160,17 @@ class SimRig(Rig):
     def task(self) -> TaskConfig:
         return self.config.task
 
-    def connect(self) -> None:
-        super().connect()
+    def _connect(self) -> None:
+        super()._connect()
         if self.config.clock == "realtime":
             self._physics = PhysicsThread(self.world)
             self._physics.start()
 
-    def disconnect(self) -> None:
+    def _disconnect(self) -> None:
         if self._physics is not None:
             self._physics.stop()
             self._physics = None
-        super().disconnect()
+        super()._disconnect()
 
     def close(self) -> None:
         if self.arm.is_connected:
@@ -181,6 +181,11 @@ class SimRig(Rig):
         from robot_drivers.sim.scene_control import SimSceneControl
 
         return SimSceneControl(self)
+
+    def scripted_operator(self, seed: int = 0):
+        from robot_drivers.sim.expert import ScriptedExpert
+
+        return ScriptedExpert(self.world, seed)
 
     def reset(self, seed: int, scenario: str = "in_distribution", scene: Scene | None = None,
               release: bool = True) -> Scene:

@@ -8,7 +8,7 @@ name says ``world``.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pybullet_data

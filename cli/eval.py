@@ -1,0 +1,55 @@
+"""`eval`: evaluate a policy on the simulated rig."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from robot_drivers.sim.task import SCENARIOS
+
+from cli.options import add_clock_option, from_args, positive_int
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    policy: str
+    robot: str = "sim"
+    scenario: str = "in_distribution"  # or "all"
+    episodes: int = 31
+    seed: int = 1000
+    clock: str = "lockstep"
+    json: str | None = None  # also write the full report here
+    check_data: str | None = None  # a dataset of demonstrations not used for the policy
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval", help="evaluate a policy on the simulated rig")
+    p.add_argument("policy")
+    p.add_argument("--robot", choices=("sim",), default="sim")
+    p.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="in_distribution")
+    p.add_argument("--episodes", type=positive_int, default=31)
+    p.add_argument("--seed", type=int, default=1000)
+    add_clock_option(p)
+    p.add_argument("--json", default=None, help="also write the full report here")
+    p.add_argument("--check-data", default=None, metavar="DATASET",
+                   help="demonstrations NOT used for the policy (e.g. `record --out data/check --seed 9001`): "
+                        "report how many of their frames the gate flags")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    return from_args(EvalConfig, args)
+
+
+def run(config: EvalConfig) -> int:
+    from evaluation.evaluate import evaluate_policy
+    from evaluation.tables import ood_lines, scenario_table
+
+    scenarios = list(SCENARIOS) if config.scenario == "all" else [config.scenario]
+    payload = evaluate_policy(config.policy, scenarios, config.episodes, config.seed, config.clock, config.json,
+                              check_data=config.check_data)
+    print(scenario_table(payload["scenarios"]))
+    print("\n".join(ood_lines(payload)))
+    if config.json:
+        print(f"report written to {config.json}")
+    return 0

@@ -1,0 +1,59 @@
+"""Opens ALT Studio's window: rig panel with live previews and keyboard teleop, Record, Train and Autonomous tabs. The
+simulated rig (real time) unless --rig names a rig file."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from cli.options import add_camera_size, add_rate_option, from_args
+
+
+@dataclass(frozen=True)
+class GuiConfig:
+    rig: str | None = None  # a rig file; None: the simulated rig
+    camera_size: int = 128
+    rate: float | None = None
+    data_dir: str = "data"
+    runs_dir: str = "runs"
+    task: str = "grasp the mug"
+    no_connect: bool = False
+    verbose: bool = False  # debug logging (the window logs at info level otherwise)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("gui", help="the desktop app (the default when no verb is given)", description=__doc__)
+    p.add_argument("--rig", metavar="FILE", help="rig config (TOML); default: the simulated rig")
+    add_camera_size(p, "sim camera side in pixels (default 128)")
+    add_rate_option(p)
+    p.add_argument("--data-dir", default="data", help="where datasets go (default data/)")
+    p.add_argument("--runs-dir", default="runs", help="where policies go and are looked for (default runs/)")
+    p.add_argument("--task", default="grasp the mug", help="task description stored with each episode")
+    p.add_argument("--no-connect", action="store_true", help="open the window without connecting the rig")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> GuiConfig:
+    return from_args(GuiConfig, args)
+
+
+def run(config: GuiConfig) -> int:
+    import logging
+    import sys
+    from pathlib import Path
+
+    from PyQt6.QtWidgets import QApplication
+
+    from gui.app import create_window, dispose, file_rig_factory, sim_rig_factory
+
+    factory = file_rig_factory(config.rig, config.rate) if config.rig else \
+        sim_rig_factory(config.camera_size, config.rate)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("ALT Studio")
+    logging.getLogger().setLevel(logging.INFO if not config.verbose else logging.DEBUG)
+    controller, window = create_window(factory, Path(config.data_dir), Path(config.runs_dir), task=config.task,
+                                       connect=not config.no_connect)
+    window.show()
+    code = app.exec()
+    dispose(controller, window)
+    return code

@@ -1,0 +1,227 @@
+"""What several verbs share: argument types, option blocks (rig, clock, sizes, policy settings, a LeRobot
+source) with the frozen dataclasses they fill, and turning parsed arguments into a verb's config.
+
+Light to import: ``main.py --help`` builds every parser from here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from robot_drivers.factory import ROBOTS
+
+
+# --------------------------------------------------------------------------- argument types
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def from_args(cls, args: argparse.Namespace, **given):
+    """``cls`` (a config dataclass) from the parsed arguments of the same names; lists become tuples (the
+    configs are frozen); ``given`` fills fields the arguments do not hold as such."""
+    values = {}
+    for f in fields(cls):
+        if f.name not in given:
+            value = getattr(args, f.name)
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values, **given)
+
+
+# --------------------------------------------------------------------------- option blocks
+def add_actions(subparsers, verb: str, help: str) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """A verb with actions (``dataset info``): its parser, and the subparsers to add the actions to (their name
+    goes to ``VERB_verb``)."""
+    p = subparsers.add_parser(verb, help=help)
+    return p, p.add_subparsers(dest=f"{verb}_verb", metavar="ACTION", required=True)
+
+
+class RenamedOption(argparse.Action):
+    """Stores the value; given under the option's old name, says once on stderr which name to use now."""
+
+    def __init__(self, option_strings, dest, old: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.old, self.new, self.noted = old, option_strings[0], False
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string == self.old and not self.noted:
+            self.noted = True
+            print(f"note: {self.old} is deprecated here; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _size_option(p: argparse.ArgumentParser, name: str, help: str, default: int | None) -> None:
+    p.add_argument(name, "--image-size", action=RenamedOption, old="--image-size", type=positive_int,
+                   default=default, metavar="PX", help=f"{help}; --image-size is its deprecated old name")
+
+
+def add_camera_size(p: argparse.ArgumentParser, help: str, default: int = 128) -> None:
+    """``--camera-size PX``: the side of the (simulated) camera's square image (``--image-size`` still works)."""
+    _size_option(p, "--camera-size", help, default)
+
+
+def add_input_size(p: argparse.ArgumentParser, help: str = "encoder input side in pixels") -> None:
+    """``--input-size PX``: the side of the encoder's square input (``--image-size`` still works)."""
+    _size_option(p, "--input-size", help, None)
+
+
+def add_rig_options(p: argparse.ArgumentParser) -> None:
+    """``--robot`` and ``--rig FILE`` (main.py lets the rig file override the robot)."""
+    p.add_argument("--robot", choices=ROBOTS, default="sim")
+    p.add_argument("--rig", metavar="FILE", help="a real rig's config file (TOML, see configs/); overrides --robot")
+
+
+def add_clock_option(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    p.add_argument("--clock", choices=("lockstep", "realtime"), default="lockstep", help=help)
+
+
+def add_rate_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate", type=positive_float, default=None,
+                   help="control rate in Hz (default: the rig file's rate_hz, 10 for the sim); the per-tick step "
+                        "limits follow it")
+
+
+def add_skip_damaged(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--skip-damaged", action="store_true", help=help)
+
+
+def add_ledger_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ledger", default=None, help="ledger file (default runs/trials.jsonl)")
+
+
+# --------------------------------------------------------------------------- policy settings (train, eval-offline)
+@dataclass(frozen=True)
+class PolicyOptions:
+    """The policy settings a verb may override on top of a preset (None: the preset's own)."""
+
+    preset: str = "cpu"
+    epochs: int | None = None
+    batch_size: int | None = None
+    input_size: int | None = None
+    frame_stride: int | None = None
+    chunk_length: int | None = None
+    requery_every: int | None = None
+    lr: float | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    pretrained: str | None = None
+    pose: bool = False
+    method: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "PolicyOptions":
+        return from_args(cls, args)
+
+    def policy_config(self):
+        """The preset with these overrides (a ``policy.config.PolicyConfig``)."""
+        from policy.config import PRESETS
+
+        size = self.input_size
+        return PRESETS[self.preset].with_overrides(
+            epochs=self.epochs, batch_size=self.batch_size, frame_stride=self.frame_stride,
+            chunk_length=self.chunk_length, seed=self.seed, learning_rate=self.lr, temperature=self.temperature,
+            requery_every=self.requery_every, image_width=size, image_height=size, pretrained=self.pretrained,
+            use_pose=True if self.pose else None, method=self.method)
+
+
+def add_policy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=("cpu", "paper"), default="cpu",
+                   help="cpu: sized for a 2-core CPU (default); paper: the authors' settings (GPU)")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    add_input_size(p)
+    p.add_argument("--frame-stride", type=positive_int, help="train on every n-th frame")
+    p.add_argument("--chunk-length", type=positive_int, help="actions per retrieved chunk")
+    p.add_argument("--requery-every", type=positive_int, help="ticks between retrievals at run time")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--backbone-weights", "--pretrained", dest="pretrained", choices=("auto", "imagenet", "none"),
+                   help="ResNet-18 initialisation: auto (ImageNet weights when torchvision's cache has them, else "
+                        "random; the default), imagenet (download them if needed), none (random)")
+    p.add_argument("--pose", action="store_true", help="add the end-effector pose branch")
+    p.add_argument("--method", choices=("alt", "aligned"),
+                   help="alt: replay the retrieved demonstration as recorded (the paper; default); aligned: find "
+                        "the object in the third-person view and replay the demonstration shifted onto it")
+
+
+# --------------------------------------------------------------------------- a LeRobot source (train, eval-offline)
+@dataclass(frozen=True)
+class LerobotOptions:
+    """``--lerobot PATH_OR_REPO_ID`` and the flags that only apply with it."""
+
+    lerobot: str | None = None
+    hand_key: str | None = None
+    third_key: str | None = None
+    action_key: str | None = None
+    episodes: tuple[int, ...] | None = None
+    lerobot_python: str | None = None
+    import_dir: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "LerobotOptions":
+        return from_args(cls, args)
+
+    def check(self, positional: str | None, shown: str) -> None:
+        """Exactly one of the positional source and --lerobot; the LeRobot flags only with --lerobot."""
+        if (positional is None) == (self.lerobot is None):
+            raise ValueError(f"give either {shown} or --lerobot PATH_OR_REPO_ID")
+        stray = [f"--{f.name.replace('_', '-')}" for f in fields(self)
+                 if f.name != "lerobot" and getattr(self, f.name) is not None]
+        if self.lerobot is None and stray:
+            raise ValueError(f"{', '.join(stray)} only apply with --lerobot PATH_OR_REPO_ID")
+
+    def import_source(self, progress: str) -> tuple[str, dict]:
+        """Import the dataset through LeRobot's environment; returns (dataset folder, source info). ``progress``:
+        "bars" (tqdm on stderr), "jsonl" (JSON lines on stdout) or "none"."""
+        from lerobot_bridge.source import import_lerobot
+
+        bars = []  # made at the first frame, so that an early error stays one line
+
+        def report(done, total):
+            if progress == "jsonl":
+                print(json.dumps({"stage": "import", "done": done, "total": total}), flush=True)
+            elif progress == "bars":
+                if not bars:
+                    from tqdm import tqdm
+
+                    bars.append(tqdm(total=total, desc="import", unit="frame", file=sys.stderr))
+                bars[0].n = done
+                bars[0].refresh()
+
+        path = import_lerobot(self.lerobot, hand_key=self.hand_key, third_key=self.third_key,
+                              action_key=self.action_key, episodes=None if self.episodes is None else
+                              list(self.episodes), out=self.import_dir, python=self.lerobot_python, progress=report)
+        for bar in bars:
+            bar.close()
+        summary = json.loads((Path(path) / "lerobot_import.json").read_text())
+        return str(path), {"lerobot": self.lerobot, "imported_to": str(Path(path).resolve()), **summary["summary"]}
+
+
+def add_lerobot_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lerobot", metavar="PATH_OR_REPO_ID",
+                   help="a LeRobotDataset v3.0: a local folder, or a Hugging Face Hub repo id (needs internet)")
+    p.add_argument("--hand-key", help="LeRobot camera key for the wrist view ('none': no wrist view; default: "
+                                      "the camera named wrist/hand/gripper)")
+    p.add_argument("--third-key", help="LeRobot camera key for the third-person view ('none': none; default: the "
+                                       "other camera)")
+    p.add_argument("--action-key", help="LeRobot feature holding the actions (default: action)")
+    p.add_argument("--episodes", type=int, nargs="+", help="LeRobot episode indices to use (default: all)")
+    p.add_argument("--lerobot-python", help="python of LeRobot's environment (default: $ALT_LEROBOT_PYTHON, "
+                                            "else .venv-lerobot/bin/python, built by scripts/lerobot_env.sh)")
+    p.add_argument("--import-dir", help="where the imported copy goes (default: data/lerobot/NAME-HASH; reused)")

@@ -1,0 +1,50 @@
+"""`replay`: drive the arm through a recorded episode."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from cli.options import add_clock_option, add_rig_options, from_args
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    dir: str
+    episode: int
+    robot: str = "sim"  # a robot name or a rig file (main.py puts --rig here)
+    clock: str = "lockstep"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("replay", help="drive the arm through a recorded episode")
+    p.add_argument("dir")
+    p.add_argument("--episode", type=int, required=True)
+    add_rig_options(p)
+    add_clock_option(p)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ReplayConfig:
+    return from_args(ReplayConfig, args)
+
+
+def run(config: ReplayConfig) -> int:
+    from robot_drivers.factory import make_rig
+
+    from recorder.dataset import Dataset
+    from recorder.replay import replay_episode, restore_scene
+
+    with Dataset.open(config.dir) as dataset:
+        info = dataset.episode(config.episode)
+        rig = make_rig(config.robot, clock=config.clock, image_size=dataset.spec.cameras[0].width,
+                       rate_hz=dataset.spec.fps)
+        with rig:
+            restore_scene(rig, info)
+            result = replay_episode(rig, dataset, config.episode)
+            print(f"replayed episode {config.episode}: {result.ticks} ticks, ended by {result.reason}")
+            control = rig.scene_control()
+            if control is not None:
+                print(f"task success: {control.task_succeeded()}")
+        rig.close()
+    return 0 if result.ok else 2

@@ -1,0 +1,68 @@
+"""The operator's verdict on the run that ended last: a real rig has no task check, only the operator can tell."""
+
+from __future__ import annotations
+
+from PyQt6.QtCore import Qt
+from PyQt6.QtGui import QKeySequence, QShortcut
+from PyQt6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
+
+from .controller import HALTED
+
+
+class MarkBox(QWidget):
+    """The question about the last run (hidden until one ended), its Success / Failure buttons and S / F keys."""
+
+    def __init__(self, controller, parent=None):
+        super().__init__(parent)
+        self.prompt = QLabel("")
+        self.prompt.setWordWrap(True)
+        self.prompt.setStyleSheet("font-weight: bold;")
+        self.success = QPushButton("Success (S)")
+        self.failure = QPushButton("Failure (F)")
+        marks = QHBoxLayout(self)
+        marks.setContentsMargins(0, 0, 0, 0)
+        marks.addWidget(self.prompt, 1)
+        self.keys: list[QShortcut] = []
+        for button, outcome, key in ((self.success, "success", Qt.Key.Key_S),
+                                     (self.failure, "failure", Qt.Key.Key_F)):
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            button.clicked.connect(lambda _checked=False, o=outcome: controller.mark_last_trial(o))
+            marks.addWidget(button)
+            # A window shortcut owned by the box: live only while the box (so this tab) is shown; a text field
+            # that has focus takes the letter first.
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.activated.connect(lambda o=outcome: controller.mark_last_trial(o))
+            self.keys.append(shortcut)
+        self.hide()
+        self.trial = None  # the ended trial (evaluation.trials.Trial) the prompt asks about
+
+    def ended(self, trial, mode: str) -> None:
+        """A run ended: ask about it."""
+        self.trial = trial
+        self.show_prompt(mode)
+        self.show()
+
+    def marked(self, trial, mode: str) -> None:
+        if self.trial is not None and trial.id == self.trial.id:
+            self.show_prompt(mode)
+
+    def on_mode(self, mode: str) -> None:
+        if self.trial is not None:
+            self.show_prompt(mode)
+
+    def show_prompt(self, mode: str) -> None:
+        """The question about the last run, or the mark recorded. S and F are teleop motion keys too: they mark only
+        while the arm is halted (the keyboard cannot move it then); the buttons work in every mode."""
+        trial = self.trial
+        keys = mode == HALTED
+        for shortcut in self.keys:
+            shortcut.setEnabled(keys)
+        how = "Press S for success, F for failure." if keys else "Mark it with the buttons."
+        if trial.marked is not None:
+            text = f"Marked: {trial.marked}." + (" S or F changes it." if keys else "")
+        elif trial.task_check:
+            text = (f"The simulator's check said {'success' if trial.outcome == 'success' else 'failure'}. "
+                    f"Overrule it? {how}")
+        else:
+            text = f"Did the arm do the task? {how}"
+        self.prompt.setText(text)

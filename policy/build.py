@@ -1,0 +1,91 @@
+"""Build a policy from a dataset and save it: the one training entry point of the `train` verb (and through it
+the desktop app), `demo` and the tests."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+from recorder.dataset import Dataset
+
+from policy.config import PolicyConfig
+
+
+def _jsonl(record: dict) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = "auto", device: str | None = None,
+                 overwrite: bool = False, progress: str = "bars", cancel: threading.Event | None = None,
+                 source: dict | None = None, skip_damaged: bool = False):
+    """Build and save a policy. ``progress``: "bars" (tqdm on stderr; plain lines when it is not a terminal),
+    "jsonl" (one JSON object per update on stdout, for the desktop app) or "none". ``source``: where the dataset
+    was imported from (kept in the info). The episodes are checked first (``Dataset.require_intact``): damaged ones
+    are refused by name, or left out with ``skip_damaged``."""
+    from recorder.outputs import POLICY, check_output
+    from recorder.progress import progress_bar
+
+    from policy.action_space import describe_actions
+    from policy.data import choose_episodes, dataset_views
+    from policy.encoder import imagenet_weights_path
+    from policy.policy import ALTPolicy
+
+    check_output(out, POLICY, overwrite=overwrite, inputs=(dataset_dir,))  # before any work, not after it
+    bars: dict = {}
+
+    def report(stage, value):
+        if progress == "jsonl":
+            if stage == "train":
+                _jsonl({"stage": "train", "epoch": value.epoch, "epochs": value.epochs, "step": value.step,
+                        "steps_per_epoch": value.steps_per_epoch, "loss": value.loss, "eta_s": value.eta_s,
+                        "fraction": value.fraction})
+            else:
+                _jsonl({"stage": stage, "done": value[0], "total": value[1]})
+            return
+        if progress != "bars":
+            return
+        if stage == "train":
+            bar = bars.get("train")
+            if bar is None:
+                bar = bars["train"] = progress_bar(total=value.epochs * value.steps_per_epoch, desc="train",
+                                                   unit="step")
+            bar.update(1)
+            bar.set_postfix(epoch=f"{value.epoch}/{value.epochs}", loss=f"{value.loss:.3f}",
+                            eta=f"{value.eta_s / 60:.1f} min")
+        else:
+            done, total = value
+            bar = bars.get(stage)
+            if bar is None:
+                bar = bars[stage] = progress_bar(total=total, desc=stage, unit="frame")
+            bar.update(done - bar.n)
+
+    with Dataset.open(dataset_dir) as dataset:
+        config = config.with_overrides(views=dataset_views(dataset))  # one camera or two, as the dataset has
+        # every episode checked, the missing ones too, before any is read: damage is refused (or left out)
+        intact, skipped = dataset.require_intact(None, skip_damaged)
+        episodes = choose_episodes(dataset, config, among=intact)
+        for line in skipped:
+            print(f"skipped (damaged): {line}", file=sys.stderr)
+        policy = ALTPolicy.build(dataset, config, progress=report, device=device, cancel=cancel, episodes=episodes)
+        if skipped:
+            policy.info["skipped_damaged"] = skipped
+        policy.info["action"] = describe_actions(dataset.spec.action_names)
+    policy.info["backbone"] = {"requested": config.pretrained, "init": policy.info["init"],
+                               "weights_file": str(imagenet_weights_path()) if policy.info["init"] == "imagenet"
+                               else None}
+    if source:
+        policy.info["source"] = source
+    for bar in bars.values():
+        bar.close()
+    if cancel is not None and cancel.is_set():  # asked during the last stages: still save nothing
+        from policy.train import TrainingCancelled
+
+        raise TrainingCancelled("training was cancelled; nothing was saved")
+    if gamma != "auto":
+        policy.gamma = float(gamma)
+    path = policy.save(out, overwrite=overwrite)
+    if progress == "jsonl":
+        _jsonl({"stage": "done", "path": str(path), "info": policy.info, "gamma": policy.gamma,
+                "gamma_method": "set by hand" if gamma != "auto" else getattr(policy.calibration, "method", None)})
+    return policy
