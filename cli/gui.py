@@ -38,22 +38,8 @@ def config_from_args(args: argparse.Namespace) -> GuiConfig:
 
 
 def run(config: GuiConfig) -> int:
-    import logging
-    import sys
-    from pathlib import Path
+    from gui.app import run_app  # Qt stays in gui/
 
-    from PyQt6.QtWidgets import QApplication
-
-    from gui.app import create_window, dispose, file_rig_factory, sim_rig_factory
-
-    factory = file_rig_factory(config.rig, config.rate) if config.rig else \
-        sim_rig_factory(config.camera_size, config.rate)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("ALT Studio")
-    logging.getLogger().setLevel(logging.INFO if not config.verbose else logging.DEBUG)
-    controller, window = create_window(factory, Path(config.data_dir), Path(config.runs_dir), task=config.task,
-                                       connect=not config.no_connect)
-    window.show()
-    code = app.exec()
-    dispose(controller, window)
-    return code
+    return run_app(rig=config.rig, camera_size=config.camera_size, rate=config.rate, data_dir=config.data_dir,
+                   runs_dir=config.runs_dir, task=config.task, connect=not config.no_connect,
+                   verbose=config.verbose)

@@ -4,6 +4,7 @@ and writes a NEW policy folder (version + 1); the parent is left as it was. gamm
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 
 from cli.options import add_actions, add_skip_damaged, from_args
@@ -57,6 +58,8 @@ def run(config: PolicyAddConfig) -> int:
                           include_incomplete=config.include_incomplete, overwrite=config.overwrite,
                           skip_damaged=config.skip_damaged)
     a = result.addition
+    for line in a.skipped:
+        print(f"skipped (damaged): {line}", file=sys.stderr)
     corrections = [e for e, v in a.interventions.items() if v]
     print(f"policy v{result.version} saved to {result.path} (parent v{result.parent_version} {config.policy} "
           "unchanged)")

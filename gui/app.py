@@ -63,3 +63,21 @@ def dispose(controller: RigController, window: MainWindow) -> None:
     sip.delete(window)  # its widgets with it
     for obj in leftovers:
         sip.delete(obj)
+
+
+def run_app(rig: str | None = None, camera_size: int = 128, rate: float | None = None, data_dir: str = "data",
+            runs_dir: str = "runs", task: str = "grasp the mug", connect: bool = True, verbose: bool = False) -> int:
+    """Open the window on the rig file ``rig`` (None: the simulated rig) and run the event loop; its exit code."""
+    import logging
+    import sys
+
+    factory = file_rig_factory(rig, rate) if rig else sim_rig_factory(camera_size, rate)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("ALT Studio")
+    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)
+    controller, window = create_window(factory, Path(data_dir), Path(runs_dir), task=task, connect=connect)
+    window.show()
+    code = app.exec()
+    dispose(controller, window)
+    return code
+

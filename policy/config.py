@@ -11,7 +11,9 @@ Two presets:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, fields, replace
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -176,8 +178,6 @@ PRESETS = {
 
 def _before(saved_at: str, added: str) -> bool:
     """Whether an ISO time ``saved_at`` lies before ``added`` (an unreadable time counts as not before)."""
-    from datetime import datetime
-
     try:
         return datetime.fromisoformat(saved_at) < datetime.fromisoformat(added)
     except (TypeError, ValueError):
@@ -186,8 +186,6 @@ def _before(saved_at: str, added: str) -> bool:
 
 def _checked_setting(name: str, value, default):
     """``value`` (from JSON) as the type of the setting's ``default``; ValueError naming the setting otherwise."""
-    import math
-
     def fail(what: str):
         return ValueError(f"policy setting {name} is {value!r:.60}, not {what}")
 

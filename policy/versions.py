@@ -24,7 +24,6 @@ that dataset, tagged in their ``extra``.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -66,6 +65,7 @@ class Addition:
     gamma_before: float
     gamma_after: float
     recalibrated: bool
+    skipped: tuple[str, ...] = ()  # one line per damaged or missing episode left out (skip_damaged)
 
 
 @dataclass(frozen=True)
@@ -135,14 +135,19 @@ def _ranges(values: list[int]) -> str:
 
 
 def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, recalibrate: bool = False,
-                  include_incomplete: bool = False, parent: dict | None = None) -> tuple[ALTPolicy, Addition]:
+                  include_incomplete: bool = False, parent: dict | None = None,
+                  skip_damaged: bool = False) -> tuple[ALTPolicy, Addition]:
     """A new in-memory policy: ``policy``'s encoder and table plus ``episodes`` of ``dataset`` embedded with that
     encoder. ``policy`` itself is not changed. ``parent`` (folder, version, manifest digest) is recorded in the new
-    policy's info; :func:`add_episodes` fills it from the parent folder."""
+    policy's info; :func:`add_episodes` fills it from the parent folder. The episodes are checked first: a damaged
+    or missing one is refused by name, or left out with ``skip_damaged`` (``Addition.skipped`` says which)."""
     t0 = time.perf_counter()
     episodes = [int(e) for e in episodes]
+    # missing ones are reported (or skipped) by the integrity check; unknown ones by _check_episodes
+    known = set(dataset.episode_indices()) | set(dataset.missing_episodes())
+    intact, skipped = dataset.require_intact([e for e in episodes if e in known], skip_damaged)
+    episodes = [e for e in episodes if e not in known or e in intact]
     _check_episodes(policy, dataset, episodes, include_incomplete)
-    dataset.require_intact(episodes)  # a damaged episode is refused by name (add_episodes may skip it first)
     config = policy.config
     table = load_frames(dataset, config, episodes)
     reference = policy.info.get("pose_reference")
@@ -193,7 +198,7 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
     interventions = {e: dataset.episode(e).extra.get(INTERVENTION_KEY) for e in episodes}
     seconds = time.perf_counter() - t0
     addition = Addition(episodes, {e: table.fingerprints[e] for e in episodes}, interventions, len(table), seconds,
-                        float(policy.gamma), float(gamma), recalibrate)
+                        float(policy.gamma), float(gamma), recalibrate, tuple(skipped))
     info = dict(policy.info)
     version = policy_version(policy) + 1
     added = {"episodes": episodes, "fingerprints": {str(e): f for e, f in addition.fingerprints.items()},
@@ -232,27 +237,25 @@ def add_episodes(policy_dir: str | Path, dataset_dir: str | Path, episodes: list
     new policy folder (``out_dir``, default :func:`default_out_dir`). The parent folder is left as it was."""
     t0 = time.perf_counter()
     policy_dir = Path(policy_dir)
-    if out_dir is not None:  # as typed: "" is an empty path, not the folder you are in
-        if str(out_dir).strip() and Path(out_dir).resolve() == policy_dir.resolve():
-            raise ValueError(f"--out {out_dir} is the parent policy itself; a new version goes to a new folder")
-        check_output(out_dir, POLICY, overwrite=overwrite, inputs=(policy_dir, dataset_dir))
+    if out_dir is not None:  # as typed ("" is an empty path, not the folder you are in), before any work
+        _check_out(out_dir, policy_dir, dataset_dir, overwrite)
     parent = ALTPolicy.load(policy_dir)
     out = Path(out_dir) if out_dir is not None else default_out_dir(policy_dir, policy_version(parent) + 1)
-    if out.resolve() == policy_dir.resolve():
-        raise ValueError(f"--out {out} is the parent policy itself; a new version goes to a new folder")
-    check_output(out, POLICY, overwrite=overwrite, inputs=(policy_dir, dataset_dir))  # before any work
+    if out_dir is None:
+        _check_out(out, policy_dir, dataset_dir, overwrite)
     lineage = {"path": str(policy_dir.resolve()), "manifest_sha256": sha256(policy_dir / MANIFEST)}
     with Dataset.open(dataset_dir) as dataset:
-        # missing ones are reported (or skipped) by the integrity check; unknown ones by extend_policy's own
-        known = set(dataset.episode_indices()) | set(dataset.missing_episodes())
-        intact, skipped = dataset.require_intact([e for e in episodes if e in known], skip_damaged)
-        episodes = [e for e in episodes if e not in known or e in intact]
-        for line in skipped:
-            print(f"skipped (damaged): {line}", file=sys.stderr)
         policy, addition = extend_policy(parent, dataset, episodes, recalibrate=recalibrate,
-                                         include_incomplete=include_incomplete, parent=lineage)
+                                         include_incomplete=include_incomplete, parent=lineage,
+                                         skip_damaged=skip_damaged)
     path = policy.save(out, overwrite=overwrite)
     return AddResult(path, policy, policy_version(policy), policy_version(parent), addition, time.perf_counter() - t0)
+
+
+def _check_out(out: str | Path, policy_dir: Path, dataset_dir: str | Path, overwrite: bool) -> None:
+    if str(out).strip() and Path(out).resolve() == policy_dir.resolve():
+        raise ValueError(f"--out {out} is the parent policy itself; a new version goes to a new folder")
+    check_output(out, POLICY, overwrite=overwrite, inputs=(policy_dir, dataset_dir))
 
 
 def parse_episode_list(tokens: list[str]) -> list[int]:
