@@ -20,7 +20,7 @@ class CoverageConfig:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("coverage", help="draw the policy's coverage map (embeddings, runs, OOD stops) as a PNG",
                               description=__doc__)
-    p.add_argument("policy")
+    p.add_argument("policy", help="policy folder whose table and runs are mapped")
     add_ledger_option(p)
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--trajectories", type=positive_int, default=5,

@@ -24,11 +24,12 @@ class DemoConfig:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="the main job: record 30 sim demos, train, evaluate every scenario",
                               description=__doc__)
-    p.add_argument("--out", default="runs/demo", help="folder for the dataset, policy and report")
+    p.add_argument("--out", default="runs/demo", help="folder for the dataset, policy and report (default runs/demo)")
     p.add_argument("--quick", action="store_true",
                    help="fewer epochs, training frames and evaluation episodes (5): a smoke run")
     p.add_argument("--episodes", type=positive_int, default=31, help="evaluation episodes per scenario")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the recording and the training; evaluation scenes use their own seeds (default 0)")
     p.add_argument("--corrections", action="store_true",
                    help="only the correction loop (after recording and training, reused when already in --out): "
                         "the policy on --episodes interpolate placements, the scripted operator correcting each "

@@ -24,11 +24,14 @@ class EvalConfig:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="evaluate a policy on the simulated rig")
-    p.add_argument("policy")
-    p.add_argument("--robot", choices=("sim",), default="sim")
-    p.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="in_distribution")
-    p.add_argument("--episodes", type=positive_int, default=31)
-    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("policy", help="policy folder to evaluate")
+    p.add_argument("--robot", choices=("sim",), default="sim",
+                   help="the simulated rig to evaluate on (default sim: the PyBullet Panda and its mug)")
+    p.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="in_distribution",
+                   help="where the scenes come from (default in_distribution; all: every scenario in turn)")
+    p.add_argument("--episodes", type=positive_int, default=31, help="episodes per scenario (default 31)")
+    p.add_argument("--seed", type=int, default=1000,
+                   help="seed of the first episode's scene; episode k uses seed+k (default 1000)")
     add_clock_option(p)
     p.add_argument("--json", default=None, help="also write the full report here")
     p.add_argument("--check-data", default=None, metavar="DATASET",

@@ -22,8 +22,8 @@ class ExportConfig:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("export", help="convert a dataset to another format (LeRobotDataset v3.0)")
-    p.add_argument("dir")
-    p.add_argument("--format", choices=("lerobot",), default="lerobot")
+    p.add_argument("dir", help="dataset folder to export")
+    p.add_argument("--format", choices=("lerobot",), default="lerobot", help="export format (default lerobot)")
     p.add_argument("--out", required=True, help="folder to create (must not exist or be empty; see --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing LeRobot export at --out (atomically)")

@@ -18,8 +18,8 @@ class OodConfig:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("ood", help="the OOD gate's verdict for arbitrary images, and the signal that decided it")
-    p.add_argument("policy")
-    p.add_argument("images", nargs="+")
+    p.add_argument("policy", help="policy folder")
+    p.add_argument("images", nargs="+", help="image files to score, one verdict each (see --view)")
     p.add_argument("--view", choices=("both", "hand", "third"), default="both",
                    help="feed each image as both views (default) or as one view, the other being a recorded "
                         "frame of the policy's demonstrations")

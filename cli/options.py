@@ -82,7 +82,8 @@ def add_input_size(p: argparse.ArgumentParser, help: str = "encoder input side i
 
 def add_rig_options(p: argparse.ArgumentParser) -> None:
     """``--robot`` and ``--rig FILE`` (main.py lets the rig file override the robot)."""
-    p.add_argument("--robot", choices=ROBOTS, default="sim")
+    p.add_argument("--robot", choices=ROBOTS, default="sim",
+                   help="a built-in rig (default sim: the simulated PyBullet Panda, table and mug)")
     p.add_argument("--rig", metavar="FILE", help="a real rig's config file (TOML, see configs/); overrides --robot")
 
 
@@ -142,15 +143,15 @@ class PolicyOptions:
 def add_policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=("cpu", "paper"), default="cpu",
                    help="cpu: sized for a 2-core CPU (default); paper: the authors' settings (GPU)")
-    p.add_argument("--epochs", type=positive_int)
-    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--epochs", type=positive_int, help="encoder training epochs (default: the preset's)")
+    p.add_argument("--batch-size", type=positive_int, help="contrastive batch size (default: the preset's)")
     add_input_size(p)
     p.add_argument("--frame-stride", type=positive_int, help="train on every n-th frame")
     p.add_argument("--chunk-length", type=positive_int, help="actions per retrieved chunk")
     p.add_argument("--requery-every", type=positive_int, help="ticks between retrievals at run time")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--lr", type=float, help="learning rate of the encoder (default: the preset's)")
+    p.add_argument("--temperature", type=float, help="NT-Xent temperature (default: the preset's)")
+    p.add_argument("--seed", type=int, help="training seed: same data and seed, same policy (default 0)")
     p.add_argument("--backbone-weights", "--pretrained", dest="pretrained", choices=("auto", "imagenet", "none"),
                    help="ResNet-18 initialisation: auto (ImageNet weights when torchvision's cache has them, else "
                         "random; the default), imagenet (download them if needed), none (random)")

@@ -36,7 +36,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="dataset folder (created, or appended to; a policy, a LeRobot export, a folder of other "
                         "files, '.' or the project folder is refused before the rig connects)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="simulated rig: seed of the scripted operator and the scenes (default 0)")
     p.add_argument("--task", default="grasp the mug", help="task text stored with each episode")
     add_rate_option(p)
     add_camera_size(p, "camera image side in pixels")

@@ -18,8 +18,8 @@ class ReplayConfig:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("replay", help="drive the arm through a recorded episode")
-    p.add_argument("dir")
-    p.add_argument("--episode", type=int, required=True)
+    p.add_argument("dir", help="dataset folder")
+    p.add_argument("--episode", type=int, required=True, help="index of the episode to replay on the arm")
     add_rig_options(p)
     add_clock_option(p)
     return p

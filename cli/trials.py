@@ -1,4 +1,4 @@
-"""`trials`: success rate per policy version from the trial ledger."""
+"""`trials`: success rate per policy version from the trial ledger (one trial per attempt)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ class TrialsConfig:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    # description and epilog are printed as written (only help= strings are %-formatted): a plain "95%" here
     p = subparsers.add_parser("trials", help="success rate per policy version from the trial ledger",
-                              description="Reads the trial ledger (every autonomous run: policy version, method, "
-                                          "gamma, times, outcome, reason) and prints counts and the success rate "
-                                          "with a Wilson 95%% interval per policy version, then the trials the "
-                                          "operator marked and those awaiting a mark (a real rig has no task check).")
+                              description="Reads the trial ledger (every attempt at the task, from Start to success, "
+                                          "failure or the operator's verdict: policy version, method, gamma, "
+                                          "times, outcome, reason, and the halts and resumes inside it) and prints "
+                                          "counts and the success rate with a Wilson 95% interval per policy "
+                                          "version, one trial per attempt, then the trials the operator marked and "
+                                          "those awaiting a mark (a real rig has no task check).")
     add_ledger_option(p)
     p.add_argument("--policy", default=None, help="only trials of this policy folder")
     p.add_argument("--csv", default=None, metavar="FILE", help="also write one row per trial to FILE")
@@ -50,8 +53,9 @@ def run(config: TrialsConfig) -> int:
         print(f"trial {trial.id} marked {outcome} by the operator (the run itself ended {trial.outcome}"
               + (f": {trial.reason})" if trial.reason else ")"))
     rows = ledger.summary(config.policy)
-    print(f"trials in {ledger.path} (success rate over decided trials, Wilson 95% interval; a trial the operator "
-          "marked counts by the mark)")
+    print(f"trials in {ledger.path} (one per attempt, from Start to its end: halts and resumes inside it are not "
+          "trials of their own; success rate over decided trials, Wilson 95% interval; a trial the operator marked "
+          "counts by the mark)")
     print(format_summary(rows))
     marks = format_marks(ledger.trials(config.policy))
     if marks:

@@ -9,6 +9,17 @@ class ConnectionLostError(DeviceError):
     """The device stopped answering or was never reachable."""
 
 
+class CameraLostError(ConnectionLostError):
+    """A camera's driver failed (unplugged, its capture ended); ``camera`` names it."""
+
+    def __init__(self, message: str, *, camera: str | None = None):
+        super().__init__(message)
+        self.camera = camera
+
+    def __reduce__(self):
+        return _rebuild, (type(self), self.args, {"camera": self.camera})
+
+
 class ArmConnectionLostError(ConnectionLostError):
     """The arm (or its gripper) stopped answering; :class:`SafeArm` raises it for every arm backend."""
 
@@ -30,7 +41,21 @@ class ArmStoppedError(DeviceError):
 
 
 class StaleFrameError(DeviceError):
-    """The newest frame of a camera is older than the caller accepts, or there is none yet."""
+    """The newest frame of a camera is older than the caller accepts, or there is none yet.
+
+    Machine-readable beside the message: ``camera`` (its name), ``age_s`` (the newest frame's age, seconds;
+    None when there is no frame yet) and ``limit_s`` (the limit it broke, seconds; None when no frame yet)."""
+
+    def __init__(self, message: str, *, camera: str | None = None, age_s: float | None = None,
+                 limit_s: float | None = None):
+        super().__init__(message)
+        self.camera = camera
+        self.age_s = age_s
+        self.limit_s = limit_s
+
+    def __reduce__(self):
+        return _rebuild, (type(self), self.args, {"camera": self.camera, "age_s": self.age_s,
+                                                  "limit_s": self.limit_s})
 
 
 class DeviceNotFoundError(DeviceError):
@@ -47,3 +72,10 @@ class ProtectiveStopError(ArmFaultError):
 
 class ArmCommandError(DeviceError):
     """The arm's SDK refused a command (bad state, parameter, communication)."""
+
+
+def _rebuild(cls, args, attributes):
+    """Unpickles an error with keyword attributes (errors cross process boundaries in reports)."""
+    error = cls(*args)
+    error.__dict__.update(attributes)
+    return error

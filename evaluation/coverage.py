@@ -9,8 +9,10 @@ the same table always gives the same picture). Demonstrations and corrections
 An OOD stop is *covered* when the table now holds an entry at least gamma
 similar to what the policy saw there (the policy would not stop there again),
 or when a correction recorded after it (an episode whose ``extra["intervention"]``
-names its trial) is in the table. The stops that are not covered are the "record
-here next" suggestions, each with the frames that were stored with it.
+names its trial and, since a trial is an attempt that may stop more than once,
+which of its halts: ``event``; without one, its last stop) is in the table. The
+stops that are not covered are the "record here next" suggestions, each with
+the frames that were stored with it.
 
 The GUI draws the same :class:`CoverageMap` with pyqtgraph; :func:`render_png`
 draws it with OpenCV (a core dependency) for the CLI.
@@ -70,6 +72,8 @@ class CoverageStop:
     covered: bool
     covered_by: str  # "", "table" (similarity now >= gamma) or "correction <episode>"
     frames: dict[str, str] = field(default_factory=dict)  # camera -> image file (absolute)
+    event: int | None = None  # its index among the trial's events (None: the stop that ended a trial, format < 3)
+    drill: bool = False  # an OOD drill covered a camera: drawn, never suggested as a place to record
 
 
 @dataclass
@@ -87,8 +91,9 @@ class CoverageMap:
 
     @property
     def suggestions(self) -> list[CoverageStop]:
-        """OOD stops not yet covered by a correction or a demonstration: record here next (least covered first)."""
-        return sorted((s for s in self.stops if not s.covered), key=lambda s: s.similarity_now)
+        """OOD stops not yet covered by a correction or a demonstration, the drills' left out: record here next
+        (least covered first)."""
+        return sorted((s for s in self.stops if not s.covered and not s.drill), key=lambda s: s.similarity_now)
 
 
 def corrections_of(policy) -> dict[int, dict]:
@@ -103,11 +108,12 @@ def corrections_of(policy) -> dict[int, dict]:
     return out
 
 
-def _stop_embedding(policy, encoder: str | None, trial: Trial, ledger: TrialLedger) -> tuple[np.ndarray | None, str]:
-    evidence = trial.evidence or {}
+def _stop_embedding(policy, encoder: str | None, trial: Trial, ledger: TrialLedger,
+                    evidence: dict | None = None) -> tuple[np.ndarray | None, str]:
+    evidence = (trial.evidence if evidence is None else evidence) or {}
     if evidence.get("embedding") is not None and encoder is not None and trial.encoder == encoder:
         return np.asarray(evidence["embedding"], np.float32), ""
-    frames = ledger.stop_frames(trial)
+    frames = ledger.stop_frames(trial, evidence)
     if "hand" in frames and "third" in frames:  # another encoder: embed what it saw again
         pose = evidence.get("pose")
         if policy.config.use_pose and pose is None:
@@ -126,28 +132,35 @@ def build_coverage(policy, policy_dir: str | Path | None, ledger: TrialLedger | 
     db = policy.database
     projection = Projection.fit(db.embeddings)
     corrections = corrections_of(policy)
-    corrected_runs = {str(v.get("run")): e for e, v in corrections.items() if v and v.get("run") is not None}
+    # A correction names its run (trial) and, since trials are attempts, which of the attempt's halts it corrects
+    # (the event's index); one without an event index corrects the run's last OOD stop.
+    corrected = {(str(v.get("run")), v.get("event")): e for e, v in corrections.items()
+                 if v and v.get("run") is not None}
     encoder = encoder_digest(policy_dir) if policy_dir is not None else None
     stops, skipped, traj = [], [], {}
     trials = ledger.trials() if ledger is not None else []
     for t in trials:
-        if t.outcome != "ood_stop" or not t.evidence:
-            continue
-        z, why = _stop_embedding(policy, encoder, t, ledger)
-        if z is None:
-            skipped.append(why)
-            continue
-        sims = db.embeddings @ np.asarray(z, np.float32)
-        row = int(np.argmax(sims))
-        covered_by = ""
-        if t.id in corrected_runs:
-            covered_by = f"correction {corrected_runs[t.id]}"
-        elif float(sims[row]) >= policy.gamma:
-            covered_by = "table"
-        frames = {c: str(ledger.evidence_path(p)) for c, p in (t.evidence.get("frames") or {}).items()}
-        stops.append(CoverageStop(t.id, t.started_at, t.version, projection(z)[0],
-                                  float(t.evidence.get("similarity", float("nan"))), float(sims[row]),
-                                  (int(db.episodes[row]), int(db.frames[row])), bool(covered_by), covered_by, frames))
+        ood = t.ood_stops()  # every OOD stop of the attempt (format 3: its events; before: the end's)
+        for n, (event, evidence) in enumerate(ood):
+            z, why = _stop_embedding(policy, encoder, t, ledger, evidence)
+            if z is None:
+                skipped.append(why)
+                continue
+            sims = db.embeddings @ np.asarray(z, np.float32)
+            row = int(np.argmax(sims))
+            covered_by = ""
+            episode = corrected.get((t.id, event)) if event is not None else None
+            if episode is None and n == len(ood) - 1:
+                episode = corrected.get((t.id, None))
+            if episode is not None:
+                covered_by = f"correction {episode}"
+            elif float(sims[row]) >= policy.gamma:
+                covered_by = "table"
+            frames = {c: str(ledger.evidence_path(p)) for c, p in (evidence.get("frames") or {}).items()}
+            stops.append(CoverageStop(t.id, t.started_at, t.version, projection(z)[0],
+                                      float(evidence.get("similarity", float("nan"))), float(sims[row]),
+                                      (int(db.episodes[row]), int(db.frames[row])), bool(covered_by), covered_by,
+                                      frames, event, t.is_drill(event)))
     if trajectories:
         traj = {k: projection(v) for k, v in trajectories.items() if len(v)}
     elif ledger is not None and encoder is not None:  # runs of any version sharing this encoder, latest first
@@ -229,7 +242,7 @@ def render_image(cov: CoverageMap, size: tuple[int, int] = (1100, 760), thumbs: 
     numbers = {s.trial: i + 1 for i, s in enumerate(cov.suggestions)}
     for s in cov.stops:
         u, v = (int(c) for c in px(s.xy)[0])
-        colour = _COVERED if s.covered else _UNCOVERED
+        colour = _COVERED if s.covered or s.drill else _UNCOVERED
         cv2.drawMarker(img, (u, v), colour, cv2.MARKER_TILTED_CROSS, 14, 2, cv2.LINE_AA)
         if s.trial in numbers:
             cv2.putText(img, str(numbers[s.trial]), (u + 7, v - 7), font, 0.5, colour, 1, cv2.LINE_AA)
@@ -237,7 +250,7 @@ def render_image(cov: CoverageMap, size: tuple[int, int] = (1100, 760), thumbs: 
     lx, ly = plot[0] + 8, plot[1] + 18
     legend = [("demonstration frames", "dot", _DEMO_SHADES[0]), ("correction frames", "square", _CORRECTION),
               ("run trajectory", "line", _TRAJECTORY), ("OOD stop, not covered", "cross", _UNCOVERED),
-              ("OOD stop, covered", "cross", _COVERED)]
+              ("OOD stop, covered (or an OOD drill's)", "cross", _COVERED)]
     for i, (text, kind, colour) in enumerate(legend):
         y = ly + 18 * i
         if kind == "dot":

@@ -1,23 +1,36 @@
-"""The trial ledger: every autonomous run is a trial, kept in an append-only JSON-lines file.
+"""The trial ledger: every attempt at the task is a trial, kept in an append-only JSON-lines file.
 
 ```
 runs/trials.jsonl                   one JSON object per line, fsync'ed after each
-runs/trials-evidence/<trial id>/    what an OOD stop looked like: hand.png, third.png (RGB as PNG),
-                                    trajectory.npy (the run's embeddings, [T, D] float32, when given)
+runs/trials-evidence/<trial id>/    what an OOD stop looked like: hand.png, third.png (RGB as PNG) of the stop that
+                                    ended a trial; stop-<n>/hand.png, stop-<n>/third.png of the stop that is the
+                                    trial's event n (format 3); trajectory.npy (the attempt's embeddings, [T, D]
+                                    float32, when given)
 ```
 
-Each trial writes two records: ``{"type": "start", ...}`` when the run starts
-(policy folder, policy version, encoder digest, method, gamma and other
-thresholds, wall-clock ISO time, monotonic time, process id, extra) and
-``{"type": "end", ...}`` when it ends (outcome, reason, times, extra, whether a
+A trial is one **attempt**: from Start to success, failure, or the operator's
+verdict. Its first record is ``{"type": "start", ...}`` (policy folder, policy
+version, encoder digest, method, gamma and other thresholds, wall-clock ISO
+time, monotonic time, process id, extra). What happens inside the attempt
+are its **events** (format 3), ``{"type": "event", "trial": id, "kind", "time",
+"monotonic", "reason", "ticks", "evidence", "extra"}``: a halt (``kind`` one of
+:data:`HALTS`: ``ood_stop``, ``stall_stop``, ``operator_stop`` (a pause or STOP),
+``device_stop``), a ``resume`` that carries on with the same attempt, or a
+``gamma`` change (``extra``: from, to, by). An OOD stop's event keeps its
+evidence: the observation's embedding as a list, its similarity, the best
+match, the pose and the frames' PNG paths relative to the ledger. Its last
+record is ``{"type": "end", ...}`` (outcome, reason, times, extra, whether a
 task check decided the outcome (``task_check``: the simulator's; false on a
-real rig, which has none), and for an OOD stop its evidence: the observation's
-embedding as a list, its similarity, the best match, the pose and the frames'
-PNG paths relative to the ledger). A trial with a start record but no end
-record was cut short by a crash or ``kill -9``: it reads back as outcome
+real rig, which has none), and evidence: the attempt's trajectory and, when the
+end itself was an OOD stop, that stop's). An attempt halted and then ended
+by the operator doing something other than Resume (take over, home, a new
+Start, disconnect, a verdict) ends with its last halt as the outcome;
+``extra["ended_by"]`` names what ended it. A trial with a start record but no
+end record was cut short by a crash or ``kill -9``: it reads back as outcome
 ``interrupted`` (or ``running`` while the process that started it is still
-alive). A torn last line (power loss mid-write) is reported with a warning and
-skipped; the next writer moves it to ``<ledger>.torn`` before appending.
+alive; it may be halted, waiting for Resume). A torn last line (power loss
+mid-write) is reported with a warning and skipped; the next writer moves it to
+``<ledger>.torn`` before appending.
 
 An ended trial may get the operator's verdict, ``{"type": "mark", "trial": id,
 "outcome": "success"|"failure", "time", "monotonic", "by": "operator"}``: on a
@@ -26,12 +39,14 @@ trial is its outcome (an earlier one was a wrong key); the automatic outcome
 and reason stay recorded beside it.
 
 Every record carries the format version ``v`` it was written in: 1 before
-marks and ``task_check`` existed, 2 since. Both are read; a newer one is refused
-with a message rather than misread.
+marks and ``task_check`` existed, 2 since, 3 since events (before 3 every run
+from Start or Resume to its first halt was a trial of its own: each start/end
+pair reads as one trial, as it was written). All three are read; a newer one
+is refused with a message rather than misread.
 
 Success rates are per policy version over the *decided* trials (all but
 interrupted and running ones), counting a marked trial by its mark, with a
-Wilson 95% interval.
+Wilson 95% interval; the halts and resumes inside the trials are counted beside.
 """
 
 from __future__ import annotations
@@ -61,7 +76,10 @@ WRITTEN_OUTCOMES = OUTCOMES[:-1]
 MARKS = ("success", "failure")
 RUNNING = "running"
 DEFAULT_LEDGER = Path("runs") / "trials.jsonl"
-FORMAT_VERSION = 2  # 2: mark records and the end record's task_check
+#: What can happen inside an attempt (event records): the halts, then the rest.
+HALTS = ("ood_stop", "stall_stop", "operator_stop", "device_stop")
+EVENTS = (*HALTS, "resume", "gamma")
+FORMAT_VERSION = 3  # 2: mark records and the end record's task_check; 3: event records (a trial is an attempt)
 WILSON_Z95 = 1.959963984540054
 
 
@@ -164,6 +182,48 @@ class Trial:
     interrupted: bool = False
     marked: str | None = None  # the operator's verdict (one of MARKS), if any
     marked_by: str | None = None
+    #: What happened inside the attempt, in order (format 3): dicts with kind (one of EVENTS), time, monotonic,
+    #: reason, ticks, evidence (an OOD stop's, paths relative to the ledger) and extra.
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def stops(self) -> int:
+        """Halts inside the attempt (the one that ended it included when it is an event)."""
+        return sum(e["kind"] in HALTS for e in self.events)
+
+    @property
+    def resumes(self) -> int:
+        return sum(e["kind"] == "resume" for e in self.events)
+
+    @property
+    def last_halt(self) -> dict | None:
+        """The newest halt event, if any."""
+        return next((e for e in reversed(self.events) if e["kind"] in HALTS), None)
+
+    @property
+    def halted(self) -> bool:
+        """Not ended (nor interrupted), and its newest halt came after its newest resume: waiting for Resume (or for
+        what ends it)."""
+        if self.outcome is not None or self.interrupted:
+            return False
+        return next((e["kind"] in HALTS for e in reversed(self.events) if e["kind"] != "gamma"), False)
+
+    def ood_stops(self) -> list[tuple[int | None, dict]]:
+        """Every OOD stop of the attempt with its evidence, in order: (event index, evidence) for a stop recorded
+        as an event, (None, evidence) for the end record's own (format 1 and 2, or an end that was the stop)."""
+        out: list[tuple[int | None, dict]] = [(i, e["evidence"]) for i, e in enumerate(self.events)
+                                              if e["kind"] == "ood_stop" and e.get("evidence")]
+        # (the event's extra says whether an OOD drill made the stop: see ``is_drill``)
+        end = self.evidence or {}
+        if self.outcome == "ood_stop" and (end.get("embedding") is not None or end.get("frames")):
+            out.append((None, end))
+        return out
+
+    def is_drill(self, event: int | None) -> bool:
+        """Whether stop ``event`` (an index into :attr:`events`) came while an OOD drill covered a camera."""
+        if event is None or not 0 <= event < len(self.events):
+            return False
+        return bool((self.events[event].get("extra") or {}).get("drill"))
 
     @property
     def automatic_status(self) -> str:
@@ -202,6 +262,8 @@ class VersionSummary:
     interval: tuple[float, float] | None  # Wilson 95%
     marked: int  # trials whose outcome is the operator's mark
     awaiting_mark: int  # ended without a task check and not marked yet
+    stops: int = 0  # halts inside these trials (OOD, stall, the operator's pause or STOP, a device)
+    resumes: int = 0  # resumes inside them (each carried on with the same trial)
 
 
 class TrialLedger:
@@ -257,6 +319,23 @@ class TrialLedger:
             self._open.pop(trial.id, None)
         return trial
 
+    def event(self, trial: Trial, kind: str, reason: str = "", *, ticks: int | None = None,
+              evidence: StopEvidence | None = None, extra: dict | None = None) -> dict:
+        """Record what happened inside the running attempt ``trial``: a halt (one of HALTS; an OOD stop with its
+        ``evidence``, whose frames go to ``stop-<n>/`` next to the ledger), a ``resume`` or a ``gamma`` change.
+        Raises ValueError for an unknown kind or a trial that has ended."""
+        if kind not in EVENTS:
+            raise ValueError(f"event {kind!r} is not one of {', '.join(EVENTS)}")
+        if trial.outcome is not None:
+            raise ValueError(f"trial {trial.id} already ended ({trial.outcome}): nothing more happens in it")
+        index = len(trial.events)
+        stored = self._store_evidence(trial.id, evidence, None, f"stop-{index}") if evidence is not None else None
+        event = {"kind": kind, "time": _now_iso(), "monotonic": time.monotonic(), "reason": str(reason),
+                 "ticks": None if ticks is None else int(ticks), "evidence": stored, "extra": dict(extra or {})}
+        self._append({"type": "event", "v": FORMAT_VERSION, "trial": trial.id, **event})
+        trial.events.append(event)
+        return event
+
     def mark(self, trial: Trial | str, outcome: str) -> Trial:
         """Record the operator's verdict on an ended trial (a :class:`Trial` or its id); it replaces an earlier
         mark. Raises ValueError for an unknown, running or interrupted trial: only a run that ended can be judged."""
@@ -274,10 +353,14 @@ class TrialLedger:
         trial.marked, trial.marked_by = outcome, "operator"
         return trial
 
-    def _store_evidence(self, trial_id: str, evidence: StopEvidence | None, trajectory: np.ndarray | None) -> dict:
+    def _store_evidence(self, trial_id: str, evidence: StopEvidence | None, trajectory: np.ndarray | None,
+                        sub: str | None = None) -> dict:
         import cv2
 
         folder = self.evidence_dir / trial_id
+        trajectory_folder = folder
+        if sub is not None:
+            folder = folder / sub
         folder.mkdir(parents=True, exist_ok=True)
         out: dict = {}
         written = []
@@ -294,7 +377,8 @@ class TrialLedger:
                         "pose": None if evidence.pose is None else [float(x) for x in evidence.pose],
                         "best_match": None if evidence.best_match is None else list(map(int, evidence.best_match))})
         if trajectory is not None:
-            path = folder / "trajectory.npy"
+            trajectory_folder.mkdir(parents=True, exist_ok=True)
+            path = trajectory_folder / "trajectory.npy"
             np.save(path, np.asarray(trajectory, np.float32), allow_pickle=False)
             out["trajectory"] = path.relative_to(self.path.parent).as_posix()
             written.append(path)
@@ -405,6 +489,17 @@ class TrialLedger:
                     t.ended_at, t.ended_monotonic = record["time"], float(record["monotonic"])
                     t.end_extra, t.evidence = record.get("extra") or {}, record.get("evidence")
                     t.task_check = record.get("task_check")
+                elif kind == "event":
+                    t = trials.get(record["trial"])
+                    if t is None or t.outcome is not None:
+                        raise KeyError(f"an event outside the attempt of trial {record['trial']} (before its start "
+                                       "or after its end)")
+                    if record["kind"] not in EVENTS:
+                        raise ValueError(f"{record['kind']!r} is not an event")
+                    t.events.append({"kind": record["kind"], "time": record["time"],
+                                     "monotonic": float(record["monotonic"]), "reason": record.get("reason", ""),
+                                     "ticks": record.get("ticks"), "evidence": record.get("evidence"),
+                                     "extra": record.get("extra") or {}})
                 elif kind == "mark":
                     t = trials.get(record["trial"])
                     if t is None or t.outcome is None:
@@ -431,7 +526,8 @@ class TrialLedger:
         return out
 
     def summary(self, policy: str | Path | None = None) -> list[VersionSummary]:
-        """Counts and success rate (Wilson 95%) per (policy folder, version), in order of first trial."""
+        """Counts and success rate (Wilson 95%) per (policy folder, version), in order of first trial: one trial per
+        attempt, however often it halted and resumed (``stops``, ``resumes``)."""
         groups: dict[tuple[str, int], list[Trial]] = {}
         for t in self.trials(policy):
             groups.setdefault((t.policy, t.version), []).append(t)
@@ -444,19 +540,22 @@ class TrialLedger:
             successes = counts["success"]
             out.append(VersionSummary(path, version, len(trials), counts, decided, successes,
                                       successes / decided if decided else None, wilson_interval(successes, decided),
-                                      sum(t.marked is not None for t in trials), sum(t.awaiting_mark for t in trials)))
+                                      sum(t.marked is not None for t in trials), sum(t.awaiting_mark for t in trials),
+                                      sum(t.stops for t in trials), sum(t.resumes for t in trials)))
         return out
 
     def evidence_path(self, relative: str) -> Path:
         """An evidence file named in a record, as a path."""
         return self.path.parent / relative
 
-    def stop_frames(self, trial: Trial) -> dict[str, np.ndarray]:
-        """The OOD stop's frames (RGB) of ``trial``; empty if none were stored or the files are gone."""
+    def stop_frames(self, trial: Trial, evidence: dict | None = None) -> dict[str, np.ndarray]:
+        """The OOD stop's frames (RGB) of ``trial`` (``evidence``: one stop's, from :meth:`Trial.ood_stops`; default
+        the end record's); empty if none were stored or the files are gone."""
         import cv2
 
         out = {}
-        for camera, relative in ((trial.evidence or {}).get("frames") or {}).items():
+        evidence = trial.evidence if evidence is None else evidence
+        for camera, relative in ((evidence or {}).get("frames") or {}).items():
             bgr = cv2.imread(str(self.evidence_path(relative)), cv2.IMREAD_COLOR)
             if bgr is not None:
                 out[camera] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -472,11 +571,12 @@ class TrialLedger:
             return None
 
     def write_csv(self, path: str | Path, policy: str | Path | None = None) -> int:
-        """One row per trial; returns the number of rows. ``outcome`` is the effective one (the operator's mark when
-        there is one), ``automatic_outcome`` what the run itself recorded, ``marked_by`` empty when unmarked."""
+        """One row per trial (attempt); returns the number of rows. ``outcome`` is the effective one (the operator's
+        mark when there is one), ``automatic_outcome`` what the run itself recorded, ``marked_by`` empty when
+        unmarked, ``stops`` and ``resumes`` the halts and resumes inside it, ``events`` their kinds in order."""
         trials = self.trials(policy)
         columns = ["id", "policy", "version", "method", "gamma", "thresholds", "started_at", "ended_at", "duration_s",
-                   "outcome", "reason", "automatic_outcome", "marked_by"]
+                   "outcome", "reason", "automatic_outcome", "marked_by", "stops", "resumes", "events"]
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(columns)
@@ -484,18 +584,21 @@ class TrialLedger:
                 writer.writerow([t.id, t.policy, t.version, t.method, f"{t.gamma:.6g}", json.dumps(t.thresholds),
                                  t.started_at, t.ended_at or "",
                                  "" if t.duration_s is None else f"{t.duration_s:.3f}", t.status, t.reason,
-                                 t.automatic_status, t.marked_by or ""])
+                                 t.automatic_status, t.marked_by or "", t.stops, t.resumes,
+                                 " ".join(e["kind"] for e in t.events)])
         return len(trials)
 
 
 def format_summary(rows: list[VersionSummary]) -> str:
-    """The table ``main.py trials`` prints."""
+    """The table ``main.py trials`` prints: one trial per attempt."""
     if not rows:
         return "no trials recorded"
     shown = [o for o in OUTCOMES if o != "success" and any(r.counts.get(o) for r in rows)]
     if any(r.counts.get(RUNNING) for r in rows):
         shown.append(RUNNING)
     columns = [(o, lambda r, o=o: r.counts.get(o, 0)) for o in shown]
+    if any(r.stops for r in rows):  # halts and resumes inside the trials: not trials of their own
+        columns += [("stops inside", lambda r: r.stops), ("resumes", lambda r: r.resumes)]
     if any(r.marked for r in rows):
         columns.append(("marked", lambda r: r.marked))
     if any(r.awaiting_mark for r in rows):
@@ -530,6 +633,8 @@ def format_marks(trials: list[Trial], limit: int = 20) -> str:
         for t in chosen[-limit:]:
             ended = f"{t.outcome} ({t.reason})" if t.reason else t.outcome
             verdict = f"{t.marked}, the run itself ended {ended}" if t.marked is not None else ended
+            if t.events:
+                verdict += f" [{t.stops} stop(s), {t.resumes} resume(s) inside]"
             lines.append(f"  {t.id}  {Path(t.policy).name} v{t.version}  {t.started_at}  {verdict}")
         sections.append("\n".join(lines))
     return "\n".join(sections)

@@ -15,12 +15,14 @@ from .controller import AUTONOMOUS, HALTED, Halt, RigController
 from .gamma_control import GAMMA_MAX, GAMMA_MIN, GammaControl
 from .halt_box import HaltBox
 from .policy_box import CoverageWindow, PolicyBox, find_policies
+from .signal_readouts import SignalReadouts
 from .trial_mark import MarkBox
 from .widgets import ImageView, RollingPlot, StopButton
 from .workers import DatasetReader, PolicyBookkeeper, PolicyLoader
 
 # Importable from here as before the tab was split into its boxes.
-__all__ = ["GAMMA_MAX", "GAMMA_MIN", "HOVER_HINT", "AutonomyPanel", "CoverageWindow", "find_policies"]
+__all__ = ["GAMMA_MAX", "GAMMA_MIN", "HOVER_HINT", "AutonomyPanel", "CoverageWindow",
+           "find_policies"]
 
 #: the hand hovering this long while the policy runs gets a hint (the runner's progress watchdog may stop it)
 HOVER_HINT = IdleConfig(motion_m=0.005, min_stretch_s=10.0)
@@ -102,10 +104,14 @@ class AutonomyPanel(QWidget):
         self.hover_hint.setWordWrap(True)
         self.hover_hint.setStyleSheet("color: #a15c00; font-weight: bold;")
         self.hover_hint.hide()
-        self.similarity_label = QLabel("similarity -")
-        self.similarity_label.setStyleSheet("font-size: 15px; font-weight: bold;")
+        # every signal's live value beside its own threshold
+        self.readouts = SignalReadouts()
+        self.similarity_label = self.readouts.values["similarity"]
+        self.gamma.applied.connect(self._on_gate_applied)
+        self.latency_label.setFixedWidth(self.latency_label.fontMetrics().horizontalAdvance(
+            "lookup 0000 ms (p50 0000, max 0000)") + 8)
         gamma_row = QHBoxLayout()
-        gamma_row.addWidget(self.similarity_label)
+        gamma_row.addWidget(self.readouts)
         gamma_row.addWidget(self.gamma, 1)
         gamma_row.addWidget(self.latency_label)
 
@@ -173,8 +179,43 @@ class AutonomyPanel(QWidget):
         self.alignment_label.setText("aligned method: the object is located when a run starts" if aligned else "")
         self._shown_target = None
         self.gamma.set_policy(policy)
+        self.readouts.set_signals(self._signals_of(policy))
+        self.readouts.set_thresholds(self._thresholds_of(policy))
         self.policy_box.show_record()
         self._on_mode(self.controller.mode)
+
+    @staticmethod
+    def _signals_of(policy) -> list[str]:
+        """The signals a policy's gate judges by."""
+        names = ["similarity", *policy.view_thresholds]
+        if policy.grasp_check is not None:
+            names.append("grasp_alignment")
+        locator = policy.locator
+        if locator is not None:
+            names += [n for n, check in (("hand_camera", locator.hand_camera), ("third_camera", locator.third_camera))
+                      if check is not None]
+            names.append("correction")
+        return names
+
+    @staticmethod
+    def _thresholds_of(policy) -> dict:
+        out = dict(policy.gate_in_force())
+        if policy.grasp_check is not None:
+            out["grasp_alignment"] = policy.grasp_check.threshold
+        locator = policy.locator
+        if locator is not None:
+            out.update({n: check.threshold for n, check in (("hand_camera", locator.hand_camera),
+                                                            ("third_camera", locator.third_camera))
+                        if check is not None})
+            out["correction"] = locator.max_correction
+        return out
+
+    def _on_gate_applied(self, thresholds: dict) -> None:
+        """The supervisor applied a gate change: the readouts and the policy line show the gate now in force."""
+        if self.policy is None:
+            return
+        self.readouts.set_thresholds(thresholds)
+        self.policy_box.show_gate(self.policy)
 
     # -- running --------------------------------------------------------------
     def _set_rig(self, rig) -> None:
@@ -204,6 +245,7 @@ class AutonomyPanel(QWidget):
 
     def _on_trial_ended(self, trial) -> None:
         self.mark_box.ended(trial, self.controller.mode)
+        self.policy_box.request_summary()  # the attempt ended (take over, home, ...): the success rate counts it
 
     def _on_trial_marked(self, trial) -> None:
         self.mark_box.marked(trial, self.controller.mode)
@@ -234,10 +276,8 @@ class AutonomyPanel(QWidget):
         r = event.retrieval
         self.similarity_plot.add(event.tick if self.similarity_plot.count == 0 else
                                  self.similarity_plot._x[-1] + 1, r.similarity, mark=event.ood)
-        grasp = "" if np.isnan(r.grasp_alignment) else f"  ·  grasp alignment {r.grasp_alignment:.2f}"
-        self.similarity_label.setText(f"similarity {r.similarity:.3f}{grasp}")
-        self.similarity_label.setStyleSheet("font-size: 15px; font-weight: bold; color: "
-                                            + ("#d0312d" if event.ood else "#2e9d49"))
+        readings = r.readings or {"similarity": (r.similarity, self.policy.gamma if self.policy else None)}
+        self.readouts.show_readings(readings)
         self._latencies.append(event.tick_ms)
         lat = np.asarray(self._latencies)
         self.latency_label.setText(f"lookup {event.tick_ms:.0f} ms (p50 {np.median(lat):.0f}, max {lat.max():.0f})")

@@ -11,6 +11,8 @@ from __future__ import annotations
 from PyQt6.QtCore import QObject, pyqtSignal
 from PyQt6.QtWidgets import QMessageBox, QWidget
 
+from .widgets import ask, close_open_questions
+
 from recorder.session import RecorderConfig
 from supervisor import (AUTONOMOUS, CONNECTING, DISCONNECTED, HALTED, HOMING, RECORDING, REPLAY, TELEOP, Events,
                         Halt, RigFactory, Supervisor)
@@ -58,6 +60,9 @@ class _Relay(Events):
     def trial_marked(self, trial):
         self.c.trial_marked.emit(trial)
 
+    def scene_changed(self, description):
+        self.c.scene_changed.emit(description)
+
     def halted(self, halt):
         self.c.halted.emit(halt)
 
@@ -83,6 +88,7 @@ class RigController(QObject):
     autonomy_event = pyqtSignal(object)  # AutonomyEvent
     trial_ended = pyqtSignal(object)  # evaluation.trials.Trial, recorded in the ledger
     trial_marked = pyqtSignal(object)  # evaluation.trials.Trial, with the operator's mark
+    scene_changed = pyqtSignal(str)  # a simulated rig placed its scene: how, in words
     halted = pyqtSignal(object)  # Halt
     halt_cleared = pyqtSignal()
     error = pyqtSignal(str)
@@ -99,41 +105,54 @@ class RigController(QObject):
         self.last_state = None  # the newest measured arm state, from the tick signal (GUI thread)
         self.home_question: QMessageBox | None = None  # open while the operator is asked before homing
         self.tick.connect(self._remember_state)
+        self.halted.connect(lambda _halt: self._close_questions())
         for name in ("connect_rig", "disconnect_rig", "open_dataset", "close_dataset", "start_episode",
                      "stop_episode", "discard_episode", "rerecord_episode", "delete_episode", "trim_episode", "replay",
                      "set_policy", "set_gamma",
                      "start_autonomy", "resume", "pause", "take_over", "take_over_and_record", "home", "reset_scene",
-                     "restore_episode_scene", "mark_last_trial", "emergency_stop", "wait_stopped", "holding_object",
+                     "restore_episode_scene", "mark_last_trial", "wait_stopped", "holding_object",
                      "shutdown"):
             setattr(self, name, getattr(s, name))
 
     def _remember_state(self, record) -> None:
         self.last_state = record.observation.state
 
-    def request_home(self, parent: QWidget | None = None) -> None:
-        """Home, but ask first when the gripper holds something (homing opens it: the object would drop).
+    def emergency_stop(self):
+        """STOP: the supervisor latches the arm first, then every open question closes unanswered (a Home asked
+        before the STOP must not home after it)."""
+        ticket = self.supervisor.emergency_stop()
+        self._close_questions()
+        return ticket
 
-        The question is a window-modal box opened without a nested event loop; STOP keys still work."""
+    def _close_questions(self) -> None:
+        closed = close_open_questions()
+        if closed:
+            self.info.emit("the arm halted: closed unanswered: " + "; ".join(f"'{t}'" for t in closed))
+
+    def request_home(self, parent: QWidget | None = None) -> None:
+        """Home, but ask first when the gripper holds something (homing opens the gripper: the object would drop).
+
+        The question is a window-modal box opened without a nested event loop; STOP keys still work. A STOP or any
+        halt closes it unanswered, and a Yes counts only if no halt came since it was asked."""
         if not self.supervisor.holding_object(self.last_state):
             self.home()
             return
         if self.home_question is not None:
             return
-        box = QMessageBox(QMessageBox.Icon.Warning, "Home with an object held?",
-                          "The gripper is holding something. Homing opens the gripper and the object will drop.\n"
-                          "Home anyway?", QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, parent)
-        box.setDefaultButton(QMessageBox.StandardButton.No)
+        generation = self.supervisor.stop_generation
 
-        def answered(result: int) -> None:
+        def answered(yes: bool) -> None:
             self.home_question = None
-            if box.standardButton(box.clickedButton()) == QMessageBox.StandardButton.Yes:
+            if yes and self.supervisor.stop_generation == generation:
                 self.home()
+            elif yes:
+                self.info.emit("home not done: the arm halted after the question was asked; ask again")
             else:
                 self.info.emit("home cancelled: the gripper keeps holding")
 
-        box.finished.connect(answered)
-        self.home_question = box
-        box.open()
+        self.home_question = ask(parent, "Home with an object held?",
+                                 "The gripper is holding something. Homing opens the gripper and the object will "
+                                 "drop.\nHome anyway?", "Home", answered, icon=QMessageBox.Icon.Warning)
 
     @property
     def mode(self) -> str:

@@ -11,10 +11,11 @@ from PyQt6.QtWidgets import (QAbstractSpinBox, QComboBox, QLabel, QLineEdit, QMa
 
 from .autonomy_panel import AutonomyPanel
 from .controller import AUTONOMOUS, HALTED, RECORDING, REPLAY, TELEOP, RigController
+from .halt_strip import HaltStrip
 from .record_panel import RecordPanel
 from .rig_panel import RigPanel
 from .train_panel import TrainPanel
-from .widgets import MessageBar
+from .widgets import MessageBar, fixed_split
 from .workers import DatasetReader, PolicyBookkeeper, PolicyLoader, TrainingWorker, start_worker
 
 _QT_KEY_NAMES = {Qt.Key.Key_Shift: "shift"}
@@ -106,6 +107,7 @@ class MainWindow(QMainWindow):
                          start_worker(self.reader, "dataset-reader"), start_worker(self.bookkeeper, "bookkeeper")]
 
         self.messages = MessageBar()
+        self.halt_strip = HaltStrip(controller)
         self.rig_panel = RigPanel(controller)
         self.record_panel = RecordPanel(controller, self.reader, self.data_root)
         self.train_panel = TrainPanel(self.trainer, self.runs_root)
@@ -118,10 +120,13 @@ class MainWindow(QMainWindow):
         split.addWidget(self.rig_panel)
         split.addWidget(self.tabs)
         split.setStretchFactor(1, 2)
-        split.setSizes([620, 980])  # the live previews get room: 1600 px wide is the operator's screen
+        # The live previews get room (1600 px wide is the operator's screen); the handle moves only when dragged.
+        fixed_split(split, [380, 600], [620, 980])
+        self.split = split
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.halt_strip)  # fixed places: a halt or a message never moves the rest of the window
         layout.addWidget(self.messages)
         layout.addWidget(split, 1)
         self.setCentralWidget(central)
@@ -142,8 +147,6 @@ class MainWindow(QMainWindow):
 
         controller.error.connect(lambda text: self.messages.show_message("error", text))
         controller.info.connect(lambda text: self.messages.show_message("info", text))
-        controller.halted.connect(self._on_halted)
-        controller.halt_cleared.connect(self._on_halt_cleared)
         controller.mode_changed.connect(self._on_mode)
         controller.dataset_changed.connect(self.train_panel.set_dataset)
         # An error from an earlier attempt to open a dataset is stale once one is open.
@@ -156,18 +159,6 @@ class MainWindow(QMainWindow):
 
     def _on_mode(self, mode: str) -> None:
         self.mode_label.setText(f"mode: {mode}")
-
-    def _on_halted(self, halt) -> None:
-        level = "error" if halt.is_fault else "info" if halt.reason == "done" else "warn"
-        self.messages.show_message(level, halt.message)
-        self.messages.keep()  # it stays while the arm waits for the operator; resolving the halt clears it
-        self._halt_message = halt.message
-
-    def _on_halt_cleared(self) -> None:
-        """The halt is resolved: its message goes (a newer one stays)."""
-        if getattr(self, "_halt_message", None) and self.messages.text.endswith(self._halt_message):
-            self.messages.clear()
-        self._halt_message = None
 
     def _start_or_stop(self) -> None:
         mode = self.controller.mode

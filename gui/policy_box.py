@@ -38,6 +38,7 @@ class PolicyBox(QGroupBox):
         self.runs_root = runs_root
         self._ledger = ledger
         self.policy = None
+        self._missing = ""  # why retrieved frames cannot be shown (part of the policy line)
         self.dataset_root: str | None = None
 
         self.picker = QComboBox()
@@ -126,14 +127,28 @@ class PolicyBox(QGroupBox):
         self.load_button.setEnabled(True)
         info = policy.info
         self.dataset_root = info.get("dataset")
-        cal = policy.calibrated_gamma
         missing = "" if self.dataset_root and Path(self.dataset_root).is_dir() else \
             " (its dataset is not on this machine: retrieved frames cannot be shown)"
         if not missing and info.get("episode_fingerprints") is None:
             missing = " (built before episode fingerprints: retrieved frames are shown unverified)"
+        self._missing = missing
+        self.show_gate(policy)
+
+    def show_gate(self, policy) -> None:
+        """The policy line with the gate now in force: gamma (and the calibrated one), each view's threshold and
+        the false-stop rate it was set at; called after every change the supervisor applied."""
+        if policy is not self.policy:
+            return
+        info = policy.info
+        gate = policy.gate_in_force()
+        views = "".join(f", {name.replace('_view', '')} view {value:.3f}" for name, value in gate.items()
+                        if name != "similarity")
+        rate = "" if policy.gate_rate is None else f", false stops {100 * policy.gate_rate:.2g}%"
+        changed = " (changed)" if policy.gate_in_force() != policy.calibrated_thresholds() else ""
         self.policy_label.setText(f"{info.get('path', '')} ({policy.method}): {info.get('frames', '?')} frames from "
-                                  f"{len(info.get('episodes', []))} demos, gamma {policy.gamma:.3f} "
-                                  f"(calibrated {cal:.3f}){missing}")
+                                  f"{len(info.get('episodes', []))} demos; gate{changed}: gamma {policy.gamma:.3f} "
+                                  f"(calibrated {policy.calibrated_gamma:.3f}){views}{rate}"
+                                  f"{self._missing}")
 
     def show_record(self) -> None:
         """After a load: the buttons that need the policy's folder or dataset, its trials, its coverage map."""

@@ -14,7 +14,7 @@ from PyQt6.QtWidgets import (QFileDialog, QGroupBox, QHBoxLayout, QLabel, QLineE
 from recorder.idle import IdleConfig, IdleMonitor
 
 from .controller import REPLAY, RECORDING, RigController
-from .widgets import EpisodeTable, ImageView, ask
+from .widgets import EpisodeTable, ImageView, ask, fixed_split, keep_place
 from .workers import DatasetReader, EpisodeView
 
 
@@ -66,6 +66,8 @@ class EpisodeBrowser(QWidget):
         self.replay_progress = QProgressBar()
         self.replay_progress.setFormat("replaying on the arm: step %v / %m (STOP halts it)")
         self.replay_progress.hide()
+        keep_place(self.replay_progress, self.place_button)  # a replay or a sim rig never moves the plots
+        self.position.setMinimumWidth(1)  # the frame's time and number never widen the browser
         self.delete_question: QMessageBox | None = None
         buttons = QHBoxLayout()
         buttons.addWidget(self.position, 1)
@@ -208,7 +210,7 @@ class RecordPanel(QWidget):
         self.target.setValue(30)
         self.target.valueChanged.connect(lambda _: self._update_count())
         self.count_bar = QProgressBar()
-        self.count_bar.setFormat("%v / %m episodes")
+        self.count_bar.setFormat("%v / %m demonstrations")
         self.place_button = QPushButton("Place mug at training spot 0")
         self.place_button.setToolTip("Simulated rig only: the scripted demos' 30 placements, one per episode")
         self.place_button.clicked.connect(self._place)
@@ -252,6 +254,7 @@ class RecordPanel(QWidget):
         for b in (self.discard_last_button, self.rerecord_last_button):
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             b.hide()
+        keep_place(self.discard_last_button, self.rerecord_last_button, self.trim_button)
         self._last_kept: int | None = None
 
         rec_box = QGroupBox("Recording")
@@ -284,7 +287,8 @@ class RecordPanel(QWidget):
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.table)
         split.addWidget(self.browser)
-        split.setSizes([330, 650])
+        fixed_split(split, [220, 360], [330, 650])
+        self.split = split
 
         layout = QVBoxLayout(self)
         layout.addWidget(ds_box)
@@ -312,6 +316,9 @@ class RecordPanel(QWidget):
             self.reader_forget(self.root)
         self.root = None if root is None else str(root)
         self.browser.clear()
+        self._last_kept = None  # "the episode just kept" was in the dataset that is gone now
+        self._show_last_choices(False)
+        self.last_label.setText("")
         if root is None:  # closed (disconnect, another dataset): no table, no count
             self.episodes = []
             self.table.show_episodes([])
@@ -337,8 +344,15 @@ class RecordPanel(QWidget):
         self._show_dataset()
 
     def _update_count(self) -> None:
+        """Demonstrations toward the target: complete episodes that are not corrections (the others are counted
+        beside it, so the operator knows what the dataset holds)."""
+        demos = sum(1 for e in self.episodes if e.is_demonstration)
+        corrections = sum(1 for e in self.episodes if e.is_correction)
+        partial = sum(1 for e in self.episodes if not e.is_complete and not e.is_correction)
+        others = [f"{n} {what}" for n, what in ((corrections, "correction(s)"), (partial, "cut short")) if n]
         self.count_bar.setMaximum(self.target.value())
-        self.count_bar.setValue(min(len(self.episodes), self.target.value()))
+        self.count_bar.setValue(min(demos, self.target.value()))
+        self.count_bar.setFormat("%v / %m demonstrations" + (f" (+ {', '.join(others)})" if others else ""))
         self.place_button.setText(f"Place mug at training spot {self._next_spot()}")
 
     def _next_spot(self) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from PyQt6.QtCore import QTimer
-from PyQt6.QtWidgets import QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import (QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout,
+                             QWidget)
 
 from core.errors import DeviceError
 from robot_drivers.keyboard import KEY_HELP
@@ -68,9 +69,18 @@ class RigPanel(QWidget):
         self.scene_button.clicked.connect(self._new_scene)
         self._scene_seed = 1000
         self.sim_box = QGroupBox("Simulated scene")
-        sl = QHBoxLayout(self.sim_box)
-        sl.addWidget(self.scenario_combo, 1)
-        sl.addWidget(self.scene_button)
+        self.scene_label = QLabel("")  # where the object stands now: stays until the scene changes
+        self.scene_label.setWordWrap(True)
+        self.task_hint = QLabel("")  # the rig's own words on doing its task by hand
+        self.task_hint.setWordWrap(True)
+        self.task_hint.setStyleSheet("color: #555;")
+        sl = QVBoxLayout(self.sim_box)
+        row = QHBoxLayout()
+        row.addWidget(self.scenario_combo, 1)
+        row.addWidget(self.scene_button)
+        sl.addLayout(row)
+        sl.addWidget(self.scene_label)
+        sl.addWidget(self.task_hint)
         self.sim_box.hide()
 
         layout = QVBoxLayout(self)
@@ -86,6 +96,7 @@ class RigPanel(QWidget):
         controller.connected.connect(self._on_connected)
         controller.disconnected.connect(self._on_disconnected)
         controller.tick.connect(self._on_tick)
+        controller.scene_changed.connect(lambda text: self.scene_label.setText(f"Scene: {text}"))
         self._timer = QTimer(self)
         self._timer.setInterval(int(1000 / PREVIEW_HZ))
         self._timer.timeout.connect(self._refresh)
@@ -115,6 +126,7 @@ class RigPanel(QWidget):
         self.teleop_light.set_state(OK, self.controller.teleop.name)
         control = rig.scene_control()
         self.sim_box.setVisible(control is not None)
+        self.task_hint.setText(control.task_hint if control is not None else "")
         if control is not None and self.scenario_combo.count() == 0:
             self.scenario_combo.addItems(control.scenarios)
         self._set_connected(True)

@@ -1,4 +1,8 @@
-"""The operator's verdict on the run that ended last: a real rig has no task check, only the operator can tell."""
+"""The operator's verdict on the attempt that ended last: a real rig has no task check, only the operator can tell.
+
+An attempt (a trial) runs from Start until the task is done or the operator does something other than Resume after a
+halt; a pause, a STOP or an OOD stop inside it is not its end, so the box asks nothing then (supervisor/trial_log.py).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from .controller import HALTED
 
 
 class MarkBox(QWidget):
-    """The question about the last run (hidden until one ended), its Success / Failure buttons and S / F keys."""
+    """The question about the last attempt (hidden until one ended), its Success / Failure buttons and S / F keys."""
 
     def __init__(self, controller, parent=None):
         super().__init__(parent)
@@ -37,7 +41,7 @@ class MarkBox(QWidget):
         self.trial = None  # the ended trial (evaluation.trials.Trial) the prompt asks about
 
     def ended(self, trial, mode: str) -> None:
-        """A run ended: ask about it."""
+        """An attempt ended (never a halt inside one): ask about it."""
         self.trial = trial
         self.show_prompt(mode)
         self.show()
@@ -58,11 +62,16 @@ class MarkBox(QWidget):
         for shortcut in self.keys:
             shortcut.setEnabled(keys)
         how = "Press S for success, F for failure." if keys else "Mark it with the buttons."
+        stops = getattr(trial, "stops", 0)
+        inside = "" if not stops else \
+            (f"The attempt ended ({trial.outcome}) after {stops} stop{'s' * (stops != 1)} and "
+             f"{trial.resumes} resume{'s' * (trial.resumes != 1)}. ")
         if trial.marked is not None:
             text = f"Marked: {trial.marked}." + (" S or F changes it." if keys else "")
         elif trial.task_check:
-            text = (f"The simulator's check said {'success' if trial.outcome == 'success' else 'failure'}. "
-                    f"Overrule it? {how}")
+            said = (trial.end_extra or {}).get("task_check_says") or \
+                ("success" if trial.outcome == "success" else "failure")
+            text = f"{inside}The simulator's check said {said}. Overrule it? {how}"
         else:
-            text = f"Did the arm do the task? {how}"
+            text = f"{inside}Did the arm do the task? {how}"
         self.prompt.setText(text)

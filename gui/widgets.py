@@ -223,6 +223,23 @@ class ArmStateView(QLabel):
         self.setText("\n".join(lines))
 
 
+def keep_place(*widgets: QWidget) -> None:
+    """Hidden or shown, each widget keeps its place: showing it never moves its neighbours."""
+    for widget in widgets:
+        policy = widget.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        widget.setSizePolicy(policy)
+
+
+def fixed_split(split, minimum_widths: list[int], sizes: list[int]) -> None:
+    """A splitter that moves only when the operator drags it: each pane's minimum width is set here, not taken
+    from its contents (a long label or a new view would otherwise push the handle when it appears)."""
+    for i, width in enumerate(minimum_widths):
+        split.widget(i).setMinimumWidth(width)
+    split.setChildrenCollapsible(False)
+    split.setSizes(sizes)
+
+
 class StopButton(QPushButton):
     """The big red STOP. Focus-less, so Space never 'clicks' some other focused button instead."""
 
@@ -236,42 +253,52 @@ class StopButton(QPushButton):
 
 
 class MessageBar(QWidget):
-    """The newest message: errors stay until dismissed (or resolved); warnings and infos go after a while."""
+    """The newest message, in a place of its own that never changes size: errors stay until dismissed (or
+    resolved); warnings and infos go after a while. Nothing else in the window moves when a message comes or
+    goes (the bar keeps its height, empty or not; a long message is cut to two lines, whole in its tooltip and
+    in :attr:`history`)."""
 
     FADE_S = {"info": 8.0, "warn": 30.0}
+    LINES = 2
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self._label = QLabel()
         self._label.setWordWrap(True)
         self._label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        close = QPushButton("Dismiss")
-        close.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        close.clicked.connect(self.clear)
+        self._label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.dismiss = QPushButton("Dismiss")
+        self.dismiss.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.dismiss.clicked.connect(self.clear)
         layout = QHBoxLayout(self)
-        layout.setContentsMargins(8, 4, 8, 4)
+        layout.setContentsMargins(8, 2, 8, 2)
         layout.addWidget(self._label, 1)
-        layout.addWidget(close)
+        layout.addWidget(self.dismiss)
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        self.setFixedHeight(max(self.dismiss.sizeHint().height(), self.LINES * self.fontMetrics().lineSpacing()) + 8)
         self.history: deque[tuple[str, str]] = deque(maxlen=200)
         self.level = ""
         self._fade = QTimer(self)
         self._fade.setSingleShot(True)
         self._fade.timeout.connect(self.clear)
-        self.hide()
+        self.clear()
 
     @property
     def text(self) -> str:
-        return self._label.text() if self.isVisible() else ""
+        """The message shown now ("" when none)."""
+        return self._label.text() if self.level else ""
 
     def show_message(self, level: str, text: str) -> None:
         self.history.append((level, text))
-        if level == "info" and self.level == "error" and self.isVisible():
+        if level == "info" and self.level == "error":
             return  # an unread error is not pushed away by chatter
         self.level = level
         colour = {"error": "#fbe3e2", "warn": "#fff4d6", "info": "#e6f1fb"}[level]
-        self.setStyleSheet(f"background:{colour};")
-        self._label.setText(("Error: " if level == "error" else "") + text)
-        self.show()
+        self.setStyleSheet(f"MessageBar {{ background:{colour}; }}")
+        shown = ("Error: " if level == "error" else "") + text
+        self._label.setText(shown)
+        self._label.setToolTip(shown)
+        self.dismiss.setEnabled(True)
         if level in self.FADE_S:
             self._fade.start(int(1000 * self.FADE_S[level]))
         else:
@@ -283,13 +310,16 @@ class MessageBar(QWidget):
 
     def resolve(self, *words: str) -> None:
         """An error about something that has since worked (e.g. opening a dataset) goes."""
-        if self.level == "error" and self.isVisible() and any(w and w in self._label.text() for w in words):
+        if self.level == "error" and any(w and w in self._label.text() for w in words):
             self.clear()
 
     def clear(self) -> None:
         self.level = ""
         self._fade.stop()
-        self.hide()
+        self._label.setText("")
+        self._label.setToolTip("")
+        self.dismiss.setEnabled(False)
+        self.setStyleSheet("MessageBar { background: transparent; }")
 
 
 class RollingPlot(pg.PlotWidget):
@@ -420,18 +450,42 @@ def labelled(title: str, widget: QWidget) -> QWidget:
     return box
 
 
-def ask(parent: QWidget, title: str, text: str, yes_text: str, answered) -> QMessageBox:
+#: The questions open now (see :func:`ask`): a STOP or a halt closes them unanswered.
+_OPEN_QUESTIONS: list[QMessageBox] = []
+
+
+def ask(parent: QWidget, title: str, text: str, yes_text: str, answered, icon=QMessageBox.Icon.Question) -> QMessageBox:
     """A yes/no question that does not block: a window-modal box opened without a nested event loop (the
     control loop's signals, STOP keys and previews keep running); ``answered(bool)`` is called once.
-    The safe answer (No) is the default."""
-    box = QMessageBox(QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.No, parent)
+    The safe answer (No) is the default, and it is the answer when a STOP or a halt closes the question
+    (:func:`close_open_questions`): nothing asked before a STOP is done after it."""
+    box = QMessageBox(icon, title, text, QMessageBox.StandardButton.No, parent)
     yes = box.addButton(yes_text, QMessageBox.ButtonRole.YesRole)
     box.setDefaultButton(QMessageBox.StandardButton.No)
+    box.closed_by_halt = False
 
     def finished(_result: int) -> None:
-        parent.window().activateWindow()  # the window's shortcuts (Enter, Backspace) work again at once
-        answered(box.clickedButton() is yes)
+        if box in _OPEN_QUESTIONS:
+            _OPEN_QUESTIONS.remove(box)
+        if parent is not None:
+            parent.window().activateWindow()  # the window's shortcuts (Enter, Backspace) work again at once
+        answered(box.clickedButton() is yes and not box.closed_by_halt)
 
     box.finished.connect(finished)
+    _OPEN_QUESTIONS.append(box)
     box.open()
     return box
+
+
+def open_questions() -> list[QMessageBox]:
+    return list(_OPEN_QUESTIONS)
+
+
+def close_open_questions() -> list[str]:
+    """Close every open question as if answered No (a STOP or a halt came); returns their titles."""
+    titles = []
+    for box in list(_OPEN_QUESTIONS):
+        box.closed_by_halt = True
+        titles.append(box.windowTitle())
+        box.reject()
+    return titles

@@ -8,9 +8,11 @@ The gate has three signals, each a cosine similarity a user can read:
   else (a photo, a covered lens, another scene) barely moves the fused similarity but breaks its view's
   agreement.
 
-Each threshold is the quantile of the held-out demonstrations' values at the stated false-stop rate
-(split evenly over the three signals), so the rate of false stops on frames the encoder never trained on
-is what the user asked for. The negatives are only *measured* against the thresholds and reported.
+Each threshold is the quantile of the held-out demonstrations' values at the stated false-stop rate, split
+evenly over the three signals, so the rate of false stops on frames the encoder never trained on is what the
+user asked for; where there are too few held-out frames to show that quantile, it is read from the values'
+modelled tail (``calibrated_threshold``). The negatives are only *measured* against the thresholds and
+reported.
 """
 
 from __future__ import annotations
@@ -56,6 +58,61 @@ def quantile_threshold(values: np.ndarray, rate: float) -> float:
     return float(values[min(allowed, len(values) - 1)])
 
 
+#: Fewer held-out values than this and the tail is not modelled (the sample's lowest value serves).
+TAIL_MIN_VALUES = 10
+
+
+def _tail_model(values: np.ndarray) -> tuple[float, float, int, float]:
+    """The distance from a perfect match, ``1 - value``, above its median: (median, sum of the excesses over it,
+    how many exceed it, the share that does). Its tail is modelled as exponential (peaks over a threshold)."""
+    d = 1.0 - values
+    m = float(np.median(d))
+    excess = d[d > m] - m
+    return m, float(excess.sum()), int(len(excess)), len(excess) / len(d)
+
+
+def calibrated_threshold(values, rate: float) -> float:
+    """The threshold that stops ``rate`` of new values like ``values`` (stop when value < threshold).
+
+    Where the sample shows that quantile (``rate * n >= 1``) it is the sample's (``quantile_threshold``). A
+    smaller sample cannot: its lowest value is only about its ``1/(n+1)`` quantile, so a threshold there stops
+    far more than ``rate`` of new values (55 held-out frames of 5 demonstrations: ~2% of frames per signal
+    instead of the 0.07% asked). There the tail is modelled: the distance from a perfect match, ``1 - value``,
+    beyond its median is taken as exponential (peaks over a threshold), and the threshold is the prediction
+    bound at ``rate`` with its scale estimated from the k values beyond the median (excess sum S: a new excess
+    exceeds y with probability ``(1 + y / S) ** -k``), so the estimation from few values is accounted for;
+    never above the sample's lowest value."""
+    v = np.sort(np.asarray(values, np.float64))
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return float("nan")
+    empirical = quantile_threshold(v, rate)
+    if rate * len(v) >= 1 or len(v) < TAIL_MIN_VALUES:
+        return empirical
+    m, total, k, beyond = _tail_model(v)
+    if k == 0 or total <= 0:
+        return empirical
+    distance = m + total * ((beyond / rate) ** (1.0 / k) - 1.0)
+    return float(max(-1.0, min(empirical, 1.0 - distance)))
+
+
+def tail_rate(values, threshold: float) -> float:
+    """The share of new values like ``values`` that ``threshold`` stops (value < threshold), read as
+    ``calibrated_threshold`` reads it: from the sample where it shows it, from the modelled tail below."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0 or threshold is None:
+        return 0.0
+    share = float(np.mean(v < threshold))
+    if share * len(v) >= 1 or len(v) < TAIL_MIN_VALUES:
+        return share
+    m, total, k, beyond = _tail_model(v)
+    excess = (1.0 - float(threshold)) - m
+    if k == 0 or total <= 0 or excess <= 0:
+        return share
+    return float(beyond * (1.0 + excess / total) ** -k)
+
+
 @dataclass
 class GateThresholds:
     similarity: float
@@ -69,12 +126,54 @@ class GateThresholds:
 
 def thresholds_for_rate(held_out: GateEvidence, false_stop_rate: float, views: bool = True) -> GateThresholds:
     """Each signal's threshold at ``false_stop_rate / signals`` on the held-out evidence (union bound)."""
-    n = 3 if views else 1
-    share = false_stop_rate / n
-    out = GateThresholds(quantile_threshold(held_out.similarity, share))
-    if views:
-        out.hand_view = quantile_threshold(held_out.hand_view, share)
-        out.third_view = quantile_threshold(held_out.third_view, share)
+    names = SIGNALS if views else SIGNALS[:1]
+    th = thresholds_from_scores({s: held_out.signal(s) for s in names}, false_stop_rate)
+    return GateThresholds(th["similarity"], th.get("hand_view"), th.get("third_view"))
+
+
+#: Signals that stop the arm when their value is *above* the threshold (the aligned method's correction, in m);
+#: every other signal stops it when below.
+UPPER_BOUND_SIGNALS = frozenset({"correction"})
+
+
+def fails(name: str, value: float, threshold: float | None) -> bool:
+    """Whether ``value`` of signal ``name`` is on the stopping side of ``threshold`` (nan or no threshold: no)."""
+    if threshold is None or value is None or not np.isfinite(value) or not np.isfinite(threshold):
+        return False
+    return value > threshold if name in UPPER_BOUND_SIGNALS else value < threshold
+
+
+def score_record(values, keep: int = 2000) -> list[float]:
+    """A signal's held-out values as kept in the policy folder: sorted, 5 decimals, at most ``keep`` of them
+    (evenly spaced in rank, the lowest always kept: the thresholds come from the low end)."""
+    v = np.sort(np.asarray(values, np.float64)[np.isfinite(values)])
+    if len(v) > keep:
+        v = v[np.unique(np.round(np.linspace(0, len(v) - 1, keep)).astype(int))]
+    return [round(float(x), 5) for x in v]
+
+
+def thresholds_from_scores(scores: dict, false_stop_rate: float) -> dict[str, float]:
+    """The gate as a whole at ``false_stop_rate``: each signal's threshold at ``false_stop_rate / signals`` of
+    its held-out values (so, by the union bound, together they stop at most that share of held-out frames).
+    ``scores``: signal -> held-out values (a calibration's ``scores``)."""
+    if not 0 < false_stop_rate < 1:
+        raise ValueError(f"false-stop rate {false_stop_rate} must be in (0, 1)")
+    scores = {k: v for k, v in scores.items() if len(v)}
+    if not scores:
+        raise ValueError("no held-out values to read thresholds from")
+    share = false_stop_rate / len(scores)
+    return {name: calibrated_threshold(values, share) for name, values in scores.items()}
+
+
+def implied_rates(scores: dict, thresholds: dict) -> dict[str, float]:
+    """The share of held-out values each threshold stops (``tail_rate``: below the sample, from its modelled
+    tail), and ``"gate"``: their sum capped at 1 (the union bound: the values are kept per signal, not per
+    frame)."""
+    out = {}
+    for name, values in scores.items():
+        if name in thresholds and thresholds[name] is not None and len(values) and name not in UPPER_BOUND_SIGNALS:
+            out[name] = tail_rate(values, thresholds[name])
+    out["gate"] = min(1.0, sum(out.values()))
     return out
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -24,6 +24,7 @@ from policy.config import PolicyConfig
 from policy.data import action_chunks, load_frames
 from policy.database import LookupDatabase, Match, probe_queries
 from policy.encoder import ALTEncoder, resize_view
+from policy.gate import implied_rates, thresholds_from_scores
 from policy.grasp_check import GraspCheck, grasp_frame, thumbnail
 from policy.train import TrainProgress, embed_table_views, train_encoder
 from recorder.dataset import Dataset, DatasetError
@@ -85,6 +86,9 @@ class Retrieval:
     # onto it (None: the alt method, or not found)
     target: "Location | None" = None
     correction: np.ndarray | None = None
+    # every signal the gate judged this lookup by: name -> (value, threshold in force); nan: did not apply.
+    # "correction" (m) stops when above its threshold, every other signal when below (policy.gate.fails)
+    readings: dict = field(default_factory=dict)
 
 
 def policy_class(method: str) -> type["ALTPolicy"]:
@@ -128,7 +132,9 @@ class ALTPolicy:
         if calibration is not None:
             source = self._view_threshold_source(calibration)
             self.view_thresholds = {k: float(source[k]) for k in ("hand_view", "third_view") if k in source}
-        self.gamma_changes: list[dict] = []  # every set_gamma, for the run records
+        self.gamma_changes: list[dict] = []  # every set_gamma / set_thresholds, for the run records
+        # the false-stop rate the gate was last set to as a whole (set_thresholds(rate=...)); None: set by hand
+        self.gate_rate: float | None = None if calibration is None else calibration.false_stop_rate
         self._device = next(encoder.parameters()).device
 
     # -- the gate's thresholds, audited ------------------------------------
@@ -153,6 +159,7 @@ class ALTPolicy:
         """Everything the gate and the runner decide with, for the record of a run or an evaluation."""
         return {"gamma": self.gamma, "calibrated_gamma": self.calibrated_gamma, **self.view_thresholds,
                 "false_stop_rate": None if self.calibration is None else self.calibration.false_stop_rate,
+                "gate_rate": self.gate_rate,
                 "grasp_alignment": None if self.grasp_check is None else self.grasp_check.threshold,
                 "method": self.method,
                 "replay_gamma": None, "max_correction_m": None,
@@ -160,21 +167,91 @@ class ALTPolicy:
                 "time_limit_s": self.time_limit_seconds(),
                 "episode_hysteresis": self.config.episode_hysteresis, "requery_every": self.config.requery_every}
 
+    def gate_in_force(self) -> dict[str, float]:
+        """The thresholds ``set_thresholds`` moves, as they are now: similarity (gamma) and each view's."""
+        return {"similarity": self.gamma, **self.view_thresholds}
+
+    def calibrated_thresholds(self) -> dict[str, float]:
+        """The same, as calibrated."""
+        out = {"similarity": self.calibrated_gamma}
+        if self.calibration is not None:
+            source = self._view_threshold_source(self.calibration)
+            out.update({k: float(source[k]) for k in ("hand_view", "third_view") if k in source})
+        return out
+
+    # method hook: where the method keeps its held-out values
+    def _score_source(self, calibration: Calibration) -> dict:
+        return calibration.scores
+
+    def gate_scores(self) -> dict[str, list[float]] | None:
+        """Each gate signal's held-out values the thresholds were read from (None: a policy calibrated before
+        they were kept; its gate is then moved by gamma alone)."""
+        if self.calibration is None:
+            return None
+        scores = {k: v for k, v in (self._score_source(self.calibration) or {}).items()
+                  if k in self.gate_in_force() and len(v)}
+        return scores if "similarity" in scores else None
+
+    def thresholds_at_rate(self, rate: float) -> dict[str, float]:
+        """The gate's thresholds for a false-stop rate on the held-out frames (the calibration's rule: the rate
+        split evenly over the signals, each at its quantile). ValueError without kept held-out values."""
+        scores = self.gate_scores()
+        if scores is None:
+            raise ValueError("this policy was calibrated before its held-out values were kept; retrain it to set "
+                             "the gate by its false-stop rate (gamma can still be set)")
+        return thresholds_from_scores(scores, rate)
+
+    def implied_rates(self, thresholds: dict | None = None) -> dict[str, float] | None:
+        """The share of held-out values each threshold (default: those in force) stops, and ``"gate"`` (their
+        sum, capped at 1); None without kept held-out values."""
+        scores = self.gate_scores()
+        return None if scores is None else implied_rates(scores, thresholds or self.gate_in_force())
+
     def gamma_needs_confirmation(self, value: float) -> bool:
         """Lowering gamma below the calibrated value lets more unfamiliar scenes through: ask first."""
         return value < self.calibrated_gamma - 1e-9
 
+    def thresholds_need_confirmation(self, thresholds: dict) -> bool:
+        """Any threshold below its calibrated value lets more unfamiliar scenes through: ask first."""
+        calibrated = self.calibrated_thresholds()
+        return any(name in calibrated and float(value) < calibrated[name] - 1e-9 for name, value in thresholds.items())
+
     def set_gamma(self, value: float, by: str = "operator") -> dict:
         """Change gamma (the runner reads it at its next lookup) and log the change; returns the record."""
-        value = float(value)
-        if not -1 <= value <= 1:
-            raise ValueError(f"gamma {value} must be a cosine similarity in [-1, 1]")
+        return self.set_thresholds({"similarity": value}, by=by)
+
+    def set_thresholds(self, thresholds: dict, by: str = "operator", rate: float | None = None) -> dict:
+        """Change any of the gate's thresholds (``"similarity"`` is gamma, ``"hand_view"``, ``"third_view"``):
+        the runner reads them at its next lookup. ``rate``: the false-stop rate they were read at (the gate set
+        as a whole), None when set by hand. Every change is logged (``gamma_changes``) with what it was before;
+        a value that is not a cosine similarity, or a signal this policy does not have, is a ValueError and
+        changes nothing."""
+        now = self.gate_in_force()
+        new = {}
+        for name, value in dict(thresholds).items():
+            if name not in now:
+                raise ValueError(f"this policy's gate has no threshold {name!r} (it has {', '.join(now)})")
+            value = float(value)
+            if not -1 <= value <= 1:
+                raise ValueError(f"{name} threshold {value} must be a cosine similarity in [-1, 1]")
+            new[name] = value
+        if not new:
+            raise ValueError("no threshold to set")
+        if rate is not None and not 0 < float(rate) < 1:
+            raise ValueError(f"false-stop rate {rate} must be in (0, 1)")
+        after = {**now, **new}
         change = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "by": by,
-                  "from": self.gamma, "to": value, "calibrated": self.calibrated_gamma,
-                  "below_calibrated": self.gamma_needs_confirmation(value)}
+                  "from": self.gamma, "to": after["similarity"], "calibrated": self.calibrated_gamma,
+                  "below_calibrated": self.thresholds_need_confirmation(new),
+                  "thresholds_from": now, "thresholds": after,
+                  "false_stop_rate": None if rate is None else float(rate)}
         (log.warning if change["below_calibrated"] else log.info)(
-            "gamma changed by %s from %.3f to %.3f (calibrated %.3f)", by, self.gamma, value, self.calibrated_gamma)
-        self.gamma = value
+            "gate changed by %s%s: %s (calibrated %s)", by, "" if rate is None else f" to false-stop rate {rate:.3g}",
+            ", ".join(f"{k} {now[k]:.3f} -> {after[k]:.3f}" for k in after),
+            ", ".join(f"{k} {v:.3f}" for k, v in self.calibrated_thresholds().items()))
+        self.gamma = after["similarity"]
+        self.view_thresholds.update({k: v for k, v in new.items() if k != "similarity"})
+        self.gate_rate = None if rate is None else float(rate)
         self.gamma_changes.append(change)
         return change
 
@@ -262,15 +339,27 @@ class ALTPolicy:
         agreement, replayed = self._view_agreement(best, hv, tv, executing_row)
         grasp, object_in_place = self._grasp_signal(hand, best, executing_row, check_grasp)
         cameras = self._camera_checks(hand, third, executing_row)
-        signal, reason = self._gate(best, agreement, grasp, self._gate_gamma(executing_row), object_in_place, replayed)
+        gate_gamma = self._gate_gamma(executing_row)
+        signal, reason = self._gate(best, agreement, grasp, gate_gamma, object_in_place, replayed)
         similarity = best.similarity  # what the gate judged
+        readings = {"similarity": (float(similarity), float(gate_gamma))}
+        readings.update({name: (float(agreement[i]), self.view_thresholds.get(name))
+                         for i, name in enumerate(("hand_view", "third_view"))})
+        if self.grasp_check is not None:
+            readings["grasp_alignment"] = (float(grasp), float(self.grasp_check.threshold))
         placed = self._place(Placing(z, best, matches, self.database.chunks[best.row], target, None, signal, reason),
                              third, executing_row, allowed, k, cameras)
         best, matches, chunk, target, correction = placed.best, placed.matches, placed.chunk, placed.target, \
             placed.correction
         signal, reason = placed.signal, placed.reason
+        readings.update(self._method_readings(cameras, correction))
         return Retrieval(matches, similarity, signal is not None, chunk,
-                         (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp, z, target, correction)
+                         (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp, z, target, correction,
+                         readings)
+
+    def _method_readings(self, cameras: tuple[float, float], correction: np.ndarray | None) -> dict:
+        """Method hook: the method's own signals of a lookup, name -> (value, threshold) (the alt method: none)."""
+        return {}
 
     # -- method hooks of a lookup (the alt method: the matched frame as it is) ------------------------------
     def _view_agreement(self, best: Match, hv: np.ndarray, tv: np.ndarray,
@@ -488,6 +577,8 @@ class ALTPolicy:
         with reading(path / "config.json"):
             policy = kind(config, encoder.to(device or "cpu"), database, calibration, doc["info"], grasp_check, **parts)
         policy.gamma = float(doc["gamma"])
+        if abs(policy.gamma - policy.calibrated_gamma) > 1e-9:
+            policy.gate_rate = None  # gamma set by hand at training time: not the calibrated rate
         return policy
 
 

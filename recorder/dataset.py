@@ -64,6 +64,22 @@ class EpisodeInfo:
     size_bytes: int
     keep_seconds: float | None = None
 
+    @property
+    def is_correction(self) -> bool:
+        """Recorded by taking over from the policy (Take over & record): it fixes one stop, it is no demonstration."""
+        return bool(self.extra.get("intervention")) if isinstance(self.extra, dict) else False
+
+    @property
+    def is_complete(self) -> bool:
+        """Ended by the operator's keep (Stop & keep, or the teleop device's stop button), not cut short by a fault,
+        a STOP, a command or the episode time limit."""
+        return self.end_reason == "stop_button"
+
+    @property
+    def is_demonstration(self) -> bool:
+        """Counts toward the demonstrations an operator sets out to record: complete, and not a correction."""
+        return self.is_complete and not self.is_correction
+
 
 @dataclass
 class EpisodeData:

@@ -32,7 +32,7 @@ ORIGINALS_DIR = "trimmed-originals"
 class IdleConfig:
     motion_m: float = 0.002  # the hand moved less than this (2 mm) ...
     gripper_delta: float = 0.05  # ... and the gripper opening changed less than this (5 % of its range)
-    min_stretch_s: float = 8.0  # an idle stretch this long is worth a warning and a trim
+    min_stretch_s: float = 4.0  # an idle stretch this long is worth a warning and a trim (a pause to look is shorter)
     share_warning: float = 0.4  # warn at the end of an episode that was idle this share of its time
     margin_s: float = 0.5  # a trim keeps this much of each stretch at either end
 

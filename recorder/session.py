@@ -142,6 +142,7 @@ class RecordingSession:
         self.cancel = threading.Event()
         #: why ``cancel`` was set (stored as the kept episode's end reason "ended_by_<why>")
         self.cancel_reason = "cancel"
+        self.reset_phase_error: Exception | None = None  # the device error that ended the last reset phase
         #: called at the top of every tick of both phases (the supervisor serves its commands there)
         self.tick_hook: Callable[[], None] | None = None
         self._requested: set[Button] = set()
@@ -172,6 +173,7 @@ class RecordingSession:
 
         result = self.loop.run(self._source(), max_ticks=max_ticks, on_tick=on_tick, cancel=self.cancel,
                                end_on=frozenset({Button.START}))
+        self.reset_phase_error = result.error  # what ended it, when a device did (the caller names the device)
         return result.reason
 
     def record_episode(self, note: str = "", extra: dict | None = None, task: str | None = None,

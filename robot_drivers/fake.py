@@ -14,6 +14,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from core.clock import Clock, TickTiming
 from robot_drivers.arm import Arm
 from robot_drivers.camera import Camera
 from core.errors import ConnectionLostError, NotConnectedError
@@ -87,7 +88,8 @@ class SyntheticCamera(Camera):
 
     Each image encodes its sequence number, so a consumer can verify it got
     the frame it thinks it got. ``unplug()`` makes the next grab fail the way a
-    disconnected USB camera does.
+    disconnected USB camera does; ``freeze()`` makes it stop delivering without
+    an error (a stream that stalls: only the stale limit notices).
     """
 
     def __init__(self, name: str, width: int = 640, height: int = 480, fps: float = 30.0,
@@ -103,11 +105,13 @@ class SyntheticCamera(Camera):
         self._phase = phase
         self._count = 0
         self._unplugged = threading.Event()
+        self._frozen = threading.Event()
         self._t0 = 0.0
 
     def _connect(self) -> None:
         self._slot.reset()
         self._unplugged.clear()
+        self._frozen.clear()
         self._count = 0
         if self._phase > 0:
             time.sleep(self._phase)
@@ -124,9 +128,15 @@ class SyntheticCamera(Camera):
     def unplug(self) -> None:
         self._unplugged.set()
 
+    def freeze(self) -> None:
+        """Stop delivering frames, with no error: the capture thread runs on and finds no frame ready."""
+        self._frozen.set()
+
     def _grab(self):
         if self._unplugged.is_set():
             raise ConnectionLostError(f"camera '{self.name}' was unplugged")
+        if self._frozen.is_set():
+            return None
         image = np.roll(self._base, self._count, axis=1)
         image[0, :8] = np.frombuffer(np.int64(self._count).tobytes(), dtype=np.uint8)[:, None]
         self._count += 1
@@ -145,3 +155,75 @@ class CircleTeleop(Teleop):
         w = 2 * np.pi / self.period
         v = self.radius * w * np.array([-np.sin(w * self.t), np.cos(w * self.t), 0.0])
         return TeleopCommand(linear_velocity=v, gripper=0.5 + 0.5 * np.sin(w * self.t) if self.gripper else None)
+
+
+class ManualClock(Clock):
+    """A host clock that moves only when told, for deterministic tests of timing (it reports real time).
+
+    Each tick advances it by one control period; on the way every :class:`ManualCamera` made on it delivers
+    the frames that fall due, each stamped with its own due time."""
+
+    def __init__(self, rate_hz: float, start: float = 100.0):
+        super().__init__(rate_hz)
+        self.t = float(start)
+        self._index = 0
+        self.cameras: list[ManualCamera] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def start(self) -> TickTiming:
+        self._index = 0
+        return TickTiming(0, self.t, self.t, False, 0)
+
+    def advance(self, seconds: float) -> None:
+        end = self.t + seconds
+        while True:
+            due = [c for c in self.cameras if c.next_frame_time is not None and c.next_frame_time <= end]
+            if not due:
+                break
+            camera = min(due, key=lambda c: c.next_frame_time)
+            self.t = max(self.t, camera.next_frame_time)
+            camera.deliver()
+        self.t = end
+
+    def wait_next_tick(self) -> TickTiming:
+        self.advance(self.dt)
+        self._index += 1
+        return TickTiming(self._index, self.t, self.t, False, 0)
+
+
+class ManualCamera(Camera):
+    """A camera on a :class:`ManualClock`: it delivers a frame at connect, then one after each interval of
+    ``intervals`` in turn (seconds; default one frame period: a steady camera), until ``stop_delivering()``
+    (a stream that stalls without an error)."""
+
+    def __init__(self, name: str, clock: ManualClock, fps: float = 15.0, intervals=None,
+                 stale_limit_s: float | None = None):
+        super().__init__(name, 8, 8, fps, clock.now, stale_limit_s=stale_limit_s)
+        self._manual_clock = clock
+        self._intervals = [float(i) for i in (intervals or [1.0 / fps])]
+        self._count = 0
+        self.next_frame_time: float | None = None
+        self.last_frame_time: float | None = None
+        clock.cameras.append(self)
+
+    def _connect(self) -> None:
+        self._slot.reset()
+        self._count = 0
+        self.next_frame_time = self._manual_clock.now()
+        self.deliver()
+
+    def _disconnect(self) -> None:
+        self.next_frame_time = None
+
+    def deliver(self) -> None:
+        """Publish the frame due now and schedule the next one."""
+        image = np.full((self.height, self.width, 3), self._count % 256, np.uint8)
+        self.last_frame_time = self._manual_clock.now()
+        self._slot.publish(image, self.last_frame_time)
+        self.next_frame_time = self.last_frame_time + self._intervals[self._count % len(self._intervals)]
+        self._count += 1
+
+    def stop_delivering(self) -> None:
+        self.next_frame_time = None

@@ -24,11 +24,9 @@ import numpy as np
 
 from robot_drivers.camera import Camera
 from core.errors import ConnectionLostError, DeviceNotFoundError, UnsupportedModeError
-from core.types import Frame
 from robot_drivers.registry import register_camera
 
 log = logging.getLogger(__name__)
-_DEFAULT = object()
 
 
 @dataclass
@@ -39,7 +37,7 @@ class OpenCVCameraConfig:
     fps: float = 30.0
     fourcc: str | None = None  # e.g. "MJPG": most webcams need it for 720p at 30 fps over USB 2
     warmup_frames: int = 5
-    stale_limit_s: float = 0.5
+    stale_limit_s: float | None = None  # fixed limit (s) for frames' age; None: derived (robot_drivers.camera)
     connect_attempts: int = 3
     reconnect_after_s: float = 2.0  # reopen after this long without a frame
     fps_tolerance: float = 1.0  # a reported rate further off than this is an error
@@ -52,15 +50,19 @@ class OpenCVCameraConfig:
                 raise ValueError(f"OpenCV camera {key} must be positive and finite, got {getattr(self, key)!r}")
         if self.fourcc is not None and len(self.fourcc) != 4:
             raise ValueError(f"fourcc must be four characters such as 'MJPG', got {self.fourcc!r}")
-        if self.warmup_frames < 0 or not 0.0 < self.stale_limit_s < float("inf"):
-            raise ValueError("warmup_frames must be >= 0 and stale_limit_s positive")
+        if self.warmup_frames < 0:
+            raise ValueError(f"warmup_frames must be >= 0, got {self.warmup_frames}")
+        if self.stale_limit_s is not None and not 0.0 < self.stale_limit_s < float("inf"):
+            raise ValueError(f"stale_limit_s must be a positive number of seconds (or left out), "
+                             f"got {self.stale_limit_s}")
 
     @property
     def is_file(self) -> bool:
         return isinstance(self.source, str) and not self.source.startswith("/dev/")
 
 
-def opencv_from_rig_table(t, width: int, height: int, fps: float, stale_limit_s: float) -> OpenCVCameraConfig:
+def opencv_from_rig_table(t, width: int, height: int, fps: float,
+                          stale_limit_s: float | None) -> OpenCVCameraConfig:
     """An OpenCV camera's config from its rig file's ``[[cameras]]`` entry ``t`` (a
     :class:`robot_drivers.rig_config.RigTable`; width x height up to 4096 x 4096, fps up to 120: a webcam or a
     capture card, up to 4K). Its own keys:
@@ -99,7 +101,8 @@ class OpenCVCamera(Camera):
     def __init__(self, config: OpenCVCameraConfig, name: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  capture_factory: Callable[..., cv2.VideoCapture] = cv2.VideoCapture):
-        super().__init__(name or f"opencv-{config.source}", config.width, config.height, config.fps, clock)
+        super().__init__(name or f"opencv-{config.source}", config.width, config.height, config.fps, clock,
+                         stale_limit_s=config.stale_limit_s)
         self.config = config
         self._factory = capture_factory
         self._cap: cv2.VideoCapture | None = None
@@ -223,9 +226,3 @@ class OpenCVCamera(Camera):
             raise ConnectionLostError(f"camera '{self.name}' stopped delivering frames ({stalled:.1f} s) and "
                                       f"could not be reopened: {exc}") from exc
         self.reconnects += 1
-
-    def read_latest(self, max_age=_DEFAULT) -> Frame:
-        return super().read_latest(self.config.stale_limit_s if max_age is _DEFAULT else max_age)
-
-    def read_nearest(self, t: float, max_age=_DEFAULT) -> Frame:
-        return super().read_nearest(t, self.config.stale_limit_s if max_age is _DEFAULT else max_age)

@@ -15,7 +15,8 @@ Connection follows the usual practice: up to ``connect_attempts`` tries, a USB
 ``hardware_reset`` before the last one; a stream that stalls for
 ``reconnect_after_s`` is reopened the same way (for up to ``reset_wait_s``
 while the camera is off the bus), and readers get :class:`StaleFrameError`
-meanwhile (frames older than ``stale_limit_s`` are refused); ``disconnect``
+meanwhile (frames older than the camera's stale limit are refused: ``stale_limit_s`` when
+given, else derived from the frame rate and intervals, see :mod:`robot_drivers.camera`); ``disconnect``
 ends a recovery in progress.
 """
 
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 HW_SYNC_ROLES = {"none": 0, "master": 1, "slave": 2}
 BRINGUP = "see docs/bringup.md"
 _SERIAL = re.compile(r"[A-Za-z0-9_-]{1,32}")
-_DEFAULT = object()
 
 
 def _rs():
@@ -63,7 +63,7 @@ class RealSenseCameraConfig:
     hw_sync_role: str = "none"  # "none" | "master" | "slave" (needs a sync cable between the cameras)
     global_time: bool = True  # device timestamps on the host time base where supported
     warmup_frames: int = 15  # frames discarded at start while auto-exposure settles
-    stale_limit_s: float = 0.5  # frames older than this are refused
+    stale_limit_s: float | None = None  # fixed limit (s) for frames' age; None: derived (robot_drivers.camera)
     connect_attempts: int = 3  # a USB hardware reset precedes the last attempt
     timeout_ms: int = 1000  # longest wait for one frame while streaming
     startup_timeout_s: float = 5.0  # longest wait for the first frame after starting the sensors
@@ -80,13 +80,14 @@ class RealSenseCameraConfig:
                 raise ValueError(f"RealSense {key} must be positive, got {getattr(self, key)!r}")
         if self.warmup_frames < 0:
             raise ValueError(f"warmup_frames must be >= 0, got {self.warmup_frames}")
-        if not 0.0 < self.stale_limit_s < float("inf"):
+        if self.stale_limit_s is not None and not 0.0 < self.stale_limit_s < float("inf"):
             raise ValueError(f"stale_limit_s must be positive, got {self.stale_limit_s}")
         if self.hw_sync_role not in HW_SYNC_ROLES:
             raise ValueError(f"hw_sync_role must be one of {sorted(HW_SYNC_ROLES)}, got {self.hw_sync_role!r}")
 
 
-def realsense_from_rig_table(t, width: int, height: int, fps: float, stale_limit_s: float) -> RealSenseCameraConfig:
+def realsense_from_rig_table(t, width: int, height: int, fps: float,
+                             stale_limit_s: float | None) -> RealSenseCameraConfig:
     """A RealSense camera's config from its rig file's ``[[cameras]]`` entry ``t`` (a
     :class:`robot_drivers.rig_config.RigTable`; D400 colour streams go up to 1920 x 1080, and up to 90 fps at low
     resolutions: fps must be a whole number). Its own keys:
@@ -220,7 +221,7 @@ class RealSenseCamera(Camera):
                  device_source: Callable[[], object] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         super().__init__(name or f"realsense-{config.serial or 'playback'}", config.width, config.height,
-                         config.fps, clock)
+                         config.fps, clock, stale_limit_s=config.stale_limit_s)
         self.config = config
         self._context = context
         self._device_source = device_source
@@ -500,13 +501,6 @@ class RealSenseCamera(Camera):
                 if device_time == frame.device_time:
                     return depth
         return None
-
-    # -- reading: this camera's stale limit is the default --------------
-    def read_latest(self, max_age=_DEFAULT) -> Frame:
-        return super().read_latest(self.config.stale_limit_s if max_age is _DEFAULT else max_age)
-
-    def read_nearest(self, t: float, max_age=_DEFAULT) -> Frame:
-        return super().read_nearest(t, self.config.stale_limit_s if max_age is _DEFAULT else max_age)
 
 
 def _mode_distance(label: str, width: int, height: int, fps: int) -> tuple:

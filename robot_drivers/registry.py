@@ -12,7 +12,8 @@ of its own), not a branch in ``rig_config`` or ``factory``. The kinds:
             ``build(spec) -> Arm`` (default ``driver(spec.config)``); ``at_rate(config, rate_hz, step_m)
             -> config`` (default: unchanged); ``ipv4_only`` (why ``arm.ip`` must be IPv4); ``port`` (the TCP
             port its SDK talks to: ``devices --ping``).
-``camera``  driver(config, role). Options: ``parse(table, width, height, fps, stale_limit_s) -> config``;
+``camera``  driver(config, role). Options: ``parse(table, width, height, fps, stale_limit_s) -> config``
+            (``stale_limit_s`` None: derived from the camera's rhythm);
             ``max_width``, ``max_height``, ``max_fps``; ``check_rig(configs) -> None`` (raises ValueError):
             checks across every camera of this kind in one rig (two with one serial, say); ``ident`` (the
             config field that names the camera: ``devices`` shows it).

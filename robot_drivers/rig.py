@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from robot_drivers.camera import Camera
+from robot_drivers.camera import OWN_LIMIT, Camera
 from core.clock import Clock
 from core.errors import DeviceError
 from robot_drivers.safety import SafeArm
@@ -16,8 +16,9 @@ from robot_drivers.device import Device
 log = logging.getLogger(__name__)
 
 #: ``observe``'s default: every camera refuses frames older than its own stale limit (a rig file's
-#: ``stale_limit_s``; 0.5 s for cameras without one).
-OWN_STALE_LIMIT = object()
+#: ``stale_limit_s``, else the limit derived from the camera's frame rate and frame intervals, within a
+#: stated bound: :mod:`robot_drivers.camera`).
+OWN_STALE_LIMIT = OWN_LIMIT
 
 
 #: The rate (Hz) at which a real-time rig samples its arm state between observations, by default.

@@ -48,7 +48,10 @@ of the keys every rig has:
     arm.limits.watchdog_s        [0.05, 5] s
     cameras[].width x height     up to the camera kind's maximum (RealSense 1920 x 1080, OpenCV 4096 x 4096)
     cameras[].fps                [1, the kind's maximum] (RealSense 90, OpenCV 120)
-    cameras[].stale_limit_s      [0.01, 5] s
+    cameras[].stale_limit_s      [0.01, 5] s; optional: a fixed limit on a frame's age that
+                                 replaces the one derived from the camera's frame rate and
+                                 measured frame intervals (robot_drivers/camera.py: a camera
+                                 that stops is then refused within 1 s)
 
 The keys of one kind of device are read by the parser registered with its
 driver (:mod:`robot_drivers.registry`), which documents their ranges: the xArm's
@@ -393,7 +396,9 @@ def _parse_camera(t: RigTable) -> CameraEntry:
     width = int(t.num("width", integer=True, low=1, high=driver.option("max_width"), unit="pixels"))
     height = int(t.num("height", integer=True, low=1, high=driver.option("max_height"), unit="pixels"))
     fps = t.num("fps", low=1.0, high=driver.option("max_fps"), unit="fps")
-    stale = t.num("stale_limit_s", 0.5, 0.01, 5.0, unit="s")
+    # Left out: the limit is derived from the camera's frame rate and intervals (robot_drivers/camera.py);
+    # given: that fixed limit, instead of the derived one.
+    stale = t.num("stale_limit_s", None, 0.01, 5.0, unit="s") if "stale_limit_s" in t.data else None
     config = t.checked(lambda: driver.option("parse")(t, width, height, fps, stale))
     t.done()
     return CameraEntry(role, kind, config)

@@ -19,6 +19,8 @@ class SceneControl(ABC):
 
     #: the scenarios ``reset`` accepts (for pickers)
     scenarios: tuple[str, ...] = ()
+    #: what an operator needs to know to do this rig's task by hand (shown beside the scene), "" if nothing
+    task_hint: str = ""
 
     @abstractmethod
     def reset(self, seed: int, scenario: str | None = None, training_index: int | None = None) -> dict:
@@ -40,6 +42,11 @@ class SceneControl(ABC):
     @abstractmethod
     def cover_camera(self, name: str, image: np.ndarray | None) -> None:
         """OOD drill: camera ``name`` delivers ``image`` instead of the scene; None uncovers."""
+
+    def covered_cameras(self) -> tuple[str, ...]:
+        """The cameras an OOD drill covers now (:meth:`cover_camera`): a stop then is the drill's, not the
+        policy's lack of experience."""
+        return ()
 
     def describe(self, record: dict | None) -> str:
         """One line for the operator about a stored scene."""

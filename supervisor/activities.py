@@ -35,8 +35,9 @@ class Activities:
             what = DEVICE_FAILURES[reason]
             self.events.error(f"{what}: {error}")
             # No watch loop: it would fail the same way. Connect again, or take over to retry.
-            return self._enter_halt(Halt(reason, f"Halted: {what}. Check the device, then take over or home."),
-                                    watch=False)
+            detail = f" ({error})" if error is not None and str(error) else ""  # names the device, e.g. the camera
+            return self._enter_halt(Halt(reason, f"Halted: {what}{detail}. Check the device, then take over or "
+                                                 "home."), watch=False)
         if reason == "estop":
             self._halt_now(Halt("stop", "STOP pressed on the teleop device: the arm is halted."))
             return None  # the halt command that follows ends it
@@ -65,7 +66,7 @@ class Activities:
         gripper = self.rig.arm.last_gripper_command
         if self.session is not None:
             reason = self.session.run_reset_phase()
-            error = None
+            error = self.session.reset_phase_error
         else:
             result = ControlLoop(self.rig).run(TeleopSource(self.teleop, gripper), on_tick=self._on_tick,
                                                cancel=self._end_activity, end_on=frozenset({Button.START}))
@@ -99,18 +100,20 @@ class Activities:
             return self._loop_ended(outcome.reason, outcome.error)
         return self._default()
 
-    def _activity_autonomy(self):
+    def _activity_autonomy(self, resume: bool = False):
+        """Run the policy: from Start a new attempt (a trial), from Resume the halted attempt goes on
+        (``trial_log.py``: halts are its events, the task done or the operator's next move ends it)."""
         self._set_mode(AUTONOMOUS)
         self._clear_halt()
         rig = self.rig
         control = rig.scene_control()
-        trial = self._start_trial(control)
+        attempt = self._begin_attempt(control, resume)
         result = None
         try:
             result = run_autonomous(rig, self.policy, on_event=self._emit_autonomy, cancel=self._end_activity,
                                     stop_when=control.task_succeeded if control is not None else None)
         finally:
-            self._finish_trial(trial, result, task_check=control is not None)
+            self._run_ended(attempt, result)
         why = result.message  # the gate's or the watchdog's own words, naming the signal
         if result.reason == "ood":
             sim = result.ood_evidence.similarity if result.ood_evidence is not None else float("nan")

@@ -39,6 +39,7 @@ class Events:
     def autonomy_event(self, event) -> None: ...  # AutonomyEvent
     def trial_ended(self, trial) -> None: ...  # evaluation.trials.Trial, as the ledger recorded it (awaiting_mark)
     def trial_marked(self, trial) -> None: ...  # evaluation.trials.Trial with the operator's mark
+    def scene_changed(self, description: str) -> None: ...  # a simulated rig placed its scene (how, in words)
     def halted(self, halt: Halt) -> None: ...
     def halt_cleared(self) -> None: ...  # the arm moves again: the halt is resolved
     def error(self, text: str) -> None: ...

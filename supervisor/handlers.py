@@ -50,15 +50,17 @@ class Handlers:
             self._set_mode(DISCONNECTED)
             raise
         self.teleop = CombinedTeleop([self.keyboard, device]) if device is not None else self.keyboard
+        control = rig.scene_control()
+        if control is not None:  # a simulator connects to an empty world: place the scene before any halt latches
+            record = control.reset(0, "in_distribution")
         with self._stop_cond:
             self.rig = rig
             unreleased = self._released_generation != self._generation
             if unreleased:
                 rig.arm.latch()  # a halt the operator has not released holds across a reconnect
-        control = rig.scene_control()
-        if control is not None and not unreleased:
-            control.reset(0, "in_distribution")
         self.events.connected(rig)
+        if control is not None:
+            self.events.scene_changed(control.describe(record))
         self.events.info(f"connected: {rig.name} rig, cameras {', '.join(rig.cameras)}, arm {rig.arm.name}")
         if unreleased:
             before = self.halt.message if self.halt is not None else "a STOP"
@@ -67,6 +69,7 @@ class Handlers:
         return None
 
     def _do_disconnect(self):
+        self._end_attempt("disconnect")  # a halted attempt ends here (quit too)
         self._close_dataset()
         rig = self.rig
         if rig is None:
@@ -139,9 +142,14 @@ class Handlers:
         self.policy = policy
         return None
 
-    def _do_set_gamma(self, value: float, by: str):
-        """The policy's OOD threshold, changed between two lookups (``policy.set_gamma`` logs the change)."""
-        self.policy.set_gamma(value, by=by)  # ValueError (a refusal) when it is not a similarity
+    def _do_set_gamma(self, value, by: str, rate: float | None = None):
+        """The policy's gate, changed between two lookups: gamma alone (``policy.set_gamma``) or a dict of
+        thresholds (``policy.set_thresholds``); the policy logs the change. ValueError (a refusal) when a value is
+        not a similarity or names a signal the policy has no threshold for."""
+        if isinstance(value, dict):
+            self.policy.set_thresholds(value, by=by, rate=rate)
+        else:
+            self.policy.set_gamma(value, by=by)
         return None
 
     def _do_mark_trial(self, outcome: str):
@@ -150,6 +158,9 @@ class Handlers:
             raise ValueError("there is no trial ledger to record the mark in")
         if trial is None:
             raise ValueError("no run to mark: marks are for the run that ended last, and none is in the ledger")
+        if trial.outcome is None and self._attempt is not None and self._attempt.trial is trial \
+                and self.mode != AUTONOMOUS:
+            self._end_attempt("mark")  # the verdict on a halted attempt ends it
         self.ledger.mark(trial, outcome)  # ValueError when it has not ended (it runs)
         self.events.trial_marked(trial)
         return None
@@ -164,10 +175,11 @@ class Handlers:
     def _do_resume(self, command: QueuedCommand):
         self._release(command)
         self._set_mode(AUTONOMOUS)
-        return self._activity_autonomy
+        return lambda: self._activity_autonomy(resume=True)  # the halted attempt goes on
 
     def _do_take_over(self, command: QueuedCommand):
         self._release(command)
+        self._end_attempt("take_over")
         self.teleop.reset()
         self._clear_halt()
         self._set_mode(TELEOP)
@@ -180,7 +192,9 @@ class Handlers:
             "policy": str(policy.info.get("path", "")) if policy is not None else None,
             "version": int(policy.info.get("version", 1)) if policy is not None else None,
             "run": trial.id if trial is not None else None,
-            "halt_reason": halt.reason if halt is not None else None}
+            "halt_reason": halt.reason if halt is not None else None,
+            "event": self._last_halt_event()}  # which halt of the attempt this corrects
+        self._end_attempt("take_over_record")
         self._clear_halt()
         self.session._take_requests()
         self._set_mode(RECORDING)
@@ -189,6 +203,7 @@ class Handlers:
     def _do_home(self, command: QueuedCommand):
         rig = self._require_rig()
         self._release(command)
+        self._end_attempt("home")
         self._clear_halt()
         self._set_mode(HOMING)
         rig.arm.home()
@@ -202,6 +217,7 @@ class Handlers:
                         episode: int | None = None):
         rig = self._require_rig()
         control = rig.scene_control()
+        self._end_attempt("reset_scene")
         if episode is not None:
             if self.dataset is None:
                 raise DatasetError("open the dataset that holds the episode first")
@@ -209,10 +225,13 @@ class Handlers:
             if not restore_scene(rig, info):
                 raise DatasetError(f"episode {episode} has no stored scene (recorded on a real rig or an old "
                                    "version); place the object by hand")
-            self.events.info(f"scene of episode {episode} restored: {control.describe(info.extra.get('scene'))}")
+            described = control.describe(info.extra.get('scene'))
+            self.events.info(f"scene of episode {episode} restored: {described}")
+            self.events.scene_changed(f"as in episode {episode}: {described}")
         else:
             record = control.reset(seed, scenario, training_index)
             self.events.info(f"new scene: {control.describe(record)}")
+            self.events.scene_changed(control.describe(record))
         self.teleop.reset()
         return None
 

@@ -3,7 +3,7 @@
 Its modes and the commands each accepts are one table (``modes.py``); the work is split by job:
 ``control.py`` (the command queue and the control thread), ``handlers.py`` (what each command does),
 ``activities.py`` (what runs between commands), ``stopping.py`` (the STOP latch and halts),
-``trial_log.py`` (autonomous runs as trials), ``events.py`` and ``tickets.py`` (what goes in and out).
+``trial_log.py`` (each attempt at the task as a trial), ``events.py`` and ``tickets.py`` (what goes in and out).
 
 Activities (teleop, recording, autonomy, replay, homing, and while halted a
 watch loop that commands nothing) all run on the project's one control loop,
@@ -75,10 +75,12 @@ _BUTTONS = {"keep_episode": Button.STOP, "discard_episode": Button.DISCARD, "rer
 class Supervisor(ControlThread, StopHandling, Handlers, Activities, TrialRecording):
     def __init__(self, rig_factory: RigFactory, recorder_config: RecorderConfig | None = None,
                  events: Events | None = None, ledger=None):
-        """``ledger``: a :class:`evaluation.trials.TrialLedger` in which every autonomous run is recorded as a trial."""
+        """``ledger``: a :class:`evaluation.trials.TrialLedger` in which every attempt (from Start to success, failure or
+        the operator's verdict; halts and resumes inside it are its events) is recorded as a trial."""
         self._rig_factory = rig_factory
         self.ledger = ledger
         self.last_trial = None  # the newest trial (evaluation.trials.Trial) the ledger recorded
+        self._attempt = None  # the attempt under way, running or halted (trial_log.Attempt)
         self._intervention: dict | None = None  # the next episode is a correction of this halt
         self.recorder_config = recorder_config or RecorderConfig()
         self.events = events or Events()
@@ -151,23 +153,30 @@ class Supervisor(ControlThread, StopHandling, Handlers, Activities, TrialRecordi
     def set_policy(self, policy) -> Ticket:
         return self._submit("set_policy", policy)
 
-    def set_gamma(self, value: float, by: str = "operator") -> Ticket:
-        """Change the loaded policy's OOD threshold on the control thread, between two lookups of a run (which goes
-        on). ``policy.set_gamma`` logs the change (``gamma_changes``; a run's AutonomyResult lists those made while
-        it ran); a value that is not a similarity is refused."""
+    def set_gamma(self, value: "float | dict", by: str = "operator", rate: float | None = None) -> Ticket:
+        """Change the loaded policy's gate on the control thread, between two lookups of a run (which goes on).
+        ``value``: gamma (the similarity threshold), or a dict of signal -> threshold (``"similarity"``,
+        ``"hand_view"``, ``"third_view"``) that moves the gate as a whole; ``rate``: the false-stop rate such a
+        dict was read at (``policy.thresholds_at_rate``). ``policy.set_gamma`` / ``policy.set_thresholds`` log the
+        change (``gamma_changes``; a run's AutonomyResult lists those made while it ran); a value that is not a
+        similarity, or a signal the policy has no threshold for, is refused."""
+        if isinstance(value, dict):
+            return self._submit("set_gamma", {str(k): float(v) for k, v in value.items()}, by, rate)
         return self._submit("set_gamma", float(value), by)
 
     def start_autonomy(self) -> Ticket:
         return self._submit("autonomy")
 
     def mark_last_trial(self, outcome: str) -> Ticket:
-        """The operator's verdict ("success" or "failure") on the run that ended last: on a real rig nothing else
-        tells whether the arm did the task; in the simulator it overrules the task check. A later mark replaces
-        it. Written to the ledger on the control thread, between two ticks (nothing that runs is ended)."""
+        """The operator's verdict ("success" or "failure") on the attempt that ended last, or on the halted one (the
+        verdict ends it): on a real rig nothing else tells whether the arm did the task; in the simulator it
+        overrules the task check. A later mark replaces it. Refused while the policy runs. Written to the ledger on
+        the control thread, between two ticks (nothing that runs is ended)."""
         return self._submit("mark_trial", outcome)
 
     def resume(self) -> Ticket:
-        """After a pause, a STOP or an OOD halt: release the arm and run the policy again."""
+        """After a pause, a STOP or an OOD halt: release the arm and run the policy again, in the same attempt (the
+        same trial) when the halt was inside one."""
         return self._submit("resume")
 
     def take_over(self) -> Ticket:

@@ -7,8 +7,8 @@ import pytest
 
 from core.clock import RealTimeClock
 from robot_drivers.control import ControlLoop, TeleopSource
-from core.errors import ArmConnectionLostError, ConnectionLostError
-from robot_drivers.fake import KinematicArm, SyntheticCamera
+from core.errors import ArmConnectionLostError, ConnectionLostError, StaleFrameError
+from robot_drivers.fake import KinematicArm, ManualCamera, ManualClock, SyntheticCamera
 from robot_drivers.rig import Rig
 from robot_drivers.safety import SafeArm
 from robot_drivers.teleop import Button, Teleop
@@ -137,3 +137,43 @@ def test_realtime_clock_counts_late_and_skipped_ticks():
     vt.t += 0.35  # a long stall (now 100.68): skip grid points 100.4 and 100.5 instead of bursting
     t4 = clock.wait_next_tick()
     assert t4.skipped == 2 and t4.index == 6 and t4.late and t4.scheduled == pytest.approx(100.0 + t4.index * 0.1)
+
+
+def manual_rig(intervals_b, rate=10.0):
+    """A rig on a clock that moves only when ticked: camera 'a' steady at 15 fps, camera 'b' at 15 fps
+    delivering at ``intervals_b`` (s, in turn)."""
+    clock = ManualClock(rate)
+    cameras = {"a": ManualCamera("a", clock, fps=15.0), "b": ManualCamera("b", clock, fps=15.0, intervals=intervals_b)}
+    return Rig(arm=SafeArm(KinematicArm(clock=clock.now), clock=clock.now), cameras=cameras, clock=clock,
+               state_rate_hz=0)
+
+
+def test_a_jittery_camera_runs_on_and_one_that_stops_ends_the_loop_within_the_bound():
+    # Camera 'b' hiccups like a starved renderer: every sixth frame comes 0.6 s after the one before, older
+    # than the fixed 0.5 s limit used to allow; then, at tick 300 (30 s), it stops delivering altogether.
+    rig = manual_rig([1 / 15] * 5 + [0.6])
+    stopped_at = []
+
+    def on_tick(record):
+        if record.timing.index == 300:
+            rig.cameras["b"].stop_delivering()
+            stopped_at.append(rig.cameras["b"].last_frame_time)
+
+    with rig:
+        result = ControlLoop(rig).run(TeleopSource(ConstantTeleop(velocity=(0, 0, 0))), max_ticks=1000,
+                                      on_tick=on_tick)
+        assert rig.arm.stopped
+    error = result.error
+    assert result.reason == "camera_lost" and isinstance(error, StaleFrameError) and result.ticks > 300
+    bound = rig.cameras["b"].stale_limit.bound_s
+    assert bound == 1.0 and error.camera == "b" and "camera 'b'" in str(error)
+    assert error.limit_s <= bound and error.age_s <= bound + rig.clock.dt  # noticed at the first tick past it
+    assert rig.clock.now() - stopped_at[0] == pytest.approx(error.age_s)
+
+
+def test_a_fixed_stale_limit_still_halts_at_its_own_value():
+    rig = manual_rig([1 / 15] * 5 + [0.6])
+    rig.cameras["b"].set_stale_limit(0.5)  # a rig file's stale_limit_s: the jitter above now halts
+    with rig:
+        result = ControlLoop(rig).run(TeleopSource(ConstantTeleop(velocity=(0, 0, 0))), max_ticks=1000)
+    assert result.reason == "camera_lost" and result.error.limit_s == 0.5 and result.ticks < 20

@@ -138,3 +138,22 @@ def test_stop_evidence_from_a_real_ood_halt_matches_what_the_policy_saw(tmp_path
     trial = ledger.start(tmp_path / "p", 1, "alt", policy.gamma)
     ledger.finish(trial, "ood_stop", "similarity below gamma", evidence=evidence)
     assert np.array_equal(ledger.stop_frames(ledger.trials()[0])["hand"], hand)
+
+
+def test_an_ood_drill_stop_is_drawn_but_never_suggested(saved_policy, tmp_path):
+    """The drill covers a camera with noise on purpose: its stop is the least covered of all, and still not a place
+    to record a demonstration."""
+    policy, path = saved_policy
+    ledger = TrialLedger(tmp_path / "trials.jsonl")
+    far = _stop(ledger, path, policy, _frames(1))
+    drill = ledger.start(path, 1, "alt", policy.gamma)
+    noise = _frames(2)
+    z = policy.embed(noise["hand"], noise["third"])
+    ledger.event(drill, "ood_stop", "similarity below gamma", ticks=5,
+                 evidence=StopEvidence(z, float(np.max(policy.database.embeddings @ z)), noise),
+                 extra={"drill": ["third"]})
+    ledger.finish(drill, "ood_stop", "home")
+    cov = build_coverage(policy, path, ledger)
+    stops = {s.trial: s for s in cov.stops}
+    assert stops[drill.id].drill and not stops[drill.id].covered
+    assert [s.trial for s in cov.suggestions] == [far.id]

@@ -217,12 +217,14 @@ def test_episode_browser_scrubs_both_views_and_plots(studio, qtbot):
     controller, window, _ = studio
     panel = window.record_panel
     browser = panel.browser
+    splits = (window.split.sizes(), panel.split.sizes())
     panel.table.select_episode(1)
     qtbot.waitUntil(lambda: browser.episode is not None and browser.episode.index == 1, timeout=5000)
     qtbot.waitUntil(lambda: all(v.has_image() for v in browser.views.values()), timeout=5000)
     browser.slider.setValue(browser.episode.length - 1)
     last = browser.episode.length - 1
     qtbot.waitUntil(lambda: all(f"frame {last}" in v.caption for v in browser.views.values()), timeout=5000)
+    assert (window.split.sizes(), panel.split.sizes()) == splits  # selecting an episode moves no splitter
     assert f"frame {last} " in browser.position.text()  # the header and the captions count alike
     assert browser.replay_button.isEnabled() and browser.delete_button.isEnabled()
     # Millimetres and percent have an axis each.
@@ -240,10 +242,15 @@ def test_replay_drives_the_arm_through_the_episode(studio, qtbot):
     assert browser.episode is not None and browser.episode.index == 1
     with Dataset.open(root / "data" / "demos") as dataset:
         recorded = dataset.load_episode(1).actions
+    panel = window.record_panel
+    splits = (window.split.sizes(), panel.split.sizes())
+    plot_at = browser.pose_plot.mapTo(window, browser.pose_plot.rect().topLeft())
     qtbot.mouseClick(browser.replay_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: controller.mode == "replay", timeout=10_000)
     qtbot.waitUntil(lambda: browser.replay_progress.isVisible() and browser.replay_progress.value() > 0,
                     timeout=10_000)  # the browser says the arm is replaying, and how far
+    assert (window.split.sizes(), panel.split.sizes()) == splits  # a replay moves no splitter
+    assert browser.pose_plot.mapTo(window, browser.pose_plot.rect().topLeft()) == plot_at  # nor the plots
     qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=30_000)
     qtbot.waitUntil(lambda: not browser.replay_progress.isVisible(), timeout=3000)
     qtbot.waitUntil(lambda: any("replayed episode 1" in text for _, text in window.messages.history), timeout=3000)
@@ -437,7 +444,7 @@ def test_stop_halts_the_arm_within_100_ms(studio, qtbot):
     qtbot.wait(300)
     assert arm.counters.commands == commands  # nothing was sent after STOP
     assert auto.halt_box.isVisible() and "STOP" in auto.halt_box.title()
-    assert "STOP" in window.messages.text
+    assert "STOP" in window.halt_strip.text and window.halt_strip.take_over.isEnabled()
 
 
 def test_space_and_escape_are_stop_too(studio, qtbot):
@@ -492,7 +499,7 @@ def test_ood_halts_the_arm_and_shows_why(studio, qtbot):
     assert controller.rig.arm.stopped
     assert halt.evidence.ood_evidence.similarity < auto.policy.gamma
     assert "Out of distribution" in auto.halt_box.title() or "Out of distribution" in auto.halt_text.text()
-    assert "Out of distribution" in window.messages.text and "gamma" in window.messages.text
+    assert "Out of distribution" in window.halt_strip.text and "gamma" in window.halt_strip.text
     assert all(v.has_image() for v in auto.halt_live.values())  # the frames that triggered it
     noise = auto.halt_live["third"]._image
     assert noise is not None
@@ -503,7 +510,7 @@ def test_ood_halts_the_arm_and_shows_why(studio, qtbot):
     qtbot.waitUntil(lambda: not auto.halt_box.isVisible() and auto.views.isVisible(), timeout=5000)
     shown = auto.live["hand"].frames_shown
     qtbot.waitUntil(lambda: auto.live["hand"].frames_shown >= shown + 5, timeout=5000)
-    assert "Out of distribution" not in window.messages.text
+    assert window.halt_strip.text == "" and not window.halt_strip.take_over.isEnabled()
 
 
 def test_an_ood_stop_becomes_a_correction_the_next_run_retrieves(studio, qtbot):
@@ -519,6 +526,7 @@ def test_an_ood_stop_becomes_a_correction_the_next_run_retrieves(studio, qtbot):
         qtbot.mouseClick(auto.drill_noise, Qt.MouseButton.LeftButton)  # stays covered while the operator corrects
     qtbot.waitUntil(lambda: auto.halt_record.isVisible(), timeout=5000)
     kept_before = len(record.episodes)
+    demos_before = record.count_bar.value()
     qtbot.mouseClick(auto.halt_record, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: controller.mode == RECORDING and not controller.rig.arm.stopped, timeout=5000)
     QTest.keyPress(window, Qt.Key.Key_R)
@@ -528,6 +536,9 @@ def test_an_ood_stop_becomes_a_correction_the_next_run_retrieves(studio, qtbot):
     qtbot.waitUntil(lambda: len(record.episodes) == kept_before + 1, timeout=10_000)
     correction = record.episodes[-1]
     assert correction.extra["intervention"]["halt_reason"] == "ood"
+    # A correction is no demonstration: the count toward the target stays, and says what else the dataset holds.
+    assert record.count_bar.value() == demos_before == sum(e.is_demonstration for e in record.episodes)
+    assert "1 correction" in record.count_bar.format()
 
     qtbot.mouseClick(auto.add_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: auto.policy is not None and int(auto.policy.info.get("version", 1)) == version + 1,
@@ -657,6 +668,8 @@ def test_a_lost_camera_halts_the_arm_with_a_message_and_reconnect_recovers(studi
     qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=10_000)
     qtbot.waitUntil(lambda: window.messages.level == "error", timeout=5000)
     assert "camera" in window.messages.text
+    assert "camera 'hand'" in window.halt_strip.text  # the halt names the camera, with Take over beside it
+    assert window.halt_strip.take_over.isEnabled()
     qtbot.waitUntil(lambda: window.rig_panel.camera_lights["hand"].state == "error", timeout=5000)
     with Dataset.open(root / "data" / "demos") as dataset:
         assert dataset.episode_indices() == [0, 1]  # kept recordings are untouched
@@ -667,6 +680,8 @@ def test_a_lost_camera_halts_the_arm_with_a_message_and_reconnect_recovers(studi
     # The halt was not released: the reconnected arm stays halted until the operator takes over.
     qtbot.waitUntil(lambda: controller.mode == HALTED and controller.rig is not None, timeout=60_000)
     assert controller.rig.arm.stopped
+    mug = controller.rig.world.mug_pose().position
+    assert np.linalg.norm(mug[:2] - [0.6, 0.0]) < 0.2 and abs(controller.rig.world.mug_height_above_table()) < 0.02
     qtbot.waitUntil(lambda: window.rig_panel.camera_lights["hand"].state == "ok", timeout=5000)
     qtbot.mouseClick(window.autonomy_panel.halt_teleop, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: controller.mode == TELEOP and not controller.rig.arm.stopped, timeout=10_000)

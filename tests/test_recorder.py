@@ -328,3 +328,20 @@ def test_dropped_and_repeated_frames_are_counted():
         stats.update(record, window=30)
     assert stats.repeated_frames == {"c": 1}
     assert stats.dropped_frames == {"c": 2}
+
+
+@pytest.mark.parametrize("end_reason, extra, complete, correction", [
+    ("stop_button", {}, True, False),
+    ("stop_button", {"intervention": {"run": "abc", "halt_reason": "ood"}}, True, True),
+    ("camera_lost", {}, False, False),
+    ("max_ticks", {}, False, False),
+    ("ended_by_home", {}, False, False),
+    ("estop", {"intervention": {"run": None}}, False, True),
+])
+def test_only_complete_episodes_that_are_not_corrections_count_as_demonstrations(end_reason, extra, complete,
+                                                                                  correction):
+    from recorder.dataset import EpisodeInfo
+
+    info = EpisodeInfo(0, Path("x"), 10, 1.0, "task", "", "2026-01-01T00:00:00Z", end_reason, {}, extra, 0)
+    assert info.is_complete == complete and info.is_correction == correction
+    assert info.is_demonstration == (complete and not correction)

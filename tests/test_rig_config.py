@@ -231,6 +231,14 @@ def test_opencv_and_no_teleop(tmp_path):
         make_teleop("config", rig)
 
 
+def test_a_camera_without_stale_limit_derives_it_and_one_with_it_keeps_it(tmp_path):
+    text = BASE.replace('serial = "222"', 'serial = "222"\nstale_limit_s = 0.3')
+    rig = build_rig(load_rig_config(write(tmp_path, text)))
+    hand, third = rig.cameras["hand"], rig.cameras["third"]
+    assert hand.stale_limit.fixed_s is None and hand.stale_limit.bound_s == 1.0  # derived, within 1 s
+    assert third.stale_limit.fixed_s == 0.3 and third.stale_limit.bound_s == 0.3
+
+
 def test_factory_and_cli_take_the_rig_file(tmp_path):
     path = write(tmp_path, BASE)
     rig = make_rig(path, rate_hz=20.0)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from core.types import Action, Pose
 from robot_drivers.control import ControlLoop, TeleopSource
 from robot_drivers.sim.expert import ScriptedExpert
 from robot_drivers.sim.rig import SimRig, SimRigConfig
@@ -81,7 +82,7 @@ def test_realtime_clock_runs_physics_and_cameras_in_background():
         assert last.sequence > first.sequence
         assert last.host_time > first.host_time and last.device_time > first.device_time
         assert rig.world.time > t_sim  # the physics thread advanced the world
-        rig.observe(max_age=0.5)
+        rig.observe()
     rig.close()
 
 
@@ -112,12 +113,80 @@ def test_realtime_reset_hands_out_frames_of_the_new_scene_only():
         for seed in range(3):
             before = rig.world.time
             rig.reset(seed)  # teleports the arm and mug, then settles for 0.25 s of simulated time
-            observation = rig.observe(max_age=0.5)
+            observation = rig.observe()
             assert all(f.device_time >= before + 0.25 for f in observation.frames.values())
             # nothing of the old scene is kept, not even as the nearest frame to a time long past (renders that
             # bunch up on a loaded machine can put an old frame nearer observe()'s alignment time than a new one)
             for camera in rig.cameras.values():
                 assert camera.read_nearest(0.0, max_age=None).device_time >= before + 0.25
+    rig.close()
+
+
+def _frames(camera, n, after=None):
+    """The next ``n`` frames of ``camera`` (after frame ``after``, default its newest)."""
+    last = after or camera.read_latest(max_age=None)
+    frames = []
+    for _ in range(n):
+        last = camera.wait_for_frame(last.sequence, timeout=10.0)
+        frames.append(last)
+    return frames
+
+
+def _until_nothing_is_drawn(camera, frames=6, tries=40):
+    """Wait (frame by frame, no clock) until ``frames`` frames in a row come without a render; False if the
+    camera never stops drawing (an unchanged scene drawn again and again)."""
+    for _ in range(tries):
+        renders = camera.renders
+        _frames(camera, frames)
+        if camera.renders == renders:
+            return True
+    return False
+
+
+def test_realtime_cameras_draw_only_when_the_picture_changes():
+    rig = SimRig(SimRigConfig(clock="realtime").with_image_size(32, 32))
+    hand, third = rig.cameras["hand"], rig.cameras["third"]
+    with rig:
+        rig.reset(0)
+        rig.arm.stop()  # halted: the arm holds its joints
+        assert _until_nothing_is_drawn(third) and _until_nothing_is_drawn(hand)
+        # At rest: frames keep coming, fresh and in order, showing the last render again.
+        renders = {name: cam.renders for name, cam in rig.cameras.items()}
+        frames = _frames(third, 10)
+        assert {name: cam.renders for name, cam in rig.cameras.items()} == renders
+        assert all(b.host_time > a.host_time and b.device_time > a.device_time for a, b in zip(frames, frames[1:]))
+        assert all(np.array_equal(f.image, frames[0].image) for f in frames)
+        rig.observe()  # not stale
+        still = frames[-1].image
+
+        # Covered: the cover is delivered and nothing is drawn; uncovered: the scene again.
+        cover = np.full((8, 8, 3), 200, np.uint8)
+        third.cover(cover)
+        covered = _frames(third, 4)[-1]
+        assert (covered.image == 200).all() and third.renders == renders["third"]
+        third.cover(None)
+        np.testing.assert_array_equal(_frames(third, 2)[-1].image, still)
+
+        # The arm moves: both cameras draw, and the picture changes.
+        rig.arm.release()
+        state = rig.arm.get_state()
+        rig.arm.inner.send_action(Action(Pose(state.ee_pose.position + [0.0, 0.08, -0.05], state.ee_pose.orientation),
+                                         1.0))
+        moved = None
+        for frame in _frames(third, 60):
+            if not np.array_equal(frame.image, still):
+                moved = frame
+                break
+        assert moved is not None and third.renders > renders["third"] and hand.renders > renders["hand"]
+
+        # A scene reset draws the new scene, even where the world looks as before (the same scene again).
+        rig.reset(0)
+        rig.arm.stop()
+        assert _until_nothing_is_drawn(third)
+        renders = third.renders
+        rig.arm.release()
+        rig.reset(0)
+        assert third.renders > renders
     rig.close()
 
 

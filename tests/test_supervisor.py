@@ -224,7 +224,8 @@ def test_safe_arm_checks_the_measured_pose_on_every_command():
         rig.arm.disconnect()
 
 
-def test_every_autonomous_run_is_a_trial_in_the_ledger(policy, tmp_path):
+def test_every_autonomous_attempt_is_a_trial_in_the_ledger(policy, tmp_path):
+    """A STOP and the resume after it are inside the attempt: one trial, its halts events of it."""
     from evaluation.trials import TrialLedger
 
     from supervisor_helpers import rig_factory as factory
@@ -242,18 +243,20 @@ def test_every_autonomous_run_is_a_trial_in_the_ledger(policy, tmp_path):
         time.sleep(0.2)
         sup.emergency_stop()
         assert wait_until(lambda: sup.mode == HALTED and sup.halt is not None)
-        policy.gamma = 1.01  # nothing is that similar: the next run stops out of distribution at once
+        policy.gamma = 1.01  # nothing is that similar: the resumed run stops out of distribution at once
         sup.resume().wait(5)
         assert wait_until(lambda: sup.halt is not None and sup.halt.reason == "ood")
-        assert wait_until(lambda: len(TrialLedger(ledger_path).trials()) == 2
-                          and all(t.outcome for t in TrialLedger(ledger_path).trials()))
+        sup.home().wait(5)  # anything but Resume after a halt ends the attempt
+        assert wait_until(lambda: all(t.outcome for t in TrialLedger(ledger_path).trials()))
     finally:
         sup.shutdown()
         policy.gamma = -1.0
-    trials = TrialLedger(ledger_path).trials()  # read back as after a restart of the app
-    assert [t.outcome for t in trials] == ["operator_stop", "ood_stop"]
-    assert trials[1].gamma == pytest.approx(1.01) and trials[0].gamma == pytest.approx(-1.0)
-    assert set(TrialLedger(ledger_path).stop_frames(trials[1])) == {"hand", "third"}
+    (trial,) = TrialLedger(ledger_path).trials()  # read back as after a restart of the app
+    assert trial.outcome == "ood_stop" and trial.end_extra["ended_by"] == "home"
+    assert [e["kind"] for e in trial.events] == ["operator_stop", "resume", "ood_stop"]
+    assert trial.gamma == pytest.approx(-1.0)  # as it started (gamma set directly: no gamma event)
+    ((_, evidence),) = trial.ood_stops()
+    assert set(TrialLedger(ledger_path).stop_frames(trial, evidence)) == {"hand", "third"}
 
 
 def test_take_over_and_record_keeps_a_correction_tagged_with_the_halt(make_supervisor, policy, tmp_path):
@@ -284,4 +287,4 @@ def test_take_over_and_record_keeps_a_correction_tagged_with_the_halt(make_super
     assert kept is not None
     with Dataset.open(tmp_path / "demos") as ds:
         tag = ds.episode(kept.index).extra["intervention"]
-    assert tag["run"] == trial.id and tag["halt_reason"] == "ood"
+    assert tag["run"] == trial.id and tag["halt_reason"] == "ood" and tag["event"] == 0  # the attempt's first halt

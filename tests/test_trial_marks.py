@@ -1,8 +1,8 @@
 """The operator's mark on a trial: on a real rig nothing else tells whether the arm did the task.
 
 The ledger keeps the mark beside the automatic outcome (a later mark replaces an earlier one), the supervisor marks
-the run that ended last, the window asks after each run and takes S / F, and `main.py trials --mark` does it from
-the command line.
+the attempt that ended last (or ends the halted one with the verdict), the window asks after each attempt (not after a
+halt inside one) and takes S / F, and `main.py trials --mark` does it from the command line.
 """
 
 from __future__ import annotations
@@ -214,17 +214,19 @@ def test_the_operator_marks_the_last_run_of_a_rig_without_a_task_check(supervise
     assert wait_until(lambda: rig.arm.counters.commands > ticks + 5), "the refused mark ended the run"
     assert sup.mode == AUTONOMOUS
 
-    sup.pause()
-    assert wait_until(lambda: sup.mode == HALTED and len(events.ended) == 1)
-    (ended,) = events.ended
-    assert ended is sup.last_trial and ended.outcome == "operator_stop" and ended.awaiting_mark
-    for verdict in ("failure", "success"):  # a wrong key, then the right one
+    sup.pause()  # a halt inside the attempt: its event, not its end
+    assert wait_until(lambda: sup.mode == HALTED and sup.last_trial.halted)
+    assert events.ended == [] and sup.last_trial.outcome is None
+    for verdict in ("failure", "success"):  # a wrong key, then the right one; the first ends the halted attempt
         ticket = sup.mark_last_trial(verdict)
         assert ticket.wait(5) and not ticket.refused
     assert wait_until(lambda: events.marked == ["failure", "success"])
+    (ended,) = events.ended
+    assert ended is sup.last_trial and ended.outcome == "operator_stop" and ended.end_extra["ended_by"] == "mark"
     assert sup.mode == HALTED and rig.arm.stopped  # a mark moves nothing
     (back,) = sup.ledger.trials()
     assert back.status == "success" and back.outcome == "operator_stop" and back.marked_by == "operator"
+    assert [e["kind"] for e in back.events] == ["operator_stop"] and back.task_check is False
 
 
 class _TaskCheck:
@@ -299,18 +301,26 @@ def make_window(qtbot, tmp_path):
         dispose(controller, window)
 
 
-def test_the_window_asks_after_a_run_and_s_marks_it_a_success(make_window, qtbot):
+def test_the_window_asks_after_an_attempt_and_s_marks_it_a_success(make_window, qtbot):
     controller, window, auto = make_window()
     ledger = controller.supervisor.ledger
     assert not auto.mark_box.isVisible()
     qtbot.mouseClick(auto.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(auto.pause_button.isEnabled, timeout=15000)  # the window knows the policy runs
     qtbot.mouseClick(auto.pause_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: controller.mode == HALTED and auto.mark_box.isVisible(), timeout=15000)
-    # the run's end and the halt reach the window as two signals: the prompt offers the keys once both have
-    qtbot.waitUntil(lambda: auto.mark_prompt.text() == "Did the arm do the task? Press S for success, F for failure.",
+    qtbot.waitUntil(lambda: controller.mode == HALTED and auto.resume_button.isEnabled(), timeout=15000)
+    qtbot.waitUntil(lambda: ledger.trials() and ledger.trials()[0].halted, timeout=5000)
+    qtbot.wait(300)
+    assert not auto.mark_box.isVisible()  # a pause is inside the attempt: nothing to judge yet
+
+    qtbot.mouseClick(auto.halt_teleop, Qt.MouseButton.LeftButton)  # taking over ends the attempt: now it asks
+    qtbot.waitUntil(lambda: controller.mode == TELEOP and auto.mark_box.isVisible(), timeout=15000)
+    qtbot.waitUntil(lambda: auto.mark_prompt.text() == "The attempt ended (operator_stop) after 1 stop and 0 resumes. "
+                                                       "Did the arm do the task? Mark it with the buttons.",
                     timeout=5000)
-    qtbot.waitUntil(lambda: "0/1 succeeded" in auto.trials_label.text(), timeout=15000)
+    controller.emergency_stop()  # halted, the keyboard cannot move the arm: S and F mark
+    qtbot.waitUntil(lambda: controller.mode == HALTED and auto.mark_prompt.text().endswith(
+        "Did the arm do the task? Press S for success, F for failure."), timeout=15000)
 
     QTest.keyClick(window, Qt.Key.Key_S)
     qtbot.waitUntil(lambda: auto.mark_prompt.text().startswith("Marked: success"), timeout=15000)
@@ -338,7 +348,7 @@ def test_the_window_asks_after_a_run_and_s_marks_it_a_success(make_window, qtbot
     assert ledger.trials()[0].status == "failure"
     qtbot.mouseClick(auto.mark_success, Qt.MouseButton.LeftButton)  # the button marks in any mode
     qtbot.waitUntil(lambda: auto.mark_prompt.text() == "Marked: success.", timeout=15000)
-    assert ledger.trials()[0].status == "success"
+    assert ledger.trials()[0].status == "success" and len(ledger.trials()) == 1
 
 
 def test_on_the_simulated_rig_the_prompt_gives_the_checks_verdict_to_overrule(make_window, qtbot):

@@ -12,12 +12,12 @@ from core.transforms import yaw_of
 from policy.aligned.alignment import AlignmentError, TargetLocator, fit_grasp_places, fit_locator, fit_turn, grasp_frame
 from policy.aligned.camera_check import NEGATIVES, fit_camera_check
 from policy.augment import augment
-from policy.calibration import Calibration, _percentiles, embed_image_views, gate_evidence
+from policy.calibration import Calibration, _percentiles, embed_image_views, gate_evidence, rule_text
 from policy.config import PolicyConfig
 from policy.data import load_frames
 from policy.database import LookupDatabase
 from policy.encoder import ALTEncoder
-from policy.gate import SIGNALS, GateEvidence, procedural_texture, thresholds_for_rate
+from policy.gate import SIGNALS, GateEvidence, procedural_texture, score_record, thresholds_for_rate
 from policy.aligned.policy import AlignedPolicy
 from policy.policy import ALTPolicy
 from policy.probes import synthetic_probes
@@ -126,10 +126,12 @@ def calibrate_aligned(encoder: ALTEncoder, table, database: LookupDatabase, held
         z, hv, tv = embed_image_views(encoder, augmented(table.hand), augmented(table.third), pose)
         lowest = min(lowest, float(gate_evidence(database, z, hv, tv, own).similarity.min()))
     return {"gamma": chosen["similarity"], **{k: v for k, v in chosen.items() if k != "similarity"},
-            "method": "each signal at its quantile of held-out frames matched to other demonstrations only, as "
-                      f"recorded and {config.calibration_augments} times augmented as in training (false-stop rate "
-                      f"{100 * config.false_stop_rate:.2g}% per frame)",
+            "method": rule_text(list(chosen), config.false_stop_rate,
+                                f"each matched among the other demonstrations only, as recorded and "
+                                f"{config.calibration_augments} times augmented as in training"),
             "in_distribution": _percentiles(evidence[0].similarity),
+            # the pooled held-out values, so the gate can be set as a whole at another false-stop rate
+            "scores": {k: score_record(pooled.signal(k)) for k in chosen},
             # while a shifted demonstration is replayed the arm is off every recorded path, which lowers the
             # similarity by itself: then only a scene as unlike the demonstrations as none of theirs is from
             # the others (as recorded, or as the encoder was taught to see them: clutter and other light) stops

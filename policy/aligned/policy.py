@@ -42,6 +42,21 @@ class AlignedPolicy(ALTPolicy):
     def _view_threshold_source(self, calibration: Calibration) -> dict:
         return calibration.aligned
 
+    def _score_source(self, calibration: Calibration) -> dict:
+        return calibration.aligned.get("scores") or {}
+
+    def _method_readings(self, cameras: tuple[float, float], correction: np.ndarray | None) -> dict:
+        # the structural camera checks judge a run's first lookup only (nan later); the correction, in m, stops
+        # when it is larger than the demonstrations cover
+        out = {}
+        for value, check, name in ((cameras[0], self.locator.hand_camera, "hand_camera"),
+                                   (cameras[1], self.locator.third_camera, "third_camera")):
+            if check is not None:
+                out[name] = (float(value), float(check.threshold))
+        size = float("nan") if correction is None else float(np.linalg.norm(correction))
+        out["correction"] = (size, float(self.locator.max_correction))
+        return out
+
     def thresholds(self) -> dict:
         out = super().thresholds()
         out.update(replay_gamma=self.calibration.aligned.get("replay_gamma"),

@@ -22,7 +22,8 @@ class SimCameraConfig:
     mount: str  # "hand" (moves with the gripper) or "fixed"
     width: int = 128
     height: int = 128
-    fps: float = 15.0  # real-time mode only; two 128x128 renders at 15 fps keep one core busy
+    fps: float = 15.0  # real-time mode only; two 128x128 renders at 15 fps keep most of a core busy while
+    # the scene moves (an unchanged scene is not drawn again: :class:`SimCamera`)
     fov_deg: float = 70.0
     # hand mount: eye and look-at point in the hand link's frame (z points along the fingers)
     eye_in_hand: tuple[float, float, float] = (0.075, 0.0, 0.0)
@@ -93,25 +94,56 @@ def render_camera(world: SimWorld, c: SimCameraConfig) -> np.ndarray:
         return world.render(camera_view(world, c), projection, c.width, c.height)
 
 
+#: Real time: a snapshot whose fingers and body positions (m) and orientations (quaternion components) moved
+#: by no more than this since the last render is not drawn again (0.1 mm: a twentieth of a pixel or less
+#: in the simulated views at 128 px) ...
+REDRAW_TOLERANCE = 1e-4
+#: ... nor one whose arm joints turned by no more than this many radians times 1 / the image width in pixels
+#: (0.8 mrad at 128 px: the hand camera turns by a tenth of a pixel, the links move by well under a pixel in
+#: the third-person view). The arm's slow null-space settling while it holds its pose (~0.1 mrad/s) then
+#: costs a render every few seconds, not 15 a second.
+REDRAW_ARM_TOLERANCE_PX = 0.1
+
+
 class SimCamera(Camera):
     """Renders the world with PyBullet's CPU renderer.
 
-    In lock-step mode the rig's clock calls :meth:`capture` once per tick; in
-    real-time mode a capture thread snapshots the world at ``fps`` and a render
-    process of its own draws it (PyBullet holds the GIL for the whole render,
-    which would starve the control loop and the GUI of this process). The
-    device timestamp is the simulation time of the snapshot.
+    In lock-step mode the rig's clock calls :meth:`capture` once per tick and
+    every call renders. In real-time mode a capture thread snapshots the world
+    at ``fps`` and a render process of its own draws it (PyBullet holds the GIL
+    for the whole render, which would starve the control loop and the GUI of
+    this process), but only when the picture would change: when nothing moved
+    by more than a small fraction of a pixel since the last render
+    (:data:`REDRAW_TOLERANCE`, :data:`REDRAW_ARM_TOLERANCE_PX`: the arm halted
+    or idle, the mug at rest) and no scene reset came in between, the last
+    image is delivered again as a new frame (it is still a true picture of the
+    scene), so an idle rig costs next to nothing. While covered (:meth:`cover`)
+    nothing is rendered. ``renders`` counts the images drawn. The device
+    timestamp is the simulation time of the snapshot.
+
+    Stale limit: in lock-step a fixed 0.5 s (of simulated time; every tick
+    renders, so it never trips); in real time derived as for every camera
+    (:mod:`robot_drivers.camera`) with a floor of 2 s and a bound of 3 s: a
+    late simulated frame means a busy host (a training at full priority on 2
+    cores delayed one by 1.0 s), not a fault, and a render process that dies is
+    reported as a lost camera at once.
     """
 
     def __init__(self, world: SimWorld, config: SimCameraConfig, clock: Callable[[], float] = time.monotonic,
                  threaded: bool = False):
-        super().__init__(config.name, config.width, config.height, config.fps, clock)
+        if threaded:
+            self.stale_floor_s, self.stale_cap_s = 2.0, 3.0
+        super().__init__(config.name, config.width, config.height, config.fps, clock,
+                         stale_limit_s=None if threaded else 0.5)
         self.config = config
         self._world = world
         self._threaded = threaded
         self._connected = False
         self._renderer: RenderProcess | None = None
         self._cover: np.ndarray | None = None
+        self._drawn = None  # (snapshot, image) of the last render (real time)
+        self.renders = 0
+        self._arm_tolerance = REDRAW_ARM_TOLERANCE_PX / max(config.width, config.height)
         if config.mount == "hand":
             self.grasp_overlay = hand_grasp_overlay(world, config)
 
@@ -121,6 +153,7 @@ class SimCamera(Camera):
 
     def _connect(self) -> None:
         self._slot.reset()
+        self._drawn = None
         if self._threaded:
             self._renderer = RenderProcess(self._world.config, self.config)
             self._start_capture(self._grab_remote, period=1.0 / self.fps)
@@ -146,17 +179,33 @@ class SimCamera(Camera):
                                                     (self.width, self.height), interpolation=cv2.INTER_AREA))
         self._cover = image
 
+    @property
+    def covered(self) -> bool:
+        """An OOD drill's image is delivered instead of the scene (:meth:`cover`)."""
+        return self._cover is not None
+
     def _covered(self, image: np.ndarray) -> np.ndarray:
         cover = self._cover
         return image if cover is None else cover.copy()
 
     def _grab(self) -> tuple[np.ndarray, float]:
         with self._world.lock:
+            self.renders += 1
             return self._covered(render_camera(self._world, self.config)), self._world.time
 
     def _grab_remote(self) -> tuple[np.ndarray, float]:
         snap = self._world.snapshot()
-        return self._covered(self._renderer.render(snap)), snap.time
+        self._renderer.check_alive()  # a renderer that died is a lost camera, drawn, covered or not
+        cover = self._cover
+        if cover is not None:
+            return cover.copy(), snap.time
+        drawn = self._drawn
+        if drawn is not None and snap.shows_same_as(drawn[0], self._arm_tolerance, REDRAW_TOLERANCE):
+            return drawn[1], snap.time  # read-only, shared by the frames that show the same picture
+        image = self._renderer.render(snap)
+        self.renders += 1
+        self._drawn = (snap, image)
+        return image, snap.time
 
     def capture(self) -> None:
         """Render one frame now (lock-step mode)."""

@@ -7,7 +7,9 @@ real-time camera owns a child process with a copy of the world that is never
 stepped: the capture thread sends a snapshot of the live world (joint angles,
 body poses, lights; microseconds to take), waits for the image with the GIL
 released, and publishes it. The copy is posed exactly as the snapshot, so the
-image is the one the in-process renderer would draw.
+image is the one the in-process renderer would draw. The capture thread sends
+a snapshot only when the scene moved since the last one drawn (``SimCamera``):
+an idle or halted rig leaves these processes asleep.
 """
 
 from __future__ import annotations
@@ -87,6 +89,13 @@ class RenderProcess:
         except (EOFError, OSError) as exc:
             raise ConnectionLostError(f"the render process ended ({exc})") from exc
         return np.frombuffer(data, dtype=np.uint8).reshape(self._shape)
+
+    def check_alive(self) -> None:
+        """Raise ConnectionLostError if the process has ended (a frame that needs no new render still needs a
+        renderer: a dead one is reported at once, not at the next change of the scene)."""
+        code = self._process.poll()
+        if code is not None:
+            raise ConnectionLostError(f"the render process ended (exit status {code})")
 
     def close(self) -> None:
         try:

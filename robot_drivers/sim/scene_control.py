@@ -19,6 +19,10 @@ class SimSceneControl(SceneControl):
     def __init__(self, rig: "SimRig"):
         self._rig = rig
 
+    task_hint = ("Lift the mug: turn the gripper (Q / E) until the fingers close at right angles to the handle "
+                 "(the handle points out beside a finger, not between them), lower the open fingers around the "
+                 "mug's body (F), close (G), then lift (R).")
+
     def reset(self, seed: int, scenario: str | None = None, training_index: int | None = None) -> dict:
         rig = self._rig
         if training_index is not None:
@@ -47,6 +51,9 @@ class SimSceneControl(SceneControl):
         if camera is None:
             raise ValueError(f"no camera {name!r}; the rig has {', '.join(self._rig.cameras)}")
         camera.cover(image)
+
+    def covered_cameras(self) -> tuple[str, ...]:
+        return tuple(name for name, camera in self._rig.cameras.items() if camera.covered)
 
     def describe(self, record: dict | None) -> str:
         if not record:

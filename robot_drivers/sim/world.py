@@ -49,6 +49,25 @@ class WorldSnapshot:
     bodies: tuple  # (position, orientation) in world frame: the mug, then each distractor
     distractor_models: tuple[tuple[str, float], ...]
     lighting: Lighting
+    scene: int = 0  # the world's scene count (:attr:`SimWorld.scene_count`): a new scene is drawn anew
+
+    def shows_same_as(self, other: "WorldSnapshot", arm_tolerance: float, tolerance: float) -> bool:
+        """True when a render of ``other`` is a true picture of this snapshot: the same scene (no reset in
+        between), props and lights, no arm joint turned by more than ``arm_tolerance`` (rad), and no finger
+        (m), body position (m) or orientation component moved by more than ``tolerance``. The time is not
+        compared: nothing in an image shows it."""
+        if (self.scene, self.distractor_models, self.lighting) != (other.scene, other.distractor_models,
+                                                                    other.lighting):
+            return False
+        if len(self.joints) != len(other.joints) or len(self.bodies) != len(other.bodies):
+            return False
+        arm = len(PANDA_ARM_JOINTS)
+        if any(abs(a - b) > (arm_tolerance if j < arm else tolerance)
+               for j, (a, b) in enumerate(zip(self.joints, other.joints))):
+            return False
+        return all(abs(a - b) <= tolerance
+                   for (pa, oa), (pb_, ob) in zip(self.bodies, other.bodies)
+                   for a, b in zip((*pa, *oa), (*pb_, *ob)))
 
 
 @dataclass
@@ -66,6 +85,7 @@ class SimWorld:
         self.base_world = np.asarray(self.config.robot_base_world, dtype=np.float64)
         self.lighting = Lighting()
         self.time = 0.0  # simulated seconds since the world was created (never goes back)
+        self.scene_count = 0  # scenes set up so far (each reset adds one)
         self._physics_dt = 1.0 / self.config.physics_hz
         self._client = pb.connect(pb.DIRECT)
         self._distractors: list[int] = []
@@ -135,6 +155,7 @@ class SimWorld:
                 self._distractors.append(body)
                 self._place(body, dx, dy, dyaw, z=None)
             self.lighting = lighting or Lighting()
+            self.scene_count += 1
             # Let the objects settle onto the table before the first tick.
             self.step(int(0.25 * self.config.physics_hz))
 
@@ -233,7 +254,7 @@ class SimWorld:
             n = self._call(pb.getNumJoints, self.robot)
             joints = tuple(s[0] for s in self._call(pb.getJointStates, self.robot, list(range(n))))
             bodies = tuple(self._call(pb.getBasePositionAndOrientation, b) for b in [self.mug, *self._distractors])
-            return WorldSnapshot(self.time, joints, bodies, self._distractor_models, self.lighting)
+            return WorldSnapshot(self.time, joints, bodies, self._distractor_models, self.lighting, self.scene_count)
 
     def apply_snapshot(self, snap: "WorldSnapshot") -> None:
         """Pose this (never stepped) world exactly as the snapshot's."""
