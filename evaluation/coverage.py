@@ -239,13 +239,13 @@ def render_image(cov: CoverageMap, size: tuple[int, int] = (1100, 760), thumbs: 
         q = px(t)
         cv2.polylines(img, [q.reshape(-1, 1, 2)], False, _TRAJECTORY, 1, cv2.LINE_AA)
         cv2.circle(img, tuple(int(c) for c in q[0]), 4, _TRAJECTORY, 1, cv2.LINE_AA)
-    numbers = {s.trial: i + 1 for i, s in enumerate(cov.suggestions)}
+    numbers = {(s.trial, s.event): i + 1 for i, s in enumerate(cov.suggestions)}  # an attempt may stop twice
     for s in cov.stops:
         u, v = (int(c) for c in px(s.xy)[0])
         colour = _COVERED if s.covered or s.drill else _UNCOVERED
         cv2.drawMarker(img, (u, v), colour, cv2.MARKER_TILTED_CROSS, 14, 2, cv2.LINE_AA)
-        if s.trial in numbers:
-            cv2.putText(img, str(numbers[s.trial]), (u + 7, v - 7), font, 0.5, colour, 1, cv2.LINE_AA)
+        if (s.trial, s.event) in numbers:
+            cv2.putText(img, str(numbers[(s.trial, s.event)]), (u + 7, v - 7), font, 0.5, colour, 1, cv2.LINE_AA)
     # legend
     lx, ly = plot[0] + 8, plot[1] + 18
     legend = [("demonstration frames", "dot", _DEMO_SHADES[0]), ("correction frames", "square", _CORRECTION),

@@ -17,7 +17,7 @@ from .halt_box import HaltBox
 from .policy_box import CoverageWindow, PolicyBox, find_policies
 from .signal_readouts import SignalReadouts
 from .trial_mark import MarkBox
-from .widgets import ImageView, RollingPlot, StopButton
+from .widgets import ImageView, RollingPlot, StopButton, keep_place
 from .workers import DatasetReader, PolicyBookkeeper, PolicyLoader
 
 # Importable from here as before the tab was split into its boxes.
@@ -137,6 +137,7 @@ class AutonomyPanel(QWidget):
         layout.addWidget(self.policy_box)
         layout.addLayout(controls)
         layout.addWidget(self.mark_box)
+        keep_place(self.mark_box)  # the question about the last attempt comes and goes without moving the tab
         layout.addWidget(self.halt_box)
         layout.addWidget(self.hover_hint)
         layout.addWidget(self.views)

@@ -10,7 +10,7 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QKeySequence, QShortcut
 from PyQt6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
-from .controller import HALTED
+from .controller import AUTONOMOUS, HALTED
 
 
 class MarkBox(QWidget):
@@ -18,6 +18,7 @@ class MarkBox(QWidget):
 
     def __init__(self, controller, parent=None):
         super().__init__(parent)
+        self._controller = controller
         self.prompt = QLabel("")
         self.prompt.setWordWrap(True)
         self.prompt.setStyleSheet("font-weight: bold;")
@@ -30,21 +31,27 @@ class MarkBox(QWidget):
         for button, outcome, key in ((self.success, "success", Qt.Key.Key_S),
                                      (self.failure, "failure", Qt.Key.Key_F)):
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            button.clicked.connect(lambda _checked=False, o=outcome: controller.mark_last_trial(o))
+            button.clicked.connect(lambda _checked=False, o=outcome: self._mark(o))
             marks.addWidget(button)
             # A window shortcut owned by the box: live only while the box (so this tab) is shown; a text field
             # that has focus takes the letter first.
             shortcut = QShortcut(QKeySequence(key), self)
-            shortcut.activated.connect(lambda o=outcome: controller.mark_last_trial(o))
+            shortcut.activated.connect(lambda o=outcome: self._mark(o))
             self.keys.append(shortcut)
         self.hide()
         self.trial = None  # the ended trial (evaluation.trials.Trial) the prompt asks about
 
+    def _mark(self, outcome: str) -> None:
+        """The verdict on the attempt the prompt asks about (refused if another one has ended since)."""
+        if self.trial is not None:
+            self._controller.mark_last_trial(outcome, self.trial.id)
+
     def ended(self, trial, mode: str) -> None:
-        """An attempt ended (never a halt inside one): ask about it."""
+        """An attempt ended (never a halt inside one): ask about it (not while another one runs: the question then
+        waits for that run's end)."""
         self.trial = trial
         self.show_prompt(mode)
-        self.show()
+        self.setVisible(mode != AUTONOMOUS)
 
     def marked(self, trial, mode: str) -> None:
         if self.trial is not None and trial.id == self.trial.id:
@@ -71,7 +78,12 @@ class MarkBox(QWidget):
         elif trial.task_check:
             said = (trial.end_extra or {}).get("task_check_says") or \
                 ("success" if trial.outcome == "success" else "failure")
-            text = f"{inside}The simulator's check said {said}. Overrule it? {how}"
+            recorded = "success" if trial.outcome == "success" else "not a success"
+            if (said == "success") == (trial.outcome == "success"):
+                text = f"{inside}The simulator's check said {said}. Overrule it? {how}"
+            else:  # e.g. taken over after a stop, and the operator then did the task by hand
+                text = (f"{inside}Recorded as {recorded} ({trial.outcome}); the simulator's check says {said} now. "
+                        f"Mark it? {how}")
         else:
             text = f"{inside}Did the arm do the task? {how}"
         self.prompt.setText(text)

@@ -199,6 +199,9 @@ class ALTPolicy:
         if scores is None:
             raise ValueError("this policy was calibrated before its held-out values were kept; retrain it to set "
                              "the gate by its false-stop rate (gamma can still be set)")
+        calibrated = self.calibration.false_stop_rate if self.calibration is not None else None
+        if calibrated is not None and abs(float(rate) - float(calibrated)) <= 1e-12:
+            return self.calibrated_thresholds()  # exactly as calibrated (the kept values are rounded and thinned)
         return thresholds_from_scores(scores, rate)
 
     def implied_rates(self, thresholds: dict | None = None) -> dict[str, float] | None:
@@ -214,7 +217,8 @@ class ALTPolicy:
     def thresholds_need_confirmation(self, thresholds: dict) -> bool:
         """Any threshold below its calibrated value lets more unfamiliar scenes through: ask first."""
         calibrated = self.calibrated_thresholds()
-        return any(name in calibrated and float(value) < calibrated[name] - 1e-9 for name, value in thresholds.items())
+        # 1e-5: the kept held-out values are rounded to 5 decimals; a threshold read from them is "calibrated"
+        return any(name in calibrated and float(value) < calibrated[name] - 1e-5 for name, value in thresholds.items())
 
     def set_gamma(self, value: float, by: str = "operator") -> dict:
         """Change gamma (the runner reads it at its next lookup) and log the change; returns the record."""
@@ -346,7 +350,9 @@ class ALTPolicy:
         readings.update({name: (float(agreement[i]), self.view_thresholds.get(name))
                          for i, name in enumerate(("hand_view", "third_view"))})
         if self.grasp_check is not None:
-            readings["grasp_alignment"] = (float(grasp), float(self.grasp_check.threshold))
+            # the object found in place after all: the grasp check did not judge this lookup (shown as "-")
+            shown = float("nan") if object_in_place else float(grasp)
+            readings["grasp_alignment"] = (shown, float(self.grasp_check.threshold))
         placed = self._place(Placing(z, best, matches, self.database.chunks[best.row], target, None, signal, reason),
                              third, executing_row, allowed, k, cameras)
         best, matches, chunk, target, correction = placed.best, placed.matches, placed.chunk, placed.target, \

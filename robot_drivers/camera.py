@@ -57,6 +57,7 @@ STALE_JITTER_FACTOR = 3.0
 STALE_QUANTILE = 0.99
 STALE_WINDOW = 256
 STALE_MIN_INTERVALS = 16
+STALE_ADVICE = "check the cable/USB bandwidth or lower the fps"
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class LatestFrameSlot:
         self._next_sequence = 0
         self._error: Exception | None = None
         self.stale = stale or StaleLimit()
+        self.advice = STALE_ADVICE  # what a stale-frame error advises (a camera sets its own)
         self._intervals: deque[float] = deque(maxlen=STALE_WINDOW)
         self._limit_cache: tuple[int, StaleLimit, float, str] | None = None
 
@@ -207,7 +209,7 @@ class LatestFrameSlot:
             how = f", {why}" if why else ""
             raise StaleFrameError(
                 f"camera '{self._camera}': newest frame is {age * 1000:.0f} ms old "
-                f"(limit {limit * 1000:.0f} ms{how}); check the cable/USB bandwidth or lower the fps",
+                f"(limit {limit * 1000:.0f} ms{how}); {self.advice}",
                 camera=self._camera, age_s=age, limit_s=limit)
         return frame
 
@@ -250,6 +252,8 @@ class Camera(Device):
     #: the derived stale limit's floor and hard upper bound (s) for this kind of camera (module docstring)
     stale_floor_s: float = STALE_FLOOR_S
     stale_cap_s: float = STALE_CAP_S
+    #: what a stale-frame error advises
+    stale_advice: str = STALE_ADVICE
 
     def __init__(self, name: str, width: int, height: int, fps: float,
                  clock: Callable[[], float] = time.monotonic, stale_limit_s: float | None = None):
@@ -264,6 +268,7 @@ class Camera(Device):
     def set_stale_limit(self, fixed_s: float | None) -> None:
         """Refuse frames older than ``fixed_s`` seconds; None: the limit derived from the frame intervals."""
         self._slot.stale = StaleLimit(self.fps, self.stale_floor_s, self.stale_cap_s, fixed_s)
+        self._slot.advice = self.stale_advice
 
     @property
     def stale_limit(self) -> StaleLimit:

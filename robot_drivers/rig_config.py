@@ -51,7 +51,7 @@ of the keys every rig has:
     cameras[].stale_limit_s      [0.01, 5] s; optional: a fixed limit on a frame's age that
                                  replaces the one derived from the camera's frame rate and
                                  measured frame intervals (robot_drivers/camera.py: a camera
-                                 that stops is then refused within 1 s)
+                                 that stops is then refused within 1 s, 3 frame periods below 3 fps)
 
 The keys of one kind of device are read by the parser registered with its
 driver (:mod:`robot_drivers.registry`), which documents their ranges: the xArm's

@@ -38,10 +38,13 @@ class Handlers:
             rig.close()
             self._set_mode(DISCONNECTED)
             raise
+        control = rig.scene_control()
         try:
             if device is not None:
                 device.connect()
             rig.wait_for_cameras(CAMERA_START_TIMEOUT)
+            if control is not None:  # a simulator connects to an empty world: place the scene before a halt latches
+                record = control.reset(0, "in_distribution")
         except Exception:
             if device is not None:
                 device.disconnect()
@@ -50,9 +53,6 @@ class Handlers:
             self._set_mode(DISCONNECTED)
             raise
         self.teleop = CombinedTeleop([self.keyboard, device]) if device is not None else self.keyboard
-        control = rig.scene_control()
-        if control is not None:  # a simulator connects to an empty world: place the scene before any halt latches
-            record = control.reset(0, "in_distribution")
         with self._stop_cond:
             self.rig = rig
             unreleased = self._released_generation != self._generation
@@ -150,14 +150,18 @@ class Handlers:
             self.policy.set_thresholds(value, by=by, rate=rate)
         else:
             self.policy.set_gamma(value, by=by)
+        self._gate_changed()  # an event of the open attempt, written now
         return None
 
-    def _do_mark_trial(self, outcome: str):
+    def _do_mark_trial(self, outcome: str, trial_id: str | None = None):
         trial = self.last_trial
         if self.ledger is None:
             raise ValueError("there is no trial ledger to record the mark in")
         if trial is None:
             raise ValueError("no run to mark: marks are for the run that ended last, and none is in the ledger")
+        if trial_id is not None and trial.id != trial_id:
+            raise ValueError(f"the attempt asked about ({trial_id}) is no longer the last one ({trial.id} is): "
+                             f"mark it with `main.py trials --mark {trial_id} {outcome}`")
         if trial.outcome is None and self._attempt is not None and self._attempt.trial is trial \
                 and self.mode != AUTONOMOUS:
             self._end_attempt("mark")  # the verdict on a halted attempt ends it

@@ -167,12 +167,13 @@ class Supervisor(ControlThread, StopHandling, Handlers, Activities, TrialRecordi
     def start_autonomy(self) -> Ticket:
         return self._submit("autonomy")
 
-    def mark_last_trial(self, outcome: str) -> Ticket:
+    def mark_last_trial(self, outcome: str, trial_id: str | None = None) -> Ticket:
         """The operator's verdict ("success" or "failure") on the attempt that ended last, or on the halted one (the
         verdict ends it): on a real rig nothing else tells whether the arm did the task; in the simulator it
         overrules the task check. A later mark replaces it. Refused while the policy runs. Written to the ledger on
-        the control thread, between two ticks (nothing that runs is ended)."""
-        return self._submit("mark_trial", outcome)
+        the control thread, between two ticks (nothing that runs is ended). ``trial_id``: the trial the operator
+        was asked about; the mark is refused if another one has become the last meanwhile."""
+        return self._submit("mark_trial", outcome, trial_id)
 
     def resume(self) -> Ticket:
         """After a pause, a STOP or an OOD halt: release the arm and run the policy again, in the same attempt (the

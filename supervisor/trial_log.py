@@ -37,8 +37,9 @@ class Attempt:
     gamma_seen: int = 0  # how many of the policy's gamma_changes are recorded already
 
 
-def halt_kind(result) -> str | None:
-    """The halt event a run's result is (one of HALTS), "success", or None (it ended with an error)."""
+def halt_kind(result, halt_pending: bool = True) -> str | None:
+    """The halt event a run's result is (one of HALTS), "success", or None (it ended with an error).
+    ``halt_pending``: a STOP or pause of the operator's is queued (an ``arm_stopped`` run is then theirs)."""
     if result is None:
         return None
     reason = result.reason
@@ -48,8 +49,10 @@ def halt_kind(result) -> str | None:
         return "ood_stop"
     if reason == "stall":
         return "stall_stop"
-    if reason in ("cancelled", "arm_stopped", "estop"):
+    if reason in ("cancelled", "estop"):
         return "operator_stop"  # STOP, pause, the teleop device's STOP, or another command of the operator's
+    if reason == "arm_stopped":  # the operator's STOP reached the driver mid-command, or the safety layer stopped it
+        return "operator_stop" if halt_pending else "device_stop"
     if reason in DEVICE_FAILURES:
         return "device_stop"
     return None
@@ -104,16 +107,20 @@ class TrialRecording:
         if result is not None:
             attempt.ticks += result.loop.ticks
             attempt.path += [r.embedding for r in result.retrievals if r.embedding is not None]
-        kind = halt_kind(result)
+        with self._pending_lock:
+            halt_pending = any(c.name == "halt" for c in self._pending)
+        kind = halt_kind(result, halt_pending or (self.halt is not None and self.halt.reason in ("stop", "paused")))
         if kind is None:
             self._end_attempt("error", "failure", "the run ended with an error")
         elif kind == "success":
             self._end_attempt("task check", "success", result.reason)
         elif result.reason == "cancelled" and not (self.rig is not None and self.rig.arm.stopped):
-            # Not a pause or STOP (those latch the arm first): a command that ends the run ended the attempt.
+            # Not a pause or STOP (those latch the arm first): a command that ends the run ended the attempt,
+            # unless it is a Resume (a second click): that one carries on with the same attempt.
             with self._pending_lock:
                 by = self._pending[0].name if self._pending else "a command"
-            self._end_attempt(by, "operator_stop", result.reason)
+            if by != "resume":
+                self._end_attempt(by, "operator_stop", result.reason)
         else:
             evidence = None
             if kind == "ood_stop" and result.ood_observation is not None:
@@ -133,6 +140,13 @@ class TrialRecording:
             self.ledger.event(attempt.trial, kind, reason, **kwargs)
         except (OSError, LedgerError, ValueError) as exc:
             self.events.error(f"the trial ledger could not be written ({exc})")
+
+    def _gate_changed(self) -> None:
+        """The operator changed the gate: an open attempt of this policy records it now (a crash after it cannot
+        lose it)."""
+        attempt = self._attempt
+        if attempt is not None and attempt.policy is self.policy:
+            self._record_gamma_changes(attempt)
 
     def _record_gamma_changes(self, attempt: Attempt) -> None:
         changes = getattr(attempt.policy, "gamma_changes", [])

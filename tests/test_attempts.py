@@ -201,6 +201,7 @@ class _Bookkeeping(TrialRecording):
                                       gamma_changes=[])
         self.rig = SimpleNamespace(name="fake", arm=SimpleNamespace(stopped=False))
         self._pending_lock, self._pending = threading.Lock(), deque()
+        self.halt = None  # no STOP or pause of the operator's is being handled
 
 
 def _result(reason: str):
@@ -214,7 +215,7 @@ def _result(reason: str):
 _ENDINGS = [("done", False), ("ood", False), ("stall", False), ("camera_lost", False), ("estop", False),
             ("cancelled", True), ("cancelled", False), ("arm_stopped", True), ("error", False)]
 _HALT = {"ood": "ood_stop", "stall": "stall_stop", "camera_lost": "device_stop", "estop": "operator_stop",
-         "cancelled": "operator_stop", "arm_stopped": "operator_stop"}
+         "cancelled": "operator_stop", "arm_stopped": "device_stop"}  # no STOP pending: the arm's own stop
 _STEPS = st.one_of(
     st.tuples(st.just("run"), st.booleans(), st.sampled_from(_ENDINGS)),  # (Start or Resume, how it ended)
     st.tuples(st.just("command"), st.sampled_from(["take_over", "take_over_record", "home", "reset_scene",
@@ -260,6 +261,7 @@ def test_each_start_to_its_end_is_exactly_one_trial_whatever_happens_inside(step
                     open_["outcome"], open_ = open_["halt"], None
             elif step[0] == "gamma":
                 sup.policy.gamma_changes.append({"from": sup.policy.gamma, "to": step[1], "by": "test"})
+                sup._gate_changed()  # as the supervisor's set_gamma handler does
                 if open_ is not None:
                     open_["gammas"] += 1
             else:  # the verdict: on a halted attempt it ends it; on the last ended one it marks it
@@ -393,6 +395,38 @@ def test_what_the_operator_does_after_a_halt_other_than_resume_ends_the_attempt(
     assert third.outcome == "operator_stop" and third.end_extra["ended_by"] == "disconnect"
     assert [t.stops for t in TrialLedger(sup.ledger.path).trials()] == [1, 0, 1]
     assert events.errors == []
+
+
+def test_a_second_resume_carries_on_the_same_attempt_and_a_mark_must_name_the_last_one(supervised):
+    sup, rig, events, policy = supervised
+    assert sup.start_autonomy().wait(5)
+    assert wait_until(lambda: sup.mode == AUTONOMOUS and sup.last_trial is not None)
+    trial = sup.last_trial
+    sup.pause()
+    assert wait_until(lambda: sup.mode == HALTED and trial.halted)
+    assert sup.resume().wait(5)
+    assert wait_until(lambda: sup.mode == AUTONOMOUS and not trial.halted)
+    again = sup.resume()  # a double click: it reaches the supervisor while the policy already runs
+    assert again.wait(5)
+    assert wait_until(lambda: sup.mode == AUTONOMOUS)
+    assert events.ended == [] and sup.last_trial is trial  # still the one attempt
+    sup.pause()
+    assert wait_until(lambda: sup.mode == HALTED and trial.halted)
+    stale = sup.mark_last_trial("success", "some-earlier-trial")  # the prompt was about another attempt
+    assert stale.wait(5) and stale.refused and "no longer the last one" in stale.refusal
+    assert trial.outcome is None and trial.marked is None  # neither ended nor marked by the stale verdict
+    verdict = sup.mark_last_trial("failure", trial.id)
+    assert verdict.wait(5) and not verdict.refused
+    assert trial.marked == "failure" and len(events.ended) == 1
+    assert [t.id for t in TrialLedger(sup.ledger.path).trials()] == [trial.id]
+
+
+def test_the_arms_own_safety_stop_is_a_device_stop_not_the_operators():
+    from supervisor.trial_log import halt_kind
+
+    assert halt_kind(_result("arm_stopped"), halt_pending=False) == "device_stop"
+    assert halt_kind(_result("arm_stopped"), halt_pending=True) == "operator_stop"
+    assert halt_kind(_result("cancelled"), halt_pending=False) == "operator_stop"
 
 
 # -- the window ------------------------------------------------------------------------------------------------------

@@ -170,6 +170,16 @@ def test_set_thresholds_moves_the_gate_as_a_whole_and_logs_it():
         old.thresholds_at_rate(0.01)
 
 
+def test_the_calibrated_rate_gives_the_calibrated_gate_exactly_even_from_rounded_kept_values():
+    """The kept held-out values are rounded (and thinned): read back at the calibrated rate they must give the
+    calibrated thresholds themselves, not ones a rounding below them that would ask to loosen the gate."""
+    p = gated_policy()
+    calibrated = p.calibrated_thresholds()
+    p.calibration.scores = {k: [round(v - 4e-6, 5) for v in vs] for k, vs in p.calibration.scores.items()}
+    assert p.thresholds_at_rate(p.calibration.false_stop_rate) == calibrated
+    assert not p.thresholds_need_confirmation({k: v - 4e-6 for k, v in calibrated.items()})  # rounding is no loosening
+
+
 def test_a_lookup_reports_every_signal_beside_the_threshold_it_was_judged_by():
     p = gated_policy()
     img = np.full((48, 48, 3), 90, np.uint8)

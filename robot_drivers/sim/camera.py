@@ -133,6 +133,7 @@ class SimCamera(Camera):
                  threaded: bool = False):
         if threaded:
             self.stale_floor_s, self.stale_cap_s = 2.0, 3.0
+            self.stale_advice = "the machine is too busy to render in time: close other programs or lower --camera-size"
         super().__init__(config.name, config.width, config.height, config.fps, clock,
                          stale_limit_s=None if threaded else 0.5)
         self.config = config
