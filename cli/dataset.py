@@ -26,11 +26,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p, actions = add_actions(subparsers, "dataset", "inspect or edit a dataset")
     q = actions.add_parser("info", help="episodes, sizes, timing health and an integrity check (exit 1 when damaged)",
                            description=info.__doc__)
-    q.add_argument("dir")
+    q.add_argument("dir", help="dataset folder")
     q.add_argument("--full", action="store_true", help="also decode every frame (reads and decodes everything)")
     q = actions.add_parser("delete", help="delete an episode (or the interrupted ones)", description=delete.__doc__)
-    q.add_argument("dir")
-    q.add_argument("episode", type=int, nargs="?")
+    q.add_argument("dir", help="dataset folder")
+    q.add_argument("episode", type=int, nargs="?", help="index of the episode to delete (or --interrupted)")
     q.add_argument("--interrupted", action="store_true", help="remove episodes whose recording never finished")
     return p
 

@@ -88,7 +88,9 @@ def add_rig_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_clock_option(p: argparse.ArgumentParser, help: str | None = None) -> None:
-    p.add_argument("--clock", choices=("lockstep", "realtime"), default="lockstep", help=help)
+    p.add_argument("--clock", choices=("lockstep", "realtime"), default="lockstep",
+                   help=help or "simulated rig: lock-step (fast, repeatable; the default) or real time (as the "
+                                "app runs it)")
 
 
 def add_rate_option(p: argparse.ArgumentParser) -> None:

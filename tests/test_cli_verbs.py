@@ -159,3 +159,24 @@ def test_record_verb_and_scripted_recording_share_one_loop(tmp_path, monkeypatch
     assert calls == [("ds", dict(robot="sim", teleop="scripted", episodes=2, seed=3, task="grasp the mug", rate=None,
                                  camera_size=48, clock="lockstep", codec="jpeg")),
                      (str(tmp_path / "ds"), dict(episodes=5, seed=7, rate=10.0, camera_size=64))]
+
+
+def test_every_option_of_every_verb_says_what_it_does():
+    """`main.py VERB --help` explains every argument (a bare `--seed SEED` leaves the operator guessing)."""
+    import argparse
+
+    from main import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, sub in verbs.choices.items():
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        parsers = [(f"{name} {n}", p) for a in nested for n, p in a.choices.items()] or [(name, sub)]
+        for label, p in parsers:
+            for action in p._actions:
+                if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                    continue
+                if not action.help or action.help == argparse.SUPPRESS:
+                    missing.append(f"{label}: {'/'.join(action.option_strings) or action.dest}")
+    assert missing == [], "arguments without help text: " + ", ".join(missing)

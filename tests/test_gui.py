@@ -58,6 +58,8 @@ def test_connect_shows_live_previews_and_arm_state(studio, qtbot):
     assert all(light.state == "ok" for light in panel.camera_lights.values())
     qtbot.waitUntil(lambda: "x " in panel.arm_state.text(), timeout=3000)
     assert "gripper" in panel.arm_state.text()
+    # Where the mug stands stays in view (a message would fade), with the rig's hint on grasping it by hand.
+    assert "mug at x" in panel.scene_label.text() and "handle" in panel.task_hint.text()
 
 
 def test_keyboard_teleop_moves_the_arm_up_and_stops_on_release(studio, qtbot):

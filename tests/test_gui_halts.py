@@ -158,3 +158,21 @@ def test_messages_and_halts_do_not_move_the_window(studio, qtbot):
     qtbot.waitUntil(lambda: controller.mode == TELEOP and window.halt_strip.text == "", timeout=5000)
     qtbot.wait(50)
     assert places() == before
+
+
+def test_the_episode_just_kept_cannot_be_discarded_once_its_dataset_is_closed(studio, qtbot, tmp_path):
+    controller, window = studio
+    panel = window.record_panel
+    panel.path_edit.setText(str(tmp_path / "data" / "demos"))
+    qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.root is not None, timeout=5000)
+    controller.start_episode()
+    qtbot.waitUntil(lambda: controller.mode == "recording", timeout=5000)
+    qtbot.wait(300)
+    controller.stop_episode()
+    qtbot.waitUntil(lambda: len(panel.episodes) == 1 and panel.discard_last_button.isVisible(), timeout=10_000)
+    assert panel.count_bar.value() == 1  # a complete demonstration counts
+    controller.close_dataset()
+    qtbot.waitUntil(lambda: panel.root is None, timeout=5000)
+    assert not panel.discard_last_button.isVisible() and not panel.rerecord_last_button.isVisible()
+    assert panel.last_label.text() == ""

@@ -91,3 +91,21 @@ def test_an_episode_without_idle_stretches_is_not_trimmed(dataset):
     with pytest.raises(DatasetError, match="nothing to trim"):
         trim_episode(dataset, index, CONFIG)
     assert dataset.episode_indices() == [index]
+
+
+def test_by_default_a_pause_of_a_few_seconds_is_offered_for_trimming():
+    """An operator who stops to look for 5 s has a stretch worth trimming with the window's own settings (8 s was
+    never reached by keyboard demonstrations, so the trim was never offered); a 2 s pause is not."""
+    for still_s, offered in ((5.0, True), (2.0, False)):
+        monitor = IdleMonitor(IdleConfig())
+        t = 0.0
+        for x in np.linspace(0.4, 0.5, 20):  # 2 s of motion
+            monitor.add(np.array([x, 0.0, 0.3]), 1.0, t)
+            t += 0.1
+        for _ in range(int(still_s / 0.1)):
+            monitor.add(np.array([0.5, 0.0, 0.3]), 1.0, t)
+            t += 0.1
+        for x in np.linspace(0.5, 0.6, 40):  # 4 s of motion again
+            monitor.add(np.array([x, 0.0, 0.3]), 1.0, t)
+            t += 0.1
+        assert monitor.worth_trimming() == offered, still_s
