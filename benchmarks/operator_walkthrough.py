@@ -49,12 +49,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from core.types import RobotState  # noqa: E402
+from proc_cpu import children as _children, cpu_seconds as _cpu_seconds  # noqa: E402
 from robot_drivers.teleop import Teleop, TeleopCommand  # noqa: E402
 from supervisor import AUTONOMOUS, HALTED, RECORDING, TELEOP, Events, Supervisor  # noqa: E402
 
-_TICK = os.sysconf("SC_CLK_TCK")
 _CAMERA = re.compile(r"camera '([^']+)'")
 _AGE = re.compile(r"(\d+(?:\.\d+)?) ms old")
 OWN_HALTS = ("paused", "stop")  # halts this script causes itself
@@ -163,26 +164,6 @@ class StaleLog(logging.Handler):
 
 
 # ----------------------------------------------------------------------------------------------- CPU load
-def _cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return found
-
-
 def _machine_busy() -> tuple[float, float]:
     parts = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = parts[3] + parts[4]

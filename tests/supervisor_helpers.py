@@ -4,6 +4,7 @@ the real safety layer and real-time clock, and a real (untrained, tiny) ALT poli
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 import time
 
 import numpy as np
@@ -121,3 +122,12 @@ def wait_until(predicate, timeout: float = 5.0, period: float = 0.005) -> bool:
             return True
         time.sleep(period)
     return predicate()
+
+
+def steady_policy(tmp_path) -> ALTPolicy:
+    """The tiny policy, run until something ends it (no stall stop, no time limit within a test), saved nowhere
+    but named as if it were at ``tmp_path / "tiny-policy"`` (the ledger records the path)."""
+    policy = tiny_policy()
+    policy.config = replace(policy.config, stall_seconds=3600.0, time_limit_factor=1000.0)
+    policy.info["path"] = str(tmp_path / "tiny-policy")
+    return policy

@@ -10,7 +10,6 @@ import json
 import tempfile
 import threading
 from collections import deque
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +23,7 @@ from robot_drivers.scene import SceneControl
 from evaluation.trials import FORMAT_VERSION, LedgerError, StopEvidence, TrialLedger, format_marks, format_summary
 from supervisor import AUTONOMOUS, HALTED, TELEOP, Events, Supervisor
 from supervisor.trial_log import TrialRecording
-from supervisor_helpers import rig_factory, tiny_policy, wait_until
+from supervisor_helpers import rig_factory, steady_policy, tiny_policy, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -309,14 +308,6 @@ class _TaskCheck(SceneControl):
         raise NotImplementedError("no drill on this rig")
 
 
-def _steady_policy(tmp_path):
-    """The tiny policy, run until something ends it (no stall stop, no time limit within a test)."""
-    policy = tiny_policy()
-    policy.config = replace(policy.config, stall_seconds=3600.0, time_limit_factor=1000.0)
-    policy.info["path"] = str(tmp_path / "tiny-policy")
-    return policy
-
-
 @pytest.fixture
 def supervised(tmp_path):
     events = _Recorder()
@@ -325,7 +316,7 @@ def supervised(tmp_path):
     try:
         assert sup.connect_rig().wait(10)
         assert wait_until(lambda: sup.mode == TELEOP)
-        policy = _steady_policy(tmp_path)
+        policy = steady_policy(tmp_path)
         sup.set_policy(policy)
         yield sup, rigs[-1], events, policy
     finally:
@@ -443,7 +434,7 @@ def window_with_check(qtbot, tmp_path):
         check = _TaskCheck()
         controller.rig.scene_control = lambda: check
         window.tabs.setCurrentWidget(auto)
-        auto._on_loaded(_steady_policy(tmp_path))
+        auto._on_loaded(steady_policy(tmp_path))
         yield controller, window, auto
     finally:
         dispose(controller, window)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import replace
 
 import pytest
 from PyQt6.QtCore import Qt
@@ -17,7 +16,7 @@ from PyQt6.QtTest import QTest
 
 from evaluation.trials import FORMAT_VERSION, LedgerError, TrialLedger, format_marks, format_summary, wilson_interval
 from supervisor import AUTONOMOUS, HALTED, TELEOP, Events, Supervisor
-from supervisor_helpers import rig_factory, tiny_policy, wait_until
+from supervisor_helpers import rig_factory, steady_policy, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -180,14 +179,6 @@ class _Events(Events):
         self.errors.append(text)
 
 
-def _steady_policy(tmp_path):
-    """The tiny policy, run until the operator ends it (no stall stop, no time limit within a test)."""
-    policy = tiny_policy()
-    policy.config = replace(policy.config, stall_seconds=3600.0, time_limit_factor=1000.0)
-    policy.info["path"] = str(tmp_path / "tiny-policy")
-    return policy
-
-
 @pytest.fixture
 def supervised(tmp_path):
     """A supervisor on the fake rig (no task check, like a real rig) with a ledger."""
@@ -197,7 +188,7 @@ def supervised(tmp_path):
     try:
         assert sup.connect_rig().wait(10)
         assert wait_until(lambda: sup.mode == TELEOP)
-        sup.set_policy(_steady_policy(tmp_path))
+        sup.set_policy(steady_policy(tmp_path))
         yield sup, rigs[-1], events
     finally:
         sup.shutdown()
@@ -293,7 +284,7 @@ def make_window(qtbot, tmp_path):
             check = _TaskCheck()
             controller.rig.scene_control = lambda: check
         window.tabs.setCurrentWidget(auto)
-        auto._on_loaded(_steady_policy(tmp_path))
+        auto._on_loaded(steady_policy(tmp_path))
         return controller, window, auto
 
     yield make
