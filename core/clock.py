@@ -2,7 +2,7 @@
 
 * :class:`RealTimeClock` sleeps until each tick of a fixed grid on the host
   monotonic clock (hardware, the GUI, realistic timing).
-* A lock-step clock (``robot_drivers.sim.rig.LockstepClock``) advances a
+* A lock-step clock (``robot_drivers.sim_clock.LockstepClock``) advances a
   simulation by exactly one tick per call, as fast as the CPU allows (data
   generation, tests, evaluation).
 """

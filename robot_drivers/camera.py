@@ -302,9 +302,10 @@ class Camera(Device):
         return self._slot.wait_for(after_sequence, timeout)
 
     def _start_capture(self, grab: Callable[[], tuple[np.ndarray, float | None] | None],
-                       period: float | None = None) -> None:
-        """Publish what ``grab()`` returns from a capture thread of this camera (:class:`CaptureThread`)."""
-        self._thread = CaptureThread(self.name, self._slot, grab, period=period)
+                       period: float | None = None, on_exit: Callable[[], None] | None = None) -> None:
+        """Publish what ``grab()`` returns from a capture thread of this camera (:class:`CaptureThread`);
+        ``on_exit()`` runs on that thread when it ends (to free what only that thread may free)."""
+        self._thread = CaptureThread(self.name, self._slot, grab, period=period, on_exit=on_exit)
         self._thread.start()
 
     def _stop_capture(self, timeout: float = 2.0) -> None:
@@ -332,9 +333,10 @@ class CaptureThread:
 
     def __init__(self, name: str, slot: LatestFrameSlot,
                  grab: Callable[[], tuple[np.ndarray, float | None] | None],
-                 period: float | None = None):
+                 period: float | None = None, on_exit: Callable[[], None] | None = None):
         self._slot = slot
         self._grab = grab
+        self._on_exit = on_exit
         self._period = period
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"capture-{name}", daemon=True)
@@ -352,6 +354,16 @@ class CaptureThread:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self._on_exit is not None:
+                try:
+                    self._on_exit()
+                except Exception as exc:  # noqa: BLE001 - the thread ends anyway
+                    log.warning("capture thread %s: cleanup failed: %s", self._thread.name, exc)
+
+    def _loop(self) -> None:
         next_time = time.monotonic()
         while not self._stop.is_set():
             try:

@@ -60,7 +60,10 @@ class TeleopSource:
 
     def begin(self, observation: Observation) -> None:
         s = observation.latest_state  # the arm as it is now, not as the (older) frames saw it
-        self._integrator = TargetIntegrator(Action(s.ee_pose, s.gripper if self._gripper is None else self._gripper))
+        start = Action(s.ee_pose, s.gripper if self._gripper is None else self._gripper)
+        leash = getattr(self.teleop, "leash_m", None)  # a device may lead the arm farther (an expert that pushes)
+        self._integrator = TargetIntegrator(start, **({"leash": float(leash)} if isinstance(leash, (int, float))
+                                                      and leash > 0 else {}))
 
     def step(self, observation: Observation, dt: float) -> StepOutput:
         assert self._integrator is not None, "begin() first"

@@ -19,7 +19,9 @@ of its own), not a branch in ``rig_config`` or ``factory``. The kinds:
             config field that names the camera: ``devices`` shows it).
 ``teleop``  driver(config), or driver() from the command line. Options: ``parse(table) -> config`` (a
             hand-held device reads its axes and buttons with ``teleop.hand_controller_from_rig_table``).
-``rig``     a function ``(clock=, image_size=, rate_hz=) -> Rig``: a built-in robot (``--robot sim``).
+``rig``     a function ``(clock=, image_size=, rate_hz=) -> Rig``: a built-in robot (``--robot sim``). Options:
+            ``parameter`` (a word: the rig takes one argument, given as ``--robot name:<argument>`` and passed
+            first: ``(argument, clock=, ...)``), ``choices`` (a function listing the arguments, for messages).
 
 Registering imports no vendor SDK: the drivers import theirs when they connect. The built-in modules of a
 kind are imported the first time that kind is looked up.
@@ -40,7 +42,7 @@ BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "arm": ("robot_drivers.xarm", "robot_drivers.ur"),
     "camera": ("robot_drivers.realsense", "robot_drivers.opencv_camera"),
     "teleop": ("robot_drivers.spacemouse", "robot_drivers.gamepad"),
-    "rig": ("robot_drivers.sim",),
+    "rig": ("robot_drivers.sim", "robot_drivers.metaworld"),
 }
 
 

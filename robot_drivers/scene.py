@@ -21,6 +21,12 @@ class SceneControl(ABC):
     scenarios: tuple[str, ...] = ()
     #: what an operator needs to know to do this rig's task by hand (shown beside the scene), "" if nothing
     task_hint: str = ""
+    #: the task in a few words: the task text stored with recordings when the operator gives none
+    task_name: str = ""
+    #: what a success looks like, in words ("the mug is lifted and held")
+    success_text: str = "the task is done"
+    #: the placements scripted demonstrations are recorded at (``reset(seed, training_index=i)``, 0 <= i < this)
+    training_placements: int = 0
 
     @abstractmethod
     def reset(self, seed: int, scenario: str | None = None, training_index: int | None = None) -> dict:
@@ -42,6 +48,17 @@ class SceneControl(ABC):
     @abstractmethod
     def cover_camera(self, name: str, image: np.ndarray | None) -> None:
         """OOD drill: camera ``name`` delivers ``image`` instead of the scene; None uncovers."""
+
+    def went_wrong(self) -> bool:
+        """Whether the episode has gone wrong since the last reset, so that the task can no longer be finished
+        by taking over from here (an object knocked over, a grasp closed on nothing): the simulator's own
+        judgement. An evaluation counts a stop that comes after this as too late (a silent failure)."""
+        return False
+
+    def placement(self, record: dict | None) -> np.ndarray | None:
+        """A stored scene's variation as a vector (object and goal positions, metres), to measure how far a
+        scene lies from the demonstrations' scenes; None if the record has none."""
+        return None
 
     def covered_cameras(self) -> tuple[str, ...]:
         """The cameras an OOD drill covers now (:meth:`cover_camera`): a stop then is the drill's, not the

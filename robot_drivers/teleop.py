@@ -150,6 +150,8 @@ class Teleop(Device):
     :class:`Device`'s: devices that need no connection leave its hooks alone)."""
 
     name: str = "teleop"
+    #: how far (m) the integrated target may lead the measured pose (:class:`TargetIntegrator`); None: its default
+    leash_m: float | None = None
 
     @abstractmethod
     def get_command(self, state: RobotState, dt: float) -> TeleopCommand:

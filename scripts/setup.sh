@@ -11,8 +11,9 @@ VENV=.venv
 
 # Debian packages: python3-venv (venv itself), libusb-1.0-0 (pyrealsense2), libhidapi-hidraw0 (pyspacemouse),
 # libgl1/libegl1/libfontconfig1/libxkbcommon0/libdbus-1-3/libglib2.0-0 (Qt, OpenCV),
-# libxcb-* (a real Qt window on X11/Xvfb).
-APT_PACKAGES=(libusb-1.0-0 libhidapi-hidraw0 libgl1 libegl1 libfontconfig1 libxkbcommon0 libxkbcommon-x11-0 libdbus-1-3
+# libxcb-* (a real Qt window on X11/Xvfb), libegl-mesa0/libgl1-mesa-dri/libgbm1 (MuJoCo's offscreen
+# rendering for the Meta-World rig: EGL with Mesa's software renderer, no GPU needed).
+APT_PACKAGES=(libusb-1.0-0 libhidapi-hidraw0 libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libfontconfig1 libxkbcommon0 libxkbcommon-x11-0 libdbus-1-3
               libglib2.0-0 libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0 libxcb-shape0
               libxcb-randr0 libxcb-render-util0 libxcb-image0)
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then

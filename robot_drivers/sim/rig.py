@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from core.clock import Clock, RealTimeClock, TickTiming
+import numpy as np
+
+from core.clock import Clock, RealTimeClock
 from robot_drivers.rig import Rig
+from robot_drivers.sim_clock import LockstepClock, PhysicsThread, wait_for_frames_after
 from robot_drivers.safety import SafeArm, SafetyConfig
 from robot_drivers.sim.arm import SimArm
 from robot_drivers.sim.camera import SimCamera, SimCameraConfig, hand_camera, third_person_camera
@@ -30,6 +32,11 @@ from robot_drivers.sim.world import SimWorld, WorldConfig
 log = logging.getLogger(__name__)
 
 CLOCKS = ("lockstep", "realtime")
+
+#: ``went_wrong``: the mug counts as undisturbed within this distance (horizontally) of where it was placed
+#: and this tilt
+UNDISTURBED_M = 0.01
+UPRIGHT_DEG = 15.0
 
 
 def sim_safety_config() -> SafetyConfig:
@@ -56,85 +63,6 @@ class SimRigConfig:
         return self
 
 
-class LockstepClock(Clock):
-    """Advances the simulation one control period per tick, then renders the cameras."""
-
-    def __init__(self, world: SimWorld, rate_hz: float):
-        super().__init__(rate_hz)
-        self._world = world
-        self._cameras: list[SimCamera] = []
-        self._index = 0
-        self._substeps = max(1, round(self.dt / world.physics_dt))
-        self.last_physics_s = 0.0  # host time the last tick spent in physics / rendering, for reports
-        self.last_render_s = 0.0
-
-    def attach(self, cameras: list[SimCamera]) -> None:
-        self._cameras = cameras
-
-    @property
-    def is_realtime(self) -> bool:
-        return False
-
-    def now(self) -> float:
-        return self._world.time
-
-    def _render(self) -> None:
-        t0 = time.perf_counter()
-        for cam in self._cameras:
-            if cam.is_connected:
-                cam.capture()
-        self.last_render_s = time.perf_counter() - t0
-
-    def start(self) -> TickTiming:
-        self._index = 0
-        self._render()
-        now = self.now()
-        return TickTiming(0, now, now, False, 0)
-
-    def wait_next_tick(self) -> TickTiming:
-        t0 = time.perf_counter()
-        self._world.step(self._substeps)
-        self.last_physics_s = time.perf_counter() - t0
-        self._render()
-        self._index += 1
-        now = self.now()
-        return TickTiming(self._index, now, now, False, 0)
-
-    def advance(self, seconds: float) -> None:
-        """Let simulated time pass outside the tick grid (homing, settling)."""
-        self._world.step(max(1, round(seconds / self._world.physics_dt)))
-
-
-class PhysicsThread:
-    """Steps the world in real time; falls behind gracefully instead of bursting."""
-
-    def __init__(self, world: SimWorld):
-        self._world = world
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sim-physics", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-
-    def _run(self) -> None:
-        dt = self._world.physics_dt
-        next_time = time.monotonic()
-        while not self._stop.is_set():
-            behind = time.monotonic() - next_time
-            steps = 1 if behind < dt else min(int(behind / dt) + 1, 8)
-            self._world.step(steps)
-            next_time += steps * dt
-            if time.monotonic() - next_time > 0.25:
-                next_time = time.monotonic()  # a long stall (render, GC): resync, do not replay it
-            delay = next_time - time.monotonic()
-            if delay > 0:
-                self._stop.wait(delay)
-
-
 class SimRig(Rig):
     """The simulated rig with its task: ``reset(seed, scenario)`` and ``success()``."""
 
@@ -143,6 +71,7 @@ class SimRig(Rig):
         self.config = config
         self.world = SimWorld(config.world)
         self.scene: Scene | None = None
+        self._placed_xy: np.ndarray | None = None  # where the mug stood after the last reset
         self._physics: PhysicsThread | None = None
         if config.clock == "lockstep":
             clock: Clock = LockstepClock(self.world, config.rate_hz)
@@ -209,30 +138,31 @@ class SimRig(Rig):
             self.arm.release()
         self.arm.home()  # clears the safety layer's reference so the first command starts from here
         self.scene = scene
+        self._placed_xy = np.asarray(self.world.mug_pose().position[:2], dtype=float)
         if self.config.clock == "realtime":
             self._wait_for_frames_after(self.world.time)
         return scene
 
     def _wait_for_frames_after(self, sim_time: float, timeout: float = 5.0) -> None:
-        """Real time: the scene just jumped; wait until no camera's alignment window holds the old one.
-
-        ``observe`` aligns on a reference one frame period back, so every camera
-        must have two frames of the new scene, not just one; and the frames of the
-        old scene are then forgotten: when renders bunch up on a loaded machine, an
-        old frame can lie nearer that reference than the new ones.
-        """
-        for camera in self.cameras.values():
-            frame = camera.wait_for_frame(-1, timeout)
-            fresh, first = 0, None
-            while fresh < 2:
-                is_new = frame.device_time is None or frame.device_time >= sim_time
-                fresh = fresh + 1 if is_new else 0
-                first = (first or frame) if is_new else None
-                if fresh < 2:
-                    frame = camera.wait_for_frame(frame.sequence, timeout)
-            camera.forget_frames_before(first.host_time)
+        wait_for_frames_after(self.cameras.values(), sim_time, timeout)
 
     def success(self) -> bool:
         """Mug lifted >= 5 cm above the table and held between both fingers."""
         lifted = self.world.mug_height_above_table() >= SUCCESS_LIFT_M
         return lifted and all(self.world.fingers_touching(self.world.mug))
+
+    def went_wrong(self) -> bool:
+        """Whether the episode has gone wrong since the reset: the mug pushed more than
+        :data:`UNDISTURBED_M` or tipped more than :data:`UPRIGHT_DEG`, or the gripper closed without holding
+        the mug between both fingers. A stop mid-lift, or right after a grasp that holds, leaves the task for
+        the operator to finish."""
+        from core.transforms import quat_to_matrix
+
+        if self._placed_xy is None or self.success():
+            return False
+        pose = self.world.mug_pose()
+        moved = float(np.linalg.norm(np.asarray(pose.position[:2]) - self._placed_xy))
+        tilt = float(np.degrees(np.arccos(np.clip(quat_to_matrix(pose.orientation)[2, 2], -1, 1))))
+        closed = self.arm.get_state().gripper < 0.9
+        held = all(self.world.fingers_touching(self.world.mug))
+        return moved > UNDISTURBED_M or tilt > UPRIGHT_DEG or (closed and not held)

@@ -19,6 +19,13 @@ class SimSceneControl(SceneControl):
     def __init__(self, rig: "SimRig"):
         self._rig = rig
 
+    task_name = "grasp the mug"
+    success_text = "the mug is lifted and held"
+
+    @property
+    def training_placements(self) -> int:
+        return self._rig.task.n_training_placements
+
     task_hint = ("Lift the mug: turn the gripper (Q / E) until the fingers close at right angles to the handle "
                  "(the handle points out beside a finger, not between them), lower the open fingers around the "
                  "mug's body (F), close (G), then lift (R).")
@@ -45,6 +52,14 @@ class SimSceneControl(SceneControl):
 
     def task_succeeded(self) -> bool:
         return self._rig.success()
+
+    def went_wrong(self) -> bool:
+        return self._rig.went_wrong()
+
+    def placement(self, record: dict | None) -> np.ndarray | None:
+        if not record or "mug" not in record:
+            return None
+        return np.asarray(record["mug"][:2], dtype=float)
 
     def cover_camera(self, name: str, image: np.ndarray | None) -> None:
         camera = self._rig.cameras.get(name)

@@ -1,0 +1,246 @@
+"""One Meta-World task's environment behind a lock: its variations, the absolute-target controller, and the
+expert's check that a stopped episode can still be finished.
+
+Meta-World (MuJoCo) acts through a 4-D action in [-1, 1]: a change of the hand's mocap target (1 cm per step
+at full scale) and a gripper effort (-1 open, +1 close); one step is 5 physics steps of 2.5 ms. This module
+turns the project's absolute targets into those actions: each step commands ``clip(GAIN x (target - hand))``,
+which integrates the hand's error into the mocap target and so settles on the target itself (a mocap aimed at
+the target would leave the hand ~4 mm short under gravity).
+
+A variation is the task's own random vector (object, goal positions), drawn uniformly from the task's own
+range (``_random_reset_space``) with our seeded generator, and put into the world through the task's reset. A
+vector the task's reset would draw again (an object too close to its goal: the task loops until it likes one)
+is refused, never looped on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import threading
+import warnings
+
+import numpy as np
+
+#: Meta-World's hand holds one orientation: the mocap quaternion (w, x, y, z) = (1, 0, 1, 0) / sqrt(2), here
+#: in the project's order (x, y, z, w).
+HAND_QUAT_XYZW = np.array([0.0, math.sqrt(0.5), 0.0, math.sqrt(0.5)])
+#: Delta action per metre of hand error (1 = 1 cm per step): 10 settles a 12-15 cm move to 3 mm in ~25 steps
+#: without overshoot; 50 and above oscillate.
+TRACKING_GAIN = 30.0
+#: Steps the expert gets to finish the task from where a stop left it (``recoverable``).
+RECOVERY_STEPS = 300
+
+
+class RejectedVariation(Exception):
+    """The task's reset refused a variation (it would have drawn another)."""
+
+
+def import_metaworld():
+    """The ``metaworld`` module, with MuJoCo rendering offscreen through EGL unless ``MUJOCO_GL`` says otherwise
+    (software rendering works on a machine without a GPU)."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        import metaworld
+        import metaworld.policies  # noqa: F401 - the experts
+    except ImportError as exc:
+        raise ImportError(f"the Meta-World rig needs Meta-World and MuJoCo ({exc}); install them with "
+                          "pip install '.[metaworld]' (scripts/setup.sh does)") from exc
+    return metaworld
+
+
+def check_task(task: str) -> str:
+    """``task`` if Meta-World has it (v3); a ValueError listing the tasks and the nearest name otherwise."""
+    metaworld = import_metaworld()
+    names = sorted(metaworld.env_dict.ALL_V3_ENVIRONMENTS)
+    if task not in names:
+        close = difflib.get_close_matches(task, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown Meta-World task {task!r}{hint} (the {len(names)} tasks: {', '.join(names)})")
+    return task
+
+
+class MetaWorldEnv:
+    """The environment of one task. Every method takes :attr:`lock`; the physics thread (real time), the
+    cameras and the arm share it."""
+
+    def __init__(self, task: str):
+        metaworld = import_metaworld()
+        self.task = check_task(task)
+        env = metaworld.env_dict.ALL_V3_ENVIRONMENTS[task]()
+        env.set_task(metaworld.MT1(task, seed=0).train_tasks[0])
+        env.max_path_length = 1 << 62  # episodes end when the operator or the evaluation says so
+        self.env = env
+        self.model, self.data = env.model, env.data
+        self.expert = metaworld.policies.ENV_POLICY_MAP[task]()
+        # the experts warn that their gains exceed Meta-World's action range; that is how they are written
+        warnings.filterwarnings("ignore", message="Constant", module="metaworld.policies.policy")
+        self.lock = threading.RLock()
+        self.step_dt = float(env.model.opt.timestep * env.frame_skip)
+        self.time = 0.0  # simulated seconds since the rig was made; never goes back (a reset does not rewind it)
+        space = env._random_reset_space
+        self.variation_low = np.asarray(space.low, dtype=np.float64)
+        self.variation_high = np.asarray(space.high, dtype=np.float64)
+        self.mocap_low = np.asarray(env.mocap_low, dtype=np.float64)
+        self.mocap_high = np.asarray(env.mocap_high, dtype=np.float64)
+        self.target = np.zeros(3)
+        self.gripper_command = 1.0
+        self.obs: np.ndarray | None = None
+        self.succeeded = False
+        self.variation: np.ndarray | None = None
+        self.lighting: tuple[float, float, float] | None = None
+        self._light_defaults = (self.model.light_diffuse.copy(), self.model.light_ambient.copy(),
+                                self.model.vis.headlight.diffuse.copy(), self.model.vis.headlight.ambient.copy())
+        self.scene_version = 0  # bumped by every reset: a camera draws again after one, moved or not
+
+    # -- variations ---------------------------------------------------------------------------------------
+    def reset_to(self, variation, lighting: tuple[float, float, float] | None = None) -> None:
+        """Put the task's objects where ``variation`` says, the hand at its start; RejectedVariation when the
+        task refuses the vector (its reset would draw another)."""
+        vec = np.asarray(variation, dtype=np.float64).copy()
+        if vec.shape != self.variation_low.shape:
+            raise ValueError(f"a {self.task} variation has {self.variation_low.size} numbers, not {vec.size}")
+        calls = [0]
+
+        def given():
+            calls[0] += 1
+            if calls[0] > 1:
+                raise RejectedVariation(f"{self.task} refuses the variation {np.round(vec, 3).tolist()}")
+            return vec.copy()
+
+        env = self.env
+        task_reset = env.reset_model
+
+        def reset_model():  # Meta-World's reset runs the task's reset twice: each run draws once
+            calls[0] = 0
+            return task_reset()
+
+        with self.lock:
+            env._get_state_rand_vec = given  # the task's reset draws its positions through this
+            env.reset_model = reset_model
+            try:
+                obs, _ = env.reset()
+            finally:
+                del env._get_state_rand_vec, env.reset_model
+            env._last_rand_vec = vec.copy()
+            self.obs = obs
+            self.variation = vec
+            self.succeeded = False
+            self.target = self.hand_position()
+            self.gripper_command = 1.0
+            self._set_lighting(lighting)
+            self.scene_version += 1
+
+    def draw(self, rng: np.random.Generator, low=None, high=None, tries: int = 200) -> np.ndarray:
+        """A variation drawn uniformly from [low, high] (default: the task's own range) that the task accepts;
+        the world is reset to it."""
+        low = self.variation_low if low is None else np.asarray(low, dtype=np.float64)
+        high = self.variation_high if high is None else np.asarray(high, dtype=np.float64)
+        for _ in range(tries):
+            vec = rng.uniform(low, high)
+            try:
+                self.reset_to(vec)
+                return vec
+            except RejectedVariation:
+                continue
+        raise RuntimeError(f"{self.task}: no variation in {tries} draws was accepted by the task's reset")
+
+    def _set_lighting(self, lighting: tuple[float, float, float] | None) -> None:
+        """``lighting`` (brightness, warmth, ambient) scales the model's lights; None restores them."""
+        diffuse, ambient, head_diffuse, head_ambient = self._light_defaults
+        self.lighting = lighting
+        if lighting is None:
+            self.model.light_diffuse[:] = diffuse
+            self.model.light_ambient[:] = ambient
+            self.model.vis.headlight.diffuse[:] = head_diffuse
+            self.model.vis.headlight.ambient[:] = head_ambient
+            return
+        brightness, warmth, extra_ambient = lighting
+        tint = np.array([1.0 + warmth, 1.0, 1.0 - warmth])
+        self.model.light_diffuse[:] = np.clip(diffuse * brightness * tint, 0, 1)
+        self.model.light_ambient[:] = np.clip(ambient + extra_ambient, 0, 1)
+        self.model.vis.headlight.diffuse[:] = np.clip(head_diffuse * brightness * tint, 0, 1)
+        self.model.vis.headlight.ambient[:] = np.clip(head_ambient + extra_ambient, 0, 1)
+
+    # -- the arm ------------------------------------------------------------------------------------------
+    def hand_position(self) -> np.ndarray:
+        with self.lock:
+            return np.asarray(self.obs[:3], dtype=np.float64).copy()
+
+    def finger_opening(self) -> float:
+        """Meta-World's measured finger opening: 1 open, ~0.3 closed on nothing, ~0.45 on a puck."""
+        with self.lock:
+            return float(np.clip(self.obs[3], 0.0, 1.0))
+
+    def joint_positions(self) -> np.ndarray:
+        with self.lock:
+            return np.asarray(self.data.qpos[:9], dtype=np.float64).copy()
+
+    def command(self, position, gripper: float) -> None:
+        """The absolute target the next steps track (clipped into the mocap's range) and the gripper command
+        in [0, 1] (1 open)."""
+        with self.lock:
+            self.target = np.clip(np.asarray(position, dtype=np.float64), self.mocap_low, self.mocap_high)
+            self.gripper_command = float(np.clip(gripper, 0.0, 1.0))
+
+    def hold(self) -> None:
+        """Stop: the target becomes where the hand is now; the gripper keeps its command."""
+        with self.lock:
+            self.target = self.hand_position()
+
+    def action(self) -> np.ndarray:
+        """Meta-World's action for the next step toward the current target."""
+        delta = np.clip(TRACKING_GAIN * (self.target - self.obs[:3]), -1.0, 1.0)
+        return np.r_[delta, 1.0 - 2.0 * self.gripper_command]
+
+    @property
+    def physics_dt(self) -> float:
+        """Seconds per :meth:`step` (the clocks of :mod:`robot_drivers.sim_clock` step in these units)."""
+        return self.step_dt
+
+    def step(self, count: int = 1) -> None:
+        with self.lock:
+            for _ in range(count):
+                self.obs, _, _, _, info = self.env.step(self.action())
+                self.succeeded = bool(info["success"])
+                self.time += self.step_dt
+
+    # -- the expert ---------------------------------------------------------------------------------------
+    def expert_action(self) -> np.ndarray:
+        """The task's own scripted expert's action for the current observation (4-D, Meta-World's units)."""
+        with self.lock:
+            return np.asarray(self.expert.get_action(self.obs), dtype=np.float64)
+
+    def recoverable(self, steps: int = RECOVERY_STEPS) -> bool:
+        """Whether the task's expert, taking over from the current state, finishes the task within ``steps``
+        steps. The world is put back exactly as it was afterwards (nothing of the try is seen or kept)."""
+        import mujoco
+
+        with self.lock:
+            if self.succeeded:
+                return True
+            env = self.env
+            spec = mujoco.mjtState.mjSTATE_INTEGRATION
+            state = np.empty(mujoco.mj_stateSize(self.model, spec))
+            mujoco.mj_getState(self.model, self.data, state, spec)
+            saved = {k: getattr(env, k) for k in ("curr_path_length", "_prev_obs", "_last_stable_obs",
+                                                  "_did_see_sim_exception") if hasattr(env, k)}
+            saved = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in saved.items()}
+            obs = self.obs.copy()
+            try:
+                for _ in range(steps):
+                    obs, _, _, _, info = env.step(np.asarray(self.expert.get_action(obs), dtype=np.float64))
+                    if info["success"]:
+                        return True
+                return False
+            finally:
+                mujoco.mj_setState(self.model, self.data, state, spec)
+                for k, v in saved.items():
+                    setattr(env, k, v)
+                mujoco.mj_forward(self.model, self.data)
+
+    def object_positions(self) -> np.ndarray:
+        """The task's objects' positions and its goal as Meta-World observes them (for checks and logs)."""
+        with self.lock:
+            return np.r_[self.obs[4:7], self.obs[-3:]].copy()

@@ -1,0 +1,189 @@
+"""The Meta-World rig: its cameras, arm, variations, scripted expert, success and recovery checks."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from core.errors import ArmStoppedError
+from core.types import Action, Pose
+from robot_drivers.factory import make_rig, robot_names, split_robot
+from robot_drivers.metaworld.env import HAND_QUAT_XYZW, RejectedVariation
+from robot_drivers.metaworld.scene_control import EXTRAPOLATE_MARGIN_M, NOISE_M, SCENARIOS
+
+pytest.importorskip("metaworld")  # installed by scripts/setup.sh (the metaworld extra): this never skips in CI
+
+
+@pytest.fixture(scope="module")
+def rig():
+    rig = make_rig("metaworld:pick-place-v3", image_size=64)
+    with rig:
+        yield rig
+    rig.close()
+
+
+def test_robot_names_and_errors():
+    assert "metaworld:<task>" in robot_names()
+    assert split_robot("metaworld:reach-v3") == ("metaworld", "reach-v3")
+    with pytest.raises(ValueError, match=r"needs a task.*metaworld:<task>"):
+        split_robot("metaworld")
+    with pytest.raises(ValueError, match="did you mean 'pick-place-v3'"):
+        make_rig("metaworld:pick-plac-v3")
+    with pytest.raises(ValueError, match="takes no parameter"):
+        split_robot("sim:mug")
+
+
+def test_frames_state_and_cameras(rig):
+    control = rig.scene_control()
+    rig.arm.release()
+    control.reset(3, "in_distribution")
+    obs = rig.observe()
+    assert set(obs.frames) == {"hand", "third"}
+    hand, third = obs.frames["hand"].image, obs.frames["third"].image
+    assert hand.shape == third.shape == (64, 64, 3) and hand.dtype == np.uint8
+    assert np.abs(hand.astype(int) - third.astype(int)).mean() > 10  # two different views
+    state = obs.state
+    np.testing.assert_allclose(state.ee_pose.orientation, HAND_QUAT_XYZW)
+    assert 0.9 <= state.gripper <= 1.0  # starts open
+    assert rig.name == "metaworld:pick-place-v3" and control.record()["rig"] == rig.name
+
+
+def test_tracks_absolute_targets_and_stop_holds(rig):
+    rig.arm.release()
+    rig.scene_control().reset(4, "in_distribution")
+    start = rig.arm.get_state().ee_pose.position
+    goal = start + np.array([0.03, 0.0, 0.02])
+    for _ in range(12):
+        rig.arm.send_action(Action(Pose(goal, HAND_QUAT_XYZW), 1.0))
+        rig.clock.wait_next_tick()
+    assert np.linalg.norm(rig.arm.get_state().ee_pose.position - goal) < 0.004
+    far = goal + np.array([0.0, 0.0, 0.2])
+    rig.arm.send_action(Action(Pose(far, HAND_QUAT_XYZW), 1.0))
+    rig.clock.wait_next_tick()
+    rig.arm.stop()
+    held = rig.arm.get_state().ee_pose.position
+    for _ in range(10):
+        rig.clock.wait_next_tick()
+    assert np.linalg.norm(rig.arm.get_state().ee_pose.position - held) < 0.01  # halted where it was
+    with pytest.raises(ArmStoppedError):
+        rig.arm.send_action(Action(Pose(far, HAND_QUAT_XYZW), 1.0))
+    with pytest.raises(ArmStoppedError):
+        rig.scene_control().reset(5, "interpolate")  # a reset would move a stopped arm
+    rig.arm.release()
+
+
+def test_safety_limits_each_tick(rig):
+    rig.arm.release()
+    rig.scene_control().reset(6, "in_distribution")
+    start = rig.arm.get_state().ee_pose.position
+    sent = rig.arm.send_action(Action(Pose(start + [0.0, 0.0, 0.3], HAND_QUAT_XYZW), 1.0))
+    assert np.linalg.norm(sent.pose.position - start) <= rig.arm.config.max_translation_per_tick + 1e-9
+    below = rig.arm.send_action(Action(Pose(start - [0.0, 0.0, 1.0], HAND_QUAT_XYZW), 1.0))
+    assert below.pose.position[2] >= rig.arm.config.workspace_min[2] - 1e-9
+
+
+def test_variations_are_deterministic_and_scenarios_differ(rig):
+    control = rig.scene_control()
+    rig.arm.release()
+    env = rig.env
+    a = control.reset(11, "interpolate")
+    b = control.reset(11, "interpolate")
+    assert a == b
+    assert control.reset(12, "interpolate")["variation"] != a["variation"]
+    free = env.variation_high - env.variation_low > 1e-9
+    for seed in range(5):
+        rec = control.reset(seed, "in_distribution")
+        train = control.training_variation(rec["training_index"])
+        assert np.all(np.abs(np.asarray(rec["variation"]) - train) <= NOISE_M + 1e-9)
+        ext = np.asarray(control.reset(seed, "extrapolate")["variation"])
+        outside = np.maximum(env.variation_low - ext, ext - env.variation_high)[free]
+        assert outside.max() >= EXTRAPOLATE_MARGIN_M[0] - 1e-9
+    lit = control.reset(3, "lighting")
+    assert lit["lighting"] is not None
+    assert set(control.scenarios) == set(SCENARIOS)
+    with pytest.raises(ValueError, match="choose one of"):
+        control.reset(1, "distractors")
+
+
+def test_restore_puts_the_world_back(rig):
+    control = rig.scene_control()
+    rig.arm.release()
+    rec = control.reset(21, "lighting")
+    objects = rig.env.object_positions()
+    control.reset(22, "interpolate")
+    control.restore(rec)
+    np.testing.assert_allclose(rig.env.object_positions(), objects, atol=1e-6)
+    assert control.record()["lighting"] == rec["lighting"]
+
+
+def test_a_refused_variation_is_named_not_looped_on(rig):
+    env = rig.env
+    low = env.variation_low.copy()
+    same = low.copy()
+    same[3:5] = low[:2]  # pick-place: the goal on top of the object, which the task's reset refuses
+    with pytest.raises(RejectedVariation, match="refuses"):
+        env.reset_to(same)
+
+
+def test_scripted_expert_succeeds_and_recovery_check_leaves_no_trace(rig):
+    from robot_drivers.control import TeleopSource
+
+    control = rig.scene_control()
+    rig.arm.release()
+    control.reset(0, training_index=2)
+    assert not control.went_wrong()  # untouched: the expert can do it
+    before = (rig.env.data.qpos.copy(), rig.env.time, rig.env.obs.copy())
+    control.went_wrong()
+    np.testing.assert_array_equal(rig.env.data.qpos, before[0])
+    assert rig.env.time == before[1]
+    np.testing.assert_array_equal(rig.env.obs, before[2])
+
+    expert = rig.scripted_operator(7)
+    expert.reset(7)
+    source = TeleopSource(expert)
+    rig.clock.start()
+    obs = rig.observe()
+    source.begin(obs)
+    for _ in range(80):
+        out = source.step(obs, rig.clock.dt)
+        source.sent(rig.arm.send_action(out.action))
+        rig.clock.wait_next_tick()
+        obs = rig.observe()
+        if expert.done:
+            break
+    assert control.task_succeeded() and expert.done
+
+
+def test_an_object_knocked_off_the_table_went_wrong(rig):
+    control = rig.scene_control()
+    rig.arm.release()
+    control.reset(1, "in_distribution")
+    env = rig.env
+    with env.lock:
+        env.env._set_obj_xyz(np.array([0.0, 0.3, -0.5]))  # off the table, out of reach
+        env.step(1)
+    assert control.went_wrong()
+
+
+def test_realtime_rig_idles_without_drawing():
+    rig = make_rig("metaworld:reach-v3", clock="realtime", image_size=48)
+    try:
+        with rig:
+            rig.arm.release()
+            rig.scene_control().reset(2, "in_distribution")
+            rig.observe()
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline:  # the arm settles after a reset, then nothing moves
+                before = {k: c.renders for k, c in rig.cameras.items()}
+                time.sleep(1.0)
+                if all(c.renders == before[k] for k, c in rig.cameras.items()):
+                    break
+            else:
+                pytest.fail("the real-time cameras kept drawing an idle scene")
+            frame = rig.cameras["hand"].read_latest()
+            time.sleep(0.3)
+            assert rig.cameras["hand"].read_latest().sequence > frame.sequence  # frames still flow
+    finally:
+        rig.close()
