@@ -63,18 +63,23 @@ def make_rig(robot: str, *, clock: str = "lockstep", image_size: int = 128, rate
             return driver(arg, clock=clock, image_size=image_size, rate_hz=rate_hz)
         return driver(clock=clock, image_size=image_size, rate_hz=rate_hz)
     if Path(robot).is_file():  # a rig file, whatever its name (``devices`` and ``gui`` take any name too)
-        return make_rig_from_file(robot, rate_hz=rate_hz)
+        return make_rig_from_file(robot, rate_hz=rate_hz, clock=clock)
     robots = robot_names()
     raise ValueError(f"unknown robot {robot!r}: it is not one of the built-in robots ({', '.join(robots)}) and no "
                      f"file exists at that path; choose {_one_of(robots)}, or give the path of an existing rig file "
                      f"(--rig FILE; examples in configs/){registry.nearest(robot, registry.names('rig'))}")
 
 
-def make_rig_from_file(path, rate_hz: float | None = None) -> Rig:
+def make_rig_from_file(path, rate_hz: float | None = None, clock: str = "lockstep") -> Rig:
     """The rig a rig file describes (not connected); ``rate_hz`` overrides the file's control rate, and the
-    per-tick step limits follow it (:meth:`RigConfig.with_rate`)."""
-    from robot_drivers.rig_config import build_rig, load_rig_config
+    per-tick step limits follow it (:meth:`RigConfig.with_rate`). A file naming a simulated rig (top-level
+    ``kind``) gives that rig, in ``clock``."""
+    from robot_drivers.rig_config import build_rig, load_rig_config, load_sim_rig_file
 
+    sim = load_sim_rig_file(path)
+    if sim is not None:  # a file naming a built-in simulated rig (kind = "metaworld", task = ...)
+        return make_rig(sim.robot, clock=clock, image_size=sim.camera_size,
+                        rate_hz=sim.rate_hz if rate_hz is None else rate_hz)
     config = load_rig_config(path)
     if rate_hz is not None and rate_hz != config.rate_hz:
         config = config.with_rate(rate_hz)

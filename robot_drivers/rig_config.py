@@ -430,6 +430,56 @@ def _check_cameras(file: str, cameras: list[CameraEntry]) -> None:
 
 
 # -- public API -------------------------------------------------------------------
+@dataclass(frozen=True)
+class SimRigFile:
+    """A rig file that names a built-in simulated rig (top-level ``kind``), e.g.::
+
+        kind = "metaworld"          # a registered built-in rig: "sim" or "metaworld"
+        task = "drawer-open-v3"     # the rig's parameter, where it takes one
+        rate_hz = 20                # optional: the rig's own rate when left out
+        camera_size = 128           # optional: square images of this side (16..512)
+    """
+
+    path: str
+    name: str
+    robot: str  # as --robot names it: "sim", "metaworld:drawer-open-v3"
+    rate_hz: float | None
+    camera_size: int
+
+
+def load_sim_rig_file(path) -> SimRigFile | None:
+    """The simulated rig a file names (its top level has ``kind``), None for a real rig's file;
+    :class:`RigConfigError` names what is wrong."""
+    file = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise RigConfigError(f"{file}: no such rig file (examples are in configs/)")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RigConfigError(f"{file}: not valid TOML: {exc}") from exc
+    if "kind" not in data:
+        return None
+    root = RigTable(data, "", file)
+    kinds = registry.names("rig")
+    kind = root.str("kind", choices=kinds)
+    parameter = registry.lookup("rig", kind).option("parameter")
+    robot = kind
+    if parameter:
+        value = root.str(parameter)
+        if not value.strip():
+            raise root.fail(parameter, f"is empty; the {kind} rig needs its {parameter}")
+        robot = f"{kind}:{value}"
+    rate = root.get("rate_hz", None)
+    rate_hz = None if rate is None else root.num("rate_hz", None, MIN_RATE_HZ, MAX_RATE_HZ, unit="Hz")
+    size = root.num("camera_size", 128, 16, 512, unit="px")
+    if size != int(size):
+        raise root.fail("camera_size", f"must be a whole number of pixels, got {size!r}")
+    name = root.str("name", p.stem)
+    root.done()
+    return SimRigFile(file, name, robot, None if rate_hz is None else float(rate_hz), int(size))
+
+
 def load_rig_config(path) -> RigConfig:
     """Read and validate a rig file, whatever its name; :class:`RigConfigError` says what is wrong and how to fix
     it. Nothing is built or connected here: ``devices``, ``record`` and ``gui`` all validate through this."""

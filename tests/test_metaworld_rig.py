@@ -187,3 +187,26 @@ def test_realtime_rig_idles_without_drawing():
             assert rig.cameras["hand"].read_latest().sequence > frame.sequence  # frames still flow
     finally:
         rig.close()
+
+
+def test_a_rig_file_can_name_a_simulated_rig(tmp_path):
+    from pathlib import Path
+
+    from robot_drivers.rig_config import RigConfigError, load_sim_rig_file
+
+    example = Path(__file__).resolve().parents[1] / "configs" / "metaworld_drawer_open.toml"
+    rig = make_rig(str(example))
+    try:
+        assert rig.name == "metaworld:drawer-open-v3" and rig.clock.rate_hz == 20.0
+    finally:
+        rig.close()
+    assert load_sim_rig_file(Path(__file__).resolve().parents[1] / "configs" / "xarm_realsense.toml") is None
+    bad = {'kind = "metaworld"\n': "task is missing",
+           'kind = "mw"\ntask = "reach-v3"\n': "kind must be 'sim' or 'metaworld'",
+           'kind = "sim"\ncamera_size = 12\n': "camera_size must be >= 16",
+           'kind = "sim"\nspeed = 1\n': "speed is not a known key"}
+    for i, (body, message) in enumerate(bad.items()):
+        path = tmp_path / f"rig{i}.toml"
+        path.write_text(body)
+        with pytest.raises(RigConfigError, match=message):
+            load_sim_rig_file(path)
