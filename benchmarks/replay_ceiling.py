@@ -68,7 +68,9 @@ def main() -> None:
     rows = []
     try:
         for result in report["after"]["results"]:
-            placement = np.asarray(result["placement"], np.float64)
+            # the mug's x, y, yaw: from the episode's scene record (older reports kept them as its placement)
+            scene = result.get("scene") or {}
+            placement = np.asarray(scene["mug"] if "mug" in scene else result["placement"], np.float64)
             nearest = sorted(recorded, key=lambda e: np.linalg.norm(recorded[e][0][:2] - placement[:2]))
             tries = []
             for episode in nearest[:args.candidates]:

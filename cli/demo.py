@@ -1,13 +1,13 @@
-"""Records 30 scripted demonstrations on the simulated rig, trains the ALT policy, builds the aligned method on the
-same encoder, evaluates both in every scenario and prints their tables side by side, then runs the correction loop.
-About 30 minutes on 2 CPU cores; --quick takes about 8."""
+"""Records 30 scripted demonstrations on a simulated rig (--robot, default sim), trains the ALT policy, builds the
+aligned method on the same encoder, evaluates both in every scenario of the rig and prints their tables side by side,
+then runs the correction loop. About 30 minutes on 2 CPU cores; --quick takes about 8."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass
 
-from cli.options import from_args, positive_int
+from cli.options import from_args, positive_int, robot_help, robot_name
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,8 @@ class DemoConfig:
     seed: int = 0
     corrections: bool = False  # only the correction loop
     method: str = "alt"  # with corrections: the policy method the loop runs
-    scenario: str = "interpolate"  # with corrections: where the placements come from
+    scenario: str = "interpolate"  # with corrections: where the placements come from (one of the rig's scenarios)
+    robot: str = "sim"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -36,9 +37,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "stop, the corrections added at once, then --episodes other placements")
     p.add_argument("--method", choices=("alt", "aligned"), default="alt",
                    help="with --corrections: the policy method the loop runs (both share the trained encoder)")
-    p.add_argument("--scenario", default="interpolate", choices=("interpolate", "extrapolate", "distractors",
-                                                                  "lighting", "in_distribution"),
-                   help="with --corrections: where the placements of both sets come from")
+    p.add_argument("--scenario", default="interpolate", metavar="NAME",
+                   help="with --corrections: where the placements of both sets come from, one of the rig's "
+                        "scenarios (default interpolate; an unknown name lists them)")
+    p.add_argument("--robot", type=robot_name, default="sim", metavar="ROBOT", help=robot_help())
     return p
 
 

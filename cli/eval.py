@@ -1,20 +1,18 @@
-"""`eval`: evaluate a policy on the simulated rig."""
+"""`eval`: evaluate a policy on a simulated rig: by default the one its demonstrations were recorded on."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
 
-from robot_drivers.sim.task import SCENARIOS
-
-from cli.options import add_clock_option, from_args, positive_int
+from cli.options import add_clock_option, from_args, positive_int, robot_help, robot_name
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     policy: str
-    robot: str = "sim"
-    scenario: str = "in_distribution"  # or "all"
+    robot: str | None = None  # None: the rig the policy's demonstrations were recorded on
+    scenario: str = "in_distribution"  # one of the rig's scenarios, or "all"
     episodes: int = 31
     seed: int = 1000
     clock: str = "lockstep"
@@ -23,12 +21,14 @@ class EvalConfig:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("eval", help="evaluate a policy on the simulated rig")
+    p = subparsers.add_parser("eval", help="evaluate a policy on a simulated rig")
     p.add_argument("policy", help="policy folder to evaluate")
-    p.add_argument("--robot", choices=("sim",), default="sim",
-                   help="the simulated rig to evaluate on (default sim: the PyBullet Panda and its mug)")
-    p.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="in_distribution",
-                   help="where the scenes come from (default in_distribution; all: every scenario in turn)")
+    p.add_argument("--robot", type=robot_name, default=None, metavar="ROBOT",
+                   help=robot_help(None) + " (default: the rig the policy's demonstrations were recorded on; "
+                                          "another one is refused)")
+    p.add_argument("--scenario", default="in_distribution", metavar="NAME",
+                   help="where the scenes come from: one of the rig's scenarios (default in_distribution; an "
+                        "unknown name lists them) or all: every scenario of the rig in turn")
     p.add_argument("--episodes", type=positive_int, default=31, help="episodes per scenario (default 31)")
     p.add_argument("--seed", type=int, default=1000,
                    help="seed of the first episode's scene; episode k uses seed+k (default 1000)")
@@ -48,9 +48,8 @@ def run(config: EvalConfig) -> int:
     from evaluation.evaluate import evaluate_policy
     from evaluation.tables import ood_lines, scenario_table
 
-    scenarios = list(SCENARIOS) if config.scenario == "all" else [config.scenario]
-    payload = evaluate_policy(config.policy, scenarios, config.episodes, config.seed, config.clock, config.json,
-                              check_data=config.check_data)
+    payload = evaluate_policy(config.policy, [config.scenario], config.episodes, config.seed, config.clock,
+                              config.json, check_data=config.check_data, robot=config.robot)
     print(scenario_table(payload["scenarios"]))
     print("\n".join(ood_lines(payload)))
     if config.json:

@@ -16,7 +16,7 @@ class GuiConfig:
     rate: float | None = None
     data_dir: str = "data"
     runs_dir: str = "runs"
-    task: str = "grasp the mug"
+    task: str | None = None  # None: the rig's own task name
     no_connect: bool = False
     verbose: bool = False  # debug logging (the window logs at info level otherwise)
 
@@ -28,7 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_rate_option(p)
     p.add_argument("--data-dir", default="data", help="where datasets go (default data/)")
     p.add_argument("--runs-dir", default="runs", help="where policies go and are looked for (default runs/)")
-    p.add_argument("--task", default="grasp the mug", help="task description stored with each episode")
+    p.add_argument("--task", default=None,
+                   help="task description stored with each episode (default: the simulated rig's own task name; "
+                        "'teleoperated demonstration' on a real rig)")
     p.add_argument("--no-connect", action="store_true", help="open the window without connecting the rig")
     return p
 

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from robot_drivers.factory import ROBOTS
+from robot_drivers.factory import robot_names, split_robot
 
 
 # --------------------------------------------------------------------------- argument types
@@ -30,6 +30,29 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
+
+
+def robot_name(text: str) -> str:
+    """``--robot``: a built-in robot, ``sim`` or ``metaworld:<task>`` (checked now, so that a typo or a missing
+    task is named before anything is made or loaded; the task itself is checked when the rig is made)."""
+    try:
+        split_robot(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    except ImportError as exc:  # listing a rig's parameters (its tasks) needs its simulator installed
+        from robot_drivers.registry import lookup
+
+        base = text.partition(":")[0]
+        parameter = lookup("rig", base).option("parameter")
+        raise argparse.ArgumentTypeError(f"robot {base!r} needs a {parameter}: give --robot {base}:<{parameter}> "
+                                         f"(they could not be listed: {exc})") from None
+    return text
+
+
+def robot_help(default: str | None = "sim") -> str:
+    """The help of a ``--robot`` option: the built-in robots by the names a user gives."""
+    names = " or ".join(robot_names())
+    return f"a built-in simulated rig: {names}" + (f" (default {default})" if default else "")
 
 
 def from_args(cls, args: argparse.Namespace, **given):
@@ -82,8 +105,7 @@ def add_input_size(p: argparse.ArgumentParser, help: str = "encoder input side i
 
 def add_rig_options(p: argparse.ArgumentParser) -> None:
     """``--robot`` and ``--rig FILE`` (main.py lets the rig file override the robot)."""
-    p.add_argument("--robot", choices=ROBOTS, default="sim",
-                   help="a built-in rig (default sim: the simulated PyBullet Panda, table and mug)")
+    p.add_argument("--robot", type=robot_name, default="sim", metavar="ROBOT", help=robot_help())
     p.add_argument("--rig", metavar="FILE", help="a real rig's config file (TOML, see configs/); overrides --robot")
 
 
@@ -95,8 +117,8 @@ def add_clock_option(p: argparse.ArgumentParser, help: str | None = None) -> Non
 
 def add_rate_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=positive_float, default=None,
-                   help="control rate in Hz (default: the rig file's rate_hz, 10 for the sim); the per-tick step "
-                        "limits follow it")
+                   help="control rate in Hz (default: the rig file's rate_hz, or the simulated rig's own rate); "
+                        "the per-tick step limits follow it")
 
 
 def add_skip_damaged(p: argparse.ArgumentParser, help: str) -> None:

@@ -30,13 +30,19 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
 
 
 def run(config: ReplayConfig) -> int:
-    from robot_drivers.factory import make_rig
+    from robot_drivers.factory import is_builtin_robot, make_rig
 
+    from evaluation.scenes import scene_robot
     from recorder.dataset import Dataset
     from recorder.replay import replay_episode, restore_scene
 
     with Dataset.open(config.dir) as dataset:
         info = dataset.episode(config.episode)
+        scene = info.extra.get("scene")
+        if scene and is_builtin_robot(config.robot) and scene_robot(scene) != config.robot:
+            raise ValueError(f"episode {config.episode} was recorded on --robot {scene_robot(scene)}; its scene "
+                             f"and actions belong to that rig: replay it with --robot {scene_robot(scene)}, not "
+                             f"--robot {config.robot}")
         rig = make_rig(config.robot, clock=config.clock, image_size=dataset.spec.cameras[0].width,
                        rate_hz=dataset.spec.fps)
         with rig:

@@ -1,13 +1,14 @@
-"""Stop, show me, carry on: the correction loop of ``main.py demo --corrections`` on the simulated rig.
+"""Stop, show me, carry on: the correction loop of ``main.py demo --corrections`` on a simulated rig.
 
-The policy runs on a first set of held-out placements. At each OOD stop, stall stop or failure that left the
-mug where it stood, the scripted operator takes over from where the arm stands and finishes the task; the
-segment is recorded as an episode tagged as an intervention, and kept only if the task was done. Each kept
+The policy runs on a first set of held-out placements. At each OOD stop or stall stop that came before the
+episode went wrong (the rig's ``went_wrong``: the scene still as the task needs it), the scripted operator takes
+over from where the arm stands and finishes the task; the segment is recorded as an episode tagged as an
+intervention, and kept only if the task was done. Each kept
 correction is added to the policy at once (embedded with the current encoder, no retraining, a new version
 folder) and the next run uses it. Then the final version runs on a second, *other* set of placements.
 
-A run that knocked the mug over or closed on air before anything stopped it (a silent failure) cannot be
-corrected from where it stands: it is counted, and no correction is recorded.
+A run that went wrong before anything stopped it (an object knocked over, a grasp closed on air: a silent
+failure) cannot be corrected from where it stands: it is counted, and no correction is recorded.
 
 The second set is also run with the policy as it was before any correction (the *baseline*), so the
 corrections' effect is measured on the same placements.
@@ -27,10 +28,11 @@ from recorder.dataset import Dataset
 from recorder.session import RecorderConfig, RecordingSession, scene_extra
 
 from evaluation.evaluate import EpisodeResult, ScenarioReport, run_episode
+from evaluation.scenes import scene_control_of
 from policy.policy import ALTPolicy
 from policy.versions import INTERVENTION_KEY, extend_policy, policy_version
 
-#: Outcomes the operator can take over from: the arm stopped (or ran out of time) with the mug still in place.
+#: Outcomes the operator can take over from: the arm stopped before the episode went wrong.
 CORRECTABLE = ("ood_stop", "stall_stop")
 
 
@@ -143,11 +145,11 @@ def _take_over(session: RecordingSession, rig, teleop, policy: ALTPolicy, ep: Ep
     """The scripted operator finishes the task from where the arm stands; kept if it did."""
     where = [float(v) for v in rig.arm.get_state().ee_pose.position]
     rig.arm.release()  # the operator releases the halt to take over
-    teleop.reset(ep.seed * 7919 + 1)  # plans from the mug's pose; starts from the arm's
+    teleop.reset(ep.seed * 7919 + 1)  # plans from the scene as it stands; starts from the arm's
     extra = scene_extra(rig)
     extra[INTERVENTION_KEY] = {"policy": str(policy.info.get("path", "")), "version": policy_version(policy),
                                "run": f"seed {ep.seed}", "halt_reason": ep.reason}
     outcome = session.record_episode(note=f"correction of the {ep.outcome} at seed {ep.seed}", extra=extra,
-                                     accept=rig.success)
+                                     accept=scene_control_of(rig, "the correction loop").task_succeeded)
     kept = outcome.kept is not None
     return Correction(ep.seed, ep.outcome, outcome.kept.index if kept else None, kept, None, None, where)

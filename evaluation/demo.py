@@ -1,5 +1,6 @@
-"""`demo`: the main job end to end on the simulated rig: record scripted demonstrations, train the ALT policy
-(and the aligned method on the same encoder), evaluate both in every scenario, then the correction loop."""
+"""`demo`: the main job end to end on a simulated rig: record scripted demonstrations, train the ALT policy
+(and the aligned method on the same encoder), evaluate both in every scenario of the rig, then the correction
+loop."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from recorder.dataset import Dataset
 from recorder.recording import record_scripted
 
 from evaluation.evaluate import evaluate_policy
+from evaluation.scenes import ALL, pick_scenario, robot_scenarios
 from evaluation.tables import ood_lines, scenario_table, side_by_side
 from policy.aligned.alignment import coarse_map_warning
 from policy.build import train_policy
@@ -20,19 +22,21 @@ from policy.config import PRESETS
 
 
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, episodes: int = 31, seed: int = 0,
-             corrections: bool = False, method: str = "alt", scenario: str = "interpolate") -> int:
-    """Record, train (both methods on one encoder), evaluate every scenario and run the correction loop, printing
-    as it goes; everything goes to ``out``. ``corrections``: only the correction loop (``method`` on ``episodes``
-    ``scenario`` placements), reusing the recording and the policy already in ``out``. Returns the exit status."""
-    from robot_drivers.sim.task import SCENARIOS
-
+             corrections: bool = False, method: str = "alt", scenario: str = "interpolate",
+             robot: str = "sim") -> int:
+    """Record, train (both methods on one encoder), evaluate every scenario of the simulated rig ``robot`` and run
+    the correction loop, printing as it goes; everything goes to ``out``. ``corrections``: only the correction
+    loop (``method`` on ``episodes`` ``scenario`` placements), reusing the recording and the policy already in
+    ``out``. Returns the exit status."""
     root = Path(out)
+    if corrections:  # named before the recording and the training, not half an hour later
+        pick_scenario(robot_scenarios(robot), scenario, "the correction loop")
     dataset_dir, check_dir, policy_dir = root / "dataset", root / "check", root / "policy"
     aligned_dir = root / "policy-aligned"
     report, realtime_report = root / "report.json", root / "report_realtime.json"
     if quick:
         # fewer epochs, frames and episodes, but the full-size images: at 64 px the aligned method locates the
-        # object to a pixel of the third view (up to 12 mm) and can tip a mug the gate does not see
+        # object to a pixel of the third view (up to 12 mm) and can tip an object the gate does not see
         demos, camera_size, eval_episodes = 30, 128, 5
         config = PRESETS["cpu"].with_overrides(epochs=3, frame_stride=3)
         expected = "about 8 minutes"
@@ -40,21 +44,21 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, episodes: in
         demos, camera_size, eval_episodes = 30, 128, episodes
         config = PRESETS["cpu"]
         expected = "about 30 minutes"
-    realtime_scenarios = ["in_distribution", "interpolate"]
+    realtime_scenarios = ["in_distribution", "interpolate"]  # those of them the rig has
     if corrections:
-        print(f"ALT Studio correction loop on the simulated rig: record {demos} scripted demonstrations and train "
-              f"(both reused when {root} has them), then the loop with the {method} method on {eval_episodes} "
-              f"+ {eval_episodes} {scenario} placements.\nEverything goes to {root}/")
+        print(f"ALT Studio correction loop on the simulated rig {robot}: record {demos} scripted demonstrations "
+              f"and train (both reused when {root} has them), then the loop with the {method} method on "
+              f"{eval_episodes} + {eval_episodes} {scenario} placements.\nEverything goes to {root}/")
     else:
-        print(f"ALT Studio demo on the simulated rig ({expected} on 2 CPU cores): record {demos} scripted "
+        print(f"ALT Studio demo on the simulated rig {robot} ({expected} on 2 CPU cores): record {demos} scripted "
               f"demonstrations, train the ALT policy (and, on the same encoder, the aligned method), evaluate both, "
               f"{eval_episodes} episodes per scenario in lock-step and {', '.join(realtime_scenarios)} in real "
               f"time, then the correction loop.\nEverything goes to {root}/")
     t0 = time.perf_counter()
     steps = 3 if corrections else 5
     print(f"\n[1/{steps}] recording {demos} demonstrations (and 8 check demonstrations the policy never sees)")
-    if not (record_scripted(dataset_dir, demos, camera_size, seed)
-            and record_scripted(check_dir, 8, camera_size, seed + 9001)):
+    if not (record_scripted(dataset_dir, demos, camera_size, seed, robot=robot)
+            and record_scripted(check_dir, 8, camera_size, seed + 9001, robot=robot)):
         return 1
     print(f"\n[2/{steps}] training")
     t1 = time.perf_counter()
@@ -75,7 +79,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, episodes: in
             with Dataset.open(dataset_dir) as ds:
                 aligned_from(policy, ds).save(aligned_dir, overwrite=True)
             looped = aligned_dir
-        loop = _correction_loop_step(looped, root, eval_episodes, seed + 3000, scenario)
+        loop = _correction_loop_step(looped, root, eval_episodes, seed + 3000, scenario, robot)
         print(f"\ntotal    {(time.perf_counter() - t0) / 60:.1f} min")
         return 0 if loop is not None else 1
     cal = policy.calibration
@@ -95,31 +99,33 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, episodes: in
     if (coarse := coarse_map_warning(fit)) is not None:
         print(coarse)
     eval_seed = seed + 1000
-    print(f"\n[3/{steps}] evaluating {len(SCENARIOS)} scenarios x {eval_episodes} episodes in lock-step (seeds "
+    print(f"\n[3/{steps}] evaluating every scenario of {robot} x {eval_episodes} episodes in lock-step (seeds "
           f"{eval_seed}-{eval_seed + eval_episodes - 1})")
-    payload = evaluate_policy(str(policy_dir), list(SCENARIOS), eval_episodes, eval_seed, "lockstep", str(report),
-                              check_data=str(check_dir))
-    aligned_payload = evaluate_policy(str(aligned_dir), list(SCENARIOS), eval_episodes, eval_seed, "lockstep",
-                                      str(root / "report_aligned.json"), check_data=str(check_dir))
+    payload = evaluate_policy(str(policy_dir), [ALL], eval_episodes, eval_seed, "lockstep", str(report),
+                              check_data=str(check_dir), robot=robot)
+    aligned_payload = evaluate_policy(str(aligned_dir), [ALL], eval_episodes, eval_seed, "lockstep",
+                                      str(root / "report_aligned.json"), check_data=str(check_dir), robot=robot)
+    evaluated = [row["scenario"] for row in payload["scenarios"]]
+    realtime_scenarios = [s for s in realtime_scenarios if s in evaluated] or evaluated[:1]
     print(f"\n[4/{steps}] evaluating {', '.join(realtime_scenarios)} x {eval_episodes} episodes in real time")
     realtime = evaluate_policy(str(policy_dir), realtime_scenarios, eval_episodes, eval_seed, "realtime",
-                               str(realtime_report))
+                               str(realtime_report), robot=robot)
     aligned_realtime = evaluate_policy(str(aligned_dir), realtime_scenarios, eval_episodes, eval_seed, "realtime",
-                                       str(root / "report_aligned_realtime.json"))
+                                       str(root / "report_aligned_realtime.json"), robot=robot)
     methods = {"alt": payload["scenarios"] + realtime["scenarios"],
                "aligned": aligned_payload["scenarios"] + aligned_realtime["scenarios"]}
     for name, rows in methods.items():
         silent = sum(r["counts"]["silent_failure"] for r in rows)
         total = sum(r["episodes"] for r in rows)
-        print(f"\n{name} method on the simulated rig ({demos} demonstrations): {silent} silent failures in {total} "
-              f"episodes")
+        print(f"\n{name} method on the simulated rig {robot} ({demos} demonstrations): {silent} silent failures in "
+              f"{total} episodes")
         print(scenario_table(rows))
     print("\nside by side (the same encoder, table and demonstrations; OOD includes stall stops):")
     print(side_by_side(methods))
     print("\n".join(ood_lines(payload)))
     print("aligned method:\n" + "\n".join(ood_lines(aligned_payload)))
     print(f"\n[5/{steps}] the correction loop")
-    loop = _correction_loop_step(policy_dir, root, eval_episodes, seed + 3000)
+    loop = _correction_loop_step(policy_dir, root, eval_episodes, seed + 3000, robot=robot)
     print(f"\ndataset  {dataset_dir}\npolicies {policy_dir}, {aligned_dir}\nreports  {report}, {realtime_report} "
           f"(and report_aligned*.json)\n"
           f"total    {(time.perf_counter() - t0) / 60:.1f} min (training {train_min:.1f} min)")
@@ -143,7 +149,7 @@ def _trained_on(policy_dir: Path, dataset_dir: Path) -> bool:
 
 
 def _correction_loop_step(policy_dir: Path, root: Path, episodes: int, seed: int,
-                          scenario: str = "interpolate") -> dict | None:
+                          scenario: str = "interpolate", robot: str = "sim") -> dict | None:
     """The correction loop (evaluation/correction_loop.py) on ``episodes`` placements of ``scenario`` and then on
     ``episodes`` other ones; prints the figures and writes ``root/corrections-<method>-<scenario>/loop.json``."""
     from robot_drivers.factory import make_rig, make_teleop
@@ -158,11 +164,12 @@ def _correction_loop_step(policy_dir: Path, root: Path, episodes: int, seed: int
           f"then it runs on {episodes} other placements (seeds {second}-{second + episodes - 1}). Corrections are "
           f"recorded into {dataset_dir}, policy versions go to {loop_dir}/")
     size = policy.info.get("camera_sizes", {}).get("hand", [128, 128])[0]
-    rig = make_rig("sim", clock="lockstep", image_size=size, rate_hz=policy.info.get("fps", 10.0))
+    rig = make_rig(robot, clock="lockstep", image_size=size, rate_hz=policy.info.get("fps"))
     teleop = make_teleop("scripted", rig, seed=seed)
     with rig:
         report = correction_loop(policy, dataset_dir, loop_dir, rig, teleop, first_seed=first, second_seed=second,
                                  episodes=episodes, scenario=scenario, progress=lambda line: print("  " + line))
+    rig.close()
     summary = report.summary()
     (loop_dir / "loop.json").write_text(json.dumps(summary, indent=1, default=str))
     before, after, base = summary["before"]["counts"], summary["after"]["counts"], summary["baseline"]["counts"]

@@ -1,4 +1,7 @@
-"""Evaluation on the simulated rig: success, OOD stops, retrieval accuracy and latency per scenario."""
+"""Evaluation on a simulated rig: success, OOD stops, retrieval accuracy and latency per scenario.
+
+Which rig and task it runs on is the rig's business: scenes, the task check and the judgement of when an episode
+went wrong all come through the rig's :class:`robot_drivers.scene.SceneControl`."""
 
 from __future__ import annotations
 
@@ -9,8 +12,9 @@ from typing import Callable
 
 import numpy as np
 
-from robot_drivers.sim.rig import SimRig
+from robot_drivers.rig import Rig
 
+from evaluation.scenes import pick_scenarios, recorded_robot, scene_control_of
 from policy.policy import ALTPolicy
 from policy.probes import photos, synthetic_probes
 from policy.runner import AutonomyResult, run_autonomous
@@ -25,18 +29,11 @@ OUTCOMES = ("success", "ood_stop", "stall_stop", "silent_failure", "device_stop"
 DEVICE_REASONS = ("camera_lost", "arm_error", "arm_stopped", "teleop_lost", "estop")
 
 
-#: A stop counts as asking in time only if nothing had gone wrong yet: the mug upright and within this distance
-#: (horizontally) of where it was placed, and the gripper either open or holding the mug between both fingers
-#: (a stop mid-lift, or right after a grasp that holds, leaves the task for the operator to finish).
-UNDISTURBED_M = 0.01
-UPRIGHT_DEG = 15.0
-
-
 def classify(reason: str, success_after_run: bool, failed_before_stop: bool = False) -> str:
     """The episode's one outcome. A success is the task achieved (and held) when the run ended; a stop by
-    the gate or the watchdog is a stop if it came before anything went wrong (a stop after the mug was
-    knocked over or a grasp closed on air asked too late: that is a silent failure); anything else that is
-    not a success is silent."""
+    the gate or the watchdog is a stop if it came before anything went wrong (a stop after the rig's
+    ``went_wrong`` said so, e.g. an object knocked over or a grasp closed on air, asked too late: that is a
+    silent failure); anything else that is not a success is silent."""
     if reason in DEVICE_REASONS:
         return "device_stop"
     if reason in ("ood", "stall"):
@@ -44,21 +41,6 @@ def classify(reason: str, success_after_run: bool, failed_before_stop: bool = Fa
             return "silent_failure"
         return "ood_stop" if reason == "ood" else "stall_stop"
     return "success" if success_after_run else "silent_failure"
-
-
-def failed_already(rig: SimRig, placed_xy: np.ndarray) -> bool:
-    """Whether the episode had gone wrong by now: the mug pushed or tipped, or the gripper closed without
-    holding it between both fingers."""
-    from core.transforms import quat_to_matrix
-
-    if rig.success():
-        return False
-    pose = rig.world.mug_pose()
-    moved = float(np.linalg.norm(np.asarray(pose.position[:2]) - placed_xy))
-    tilt = float(np.degrees(np.arccos(np.clip(quat_to_matrix(pose.orientation)[2, 2], -1, 1))))
-    closed = rig.arm.get_state().gripper < 0.9
-    held = all(rig.world.fingers_touching(rig.world.mug))
-    return moved > UNDISTURBED_M or tilt > UPRIGHT_DEG or (closed and not held)
 
 
 @dataclass
@@ -73,11 +55,12 @@ class EpisodeResult:
     first_similarity: float
     min_similarity: float
     min_view_agreement: tuple[float, float] | None  # hand, third
-    placement: tuple[float, float, float]  # the mug's x, y (m) and yaw (rad)
-    nearest_training_m: float | None  # distance of the mug to the nearest demonstration's placement
+    placement: list[float] | None  # the scene's variation vector (the rig's ``placement``; None: it has none)
+    nearest_training_m: float | None  # distance of that vector to the nearest demonstration's scene
     gripper_closed: bool  # whether the gripper had closed when the run ended (a grasp was attempted)
-    failed_before_stop: bool  # the mug moved, tipped or was missed by the time the run ended
+    failed_before_stop: bool  # the rig's ``went_wrong`` when the run ended: a stop then came too late
     min_grasp_alignment: float | None = None  # lowest grasp-check value of the run (None: never checked)
+    scene: dict | None = None  # the scene's record (``SceneControl.restore`` puts it back)
 
 
 @dataclass
@@ -124,12 +107,18 @@ class ScenarioReport:
                 "results": [asdict(e) for e in self.episodes]}
 
 
-def _demo_placements(policy: ALTPolicy) -> dict[int, np.ndarray]:
+def _demo_placements(policy: ALTPolicy, control) -> dict[int, np.ndarray]:
+    """The placement vector of each demonstration's stored scene (those the rig can read)."""
     scenes = policy.info.get("episode_scenes") or {}
-    return {int(e): np.asarray(s["mug"][:2]) for e, s in scenes.items() if s and "mug" in s}
+    out = {}
+    for e, record in scenes.items():
+        vector = control.placement(record) if record else None
+        if vector is not None:
+            out[int(e)] = np.asarray(vector, dtype=float)
+    return out
 
 
-def evaluate_scenario(policy: ALTPolicy, rig: SimRig, scenario: str, episodes: int, seed: int = 0,
+def evaluate_scenario(policy: ALTPolicy, rig: Rig, scenario: str, episodes: int, seed: int = 0,
                       max_ticks: int = 200, progress: Callable[[EpisodeResult], None] | None = None) -> ScenarioReport:
     """Run ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) and judge each one after it ended."""
     report = ScenarioReport(scenario, thresholds=policy.thresholds(),
@@ -143,30 +132,33 @@ def evaluate_scenario(policy: ALTPolicy, rig: SimRig, scenario: str, episodes: i
     return report
 
 
-def run_episode(policy: ALTPolicy, rig: SimRig, scenario: str, seed: int,
+def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
                 max_ticks: int = 200) -> tuple[EpisodeResult, AutonomyResult]:
     """One episode: a new scene, the policy run until it ends, and the run judged. The rig is left as the run
     left it (an operator can take over from there)."""
-    placements = _demo_placements(policy)
-    scene = rig.reset(seed, scenario)
-    mug = np.array([scene.mug.x, scene.mug.y])
+    control = scene_control_of(rig, "evaluation")
+    placements = _demo_placements(policy, control)
+    rig.arm.release()  # a scene reset keeps a latched stop (the operator's); a scripted run lifts the last run's
+    record = control.reset(seed, scenario)
+    here = control.placement(record)
+    here = None if here is None else np.asarray(here, dtype=float)
     nearest_demos: set[int] = set()
     nearest = None
-    if placements:
-        d = {e: float(np.linalg.norm(p - mug)) for e, p in placements.items()}
-        nearest = min(d.values())
-        nearest_demos = {e for e, v in d.items() if v <= nearest + 1e-6}
+    if placements and here is not None:
+        d = {e: float(np.linalg.norm(p - here)) for e, p in placements.items() if p.shape == here.shape}
+        if d:
+            nearest = min(d.values())
+            nearest_demos = {e for e, v in d.items() if v <= nearest + 1e-6}
     held = [0]
 
     def succeeded() -> bool:
-        held[0] = held[0] + 1 if rig.success() else 0
+        held[0] = held[0] + 1 if control.task_succeeded() else 0
         return held[0] >= SUCCESS_HOLD_TICKS
 
-    placed = np.asarray(rig.world.mug_pose().position[:2])
     result = run_autonomous(rig, policy, max_ticks=max_ticks, stop_when=succeeded)
     # judged after the run: the arm has stopped (or holds); the task must be achieved now
-    done = result.reason == "done" and rig.success()
-    failed = failed_already(rig, placed)
+    done = result.reason == "done" and control.task_succeeded()
+    failed = control.went_wrong()
     outcome = classify(result.reason, done, failed)
     sims = [r.similarity for r in result.retrievals]
     agree = np.array([r.view_agreement for r in result.retrievals]) if result.retrievals else None
@@ -174,17 +166,17 @@ def run_episode(policy: ALTPolicy, rig: SimRig, scenario: str, seed: int,
     acc = None
     if nearest_demos and result.retrievals:
         acc = float(np.mean([r.matches[0].episode in nearest_demos for r in result.retrievals]))
-    message = result.message or {"done": "the mug is lifted and held", "max_ticks":
+    message = result.message or {"done": control.success_text, "max_ticks":
                                  f"not done after {result.loop.ticks} ticks"}.get(result.reason, result.reason)
     if result.reason in ("ood", "stall") and failed:
-        message = f"stopped only after the grasp had failed (mug moved, tipped or missed): {message}"
+        message = f"stopped only after the episode had gone wrong (the simulator's judgement): {message}"
     ep = EpisodeResult(
         seed, outcome, result.reason, message, result.stop_signal, result.loop.ticks, acc,
         sims[0] if sims else float("nan"), min(sims) if sims else float("nan"),
         None if agree is None or np.isnan(agree).all() else tuple(float(v) for v in np.nanmin(agree, axis=0)),
-        (float(scene.mug.x), float(scene.mug.y), float(scene.mug.yaw)), nearest,
+        None if here is None else [float(v) for v in here], nearest,
         bool(rig.arm.get_state().gripper < 0.9), failed,
-        float(np.nanmin(grasp)) if len(grasp) and not np.isnan(grasp).all() else None)
+        float(np.nanmin(grasp)) if len(grasp) and not np.isnan(grasp).all() else None, record)
     return ep, result
 
 
@@ -228,11 +220,15 @@ def unrelated_image_report(policy: ALTPolicy, live: list[tuple[np.ndarray, np.nd
     return out
 
 
-def live_frames(rig: SimRig, count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(hand, third) frames of in-distribution scenes straight from the rig's cameras."""
+def live_frames(rig: Rig, count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(hand, third) frames of in-distribution scenes straight from the rig's cameras (the rig's first scenario
+    when it has no ``in_distribution``)."""
+    control = scene_control_of(rig, "live frames")
+    scenario = "in_distribution" if "in_distribution" in control.scenarios else control.scenarios[0]
     out = []
     for i in range(count):
-        rig.reset(seed + i, "in_distribution")
+        rig.arm.release()
+        control.reset(seed + i, scenario)
         if not rig.clock.is_realtime:
             rig.clock.start()  # lock-step cameras render on the clock's ticks: render the new scene now
         obs = rig.observe()
@@ -291,38 +287,61 @@ def _rig_image_size(policy) -> int:
             return 128
     widths = {tuple(v) for v in sizes.values()}
     if len(widths) != 1 or next(iter(widths))[0] != next(iter(widths))[1]:
-        raise ValueError(f"the simulated rig renders square cameras of one size; the policy's demonstrations "
+        raise ValueError(f"a simulated rig renders square cameras of one size; the policy's demonstrations "
                          f"were recorded at {sizes}")
     return int(next(iter(widths))[0])
 
 
+def evaluation_robot(policy: ALTPolicy, robot: str | None = None) -> str:
+    """The built-in robot to evaluate ``policy`` on: ``robot``, or (None) the rig its demonstrations were recorded
+    on (the ``"rig"`` of their stored scenes; "sim" when they stored none). A policy only runs on the rig and
+    task it was shown, so a ``robot`` that disagrees with the recorded one is a ValueError naming both."""
+    recorded = recorded_robot(policy.info.get("episode_scenes"))
+    if robot is None:
+        return recorded or "sim"
+    if recorded is not None and robot != recorded:
+        raise ValueError(f"the policy's demonstrations were recorded on --robot {recorded}, not on --robot {robot}: "
+                         f"a policy replays what it was shown on its own rig and task; leave --robot out (or give "
+                         f"--robot {recorded}) to evaluate it there")
+    return robot
+
+
 def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: int, clock: str = "lockstep",
                     json_path: str | None = None, max_ticks: int = 200, check_data: str | None = None,
-                    quiet: bool = False) -> dict:
-    """Evaluate on the simulated rig; the payload records the thresholds used and every episode."""
+                    quiet: bool = False, robot: str | None = None) -> dict:
+    """Evaluate on a simulated rig: ``robot`` (None: the rig the policy's demonstrations were recorded on, see
+    :func:`evaluation_robot`), at the policy's recording rate; ``scenarios`` are names of the rig's scenarios
+    (``all``: every one), checked once the rig is made. The payload records the robot, the thresholds used and
+    every episode."""
     from recorder.progress import progress_bar
 
     from robot_drivers.factory import make_rig
 
     policy = ALTPolicy.load(policy_dir)
-    rig = make_rig("sim", clock=clock, image_size=_rig_image_size(policy), rate_hz=policy.info.get("fps", 10.0))
+    robot = evaluation_robot(policy, robot)
+    rig = make_rig(robot, clock=clock, image_size=_rig_image_size(policy), rate_hz=policy.info.get("fps"))
     rows = []
-    with rig:
-        for scenario in scenarios:
-            with progress_bar(total=episodes, desc=f"eval {scenario} ({clock})", unit="ep", disable=quiet) as bar:
-                tally = {"success": 0, "silent_failure": 0}
+    try:
+        scenarios = pick_scenarios(scene_control_of(rig, "evaluation").scenarios, scenarios)
+        with rig:
+            for scenario in scenarios:
+                with progress_bar(total=episodes, desc=f"eval {scenario} ({clock})", unit="ep",
+                                  disable=quiet) as bar:
+                    tally = {"success": 0, "silent_failure": 0}
 
-                def progress(ep):
-                    if ep.outcome in tally:
-                        tally[ep.outcome] += 1
-                    bar.update(1)
-                    bar.set_postfix(success=f"{tally['success']}/{bar.n}", silent=tally["silent_failure"])
+                    def progress(ep):
+                        if ep.outcome in tally:
+                            tally[ep.outcome] += 1
+                        bar.update(1)
+                        bar.set_postfix(success=f"{tally['success']}/{bar.n}", silent=tally["silent_failure"])
 
-                rows.append(evaluate_scenario(policy, rig, scenario, episodes, seed, max_ticks, progress).summary())
-        live = live_frames(rig, 8, seed + 50_000)
-    rig.close()
-    payload = {"policy": str(policy_dir), "clock": clock, "seed": seed, "episodes_per_scenario": episodes,
-               "gamma": policy.gamma, "thresholds": policy.thresholds(),
+                    rows.append(evaluate_scenario(policy, rig, scenario, episodes, seed, max_ticks,
+                                                  progress).summary())
+            live = live_frames(rig, 8, seed + 50_000)
+    finally:
+        rig.close()
+    payload = {"policy": str(policy_dir), "robot": robot, "clock": clock, "seed": seed,
+               "episodes_per_scenario": episodes, "gamma": policy.gamma, "thresholds": policy.thresholds(),
                "calibration": None if policy.calibration is None else policy.calibration.__dict__,
                "scenarios": rows, "unrelated_images": unrelated_image_report(policy, live, seed),
                "in_distribution_frames": in_distribution_frame_report(policy, check_data) if check_data else None}

@@ -38,8 +38,11 @@ def file_rig_factory(path: str, rate_hz: float | None = None) -> RigFactory:
     return build
 
 
-def create_window(factory: RigFactory, data_root: Path, runs_root: Path, task: str = "grasp the mug",
+def create_window(factory: RigFactory, data_root: Path, runs_root: Path, task: str | None = None,
                   connect: bool = True) -> tuple[RigController, MainWindow]:
+    """``task``: the task text stored with each episode; None: the connected rig's own task name (a simulated
+    rig's, else "teleoperated demonstration": ``recorder.session.default_task``), asked when an episode begins,
+    so that it follows the rig the window is connected to."""
     from evaluation.trials import TrialLedger
 
     controller = RigController(factory, RecorderConfig(task=task), ledger=TrialLedger(Path(runs_root) / "trials.jsonl"))
@@ -66,7 +69,7 @@ def dispose(controller: RigController, window: MainWindow) -> None:
 
 
 def run_app(rig: str | None = None, camera_size: int = 128, rate: float | None = None, data_dir: str = "data",
-            runs_dir: str = "runs", task: str = "grasp the mug", connect: bool = True, verbose: bool = False) -> int:
+            runs_dir: str = "runs", task: str | None = None, connect: bool = True, verbose: bool = False) -> int:
     """Open the window on the rig file ``rig`` (None: the simulated rig) and run the event loop; its exit code."""
     import logging
     import sys

@@ -58,7 +58,7 @@ class EpisodeBrowser(QWidget):
         self.delete_button = QPushButton("Delete episode…")
         self.replay_button = QPushButton("Replay on the arm")
         self.place_button = QPushButton("Place as in this episode")
-        self.place_button.setToolTip("Simulated rig: put the mug back where it was when this episode was recorded")
+        self.place_button.setToolTip("Simulated rig: put the scene back as it was when this episode was recorded")
         self.place_button.hide()
         self.delete_button.clicked.connect(self._delete)
         self.replay_button.clicked.connect(self._replay)
@@ -211,13 +211,14 @@ class RecordPanel(QWidget):
         self.target.valueChanged.connect(lambda _: self._update_count())
         self.count_bar = QProgressBar()
         self.count_bar.setFormat("%v / %m demonstrations")
-        self.place_button = QPushButton("Place mug at training spot 0")
-        self.place_button.setToolTip("Simulated rig only: the scripted demos' 30 placements, one per episode")
+        self.place_button = QPushButton(self._place_text(0))
+        self.place_button.setToolTip("Simulated rig only: reset the scene to one of the rig's training placements "
+                                     "(those of the scripted demonstrations), one per episode")
         self.place_button.clicked.connect(self._place)
         self.place_button.hide()
         self.next_button = QPushButton("Next episode")
-        self.next_button.setToolTip("Open the gripper and home the arm (and on the simulated rig place the mug at "
-                                    "the next training spot): ready for the next demonstration")
+        self.next_button.setToolTip("Open the gripper and home the arm (and on a simulated rig reset the scene to "
+                                    "the next training placement): ready for the next demonstration")
         self.next_button.clicked.connect(self.next_episode)
         self.next_button.setEnabled(False)
         self.idle_config = IdleConfig()
@@ -230,6 +231,7 @@ class RecordPanel(QWidget):
         self.trim_button.hide()
         self.discard_question: QMessageBox | None = None
         self._sim = False
+        self._placements = 0  # the connected rig's training placements (its scene control's)
 
         self.start_button = QPushButton("Start episode (Enter)")
         self.stop_button = QPushButton("Stop && keep (Enter)")
@@ -353,14 +355,24 @@ class RecordPanel(QWidget):
         self.count_bar.setMaximum(self.target.value())
         self.count_bar.setValue(min(demos, self.target.value()))
         self.count_bar.setFormat("%v / %m demonstrations" + (f" (+ {', '.join(others)})" if others else ""))
-        self.place_button.setText(f"Place mug at training spot {self._next_spot()}")
+        self.place_button.setText(self._place_text(self._next_spot()))
+
+    @staticmethod
+    def _place_text(spot: int) -> str:
+        return f"Reset to training scene {spot}"
 
     def _next_spot(self) -> int:
-        return len(self.episodes)
+        """The training placement of the next episode: one per episode, round and round."""
+        return len(self.episodes) % self._placements if self._placements else len(self.episodes)
 
     def _on_connected(self, rig) -> None:
-        self._sim = rig.scene_control() is not None
-        self.place_button.setVisible(self._sim)
+        control = rig.scene_control()
+        self._sim = control is not None
+        self._placements = control.training_placements if control is not None else 0
+        self.place_button.setToolTip(f"Simulated rig only: reset the scene to one of the rig's {self._placements} "
+                                     "training placements (those of the scripted demonstrations), one per episode")
+        self.place_button.setVisible(self._sim and self._placements > 0)
+        self.place_button.setText(self._place_text(self._next_spot()))
         self.next_button.setEnabled(True)
 
     def _place(self) -> None:
@@ -368,13 +380,15 @@ class RecordPanel(QWidget):
         self.controller.reset_scene(self._scene_seed, training_index=self._next_spot())
 
     def next_episode(self) -> None:
-        """Between two demonstrations: release the object, home, and on the simulated rig place the next spot.
+        """Between two demonstrations: release the object, home, and on a simulated rig reset the scene to the next
+        training placement.
 
-        The simulated rig re-places the mug anyway, so it homes without asking; on a real rig Home asks first
+        A simulated rig resets the scene anyway, so it homes without asking; on a real rig Home asks first
         when the gripper holds something (homing opens it)."""
         if self._sim:
             self.controller.home()  # homing opens the gripper; it also lifts a halt the operator left
-            self._place()  # queued behind the home
+            if self._placements:
+                self._place()  # queued behind the home
         else:
             self.controller.request_home(self.window())
     # -- episode life cycle ---------------------------------------------------

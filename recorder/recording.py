@@ -15,11 +15,13 @@ from recorder.session import RecorderConfig, RecordingSession, scene_extra, spec
 
 
 def record_episodes(out: str, *, robot: str = "sim", teleop: str = "scripted", episodes: int = 30, seed: int = 0,
-                    task: str = "grasp the mug", rate: float | None = None, camera_size: int = 128,
+                    task: str | None = None, rate: float | None = None, camera_size: int = 128,
                     clock: str = "lockstep", codec: str = "jpeg") -> int:
     """Record until ``episodes`` more episodes are kept in the dataset at ``out`` (created, or appended to), with
-    a progress bar and one line per problem on stderr. ``teleop`` "scripted": the scripted operator at the
-    training placements (the simulated rig); otherwise the operator starts and stops each episode on the device.
+    a progress bar and one line per problem on stderr. ``teleop`` "scripted": the simulated rig's scripted
+    operator at the rig's training placements (episode i at placement i, round and round), kept when the rig's
+    task check says it succeeded; otherwise the operator starts and stops each episode on the device. ``task``
+    None: the rig's own task name (``recorder.session.default_task``); ``rate`` None: the rig's own rate.
     Returns the exit status: 0, 1 (gave up after too many failed attempts) or 2 (an episode could not be kept,
     or a camera was lost)."""
     # Before the rig is made or connected: a policy, an export, a folder of other files, ".", "" or the project
@@ -29,6 +31,12 @@ def record_episodes(out: str, *, robot: str = "sim", teleop: str = "scripted", e
         Dataset.open(folder).close()  # a malformed header is named now, not after the rig has connected
     rig = make_rig(robot, clock=clock, image_size=camera_size, rate_hz=rate)
     device = make_teleop(teleop, rig, seed=seed)
+    scripted = teleop == "scripted"
+    control = rig.scene_control()
+    if scripted and (control is None or control.training_placements < 1):
+        rig.close()
+        raise ValueError(f"--teleop scripted records at a simulated rig's training placements, and {robot} has "
+                         "none; record with a teleop device instead")
     with rig:
         spec = spec_for_rig(rig, codec=codec)
         with Dataset.open_or_create(folder, spec) as dataset:
@@ -36,7 +44,6 @@ def record_episodes(out: str, *, robot: str = "sim", teleop: str = "scripted", e
                 print(f"note: {len(dataset.interrupted())} interrupted episode(s) in {out} "
                       f"(see `dataset info`); new episodes get new indices", file=sys.stderr)
             session = RecordingSession(rig, dataset, device, RecorderConfig(task=task))
-            scripted = teleop == "scripted"
             kept = attempts = 0
             with progress_bar(total=episodes, desc="record", unit="ep") as bar:
                 while kept < episodes:
@@ -46,11 +53,10 @@ def record_episodes(out: str, *, robot: str = "sim", teleop: str = "scripted", e
                         print(f"error: gave up after {attempts - 1} attempts ({kept} episodes kept)", file=sys.stderr)
                         return 1
                     if scripted:
-                        from robot_drivers.sim.task import training_scene
-
-                        rig.reset(seed + index, scene=training_scene(rig.task, index))
+                        rig.arm.release()  # a scene reset keeps a latched stop; a scripted run lifts the last one's
+                        control.reset(seed + index, training_index=index % control.training_placements)
                         device.reset(seed + index * 1009 + attempts)
-                        accept = rig.success
+                        accept = control.task_succeeded
                     else:
                         reason = session.run_reset_phase()
                         if reason != "start_button":
@@ -79,9 +85,10 @@ def record_episodes(out: str, *, robot: str = "sim", teleop: str = "scripted", e
     return 0
 
 
-def record_scripted(dataset_dir: Path, demos: int, camera_size: int, seed: int) -> bool:
-    """Record scripted demonstrations on the simulated rig (lock-step, 10 Hz) until ``dataset_dir`` holds
-    ``demos`` episodes; False on failure."""
+def record_scripted(dataset_dir: Path, demos: int, camera_size: int, seed: int, robot: str = "sim",
+                    rate: float | None = None) -> bool:
+    """Record scripted demonstrations on the simulated rig ``robot`` (lock-step; ``rate`` None: the rig's own)
+    until ``dataset_dir`` holds ``demos`` episodes; False on failure."""
     have = 0
     if (dataset_dir / DATASET_FILE).exists():
         with Dataset.open(dataset_dir) as ds:
@@ -89,5 +96,5 @@ def record_scripted(dataset_dir: Path, demos: int, camera_size: int, seed: int) 
     if have >= demos:
         print(f"reusing the {have} demonstrations in {dataset_dir}")
         return True
-    return record_episodes(str(dataset_dir), episodes=demos - have, seed=seed, rate=10.0,
+    return record_episodes(str(dataset_dir), robot=robot, episodes=demos - have, seed=seed, rate=rate,
                            camera_size=camera_size) == 0

@@ -40,9 +40,20 @@ def scene_extra(rig: Rig) -> dict:
     return {} if record is None else {"scene": record}
 
 
+#: The task text of a recording on a rig that names no task of its own (a real rig) when the operator gives none.
+TELEOPERATED_TASK = "teleoperated demonstration"
+
+
+def default_task(rig: Rig) -> str:
+    """The task text stored with an episode when none is given: a simulated rig's own task name (its scene
+    control's ``task_name``), else :data:`TELEOPERATED_TASK`."""
+    control = rig.scene_control()
+    return (control.task_name if control is not None else "") or TELEOPERATED_TASK
+
+
 @dataclass
 class RecorderConfig:
-    task: str = "grasp the mug"
+    task: str | None = None  # None: the rig's own task name (:func:`default_task`)
     max_episode_s: float = 120.0
     rate_warning_fraction: float = 0.1  # warn when more than this share of recent ticks is late
     rate_window: int = 30  # ticks
@@ -182,7 +193,7 @@ class RecordingSession:
 
         ``accept``, when given, is asked before keeping (e.g. "did the scripted grasp succeed?").
         """
-        writer = self.dataset.new_episode(task or self.config.task, note, extra)
+        writer = self.dataset.new_episode(task or self.config.task or default_task(self.rig), note, extra)
         cams = {name: cam.fps for name, cam in self.rig.cameras.items()}
         stats = TimingStats(fps=self.rig.clock.rate_hz, cameras=cams)
         write_error: list[Exception] = []

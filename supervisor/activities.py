@@ -126,7 +126,8 @@ class Activities:
                                          result))
         if result.reason == "done":
             rig.arm.stop()
-            return self._enter_halt(Halt("done", "Task done: the mug is lifted. The arm holds it; take over or "
+            what = control.success_text if control is not None else "the task is done"
+            return self._enter_halt(Halt("done", f"Task done: {what}. The arm holds where it is; take over or "
                                                  "home."))
         if result.reason == "cancelled":
             return self._default()

@@ -31,8 +31,11 @@ def test_bad_arguments_get_a_clear_message_not_a_traceback():
     assert out.returncode == 2 and "not a positive whole number" in out.stderr
     out = run("sim-check", "--episodes", "1", "--camera-size", "8")
     assert out.returncode == 2 and "error: camera" in out.stderr and "Traceback" not in out.stderr
-    out = run("sim-check", "--scenario", "moon")
-    assert out.returncode == 2 and "invalid choice" in out.stderr
+    out = run("sim-check", "--scenario", "moon")  # scenarios are the rig's own: checked once the rig is made
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "error: unknown scenario 'moon': this rig's scenarios are in_distribution, interpolate" in out.stderr
+    out = run("sim-check", "--robot", "metaworld")
+    assert out.returncode == 2 and "robot 'metaworld' needs a task: give --robot metaworld:<task>" in out.stderr
 
 
 def test_train_ood_and_eval_verbs(tmp_path):

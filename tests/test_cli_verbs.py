@@ -144,9 +144,9 @@ def test_demo_records_through_the_shared_function(tmp_path, monkeypatch):
     import evaluation.demo
 
     calls = []
-    monkeypatch.setattr(evaluation.demo, "record_scripted", lambda *a: calls.append(a) or False)
+    monkeypatch.setattr(evaluation.demo, "record_scripted", lambda *a, **kw: calls.append((a, kw)) or False)
     assert main.main(["demo", "--out", str(tmp_path), "--seed", "4"]) == 1  # the recording "failed": stop there
-    assert calls == [(tmp_path / "dataset", 30, 128, 4)]
+    assert calls == [((tmp_path / "dataset", 30, 128, 4), {"robot": "sim"})]
 
 
 def test_record_verb_and_scripted_recording_share_one_loop(tmp_path, monkeypatch):
@@ -156,9 +156,50 @@ def test_record_verb_and_scripted_recording_share_one_loop(tmp_path, monkeypatch
     monkeypatch.setattr(recorder.recording, "record_episodes", lambda out, **kw: calls.append((out, kw)) or 0)
     assert main.main(["record", "--out", "ds", "--episodes", "2", "--camera-size", "48", "--seed", "3"]) == 0
     assert recorder.recording.record_scripted(tmp_path / "ds", 5, 64, 7)
-    assert calls == [("ds", dict(robot="sim", teleop="scripted", episodes=2, seed=3, task="grasp the mug", rate=None,
+    assert recorder.recording.record_scripted(tmp_path / "ds", 5, 64, 7, robot="metaworld:reach-v3")
+    # task None: the rig's own task name; rate None: the rig's own rate
+    assert calls == [("ds", dict(robot="sim", teleop="scripted", episodes=2, seed=3, task=None, rate=None,
                                  camera_size=48, clock="lockstep", codec="jpeg")),
-                     (str(tmp_path / "ds"), dict(episodes=5, seed=7, rate=10.0, camera_size=64))]
+                     (str(tmp_path / "ds"), dict(robot="sim", episodes=5, seed=7, rate=None, camera_size=64)),
+                     (str(tmp_path / "ds"), dict(robot="metaworld:reach-v3", episodes=5, seed=7, rate=None,
+                                                 camera_size=64))]
+
+
+@pytest.mark.parametrize("verb", [["record", "--out", "ds"], ["replay", "ds", "--episode", "0"], ["eval", "p"],
+                                  ["sim-check"], ["demo"]])
+@pytest.mark.parametrize("robot,message", [
+    ("metaworld", "argument --robot: robot 'metaworld' needs a task: give --robot metaworld:<task>"),
+    ("nosuch", "argument --robot: unknown robot 'nosuch': the built-in robots are sim, metaworld:<task>"),
+    ("sim:fast", "argument --robot: robot 'sim' takes no parameter; give --robot sim"),
+])
+def test_a_robot_that_is_not_a_built_in_one_is_named_before_anything_runs(capsys, verb, robot, message):
+    with pytest.raises(SystemExit) as exit_:
+        main.build_parser().parse_args([*verb, "--robot", robot])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_robot_names_are_parsed_as_given():
+    for argv, robot in ((["eval", "p"], None), (["eval", "p", "--robot", "metaworld:pick-place-v3"],
+                                                "metaworld:pick-place-v3"),
+                        (["record", "--out", "ds", "--robot", "metaworld:pick-place-v3"], "metaworld:pick-place-v3"),
+                        (["sim-check", "--robot", "sim"], "sim")):
+        assert main.build_parser().parse_args(argv).robot == robot
+
+
+def test_scenarios_are_the_rigs_own_and_all_means_every_one():
+    from evaluation.scenes import pick_scenario, pick_scenarios
+
+    valid = ("in_distribution", "interpolate", "lighting")
+    assert pick_scenarios(valid, "all") == list(valid)
+    assert pick_scenarios(valid, ["lighting", "all"]) == ["lighting", "in_distribution", "interpolate"]
+    with pytest.raises(ValueError, match=r"unknown scenario 'distractors': this rig's scenarios are in_distribution, "
+                                         r"interpolate, lighting \(or all: every one in turn\)"):
+        pick_scenarios(valid, "distractors")
+    with pytest.raises(ValueError, match="did you mean 'lighting'"):
+        pick_scenarios(valid, "lightning")
+    assert pick_scenario(valid, "interpolate") == "interpolate"
+    with pytest.raises(ValueError, match="runs on one scenario, not all"):
+        pick_scenario(valid, "all", "the correction loop")
 
 
 def test_every_option_of_every_verb_says_what_it_does():

@@ -242,7 +242,31 @@ def test_evaluate_scenario_gives_each_episode_one_outcome(policy):
         s = report.summary()
         assert sum(s["counts"].values()) == 2 and set(s["counts"]) == set(OUTCOMES)
         assert s["thresholds"]["gamma"] in (1.01, -1.0)
-        assert all(e["nearest_training_m"] > 0 and len(e["placement"]) == 3 for e in s["results"])
+        assert all(e["nearest_training_m"] > 0 and len(e["placement"]) == 2 for e in s["results"])  # mug x, y
+        assert all(e["scene"]["scenario"] == "in_distribution" and "mug" in e["scene"] for e in s["results"])
+
+
+def test_the_rig_of_an_evaluation_is_the_one_the_demonstrations_were_recorded_on(policy, tmp_path):
+    from types import SimpleNamespace
+
+    from evaluation.evaluate import evaluation_robot
+
+    def scenes(*records):
+        return SimpleNamespace(info={"episode_scenes": {str(i): r for i, r in enumerate(records)}})
+
+    mug, world = {"mug": [0.5, 0.0, 0.0]}, {"rig": "metaworld:pick-place-v3", "object": [0.0, 0.6, 0.02]}
+    assert evaluation_robot(scenes(mug, None)) == "sim"  # a record without "rig" is the simulated Panda's
+    assert evaluation_robot(scenes(world, world)) == "metaworld:pick-place-v3"
+    assert evaluation_robot(scenes(None)) == "sim" and evaluation_robot(scenes(None), "metaworld:reach-v3") == \
+        "metaworld:reach-v3"  # no scene stored (a real rig's demonstrations): the robot given is taken
+    with pytest.raises(ValueError, match="several rigs"):
+        evaluation_robot(scenes(mug, world))
+    policy.save(tmp_path / "p")
+    with pytest.raises(ValueError, match=r"recorded on --robot sim, not on --robot metaworld:pick-place-v3"):
+        evaluate_policy(str(tmp_path / "p"), ["in_distribution"], 1, 0, robot="metaworld:pick-place-v3", quiet=True)
+    with pytest.raises(ValueError, match=r"unknown scenario 'moon': this rig's scenarios are in_distribution, "
+                                         r"interpolate, .* \(or all"):
+        evaluate_policy(str(tmp_path / "p"), ["moon"], 1, 0, quiet=True)
 
 
 def test_eval_of_a_pose_policy_writes_the_json_report(dataset_dir, tmp_path):
@@ -252,6 +276,7 @@ def test_eval_of_a_pose_policy_writes_the_json_report(dataset_dir, tmp_path):
     out = tmp_path / "report.json"
     evaluate_policy(str(tmp_path / "pose"), ["in_distribution"], 1, 7, json_path=str(out), max_ticks=3, quiet=True)
     report = json.loads(out.read_text())
+    assert report["robot"] == "sim"  # the rig the demonstrations were recorded on
     row = report["scenarios"][0]
     assert row["episodes"] == 1 and sum(row["counts"].values()) == 1 and set(row["intervals_95"]) == set(OUTCOMES)
     ep = row["results"][0]
@@ -359,31 +384,31 @@ def test_execution_never_rewinds_within_the_demonstration_it_executes(policy):
 
 
 def test_a_stop_is_in_time_while_the_gripper_is_open_or_holds_the_mug_and_late_after_closing_on_air():
-    from evaluation.evaluate import failed_already
+    """The evaluation asks the rig's scene control whether the episode went wrong (a stop after it is too late)."""
     from robot_drivers.control import ControlLoop, TeleopSource
     from robot_drivers.sim.expert import Phase, ScriptedExpert
     from robot_drivers.sim.rig import SimRig, SimRigConfig
     from core.types import Action
 
     rig = SimRig(SimRigConfig(cameras=[]))
+    control = rig.scene_control()
     with rig:
-        rig.reset(0, "in_distribution")
-        placed = np.asarray(rig.world.mug_pose().position[:2])
-        assert not failed_already(rig, placed)  # untouched, gripper open
+        control.reset(0, "in_distribution")
+        assert not control.went_wrong()  # untouched, gripper open
         expert = ScriptedExpert(rig.world)
         expert.reset(0)
         # the expert closes on the mug; stop it before it lifts
         ControlLoop(rig).run(TeleopSource(expert), max_ticks=300,
                              cancel=None, on_tick=lambda r: None if expert.phase != Phase.LIFT else rig.arm.stop())
         assert rig.arm.get_state().gripper < 0.9 and all(rig.world.fingers_touching(rig.world.mug))
-        assert not rig.success() and not failed_already(rig, placed)  # held between both fingers: in time
-        rig.reset(1, "in_distribution")
-        placed = np.asarray(rig.world.mug_pose().position[:2])
+        assert not control.task_succeeded() and not control.went_wrong()  # held between both fingers: in time
+        rig.arm.release()  # a scene reset keeps the stop latched
+        control.reset(1, "in_distribution")
         state = rig.arm.get_state()  # at home, high above the mug: closing grips air
         for _ in range(15):
             rig.arm.send_action(Action(state.ee_pose, 0.0))
             rig.clock.wait_next_tick()
-        assert failed_already(rig, placed)
+        assert control.went_wrong()
     rig.close()
 
 

@@ -146,7 +146,7 @@ def test_next_episode_releases_homes_and_places_the_next_spot(studio, qtbot):
     QTest.keyPress(window, Qt.Key.Key_F)  # move away from home first
     qtbot.wait(600)
     QTest.keyRelease(window, Qt.Key.Key_F)
-    assert panel.place_button.text() == "Place mug at training spot 2"
+    assert panel.place_button.text() == "Reset to training scene 2"
     qtbot.mouseClick(panel.next_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: (control.record() or {}).get("training_index") == 2, timeout=15_000)
     qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=5000)

@@ -194,7 +194,7 @@ def test_a_rig_file_can_name_a_simulated_rig(tmp_path):
 
     from robot_drivers.rig_config import RigConfigError, load_sim_rig_file
 
-    example = Path(__file__).resolve().parents[1] / "configs" / "metaworld_drawer_open.toml"
+    example = Path(__file__).resolve().parents[1] / "configs" / "simulated" / "metaworld_drawer_open.toml"
     rig = make_rig(str(example))
     try:
         assert rig.name == "metaworld:drawer-open-v3" and rig.clock.rate_hz == 20.0

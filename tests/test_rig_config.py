@@ -392,6 +392,6 @@ def test_a_rig_file_of_any_name_works_with_every_verb(tmp_path, capsys):
     assert "arm: xarm at 127.0.0.1" in capsys.readouterr().out
     assert callable(file_rig_factory(path))
     for robot in ("no/such/rig.toml", "xarm", str(tmp_path)):  # a directory is not a rig file either
-        with pytest.raises(ValueError, match=r"unknown robot .*choose 'sim', or give the path of an existing rig "
+        with pytest.raises(ValueError, match=r"unknown robot .*choose 'sim' or 'metaworld:<task>', or give the path of an existing rig "
                                              r"file"):
             make_rig(robot)

@@ -7,13 +7,25 @@ metaworld:pick-place-v3``. Meta-World and MuJoCo are imported when the rig is ma
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 from robot_drivers.registry import register_rig
 
 # MuJoCo picks its OpenGL back end when it is first imported: offscreen EGL (software rendering works without
 # a GPU) unless the user chose one. Set here, before anything can import MuJoCo through this package.
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def keep_triton_out() -> None:
+    """Mesa's software renderer (EGL on a machine without a GPU) loads its own LLVM; Triton, imported by torch
+    after that (``import torchvision`` does, through ``torch._dynamo``), loads another, and the process dies in
+    Triton's initialisation (segmentation fault). Triton only compiles GPU kernels for ``torch.compile``,
+    which nothing here uses: a process that renders Meta-World makes ``import triton`` fail instead (torch
+    then reports it absent). Where Triton was imported already, its LLVM came first and both coexist."""
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        sys.modules["triton"] = None
 
 #: The Meta-World rig's control rate (Hz) when none is given: 4 of Meta-World's 12.5 ms steps per tick.
 METAWORLD_RATE_HZ = 20.0

@@ -41,6 +41,9 @@ def import_metaworld():
     """The ``metaworld`` module, with MuJoCo rendering offscreen through EGL unless ``MUJOCO_GL`` says otherwise
     (software rendering works on a machine without a GPU)."""
     os.environ.setdefault("MUJOCO_GL", "egl")
+    from robot_drivers.metaworld import keep_triton_out
+
+    keep_triton_out()
     try:
         import metaworld
         import metaworld.policies  # noqa: F401 - the experts
