@@ -35,6 +35,7 @@ class TrainConfig:
     overwrite: bool = False
     skip_damaged: bool = False
     progress: str = "bars"  # bars, jsonl or none
+    strict_method: bool = False  # --method aligned on a recording that breaks its assumptions: refuse, not alt
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -50,6 +51,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_skip_damaged(p, "train on the undamaged episodes when some fail the integrity check (default: refuse)")
     p.add_argument("--progress", choices=("bars", "jsonl", "none"), default="bars",
                    help="progress as bars on stderr (default), JSON lines on stdout (machine-readable), or none")
+    p.add_argument("--strict-method", action="store_true",
+                   help="with --method aligned: refuse (nothing trained or saved) when the recording breaks one of "
+                        "the aligned method's assumptions (no grasp, not one object, a table map that does not fit, "
+                        "demonstrations that go different ways after the grasp); by default the paper's method "
+                        "(alt) is built instead, and the policy and the summary say why")
     return p
 
 
@@ -75,9 +81,17 @@ def run(config: TrainConfig) -> int:
     # SIGTERM (the desktop app's Cancel, a service manager) stops between two steps; nothing is saved.
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     dataset, source = (config.dataset, None) if lerobot.lerobot is None else lerobot.import_source(config.progress)
-    policy = train_policy(dataset, config.out, policy_config, gamma=config.gamma, device=config.device,
-                          overwrite=config.overwrite, progress=config.progress, cancel=cancel, source=source,
-                          skip_damaged=config.skip_damaged)
+    from policy.aligned.alignment import AlignmentError
+
+    try:
+        policy = train_policy(dataset, config.out, policy_config, gamma=config.gamma, device=config.device,
+                              overwrite=config.overwrite, progress=config.progress, cancel=cancel, source=source,
+                              skip_damaged=config.skip_damaged, fallback=not config.strict_method)
+    except AlignmentError as exc:
+        if not config.strict_method:
+            raise
+        raise AlignmentError(f"{exc}; nothing was saved (without --strict-method, train builds the paper's method "
+                             "(alt) instead)") from None
     if config.progress == "jsonl":
         return 0
     print(f"policy saved to {config.out}")
@@ -92,6 +106,13 @@ def _print_summary(policy, config, gamma: str, t0: float) -> None:
     from policy.aligned.alignment import coarse_map_warning
 
     info, cal = policy.info, policy.calibration
+    method = info.get("method") or {}
+    if method.get("reason"):
+        print(f"  {method['reason']}")
+    if method.get("assumptions"):
+        from policy.aligned.build import summary_line
+
+        print(f"  aligned method's assumptions: {summary_line(method['assumptions'])}")
     print(f"  {info['frames']} frames from {len(info['episodes'])} episodes; trained on {info['train_frames']} "
           f"({config.epochs} epochs, {config.image_width}x{config.image_height}, views {'+'.join(policy.config.views)}, "
           f"init {info['init']}, {info['device']})")

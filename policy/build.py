@@ -16,13 +16,43 @@ def _jsonl(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
+def choose_method(dataset, config: PolicyConfig, episodes: list[int], fallback: bool = True
+                  ) -> tuple[PolicyConfig, dict]:
+    """The method to build and the policy's record of it (``info["method"]``: requested, built, the reason
+    when they differ, the aligned method's assumptions as measured). ``--method aligned`` is checked on the
+    recording first (``check_recording`` in policy/aligned/build.py); when one of its assumptions does not hold
+    the paper's method is built instead (``fallback``), or AlignmentError says which (not ``fallback``): an
+    aligned method that does not fit is never built."""
+    if config.method != "aligned":
+        return config, {"requested": config.method, "built": config.method, "reason": None}
+    from policy.aligned.alignment import AlignmentError
+    from policy.aligned.build import check_recording
+
+    try:
+        check = check_recording(dataset, config, episodes)
+    except AlignmentError as exc:  # no third-person view, or actions that are not pose + gripper
+        if not fallback:
+            raise
+        return config.with_overrides(method="alt"), {
+            "requested": "aligned", "built": "alt", "assumptions": None,
+            "reason": f"aligned method not used: {exc}; built the paper's method (alt) instead"}
+    record = {"requested": "aligned", "built": "aligned", "reason": None, "assumptions": check.to_json()}
+    if check.holds:
+        return config, record
+    if not fallback:
+        raise AlignmentError(check.refusal())
+    return config.with_overrides(method="alt"), {**record, "built": "alt", "reason": check.fallback_line()}
+
+
 def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = "auto", device: str | None = None,
                  overwrite: bool = False, progress: str = "bars", cancel: threading.Event | None = None,
-                 source: dict | None = None, skip_damaged: bool = False):
+                 source: dict | None = None, skip_damaged: bool = False, fallback: bool = True):
     """Build and save a policy. ``progress``: "bars" (tqdm on stderr; plain lines when it is not a terminal),
     "jsonl" (one JSON object per update on stdout, for the desktop app) or "none". ``source``: where the dataset
     was imported from (kept in the info). The episodes are checked first (``Dataset.require_intact``): damaged ones
-    are refused by name, or left out with ``skip_damaged``."""
+    are refused by name, or left out with ``skip_damaged``. ``--method aligned`` on a recording that breaks its
+    assumptions builds the paper's method instead and says why in one line on stderr (``choose_method``; with
+    ``fallback`` False it is refused before any training)."""
     from recorder.outputs import POLICY, check_output
     from recorder.progress import progress_bar
 
@@ -67,7 +97,11 @@ def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = 
         episodes = choose_episodes(dataset, config, among=intact)
         for line in skipped:
             print(f"skipped (damaged): {line}", file=sys.stderr)
+        config, method = choose_method(dataset, config, episodes, fallback)
+        if method["reason"]:
+            print(method["reason"], file=sys.stderr, flush=True)
         policy = ALTPolicy.build(dataset, config, progress=report, device=device, cancel=cancel, episodes=episodes)
+        policy.info["method"] = method
         if skipped:
             policy.info["skipped_damaged"] = skipped
         policy.info["action"] = describe_actions(dataset.spec.action_names)

@@ -505,3 +505,177 @@ def test_the_aligned_method_is_a_policy_of_its_own(sim_policies, tmp_path):
         assert "locator" not in source.replace("locator = None", "")
     with pytest.raises(PolicyArtifactError, match="make_policy"):
         ALTPolicy(aligned.config, aligned.encoder, aligned.database, aligned.calibration, aligned.info)
+
+
+# -- does a recording suit the aligned method? -------------------------------------------------------------------
+
+BLUE = np.array([40, 60, 200], np.float32)
+
+
+def _demo_actions(xy, goal=None, gripper=None, frames=30, close=20):
+    """``_actions``, then after the grasp a lift straight up (the mug) or, given a ``goal``, a carry there.
+    ``gripper``: a command held throughout instead (no grasp)."""
+    a = _actions(xy, frames, close)
+    for f in range(close + 1, frames):
+        s = min(1.0, (f - close) / 5)
+        a[f, 2] = 0.1 + 0.15 * s
+        if goal is not None:
+            a[f, :2] = xy + (np.asarray(goal) - xy) * s
+    if gripper is not None:
+        a[:, 7] = gripper
+    return a
+
+
+def _recording(kind="mug", n=12, size=96, seed=3, frames=30, close=20):
+    """Constructed demonstrations (first third-person frames, actions, measured start positions) of a mug-like
+    task, or of one that breaks one of the aligned method's assumptions."""
+    rng = np.random.default_rng(seed)
+    scale = size / 96
+    firsts, actions, starts = {}, {}, {}
+    for e in range(n):
+        p = rng.uniform(20, 76, 2)
+        xy = _table_xy(*p)
+        extra = [(tuple(rng.uniform(20, 76, 2) * scale), BLUE)] if kind == "two_objects" else []
+        firsts[e] = _picture([p * scale], size=size, extra=extra, seed=e)
+        if kind == "map":  # grasped somewhere the object is not
+            xy = np.array([0.45, 0.0]) + rng.uniform(-0.1, 0.1, 2)
+        goal = xy + rng.uniform(-0.15, 0.15, 2) if kind == "carry" else None
+        gripper = {"open": 1.0, "closed": 0.0}.get(kind)
+        actions[e] = _demo_actions(xy, goal, gripper, frames, close)
+        starts[e] = np.array([0.4, 0.0, 0.3]) + (rng.uniform(-0.05, 0.05, 3) if kind == "starts" else 0.0)
+    return firsts, actions, starts
+
+
+def _check(kind, **kwargs):
+    from policy.aligned.build import check_assumptions
+
+    firsts, actions, starts = _recording(kind, **kwargs)
+    return check_assumptions(firsts, actions, starts, radius=0.01, margin=0.05)
+
+
+def test_a_mug_like_recording_suits_the_aligned_method():
+    check = _check("mug")
+    assert check.holds and check.failure is None and check.locator is not None, check.summary()
+    values = {f.assumption: f.value for f in check.findings}
+    assert values["grasp"] == 12 and values["start_pose"] == 0.0 and values["motion_after_grasp"] < 0.001
+    assert values["one_object"] == 0.0 and values["table_map"] < 0.003
+    assert "FAILS" not in check.summary() and check.to_json()["failed"] == []
+
+
+@pytest.mark.parametrize("kind, assumption, shown", [
+    ("open", "grasp", "the gripper closes from open in 0 of 12 (at least 5 must; its command stays at 1.00 (open)"),
+    ("closed", "grasp", "its command stays at 0.00 (closed) throughout"),
+    ("starts", "start_pose", "the demonstrations start from different arm poses (up to "),
+    ("carry", "motion_after_grasp", "after the grasp the demonstrations move to different places"),
+    ("two_objects", "one_object", "not one object: 12 of 12 demonstrations' first third-person frames show a second "
+                                  "region"),
+    ("map", "table_map", "the table map does not fit: the object's pixel position predicts where it is grasped to"),
+])
+def test_each_broken_assumption_is_named_in_one_line_with_its_number(kind, assumption, shown):
+    from policy.aligned import build
+
+    check = _check(kind)
+    assert not check.holds and check.failure.assumption == assumption, check.summary()
+    line = check.fallback_line()
+    assert line.startswith("aligned method not used: ") and shown in line, line
+    assert line.endswith("built the paper's method (alt) instead") and "\n" not in line
+    bound = {"start_pose": build.START_SPREAD_M, "motion_after_grasp": build.MOTION_RESIDUAL_M,
+             "table_map": build.MAP_LOO_M}.get(assumption)
+    if bound is not None:  # the number beyond its bound, both in the line
+        assert check.failure.value > bound and check.failure.bound == bound
+    if assumption == "motion_after_grasp":
+        assert f"{100 * check.failure.value:.1f} cm" in line and "> 3 cm" in line
+    if assumption == "table_map":
+        assert f"{1000 * check.failure.value:.0f} mm" in line and "> 30 mm" in line
+    assert check.refusal().startswith("aligned method refused: ")
+
+
+def test_a_locator_that_does_not_fit_is_never_built():
+    """``build_locator`` (every way an aligned policy is built) refuses a recording that breaks an assumption."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from policy.aligned.build import build_locator
+    from policy.aligned.alignment import AlignmentError
+
+    firsts, actions, _ = _recording("carry", size=32)
+    episodes = sorted(firsts)
+    table = SimpleNamespace(actions=actions, third=torch.from_numpy(np.stack([firsts[e] for e in episodes])),
+                            episode=np.array(episodes), frame=np.zeros(len(episodes), np.int64), pose_reference=None)
+    with pytest.raises(AlignmentError, match="aligned method refused: after the grasp"):
+        build_locator(table, PolicyConfig(image_width=32, image_height=32, method="aligned"))
+
+
+def _write_recording(root, kind, n=6, cameras=("hand", "third")):
+    """A tiny recorded dataset (32 px, pose + gripper actions and states) of ``_recording``."""
+    from core.types import ACTION_NAMES, Frame
+    from recorder.dataset import CameraSpec, DatasetSpec, EpisodeWriter, StepRecord
+
+    firsts, actions, _ = _recording(kind, n=n, size=32, frames=20, close=14)
+    spec = DatasetSpec(fps=10.0, cameras=tuple(CameraSpec(c, 32, 32) for c in cameras), robot="sim-panda",
+                       joint_count=0, action_names=tuple(ACTION_NAMES), state_names=tuple(ACTION_NAMES), codec="png")
+    with Dataset.create(root, spec) as ds:
+        for e in range(n):
+            w = EpisodeWriter(ds, e, task="constructed")
+            for i, action in enumerate(actions[e].astype(np.float32)):
+                hand = np.roll(firsts[e], i, axis=1)
+                frames = {c: Frame(hand if c == "hand" else firsts[e], i / 10, i / 10, i, c) for c in cameras}
+                w.add(StepRecord(i, i / 10, i / 10, action, np.zeros(0, np.float32), action, action, frames))
+            w.keep("stop_button")
+    return root
+
+
+def test_train_falls_back_to_the_papers_method_and_says_why(tmp_path, capsys):
+    import main as cli
+
+    data = _write_recording(tmp_path / "ds", "carry")
+    common = ["--method", "aligned", "--epochs", "1", "--input-size", "32", "--backbone-weights", "none",
+              "--batch-size", "8", "--frame-stride", "10", "--chunk-length", "4", "--progress", "none"]
+    # strict: refused before any training, nothing saved
+    assert cli.main(["train", str(data), "--out", str(tmp_path / "strict"), *common, "--strict-method"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: aligned method refused: after the grasp the demonstrations move to different "
+                          "places") and "nothing was saved" in err
+    assert not (tmp_path / "strict").exists()
+    # the default: the paper's method, and the one line in the log, the summary and the policy folder
+    assert cli.main(["train", str(data), "--out", str(tmp_path / "p"), *common]) == 0
+    captured = capsys.readouterr()
+    line = next(ln for ln in captured.err.splitlines() if ln.startswith("aligned method not used:"))
+    assert "after the grasp the demonstrations move to different places" in line and line.endswith(
+        "built the paper's method (alt) instead")
+    assert f"  {line}" in captured.out.splitlines() and "aligned method's assumptions: " in captured.out
+    policy = ALTPolicy.load(tmp_path / "p")
+    assert policy.method == "alt" and policy.locator is None
+    record = policy.info["method"]
+    assert record["requested"] == "aligned" and record["built"] == "alt" and record["reason"] == line
+    assert record["assumptions"]["failed"][0] == "motion_after_grasp"
+
+
+def test_the_aligned_policy_records_its_assumptions_as_measured(sim_policies):
+    report = sim_policies.locator.report["assumptions"]
+    assert report["holds"] and report["failed"] == []
+    assert [f["assumption"] for f in report["findings"]] == ["grasp", "start_pose", "motion_after_grasp",
+                                                              "one_object", "table_map"]
+
+
+def test_the_method_is_chosen_before_any_training(tmp_path):
+    """``choose_method`` reads the first frames and the actions only: a mug-like recording keeps the aligned
+    method, one without a third-person view falls back (or, strict, is refused) and says why."""
+    from policy.aligned.alignment import AlignmentError
+    from policy.build import choose_method
+
+    config = PolicyConfig(image_width=32, image_height=32, method="aligned")
+    with Dataset.open(_write_recording(tmp_path / "mug", "mug")) as ds:
+        chosen, record = choose_method(ds, config, ds.episode_indices())
+    assert chosen.method == "aligned" and record["built"] == "aligned" and record["reason"] is None
+    assert record["assumptions"]["holds"]
+    with Dataset.open(_write_recording(tmp_path / "hand", "mug", cameras=("hand",))) as ds:
+        chosen, record = choose_method(ds, config.with_overrides(views=("hand",)), ds.episode_indices())
+        assert chosen.method == "alt" and record["built"] == "alt"
+        assert record["reason"].startswith("aligned method not used: the aligned method finds the object in the "
+                                           "third-person view; this dataset has none")
+        with pytest.raises(AlignmentError, match="third-person view"):
+            choose_method(ds, config, ds.episode_indices(), fallback=False)
+    assert choose_method(None, config.with_overrides(method="alt"), [])[1] == {"requested": "alt", "built": "alt",
+                                                                             "reason": None}

@@ -64,6 +64,10 @@ CANDIDATES = 5
 LOOK_TOLERANCE = 0.005  # correlations this close count as alike; then the nearest is taken
 
 
+#: The table map (8 parameters) needs this many demonstrations that grasp.
+MIN_GRASPS = 5
+
+
 class AlignmentError(ValueError):
     """The demonstrations cannot calibrate the alignment (too few, no grasp, no object in view)."""
 
@@ -440,6 +444,17 @@ def coarse_map_warning(report: dict) -> str | None:
             "Train on larger images (--input-size) or record the third-person camera closer to the table")
 
 
+def empty_scene(frames: np.ndarray) -> tuple[np.ndarray, float]:
+    """The scene without the object (the per-pixel median of the demonstrations' first third-person frames,
+    [N, H, W, 3] float32) and the foreground threshold: FOREGROUND_SHARE of the frames' median peak difference
+    from it, brightness and tint evened out."""
+    background = np.median(frames, axis=0)
+    ref = np.median(background.reshape(-1, 3), axis=0)
+    peaks = [float(cv2.GaussianBlur(np.abs(_gain_to(f, ref) - background).sum(-1), (0, 0), BLUR_SIGMA).max())
+             for f in frames]
+    return background, FOREGROUND_SHARE * float(np.median(peaks))
+
+
 def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray], radius: float,
                 margin: float) -> TargetLocator:
     """Calibrate the locator from each demonstration's first third-person frame and its actions (pose + gripper).
@@ -447,17 +462,12 @@ def fit_locator(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarr
     Raises AlignmentError when the demonstrations cannot calibrate it: fewer than five with a grasp, or no
     object that differs from the background in their first frames."""
     episodes = [e for e in sorted(first_thirds) if grasp_frame(actions[e]) is not None]
-    if len(episodes) < 5:
-        raise AlignmentError(f"the aligned method needs at least 5 demonstrations that grasp (the gripper closes "
-                             f"from open); these have {len(episodes)}")
+    if len(episodes) < MIN_GRASPS:
+        raise AlignmentError(f"the aligned method needs at least {MIN_GRASPS} demonstrations that grasp (the gripper "
+                             f"closes from open); these have {len(episodes)}")
     frames = np.stack([first_thirds[e] for e in episodes]).astype(np.float32)
-    background = np.median(frames, axis=0)
+    background, threshold = empty_scene(frames)
     ref = np.median(background.reshape(-1, 3), axis=0)
-    peaks = []
-    for f in frames:
-        diff = cv2.GaussianBlur(np.abs(_gain_to(f, ref) - background).sum(-1), (0, 0), BLUR_SIGMA)
-        peaks.append(float(diff.max()))
-    threshold = FOREGROUND_SHARE * float(np.median(peaks))
     # the object's colour: the largest region of each first frame (nothing else moves between demonstrations)
     objects = []
     for e, f in zip(episodes, frames):
