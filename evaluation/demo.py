@@ -74,11 +74,15 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, episodes: in
         print(f"\n[3/{steps}] the correction loop ({method} method, {scenario})")
         looped = policy_dir
         if method == "aligned":
+            from policy.aligned.alignment import AlignmentError
             from policy.aligned.build import aligned_from
 
-            with Dataset.open(dataset_dir) as ds:
-                aligned_from(policy, ds).save(aligned_dir, overwrite=True)
-            looped = aligned_dir
+            try:
+                with Dataset.open(dataset_dir) as ds:
+                    aligned_from(policy, ds).save(aligned_dir, overwrite=True)
+                looped = aligned_dir
+            except AlignmentError as exc:  # the recording does not suit it: say so, loop the paper's method
+                print(f"{exc}; the correction loop runs the paper's method (alt) instead")
         loop = _correction_loop_step(looped, root, eval_episodes, seed + 3000, scenario, robot)
         print(f"\ntotal    {(time.perf_counter() - t0) / 60:.1f} min")
         return 0 if loop is not None else 1
@@ -86,44 +90,54 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, episodes: in
     print(f"trained in {train_min:.1f} min; gamma {policy.gamma:.3f}, view agreement "
           f"{', '.join(f'{k} {v:.3f}' for k, v in cal.view_thresholds.items())} ({cal.method}); held out "
           f"{len(cal.held_out_episodes)} demonstrations for that, then added them to the table")
+    from policy.aligned.alignment import AlignmentError
     from policy.aligned.build import aligned_from
 
-    with Dataset.open(dataset_dir) as ds:
-        aligned = aligned_from(policy, ds)
-    aligned.save(aligned_dir, overwrite=True)
-    fit = aligned.locator.report
-    print(f"aligned method: the object located in the third-person view, table map from {fit['demonstrations']} "
-          f"demonstrations (leave-one-out error {1000 * fit['map_error_loo_m']['p50']:.1f} mm median, "
-          f"{1000 * fit['map_error_loo_m']['max']:.1f} mm max); largest correction "
-          f"{100 * aligned.locator.max_correction:.1f} cm; gamma {aligned.gamma:.3f}")
-    if (coarse := coarse_map_warning(fit)) is not None:
-        print(coarse)
+    aligned = None
+    try:
+        with Dataset.open(dataset_dir) as ds:
+            aligned = aligned_from(policy, ds)
+    except AlignmentError as exc:  # the recording does not suit the aligned method: one line, then alt alone
+        print(f"{exc}; only the paper's method (alt) is evaluated")
+    if aligned is not None:
+        aligned.save(aligned_dir, overwrite=True)
+        fit = aligned.locator.report
+        print(f"aligned method: the object located in the third-person view, table map from "
+              f"{fit['demonstrations']} demonstrations (leave-one-out error "
+              f"{1000 * fit['map_error_loo_m']['p50']:.1f} mm median, {1000 * fit['map_error_loo_m']['max']:.1f} mm "
+              f"max); largest correction {100 * aligned.locator.max_correction:.1f} cm; gamma {aligned.gamma:.3f}")
+        if (coarse := coarse_map_warning(fit)) is not None:
+            print(coarse)
     eval_seed = seed + 1000
     print(f"\n[3/{steps}] evaluating every scenario of {robot} x {eval_episodes} episodes in lock-step (seeds "
           f"{eval_seed}-{eval_seed + eval_episodes - 1})")
     payload = evaluate_policy(str(policy_dir), [ALL], eval_episodes, eval_seed, "lockstep", str(report),
                               check_data=str(check_dir), robot=robot)
-    aligned_payload = evaluate_policy(str(aligned_dir), [ALL], eval_episodes, eval_seed, "lockstep",
-                                      str(root / "report_aligned.json"), check_data=str(check_dir), robot=robot)
+    aligned_payload = None if aligned is None else evaluate_policy(
+        str(aligned_dir), [ALL], eval_episodes, eval_seed, "lockstep", str(root / "report_aligned.json"),
+        check_data=str(check_dir), robot=robot)
     evaluated = [row["scenario"] for row in payload["scenarios"]]
     realtime_scenarios = [s for s in realtime_scenarios if s in evaluated] or evaluated[:1]
     print(f"\n[4/{steps}] evaluating {', '.join(realtime_scenarios)} x {eval_episodes} episodes in real time")
     realtime = evaluate_policy(str(policy_dir), realtime_scenarios, eval_episodes, eval_seed, "realtime",
                                str(realtime_report), robot=robot)
-    aligned_realtime = evaluate_policy(str(aligned_dir), realtime_scenarios, eval_episodes, eval_seed, "realtime",
-                                       str(root / "report_aligned_realtime.json"), robot=robot)
-    methods = {"alt": payload["scenarios"] + realtime["scenarios"],
-               "aligned": aligned_payload["scenarios"] + aligned_realtime["scenarios"]}
+    methods = {"alt": payload["scenarios"] + realtime["scenarios"]}
+    if aligned is not None:
+        aligned_realtime = evaluate_policy(str(aligned_dir), realtime_scenarios, eval_episodes, eval_seed,
+                                           "realtime", str(root / "report_aligned_realtime.json"), robot=robot)
+        methods["aligned"] = aligned_payload["scenarios"] + aligned_realtime["scenarios"]
     for name, rows in methods.items():
         silent = sum(r["counts"]["silent_failure"] for r in rows)
         total = sum(r["episodes"] for r in rows)
         print(f"\n{name} method on the simulated rig {robot} ({demos} demonstrations): {silent} silent failures in "
               f"{total} episodes")
         print(scenario_table(rows))
-    print("\nside by side (the same encoder, table and demonstrations; OOD includes stall stops):")
-    print(side_by_side(methods))
+    if aligned is not None:
+        print("\nside by side (the same encoder, table and demonstrations; OOD includes stall stops):")
+        print(side_by_side(methods))
     print("\n".join(ood_lines(payload)))
-    print("aligned method:\n" + "\n".join(ood_lines(aligned_payload)))
+    if aligned_payload is not None:
+        print("aligned method:\n" + "\n".join(ood_lines(aligned_payload)))
     print(f"\n[5/{steps}] the correction loop")
     loop = _correction_loop_step(policy_dir, root, eval_episodes, seed + 3000, robot=robot)
     print(f"\ndataset  {dataset_dir}\npolicies {policy_dir}, {aligned_dir}\nreports  {report}, {realtime_report} "
@@ -131,7 +145,8 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, episodes: in
           f"total    {(time.perf_counter() - t0) / 60:.1f} min (training {train_min:.1f} min)")
     payload["train_minutes"] = train_min
     payload["realtime"] = realtime["scenarios"]
-    payload["aligned"] = {"lockstep": aligned_payload["scenarios"], "realtime": aligned_realtime["scenarios"]}
+    payload["aligned"] = None if aligned is None else {"lockstep": aligned_payload["scenarios"],
+                                                       "realtime": aligned_realtime["scenarios"]}
     payload["correction_loop"] = loop
     report.write_text(json.dumps(payload, indent=1))
     return 0
