@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "architecture.md"
 BEGIN, END = "<!-- package-map: begin -->", "<!-- package-map: end -->"
 FOLDERS = ("cli", "core", "evaluation", "gui", "lerobot_bridge", "policy", "policy/aligned", "recorder",
-           "robot_drivers", "robot_drivers/sim", "supervisor", "benchmarks", "scripts", "tests", "tests_lerobot")
+           "robot_drivers", "robot_drivers/sim", "robot_drivers/metaworld", "supervisor", "benchmarks", "scripts", "tests", "tests_lerobot")
 
 
 def first_line(path: Path) -> str:
