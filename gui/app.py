@@ -1,4 +1,5 @@
-"""`python main.py gui`: the desktop app on the simulated rig, or on the rig a config file describes."""
+"""`python main.py gui`: the desktop app on a built-in simulated rig (the PyBullet Panda, a Meta-World task), or
+on the rig a rig file describes."""
 
 from __future__ import annotations
 
@@ -11,42 +12,39 @@ from recorder.session import RecorderConfig
 
 from .controller import RigController, RigFactory
 from .main_window import MainWindow
+from .rig_picker import RigCatalog, builtin_rig_factory, check_robot, file_rig_factory
+
+__all__ = ["RigCatalog", "create_window", "dispose", "file_rig_factory", "rig_setup", "run_app", "sim_rig_factory"]
 
 
 def sim_rig_factory(image_size: int = 128, rate_hz: float | None = None) -> RigFactory:
-    def build():
-        from robot_drivers.factory import make_rig
-
-        return make_rig("sim", clock="realtime", image_size=image_size, rate_hz=rate_hz), None
-
-    return build
+    return builtin_rig_factory("sim", image_size, rate_hz)
 
 
-def file_rig_factory(path: str, rate_hz: float | None = None) -> RigFactory:
-    from robot_drivers.rig_config import load_rig_config
-
-    config = load_rig_config(path)  # validated now: a typo is reported before the window opens
-    if rate_hz is not None:
-        config = config.with_rate(rate_hz)  # the per-tick step limits follow the rate
-
-    def build():
-        from robot_drivers.rig_config import build_rig, build_teleop
-
-        rig = build_rig(config)
-        return rig, build_teleop(config, rig)
-
-    return build
+def rig_setup(robot: str = "sim", rig: str | None = None, camera_size: int = 128,
+              rate: float | None = None) -> tuple[RigFactory, RigCatalog]:
+    """The factory the window connects first, and what its rig picker offers: the rig file ``rig`` when given (it
+    overrides ``robot``; a file may name a built-in simulated rig), else the built-in ``robot`` (``sim``,
+    ``metaworld:<task>``) with ``camera_size``. A wrong robot name, Meta-World task or rig file is a ValueError
+    here, before the window opens."""
+    if rig:
+        return file_rig_factory(rig, rate), RigCatalog(current=rig, image_size=camera_size, rate_hz=rate,
+                                                       rig_file=rig)
+    check_robot(robot)
+    return builtin_rig_factory(robot, camera_size, rate), RigCatalog(current=robot, image_size=camera_size,
+                                                                      rate_hz=rate)
 
 
 def create_window(factory: RigFactory, data_root: Path, runs_root: Path, task: str | None = None,
-                  connect: bool = True) -> tuple[RigController, MainWindow]:
+                  connect: bool = True, rig_catalog: RigCatalog | None = None) -> tuple[RigController, MainWindow]:
     """``task``: the task text stored with each episode; None: the connected rig's own task name (a simulated
     rig's, else "teleoperated demonstration": ``recorder.session.default_task``), asked when an episode begins,
-    so that it follows the rig the window is connected to."""
+    so that it follows the rig the window is connected to. ``rig_catalog``: what the rig picker offers, and
+    which of it ``factory`` is (``rig_setup`` gives both; None: ``factory`` is listed as the rig given)."""
     from evaluation.trials import TrialLedger
 
     controller = RigController(factory, RecorderConfig(task=task), ledger=TrialLedger(Path(runs_root) / "trials.jsonl"))
-    window = MainWindow(controller, data_root, runs_root)
+    window = MainWindow(controller, data_root, runs_root, rig_catalog)
     if connect:
         controller.connect_rig()
     return controller, window
@@ -69,16 +67,19 @@ def dispose(controller: RigController, window: MainWindow) -> None:
 
 
 def run_app(rig: str | None = None, camera_size: int = 128, rate: float | None = None, data_dir: str = "data",
-            runs_dir: str = "runs", task: str | None = None, connect: bool = True, verbose: bool = False) -> int:
-    """Open the window on the rig file ``rig`` (None: the simulated rig) and run the event loop; its exit code."""
+            runs_dir: str = "runs", task: str | None = None, connect: bool = True, verbose: bool = False,
+            robot: str = "sim") -> int:
+    """Open the window on the rig file ``rig``, else on the built-in ``robot``, and run the event loop; its exit
+    code."""
     import logging
     import sys
 
-    factory = file_rig_factory(rig, rate) if rig else sim_rig_factory(camera_size, rate)
+    factory, catalog = rig_setup(robot, rig, camera_size, rate)  # checked before the window opens
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("ALT Studio")
     logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)
-    controller, window = create_window(factory, Path(data_dir), Path(runs_dir), task=task, connect=connect)
+    controller, window = create_window(factory, Path(data_dir), Path(runs_dir), task=task, connect=connect,
+                                       rig_catalog=catalog)
     window.show()
     code = app.exec()
     dispose(controller, window)

@@ -111,7 +111,7 @@ class RigController(QObject):
                      "set_policy", "set_gamma",
                      "start_autonomy", "resume", "pause", "take_over", "take_over_and_record", "home", "reset_scene",
                      "restore_episode_scene", "mark_last_trial", "wait_stopped", "holding_object",
-                     "shutdown"):
+                     "set_rig_factory", "shutdown"):
             setattr(self, name, getattr(s, name))
 
     def _remember_state(self, record) -> None:
@@ -161,6 +161,11 @@ class RigController(QObject):
     @property
     def rig(self):
         return self.supervisor.rig
+
+    @property
+    def rig_factory_name(self) -> str | None:
+        """The operator's name for the rig the next connect builds (None: the one the window was opened on)."""
+        return self.supervisor.rig_factory_name
 
     @property
     def dataset(self):

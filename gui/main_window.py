@@ -14,6 +14,7 @@ from .controller import AUTONOMOUS, HALTED, RECORDING, REPLAY, TELEOP, RigContro
 from .halt_strip import HaltStrip
 from .record_panel import RecordPanel
 from .rig_panel import RigPanel
+from .rig_picker import RigCatalog
 from .train_panel import TrainPanel
 from .widgets import MessageBar, fixed_split
 from .workers import DatasetReader, PolicyBookkeeper, PolicyLoader, TrainingWorker, start_worker
@@ -92,7 +93,10 @@ class TeleopKeyFilter(QObject):
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, controller: RigController, data_root: Path, runs_root: Path):
+    def __init__(self, controller: RigController, data_root: Path, runs_root: Path,
+                 rig_catalog: RigCatalog | None = None):
+        """``rig_catalog``: what the rig picker offers (None: the rig the window is opened with, and the
+        built-in rigs)."""
         super().__init__()
         self.setWindowTitle("ALT Studio")
         self.controller = controller
@@ -108,7 +112,7 @@ class MainWindow(QMainWindow):
 
         self.messages = MessageBar()
         self.halt_strip = HaltStrip(controller)
-        self.rig_panel = RigPanel(controller)
+        self.rig_panel = RigPanel(controller, rig_catalog)
         self.record_panel = RecordPanel(controller, self.reader, self.data_root)
         self.train_panel = TrainPanel(self.trainer, self.runs_root)
         self.autonomy_panel = AutonomyPanel(controller, self.loader, self.reader, self.runs_root, self.bookkeeper)
@@ -148,6 +152,8 @@ class MainWindow(QMainWindow):
         controller.error.connect(lambda text: self.messages.show_message("error", text))
         controller.info.connect(lambda text: self.messages.show_message("info", text))
         controller.mode_changed.connect(self._on_mode)
+        controller.connected.connect(lambda rig: self.setWindowTitle(f"ALT Studio: {rig.name}"))
+        controller.disconnected.connect(lambda: self.setWindowTitle("ALT Studio"))
         controller.dataset_changed.connect(self.train_panel.set_dataset)
         # An error from an earlier attempt to open a dataset is stale once one is open.
         controller.dataset_changed.connect(lambda root: root is not None and self.messages.resolve(

@@ -1,4 +1,4 @@
-"""The rig panel: connection, device lights, live camera previews, arm state, teleop keys."""
+"""The rig panel: connection and the rig picker, device lights, live camera previews, arm state, teleop keys."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from core.errors import DeviceError
 from robot_drivers.keyboard import KEY_HELP
 
 from .controller import RigController
+from .rig_picker import RigCatalog, RigPicker
 from .widgets import ERROR, OFF, OK, WARN, ArmStateView, ImageView, KeyHelp, StatusLight, StopButton
 
 PREVIEW_HZ = 30.0
@@ -20,7 +21,7 @@ PREVIEW_MIN_SIDE = 240  # px: a 128-px hand view shown at twice its size or more
 
 
 class RigPanel(QWidget):
-    def __init__(self, controller: RigController, parent=None):
+    def __init__(self, controller: RigController, rig_catalog: RigCatalog | None = None, parent=None):
         super().__init__(parent)
         self.controller = controller
         self.rig = None
@@ -37,6 +38,7 @@ class RigPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.connect_button)
         buttons.addWidget(self.disconnect_button)
+        self.picker = RigPicker(controller, rig_catalog)  # which rig Connect builds; only while disconnected
 
         self.arm_light = StatusLight("arm")
         self.teleop_light = StatusLight("teleop")
@@ -86,6 +88,7 @@ class RigPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.stop_button)
         layout.addLayout(buttons)
+        layout.addWidget(self.picker)
         layout.addLayout(self._lights)
         layout.addLayout(self._preview_grid)
         layout.addWidget(self.arm_state)
@@ -113,13 +116,16 @@ class RigPanel(QWidget):
     def _on_connected(self, rig) -> None:
         self.rig = rig
         self._shown.clear()
+        for name in [n for n in self.previews if n not in rig.cameras]:  # another rig, other cameras
+            self.previews.pop(name).deleteLater()
+            self.camera_lights.pop(name).deleteLater()
         for i, name in enumerate(rig.cameras):
             if name not in self.previews:
-                view = ImageView(f"{name} (live)", min_side=PREVIEW_MIN_SIDE)
-                self.previews[name] = view
+                self.previews[name] = ImageView(f"{name} (live)", min_side=PREVIEW_MIN_SIDE)
                 self.camera_lights[name] = StatusLight(f"camera {name}")
                 self._lights.addWidget(self.camera_lights[name])
-                self._preview_grid.addWidget(view, 0, i)
+            self._preview_grid.removeWidget(self.previews[name])  # placed again, in the rig's order
+            self._preview_grid.addWidget(self.previews[name], 0, i)
         for name, view in self.previews.items():
             camera = rig.cameras.get(name)
             view.set_overlay(camera.grasp_overlay if camera is not None else None)  # the grasp aid
@@ -127,7 +133,9 @@ class RigPanel(QWidget):
         control = rig.scene_control()
         self.sim_box.setVisible(control is not None)
         self.task_hint.setText(control.task_hint if control is not None else "")
-        if control is not None and self.scenario_combo.count() == 0:
+        listed = [self.scenario_combo.itemText(i) for i in range(self.scenario_combo.count())]
+        if control is not None and listed != list(control.scenarios):  # the first rig, or another one
+            self.scenario_combo.clear()
             self.scenario_combo.addItems(control.scenarios)
         self._set_connected(True)
 

@@ -55,7 +55,7 @@ class Handlers:
         self.teleop = CombinedTeleop([self.keyboard, device]) if device is not None else self.keyboard
         with self._stop_cond:
             self.rig = rig
-            unreleased = self._released_generation != self._generation
+            unreleased = self.halt_unreleased
             if unreleased:
                 rig.arm.latch()  # a halt the operator has not released holds across a reconnect
         self.events.connected(rig)
@@ -85,6 +85,16 @@ class Handlers:
             self.teleop = self.keyboard
             self.events.disconnected()
             self._set_mode(DISCONNECTED)
+        return None
+
+    def _do_set_rig(self, factory, name: str | None):
+        """Only while disconnected (the row's guard): the next connect builds this rig; a halt not yet released
+        holds on it (``_do_connect`` latches it)."""
+        if factory is None:
+            factory = self._first_rig_factory
+        self._rig_factory = factory
+        self.rig_factory_name = name
+        self.events.info(f"rig chosen: {name or 'the one the app was opened on'}; press Connect to connect it")
         return None
 
     def _do_open_dataset(self, path: str):

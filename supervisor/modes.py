@@ -37,6 +37,7 @@ this module prints the graph below; :func:`describe` renders it from the table, 
     take_over_record  take_over_and_record                releases
     home              home                                releases
     reset_scene       reset_scene, restore_episode_scene  moves
+    set_rig           set_rig_factory                     neutral
     halt              emergency_stop, pause               halt
     quit              shutdown                            quit
 
@@ -61,6 +62,7 @@ this module prints the graph below; :func:`describe` renders it from the table, 
     take_over_record  any with a rig          stale; no rig; no dataset                    recording
     home              any with a rig          stale; no rig                                homing
     reset_scene       with a rig, not halted  stale; no rig; arm halted; no scene control  (default)
+    set_rig           disconnected            mode not disconnected                        (unchanged)
     halt              any                     -                                            halted
     quit              any                     -                                            disconnected
 
@@ -277,6 +279,10 @@ COMMANDS: dict[str, Command] = {row.name: row for row in (
             (FRESH, RIG, _not_halted("the arm is halted: a scene reset moves it; take over or home first"),
              SCENE_CONTROL),
             DEFAULT, "the scene reset"),
+    Command("set_rig", ("set_rig_factory",), Kind.NEUTRAL,
+            (only_in({Mode.DISCONNECTED}, "{label} needs the rig disconnected (it is {mode} now): press Disconnect "
+                                          "first"),),
+            label="Choosing another rig"),
     Command("halt", ("emergency_stop", "pause"), Kind.HALT, leads_to=(Mode.HALTED,)),
     Command("quit", ("shutdown",), Kind.QUIT, leads_to=(Mode.DISCONNECTED,), handler="_do_disconnect"),
 )}

@@ -41,6 +41,12 @@ class StopHandling:
                 self._stop_done = max(self._stop_done, target)
                 self._stop_cond.notify_all()
 
+    @property
+    def halt_unreleased(self) -> bool:
+        """A halt came after the latest release (a STOP, a pause, OOD, a fault, a finished task): it holds across
+        a disconnect, and a rig connected meanwhile starts latched."""
+        return self._released_generation != self._generation
+
     def _bump_generation(self) -> None:
         """A halt that did not come through the stop line (OOD, a fault, a finished task)."""
         with self._stop_cond:

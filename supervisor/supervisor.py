@@ -20,7 +20,9 @@ The operator's contract, as this module enforces it:
   release the latch and was issued before the latest halt is refused, and the
   release itself happens under the same lock the STOP takes, so a STOP cannot
   slip between the check and the release. A rig connected while a halt is
-  unreleased starts latched.
+  unreleased starts latched, whichever rig it is (``set_rig_factory`` may
+  choose another while disconnected: a rig that cannot connect any more must
+  not keep the operator from the others, and the halt holds on the next one).
 * **Nothing recorded is lost unless the operator discards it.** Commands that
   do not end the activity (loading a policy, deleting another episode) are
   served between two ticks of the running activity and never touch a
@@ -78,6 +80,8 @@ class Supervisor(ControlThread, StopHandling, Handlers, Activities, TrialRecordi
         """``ledger``: a :class:`evaluation.trials.TrialLedger` in which every attempt (from Start to success, failure or
         the operator's verdict; halts and resumes inside it are its events) is recorded as a trial."""
         self._rig_factory = rig_factory
+        self._first_rig_factory = rig_factory
+        self.rig_factory_name: str | None = None  # the operator's name for the factory chosen last (None: the first)
         self.ledger = ledger
         self.last_trial = None  # the newest trial (evaluation.trials.Trial) the ledger recorded
         self._attempt = None  # the attempt under way, running or halted (trial_log.Attempt)
@@ -115,6 +119,12 @@ class Supervisor(ControlThread, StopHandling, Handlers, Activities, TrialRecordi
 
     def disconnect_rig(self) -> Ticket:
         return self._submit("disconnect")
+
+    def set_rig_factory(self, factory: RigFactory | None = None, name: str | None = None) -> Ticket:
+        """Build the rig of the next connect with ``factory`` (None: the one this supervisor was made with);
+        ``name``: what the operator calls that rig (messages, ``rig_factory_name``). Refused unless disconnected. A
+        halt not yet released holds on the rig chosen: it connects latched."""
+        return self._submit("set_rig", factory, name)
 
     def open_dataset(self, path: str) -> Ticket:
         """Open a dataset to record into (created if the folder holds none; resumed if it does)."""

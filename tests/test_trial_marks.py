@@ -224,6 +224,8 @@ class _TaskCheck:
     """What a run uses of the simulator's scene control, with a task check that says done on its fifth call: the
     fake rig with it stands for the simulated rig."""
 
+    success_text = "the fake task is done"
+
     def __init__(self):
         self.calls = 0
 

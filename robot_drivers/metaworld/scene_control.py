@@ -49,7 +49,7 @@ class MetaWorldSceneControl(SceneControl):
         self.task_name = f"{task} (Meta-World)"
         self.success_text = f"Meta-World's success check for {task} holds"
         self.task_hint = (f"Meta-World's {task}: do the task as its name says. The hand's orientation is fixed; "
-                          "move it (arrows, F / R), close (G) and open the gripper. The simulator's own check "
+                          "move it (W / S, A / D, R / F); G closes and opens the gripper. The simulator's own check "
                           "says when it is done.")
         self._training: dict[int, np.ndarray] = {}
 
