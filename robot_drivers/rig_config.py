@@ -430,6 +430,19 @@ def _check_cameras(file: str, cameras: list[CameraEntry]) -> None:
 
 
 # -- public API -------------------------------------------------------------------
+def _read_rig_file(path) -> tuple[str, Path, dict]:
+    """(the name as given, the path, the parsed TOML) of a rig file; RigConfigError when it is missing or not
+    TOML."""
+    file = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise RigConfigError(f"{file}: no such rig file (examples are in configs/)")
+    try:
+        return file, p, tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RigConfigError(f"{file}: not valid TOML: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class SimRigFile:
     """A rig file that names a built-in simulated rig (top-level ``kind``), e.g.::
@@ -450,14 +463,7 @@ class SimRigFile:
 def load_sim_rig_file(path) -> SimRigFile | None:
     """The simulated rig a file names (its top level has ``kind``), None for a real rig's file;
     :class:`RigConfigError` names what is wrong."""
-    file = str(path)
-    p = Path(path)
-    if not p.is_file():
-        raise RigConfigError(f"{file}: no such rig file (examples are in configs/)")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise RigConfigError(f"{file}: not valid TOML: {exc}") from exc
+    file, p, data = _read_rig_file(path)
     if "kind" not in data:
         return None
     root = RigTable(data, "", file)
@@ -483,14 +489,7 @@ def load_sim_rig_file(path) -> SimRigFile | None:
 def load_rig_config(path) -> RigConfig:
     """Read and validate a rig file, whatever its name; :class:`RigConfigError` says what is wrong and how to fix
     it. Nothing is built or connected here: ``devices``, ``record`` and ``gui`` all validate through this."""
-    file = str(path)
-    p = Path(path)
-    if not p.is_file():
-        raise RigConfigError(f"{file}: no such rig file (examples are in configs/)")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise RigConfigError(f"{file}: not valid TOML: {exc}") from exc
+    file, p, data = _read_rig_file(path)
     root = RigTable(data, "", file)
     name = root.str("name", p.stem)
     if not name.strip():

@@ -68,3 +68,20 @@ class SceneControl(ABC):
     def describe(self, record: dict | None) -> str:
         """One line for the operator about a stored scene."""
         return "no scene" if not record else ", ".join(f"{k} {v}" for k, v in record.items())
+
+
+class CoverableSceneControl(SceneControl):
+    """The scene control of a simulated rig whose cameras can be covered for the OOD drill (each camera has
+    ``cover(image)`` and ``covered``: :class:`robot_drivers.simulated_camera.SimulatedCamera`)."""
+
+    def __init__(self, rig):
+        self._rig = rig
+
+    def cover_camera(self, name: str, image: np.ndarray | None) -> None:
+        camera = self._rig.cameras.get(name)
+        if camera is None:
+            raise ValueError(f"no camera {name!r}; the rig has {', '.join(self._rig.cameras)}")
+        camera.cover(image)
+
+    def covered_cameras(self) -> tuple[str, ...]:
+        return tuple(name for name, camera in self._rig.cameras.items() if camera.covered)

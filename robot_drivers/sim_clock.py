@@ -96,6 +96,26 @@ class PhysicsThread:
                 self._stop.wait(delay)
 
 
+class PhysicsWhileConnected:
+    """Mixed into a simulated :class:`robot_drivers.rig.Rig` (before it): on a real-time clock a
+    :class:`PhysicsThread` steps ``physics_world`` from connect to disconnect."""
+
+    physics_world = None  # the world the physics thread steps (set by the rig)
+    _physics: PhysicsThread | None = None
+
+    def _connect(self) -> None:
+        super()._connect()
+        if self.clock.is_realtime:
+            self._physics = PhysicsThread(self.physics_world)
+            self._physics.start()
+
+    def _disconnect(self) -> None:
+        if self._physics is not None:
+            self._physics.stop()
+            self._physics = None
+        super()._disconnect()
+
+
 def wait_for_frames_after(cameras, sim_time: float, timeout: float = 5.0) -> None:
     """Real time: the scene just jumped; wait until no camera's alignment window holds the old one.
 

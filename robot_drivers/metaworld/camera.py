@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from core.errors import NotConnectedError
-from robot_drivers.camera import Camera
+from robot_drivers.simulated_camera import SimulatedCamera
 from robot_drivers.metaworld.env import MetaWorldEnv
 
 #: Meta-World's own camera on the wrist, looking down past the fingers.
@@ -71,28 +71,20 @@ def third_camera():
     return camera
 
 
-class MetaWorldCamera(Camera):
+class MetaWorldCamera(SimulatedCamera):
     """One camera of the Meta-World rig (see the module docstring). Stale limit: a fixed 0.5 s of simulated
     time in lock-step (every tick draws); in real time derived from the frame intervals with a floor of 2 s
     and a bound of 3 s, as for the other simulated rig: a late frame means a busy host, not a fault."""
 
     def __init__(self, env: MetaWorldEnv, config: MetaWorldCameraConfig, clock: Callable[[], float] = time.monotonic,
                  threaded: bool = False):
-        if threaded:
-            self.stale_floor_s, self.stale_cap_s = 2.0, 3.0
-            self.stale_advice = "the machine is too busy to render in time: close other programs or lower --camera-size"
-        super().__init__(config.name, config.width, config.height, config.fps, clock,
-                         stale_limit_s=None if threaded else 0.5)
+        super().__init__(config.name, config.width, config.height, config.fps, clock, threaded)
         self.config = config
         self._env = env
-        self._threaded = threaded
-        self._connected = False
         self._renderers: dict[int, object] = {}  # thread ident -> renderer made on that thread
         self._renderers_lock = threading.Lock()
         self._view = None if config.mount == "hand" else third_camera()
-        self._cover: np.ndarray | None = None
         self._drawn: tuple[np.ndarray, np.ndarray, int] | None = None  # (coordinates, image, scene version)
-        self.renders = 0
 
     @property
     def serial(self) -> str:
@@ -136,19 +128,6 @@ class MetaWorldCamera(Camera):
                 self._renderers[ident] = renderer
         return renderer
 
-    def cover(self, image: np.ndarray | None) -> None:
-        """OOD drill: deliver ``image`` (any size, RGB) instead of the scene; ``None`` uncovers."""
-        if image is not None:
-            import cv2
-
-            image = np.ascontiguousarray(cv2.resize(np.asarray(image, dtype=np.uint8)[:, :, :3],
-                                                    (self.width, self.height), interpolation=cv2.INTER_AREA))
-        self._cover = image
-
-    @property
-    def covered(self) -> bool:
-        return self._cover is not None
-
     def _draw(self) -> tuple[np.ndarray, float]:
         renderer = self._renderer()
         env = self._env
@@ -183,5 +162,4 @@ class MetaWorldCamera(Camera):
         if not self._connected:
             raise NotConnectedError(f"camera '{self.name}' is not connected")
         image, sim_time = self._draw()
-        cover = self._cover
-        self._slot.publish(image if cover is None else cover.copy(), sim_time)
+        self._slot.publish(self._covered(image), sim_time)

@@ -20,7 +20,7 @@ from robot_drivers.metaworld.camera import MetaWorldCamera, MetaWorldCameraConfi
 from robot_drivers.metaworld.env import MetaWorldEnv
 from robot_drivers.rig import Rig
 from robot_drivers.safety import SafeArm, SafetyConfig
-from robot_drivers.sim_clock import LockstepClock, PhysicsThread, wait_for_frames_after
+from robot_drivers.sim_clock import LockstepClock, PhysicsWhileConnected, wait_for_frames_after
 
 CLOCKS = ("lockstep", "realtime")
 
@@ -53,13 +53,13 @@ class MetaWorldRigConfig:
                             MetaWorldCameraConfig("third", "fixed", size, size)]
 
 
-class MetaWorldRig(Rig):
+class MetaWorldRig(PhysicsWhileConnected, Rig):
     """One Meta-World task as a rig; the scene is controlled through :meth:`scene_control`."""
 
     def __init__(self, config: MetaWorldRigConfig):
         self.config = config
         self.env = MetaWorldEnv(config.task)
-        self._physics: PhysicsThread | None = None
+        self.physics_world = self.env
         threaded = config.clock == "realtime"
         if threaded:
             clock: Clock = RealTimeClock(config.rate_hz)
@@ -77,18 +77,6 @@ class MetaWorldRig(Rig):
         super().__init__(arm=arm, cameras=cameras, clock=clock, name=f"metaworld:{config.task}")
         self._control = None
         self.env.draw(np.random.default_rng(0))  # a scene from the start: the first frames show the task
-
-    def _connect(self) -> None:
-        super()._connect()
-        if self.config.clock == "realtime":
-            self._physics = PhysicsThread(self.env)
-            self._physics.start()
-
-    def _disconnect(self) -> None:
-        if self._physics is not None:
-            self._physics.stop()
-            self._physics = None
-        super()._disconnect()
 
     def close(self) -> None:
         if self.arm.is_connected:

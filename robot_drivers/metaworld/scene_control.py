@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from robot_drivers.metaworld.env import RejectedVariation
-from robot_drivers.scene import SceneControl
+from robot_drivers.scene import CoverableSceneControl
 
 if TYPE_CHECKING:
     from robot_drivers.metaworld.rig import MetaWorldRig
@@ -39,12 +39,12 @@ REACH_LOW = np.array([-0.35, 0.45, 0.0])
 REACH_HIGH = np.array([0.35, 0.95, 0.35])
 
 
-class MetaWorldSceneControl(SceneControl):
+class MetaWorldSceneControl(CoverableSceneControl):
     scenarios = SCENARIOS
     training_placements = TRAINING_PLACEMENTS
 
     def __init__(self, rig: "MetaWorldRig"):
-        self._rig = rig
+        super().__init__(rig)
         task = rig.env.task
         self.task_name = f"{task} (Meta-World)"
         self.success_text = f"Meta-World's success check for {task} holds"
@@ -141,15 +141,6 @@ class MetaWorldSceneControl(SceneControl):
         if not record or "variation" not in record:
             return None
         return np.asarray(record["variation"], dtype=float)
-
-    def cover_camera(self, name: str, image: np.ndarray | None) -> None:
-        camera = self._rig.cameras.get(name)
-        if camera is None:
-            raise ValueError(f"no camera {name!r}; the rig has {', '.join(self._rig.cameras)}")
-        camera.cover(image)
-
-    def covered_cameras(self) -> tuple[str, ...]:
-        return tuple(name for name, camera in self._rig.cameras.items() if camera.covered)
 
     def describe(self, record: dict | None) -> str:
         if not record:

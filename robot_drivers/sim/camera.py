@@ -9,7 +9,8 @@ from typing import Callable
 import numpy as np
 import pybullet as pb
 
-from robot_drivers.camera import Camera, GraspOverlay
+from robot_drivers.camera import GraspOverlay
+from robot_drivers.simulated_camera import SimulatedCamera
 from core.errors import NotConnectedError
 from core.transforms import quat_to_matrix
 from robot_drivers.sim.render_process import RenderProcess
@@ -105,7 +106,7 @@ REDRAW_TOLERANCE = 1e-4
 REDRAW_ARM_TOLERANCE_PX = 0.1
 
 
-class SimCamera(Camera):
+class SimCamera(SimulatedCamera):
     """Renders the world with PyBullet's CPU renderer.
 
     In lock-step mode the rig's clock calls :meth:`capture` once per tick and
@@ -131,19 +132,11 @@ class SimCamera(Camera):
 
     def __init__(self, world: SimWorld, config: SimCameraConfig, clock: Callable[[], float] = time.monotonic,
                  threaded: bool = False):
-        if threaded:
-            self.stale_floor_s, self.stale_cap_s = 2.0, 3.0
-            self.stale_advice = "the machine is too busy to render in time: close other programs or lower --camera-size"
-        super().__init__(config.name, config.width, config.height, config.fps, clock,
-                         stale_limit_s=None if threaded else 0.5)
+        super().__init__(config.name, config.width, config.height, config.fps, clock, threaded)
         self.config = config
         self._world = world
-        self._threaded = threaded
-        self._connected = False
         self._renderer: RenderProcess | None = None
-        self._cover: np.ndarray | None = None
         self._drawn = None  # (snapshot, image) of the last render (real time)
-        self.renders = 0
         self._arm_tolerance = REDRAW_ARM_TOLERANCE_PX / max(config.width, config.height)
         if config.mount == "hand":
             self.grasp_overlay = hand_grasp_overlay(world, config)
@@ -169,25 +162,6 @@ class SimCamera(Camera):
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
-
-    def cover(self, image: np.ndarray | None) -> None:
-        """OOD drill: deliver ``image`` (any size, RGB) instead of the scene, as if something covered the
-        lens; ``None`` uncovers. Timestamps and frame rate are unchanged."""
-        if image is not None:
-            import cv2
-
-            image = np.ascontiguousarray(cv2.resize(np.asarray(image, dtype=np.uint8)[:, :, :3],
-                                                    (self.width, self.height), interpolation=cv2.INTER_AREA))
-        self._cover = image
-
-    @property
-    def covered(self) -> bool:
-        """An OOD drill's image is delivered instead of the scene (:meth:`cover`)."""
-        return self._cover is not None
-
-    def _covered(self, image: np.ndarray) -> np.ndarray:
-        cover = self._cover
-        return image if cover is None else cover.copy()
 
     def _grab(self) -> tuple[np.ndarray, float]:
         with self._world.lock:

@@ -22,7 +22,7 @@ import numpy as np
 
 from core.clock import Clock, RealTimeClock
 from robot_drivers.rig import Rig
-from robot_drivers.sim_clock import LockstepClock, PhysicsThread, wait_for_frames_after
+from robot_drivers.sim_clock import LockstepClock, PhysicsWhileConnected, wait_for_frames_after
 from robot_drivers.safety import SafeArm, SafetyConfig
 from robot_drivers.sim.arm import SimArm
 from robot_drivers.sim.camera import SimCamera, SimCameraConfig, hand_camera, third_person_camera
@@ -63,7 +63,7 @@ class SimRigConfig:
         return self
 
 
-class SimRig(Rig):
+class SimRig(PhysicsWhileConnected, Rig):
     """The simulated rig with its task: ``reset(seed, scenario)`` and ``success()``."""
 
     def __init__(self, config: SimRigConfig | None = None):
@@ -72,7 +72,7 @@ class SimRig(Rig):
         self.world = SimWorld(config.world)
         self.scene: Scene | None = None
         self._placed_xy: np.ndarray | None = None  # where the mug stood after the last reset
-        self._physics: PhysicsThread | None = None
+        self.physics_world = self.world
         if config.clock == "lockstep":
             clock: Clock = LockstepClock(self.world, config.rate_hz)
             wait = clock.advance
@@ -91,18 +91,6 @@ class SimRig(Rig):
     @property
     def task(self) -> TaskConfig:
         return self.config.task
-
-    def _connect(self) -> None:
-        super()._connect()
-        if self.config.clock == "realtime":
-            self._physics = PhysicsThread(self.world)
-            self._physics.start()
-
-    def _disconnect(self) -> None:
-        if self._physics is not None:
-            self._physics.stop()
-            self._physics = None
-        super()._disconnect()
 
     def close(self) -> None:
         if self.arm.is_connected:

@@ -6,18 +6,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from robot_drivers.scene import SceneControl
+from robot_drivers.scene import CoverableSceneControl
 from robot_drivers.sim.task import SCENARIOS, Placement, Scene, training_scene
 
 if TYPE_CHECKING:
     from robot_drivers.sim.rig import SimRig
 
 
-class SimSceneControl(SceneControl):
+class SimSceneControl(CoverableSceneControl):
     scenarios = SCENARIOS
 
     def __init__(self, rig: "SimRig"):
-        self._rig = rig
+        super().__init__(rig)
 
     task_name = "grasp the mug"
     success_text = "the mug is lifted and held"
@@ -60,15 +60,6 @@ class SimSceneControl(SceneControl):
         if not record or "mug" not in record:
             return None
         return np.asarray(record["mug"][:2], dtype=float)
-
-    def cover_camera(self, name: str, image: np.ndarray | None) -> None:
-        camera = self._rig.cameras.get(name)
-        if camera is None:
-            raise ValueError(f"no camera {name!r}; the rig has {', '.join(self._rig.cameras)}")
-        camera.cover(image)
-
-    def covered_cameras(self) -> tuple[str, ...]:
-        return tuple(name for name, camera in self._rig.cameras.items() if camera.covered)
 
     def describe(self, record: dict | None) -> str:
         if not record:
