@@ -72,3 +72,28 @@ def test_extending_keeps_the_threshold_and_serialises():
     np.testing.assert_array_equal(again.rows, [0, 1, 9])
     assert again.alignment(t, 9) == pytest.approx(1.0)
     assert GraspCheck.from_arrays(check.arrays(), None) is None and GraspCheck.from_arrays({}, 0.7) is None
+
+
+def test_demonstrations_that_never_grasp_get_no_grasp_check():
+    """A task without a grasp (a drawer pulled open, a point reached): every frame would count as an approach to a
+    grasp, and the check would stop runs for what the task is. No check; a task that grasps keeps it."""
+    from types import SimpleNamespace
+
+    from policy.calibration import build_grasp_check
+    from policy.config import PolicyConfig
+
+    def table(closes: bool):
+        actions = {}
+        for e in range(3):
+            a = np.zeros((6, 8))
+            a[:, 7] = 1.0
+            if closes:
+                a[4:, 7] = 0.0
+            actions[e] = a
+        episodes = np.repeat(np.arange(3), 6)
+        return SimpleNamespace(actions=actions, episode=episodes, frame=np.tile(np.arange(6), 3))
+
+    config = PolicyConfig()
+    assert build_grasp_check(table(closes=False), None, config, None) is None
+    with pytest.raises(AttributeError, match="hand"):  # it goes on to build the check from the hand frames
+        build_grasp_check(table(closes=True), None, config, None)
