@@ -24,7 +24,11 @@ class ExpertConfig:
     speed: float = 0.6  # m/s for a full-scale expert action
     max_speed: float = 1.5  # m/s: the bound on a commanded velocity (the safety layer limits each tick further)
     pace: tuple[float, float] = (0.85, 1.0)  # per-episode fraction of that speed
-    hold_ticks: int = 3  # ticks the success check must hold before STOP
+    # ticks the success check must hold before STOP: a demonstration shows the task done and held for 0.5 s at
+    # 20 Hz, as an operator waits before pressing stop; a policy that replays it then ends on frames it has
+    # seen (with 3, the last demonstrated frame came as the task was barely done, and every replay of
+    # drawer-open ran past it into views no demonstration had: 31 of 31 stopped at the end)
+    hold_ticks: int = 10
     max_ticks: int = 400  # STOP after this many ticks without success
     leash_m: float = 0.05  # how far the target may lead the hand: the experts push (pegs, doors) with it
 
