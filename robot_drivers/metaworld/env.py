@@ -31,6 +31,8 @@ HAND_QUAT_XYZW = np.array([0.0, math.sqrt(0.5), 0.0, math.sqrt(0.5)])
 TRACKING_GAIN = 30.0
 #: Steps the expert gets to finish the task from where a stop left it (``recoverable``).
 RECOVERY_STEPS = 300
+#: At most this many steps to open the gripper and raise the hand before the expert's second try.
+RECOVERY_BACK_OFF_STEPS = 60
 
 
 class RejectedVariation(Exception):
@@ -216,8 +218,11 @@ class MetaWorldEnv:
             return np.asarray(self.expert.get_action(self.obs), dtype=np.float64)
 
     def recoverable(self, steps: int = RECOVERY_STEPS) -> bool:
-        """Whether the task's expert, taking over from the current state, finishes the task within ``steps``
-        steps. The world is put back exactly as it was afterwards (nothing of the try is seen or kept)."""
+        """Whether an operator taking over from the current state can still finish the task: the task's expert
+        tries twice on a copy of the state, first from where things stand, then after opening the gripper and
+        raising the hand to its start height (the experts are no recovery policies: one that finds its hand
+        closed just above the object keeps pressing down on it). Each try gets ``steps`` steps. The world is
+        put back exactly as it was afterwards (nothing of the tries is seen or kept)."""
         import mujoco
 
         with self.lock:
@@ -230,18 +235,31 @@ class MetaWorldEnv:
             saved = {k: getattr(env, k) for k in ("curr_path_length", "_prev_obs", "_last_stable_obs",
                                                   "_did_see_sim_exception") if hasattr(env, k)}
             saved = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in saved.items()}
-            obs = self.obs.copy()
-            try:
-                for _ in range(steps):
-                    obs, _, _, _, info = env.step(np.asarray(self.expert.get_action(obs), dtype=np.float64))
-                    if info["success"]:
-                        return True
-                return False
-            finally:
+
+            def restore() -> None:
                 mujoco.mj_setState(self.model, self.data, state, spec)
                 for k, v in saved.items():
-                    setattr(env, k, v)
+                    setattr(env, k, v.copy() if isinstance(v, np.ndarray) else v)
                 mujoco.mj_forward(self.model, self.data)
+
+            try:
+                for back_off in (False, True):
+                    obs = self.obs.copy()
+                    if back_off:  # open, and raise the hand to its start height
+                        above = np.r_[obs[:2], max(obs[2], float(env.hand_init_pos[2]))]
+                        for _ in range(RECOVERY_BACK_OFF_STEPS):
+                            delta = np.clip(TRACKING_GAIN * (above - obs[:3]), -1.0, 1.0)
+                            obs, _, _, _, info = env.step(np.r_[delta, -1.0])
+                            if np.linalg.norm(above - obs[:3]) < 0.01 and obs[3] > 0.9:
+                                break
+                    for _ in range(steps):
+                        obs, _, _, _, info = env.step(np.asarray(self.expert.get_action(obs), dtype=np.float64))
+                        if info["success"]:
+                            return True
+                    restore()
+                return False
+            finally:
+                restore()
 
     def object_positions(self) -> np.ndarray:
         """The task's objects' positions and its goal as Meta-World observes them (for checks and logs)."""
