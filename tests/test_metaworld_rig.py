@@ -210,3 +210,35 @@ def test_a_rig_file_can_name_a_simulated_rig(tmp_path):
         path.write_text(body)
         with pytest.raises(RigConfigError, match=message):
             load_sim_rig_file(path)
+
+
+def test_a_closed_hand_just_above_the_object_is_still_recoverable(rig):
+    """Meta-World's experts are no recovery policies: from this state (an ALT policy's in-time stop, stored in
+    tests/fixtures), the pick-place expert alone keeps pressing its closed hand down on the puck for 300 steps. An
+    operator would open and raise the hand first; so does the verdict, which then finds the task can be done."""
+    import json
+    from pathlib import Path
+
+    import mujoco
+
+    doc = json.loads((Path(__file__).parent / "fixtures" / "metaworld_pick_place_stop_state.json").read_text())
+    control = rig.scene_control()
+    rig.arm.release()
+    control.restore(doc["record"])
+    env = rig.env
+
+    def put_back():
+        state = np.asarray(doc["mujoco_state_integration"])
+        mujoco.mj_setState(env.model, env.data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(env.model, env.data)
+        env.obs = np.asarray(doc["obs"])
+
+    put_back()
+    obs = env.obs.copy()
+    alone = False
+    for _ in range(300):  # the expert alone, as the verdict's first try
+        obs, _, _, _, info = env.env.step(np.asarray(env.expert.get_action(obs), dtype=np.float64))
+        alone = alone or bool(info["success"])
+    assert not alone
+    put_back()
+    assert not control.went_wrong()
