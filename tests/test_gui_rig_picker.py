@@ -234,7 +234,7 @@ def test_the_window_runs_a_metaworld_rig_and_switches_rig_only_while_disconnecte
 
         qtbot.mouseClick(panel.disconnect_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: controller.mode == DISCONNECTED, timeout=20_000)
-        assert picker.combo.isEnabled() and window.windowTitle() == "ALT Studio"
+        qtbot.waitUntil(lambda: picker.combo.isEnabled() and window.windowTitle() == "ALT Studio", timeout=10_000)
         _choose(qtbot, picker, "sim")
         assert controller.rig_factory_name == "sim"
         qtbot.mouseClick(panel.connect_button, Qt.MouseButton.LeftButton)
