@@ -327,6 +327,22 @@ def eval_ticks(policy, floor: int = MIN_EVAL_TICKS) -> int:
     return max(floor, int(np.ceil(limit * float(fps))) + 2 * SUCCESS_HOLD_TICKS)
 
 
+def finished_evals(task: "Task", stage: str, label: str, scenarios: list[str],
+                   fingerprint: dict) -> tuple[dict, list]:
+    """The scenarios whose evaluation is on disk with this fingerprint (their rows, said as skipped) and the
+    others with their fingerprints, to run."""
+    rows, todo = {}, []
+    for scenario in scenarios:
+        fp = {**fingerprint, "scenario": scenario}
+        doc = read_stage(task.stage(f"{stage}-{scenario}"), fp)
+        if doc is not None:
+            task.say(f"{label} / {scenario}: skipped, done earlier ({_counts_line(doc['row'])})")
+            rows[scenario] = {**doc["row"], "this_run": False}
+        else:
+            todo.append((scenario, fp))
+    return rows, todo
+
+
 def row_of(task: str, method: str, scenario: str, counts: dict, seconds: float) -> dict:
     n = sum(counts.values())
     return {"task": task, "method": method, "scenario": scenario, "served": True, "episodes": n,
@@ -352,15 +368,8 @@ def eval_method_stage(task: Task, args, method: str, scenarios: list[str], polic
 
     policy_dir = task.policy_dir(method)
     eval_seed = args.seed + EVAL_SEED_OFFSET
-    rows, todo = {}, []
-    for scenario in scenarios:
-        fingerprint = {**policy_fp, "scenario": scenario, "episodes": args.episodes, "seed": eval_seed}
-        doc = read_stage(task.stage(f"eval-{method}-{scenario}"), fingerprint)
-        if doc is not None:
-            task.say(f"eval {method} / {scenario}: skipped, done earlier ({_counts_line(doc['row'])})")
-            rows[scenario] = {**doc["row"], "this_run": False}
-        else:
-            todo.append((scenario, fingerprint))
+    rows, todo = finished_evals(task, f"eval-{method}", f"eval {method}", scenarios,
+                                {**policy_fp, "episodes": args.episodes, "seed": eval_seed})
     if todo:
         policy = ALTPolicy.load(policy_dir)
         robot = evaluation_robot(policy, task.robot)
@@ -441,16 +450,9 @@ def oracle_stage(task: Task, args, record: dict, scenarios: list[str]) -> list[d
     from robot_drivers.factory import make_rig
 
     eval_seed = args.seed + EVAL_SEED_OFFSET
-    rows, todo = {}, []
-    for scenario in scenarios:
-        fingerprint = {"record": record["fingerprint"], "scenario": scenario, "episodes": args.episodes,
-                       "seed": eval_seed, "settle_ticks": SETTLE_TICKS}
-        doc = read_stage(task.stage(f"eval-oracle-{scenario}"), fingerprint)
-        if doc is not None:
-            task.say(f"oracle / {scenario}: skipped, done earlier ({_counts_line(doc['row'])})")
-            rows[scenario] = {**doc["row"], "this_run": False}
-        else:
-            todo.append((scenario, fingerprint))
+    rows, todo = finished_evals(task, "eval-oracle", "oracle", scenarios,
+                                {"record": record["fingerprint"], "episodes": args.episodes, "seed": eval_seed,
+                                 "settle_ticks": SETTLE_TICKS})
     if todo:
         # no camera: the oracle looks at the scene record, not at images (its rig renders nothing)
         rig = make_rig(task.robot, clock="lockstep", image_size=32, rate_hz=record.get("fps"))
