@@ -53,10 +53,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# torchvision first: it imports triton (through torch._dynamo), whose native library crashes the process
-# (SIGSEGV) when it is loaded after MuJoCo's EGL context. policy.policy imports it; load it before any rig.
-import torchvision  # noqa: E402,F401
-
 from core.errors import DeviceError  # noqa: E402
 from core.types import Action  # noqa: E402
 from evaluation.evaluate import OUTCOMES, SUCCESS_HOLD_TICKS, evaluate_scenario, evaluation_robot  # noqa: E402
