@@ -18,6 +18,8 @@ class EvalConfig:
     clock: str = "lockstep"
     json: str | None = None  # also write the full report here
     check_data: str | None = None  # a dataset of demonstrations not used for the policy
+    shadow: bool = False  # shadow runs: every signal logged, none stops the arm; the gate judged as a detector
+    roc: str | None = None  # where a shadow evaluation draws its ROC curves
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -37,6 +39,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--check-data", default=None, metavar="DATASET",
                    help="demonstrations NOT used for the policy (e.g. `record --out data/check --seed 9001`): "
                         "report how many of their frames the gate flags")
+    p.add_argument("--shadow", action="store_true",
+                   help="shadow runs (simulated rigs only): the gate, the watchdog and every signal are computed and "
+                        "logged each tick, but nothing stops the arm; each episode runs to its end, so the report can "
+                        "say which stops were needed: the gate and each signal judged as a failure detector (true "
+                        "and false alarms, balanced accuracy, how early, ROC)")
+    p.add_argument("--roc", default=None, metavar="PNG",
+                   help="with --shadow: where to draw the ROC curves (default: beside --json, else "
+                        "runs/shadow-roc.png)")
     return p
 
 
@@ -48,9 +58,20 @@ def run(config: EvalConfig) -> int:
     from evaluation.evaluate import evaluate_policy
     from evaluation.tables import ood_lines, scenario_table
 
+    if config.roc and not config.shadow:
+        raise ValueError("--roc draws a shadow evaluation's ROC curves: give --shadow too")
     payload = evaluate_policy(config.policy, [config.scenario], config.episodes, config.seed, config.clock,
-                              config.json, check_data=config.check_data, robot=config.robot)
-    print(scenario_table(payload["scenarios"]))
+                              config.json, check_data=config.check_data, robot=config.robot, shadow=config.shadow,
+                              roc_path=config.roc)
+    if config.shadow:
+        from evaluation.detection import format_pooled_line, format_table
+
+        print(format_table(payload["detector"]))
+        print(format_pooled_line(payload["detector"], "gate"))
+        print(format_pooled_line(payload["detector"], "any"))
+        print(f"ROC curves drawn to {payload['roc_png']}")
+    else:
+        print(scenario_table(payload["scenarios"]))
     print("\n".join(ood_lines(payload)))
     if config.json:
         print(f"report written to {config.json}")

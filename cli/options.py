@@ -147,6 +147,7 @@ class PolicyOptions:
     pretrained: str | None = None
     pose: bool = False
     method: str | None = None
+    false_stop_rate: float | None = None  # per run (conformal); None: the per-frame rule
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "PolicyOptions":
@@ -161,7 +162,18 @@ class PolicyOptions:
             epochs=self.epochs, batch_size=self.batch_size, frame_stride=self.frame_stride,
             chunk_length=self.chunk_length, seed=self.seed, learning_rate=self.lr, temperature=self.temperature,
             requery_every=self.requery_every, image_width=size, image_height=size, pretrained=self.pretrained,
-            use_pose=True if self.pose else None, method=self.method)
+            use_pose=True if self.pose else None, method=self.method, run_false_stop_rate=self.false_stop_rate)
+
+
+def _run_rate(text: str) -> float:
+    """A false-stop rate per run in (0, 1); checked before a long training run, not after it."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a rate such as 0.05") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a rate in (0, 1); give e.g. 0.05 for 5% of runs")
+    return value
 
 
 def add_policy_options(p: argparse.ArgumentParser) -> None:
@@ -180,6 +192,13 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
                    help="ResNet-18 initialisation: auto (ImageNet weights when torchvision's cache has them, else "
                         "random; the default), imagenet (download them if needed), none (random)")
     p.add_argument("--pose", action="store_true", help="add the end-effector pose branch")
+    p.add_argument("--false-stop-rate", type=_run_rate, metavar="ALPHA",
+                   help="the gate's false-stop rate per run, e.g. 0.05: gamma and the view thresholds are calibrated "
+                        "conformally on held-out demonstrations (split conformal over whole demonstrations) so that a "
+                        "run like them is stopped with probability at most ALPHA; at least ceil(1/ALPHA) - 1 "
+                        "demonstrations are held out of encoder training for it (19 for 0.05). Default: the "
+                        "per-frame rule (0.2%% of held-out frames), and the training summary states the run rate it "
+                        "gives")
     p.add_argument("--method", choices=("alt", "aligned"),
                    help="alt: replay the retrieved demonstration as recorded (the paper; default); aligned: find "
                         "the object in the third-person view and replay the demonstration shifted onto it")

@@ -25,6 +25,8 @@ SUCCESS_HOLD_TICKS = 5
 
 #: Every evaluated episode has exactly one of these outcomes.
 OUTCOMES = ("success", "ood_stop", "stall_stop", "silent_failure", "device_stop")
+#: A shadow episode's outcomes: nothing stopped it, so it either did the task or did not (or the rig failed).
+SHADOW_OUTCOMES = ("success", "failure", "device_stop")
 #: Loop end reasons that are the rig's fault, not the policy's.
 DEVICE_REASONS = ("camera_lost", "arm_error", "arm_stopped", "teleop_lost", "estop")
 
@@ -61,6 +63,15 @@ class EpisodeResult:
     failed_before_stop: bool  # the rig's ``went_wrong`` when the run ended: a stop then came too late
     min_grasp_alignment: float | None = None  # lowest grasp-check value of the run (None: never checked)
     scene: dict | None = None  # the scene's record (``SceneControl.restore`` puts it back)
+    # a shadow run (``eval --shadow``; None otherwise): the outcome with nothing stopping it (SHADOW_OUTCOMES),
+    # the tick each signal first fired (absent: never; "gate": the gate's verdict, "any": the gate or the
+    # watchdog), each signal's worst value, the thresholds, and the tick the gripper was first closed
+    shadow_outcome: str | None = None
+    first_alarm: dict | None = None
+    signal_extremes: dict | None = None
+    thresholds_in_force: dict | None = None
+    first_close_tick: int | None = None
+    alarm_messages: dict | None = None
 
 
 @dataclass
@@ -70,6 +81,7 @@ class ScenarioReport:
     latencies_ms: list[float] = field(default_factory=list)
     thresholds: dict = field(default_factory=dict)
     clock: str = "lockstep"
+    shadow: bool = False  # shadow runs: every signal logged, none obeyed (outcomes are SHADOW_OUTCOMES)
 
     def count(self, outcome: str) -> int:
         return sum(e.outcome == outcome for e in self.episodes)
@@ -86,18 +98,18 @@ class ScenarioReport:
         n = len(self.episodes)
         acc = [e.retrieval_accuracy for e in self.episodes if e.retrieval_accuracy is not None]
         lat = np.asarray(self.latencies_ms)
-        counts = {o: self.count(o) for o in OUTCOMES}
+        counts = {o: self.count(o) for o in (SHADOW_OUTCOMES if self.shadow else OUTCOMES)}
         by_signal: dict[str, int] = {}
         for e in self.episodes:
             if e.stop_signal:
                 by_signal[e.stop_signal] = by_signal.get(e.stop_signal, 0) + 1
-        return {"scenario": self.scenario, "clock": self.clock, "episodes": n, "counts": counts,
+        return {"scenario": self.scenario, "clock": self.clock, "shadow": self.shadow, "episodes": n, "counts": counts,
                 "intervals_95": {o: wilson_interval(k, n) or (0.0, 1.0) for o, k in counts.items()},
                 "stops_by_signal": by_signal,
                 "stops_too_late": sum(e.reason in ("ood", "stall") and e.outcome == "silent_failure"
                                       for e in self.episodes),
                 "successes": counts["success"], "success_rate": counts["success"] / max(1, n),
-                "ood_stops": counts["ood_stop"], "silent_failures": counts["silent_failure"],
+                "ood_stops": counts.get("ood_stop", 0), "silent_failures": counts.get("silent_failure", 0),
                 "retrieval_accuracy": float(np.mean(acc)) if acc else None,
                 "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
                 "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
@@ -119,12 +131,14 @@ def _demo_placements(policy: ALTPolicy, control) -> dict[int, np.ndarray]:
 
 
 def evaluate_scenario(policy: ALTPolicy, rig: Rig, scenario: str, episodes: int, seed: int = 0,
-                      max_ticks: int = 200, progress: Callable[[EpisodeResult], None] | None = None) -> ScenarioReport:
-    """Run ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) and judge each one after it ended."""
+                      max_ticks: int = 200, progress: Callable[[EpisodeResult], None] | None = None,
+                      shadow: bool = False) -> ScenarioReport:
+    """Run ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) and judge each one after it ended
+    (``shadow``: as shadow runs, see :func:`run_episode`)."""
     report = ScenarioReport(scenario, thresholds=policy.thresholds(),
-                            clock="realtime" if rig.clock.is_realtime else "lockstep")
+                            clock="realtime" if rig.clock.is_realtime else "lockstep", shadow=shadow)
     for i in range(episodes):
-        ep, result = run_episode(policy, rig, scenario, seed + i, max_ticks)
+        ep, result = run_episode(policy, rig, scenario, seed + i, max_ticks, shadow=shadow)
         report.episodes.append(ep)
         report.latencies_ms.extend(result.latencies_ms().tolist())
         if progress is not None:
@@ -133,9 +147,13 @@ def evaluate_scenario(policy: ALTPolicy, rig: Rig, scenario: str, episodes: int,
 
 
 def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
-                max_ticks: int = 200) -> tuple[EpisodeResult, AutonomyResult]:
+                max_ticks: int = 200, shadow: bool = False) -> tuple[EpisodeResult, AutonomyResult]:
     """One episode: a new scene, the policy run until it ends, and the run judged. The rig is left as the run
-    left it (an operator can take over from there)."""
+    left it (an operator can take over from there).
+
+    ``shadow``: a shadow run (simulated rigs only): every signal of the gate and the watchdog is logged with the
+    tick it first fired, none stops the arm, and the episode runs until the task is done (and held) or
+    ``max_ticks``; its outcome is one of SHADOW_OUTCOMES."""
     control = scene_control_of(rig, "evaluation")
     placements = _demo_placements(policy, control)
     rig.arm.release()  # a scene reset keeps a latched stop (the operator's); a scripted run lifts the last run's
@@ -155,11 +173,15 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
         held[0] = held[0] + 1 if control.task_succeeded() else 0
         return held[0] >= SUCCESS_HOLD_TICKS
 
-    result = run_autonomous(rig, policy, max_ticks=max_ticks, stop_when=succeeded)
+    result = run_autonomous(rig, policy, max_ticks=max_ticks, stop_when=succeeded, shadow=shadow)
     # judged after the run: the arm has stopped (or holds); the task must be achieved now
     done = result.reason == "done" and control.task_succeeded()
-    failed = control.went_wrong()
-    outcome = classify(result.reason, done, failed)
+    if shadow:
+        failed = False  # nothing stopped it: "too late" does not arise
+        outcome = "device_stop" if result.reason in DEVICE_REASONS else "success" if done else "failure"
+    else:
+        failed = control.went_wrong()
+        outcome = classify(result.reason, done, failed)
     sims = [r.similarity for r in result.retrievals]
     agree = np.array([r.view_agreement for r in result.retrievals]) if result.retrievals else None
     grasp = np.array([r.grasp_alignment for r in result.retrievals])
@@ -177,6 +199,18 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
         None if here is None else [float(v) for v in here], nearest,
         bool(rig.arm.get_state().gripper < 0.9), failed,
         float(np.nanmin(grasp)) if len(grasp) and not np.isnan(grasp).all() else None, record)
+    if shadow:
+        log = result.shadow
+        ep.shadow_outcome = outcome
+        ep.first_alarm = dict(log.first_alarm)
+        ep.signal_extremes = dict(log.extremes)
+        ep.thresholds_in_force = dict(log.thresholds)
+        ep.first_close_tick = log.first_close_tick
+        ep.alarm_messages = dict(log.messages)
+        named = [(k, v) for k, v in log.first_alarm.items() if k not in ("gate", "any")]
+        if named:
+            first = min(named, key=lambda kv: kv[1])
+            ep.message = f"{ep.message}; first alarm: {first[0]} at tick {first[1]}"
     return ep, result
 
 
@@ -308,11 +342,16 @@ def evaluation_robot(policy: ALTPolicy, robot: str | None = None) -> str:
 
 def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: int, clock: str = "lockstep",
                     json_path: str | None = None, max_ticks: int = 200, check_data: str | None = None,
-                    quiet: bool = False, robot: str | None = None) -> dict:
+                    quiet: bool = False, robot: str | None = None, shadow: bool = False,
+                    roc_path: str | None = None) -> dict:
     """Evaluate on a simulated rig: ``robot`` (None: the rig the policy's demonstrations were recorded on, see
     :func:`evaluation_robot`), at the policy's recording rate; ``scenarios`` are names of the rig's scenarios
     (``all``: every one), checked once the rig is made. The payload records the robot, the thresholds used and
-    every episode."""
+    every episode.
+
+    ``shadow``: shadow runs (:func:`run_episode`); the payload then also holds the gate judged as a failure
+    detector (``"detector"``: evaluation/detection.py), per scenario and pooled, and its ROC curves are drawn to
+    ``roc_path`` (default: beside ``json_path``, else ``runs/shadow-roc.png``)."""
     from recorder.progress import progress_bar
 
     from robot_drivers.factory import make_rig
@@ -327,16 +366,18 @@ def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: 
             for scenario in scenarios:
                 with progress_bar(total=episodes, desc=f"eval {scenario} ({clock})", unit="ep",
                                   disable=quiet) as bar:
-                    tally = {"success": 0, "silent_failure": 0}
+                    bad = "failure" if shadow else "silent_failure"
+                    tally = {"success": 0, bad: 0}
 
                     def progress(ep):
                         if ep.outcome in tally:
                             tally[ep.outcome] += 1
                         bar.update(1)
-                        bar.set_postfix(success=f"{tally['success']}/{bar.n}", silent=tally["silent_failure"])
+                        bar.set_postfix(**{"success": f"{tally['success']}/{bar.n}",
+                                           ("failed" if shadow else "silent"): tally[bad]})
 
                     rows.append(evaluate_scenario(policy, rig, scenario, episodes, seed, max_ticks,
-                                                  progress).summary())
+                                                  progress, shadow=shadow).summary())
             live = live_frames(rig, 8, seed + 50_000)
     finally:
         rig.close()
@@ -344,7 +385,16 @@ def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: 
                "episodes_per_scenario": episodes, "gamma": policy.gamma, "thresholds": policy.thresholds(),
                "calibration": None if policy.calibration is None else policy.calibration.__dict__,
                "scenarios": rows, "unrelated_images": unrelated_image_report(policy, live, seed),
-               "in_distribution_frames": in_distribution_frame_report(policy, check_data) if check_data else None}
+               "in_distribution_frames": in_distribution_frame_report(policy, check_data) if check_data else None,
+               "shadow": shadow}
+    if shadow:
+        from evaluation.detection import detector_report, write_roc_png
+
+        payload["detector"] = detector_report({r["scenario"]: r["results"] for r in rows})
+        roc = Path(roc_path) if roc_path else (Path(json_path).with_name(Path(json_path).stem + "-roc.png")
+                                               if json_path else Path("runs") / "shadow-roc.png")
+        roc.parent.mkdir(parents=True, exist_ok=True)
+        payload["roc_png"] = str(write_roc_png(payload["detector"], roc))
     if json_path:
         write_json(json_path, payload)
     return payload

@@ -12,7 +12,8 @@ import torch
 from policy.config import PolicyConfig
 from policy.database import LookupDatabase
 from policy.encoder import ALTEncoder, resize_view
-from policy.gate import GateEvidence, make_negatives, quantile_threshold, score_record, thresholds_for_rate
+from policy.gate import (SIGNALS, GateEvidence, make_negatives, quantile_threshold, score_record,
+                         thresholds_for_rate)
 from policy.grasp_check import GraspCheck, cross_demo_alignment, grasp_frame, pre_grasp_rows, table_thumbnails
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ class Calibration:
     # the gate can be set as a whole at another false-stop rate (policy.gate.thresholds_from_scores); {} in
     # policies calibrated before they were kept (their gate is moved by gamma alone)
     scores: dict = field(default_factory=dict)
+    # the gate per run (calibrate_runs_on_held_out): with a false-stop rate per run asked for ("alpha"), the
+    # conformal calibration that set gamma and the view thresholds; without, how many held-out runs the per-frame
+    # thresholds stop. Each held-out run's signal minima are kept, so the window can show the rate any thresholds
+    # imply. {} in policies calibrated before it was kept
+    run: dict = field(default_factory=dict)
 
 
 def _percentiles(x: np.ndarray) -> dict:
@@ -208,3 +214,100 @@ def build_grasp_check(table, database: LookupDatabase, config: PolicyConfig,
     log.info("grasp check: threshold %.3f from %d pre-grasp frames (cross-demonstration p1 %.3f, p50 %.3f)",
              threshold, len(values), np.percentile(values, 1), np.percentile(values, 50))
     return GraspCheck(rows, thumbs, threshold)
+
+
+def leave_episode_out_values(table, database: LookupDatabase, episodes: list[int],
+                             signals: tuple[str, ...]) -> dict[int, dict[str, np.ndarray]]:
+    """Each frame of ``episodes`` looked up as a live run's frame is: among the *other* demonstrations only (a
+    run is never in the table it is matched against). Episode -> signal -> its values, in frame order."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for e in episodes:
+        rows = np.flatnonzero(table.episode == e)
+        if len(rows) == 0:
+            continue
+        exclude = np.broadcast_to(database.episodes[None, :] == e, (len(rows), len(database)))
+        views = database.view_embeddings
+        ev = gate_evidence(database, database.embeddings[rows],
+                           None if views is None else views[rows, 0], None if views is None else views[rows, 1],
+                           exclude)
+        out[int(e)] = {s: np.asarray(ev.signal(s), np.float64) for s in signals}
+    return out
+
+
+def calibrate_runs_on_held_out(table, database: LookupDatabase, held_out: list[int], config: PolicyConfig,
+                               thresholds: dict[str, float]) -> tuple[dict, dict[str, float] | None]:
+    """The gate's false-stop rate per *run*, on the held-out demonstrations replayed as runs (each frame matched
+    among the other demonstrations only).
+
+    With ``config.run_false_stop_rate`` ALPHA: the thresholds of ``thresholds``' signals (gamma and the views')
+    are chosen by split conformal prediction over the held-out demonstrations (policy/conformal.py): a run
+    exchangeable with them is stopped with probability at most ALPHA. The family the thresholds move along is
+    read from the demonstrations the encoder trained on (matched the same way), never from the held-out ones.
+    Returns (the record kept as ``Calibration.run``, the new thresholds). Without ALPHA: the record of how many
+    held-out runs ``thresholds`` stop and the conformal bound that gives, and None."""
+    from policy.conformal import ThresholdFamily, calibrate_runs, implied_run_rate, run_minima
+
+    signals = tuple(s for s in thresholds if s in SIGNALS)
+    values = leave_episode_out_values(table, database, held_out, signals)
+    minima = run_minima(values)
+    if not minima:
+        return {}, None
+    alpha = config.run_false_stop_rate
+    if alpha is None:
+        implied = implied_run_rate(minima, thresholds)
+        return {"alpha": None, "episodes": sorted(minima), "implied": implied,
+                "minima": {str(e): {s: (None if not np.isfinite(v) else round(float(v), 6)) for s, v in m.items()}
+                           for e, m in minima.items()},
+                "procedure": "the per-frame rule; the held-out demonstrations replayed as runs (each frame matched "
+                             "among the other demonstrations) measure the share of runs it stops, and (stopped + 1) "
+                             "/ (held-out + 1) bounds a new run's stop probability (conformal)"}, None
+    trained = sorted(int(e) for e in np.unique(table.episode) if int(e) not in set(held_out))
+    reference_values = leave_episode_out_values(table, database, trained, signals)
+    reference = {s: np.concatenate([v[s] for v in reference_values.values()]) for s in signals}
+    family = ThresholdFamily.from_reference(reference)
+    run = calibrate_runs(minima, family, alpha)
+    record = {**run.to_dict(), "implied": implied_run_rate(minima, run.thresholds),
+              "reference_episodes": trained, "family": family.to_dict()}
+    log.info("gate calibrated per run: %s", run.procedure)
+    # a level below the family's grid stops nothing: -1, the lowest cosine similarity, says so as a threshold
+    return record, {k: max(-1.0, float(v)) for k, v in run.thresholds.items()}
+
+
+def held_out_for(episodes: list[int], config: PolicyConfig) -> list[int]:
+    """The demonstrations kept out of encoder training: ``config.holdout_fraction`` of them, and with a false-stop
+    rate per run at least as many as its conformal calibration needs (policy/conformal.py), leaving two to train
+    on; a recording too small for the rate asked is a ConformalError saying how many more it needs."""
+    alpha = config.run_false_stop_rate
+    if alpha is None:
+        return choose_held_out(episodes, config.holdout_fraction)
+    from policy.conformal import ConformalError, needed_episodes
+
+    need = needed_episodes(alpha)
+    if len(episodes) < need + 2:
+        best = 1.0 / (len(episodes) - 2 + 1) if len(episodes) > 2 else None
+        raise ConformalError(
+            f"a false-stop rate of {alpha:g} per run needs {need} demonstrations held out of training to calibrate "
+            f"on, and at least 2 to train on: record {need + 2 - len(episodes)} more (there are {len(episodes)})"
+            + (f", or ask for a rate of at least {best:.3g}" if best else ""))
+    fraction = max(config.holdout_fraction, (need + 0.5) / len(episodes))
+    return choose_held_out(episodes, fraction)
+
+
+def finish_run_calibration(policy_kind, table, database: LookupDatabase, held_out: list[int], config: PolicyConfig,
+                           calibration: Calibration | None) -> None:
+    """Calibration's last step, once the method has set its gate (``policy_kind._calibrated_gate``): the gate per
+    run (:func:`calibrate_runs_on_held_out`) kept in ``calibration.run``; with a false-stop rate per run asked
+    for, its conformal thresholds replace the method's gamma and view thresholds (``_set_calibrated_gate``)."""
+    if calibration is None or not held_out:
+        if config.run_false_stop_rate is not None:
+            from policy.conformal import ConformalError
+
+            raise ConformalError("a false-stop rate per run is calibrated on held-out demonstrations, and none were "
+                                 "held out; record more demonstrations")
+        return
+    gate = policy_kind._calibrated_gate(calibration)
+    record, thresholds = calibrate_runs_on_held_out(table, database, held_out, config, gate)
+    calibration.run = record
+    if thresholds is not None:
+        policy_kind._set_calibrated_gate(calibration, thresholds)
+        calibration.method = f"per run: {record.get('procedure', '')}"

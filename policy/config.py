@@ -55,6 +55,10 @@ class PolicyConfig:
     # held-out evidence (their frames are still added to the lookup table afterwards)
     holdout_fraction: float = 0.2
     false_stop_rate: float = 0.002  # per held-out frame, over all of the gate's signals together
+    # per RUN: when set, gamma and the view thresholds are calibrated conformally on the held-out demonstrations
+    # (policy/conformal.py) so that a run like them is stopped with probability at most this; enough
+    # demonstrations are held out for it. None: the per-frame rule above, and the run rate it gives is stated
+    run_false_stop_rate: float | None = None
     # the aligned method's gate also looks the held-out frames up this many times augmented as in training
     calibration_augments: int = 2
     # progress watchdog: under autonomy, the hand moving less than stall_distance (m) with the gripper
@@ -92,6 +96,8 @@ class PolicyConfig:
             raise ValueError(f"holdout_fraction {self.holdout_fraction} must be in [0, 1)")
         if not 0 < self.false_stop_rate < 0.5:
             raise ValueError(f"false_stop_rate {self.false_stop_rate} must be in (0, 0.5)")
+        if self.run_false_stop_rate is not None and not 0 < self.run_false_stop_rate < 1:
+            raise ValueError(f"the false-stop rate per run {self.run_false_stop_rate} must be in (0, 1), e.g. 0.05")
         if self.stall_seconds <= 0 or self.stall_distance <= 0:
             raise ValueError("stall_seconds and stall_distance must be positive")
         if self.time_limit_factor < 1:
@@ -168,6 +174,7 @@ LEGACY_SETTINGS = {
     "shadow_probability": ("2026-12-01T13:18:11+00:00", 0.0),  # training had no shadows or pasted patches
     "paste_probability": ("2026-12-01T13:18:11+00:00", 0.0),
     "calibration_augments": ("2026-12-01T21:32:27+00:00", 0),  # calibrated on frames as recorded
+    "run_false_stop_rate": ("2026-12-06T11:10:00+00:00", None),  # the per-frame rule only
 }
 
 PRESETS = {

@@ -19,7 +19,8 @@ from core.transforms import POSE_QUAT, quat_nearest
 from policy.action_space import EE_POSE, action_kind, policy_actions
 from policy.artifact import (PolicyArtifactError, check_artifact, load_database_arrays, read_config_doc, reading,
                              save_database, write_artifact)
-from policy.calibration import Calibration, build_grasp_check, calibrate_on_held_out, choose_held_out
+from policy.calibration import (Calibration, build_grasp_check, calibrate_on_held_out, finish_run_calibration,
+                                held_out_for)
 from policy.config import PolicyConfig
 from policy.data import action_chunks, load_frames
 from policy.database import LookupDatabase, Match, probe_queries
@@ -147,6 +148,17 @@ class ALTPolicy:
         if self.calibration is None:
             return self.config.gamma
         return self._calibrated_gamma(self.calibration)
+
+    # method hooks: where the method's calibrated gate is kept, as a whole (for the calibration per run)
+    @classmethod
+    def _calibrated_gate(cls, calibration: Calibration) -> dict[str, float]:
+        return {"similarity": float(calibration.gamma), **{k: float(v) for k, v in calibration.view_thresholds.items()
+                                                           if v is not None}}
+
+    @classmethod
+    def _set_calibrated_gate(cls, calibration: Calibration, thresholds: dict[str, float]) -> None:
+        calibration.gamma = float(thresholds["similarity"])
+        calibration.view_thresholds.update({k: float(v) for k, v in thresholds.items() if k != "similarity"})
 
     # method hooks: where the method's thresholds are kept
     def _calibrated_gamma(self, calibration: Calibration) -> float:
@@ -472,7 +484,7 @@ class ALTPolicy:
         report = (lambda stage, value: progress(stage, value)) if progress else (lambda *a: None)
         t0 = time.perf_counter()
         table = load_frames(dataset, config, episodes, progress=lambda d, n: report("load", (d, n)))
-        held_out = choose_held_out(sorted(int(e) for e in table.actions), config.holdout_fraction)
+        held_out = held_out_for(sorted(int(e) for e in table.actions), config)
         trained = train_encoder(table, config, progress=lambda p: report("train", p), cancel=cancel, device=device,
                                 exclude_episodes=held_out)
         embeddings, views = embed_table_views(trained.encoder, table, progress=lambda d, n: report("embed", (d, n)))
@@ -486,6 +498,7 @@ class ALTPolicy:
         grasp_check = build_grasp_check(table, database, config, calibration)
         kind = policy_class(config.method)
         parts = kind._fit_method(table, config, trained.encoder, database, held_out, calibration)
+        finish_run_calibration(kind, table, database, held_out, config, calibration)
         info = {
             "dataset": str(Path(dataset.root).resolve()),
             "episodes": sorted(int(e) for e in table.actions),

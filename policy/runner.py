@@ -17,6 +17,11 @@ alignment, transport, lookup) is skipped the same way.
 
 A method that replays otherwise (the aligned method: policy/aligned/source.py) subclasses
 ``PolicySource``; ``policy.make_source()`` picks the one for the policy's method.
+
+A *shadow run* (``run_autonomous(..., shadow=True)``, simulated rigs only) computes every signal of the gate and
+the watchdog each tick and logs when each first fired (:class:`ShadowLog`), but nothing stops the arm: the run goes
+on to its end, so evaluation can tell which stops were needed (evaluation/detection.py judges the gate as a
+failure detector from such runs).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from core.types import Action
 
 from policy.action_space import check_policy_fits_rig
 from policy.database import Match
+from policy.gate import UPPER_BOUND_SIGNALS, fails
 from policy.policy import ALTPolicy, Retrieval
 
 
@@ -85,6 +91,7 @@ class AutonomyResult:
     # "stall")
     stop_signal: str | None = None
     message: str = ""  # why it stopped, for the operator's halt box
+    shadow: ShadowLog | None = None  # a shadow run's log (None: an ordinary run)
 
     @property
     def reason(self) -> str:
@@ -92,6 +99,50 @@ class AutonomyResult:
 
     def latencies_ms(self) -> np.ndarray:
         return np.array([r.embed_ms + r.search_ms for r in self.retrievals])
+
+
+#: The aggregates a shadow run logs beside each signal: "gate" (any of the OOD gate's signals) and "any" (the gate
+#: or the watchdog: what an ordinary run would have stopped on).
+GATE, ANY = "gate", "any"
+#: The watchdog's signals (reason "stall").
+WATCHDOG_SIGNALS = ("stall", "time_limit")
+#: A gripper command below this closes the hand (1 = open, 0 = closed).
+CLOSE_BELOW = 0.5
+
+
+@dataclass
+class ShadowLog:
+    """What a shadow run's signals did: the tick (0-based) each first fired (absent: never), each signal's worst
+    value over the run (the lowest; the highest for a signal that stops when above, e.g. "correction"), the
+    threshold each was judged against when it fired first (or at the run's last lookup), and the tick the gripper
+    was first commanded closed after having been open (None: never)."""
+
+    first_alarm: dict = field(default_factory=dict)
+    extremes: dict = field(default_factory=dict)
+    thresholds: dict = field(default_factory=dict)
+    first_close_tick: int | None = None
+    messages: dict = field(default_factory=dict)  # signal -> what it said when it first fired
+
+    def fire(self, signal: str, tick: int, message: str = "", stops: bool = True) -> None:
+        """``signal`` fired at ``tick``. ``stops``: an ordinary run would have stopped here (the gate's verdict or
+        the watchdog's), so the aggregates fire too; False for one signal's reading crossing its threshold where
+        the gate's verdict is logged on its own (a signal can cross where the gate does not judge it)."""
+        if signal not in self.first_alarm:
+            self.first_alarm[signal] = int(tick)
+            if message:
+                self.messages[signal] = message
+        if stops and signal not in (GATE, ANY):
+            if signal not in WATCHDOG_SIGNALS:
+                self.first_alarm.setdefault(GATE, int(tick))
+            self.first_alarm.setdefault(ANY, int(tick))
+
+    def reading(self, name: str, value: float, threshold: float | None) -> None:
+        if value is None or not np.isfinite(value):
+            return
+        worse = max if name in UPPER_BOUND_SIGNALS else min
+        self.extremes[name] = float(worse(self.extremes.get(name, value), value))
+        if threshold is not None and np.isfinite(threshold) and name not in self.first_alarm:
+            self.thresholds[name] = float(threshold)
 
 
 class ProgressWatchdog:
@@ -135,8 +186,12 @@ class PolicySource:
     """
 
     def __init__(self, policy: ALTPolicy, requery_every: int | None = None,
-                 watchdog: ProgressWatchdog | None = None, time_limit: float | None = None):
+                 watchdog: ProgressWatchdog | None = None, time_limit: float | None = None,
+                 shadow: bool = False):
         self.policy = policy
+        self.shadow = shadow  # log every signal, stop on none (simulated rigs only: run_autonomous checks)
+        self.shadow_log: ShadowLog | None = None
+        self._was_open = False
         self.time_limit = time_limit
         self._start_time: float | None = None
         self.requery_every = requery_every or policy.config.requery_every
@@ -162,6 +217,8 @@ class PolicySource:
         self.stop_signal, self.message = None, ""
         if self.watchdog is not None:
             self.watchdog.reset()
+        self.shadow_log = ShadowLog() if self.shadow else None
+        self._was_open = False
 
     def step(self, observation: Observation, dt: float) -> StepOutput:
         t0 = time.perf_counter()
@@ -188,7 +245,12 @@ class PolicySource:
                           info={"similarity": self.latest.similarity, "chunk_step": index})
 
     def sent(self, action: Action) -> None:
-        pass
+        if self.shadow_log is None:
+            return
+        if action.gripper >= CLOSE_BELOW:
+            self._was_open = True
+        elif self._was_open and self.shadow_log.first_close_tick is None:
+            self.shadow_log.first_close_tick = len(self.retrievals) - 1
 
     def _gate_and_watch(self, observation: Observation, now: float, t0: float,
                         keep_current: bool = False) -> StepOutput | None:
@@ -196,6 +258,9 @@ class PolicySource:
         (None: go on). ``keep_current``: an OOD stop keeps what was executing as the evidence's context (the
         aligned replay's object location) instead of the new lookup."""
         self.retrievals.append(self.latest)
+        if self.shadow_log is not None:
+            self._shadow_watch(observation, now)
+            return None
         if self.latest.ood:
             self.ood_observation = observation
             self.current = (self.current if keep_current else None) or self.latest
@@ -211,9 +276,30 @@ class PolicySource:
                 return self._halt("stall", "stall", stalled, t0)
         return None
 
-    def _halt(self, reason: str, signal: str | None, message: str, t0: float) -> StepOutput:
+    def _shadow_watch(self, observation: Observation, now: float) -> None:
+        """A shadow run's tick: every signal judged and logged, none obeyed."""
+        log, tick, latest = self.shadow_log, len(self.retrievals) - 1, self.latest
+        for name, (value, threshold) in (latest.readings or {}).items():
+            log.reading(name, value, threshold)
+            if fails(name, value, threshold):
+                log.fire(name, tick, stops=False)
+        if latest.ood:
+            log.fire(latest.ood_signal or "similarity", tick, latest.ood_reason)
+        if self._start_time is None:
+            self._start_time = now
+        if self.time_limit is not None and now - self._start_time > self.time_limit:
+            log.fire("time_limit", tick, f"not finished after {now - self._start_time:.1f} s")
+        if self.watchdog is not None:
+            stalled = self.watchdog.update(now, observation.state.ee_array()[:3], observation.state.gripper)
+            if stalled:
+                log.fire("stall", tick, stalled)
+
+    def _halt(self, reason: str, signal: str | None, message: str, t0: float) -> StepOutput | None:
         """Stop the run with ``reason`` ("ood" or "stall"), naming the signal and, for a watchdog, what was
-        executing."""
+        executing. In a shadow run the signal is logged and None returned: the run goes on."""
+        if self.shadow_log is not None:
+            self.shadow_log.fire(signal or reason, len(self.retrievals) - 1, message)
+            return None
         if reason == "stall":
             m = (self.current or self.latest).matches[0]
             message = f"{message}; it was executing episode {m.episode} from frame {m.frame}"
@@ -253,9 +339,18 @@ def run_autonomous(rig: Rig, policy: ALTPolicy, *, max_ticks: int | None = None,
                    on_event: Callable[[AutonomyEvent], None] | None = None,
                    stop_when: Callable[[], bool] | None = None,
                    cancel: threading.Event | None = None,
-                   watchdog: ProgressWatchdog | None | bool = True) -> AutonomyResult:
+                   watchdog: ProgressWatchdog | None | bool = True, shadow: bool = False) -> AutonomyResult:
     """Run the policy on the rig until OOD, a stall, ``stop_when()`` holds, ``max_ticks``, cancel or a device
-    error. ``watchdog``: True for the policy's configured one, False/None for none, or your own."""
+    error. ``watchdog``: True for the policy's configured one, False/None for none, or your own.
+
+    ``shadow``: a shadow run: every signal is computed and logged (``AutonomyResult.shadow``) but none stops the
+    arm; it ends only by ``stop_when``, ``max_ticks``, cancel or a device error. Refused on a real rig (one without
+    a scene control): there a stop the gate called for must stop the arm."""
+    if shadow and rig.scene_control() is None:
+        raise ValueError("a shadow run lets the arm go on past every stop the gate calls for: it runs on a simulated "
+                         "rig only, never on a real arm")
+    if shadow and max_ticks is None and stop_when is None:
+        raise ValueError("a shadow run needs an end: give max_ticks or stop_when")
     if abs(rig.clock.rate_hz - policy.info.get("fps", rig.clock.rate_hz)) > 1e-9:
         raise ValueError(f"the policy was trained on {policy.info['fps']:g} Hz demonstrations but the rig runs at "
                          f"{rig.clock.rate_hz:g} Hz; its action chunks would play at the wrong speed")
@@ -263,7 +358,7 @@ def run_autonomous(rig: Rig, policy: ALTPolicy, *, max_ticks: int | None = None,
     if watchdog is True:
         watchdog = ProgressWatchdog(policy.config.stall_seconds, policy.config.stall_distance)
     source = policy.make_source(requery_every=requery_every, watchdog=watchdog or None,
-                                time_limit=policy.time_limit_seconds())
+                                time_limit=policy.time_limit_seconds(), shadow=shadow)
     thresholds = policy.thresholds()
     changes_before = len(policy.gamma_changes)
     stop = threading.Event()
@@ -285,7 +380,7 @@ def run_autonomous(rig: Rig, policy: ALTPolicy, *, max_ticks: int | None = None,
     if loop.reason == "cancelled" and done.is_set():
         loop.reason = "done"  # ended by stop_when, not by the caller
     result = AutonomyResult(loop, source.retrievals, thresholds=thresholds,
-                            gamma_changes=policy.gamma_changes[changes_before:])
+                            gamma_changes=policy.gamma_changes[changes_before:], shadow=source.shadow_log)
     if loop.reason == "ood":
         result.ood_evidence = source.current
         result.ood_observation = source.ood_observation

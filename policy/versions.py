@@ -40,7 +40,7 @@ from policy.artifact import MANIFEST, sha256
 from policy.data import COMPLETE_END_REASONS, action_chunks, load_frames
 from policy.database import LookupDatabase, probe_queries
 from policy.grasp_check import pre_grasp_rows, table_thumbnails
-from policy.calibration import build_grasp_check, calibrate_on_held_out
+from policy.calibration import build_grasp_check, calibrate_on_held_out, finish_run_calibration
 from policy.policy import ALTPolicy, make_policy
 from policy.train import embed_table_views
 
@@ -187,6 +187,12 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
                                                   [int(e) for e in policy.info.get("held_out_episodes", [])],
                                                   calibration)
         gamma = gamma if method_gamma is None else method_gamma
+        # the gate per run, on the same held-out demonstrations (with a rate per run asked for at training, its
+        # conformal thresholds replace the ones just set)
+        finish_run_calibration(type(policy), full, database,
+                               [int(e) for e in policy.info.get("held_out_episodes", [])], config, calibration)
+        if config.run_false_stop_rate is not None:
+            gamma = type(policy)._calibrated_gate(calibration)["similarity"]
     elif policy.grasp_check is not None:
         rows = pre_grasp_rows(table.episode, table.frame, table.actions)
         grasp_check = policy.grasp_check.extended(rows + len(db), table_thumbnails(table, rows))

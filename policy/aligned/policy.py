@@ -42,6 +42,17 @@ class AlignedPolicy(ALTPolicy):
     def _view_threshold_source(self, calibration: Calibration) -> dict:
         return calibration.aligned
 
+    @classmethod
+    def _calibrated_gate(cls, calibration: Calibration) -> dict[str, float]:
+        a = calibration.aligned
+        return {"similarity": float(a["gamma"]), **{k: float(a[k]) for k in ("hand_view", "third_view")
+                                                     if a.get(k) is not None}}
+
+    @classmethod
+    def _set_calibrated_gate(cls, calibration: Calibration, thresholds: dict[str, float]) -> None:
+        calibration.aligned.update({"gamma" if k == "similarity" else k: float(v) for k, v in thresholds.items()})
+        calibration.aligned["method"] = "per run (conformal; see the calibration's run record)"
+
     def _score_source(self, calibration: Calibration) -> dict:
         return calibration.aligned.get("scores") or {}
 

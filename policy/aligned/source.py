@@ -43,8 +43,8 @@ class AlignedPolicySource(PolicySource):
     replay then follows that demonstration's frames, shifted (and, past its bottleneck, turned) onto it."""
 
     def __init__(self, policy: AlignedPolicy, requery_every: int | None = None,
-                 watchdog: ProgressWatchdog | None = None, time_limit: float | None = None):
-        super().__init__(policy, requery_every, watchdog, time_limit)
+                 watchdog: ProgressWatchdog | None = None, time_limit: float | None = None, shadow: bool = False):
+        super().__init__(policy, requery_every, watchdog, time_limit, shadow)
         self._replay_start: tuple[int, int, float] | None = None  # episode, frame, capture time of the run
         self._held = 0  # ticks the replay was held at the bottleneck to align
         self._aligned = False
@@ -106,7 +106,10 @@ class AlignedPolicySource(PolicySource):
             self._held += 1
             halt = self._align_turn(observation, episode, executing)
             if halt is not None:
-                return self._halt("ood", "alignment", halt, t0)
+                halted = self._halt("ood", "alignment", halt, t0)
+                if halted is not None:
+                    return halted
+                self._aligned = True  # a shadow run goes on as turned so far: would the replay have worked?
             aligning = not self._aligned
         correction = locator.correction(self.current.target.xy, episode)
         applied = locator.ramp(episode, frame)
