@@ -347,6 +347,13 @@ def row_of(task: str, method: str, scenario: str, counts: dict, seconds: float) 
             "seconds": seconds}
 
 
+def shadow_row_of(task: str, method: str, scenario: str, detail: dict, seconds: float) -> dict:
+    """A shadow evaluation's row: its outcomes (success, failure, device stop) and every episode's record."""
+    n = detail["episodes"]
+    return {"task": task, "method": method, "scenario": scenario, "served": True, "shadow": True, "episodes": n,
+            "counts": dict(detail["counts"]), "results": detail["results"], "seconds": seconds}
+
+
 def failed_row(task: Task, method: str, scenario: str, exc: Exception, seconds: float) -> dict:
     """The row of an evaluation that could not be done (e.g. a scenario the task has no scene for)."""
     traceback.print_exc()
@@ -356,15 +363,18 @@ def failed_row(task: Task, method: str, scenario: str, exc: Exception, seconds: 
             "reason": f"failed: {reason}", "seconds": seconds, "this_run": True}
 
 
-def eval_method_stage(task: Task, args, method: str, scenarios: list[str], policy_fp: dict) -> list[dict]:
+def eval_method_stage(task: Task, args, method: str, scenarios: list[str], policy_fp: dict,
+                      shadow: bool = False) -> list[dict]:
     """``method``'s policy on each scenario: one stage file per scenario; the policy and the rig are made once,
-    and only when some scenario is left to do."""
+    and only when some scenario is left to do. ``shadow``: shadow runs (nothing stops the arm, every signal
+    logged; stage files ``shadow-<method>-<scenario>``), whose rows keep every episode for the detector figures."""
+    stage = f"{'shadow' if shadow else 'eval'}-{method}"
     from policy.policy import ALTPolicy
     from robot_drivers.factory import make_rig
 
     policy_dir = task.policy_dir(method)
     eval_seed = args.seed + EVAL_SEED_OFFSET
-    rows, todo = finished_evals(task, f"eval-{method}", f"eval {method}", scenarios,
+    rows, todo = finished_evals(task, stage, stage.replace("-", " "), scenarios,
                                 {**policy_fp, "episodes": args.episodes, "seed": eval_seed})
     if todo:
         policy = ALTPolicy.load(policy_dir)
@@ -382,18 +392,19 @@ def eval_method_stage(task: Task, args, method: str, scenarios: list[str], polic
                         with progress_bar(total=args.episodes, desc=f"  {task.name} {method} {scenario}",
                                           unit="ep") as bar:
                             report = evaluate_scenario(policy, rig, scenario, args.episodes, eval_seed, max_ticks,
-                                                       progress=lambda ep: bar.update(1))
+                                                       progress=lambda ep: bar.update(1), shadow=shadow)
                     except (ValueError, RuntimeError) as exc:  # this scenario only; the next run tries again
                         rows[scenario] = failed_row(task, method, scenario, exc, time.perf_counter() - t0)
                         continue
                     seconds = time.perf_counter() - t0
                     detail = report.summary()
-                    row = row_of(task.name, method, scenario, detail["counts"], seconds)
-                    write_json_atomic(task.stage(f"eval-{method}-{scenario}"),
+                    row = shadow_row_of(task.name, method, scenario, detail, seconds) if shadow else \
+                        row_of(task.name, method, scenario, detail["counts"], seconds)
+                    write_json_atomic(task.stage(f"{stage}-{scenario}"),
                                       {"done": True, "fingerprint": fingerprint, "finished_at": now_iso(),
                                        "max_ticks": max_ticks, "row": row, "detail": detail})
                     rows[scenario] = {**row, "this_run": True}
-                    task.say(f"eval {method} / {scenario}: {_counts_line(row)} in {seconds:.1f} s")
+                    task.say(f"{stage.replace('-', ' ')} / {scenario}: {_counts_line(row)} in {seconds:.1f} s")
         finally:
             rig.close()
             del policy
@@ -516,6 +527,17 @@ def run_task(task: Task, args, scenarios: list[str], overrides: dict) -> dict:
                 method_rows = eval_method_stage(task, args, method, scenarios, policy_fps[method])
                 timings[f"eval_{method}_s"] = sum(r.get("seconds", 0.0) for r in method_rows)
                 rows += method_rows
+        if getattr(args, "shadow", False):
+            from evaluation.detection import detector_report
+
+            info["detectors"] = {}
+            for method in ("alt", "aligned"):
+                if method in methods and method in policy_fps:
+                    shadow_rows = eval_method_stage(task, args, method, scenarios, policy_fps[method], shadow=True)
+                    timings[f"shadow_{method}_s"] = sum(r.get("seconds", 0.0) for r in shadow_rows)
+                    done = {r["scenario"]: r["results"] for r in shadow_rows if r.get("served") and "results" in r}
+                    if done:
+                        info["detectors"][method] = detector_report(done)
     if "oracle" in methods:
         oracle_rows = oracle_stage(task, args, record, scenarios)
         timings["eval_oracle_s"] = sum(r.get("seconds", 0.0) for r in oracle_rows)
@@ -533,6 +555,8 @@ def _ci(interval) -> str:
 
 def _counts_line(row: dict) -> str:
     c, n = row["counts"], row["episodes"]
+    if row.get("shadow"):
+        return f"shadow runs: success {c['success']}/{n}, failed {c['failure']}, device stops {c['device_stop']}"
     line = (f"success {c['success']}/{n}, OOD stops {c['ood_stop']}, stall stops {c['stall_stop']}, silent "
             f"failures {c['silent_failure']}")
     return line + (f", device stops {c['device_stop']}" if c.get("device_stop") else "")
@@ -556,7 +580,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 TIMING_COLUMNS = (("record_s", "record"), ("train_alt_s", "train alt"), ("build_aligned_s", "build aligned"),
-                  ("eval_alt_s", "eval alt"), ("eval_aligned_s", "eval aligned"), ("eval_oracle_s", "oracle"))
+                  ("eval_alt_s", "eval alt"), ("eval_aligned_s", "eval aligned"), ("eval_oracle_s", "oracle"),
+                  ("shadow_alt_s", "shadow alt"), ("shadow_aligned_s", "shadow aligned"))
 
 
 def timings_table(tasks: list[dict]) -> str:
@@ -576,6 +601,19 @@ def _task_line(t: dict) -> str:
         gamma = float(p.get("gamma") or "nan")
         line += f"; ALT policy: {p.get('epochs')} epochs, backbone init {p.get('init')}, gamma {gamma:.3f}"
     return line
+
+
+def detector_section(tasks: list[dict]) -> list[str]:
+    """The gate judged as a failure detector on each task's shadow runs (``--shadow``): per task and method, the
+    detector table of evaluation/detection.py and its pooled lines."""
+    from evaluation.detection import format_pooled_line, format_table
+
+    text = []
+    for t in tasks:
+        for method, report in (t.get("detectors") or {}).items():
+            text += ["", f"### {t['task']}, {method}: shadow runs", "", format_table(report), "",
+                     f"- {format_pooled_line(report, 'gate')}", f"- {format_pooled_line(report, 'any')}"]
+    return (["", "## The gate as a failure detector (shadow runs: nothing stopped the arm)"] + text) if text else []
 
 
 def write_summary(out: Path, context: dict, tasks: list[dict], failed: dict) -> dict:
@@ -598,7 +636,7 @@ def write_summary(out: Path, context: dict, tasks: list[dict], failed: dict) -> 
             "(no encoder, no gate): a reference, not a method", "",
             *(_task_line(t) for t in tasks), "",
             markdown_table(rows), "", "Seconds per stage (as long as the run that did the stage took):", "",
-            timings_table(tasks)]
+            timings_table(tasks), *detector_section(tasks)]
     for name, why in failed.items():
         text.append(f"\n{name}: not finished: {why}")
     (out / "summary.md.tmp").write_text("\n".join(text) + "\n")
@@ -623,6 +661,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                         help="what to evaluate (default: alt aligned oracle)")
+    parser.add_argument("--shadow", action="store_true",
+                        help="also shadow runs of each method (the same seeds; nothing stops the arm, every signal "
+                             "is logged): the gate judged as a failure detector per task (evaluation/detection.py)")
     args = parser.parse_args(argv)
     for name in ("demos", "episodes", "camera_size"):
         if getattr(args, name) < 1:
@@ -657,6 +698,7 @@ def main(argv: list[str] | None = None, training_extra: dict | None = None) -> i
                "git": git_commit(), "machine": machine(),
                "settings": {"tasks": tasks, "methods": args.methods, "scenarios": scenarios, "demos": args.demos,
                             "episodes": args.episodes, "seed": args.seed, "camera_size": args.camera_size,
+                            "shadow": args.shadow,
                             "eval_seeds": f"{eval_seed}-{eval_seed + args.episodes - 1}", "preset": PRESET,
                             "training_overrides": overrides}}
     print(f"Meta-World suite: {len(tasks)} task(s) ({', '.join(tasks)}), methods {', '.join(args.methods)}, "

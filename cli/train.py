@@ -124,6 +124,10 @@ def _print_summary(policy, config, gamma: str, t0: float) -> None:
     print(f"  {gate}gamma {cal.gamma if policy.locator is not None else policy.gamma:.3f} "
           f"({'set by hand' if gamma != 'auto' else cal.method}); held-out "
           f"demo similarity p1 {cal.in_distribution['p1']:.3f}, unrelated images max {cal.unrelated['p100']:.3f}")
+    if cal.run:
+        from policy.conformal import describe_run_rate
+
+        print(f"  {describe_run_rate(cal.run)}")
     if cal.grasp:
         print(f"  grasp check: alignment {cal.grasp['threshold']:.3f} ({cal.grasp['method']}, "
               f"{cal.grasp['frames']} frames; median {cal.grasp['cross_demo']['p50']:.3f})")

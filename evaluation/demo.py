@@ -13,12 +13,17 @@ import numpy as np
 from recorder.dataset import Dataset
 from recorder.recording import record_scripted
 
+from evaluation.detection import format_pooled_line, format_table
 from evaluation.evaluate import evaluate_policy
 from evaluation.scenes import ALL, pick_scenario, robot_scenarios
 from evaluation.tables import ood_lines, scenario_table, side_by_side
 from policy.aligned.alignment import coarse_map_warning
 from policy.build import train_policy
 from policy.config import PRESETS
+
+
+#: Shadow episodes per scenario in the demo (fewer than the ordinary evaluation's: a failed one runs to its end).
+SHADOW_EPISODES = 10
 
 
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, episodes: int = 31, seed: int = 0,
@@ -53,9 +58,10 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, episodes: in
         print(f"ALT Studio demo on the simulated rig {robot} ({expected} on 2 CPU cores): record {demos} scripted "
               f"demonstrations, train the ALT policy (and, on the same encoder, the aligned method), evaluate both, "
               f"{eval_episodes} episodes per scenario in lock-step and {', '.join(realtime_scenarios)} in real "
-              f"time, then the correction loop.\nEverything goes to {root}/")
+              f"time, shadow runs of both (nothing stopping the arm: the gate judged as a failure detector), then the "
+              f"correction loop.\nEverything goes to {root}/")
     t0 = time.perf_counter()
-    steps = 3 if corrections else 5
+    steps = 3 if corrections else 6
     print(f"\n[1/{steps}] recording {demos} demonstrations (and 8 check demonstrations the policy never sees)")
     if not (record_scripted(dataset_dir, demos, camera_size, seed, robot=robot)
             and record_scripted(check_dir, 8, camera_size, seed + 9001, robot=robot)):
@@ -117,8 +123,15 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, episodes: in
         str(aligned_dir), [ALL], eval_episodes, eval_seed, "lockstep", str(root / "report_aligned.json"),
         check_data=str(check_dir), robot=robot)
     evaluated = [row["scenario"] for row in payload["scenarios"]]
+    shadow_episodes = min(eval_episodes, SHADOW_EPISODES)
+    print(f"\n[4/{steps}] shadow runs: every scenario x {shadow_episodes} episodes with nothing stopping the arm "
+          "(seeds as above), to judge the gate as a failure detector")
+    shadows = {"alt": _shadow_step(policy_dir, root / "report_shadow.json", shadow_episodes, eval_seed, robot)}
+    if aligned is not None:
+        shadows["aligned"] = _shadow_step(aligned_dir, root / "report_aligned_shadow.json", shadow_episodes,
+                                          eval_seed, robot)
     realtime_scenarios = [s for s in realtime_scenarios if s in evaluated] or evaluated[:1]
-    print(f"\n[4/{steps}] evaluating {', '.join(realtime_scenarios)} x {eval_episodes} episodes in real time")
+    print(f"\n[5/{steps}] evaluating {', '.join(realtime_scenarios)} x {eval_episodes} episodes in real time")
     realtime = evaluate_policy(str(policy_dir), realtime_scenarios, eval_episodes, eval_seed, "realtime",
                                str(realtime_report), robot=robot)
     methods = {"alt": payload["scenarios"] + realtime["scenarios"]}
@@ -138,7 +151,9 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, episodes: in
     print("\n".join(ood_lines(payload)))
     if aligned_payload is not None:
         print("aligned method:\n" + "\n".join(ood_lines(aligned_payload)))
-    print(f"\n[5/{steps}] the correction loop")
+    for name, detector in shadows.items():
+        print(f"{name} method, shadow runs: {format_pooled_line(detector, 'gate')}")
+    print(f"\n[6/{steps}] the correction loop")
     loop = _correction_loop_step(policy_dir, root, eval_episodes, seed + 3000, robot=robot)
     print(f"\ndataset  {dataset_dir}\npolicies {policy_dir}, {aligned_dir}\nreports  {report}, {realtime_report} "
           f"(and report_aligned*.json)\n"
@@ -148,8 +163,19 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, episodes: in
     payload["aligned"] = None if aligned is None else {"lockstep": aligned_payload["scenarios"],
                                                        "realtime": aligned_realtime["scenarios"]}
     payload["correction_loop"] = loop
+    payload["shadow"] = shadows
     report.write_text(json.dumps(payload, indent=1))
     return 0
+
+
+def _shadow_step(policy_dir: Path, report: Path, episodes: int, seed: int, robot: str) -> dict:
+    """Shadow runs of one policy in every scenario (evaluation/evaluate.py: nothing stops the arm, every signal is
+    logged); prints the gate's detector table and returns its figures (evaluation/detection.py)."""
+    payload = evaluate_policy(str(policy_dir), [ALL], episodes, seed, "lockstep", str(report), robot=robot,
+                              shadow=True)
+    print(format_table(payload["detector"]))
+    print(f"ROC curves: {payload['roc_png']}")
+    return payload["detector"]
 
 
 def _trained_on(policy_dir: Path, dataset_dir: Path) -> bool:

@@ -235,7 +235,11 @@ class GammaControl(QWidget):
 
     def _show_implied(self, thresholds: dict, preview: bool) -> None:
         rates = self.policy.implied_rates(thresholds) if self.policy is not None else None
-        implied = "" if rates is None else f" (held-out stops ~{_percent(rates['gate'])})"
+        implied = "" if rates is None else f" (held-out frames stopped ~{_percent(rates['gate'])})"
+        runs = self.policy.implied_run_rate(thresholds) if self.policy is not None else None
+        if runs is not None:
+            implied += (f"; held-out runs stopped {runs['stopped']}/{runs['episodes']}, a new run's stop "
+                        f"probability <= {_percent(runs['conformal_bound'])}")
         self.implied_label.setText(("if applied: " if preview else "in force: ") + describe_gate(thresholds) + implied)
 
     # -- the supervisor's answer ----------------------------------------------------------

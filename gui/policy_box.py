@@ -143,7 +143,14 @@ class PolicyBox(QGroupBox):
         gate = policy.gate_in_force()
         views = "".join(f", {name.replace('_view', '')} view {value:.3f}" for name, value in gate.items()
                         if name != "similarity")
-        rate = "" if policy.gate_rate is None else f", false stops {100 * policy.gate_rate:.2g}%"
+        rate = "" if policy.gate_rate is None else f", false stops {100 * policy.gate_rate:.2g}% of frames"
+        run = None if policy.calibration is None else policy.calibration.run
+        if run:
+            now = policy.implied_run_rate()
+            asked = "" if run.get("alpha") is None else f"asked {100 * run['alpha']:.3g}%, "
+            if now is not None:
+                rate += (f"; per run: {asked}held-out {now['stopped']}/{now['episodes']} stopped (bound "
+                         f"{100 * now['conformal_bound']:.3g}%)")
         changed = " (changed)" if policy.gate_in_force() != policy.calibrated_thresholds() else ""
         self.policy_label.setText(f"{info.get('path', '')} ({policy.method}): {info.get('frames', '?')} frames from "
                                   f"{len(info.get('episodes', []))} demos; gate{changed}: gamma {policy.gamma:.3f} "

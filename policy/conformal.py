@@ -401,3 +401,20 @@ def implied_run_rate(minima: dict[int, dict[str, float]], thresholds: dict[str, 
                  for name, t in thresholds.items()}
     return {"stopped": int(stopped), "episodes": n, "share": stopped / n,
             "conformal_bound": min(1.0, (stopped + 1) / (n + 1)), "by_signal": by_signal}
+
+
+def describe_run_rate(run: dict | None, implied: dict | None = None) -> str:
+    """The gate's false-stop rate per run in one line, for the training summary and the window: what was asked
+    (a rate per run, or the per-frame rule) and what the held-out demonstrations, replayed as runs, showed.
+    ``run``: a calibration's ``run`` record; ``implied``: the held-out figures of other thresholds (the gate as
+    the operator has set it) instead of the record's own. "" without a record."""
+    if not run:
+        return ""
+    now = implied or run.get("implied") or {}
+    n, stopped = now.get("episodes", len(run.get("episodes", []))), now.get("stopped")
+    held = "" if stopped is None else (f"{stopped} of {n} held-out demonstrations replayed as runs stopped; a new "
+                                       f"run's stop probability <= {100 * now['conformal_bound']:.3g}% (conformal)")
+    if run.get("alpha") is None:
+        return f"false stops per run (the per-frame rule): {held}"
+    return (f"false stops per run: asked {100 * run['alpha']:.3g}%, calibrated conformally on {n} held-out "
+            f"demonstrations (bound k/(n+1) = {100 * run['bound']:.3g}%); {held}")

@@ -222,6 +222,21 @@ class ALTPolicy:
         scores = self.gate_scores()
         return None if scores is None else implied_rates(scores, thresholds or self.gate_in_force())
 
+    def implied_run_rate(self, thresholds: dict | None = None) -> dict | None:
+        """What ``thresholds`` (default: those in force) do to the held-out demonstrations replayed as runs: how
+        many they stop and the conformal bound on a new run's stop probability (policy.conformal.implied_run_rate);
+        None for a policy calibrated before runs were kept."""
+        run = None if self.calibration is None else self.calibration.run
+        if not run or not run.get("minima"):
+            return None
+        from policy.conformal import implied_run_rate
+
+        minima = {int(e): {s: (float("nan") if v is None else float(v)) for s, v in row.items()}
+                  for e, row in run["minima"].items()}
+        signals = {s for row in minima.values() for s in row}
+        wanted = {k: v for k, v in (thresholds or self.gate_in_force()).items() if k in signals and v is not None}
+        return implied_run_rate(minima, wanted) if wanted else None
+
     def gamma_needs_confirmation(self, value: float) -> bool:
         """Lowering gamma below the calibrated value lets more unfamiliar scenes through: ask first."""
         return value < self.calibrated_gamma - 1e-9

@@ -341,3 +341,32 @@ def test_an_old_policy_without_held_out_values_keeps_the_plain_gamma_slider(pane
     panel._on_loaded(p)
     assert not panel.gamma.rate_slider.isEnabled() and panel.gamma_slider.isEnabled()
     assert "retrain" in panel.gamma.rate_slider.toolTip()
+
+
+def test_the_tab_shows_the_false_stop_rate_per_run_and_what_a_new_gamma_implies_for_it(panel, qtbot):
+    from policy.conformal import describe_run_rate
+
+    p = gated_policy()
+    # five held-out demonstrations replayed as runs, with their lowest similarity; asked: 20% of runs
+    lows = [0.90, 0.92, 0.94, 0.95, 0.96]
+    p.calibration.run = {"alpha": 0.2, "bound": 1 / 6, "episodes": [0, 1, 2, 3, 4],
+                         "minima": {str(e): {"similarity": v, "hand_view": 0.99, "third_view": 0.99}
+                                    for e, v in enumerate(lows)}}
+    p.gamma = 0.85
+    p.view_thresholds = {"hand_view": 0.5, "third_view": 0.5}
+    assert p.implied_run_rate()["stopped"] == 0
+    assert p.implied_run_rate({"similarity": 0.93})["stopped"] == 2
+    assert p.implied_run_rate({"similarity": 0.93})["conformal_bound"] == pytest.approx(3 / 6)
+    assert "asked 20%" in describe_run_rate(p.calibration.run, p.implied_run_rate())
+    panel._on_loaded(p)
+    qtbot.waitUntil(lambda: panel.controller.supervisor.policy is p, timeout=5000)
+    line = panel.policy_label.text()
+    assert "per run: asked 20%, held-out 0/5 stopped (bound 16.7%)" in line
+    control = panel.gamma
+    control.slider.setSliderDown(True)  # dragging gamma: the rate per run it implies is shown before it applies
+    control.slider.setValue(945)
+    text = control.implied_label.text()
+    assert text.startswith("if applied: ") and "held-out runs stopped 3/5" in text and "<= 67%" in text
+    control.slider.setSliderDown(False)
+    qtbot.waitUntil(lambda: abs(p.gamma - 0.945) < 1e-9, timeout=5000)
+    qtbot.waitUntil(lambda: "held-out 3/5 stopped" in panel.policy_label.text(), timeout=3000)

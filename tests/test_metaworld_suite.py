@@ -167,3 +167,31 @@ def test_bad_names_are_refused_before_any_work(tmp_path, capsys):
     assert "did you mean 'reach-v3'" in capsys.readouterr().err
     assert suite.main(["--tasks", "reach-v3", "--scenarios", "distractors", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_shadow_runs_judge_the_gate_on_the_task_and_resume(first_run, tmp_path, capsys):
+    """--shadow: each method's shadow runs on the same seeds (a stage file per scenario, resumed like the others),
+    and the gate's detector figures per task in the summary."""
+    src, _ = first_run
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    args = ARGS + ["--out", str(out), "--methods", "alt", "--shadow"]
+    assert suite.main(args, training_extra=SMALL) == 0
+    stage = out / "reach-v3" / "stages" / "shadow-alt-in_distribution.json"
+    row = json.loads(stage.read_text())["row"]
+    assert row["shadow"] and row["episodes"] == EPISODES and sum(row["counts"].values()) == EPISODES
+    assert [e["seed"] for e in row["results"]] == [1000, 1001]
+    assert all(e["shadow_outcome"] in ("success", "failure") and e["reason"] not in ("ood", "stall")
+               for e in row["results"])
+    summary = json.loads((out / "summary.json").read_text())
+    detector = summary["tasks"][0]["detectors"]["alt"]
+    assert detector["pooled"]["counts"]["episodes"] == EPISODES
+    assert "shadow_alt_s" in summary["tasks"][0]["timings"]
+    assert [r["method"] for r in summary["rows"]] == ["alt"]  # shadow rows stay out of the outcome table
+    md = (out / "summary.md").read_text()
+    assert "## The gate as a failure detector" in md and "gate as a failure detector (2 shadow episodes" in md
+    before = stage.stat().st_mtime_ns
+    capsys.readouterr()
+    assert suite.main(args, training_extra=SMALL) == 0
+    assert "[reach-v3] shadow alt / in_distribution: skipped" in capsys.readouterr().out
+    assert stage.stat().st_mtime_ns == before
