@@ -289,7 +289,7 @@ def held_out_for(episodes: list[int], config: PolicyConfig) -> list[int]:
             f"a false-stop rate of {alpha:g} per run needs {need} demonstrations held out of training to calibrate "
             f"on, and at least 2 to train on: record {need + 2 - len(episodes)} more (there are {len(episodes)})"
             + (f", or ask for a rate of at least {best:.3g}" if best else ""))
-    fraction = max(config.holdout_fraction, (need + 0.5) / len(episodes))
+    fraction = max(config.holdout_fraction, need / len(episodes))
     return choose_held_out(episodes, fraction)
 
 
