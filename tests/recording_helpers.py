@@ -47,3 +47,19 @@ def fill_disk_on_new_episodes(dataset: Dataset, camera: str):
         dataset.new_episode = real_new_episode
 
     return undo
+
+
+#: A policy small enough to train in seconds on 32 px sim recordings (the gate and evaluation tests).
+TINY_GATE_POLICY = dict(image_width=32, image_height=32, batch_size=16, epochs=1, frame_stride=2, learning_rate=1e-3,
+                        chunk_length=5, pretrained="none", annoy_trees=4)
+
+
+def tiny_sim_policy(dataset_dir: Path, episodes: int = 3):
+    """Record ``episodes`` scripted sim demonstrations at 32 px into ``dataset_dir`` and build an ALT policy on
+    them with :data:`TINY_GATE_POLICY`."""
+    from policy.config import PolicyConfig
+    from policy.policy import ALTPolicy
+
+    record_sim(dataset_dir, episodes, image_size=32)
+    with Dataset.open(dataset_dir) as ds:
+        return ALTPolicy.build(ds, PolicyConfig(**TINY_GATE_POLICY))

@@ -9,34 +9,31 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evaluation.evaluate import SHADOW_OUTCOMES, evaluate_policy, evaluate_scenario
-from policy.config import PolicyConfig
 from policy.database import LookupDatabase
 from policy.policy import ALTPolicy
 from policy.runner import PolicySource, ProgressWatchdog, run_autonomous
-from recorder.dataset import Dataset
 from core.clock import RealTimeClock
 from robot_drivers.factory import make_rig
 from robot_drivers.fake import KinematicArm, SyntheticCamera
 from robot_drivers.rig import Rig
 from robot_drivers.safety import SafeArm
 
-from recording_helpers import record_sim
-
-TINY = PolicyConfig(image_width=32, image_height=32, batch_size=16, epochs=1, frame_stride=2, learning_rate=1e-3,
-                    chunk_length=5, pretrained="none", annoy_trees=4)
-
+from recording_helpers import tiny_sim_policy
 
 @pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory):
+def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("shadow") / "ds"
-    record_sim(out, 3, image_size=32)
-    return out
+    return out, tiny_sim_policy(out)
 
 
 @pytest.fixture(scope="module")
-def policy(dataset_dir):
-    with Dataset.open(dataset_dir) as ds:
-        return ALTPolicy.build(ds, TINY)
+def dataset_dir(built):
+    return built[0]
+
+
+@pytest.fixture(scope="module")
+def policy(built):
+    return built[1]
 
 
 @pytest.fixture(scope="module")
