@@ -53,6 +53,8 @@ AGGREGATES = ("any", "gate")
 #: What a shadow episode can end as; ``device_stop`` episodes are only counted.
 SHADOW_OUTCOMES = ("success", "failure", "device_stop")
 POOLED = "pooled"
+#: The false-alarm rate of the ROC's operating point (``roc()["at_5pct_false_alarms"]``).
+OPERATING_FALSE_ALARMS = 0.05
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -263,6 +265,7 @@ def roc(episodes: list[dict], signal: str) -> dict | None:
     fpr.append(1.0)
     tpr.append(1.0)
     thresholds.append(None)
+    best = max((i for i in range(len(fpr)) if fpr[i] <= OPERATING_FALSE_ALARMS), key=lambda i: (tpr[i], -fpr[i]))
     return {
         "signal": signal,
         "direction": "above" if stops_above(signal) else "below",
@@ -274,6 +277,10 @@ def roc(episodes: list[dict], signal: str) -> dict | None:
         "successes": n_s,
         "not_applied": {"failures": sum(s == -math.inf for s in f_scores),
                         "successes": sum(s == -math.inf for s in s_scores)},
+        # the threshold that would have caught the most failures while alarming on at most 5% of the successful
+        # runs (an episode alarms at its worst value or beyond): what this signal alone could do at that rate
+        "at_5pct_false_alarms": {"threshold": thresholds[best], "false_alarm_rate": fpr[best],
+                                 "true_alarm_rate": tpr[best]},
     }
 
 
@@ -407,13 +414,19 @@ def _cell_rate(k: int, n: int, ci: list[float] | None) -> str:
     return "-" if not n else f"{k}/{n} ({_pct(ci[0])}-{_pct(ci[1])}%)"
 
 
+def _operating_cell(point: dict) -> str:
+    t = point["threshold"]
+    return f"{100 * point['true_alarm_rate']:.0f}% ({'-' if t is None else f'{t:.3f}'})"
+
+
 def format_table(report: dict, signals: tuple[str, ...] | list[str] = ("any", "gate")) -> str:
     """A Markdown table, one row per scenario (then pooled) and signal: episodes, failed, true and false alarms
-    with their 95% intervals, balanced accuracy, AUROC, the median lead in ticks, and how many caught failures
+    with their 95% intervals, balanced accuracy, AUROC, the share of failures the signal alone would catch at the
+    threshold that alarms on at most 5% of the successful runs, the median lead in ticks, and how many caught failures
     were alarmed before the gripper first closed (of those on which it closed). ``-``: no figure (no failures,
     no successes, or no value to sweep)."""
     head = ["scenario", "signal", "episodes", "failed", "true alarms", "false alarms", "balanced accuracy", "AUROC",
-            "median lead ticks", "before first close"]
+            "true alarms at <= 5% false (threshold)", "median lead ticks", "before first close"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
     blocks = list(report["scenarios"].items()) + [(POOLED, report[POOLED])]
     for name, block in blocks:
@@ -428,6 +441,7 @@ def format_table(report: dict, signals: tuple[str, ...] | list[str] = ("any", "g
                    _cell_rate(f["false_alarms"], f["successes"], f["false_alarm_interval"]),
                    "-" if f["balanced_accuracy"] is None else f"{f['balanced_accuracy']:.2f}",
                    "-" if r is None else f"{r['auroc']:.2f}",
+                   "-" if r is None else _operating_cell(r["at_5pct_false_alarms"]),
                    "-" if f["lead_ticks_median"] is None else f"{f['lead_ticks_median']:g}",
                    f"{b['count']}/{b['of']}" if b["of"] else "-"]
             lines.append("| " + " | ".join(row) + " |")

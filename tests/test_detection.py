@@ -336,11 +336,11 @@ def test_table_has_a_row_per_scenario_and_signal():
     assert cells[2:4] == ["6", "3"]
     assert cells[4] == f"3/3 ({100 * ci[0]:.0f}-100%)"
     assert cells[5].startswith("1/3 (")
-    assert cells[7] == "-"  # no AUROC for an aggregate
-    assert cells[8] == "30"  # leads 37, 30, 22
-    assert cells[9] == "2/2"
+    assert cells[7] == cells[8] == "-"  # no AUROC and no operating point for an aggregate
+    assert cells[9] == "30"  # leads 37, 30, 22
+    assert cells[10] == "2/2"
     pooled_sim = next(l for l in lines if l.startswith("| pooled | similarity |"))
-    assert "1.00" in pooled_sim
+    assert "1.00" in pooled_sim and "| 100% (" in pooled_sim
 
 
 def test_roc_png_is_written_whole_with_the_expected_size(tmp_path):
@@ -357,3 +357,27 @@ def test_roc_png_is_written_whole_with_the_expected_size(tmp_path):
     assert cv2.imread(str(nothing)).shape == (640, 640, 3)
     with pytest.raises(KeyError):
         write_roc_png(report, tmp_path / "x.png", scenario="nowhere")
+
+
+def test_the_roc_names_the_threshold_that_catches_most_at_five_percent_false_alarms():
+    from evaluation.detection import roc
+
+    def ep(outcome, value):
+        return {"seed": 0, "shadow_outcome": outcome, "ticks": 10, "first_alarm": {}, "first_close_tick": None,
+                "signal_extremes": {"similarity": value}}
+
+    # 20 successes at 0.90..0.99 (one of them, 0.90, lower than a failure), failures at 0.50..0.95
+    episodes = [ep("success", 0.90 + 0.005 * i) for i in range(20)] + \
+        [ep("failure", v) for v in (0.50, 0.60, 0.70, 0.80, 0.95)]
+    point = roc(episodes, "similarity")["at_5pct_false_alarms"]
+    # four failures lie at or below 0.80, where no success alarms; 0.90 would catch no more and alarm on one
+    # success in 20 (5%): of equal catches the one with fewer false alarms
+    assert point == {"threshold": pytest.approx(0.80), "false_alarm_rate": 0.0, "true_alarm_rate": 0.8}
+    more = episodes + [ep("failure", 0.902)]  # caught at 0.902, which alarms on one success (0.90): 5%
+    assert roc(more, "similarity")["at_5pct_false_alarms"] == {
+        "threshold": pytest.approx(0.902), "false_alarm_rate": 0.05, "true_alarm_rate": pytest.approx(5 / 6)}
+    most = episodes + [ep("failure", 0.906)]  # caught only at 0.906, which alarms on two successes: 10%
+    assert roc(most, "similarity")["at_5pct_false_alarms"]["true_alarm_rate"] == pytest.approx(4 / 6)
+    looser = [ep("success", 0.90 + 0.005 * i) for i in range(20)] + [ep("failure", 0.899), ep("failure", 0.5)]
+    assert roc(looser, "similarity")["at_5pct_false_alarms"] == {
+        "threshold": pytest.approx(0.899), "false_alarm_rate": 0.0, "true_alarm_rate": 1.0}

@@ -18,7 +18,8 @@ from policy.aligned.alignment import (MIN_GRASPS, AlignmentError, TargetLocator,
                                       fit_grasp_places, fit_locator, fit_turn, grasp_frame)
 from policy.aligned.camera_check import NEGATIVES, fit_camera_check
 from policy.augment import augment
-from policy.calibration import Calibration, _percentiles, embed_image_views, gate_evidence, rule_text
+from policy.calibration import (Calibration, _percentiles, embed_image_views, finish_run_calibration, gate_evidence,
+                                rule_text)
 from policy.config import PolicyConfig
 from policy.data import load_frames
 from policy.database import LookupDatabase
@@ -319,9 +320,10 @@ def aligned_from(policy: ALTPolicy, dataset: Dataset) -> AlignedPolicy:
     calibration = Calibration(**{**policy.calibration.__dict__}) if policy.calibration is not None else None
     if calibration is None:
         raise AlignmentError("this policy has no gate calibration; retrain it with --method aligned")
-    calibration.aligned = calibrate_aligned(policy.encoder, table, policy.database,
-                                            policy.info.get("held_out_episodes") or [],
-                                            config)
+    held_out = [int(e) for e in policy.info.get("held_out_episodes") or []]
+    calibration.aligned = calibrate_aligned(policy.encoder, table, policy.database, held_out, config)
+    # the aligned gate per run, as training states it (with a rate per run asked for, its conformal thresholds)
+    finish_run_calibration(AlignedPolicy, table, policy.database, held_out, config, calibration)
     return AlignedPolicy(config, policy.encoder, policy.database, calibration, dict(policy.info), policy.grasp_check,
                          locator)
 
