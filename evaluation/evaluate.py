@@ -6,6 +6,7 @@ went wrong all come through the rig's :class:`robot_drivers.scene.SceneControl`.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -173,6 +174,8 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
         held[0] = held[0] + 1 if control.task_succeeded() else 0
         return held[0] >= SUCCESS_HOLD_TICKS
 
+    if shadow:
+        max_ticks = shadow_ticks(policy, max_ticks)
     result = run_autonomous(rig, policy, max_ticks=max_ticks, stop_when=succeeded, shadow=shadow)
     # judged after the run: the arm has stopped (or holds); the task must be achieved now
     done = result.reason == "done" and control.task_succeeded()
@@ -212,6 +215,16 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
             first = min(named, key=lambda kv: kv[1])
             ep.message = f"{ep.message}; first alarm: {first[0]} at tick {first[1]}"
     return ep, result
+
+
+def shadow_ticks(policy: ALTPolicy, max_ticks: int) -> int:
+    """How long a shadow run may go: ``max_ticks``, or less where the policy's own time limit ends an attempt
+    sooner (an ordinary run stops there and asks, so nothing after it changes what the gate did): the ticks of
+    the time limit, and room for it to fire and for a success to be held."""
+    limit, fps = policy.time_limit_seconds(), policy.info.get("fps")
+    if not limit or not fps:
+        return max_ticks
+    return min(max_ticks, int(np.ceil(limit * float(fps))) + SUCCESS_HOLD_TICKS + 1)
 
 
 def _reference_pose(policy: ALTPolicy) -> np.ndarray | None:
@@ -304,8 +317,12 @@ def in_distribution_frame_report(policy: ALTPolicy, dataset_root: str | Path, st
 
 
 def write_json(path: str | Path, payload: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(payload, indent=1))
+    """Write ``payload`` as JSON, atomically (a reader never sees half a report)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
 
 
 def _rig_image_size(policy) -> int:
@@ -378,6 +395,10 @@ def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: 
 
                     rows.append(evaluate_scenario(policy, rig, scenario, episodes, seed, max_ticks,
                                                   progress, shadow=shadow).summary())
+                if json_path:  # each scenario kept as it finishes: a long evaluation stopped loses only its last
+                    write_json(json_path, {"policy": str(policy_dir), "robot": robot, "clock": clock, "seed": seed,
+                                           "episodes_per_scenario": episodes, "shadow": shadow, "complete": False,
+                                           "scenarios": rows})
             live = live_frames(rig, 8, seed + 50_000)
     finally:
         rig.close()
@@ -386,7 +407,7 @@ def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: 
                "calibration": None if policy.calibration is None else policy.calibration.__dict__,
                "scenarios": rows, "unrelated_images": unrelated_image_report(policy, live, seed),
                "in_distribution_frames": in_distribution_frame_report(policy, check_data) if check_data else None,
-               "shadow": shadow}
+               "shadow": shadow, "complete": True}
     if shadow:
         from evaluation.detection import detector_report, write_roc_png
 

@@ -169,7 +169,15 @@ def test_eval_shadow_writes_the_detector_report_and_the_roc(policy, dataset_dir,
     policy.save(tmp_path / "p")
     payload = evaluate_policy(str(tmp_path / "p"), ["in_distribution"], 2, 7, max_ticks=8, quiet=True,
                               json_path=str(tmp_path / "r.json"), shadow=True)
-    assert payload["shadow"] and "pooled" in payload["detector"]
+    assert payload["shadow"] and payload["complete"] and "pooled" in payload["detector"]
     assert (tmp_path / "r-roc.png").stat().st_size > 0 and payload["roc_png"] == str(tmp_path / "r-roc.png")
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["detector"]["pooled"] == payload["detector"]["pooled"]
+
+
+def test_a_shadow_run_ends_where_the_policy_s_time_limit_would_have_asked(policy):
+    from evaluation.evaluate import SUCCESS_HOLD_TICKS, shadow_ticks
+
+    limit, fps = policy.time_limit_seconds(), policy.info["fps"]
+    own = int(np.ceil(limit * fps)) + SUCCESS_HOLD_TICKS + 1
+    assert shadow_ticks(policy, 10_000) == own and shadow_ticks(policy, 7) == 7
