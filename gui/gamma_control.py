@@ -235,11 +235,12 @@ class GammaControl(QWidget):
 
     def _show_implied(self, thresholds: dict, preview: bool) -> None:
         rates = self.policy.implied_rates(thresholds) if self.policy is not None else None
-        implied = "" if rates is None else f" (held-out frames stopped ~{_percent(rates['gate'])})"
+        parts = [] if rates is None else [f"held-out frames stopped ~{_percent(rates['gate'])}"]
         runs = self.policy.implied_run_rate(thresholds) if self.policy is not None else None
-        if runs is not None:
-            implied += (f"; held-out runs stopped {runs['stopped']}/{runs['episodes']}, a new run's stop "
-                        f"probability <= {_percent(runs['conformal_bound'])}")
+        if runs is not None:  # the rate per run (policy/conformal.py): held-out runs, and a new run's bound
+            parts.append(f"runs {runs['stopped']}/{runs['episodes']}, a new one <= "
+                         f"{_percent(runs['conformal_bound'])}")
+        implied = f" ({'; '.join(parts)})" if parts else ""
         self.implied_label.setText(("if applied: " if preview else "in force: ") + describe_gate(thresholds) + implied)
 
     # -- the supervisor's answer ----------------------------------------------------------

@@ -366,7 +366,7 @@ def test_the_tab_shows_the_false_stop_rate_per_run_and_what_a_new_gamma_implies_
     control.slider.setSliderDown(True)  # dragging gamma: the rate per run it implies is shown before it applies
     control.slider.setValue(945)
     text = control.implied_label.text()
-    assert text.startswith("if applied: ") and "held-out runs stopped 3/5" in text and "<= 67%" in text
+    assert text.startswith("if applied: ") and "runs 3/5, a new one <= 67%" in text
     control.slider.setSliderDown(False)
     qtbot.waitUntil(lambda: abs(p.gamma - 0.945) < 1e-9, timeout=5000)
     qtbot.waitUntil(lambda: "held-out 3/5 stopped" in panel.policy_label.text(), timeout=3000)
