@@ -310,4 +310,6 @@ def finish_run_calibration(policy_kind, table, database: LookupDatabase, held_ou
     calibration.run = record
     if thresholds is not None:
         policy_kind._set_calibrated_gate(calibration, thresholds)
-        calibration.method = f"per run: {record.get('procedure', '')}"
+        calibration.method = (f"per run, conformal: a run like the {len(record.get('episodes', []))} held-out "
+                              f"demonstrations is stopped with probability <= {100 * record['bound']:.3g}% "
+                              f"(asked {100 * record['alpha']:.3g}%; calibration.run says how)")

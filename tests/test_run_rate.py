@@ -47,7 +47,7 @@ def test_train_with_a_false_stop_rate_per_run_calibrates_conformally_and_says_so
     assert run["alpha"] == 0.25 and sorted(run["episodes"]) == sorted(held) and len(held) >= 3
     n = len(held)
     assert run["k"] == int(np.floor(0.25 * (n + 1))) and run["bound"] == pytest.approx(run["k"] / (n + 1))
-    assert policy.calibration.method.startswith("per run: ")
+    assert policy.calibration.method.startswith("per run, conformal: a run like the ")
     # the gate in force is the conformal one, and it stops at most k - 1 of the held-out runs
     gate = policy.gate_in_force()
     for name, value in run["thresholds"].items():
