@@ -385,7 +385,7 @@ def eval_method_stage(task: Task, args, method: str, scenarios: list[str], polic
         try:
             with rig:
                 for scenario, fingerprint in todo:
-                    task.say(f"eval {method} / {scenario}: {args.episodes} episodes (seeds {eval_seed}-"
+                    task.say(f"{stage.replace('-', ' ')} / {scenario}: {args.episodes} episodes (seeds {eval_seed}-"
                              f"{eval_seed + args.episodes - 1}, at most {max_ticks} ticks each)")
                     t0 = time.perf_counter()
                     try:
