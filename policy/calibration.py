@@ -216,16 +216,19 @@ def build_grasp_check(table, database: LookupDatabase, config: PolicyConfig,
     return GraspCheck(rows, thumbs, threshold)
 
 
-def leave_episode_out_values(table, database: LookupDatabase, episodes: list[int],
-                             signals: tuple[str, ...]) -> dict[int, dict[str, np.ndarray]]:
-    """Each frame of ``episodes`` looked up as a live run's frame is: among the *other* demonstrations only (a
-    run is never in the table it is matched against). Episode -> signal -> its values, in frame order."""
+def leave_episode_out_values(table, database: LookupDatabase, episodes: list[int], signals: tuple[str, ...],
+                             among: list[int]) -> dict[int, dict[str, np.ndarray]]:
+    """Each frame of ``episodes`` looked up as a live run's frame is, among the demonstrations ``among`` only,
+    its own taken out (a run is never in the table it is matched against). Episode -> signal -> its values, in
+    frame order."""
     out: dict[int, dict[str, np.ndarray]] = {}
+    allowed = np.isin(database.episodes, np.asarray(among, dtype=database.episodes.dtype))
     for e in episodes:
         rows = np.flatnonzero(table.episode == e)
         if len(rows) == 0:
             continue
-        exclude = np.broadcast_to(database.episodes[None, :] == e, (len(rows), len(database)))
+        row_mask = (database.episodes == e) | ~allowed
+        exclude = np.broadcast_to(row_mask[None, :], (len(rows), len(database)))
         views = database.view_embeddings
         ev = gate_evidence(database, database.embeddings[rows],
                            None if views is None else views[rows, 0], None if views is None else views[rows, 1],
@@ -237,7 +240,7 @@ def leave_episode_out_values(table, database: LookupDatabase, episodes: list[int
 def calibrate_runs_on_held_out(table, database: LookupDatabase, held_out: list[int], config: PolicyConfig,
                                thresholds: dict[str, float]) -> tuple[dict, dict[str, float] | None]:
     """The gate's false-stop rate per *run*, on the held-out demonstrations replayed as runs (each frame matched
-    among the other demonstrations only).
+    among the demonstrations the encoder trained on only).
 
     With ``config.run_false_stop_rate`` ALPHA: the thresholds of ``thresholds``' signals (gamma and the views')
     are chosen by split conformal prediction over the held-out demonstrations (policy/conformal.py): a run
@@ -248,7 +251,11 @@ def calibrate_runs_on_held_out(table, database: LookupDatabase, held_out: list[i
     from policy.conformal import ThresholdFamily, calibrate_runs, implied_run_rate, run_minima
 
     signals = tuple(s for s in thresholds if s in SIGNALS)
-    values = leave_episode_out_values(table, database, held_out, signals)
+    # Both the held-out runs and the family's reference are matched among the demonstrations the encoder trained
+    # on only: the family then depends on none of the held-out runs, and a held-out run's score is one a new run
+    # could only beat (a new run is matched among every demonstration; its best similarity is at least as high)
+    trained = sorted(int(e) for e in np.unique(table.episode) if int(e) not in set(held_out))
+    values = leave_episode_out_values(table, database, held_out, signals, trained)
     minima = run_minima(values)
     if not minima:
         return {}, None
@@ -259,10 +266,9 @@ def calibrate_runs_on_held_out(table, database: LookupDatabase, held_out: list[i
                 "minima": {str(e): {s: (None if not np.isfinite(v) else round(float(v), 6)) for s, v in m.items()}
                            for e, m in minima.items()},
                 "procedure": "the per-frame rule; the held-out demonstrations replayed as runs (each frame matched "
-                             "among the other demonstrations) measure the share of runs it stops, and (stopped + 1) "
+                             "among the training demonstrations) measure the share of runs it stops, and (stopped + 1) "
                              "/ (held-out + 1) bounds a new run's stop probability (conformal)"}, None
-    trained = sorted(int(e) for e in np.unique(table.episode) if int(e) not in set(held_out))
-    reference_values = leave_episode_out_values(table, database, trained, signals)
+    reference_values = leave_episode_out_values(table, database, trained, signals, trained)
     reference = {s: np.concatenate([v[s] for v in reference_values.values()]) for s in signals}
     family = ThresholdFamily.from_reference(reference)
     run = calibrate_runs(minima, family, alpha)

@@ -14,8 +14,8 @@ Reduction to one number per episode and signal
 A fixed, monotone family of thresholds (``ThresholdFamily``)
     ``t_s(q) = policy.gate.calibrated_threshold(reference_s, q)`` for a level ``q`` on a fixed grid (by default
     400 log-spaced points from 1e-6 to 0.5). ``reference_s`` are per-frame values of signal ``s`` from data that
-    is NOT in the calibration set: the frames of the episodes the encoder trained on, each looked up with its own
-    episode left out. ``calibrated_threshold`` is not guaranteed to be non-decreasing in ``q`` where it switches
+    is NOT in the calibration set: the frames of the episodes the encoder trained on, each looked up among the
+    other training episodes. ``calibrated_threshold`` is not guaranteed to be non-decreasing in ``q`` where it switches
     from the modelled tail to the sample's quantile, so the family is made monotone by a running maximum along
     the grid: ``t_s(q_i) = max_{j <= i} calibrated_threshold(reference_s, q_j)``. A higher threshold stops more,
     so the family is nested: a run stopped at level ``q`` is stopped at every higher level. There is no fallback
@@ -170,7 +170,7 @@ class ThresholdFamily:
     def from_reference(cls, reference: dict[str, np.ndarray], levels=None) -> "ThresholdFamily":
         """``t_s(q) = calibrated_threshold(reference_s, q)`` on ``levels`` (default: 400 log-spaced from 1e-6 to
         0.5), made non-decreasing by a running maximum along the grid. ``reference``: signal -> per-frame values
-        NOT in the calibration set (training episodes' frames, each looked up with its own episode left out);
+        NOT in the calibration set (training episodes' frames, each looked up among the other training episodes);
         a signal without finite reference values is an error (no fallback to the calibration values)."""
         if not isinstance(reference, dict) or not reference:
             raise ValueError("no reference values: give each gate signal's per-frame values from the training "
@@ -316,7 +316,7 @@ def procedure_text(n: int, alpha: float, k: int, level: float, bound: float, sto
         f"Run-level split conformal calibration over {n} held-out demonstrations (episodes the encoder never "
         f"trained on): each is reduced to its lowest value of each gate signal ({', '.join(family.signals)}); "
         "the thresholds come from a fixed family t_s(q), each signal's per-frame threshold at level q on the "
-        "training demonstrations' frames (each looked up with its own episode left out), on "
+        "training demonstrations' frames (each looked up among the other training demonstrations), on "
         f"{grid}, made non-decreasing in q; each held-out demonstration's score is the largest q at which it is "
         f"not stopped, and the thresholds are the family's at the k-th lowest score (k = floor(alpha (n + 1)) = "
         f"{k}): {chosen}. Guarantee: a new run exchangeable with the held-out demonstrations (the same task, "
