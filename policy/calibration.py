@@ -240,7 +240,7 @@ def leave_episode_out_values(table, database: LookupDatabase, episodes: list[int
 def calibrate_runs_on_held_out(table, database: LookupDatabase, held_out: list[int], config: PolicyConfig,
                                thresholds: dict[str, float]) -> tuple[dict, dict[str, float] | None]:
     """The gate's false-stop rate per *run*, on the held-out demonstrations replayed as runs (each frame matched
-    among the demonstrations the encoder trained on only).
+    among the other demonstrations).
 
     With ``config.run_false_stop_rate`` ALPHA: the thresholds of ``thresholds``' signals (gamma and the views')
     are chosen by split conformal prediction over the held-out demonstrations (policy/conformal.py): a run
@@ -251,11 +251,13 @@ def calibrate_runs_on_held_out(table, database: LookupDatabase, held_out: list[i
     from policy.conformal import ThresholdFamily, calibrate_runs, implied_run_rate, run_minima
 
     signals = tuple(s for s in thresholds if s in SIGNALS)
-    # Both the held-out runs and the family's reference are matched among the demonstrations the encoder trained
-    # on only: the family then depends on none of the held-out runs, and a held-out run's score is one a new run
-    # could only beat (a new run is matched among every demonstration; its best similarity is at least as high)
-    trained = sorted(int(e) for e in np.unique(table.episode) if int(e) not in set(held_out))
-    values = leave_episode_out_values(table, database, held_out, signals, trained)
+    # A held-out run is matched among every other demonstration, as a new run is among all of them (the new run
+    # has one candidate more, the held-out run itself, so its best similarity can only be higher: the
+    # calibration errs toward stopping less often than asked, never more). The family's reference is matched
+    # among the training demonstrations only, so it depends on none of the held-out runs.
+    everyone = sorted(int(e) for e in np.unique(table.episode))
+    trained = [e for e in everyone if e not in set(held_out)]
+    values = leave_episode_out_values(table, database, held_out, signals, everyone)
     minima = run_minima(values)
     if not minima:
         return {}, None
@@ -266,7 +268,7 @@ def calibrate_runs_on_held_out(table, database: LookupDatabase, held_out: list[i
                 "minima": {str(e): {s: (None if not np.isfinite(v) else round(float(v), 6)) for s, v in m.items()}
                            for e, m in minima.items()},
                 "procedure": "the per-frame rule; the held-out demonstrations replayed as runs (each frame matched "
-                             "among the training demonstrations) measure the share of runs it stops, and (stopped + 1) "
+                             "among the other demonstrations) measure the share of runs it stops, and (stopped + 1) "
                              "/ (held-out + 1) bounds a new run's stop probability (conformal)"}, None
     reference_values = leave_episode_out_values(table, database, trained, signals, trained)
     reference = {s: np.concatenate([v[s] for v in reference_values.values()]) for s in signals}
