@@ -251,10 +251,11 @@ def calibrate_runs_on_held_out(table, database: LookupDatabase, held_out: list[i
     from policy.conformal import ThresholdFamily, calibrate_runs, implied_run_rate, run_minima
 
     signals = tuple(s for s in thresholds if s in SIGNALS)
-    # A held-out run is matched among every other demonstration, as a new run is among all of them (the new run
-    # has one candidate more, the held-out run itself, so its best similarity can only be higher: the
-    # calibration errs toward stopping less often than asked, never more). The family's reference is matched
-    # among the training demonstrations only, so it depends on none of the held-out runs.
+    # A held-out run is matched among every other demonstration, as a new run is among all of them. Taken as
+    # exchangeable, each held-out run would also have the new run among its candidates; lacking that one can
+    # only lower its best similarity, so the calibration errs toward stopping less often than asked, never
+    # more. The family's reference is matched among the training demonstrations only, so it depends on none of
+    # the held-out runs.
     everyone = sorted(int(e) for e in np.unique(table.episode))
     trained = [e for e in everyone if e not in set(held_out)]
     values = leave_episode_out_values(table, database, held_out, signals, everyone)
