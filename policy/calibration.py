@@ -318,6 +318,7 @@ def finish_run_calibration(policy_kind, table, database: LookupDatabase, held_ou
     record, thresholds = calibrate_runs_on_held_out(table, database, held_out, config, gate)
     calibration.run = record
     if thresholds is not None:
+        record["per_frame_thresholds"] = dict(gate)  # what the per-frame rule gave, for comparison
         policy_kind._set_calibrated_gate(calibration, thresholds)
         calibration.method = (f"per run, conformal: a run like the {len(record.get('episodes', []))} held-out "
                               f"demonstrations is stopped with probability <= {100 * record['bound']:.3g}% "

@@ -416,5 +416,11 @@ def describe_run_rate(run: dict | None, implied: dict | None = None) -> str:
                                        f"run's stop probability <= {100 * now['conformal_bound']:.3g}% (conformal)")
     if run.get("alpha") is None:
         return f"false stops per run (the per-frame rule): {held}"
-    return (f"false stops per run: asked {100 * run['alpha']:.3g}%, calibrated conformally on {n} held-out "
+    line = (f"false stops per run: asked {100 * run['alpha']:.3g}%, calibrated conformally on {n} held-out "
             f"demonstrations (bound k/(n+1) = {100 * run['bound']:.3g}%); {held}")
+    before, now_at = run.get("per_frame_thresholds") or {}, run.get("thresholds") or {}
+    lower = [f"{k} {max(-1.0, v if v is not None else -1.0):.3f} (per frame: {before[k]:.3f})"
+             for k, v in now_at.items() if k in before and (v is None or v < before[k])]
+    if lower:  # looser than the per-frame rule: unrelated views it stops may pass (eval reports them)
+        line += f"; looser than the per-frame rule: {', '.join(lower)}"
+    return line

@@ -78,3 +78,15 @@ def test_a_rate_the_recording_cannot_give_is_refused_with_the_number_needed(data
     with pytest.raises(SystemExit):
         main.main(["train", str(dataset_dir), "--out", str(tmp_path / "p"), "--false-stop-rate", "5"])
     assert "not a rate in (0, 1)" in capsys.readouterr().err
+
+
+def test_the_summary_line_names_thresholds_looser_than_the_per_frame_rule():
+    from policy.conformal import describe_run_rate
+
+    run = {"alpha": 0.05, "bound": 0.05, "episodes": list(range(19)),
+           "thresholds": {"similarity": 0.62, "hand_view": 0.75, "third_view": None},
+           "per_frame_thresholds": {"similarity": 0.906, "hand_view": 0.70, "third_view": 0.907},
+           "implied": {"stopped": 0, "episodes": 19, "conformal_bound": 0.05}}
+    line = describe_run_rate(run)
+    assert "looser than the per-frame rule: similarity 0.620 (per frame: 0.906), third_view -1.000 (per frame: " \
+           "0.907)" in line and "hand_view" not in line.split("looser")[1]
