@@ -19,6 +19,7 @@ from evaluation.scenes import pick_scenarios, recorded_robot, scene_control_of
 from policy.policy import ALTPolicy
 from policy.probes import photos, synthetic_probes
 from policy.runner import AutonomyResult, run_autonomous
+from evaluation.detection import SHADOW_OUTCOMES  # a shadow episode's outcomes (nothing stopped it)
 from evaluation.trials import wilson_interval
 
 #: An episode ends early once the task has been achieved for this many consecutive ticks.
@@ -26,8 +27,6 @@ SUCCESS_HOLD_TICKS = 5
 
 #: Every evaluated episode has exactly one of these outcomes.
 OUTCOMES = ("success", "ood_stop", "stall_stop", "silent_failure", "device_stop")
-#: A shadow episode's outcomes: nothing stopped it, so it either did the task or did not (or the rig failed).
-SHADOW_OUTCOMES = ("success", "failure", "device_stop")
 #: Loop end reasons that are the rig's fault, not the policy's.
 DEVICE_REASONS = ("camera_lost", "arm_error", "arm_stopped", "teleop_lost", "estop")
 
@@ -377,6 +376,8 @@ def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: 
     robot = evaluation_robot(policy, robot)
     rig = make_rig(robot, clock=clock, image_size=_rig_image_size(policy), rate_hz=policy.info.get("fps"))
     rows = []
+    header = {"policy": str(policy_dir), "robot": robot, "clock": clock, "seed": seed,
+              "episodes_per_scenario": episodes, "shadow": shadow}
     try:
         scenarios = pick_scenarios(scene_control_of(rig, "evaluation").scenarios, scenarios)
         with rig:
@@ -396,18 +397,15 @@ def evaluate_policy(policy_dir: str, scenarios: list[str], episodes: int, seed: 
                     rows.append(evaluate_scenario(policy, rig, scenario, episodes, seed, max_ticks,
                                                   progress, shadow=shadow).summary())
                 if json_path:  # each scenario kept as it finishes: a long evaluation stopped loses only its last
-                    write_json(json_path, {"policy": str(policy_dir), "robot": robot, "clock": clock, "seed": seed,
-                                           "episodes_per_scenario": episodes, "shadow": shadow, "complete": False,
-                                           "scenarios": rows})
+                    write_json(json_path, {**header, "complete": False, "scenarios": rows})
             live = live_frames(rig, 8, seed + 50_000)
     finally:
         rig.close()
-    payload = {"policy": str(policy_dir), "robot": robot, "clock": clock, "seed": seed,
-               "episodes_per_scenario": episodes, "gamma": policy.gamma, "thresholds": policy.thresholds(),
+    payload = {**header, "gamma": policy.gamma, "thresholds": policy.thresholds(),
                "calibration": None if policy.calibration is None else policy.calibration.__dict__,
                "scenarios": rows, "unrelated_images": unrelated_image_report(policy, live, seed),
                "in_distribution_frames": in_distribution_frame_report(policy, check_data) if check_data else None,
-               "shadow": shadow, "complete": True}
+               "complete": True}
     if shadow:
         from evaluation.detection import detector_report, write_roc_png
 

@@ -152,8 +152,9 @@ class ALTPolicy:
     # method hooks: where the method's calibrated gate is kept, as a whole (for the calibration per run)
     @classmethod
     def _calibrated_gate(cls, calibration: Calibration) -> dict[str, float]:
-        return {"similarity": float(calibration.gamma), **{k: float(v) for k, v in calibration.view_thresholds.items()
-                                                           if v is not None}}
+        views = calibration.view_thresholds
+        return {"similarity": float(calibration.gamma), **{k: float(views[k]) for k in ("hand_view", "third_view")
+                                                           if views.get(k) is not None}}
 
     @classmethod
     def _set_calibrated_gate(cls, calibration: Calibration, thresholds: dict[str, float]) -> None:
@@ -185,11 +186,9 @@ class ALTPolicy:
 
     def calibrated_thresholds(self) -> dict[str, float]:
         """The same, as calibrated."""
-        out = {"similarity": self.calibrated_gamma}
-        if self.calibration is not None:
-            source = self._view_threshold_source(self.calibration)
-            out.update({k: float(source[k]) for k in ("hand_view", "third_view") if k in source})
-        return out
+        if self.calibration is None:
+            return {"similarity": self.calibrated_gamma}
+        return self._calibrated_gate(self.calibration)
 
     # method hook: where the method keeps its held-out values
     def _score_source(self, calibration: Calibration) -> dict:

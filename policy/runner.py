@@ -256,43 +256,39 @@ class PolicySource:
                         keep_current: bool = False) -> StepOutput | None:
         """Record this tick's lookup and stop on what the gate, the time limit or the progress watchdog says
         (None: go on). ``keep_current``: an OOD stop keeps what was executing as the evidence's context (the
-        aligned replay's object location) instead of the new lookup."""
+        aligned replay's object location) instead of the new lookup. In a shadow run every check is made and
+        logged (``_halt`` logs and returns None), and each signal's reading too."""
         self.retrievals.append(self.latest)
         if self.shadow_log is not None:
-            self._shadow_watch(observation, now)
-            return None
+            self._log_readings()
         if self.latest.ood:
-            self.ood_observation = observation
-            self.current = (self.current if keep_current else None) or self.latest
-            return self._halt("ood", self.latest.ood_signal, self.latest.ood_reason, t0)
+            if self.shadow_log is None:
+                self.ood_observation = observation
+                self.current = (self.current if keep_current else None) or self.latest
+            halted = self._halt("ood", self.latest.ood_signal, self.latest.ood_reason, t0)
+            if halted is not None:
+                return halted
         if self._start_time is None:
             self._start_time = now
         if self.time_limit is not None and now - self._start_time > self.time_limit:
-            return self._halt("stall", "time_limit", f"not finished after {now - self._start_time:.1f} s, "
-                              f"{self.policy.config.time_limit_factor:g} times the longest demonstration", t0)
+            halted = self._halt("stall", "time_limit", f"not finished after {now - self._start_time:.1f} s, "
+                                f"{self.policy.config.time_limit_factor:g} times the longest demonstration", t0)
+            if halted is not None:
+                return halted
         if self.watchdog is not None:
             stalled = self.watchdog.update(now, observation.state.ee_array()[:3], observation.state.gripper)
             if stalled:
                 return self._halt("stall", "stall", stalled, t0)
         return None
 
-    def _shadow_watch(self, observation: Observation, now: float) -> None:
-        """A shadow run's tick: every signal judged and logged, none obeyed."""
-        log, tick, latest = self.shadow_log, len(self.retrievals) - 1, self.latest
-        for name, (value, threshold) in (latest.readings or {}).items():
+    def _log_readings(self) -> None:
+        """A shadow run's tick: each signal's value, and where it crossed its threshold (a reading can cross
+        where the gate does not judge it: the gate's own verdict is logged by ``_halt``)."""
+        log, tick = self.shadow_log, len(self.retrievals) - 1
+        for name, (value, threshold) in (self.latest.readings or {}).items():
             log.reading(name, value, threshold)
             if fails(name, value, threshold):
                 log.fire(name, tick, stops=False)
-        if latest.ood:
-            log.fire(latest.ood_signal or "similarity", tick, latest.ood_reason)
-        if self._start_time is None:
-            self._start_time = now
-        if self.time_limit is not None and now - self._start_time > self.time_limit:
-            log.fire("time_limit", tick, f"not finished after {now - self._start_time:.1f} s")
-        if self.watchdog is not None:
-            stalled = self.watchdog.update(now, observation.state.ee_array()[:3], observation.state.gripper)
-            if stalled:
-                log.fire("stall", tick, stalled)
 
     def _halt(self, reason: str, signal: str | None, message: str, t0: float) -> StepOutput | None:
         """Stop the run with ``reason`` ("ood" or "stall"), naming the signal and, for a watchdog, what was
