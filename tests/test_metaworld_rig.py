@@ -167,6 +167,32 @@ def test_an_object_knocked_off_the_table_went_wrong(rig):
     assert control.went_wrong()
 
 
+def test_a_scene_the_expert_cannot_finish_from_its_start_is_judged_by_what_the_run_did(rig):
+    """An extrapolated goal beyond the expert's reach: its verdict says nothing about a stop, so an untouched
+    scene did not go wrong (the stop was in time) and one whose object the run moved did."""
+    control = rig.scene_control()
+    rig.arm.release()
+    env = rig.env
+    for seed in range(1000, 1040):
+        control.reset(seed, "extrapolate")
+        if env.finishable_from_start() is False:
+            break
+    else:
+        pytest.fail("no extrapolated pick-place scene in 40 that the expert cannot finish")
+    before = (env.data.qpos.copy(), env.obs.copy())
+    assert not env.recoverable() and env.disturbed() is None
+    assert not control.went_wrong()  # nothing done to it: a stop here is in time
+    np.testing.assert_array_equal(env.data.qpos, before[0])  # the tries left no trace
+    np.testing.assert_array_equal(env.obs, before[1])
+    with env.lock:
+        env.env._set_obj_xyz(env.obs[4:7] + np.array([0.03, 0.0, 0.0]))  # the run pushed the puck 3 cm
+        env.step(1)
+    assert "moved 3.0 cm" in env.disturbed()
+    assert control.went_wrong()
+    control.reset(1, "in_distribution")  # a new scene: asked again
+    assert env.finishable_from_start() and not control.went_wrong()
+
+
 def test_realtime_rig_idles_without_drawing():
     rig = make_rig("metaworld:reach-v3", clock="realtime", image_size=48)
     try:

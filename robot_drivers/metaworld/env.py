@@ -33,6 +33,9 @@ TRACKING_GAIN = 30.0
 RECOVERY_STEPS = 300
 #: At most this many steps to open the gripper and raise the hand before the expert's second try.
 RECOVERY_BACK_OFF_STEPS = 60
+#: A run disturbed an object when it moved it more than this (m) or turned it more than this (degrees): the
+#: verdict on scenes the expert itself cannot finish (``disturbed``).
+DISTURBED_M, DISTURBED_DEG = 0.01, 15.0
 
 
 class RejectedVariation(Exception):
@@ -98,6 +101,8 @@ class MetaWorldEnv:
         self._light_defaults = (self.model.light_diffuse.copy(), self.model.light_ambient.copy(),
                                 self.model.vis.headlight.diffuse.copy(), self.model.vis.headlight.ambient.copy())
         self.scene_version = 0  # bumped by every reset: a camera draws again after one, moved or not
+        self._start: tuple | None = None  # (snapshot, observation) of the scene as the last reset left it
+        self._start_finishable: bool | None = None
 
     # -- variations ---------------------------------------------------------------------------------------
     def reset_to(self, variation, lighting: tuple[float, float, float] | None = None) -> None:
@@ -136,6 +141,8 @@ class MetaWorldEnv:
             self.gripper_command = 1.0
             self._set_lighting(lighting)
             self.scene_version += 1
+            self._start = (self._snapshot(), obs.copy())  # the scene as reset: went_wrong's reference
+            self._start_finishable = None
 
     def draw(self, rng: np.random.Generator, low=None, high=None, tries: int = 200) -> np.ndarray:
         """A variation drawn uniformly from [low, high] (default: the task's own range) that the task accepts;
@@ -217,49 +224,97 @@ class MetaWorldEnv:
         with self.lock:
             return np.asarray(self.expert.get_action(self.obs), dtype=np.float64)
 
+    def _snapshot(self) -> tuple[np.ndarray, dict]:
+        """A copy of the world's state (MuJoCo's full integration state and the environment's step counters)."""
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(self.model, spec))
+        mujoco.mj_getState(self.model, self.data, state, spec)
+        env = self.env
+        saved = {k: getattr(env, k) for k in ("curr_path_length", "_prev_obs", "_last_stable_obs",
+                                              "_did_see_sim_exception") if hasattr(env, k)}
+        return state, {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in saved.items()}
+
+    def _put_back(self, snapshot: tuple[np.ndarray, dict]) -> None:
+        import mujoco
+
+        state, saved = snapshot
+        mujoco.mj_setState(self.model, self.data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        for k, v in saved.items():
+            setattr(self.env, k, v.copy() if isinstance(v, np.ndarray) else v)
+        mujoco.mj_forward(self.model, self.data)
+
     def recoverable(self, steps: int = RECOVERY_STEPS) -> bool:
         """Whether an operator taking over from the current state can still finish the task: the task's expert
         tries twice on a copy of the state, first from where things stand, then after opening the gripper and
         raising the hand to its start height (the experts are no recovery policies: one that finds its hand
         closed just above the object keeps pressing down on it). Each try gets ``steps`` steps. The world is
         put back exactly as it was afterwards (nothing of the tries is seen or kept)."""
-        import mujoco
-
         with self.lock:
             if self.succeeded:
                 return True
-            env = self.env
-            spec = mujoco.mjtState.mjSTATE_INTEGRATION
-            state = np.empty(mujoco.mj_stateSize(self.model, spec))
-            mujoco.mj_getState(self.model, self.data, state, spec)
-            saved = {k: getattr(env, k) for k in ("curr_path_length", "_prev_obs", "_last_stable_obs",
-                                                  "_did_see_sim_exception") if hasattr(env, k)}
-            saved = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in saved.items()}
+            return self._expert_finishes(self.obs, steps)
 
-            def restore() -> None:
-                mujoco.mj_setState(self.model, self.data, state, spec)
-                for k, v in saved.items():
-                    setattr(env, k, v.copy() if isinstance(v, np.ndarray) else v)
-                mujoco.mj_forward(self.model, self.data)
+    def _expert_finishes(self, obs_now: np.ndarray, steps: int) -> bool:
+        env = self.env
+        snapshot = self._snapshot()
+        try:
+            for back_off in (False, True):
+                obs = obs_now.copy()
+                if back_off:  # open, and raise the hand to its start height
+                    above = np.r_[obs[:2], max(obs[2], float(env.hand_init_pos[2]))]
+                    for _ in range(RECOVERY_BACK_OFF_STEPS):
+                        delta = np.clip(TRACKING_GAIN * (above - obs[:3]), -1.0, 1.0)
+                        obs, _, _, _, info = env.step(np.r_[delta, -1.0])
+                        if np.linalg.norm(above - obs[:3]) < 0.01 and obs[3] > 0.9:
+                            break
+                for _ in range(steps):
+                    obs, _, _, _, info = env.step(np.asarray(self.expert.get_action(obs), dtype=np.float64))
+                    if info["success"]:
+                        return True
+                self._put_back(snapshot)
+            return False
+        finally:
+            self._put_back(snapshot)
 
-            try:
-                for back_off in (False, True):
-                    obs = self.obs.copy()
-                    if back_off:  # open, and raise the hand to its start height
-                        above = np.r_[obs[:2], max(obs[2], float(env.hand_init_pos[2]))]
-                        for _ in range(RECOVERY_BACK_OFF_STEPS):
-                            delta = np.clip(TRACKING_GAIN * (above - obs[:3]), -1.0, 1.0)
-                            obs, _, _, _, info = env.step(np.r_[delta, -1.0])
-                            if np.linalg.norm(above - obs[:3]) < 0.01 and obs[3] > 0.9:
-                                break
-                    for _ in range(steps):
-                        obs, _, _, _, info = env.step(np.asarray(self.expert.get_action(obs), dtype=np.float64))
-                        if info["success"]:
-                            return True
-                    restore()
-                return False
-            finally:
-                restore()
+    def finishable_from_start(self, steps: int = RECOVERY_STEPS) -> bool | None:
+        """Whether the expert could have finished the task from the scene as the last reset left it (None: no
+        reset yet). Asked once per scene, on a copy: the world is put back as it is now."""
+        with self.lock:
+            if self._start is None:
+                return None
+            if self._start_finishable is None:
+                now = self._snapshot()
+                try:
+                    self._put_back(self._start[0])
+                    self._start_finishable = self._expert_finishes(self._start[1], steps)
+                finally:
+                    self._put_back(now)
+            return self._start_finishable
+
+    def disturbed(self, moved_m: float = DISTURBED_M, tilted_deg: float = DISTURBED_DEG) -> str | None:
+        """What the run did to the task's objects since the last reset (None: nothing): an object moved by more
+        than ``moved_m`` or tilted by more than ``tilted_deg`` (Meta-World's observation: each object's position
+        and quaternion, padded with zeros where a task has fewer objects)."""
+        with self.lock:
+            if self._start is None:
+                return None
+            before, now = self._start[1], self.obs
+            for i, (at, quat) in enumerate(((4, 7), (11, 14))):
+                p0, p1 = before[at:at + 3], now[at:at + 3]
+                q0, q1 = before[quat:quat + 4], now[quat:quat + 4]
+                if not np.any(p0) and not np.any(q0):
+                    continue  # no such object in this task
+                shift = float(np.linalg.norm(p1 - p0))
+                if shift > moved_m:
+                    return f"object {i + 1} moved {100 * shift:.1f} cm"
+                n0, n1 = np.linalg.norm(q0), np.linalg.norm(q1)
+                if n0 > 1e-6 and n1 > 1e-6:
+                    angle = math.degrees(2 * math.acos(min(1.0, abs(float(q0 @ q1) / (n0 * n1)))))
+                    if angle > tilted_deg:
+                        return f"object {i + 1} turned {angle:.0f} degrees"
+            return None
 
     def object_positions(self) -> np.ndarray:
         """The task's objects' positions and its goal as Meta-World observes them (for checks and logs)."""

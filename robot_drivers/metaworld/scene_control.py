@@ -134,8 +134,16 @@ class MetaWorldSceneControl(CoverableSceneControl):
 
     def went_wrong(self) -> bool:
         """The task's own expert, taking over from here, cannot finish the task (tried on a copy of the
-        state: nothing of the try remains)."""
-        return not self._rig.env.recoverable()
+        state: nothing of the try remains), though it could have from the scene as it was reset. Where the
+        expert could not finish the scene from its start either (an extrapolated goal beyond its reach), its
+        verdict says nothing about the run: the run went wrong only if it moved an object more than 1 cm or
+        turned it more than 15 degrees (``MetaWorldEnv.disturbed``)."""
+        env = self._rig.env
+        if env.recoverable():
+            return False
+        if env.finishable_from_start() is False:
+            return env.disturbed() is not None
+        return True
 
     def placement(self, record: dict | None) -> np.ndarray | None:
         if not record or "variation" not in record:
