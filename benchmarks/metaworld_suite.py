@@ -225,6 +225,8 @@ def training_overrides(args, extra: dict | None) -> dict:
     overrides = {"seed": args.seed}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    if args.false_stop_rate is not None:
+        overrides["run_false_stop_rate"] = args.false_stop_rate
     overrides.update(extra or {})
     return overrides
 
@@ -659,6 +661,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"seeds from --seed + {EVAL_SEED_OFFSET} (default 0)")
     parser.add_argument("--camera-size", type=int, default=128, help="camera images (px, square; default 128)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
+    parser.add_argument("--false-stop-rate", type=float, default=None, metavar="ALPHA",
+                        help="train the gate for this false-stop rate per run (main.py train --false-stop-rate; "
+                             "default: the per-frame rule); name another --out to keep both")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                         help="what to evaluate (default: alt aligned oracle)")
     parser.add_argument("--shadow", action="store_true",
@@ -670,6 +675,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.epochs is not None and args.epochs < 1:
         parser.error("--epochs must be at least 1")
+    if args.false_stop_rate is not None and not 0 < args.false_stop_rate < 1:
+        parser.error("--false-stop-rate must lie between 0 and 1, e.g. 0.05")
     return args
 
 

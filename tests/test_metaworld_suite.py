@@ -195,3 +195,17 @@ def test_shadow_runs_judge_the_gate_on_the_task_and_resume(first_run, tmp_path, 
     assert suite.main(args, training_extra=SMALL) == 0
     assert "[reach-v3] shadow alt / in_distribution: skipped" in capsys.readouterr().out
     assert stage.stat().st_mtime_ns == before
+
+
+def test_a_false_stop_rate_per_run_reaches_the_training_and_its_fingerprint():
+    """--false-stop-rate trains the gate per run (main.py train --false-stop-rate); without it the training's
+    settings, hence a resumed run's stages, are as before."""
+    plain = suite.parse_args(ARGS)
+    assert "run_false_stop_rate" not in suite.training_overrides(plain, None)
+    per_run = suite.parse_args(ARGS + ["--false-stop-rate", "0.05"])
+    overrides = suite.training_overrides(per_run, SMALL)
+    assert overrides["run_false_stop_rate"] == 0.05
+    assert suite.PRESETS[suite.PRESET].with_overrides(**overrides).run_false_stop_rate == 0.05
+    for bad in ("0", "1.5"):
+        with pytest.raises(SystemExit):
+            suite.parse_args(ARGS + ["--false-stop-rate", bad])
