@@ -13,6 +13,9 @@ from recorder.outputs import DATASET, check_output
 from recorder.progress import progress_bar
 from recorder.session import RecorderConfig, RecordingSession, scene_extra, spec_for_rig
 
+#: A scripted operator that fails a training placement this many times goes on with the next placement.
+SCRIPTED_TRIES = 3
+
 
 def record_episodes(out: str, *, robot: str = "sim", teleop: str = "scripted", episodes: int = 30, seed: int = 0,
                     task: str | None = None, rate: float | None = None, camera_size: int = 128,
@@ -45,6 +48,8 @@ def record_episodes(out: str, *, robot: str = "sim", teleop: str = "scripted", e
                       f"(see `dataset info`); new episodes get new indices", file=sys.stderr)
             session = RecordingSession(rig, dataset, device, RecorderConfig(task=task))
             kept = attempts = 0
+            skipped: list[int] = []  # training placements the scripted operator failed at SCRIPTED_TRIES times
+            failed_at: dict[int, int] = {}
             with progress_bar(total=episodes, desc="record", unit="ep") as bar:
                 while kept < episodes:
                     index = dataset.next_index()
@@ -53,8 +58,16 @@ def record_episodes(out: str, *, robot: str = "sim", teleop: str = "scripted", e
                         print(f"error: gave up after {attempts - 1} attempts ({kept} episodes kept)", file=sys.stderr)
                         return 1
                     if scripted:
+                        placements = control.training_placements
+                        if len(skipped) >= placements:
+                            print(f"error: the scripted operator failed at every training placement "
+                                  f"({kept} episodes kept)", file=sys.stderr)
+                            return 1
+                        placement = (index + len(skipped)) % placements
+                        while placement in skipped:
+                            placement = (placement + 1) % placements
                         rig.arm.release()  # a scene reset keeps a latched stop; a scripted run lifts the last one's
-                        control.reset(seed + index, training_index=index % control.training_placements)
+                        control.reset(seed + index, training_index=placement)
                         device.reset(seed + index * 1009 + attempts)
                         accept = control.task_succeeded
                     else:
@@ -71,6 +84,13 @@ def record_episodes(out: str, *, robot: str = "sim", teleop: str = "scripted", e
                         bar.close()  # the error is the last line
                         print(f"error: {message} (the {kept} episode(s) this run kept are intact)", file=sys.stderr)
                         return 2
+                    if scripted and outcome.kept is None:
+                        failed_at[placement] = failed_at.get(placement, 0) + 1
+                        if failed_at[placement] >= SCRIPTED_TRIES:  # the next placement: not the same one forever
+                            skipped.append(placement)
+                            print(f"note: the scripted operator did not finish the task at training placement "
+                                  f"{placement} in {SCRIPTED_TRIES} tries; it goes on with the next one",
+                                  file=sys.stderr)
                     if outcome.kept is not None:
                         kept += 1
                         bar.update(1)

@@ -221,3 +221,21 @@ def test_every_option_of_every_verb_says_what_it_does():
                 if not action.help or action.help == argparse.SUPPRESS:
                     missing.append(f"{label}: {'/'.join(action.option_strings) or action.dest}")
     assert missing == [], "arguments without help text: " + ", ".join(missing)
+
+
+def test_a_scripted_recording_goes_on_past_a_placement_its_operator_cannot_do(tmp_path, monkeypatch, capsys):
+    """A scripted operator that fails one training placement (as Meta-World's door expert fails some through the
+    rig's driver) is tried there SCRIPTED_TRIES times, then the recording goes on with the next placement
+    instead of trying the same one until it gives up."""
+    import recorder.recording
+    from recorder.dataset import Dataset
+    from robot_drivers.metaworld.scene_control import MetaWorldSceneControl
+
+    real = MetaWorldSceneControl.task_succeeded
+    monkeypatch.setattr(MetaWorldSceneControl, "task_succeeded",
+                        lambda self: real(self) and (self.record() or {}).get("training_index") != 1)
+    assert recorder.recording.record_scripted(tmp_path / "ds", 3, 32, 0, robot="metaworld:reach-v3")
+    assert f"training placement 1 in {recorder.recording.SCRIPTED_TRIES} tries" in capsys.readouterr().err
+    with Dataset.open(tmp_path / "ds") as ds:
+        kept = [ds.episode(e).extra["scene"]["training_index"] for e in ds.episode_indices()]
+    assert kept == [0, 2, 3]
