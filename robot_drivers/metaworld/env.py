@@ -247,10 +247,12 @@ class MetaWorldEnv:
 
     def recoverable(self, steps: int = RECOVERY_STEPS) -> bool:
         """Whether an operator taking over from the current state can still finish the task: the task's expert
-        tries twice on a copy of the state, first from where things stand, then after opening the gripper and
-        raising the hand to its start height (the experts are no recovery policies: one that finds its hand
-        closed just above the object keeps pressing down on it). Each try gets ``steps`` steps. The world is
-        put back exactly as it was afterwards (nothing of the tries is seen or kept)."""
+        tries on a copy of the state, first from where things stand, then after opening the gripper and raising
+        the hand to its start height, then after also taking the hand back to where it started, as an operator
+        taking over would (the experts are no recovery policies: one that finds its hand closed just above the
+        object keeps pressing down on it; the door's, started from some other spot, jams the door). Each try
+        gets ``steps`` steps. The world is put back exactly as it was afterwards (nothing of the tries is seen or
+        kept)."""
         with self.lock:
             if self.succeeded:
                 return True
@@ -260,15 +262,19 @@ class MetaWorldEnv:
         env = self.env
         snapshot = self._snapshot()
         try:
-            for back_off in (False, True):
+            home = None if self._start is None else self._start[1][:3].copy()
+            for back_off in ("none", "raise", "home"):
                 obs = obs_now.copy()
-                if back_off:  # open, and raise the hand to its start height
+                if back_off == "home" and home is None:
+                    continue
+                if back_off != "none":  # open, raise the hand to its start height (and go back to where it started)
                     above = np.r_[obs[:2], max(obs[2], float(env.hand_init_pos[2]))]
-                    for _ in range(RECOVERY_BACK_OFF_STEPS):
-                        delta = np.clip(TRACKING_GAIN * (above - obs[:3]), -1.0, 1.0)
-                        obs, _, _, _, info = env.step(np.r_[delta, -1.0])
-                        if np.linalg.norm(above - obs[:3]) < 0.01 and obs[3] > 0.9:
-                            break
+                    for goal in (above,) if back_off == "raise" else (above, np.r_[home[:2], above[2]], home):
+                        for _ in range(RECOVERY_BACK_OFF_STEPS):
+                            delta = np.clip(TRACKING_GAIN * (goal - obs[:3]), -1.0, 1.0)
+                            obs, _, _, _, info = env.step(np.r_[delta, -1.0])
+                            if np.linalg.norm(goal - obs[:3]) < 0.01 and obs[3] > 0.9:
+                                break
                 for _ in range(steps):
                     obs, _, _, _, info = env.step(np.asarray(self.expert.get_action(obs), dtype=np.float64))
                     if info["success"]:
