@@ -192,6 +192,9 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
         acc = float(np.mean([r.matches[0].episode in nearest_demos for r in result.retrievals]))
     message = result.message or {"done": control.success_text, "max_ticks":
                                  f"not done after {result.loop.ticks} ticks"}.get(result.reason, result.reason)
+    error = getattr(result.loop, "error", None)
+    if result.reason in DEVICE_REASONS and error is not None and not result.message:
+        message = f"{result.reason}: {error}"  # what the device said, not only that it failed
     if result.reason in ("ood", "stall") and failed:
         message = f"stopped only after the episode had gone wrong (the simulator's judgement): {message}"
     ep = EpisodeResult(

@@ -42,6 +42,11 @@ from typing import Callable
 
 import numpy as np
 
+
+def _metres(values) -> list[float]:
+    """A corner of the workspace box as plain numbers for a message (numpy scalars print as np.float64(...))."""
+    return [round(float(v), 4) for v in values]
+
 from robot_drivers.arm import Arm
 from core.errors import (ArmCommandError, ArmConnectionLostError, ArmStoppedError, ConnectionLostError,
                      LimitViolationError, NotConnectedError)
@@ -143,8 +148,8 @@ def refuse_outside_workspace(pose: Pose, workspace_min, workspace_max, arm: str)
     p = np.asarray(pose.position, dtype=np.float64)
     if not np.all(np.isfinite(p)) or np.any(p < lo - 1e-9) or np.any(p > hi + 1e-9):  # nan compares False
         raise LimitViolationError(
-            f"{arm} target {np.round(p, 4).tolist()} m is outside the workspace box {list(workspace_min)}"
-            f"..{list(workspace_max)} m; refused before reaching the controller")
+            f"{arm} target {np.round(p, 4).tolist()} m is outside the workspace box {_metres(workspace_min)}"
+            f"..{_metres(workspace_max)} m; refused before reaching the controller")
 
 
 def clip_action(action: Action, reference: Pose | None, config: SafetyConfig,
@@ -321,7 +326,7 @@ class SafeArm(Arm):
                     "the arm's connection and controller, then release the stop")
             raise LimitViolationError(
                 f"arm '{self.name}' end-effector at {np.round(p, 3).tolist()} m is outside the safe "
-                f"workspace {list(self.config.workspace_min)}..{list(self.config.workspace_max)} m; "
+                f"workspace {_metres(self.config.workspace_min)}..{_metres(self.config.workspace_max)} m; "
                 "move it back by hand (or with the vendor tool) and release the stop")
 
     def home(self) -> None:

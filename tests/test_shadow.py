@@ -181,3 +181,24 @@ def test_a_shadow_run_ends_where_the_policy_s_time_limit_would_have_asked(policy
     limit, fps = policy.time_limit_seconds(), policy.info["fps"]
     own = int(np.ceil(limit * fps)) + SUCCESS_HOLD_TICKS + 1
     assert shadow_ticks(policy, 10_000) == own and shadow_ticks(policy, 7) == 7
+
+
+def test_a_device_stop_in_an_evaluation_says_what_the_device_said(policy, sim_rig, monkeypatch):
+    """An arm fault ends the episode as a device stop whose message carries the fault's own words (where the
+    arm was, what to do), not only the word "arm_error"."""
+    from core.errors import LimitViolationError
+    from evaluation.evaluate import run_episode
+
+    send = sim_rig.arm.send_action
+    sent = [0]
+
+    def faulty(action):
+        sent[0] += 1
+        if sent[0] == 3:
+            raise LimitViolationError("end-effector at [0.1, 0.35, 0.2] m is outside the safe workspace")
+        return send(action)
+
+    monkeypatch.setattr(sim_rig.arm, "send_action", faulty)
+    ep, _ = run_episode(policy, sim_rig, "in_distribution", 3, max_ticks=20)
+    assert ep.outcome == "device_stop" and ep.reason == "arm_error"
+    assert ep.message.startswith("arm_error: ") and "outside the safe workspace" in ep.message
