@@ -147,7 +147,8 @@ class PolicyBox(QGroupBox):
         run = None if policy.calibration is None else policy.calibration.run
         if run:
             now = policy.implied_run_rate()
-            asked = "" if run.get("alpha") is None else f"asked {100 * run['alpha']:.3g}%, "
+            asked = "" if run.get("alpha") is None else f"asked {100 * run['alpha']:.3g}%, " + \
+                ("NOT applied (the per-frame rule kept: see the training summary), " if run.get("refused") else "")
             if now is not None:
                 rate += (f"; per run: {asked}held-out {now['stopped']}/{now['episodes']} stopped (bound "
                          f"{100 * now['conformal_bound']:.3g}%)")

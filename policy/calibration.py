@@ -277,6 +277,15 @@ def calibrate_runs_on_held_out(table, database: LookupDatabase, held_out: list[i
     run = calibrate_runs(minima, family, alpha)
     record = {**run.to_dict(), "implied": implied_run_rate(minima, run.thresholds),
               "reference_episodes": trained, "family": family.to_dict()}
+    off = [s for s, v in run.thresholds.items() if not np.isfinite(v) or v <= -1.0]
+    if run.stops_nothing or off:
+        # A rate met only by switching a check off is no gate: keep the per-frame rule and say why.
+        record["refused"] = (f"the rate {100 * alpha:.3g}% per run is met on these held-out demonstrations only with "
+                             f"{', '.join(off or signals)} switched off (the worst of them is unlike the others); "
+                             "the per-frame rule is kept. Record more demonstrations, or ask a larger rate")
+        record["implied"] = implied_run_rate(minima, thresholds)
+        log.warning("gate per run not applied: %s", record["refused"])
+        return record, None
     log.info("gate calibrated per run: %s", run.procedure)
     # a level below the family's grid stops nothing: -1, the lowest cosine similarity, says so as a threshold
     return record, {k: max(-1.0, float(v)) for k, v in run.thresholds.items()}

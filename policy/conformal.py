@@ -416,6 +416,8 @@ def describe_run_rate(run: dict | None, implied: dict | None = None) -> str:
                                        f"run's stop probability <= {100 * now['conformal_bound']:.3g}% (conformal)")
     if run.get("alpha") is None:
         return f"false stops per run (the per-frame rule): {held}"
+    if run.get("refused"):
+        return f"false stops per run: asked {100 * run['alpha']:.3g}%, NOT applied: {run['refused']}; {held}"
     line = (f"false stops per run: asked {100 * run['alpha']:.3g}%, calibrated conformally on {n} held-out "
             f"demonstrations (bound k/(n+1) = {100 * run['bound']:.3g}%); {held}")
     before, now_at = run.get("per_frame_thresholds") or {}, run.get("thresholds") or {}

@@ -90,3 +90,30 @@ def test_the_summary_line_names_thresholds_looser_than_the_per_frame_rule():
     line = describe_run_rate(run)
     assert "looser than the per-frame rule: similarity 0.620 (per frame: 0.906), third_view -1.000 (per frame: " \
            "0.907)" in line and "hand_view" not in line.split("looser")[1]
+
+
+def test_a_rate_met_only_by_switching_a_check_off_is_not_applied(dataset_dir, tmp_path, capsys, monkeypatch):
+    """Where the worst held-out demonstration passes only with a check switched off (seen on Meta-World's
+    peg-insert-side: all three at -1), the conformal thresholds would be no gate: the per-frame rule is kept, and
+    the summary and the policy folder say so."""
+    import dataclasses
+
+    import policy.conformal
+
+    real = policy.conformal.calibrate_runs
+
+    def one_check_off(minima, family, alpha):
+        run = real(minima, family, alpha)
+        return dataclasses.replace(run, thresholds={**run.thresholds, "third_view": float("-inf")})
+
+    monkeypatch.setattr(policy.conformal, "calibrate_runs", one_check_off)
+    out = tmp_path / "p"
+    assert main.main(["train", str(dataset_dir), "--out", str(out), "--false-stop-rate", "0.25", *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "false stops per run: asked 25%, NOT applied" in printed and "third_view switched off" in printed
+    loaded = ALTPolicy.load(out)
+    run = loaded.calibration.run
+    assert run["refused"] and not loaded.calibration.method.startswith("per run")
+    per_frame = loaded.gate_in_force()
+    assert per_frame["third_view"] > -1.0 and per_frame == loaded.calibrated_thresholds()
+    assert run["implied"] == loaded.implied_run_rate()  # what the per-frame gate in force does to the held-out runs
