@@ -42,16 +42,17 @@ from typing import Callable
 
 import numpy as np
 
-
-def _metres(values) -> list[float]:
-    """A corner of the workspace box as plain numbers for a message (numpy scalars print as np.float64(...))."""
-    return [round(float(v), 4) for v in values]
-
 from robot_drivers.arm import Arm
 from core.errors import (ArmCommandError, ArmConnectionLostError, ArmStoppedError, ConnectionLostError,
                      LimitViolationError, NotConnectedError)
 from core.transforms import quat_angle, quat_slerp
 from core.types import Action, Pose, RobotState
+
+
+def _metres(values) -> list[float]:
+    """A corner of the workspace box as plain numbers for a message (numpy scalars print as np.float64(...))."""
+    return [round(float(v), 4) for v in values]
+
 
 log = logging.getLogger(__name__)
 

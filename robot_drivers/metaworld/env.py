@@ -263,18 +263,23 @@ class MetaWorldEnv:
         snapshot = self._snapshot()
         try:
             home = None if self._start is None else self._start[1][:3].copy()
-            for back_off in ("none", "raise", "home"):
+            above = np.r_[obs_now[:2], max(obs_now[2], float(env.hand_init_pos[2]))]
+            # the hand's way before each try: none; open and raise it to its start height; and take it back to
+            # where it started
+            tries = [(), (above,)] + ([] if home is None else [(above, np.r_[home[:2], above[2]], home)])
+            starts: list[np.ndarray] = []
+            for goals in tries:
+                start = goals[-1] if goals else obs_now[:3]
+                if goals and obs_now[3] > 0.9 and any(np.linalg.norm(start - s) < 0.01 for s in starts):
+                    continue  # it would start where an earlier try did (a scene as reset: all three)
+                starts.append(start)
                 obs = obs_now.copy()
-                if back_off == "home" and home is None:
-                    continue
-                if back_off != "none":  # open, raise the hand to its start height (and go back to where it started)
-                    above = np.r_[obs[:2], max(obs[2], float(env.hand_init_pos[2]))]
-                    for goal in (above,) if back_off == "raise" else (above, np.r_[home[:2], above[2]], home):
-                        for _ in range(RECOVERY_BACK_OFF_STEPS):
-                            delta = np.clip(TRACKING_GAIN * (goal - obs[:3]), -1.0, 1.0)
-                            obs, _, _, _, info = env.step(np.r_[delta, -1.0])
-                            if np.linalg.norm(goal - obs[:3]) < 0.01 and obs[3] > 0.9:
-                                break
+                for goal in goals:
+                    for _ in range(RECOVERY_BACK_OFF_STEPS):
+                        delta = np.clip(TRACKING_GAIN * (goal - obs[:3]), -1.0, 1.0)
+                        obs, _, _, _, info = env.step(np.r_[delta, -1.0])
+                        if np.linalg.norm(goal - obs[:3]) < 0.01 and obs[3] > 0.9:
+                            break
                 for _ in range(steps):
                     obs, _, _, _, info = env.step(np.asarray(self.expert.get_action(obs), dtype=np.float64))
                     if info["success"]:
