@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""The Meta-World suite: ALT and the aligned method on several Meta-World tasks, beside a replay oracle.
+"""The Meta-World suite: ALT, the aligned and the landmark methods on several Meta-World tasks, beside a replay
+oracle.
 
 Per task (``--robot metaworld:<task>``): record ``--demos`` scripted demonstrations at the rig's training
-placements, train the ALT policy once, build the aligned method on the same encoder and table (when the
-recording suits it; otherwise its row says "not served" and why), then evaluate each method ``--episodes``
+placements, train the ALT policy once, build the aligned and the landmark methods on the same encoder and table
+(when the recording suits them; otherwise the method's row says "not served" and why), then evaluate each method ``--episodes``
 episodes per scenario in lock-step, on seeds the recording never used (``--seed`` + 1000 on). Beside them,
 per scenario, the nearest-demonstration oracle: the demonstration whose scene variation (the rig's
 ``placement``) lies nearest the new scene's, replayed open loop, tick by tick, with no encoder and no gate
@@ -19,6 +20,7 @@ Everything it makes goes under ``--out``::
     <out>/<task>/dataset/                 the demonstrations
     <out>/<task>/policy-alt/              the ALT policy
     <out>/<task>/policy-aligned/          the aligned method on the same encoder (when it is served)
+    <out>/<task>/policy-landmarks/        the landmark method on the same encoder (when it is served)
     <out>/<task>/stages/*.json            one file per finished stage (record, train, aligned build, and one
                                           per method x scenario evaluation), written atomically
     <out>/summary.json, <out>/summary.md
@@ -64,7 +66,11 @@ from recorder.progress import progress_bar  # noqa: E402
 
 DEFAULT_TASKS = ("pick-place-v3", "reach-v3", "button-press-topdown-v3", "drawer-open-v3", "door-open-v3",
                  "peg-insert-side-v3")
-METHODS = ("alt", "aligned", "oracle")
+METHODS = ("alt", "aligned", "landmarks", "oracle")
+#: The methods built on the ALT policy's encoder and table (each its own build stage).
+BUILT_ON_ALT = ("aligned", "landmarks")
+#: Bumped when a built method's fitting changes: its stage is built again.
+METHOD_VERSIONS = {"landmarks": 7}
 #: Evaluation seeds start here above --seed: the recording used --seed + episode index (0..demos-1).
 EVAL_SEED_OFFSET = 1000
 #: The oracle holds the replayed demonstration's last target this many ticks after it ends (a task judged
@@ -257,52 +263,66 @@ def train_stage(task: Task, args, record: dict, overrides: dict) -> dict:
     return {**doc, "this_run": True}
 
 
-def _fallback_reason(built) -> str | None:
-    """Why a build asked for the aligned method gave another method instead (None: it is the aligned method):
-    the reason its info records under a "...fallback..." key, or which method it is."""
+def _fallback_reason(built, asked: str = "aligned") -> str | None:
+    """Why a build asked for ``asked`` gave another method instead (None: it is that method): the reason its
+    info records under a "...fallback..." key, or which method it is."""
     method = getattr(getattr(built, "config", None), "method", None)
-    if method == "aligned":
+    if method == asked:
         return None
     for key, value in (getattr(built, "info", None) or {}).items():
         if "fallback" in str(key).lower() and value:
             if isinstance(value, dict):
                 value = value.get("reason") or value.get("why") or json.dumps(value, default=str)
             return str(value)
-    return f"the aligned build gave the {method} method"
+    return f"the {asked} build gave the {method} method"
 
 
-def aligned_stage(task: Task, args, train: dict) -> dict:
-    """The aligned method on the ALT policy's encoder and table; ``served`` False (with the reason) when the
-    recording does not suit it. A stage file is written for both answers; an unexpected error is reported and
-    not written (the next run tries again)."""
+def _builder(method: str):
+    """(build on an ALT policy, the error that says the recording does not suit the method)."""
+    if method == "landmarks":
+        from policy.landmarks.build import landmarks_from
+        from policy.landmarks.model import LandmarkError
+
+        return landmarks_from, LandmarkError
     from policy.aligned.alignment import AlignmentError
     from policy.aligned.build import aligned_from
+
+    return aligned_from, AlignmentError
+
+
+def aligned_stage(task: Task, args, train: dict, method: str = "aligned") -> dict:
+    """``method`` (aligned or landmarks) on the ALT policy's encoder and table; ``served`` False (with the
+    reason) when the recording does not suit it. A stage file is written for both answers; an unexpected error
+    is reported and not written (the next run tries again)."""
     from policy.policy import ALTPolicy
 
+    build, unsuited = _builder(method)
     fingerprint = {"train": train["fingerprint"], "policy_digest": train["policy_digest"]}
-    out_dir = task.policy_dir("aligned")
-    doc = read_stage(task.stage("build-aligned"), fingerprint)
+    if method != "aligned":
+        fingerprint["method_version"] = METHOD_VERSIONS[method]
+    out_dir = task.policy_dir(method)
+    doc = read_stage(task.stage(f"build-{method}"), fingerprint)
     if doc is not None and (not doc["served"] or policy_digest(out_dir) == doc.get("policy_digest")):
         what = "built" if doc["served"] else "not served"
-        task.say(f"aligned: skipped, {what} earlier ({doc['seconds']:.1f} s then)")
+        task.say(f"{method}: skipped, {what} earlier ({doc['seconds']:.1f} s then)")
         return {**doc, "this_run": False}
-    task.say("aligned: building on the ALT policy's encoder and table")
+    task.say(f"{method}: building on the ALT policy's encoder and table")
     t0 = time.perf_counter()
     reason = None
     try:
         policy = ALTPolicy.load(task.policy_dir("alt"))
         with Dataset.open(task.dataset) as ds:
-            built = aligned_from(policy, ds)
-        reason = _fallback_reason(built)
+            built = build(policy, ds)
+        reason = _fallback_reason(built, method)
         if reason is None:
             built.save(out_dir, overwrite=True)
         del policy, built
-    except AlignmentError as exc:
+    except unsuited as exc:
         reason = str(exc)
     except Exception as exc:  # noqa: BLE001 - one method's build must not end a suite of hours
         traceback.print_exc()
         seconds = time.perf_counter() - t0
-        task.say(f"aligned: build failed ({type(exc).__name__}: {exc}); the next run tries again")
+        task.say(f"{method}: build failed ({type(exc).__name__}: {exc}); the next run tries again")
         return {"done": False, "served": False, "reason": f"build failed: {type(exc).__name__}: {exc}",
                 "error": True, "seconds": seconds, "this_run": True}
     gc.collect()
@@ -310,9 +330,9 @@ def aligned_stage(task: Task, args, train: dict) -> dict:
     doc = {"done": True, "fingerprint": fingerprint, "seconds": seconds, "finished_at": now_iso(),
            "served": reason is None, "reason": reason,
            "policy_digest": policy_digest(out_dir) if reason is None else None}
-    write_json_atomic(task.stage("build-aligned"), doc)
-    task.say(f"aligned: built in {seconds:.1f} s" if reason is None else
-             f"aligned: not served ({seconds:.1f} s): {reason}")
+    write_json_atomic(task.stage(f"build-{method}"), doc)
+    task.say(f"{method}: built in {seconds:.1f} s" if reason is None else
+             f"{method}: not served ({seconds:.1f} s): {reason}")
     return {**doc, "this_run": True}
 
 
@@ -511,20 +531,22 @@ def run_task(task: Task, args, scenarios: list[str], overrides: dict) -> dict:
     record = record_stage(task, args)
     info["demonstrations"] = {k: record.get(k) for k in ("episodes", "ticks_median", "ticks_max", "fps")}
     timings["record_s"] = record["seconds"]
-    if "alt" in methods or "aligned" in methods:
+    if any(m in methods for m in ("alt", *BUILT_ON_ALT)):
         train = train_stage(task, args, record, overrides)
         timings["train_alt_s"] = train["seconds"]
         info["policy"] = {k: train.get(k) for k in ("init", "epochs", "gamma")}
         policy_fps = {"alt": {"train": train["fingerprint"], "policy_digest": train["policy_digest"]}}
-        if "aligned" in methods:
-            aligned = aligned_stage(task, args, train)
-            timings["build_aligned_s"] = aligned["seconds"]
-            if aligned["served"]:
-                policy_fps["aligned"] = {"build": aligned["fingerprint"], "policy_digest": aligned["policy_digest"]}
+        for method in BUILT_ON_ALT:
+            if method not in methods:
+                continue
+            built = aligned_stage(task, args, train, method)
+            timings[f"build_{method}_s"] = built["seconds"]
+            if built["served"]:
+                policy_fps[method] = {"build": built["fingerprint"], "policy_digest": built["policy_digest"]}
             else:
-                rows.append({"task": task.name, "method": "aligned", "scenario": None, "served": False,
-                             "reason": aligned["reason"], "error": bool(aligned.get("error"))})
-        for method in ("alt", "aligned"):
+                rows.append({"task": task.name, "method": method, "scenario": None, "served": False,
+                             "reason": built["reason"], "error": bool(built.get("error"))})
+        for method in ("alt", *BUILT_ON_ALT):
             if method in methods and method in policy_fps:
                 method_rows = eval_method_stage(task, args, method, scenarios, policy_fps[method])
                 timings[f"eval_{method}_s"] = sum(r.get("seconds", 0.0) for r in method_rows)
@@ -533,7 +555,7 @@ def run_task(task: Task, args, scenarios: list[str], overrides: dict) -> dict:
             from evaluation.detection import detector_report
 
             info["detectors"] = {}
-            for method in ("alt", "aligned"):
+            for method in ("alt", *BUILT_ON_ALT):
                 if method in methods and method in policy_fps:
                     shadow_rows = eval_method_stage(task, args, method, scenarios, policy_fps[method], shadow=True)
                     timings[f"shadow_{method}_s"] = sum(r.get("seconds", 0.0) for r in shadow_rows)
@@ -582,8 +604,10 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 TIMING_COLUMNS = (("record_s", "record"), ("train_alt_s", "train alt"), ("build_aligned_s", "build aligned"),
-                  ("eval_alt_s", "eval alt"), ("eval_aligned_s", "eval aligned"), ("eval_oracle_s", "oracle"),
-                  ("shadow_alt_s", "shadow alt"), ("shadow_aligned_s", "shadow aligned"))
+                  ("build_landmarks_s", "build landmarks"), ("eval_alt_s", "eval alt"),
+                  ("eval_aligned_s", "eval aligned"), ("eval_landmarks_s", "eval landmarks"),
+                  ("eval_oracle_s", "oracle"), ("shadow_alt_s", "shadow alt"), ("shadow_aligned_s", "shadow aligned"),
+                  ("shadow_landmarks_s", "shadow landmarks"))
 
 
 def timings_table(tasks: list[dict]) -> str:

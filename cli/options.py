@@ -199,9 +199,11 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
                         "demonstrations are held out of encoder training for it (19 for 0.05). Default: the "
                         "per-frame rule (0.2%% of held-out frames), and the training summary states the run rate it "
                         "gives")
-    p.add_argument("--method", choices=("alt", "aligned"),
+    p.add_argument("--method", choices=("alt", "aligned", "landmarks"),
                    help="alt: replay the retrieved demonstration as recorded (the paper; default); aligned: find "
-                        "the object in the third-person view and replay the demonstration shifted onto it")
+                        "the object in the third-person view and replay the demonstration shifted onto it; "
+                        "landmarks: move each retrieved chunk with the things that stand elsewhere than in its "
+                        "demonstration (docs/method.md)")
 
 
 # --------------------------------------------------------------------------- a LeRobot source (train, eval-offline)

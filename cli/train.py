@@ -52,10 +52,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--progress", choices=("bars", "jsonl", "none"), default="bars",
                    help="progress as bars on stderr (default), JSON lines on stdout (machine-readable), or none")
     p.add_argument("--strict-method", action="store_true",
-                   help="with --method aligned: refuse (nothing trained or saved) when the recording breaks one of "
-                        "the aligned method's assumptions (no grasp, not one object, a table map that does not fit, "
-                        "demonstrations that go different ways after the grasp); by default the paper's method "
-                        "(alt) is built instead, and the policy and the summary say why")
+                   help="with --method aligned or landmarks: refuse (nothing trained or saved) when the recording "
+                        "breaks one of the method's assumptions (aligned: no grasp, not one object, a table map "
+                        "that does not fit, demonstrations that go different ways after the grasp; landmarks: "
+                        "nothing seen to move between the demonstrations, fewer than 6 that show every landmark); "
+                        "by default the paper's method (alt) is built instead, and the policy and the summary say "
+                        "why")
     return p
 
 
@@ -82,12 +84,13 @@ def run(config: TrainConfig) -> int:
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     dataset, source = (config.dataset, None) if lerobot.lerobot is None else lerobot.import_source(config.progress)
     from policy.aligned.alignment import AlignmentError
+    from policy.landmarks.model import LandmarkError
 
     try:
         policy = train_policy(dataset, config.out, policy_config, gamma=config.gamma, device=config.device,
                               overwrite=config.overwrite, progress=config.progress, cancel=cancel, source=source,
                               skip_damaged=config.skip_damaged, fallback=not config.strict_method)
-    except AlignmentError as exc:
+    except (AlignmentError, LandmarkError) as exc:
         if not config.strict_method:
             raise
         raise AlignmentError(f"{exc}; nothing was saved (without --strict-method, train builds the paper's method "
@@ -151,6 +154,14 @@ def _print_summary(policy, config, gamma: str, t0: float) -> None:
             f"  grasp check's second opinion: the object in the hand view within {places['tolerance_px']:.1f} px "
             f"of where the demonstration had it, area ratio {places['area_ratio'][0]:.2f}-"
             f"{places['area_ratio'][1]:.2f} ({places['pairs']} pairs of demonstration frames)")))
+    landmarks = getattr(policy, "landmarks", None)
+    if landmarks is not None:
+        r = landmarks.report
+        print(f"  landmark method: {r['landmarks']} landmark(s) found in {r['demonstrations']} of {r['of']} "
+              f"demonstrations' first third-person frames; path in {r['segments']} segment(s), leave-one-out error "
+              f"{100 * r['loo_error_m']['p50']:.1f} cm median ({100 * r['loo_segment_end_error_m']['p50']:.1f} cm "
+              f"at segment ends), {100 * r['loo_error_m']['max']:.1f} cm max; largest correction "
+              f"{100 * landmarks.max_correction:.1f} cm")
     print(f"  annoy: {info['annoy']['trees']} trees, search_k {info['annoy']['search_k']}, recall@1 "
           f"{info['annoy']['recall_at_1']:.3f} on {info['annoy']['probe_queries']} probe queries")
 

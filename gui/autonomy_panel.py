@@ -196,6 +196,7 @@ class AutonomyPanel(QWidget):
             names += [n for n, check in (("hand_camera", locator.hand_camera), ("third_camera", locator.third_camera))
                       if check is not None]
             names.append("correction")
+        names += [n for n in policy.method_thresholds() if n not in names]
         return names
 
     @staticmethod
@@ -209,6 +210,7 @@ class AutonomyPanel(QWidget):
                                                             ("third_camera", locator.third_camera))
                         if check is not None})
             out["correction"] = locator.max_correction
+        out.update(policy.method_thresholds())
         return out
 
     def _on_gate_applied(self, thresholds: dict) -> None:

@@ -21,8 +21,10 @@ SIGNALS = {
                                    "has it"),
     "third_camera": ("third camera", "a run's first lookup only: the table and the arm where every demonstration "
                                      "started"),
-    "correction": ("correction", "the shift onto the object found; stops when larger than the demonstrations "
-                                 "cover"),
+    "correction": ("correction", "the shift onto the object found (the landmark method: the most the replayed "
+                                 "demonstration is moved); stops when larger than the demonstrations cover"),
+    "coverage": ("coverage", "the landmark method: how far the landmarks stand beyond where the demonstrations "
+                             "had them, as a share of their range; stops when larger"),
 }
 GREEN, RED, GREY = "#2e9d49", "#d0312d", "#777777"
 

@@ -23,6 +23,8 @@ def choose_method(dataset, config: PolicyConfig, episodes: list[int], fallback: 
     recording first (``check_recording`` in policy/aligned/build.py); when one of its assumptions does not hold
     the paper's method is built instead (``fallback``), or AlignmentError says which (not ``fallback``): an
     aligned method that does not fit is never built."""
+    if config.method == "landmarks":
+        return _check_landmarks(dataset, config, episodes, fallback)
     if config.method != "aligned":
         return config, {"requested": config.method, "built": config.method, "reason": None}
     from policy.aligned.alignment import AlignmentError
@@ -42,6 +44,29 @@ def choose_method(dataset, config: PolicyConfig, episodes: list[int], fallback: 
     if not fallback:
         raise AlignmentError(check.refusal())
     return config.with_overrides(method="alt"), {**record, "built": "alt", "reason": check.fallback_line()}
+
+
+def _check_landmarks(dataset, config: PolicyConfig, episodes: list[int], fallback: bool) -> tuple[PolicyConfig, dict]:
+    """``--method landmarks``: the landmark model fitted on the recording's first third-person frames before any
+    training (a second or so); when it cannot be (no landmark, too few demonstrations, no third view), the paper's
+    method is built instead (``fallback``) or LandmarkError says why."""
+    from policy.landmarks.model import LandmarkError, fit_landmarks
+
+    try:
+        if "third" not in {c.name for c in dataset.spec.cameras}:
+            raise LandmarkError("the landmark method finds what moved in the third-person view; this dataset has "
+                                "no camera named 'third'")
+        firsts = {e: dataset.frame(e, "third", 0) for e in episodes}
+        actions = {e: dataset.load_episode(e).actions for e in episodes}
+        report = fit_landmarks(firsts, actions, config.align_margin).report
+    except LandmarkError as exc:
+        if not fallback:
+            raise
+        return config.with_overrides(method="alt"), {
+            "requested": "landmarks", "built": "alt",
+            "reason": f"landmark method not used: {exc}; built the paper's method (alt) instead"}
+    return config, {"requested": "landmarks", "built": "landmarks", "reason": None,
+                    "landmarks": {k: report[k] for k in ("demonstrations", "of", "landmarks", "segments")}}
 
 
 def train_policy(dataset_dir: str, out: str, config: PolicyConfig, gamma: str = "auto", device: str | None = None,

@@ -16,6 +16,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 
 
+#: The policy methods: the paper's (alt), the aligned replay (policy/aligned/), the landmark replay (policy/landmarks/).
+METHODS = ("alt", "aligned", "landmarks")
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     # encoder (the paper's reference settings, docs/method.md: one ResNet-18 shared by both views, 512 -> 128 per view,
@@ -72,7 +76,9 @@ class PolicyConfig:
     grasp_check: bool = True
     grasp_check_quantile: float = 0.05
     # the policy method: "alt" replays the retrieved demonstration as recorded (the paper); "aligned" finds the
-    # object in the third-person view and replays the demonstration shifted onto it (policy/aligned/alignment.py)
+    # object in the third-person view and replays the demonstration shifted onto it (policy/aligned/alignment.py);
+    # "landmarks" moves every retrieved chunk with the things that stand elsewhere than in its demonstration
+    # (policy/landmarks/model.py)
     method: str = "alt"
     align_radius: float = 0.01  # m: a demonstration's hand is "above the object" within this, laterally
     align_margin: float = 0.05  # m: largest correction = the demonstrations' spread plus this
@@ -108,8 +114,8 @@ class PolicyConfig:
                 raise ValueError(f"{name} {getattr(self, name)} must be in [0, 1]")
         if not 0 <= self.grasp_check_quantile < 0.5:
             raise ValueError(f"grasp_check_quantile {self.grasp_check_quantile} must be in [0, 0.5)")
-        if self.method not in ("alt", "aligned"):
-            raise ValueError(f"method must be 'alt' or 'aligned', not {self.method!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if self.align_radius <= 0 or self.align_margin < 0:
             raise ValueError("align_radius must be positive and align_margin not negative")
         if not self.views or len(set(self.views)) != len(self.views) or not set(self.views) <= {"hand", "third"}:

@@ -34,6 +34,8 @@ class FrameTable:
     actions: dict[int, np.ndarray]  # episode -> [T, D] actions actually sent (D = 8 for pose + gripper)
     pose_reference: np.ndarray | None = None  # (4,) every pose's quaternion is in its hemisphere (load_frames)
     fingerprints: dict[int, str] = field(default_factory=dict)  # episode -> Dataset.episode_fingerprint when loaded
+    # episode -> its first third-person frame at the camera's own size (the landmark method finds things in it)
+    first_thirds: dict[int, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.episode)
@@ -82,7 +84,7 @@ def load_frames(dataset: Dataset, config: PolicyConfig, episodes: list[int] | No
                            f"({list(dataset.spec.state_names)}); train without --pose")
     episodes = choose_episodes(dataset, config) if episodes is None else episodes
     views: dict[str, list[np.ndarray]] = {v: [] for v in config.views}
-    poses, ep_ids, frame_ids, actions, fingerprints = [], [], [], {}, {}
+    poses, ep_ids, frame_ids, actions, fingerprints, first_thirds = [], [], [], {}, {}, {}
     reference = None
     total = sum(dataset.episode(i).length for i in episodes)
     done = 0
@@ -103,7 +105,10 @@ def load_frames(dataset: Dataset, config: PolicyConfig, episodes: list[int] | No
         frame_ids.append(np.arange(n, dtype=np.int64))
         for i in range(n):
             for v in config.views:
-                views[v].append(resize_view(dataset.frame(e, v, i), config))
+                raw = dataset.frame(e, v, i)
+                if i == 0 and v == "third":
+                    first_thirds[e] = np.asarray(raw)
+                views[v].append(resize_view(raw, config))
         done += n
         if progress is not None:
             progress(done, total)
@@ -112,7 +117,7 @@ def load_frames(dataset: Dataset, config: PolicyConfig, episodes: list[int] | No
     return FrameTable(hand=stacked.get("hand", first), third=stacked.get("third", first),
                       pose=torch.from_numpy(np.concatenate(poses).astype(np.float32)),
                       pose_reference=None if reference is None else np.asarray(reference, np.float64),
-                      fingerprints=fingerprints,
+                      fingerprints=fingerprints, first_thirds=first_thirds,
                       episode=np.concatenate(ep_ids), frame=np.concatenate(frame_ids), actions=actions)
 
 

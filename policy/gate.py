@@ -131,9 +131,10 @@ def thresholds_for_rate(held_out: GateEvidence, false_stop_rate: float, views: b
     return GateThresholds(th["similarity"], th.get("hand_view"), th.get("third_view"))
 
 
-#: Signals that stop the arm when their value is *above* the threshold (the aligned method's correction, in m);
-#: every other signal stops it when below.
-UPPER_BOUND_SIGNALS = frozenset({"correction"})
+#: Signals that stop the arm when their value is *above* the threshold (the aligned and landmark methods'
+#: correction, in m; the landmark method's coverage, a share of the demonstrations' range); every other signal
+#: stops it when below.
+UPPER_BOUND_SIGNALS = frozenset({"correction", "coverage"})
 
 
 def fails(name: str, value: float, threshold: float | None) -> bool:

@@ -93,7 +93,12 @@ class Retrieval:
 
 
 def policy_class(method: str) -> type["ALTPolicy"]:
-    """The policy class of a method: ``alt`` (the paper's) or ``aligned`` (policy/aligned/)."""
+    """The policy class of a method: ``alt`` (the paper's), ``aligned`` (policy/aligned/) or ``landmarks``
+    (policy/landmarks/)."""
+    if method == "landmarks":
+        from policy.landmarks.policy import LandmarkPolicy
+
+        return LandmarkPolicy
     if method == "aligned":
         from policy.aligned.policy import AlignedPolicy
 
@@ -179,6 +184,11 @@ class ALTPolicy:
                 "stall_seconds": self.config.stall_seconds, "stall_distance_m": self.config.stall_distance,
                 "time_limit_s": self.time_limit_seconds(),
                 "episode_hysteresis": self.config.episode_hysteresis, "requery_every": self.config.requery_every}
+
+    def method_thresholds(self) -> dict[str, float]:
+        """Method hook: the method's own gate signals and their thresholds (the alt method: none; the aligned
+        method's are its locator's)."""
+        return {}
 
     def gate_in_force(self) -> dict[str, float]:
         """The thresholds ``set_thresholds`` moves, as they are now: similarity (gamma) and each view's."""
@@ -439,6 +449,11 @@ class ALTPolicy:
                allowed: np.ndarray | None, k: int, cameras: tuple[float, float]) -> "Placing":
         """Where the retrieved chunk is executed: the alt method replays it as recorded."""
         return placing
+
+    def chunk_of(self, row: int, retrieval: Retrieval) -> np.ndarray:
+        """Method hook: the chunk executed from table row ``row`` in the run ``retrieval`` belongs to (the alt
+        method: as recorded)."""
+        return self.database.chunks[row]
 
     def make_source(self, **kwargs):
         """The ActionSource that runs this policy (policy/runner.py; a replaying method brings its own)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "architecture.md"
 BEGIN, END = "<!-- package-map: begin -->", "<!-- package-map: end -->"
-FOLDERS = ("cli", "core", "evaluation", "gui", "lerobot_bridge", "policy", "policy/aligned", "recorder",
+FOLDERS = ("cli", "core", "evaluation", "gui", "lerobot_bridge", "policy", "policy/aligned", "policy/landmarks", "recorder",
            "robot_drivers", "robot_drivers/sim", "robot_drivers/metaworld", "supervisor", "benchmarks", "scripts", "tests", "tests_lerobot")
 
 

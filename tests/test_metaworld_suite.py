@@ -19,7 +19,7 @@ sys.modules["metaworld_suite"] = suite
 _spec.loader.exec_module(suite)  # imports Meta-World through the rig: installed by scripts/setup.sh, never skipped
 
 EPISODES = 2
-ARGS = ["--tasks", "reach-v3", "--demos", "3", "--camera-size", "48", "--epochs", "1", "--episodes", str(EPISODES),
+ARGS = ["--tasks", "reach-v3", "--demos", "6", "--camera-size", "48", "--epochs", "1", "--episodes", str(EPISODES),
         "--scenarios", "in_distribution"]
 #: a small encoder input (the preset's 96 px would upscale the 48 px cameras and take nine times as long)
 SMALL = {"image_width": 32, "image_height": 32, "batch_size": 16}
@@ -41,12 +41,14 @@ def test_summary_has_every_method_and_the_oracle(first_run):
     out, _ = first_run
     summary = json.loads((out / "summary.json").read_text())
     rows = summary["rows"]
-    assert {r["method"] for r in rows} == {"alt", "aligned", "oracle"}
+    assert {r["method"] for r in rows} == {"alt", "aligned", "landmarks", "oracle"}
     # reach-v3 never grasps: the aligned method does not apply, and its row says why instead of failing
     aligned = [r for r in rows if r["method"] == "aligned"]
     assert len(aligned) == 1 and not aligned[0]["served"] and "grasp" in aligned[0]["reason"]
     served = [r for r in rows if r["served"]]
+    # the landmark method follows the goal marker the reach demonstrations went to: it is served
     assert sorted((r["method"], r["scenario"]) for r in served) == [("alt", "in_distribution"),
+                                                                     ("landmarks", "in_distribution"),
                                                                      ("oracle", "in_distribution")]
     for r in served:
         assert r["episodes"] == EPISODES and sum(r["counts"].values()) == EPISODES
@@ -66,7 +68,8 @@ def test_summary_has_every_method_and_the_oracle(first_run):
     assert summary["git"]["commit"] and summary["machine"]["cpu_count"] >= 1 and summary["machine"]["cpu_model"]
     assert "--tasks reach-v3" in summary["command"] and summary["started_at"]
     timings = summary["tasks"][0]["timings"]
-    assert {"record_s", "train_alt_s", "build_aligned_s", "eval_alt_s", "eval_oracle_s"} <= set(timings)
+    assert {"record_s", "train_alt_s", "build_aligned_s", "build_landmarks_s", "eval_alt_s", "eval_landmarks_s",
+            "eval_oracle_s"} <= set(timings)
     md = (out / "summary.md").read_text()
     assert "| reach-v3 | alt | in_distribution | " in md and "| reach-v3 | aligned | all | not served: " in md
     assert "oracle (nearest demo, open loop)" in md and summary["git"]["commit"] in md
@@ -76,7 +79,8 @@ def test_a_second_run_resumes_without_redoing_a_stage(first_run, capsys):
     out, first_seconds = first_run
     before = _stage_files(out)
     assert set(before) == {f"reach-v3/stages/{n}.json" for n in ("record", "train-alt", "build-aligned",
-                                                                  "eval-alt-in_distribution",
+                                                                  "build-landmarks", "eval-alt-in_distribution",
+                                                                  "eval-landmarks-in_distribution",
                                                                   "eval-oracle-in_distribution")}
     rows = json.loads((out / "summary.json").read_text())["rows"]
     capsys.readouterr()
@@ -84,12 +88,14 @@ def test_a_second_run_resumes_without_redoing_a_stage(first_run, capsys):
     assert suite.main(ARGS + ["--out", str(out)], training_extra=SMALL) == 0
     seconds = time.perf_counter() - t0
     printed = capsys.readouterr().out
-    for stage in ("record", "train alt", "aligned", "eval alt / in_distribution", "oracle / in_distribution"):
+    for stage in ("record", "train alt", "aligned", "landmarks", "eval alt / in_distribution",
+                  "eval landmarks / in_distribution", "oracle / in_distribution"):
         assert f"[reach-v3] {stage}: skipped" in printed
     assert _stage_files(out) == before  # nothing written again
     again = json.loads((out / "summary.json").read_text())["rows"]
-    assert [r.pop("this_run", None) for r in rows] == [None, True, True]  # the not-served row, alt, oracle
-    assert [r.pop("this_run", None) for r in again] == [None, False, False]
+    # the not-served row, alt, landmarks, oracle
+    assert [r.pop("this_run", None) for r in rows] == [None, True, True, True]
+    assert [r.pop("this_run", None) for r in again] == [None, False, False, False]
     assert again == rows
     assert seconds < max(15.0, first_seconds / 3), (seconds, first_seconds)
 
@@ -107,7 +113,7 @@ def test_changed_settings_redo_only_the_stages_they_touch(first_run, tmp_path, c
     row = json.loads((out / "summary.json").read_text())["rows"]
     assert [(r["method"], r["episodes"]) for r in row] == [("oracle", 1)]
     with pytest.raises(SystemExit, match="was recorded with"):
-        suite.main([a if a != "3" else "4" for a in ARGS] + ["--out", str(out)], training_extra=SMALL)
+        suite.main([a if a != "6" else "7" for a in ARGS] + ["--out", str(out)], training_extra=SMALL)
 
 
 def test_an_aligned_method_that_is_built_is_evaluated(first_run, tmp_path, monkeypatch):

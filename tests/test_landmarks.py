@@ -1,0 +1,217 @@
+"""The landmark method (policy/landmarks/): landmarks found by colour in the first third-person frames, the path
+regressed on them phase by phase, the replay that follows the arm, and the policy folder round trip."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from policy.config import METHODS, PolicyConfig
+from policy.landmarks.model import (MIN_DEMOS, LandmarkError, LandmarkModel, fit_landmarks, phases, segments)
+from policy.landmarks.source import ARRIVAL_M, LandmarkSource
+from policy.policy import policy_class
+
+SIZE = 64
+START = np.array([0.0, 0.6, 0.2])
+QUAT = np.array([0.0, 1.0, 0.0, 0.0])
+
+
+def _background(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.full((SIZE, SIZE, 3), 120.0) + rng.normal(0, 4, (SIZE, SIZE, 3))
+    img[:, :, 1] += np.linspace(-20, 20, SIZE)[None, :]  # a gradient: the table is not flat grey
+    return img
+
+
+def _scene(red: np.ndarray, blue: np.ndarray | None, noise_seed: int) -> np.ndarray:
+    img = _background()
+    cv2.circle(img, (int(round(red[0])), int(round(red[1]))), 3, (220, 30, 30), -1)
+    if blue is not None:
+        cv2.circle(img, (int(round(blue[0])), int(round(blue[1]))), 3, (30, 40, 220), -1)
+    img += np.random.default_rng(noise_seed).normal(0, 1.5, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _table_xy(pixel: np.ndarray) -> np.ndarray:
+    """The synthetic rig's table map: pixel -> metres."""
+    return np.array([0.004 * (pixel[0] - 32), 0.7 + 0.003 * (pixel[1] - 32)])
+
+
+def _demo(red: np.ndarray, blue: np.ndarray, steps: int = 12) -> np.ndarray:
+    """Approach the red thing, close, carry to the blue thing, open: pose + gripper actions [T, 8]."""
+    grasp = np.r_[_table_xy(red), 0.05]
+    place = np.r_[_table_xy(blue), 0.15]
+    rows = []
+    for i in range(steps):
+        rows.append(np.r_[START + (grasp - START) * (i + 1) / steps, QUAT, 1.0])
+    rows += [np.r_[grasp, QUAT, 0.0]] * 3  # the grasp: the gripper closes and settles
+    for i in range(steps):
+        rows.append(np.r_[grasp + (place - grasp) * (i + 1) / steps, QUAT, 0.0])
+    rows.append(np.r_[place, QUAT, 1.0])
+    return np.array(rows)
+
+
+def _recording(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    firsts, actions, places = {}, {}, {}
+    for e in range(n):
+        red = rng.uniform(14, 50, 2)
+        blue = rng.uniform(14, 50, 2)
+        while np.linalg.norm(blue - red) < 12:
+            blue = rng.uniform(14, 50, 2)
+        firsts[e] = _scene(red, blue, e)
+        actions[e] = _demo(red, blue)
+        places[e] = (red, blue)
+    return firsts, actions, places
+
+
+@pytest.fixture(scope="module")
+def model() -> LandmarkModel:
+    firsts, actions, _ = _recording(20)
+    return fit_landmarks(firsts, actions, margin=0.05)
+
+
+def test_the_method_is_named_everywhere_a_method_is_chosen():
+    assert "landmarks" in METHODS
+    assert PolicyConfig(method="landmarks").method == "landmarks"
+    assert policy_class("landmarks").__name__ == "LandmarkPolicy"
+    with pytest.raises(ValueError, match="landmarks"):
+        PolicyConfig(method="nearest")
+
+
+def test_segments_cut_at_each_gripper_change_and_phases_run_along_the_path():
+    a = _demo(np.array([20.0, 20.0]), np.array([40.0, 40.0]))
+    assert [b - s for s, b in segments(a)] == [12, 15, 1]
+    seg, phase = phases(a)
+    assert seg[0] == 0 and seg[12] == 1 and seg[-1] == 2
+    first = phase[:12]
+    assert first[0] == 0.0 and first[-1] == 1.0 and np.all(np.diff(first) > 0)
+    # the grasp's settling frames do not move: they stay at the start of the next segment's path
+    assert np.all(phase[12:15] == 0.0)
+
+
+def test_two_landmarks_are_found_by_colour_and_the_path_follows_both(model):
+    report = model.report
+    assert model.count == 2 and report["landmarks"] == 2 and report["segments"] == 3
+    assert report["demonstrations"] == 20
+    colours = np.array(report["landmark_colours"])
+    assert {int(np.argmax(c)) for c in colours} == {0, 2}  # one red, one blue
+    # a scene no demonstration had: the grasp goes to the red thing, the place to the blue one
+    red, blue = np.array([27.0, 41.0]), np.array([44.0, 19.0])
+    found = model.find(_scene(red, blue, 99))
+    assert found.features is not None and not found.missing
+    plan = model.plan(found.episode, found.features)
+    close = int(np.flatnonzero(np.diff(plan[:, 7]) < -0.5)[0])
+    assert np.linalg.norm(plan[close, :2] - _table_xy(red)) < 0.006
+    assert np.linalg.norm(plan[-2, :2] - _table_xy(blue)) < 0.006
+    # the demonstration keeps its timing, gripper and orientation
+    own = model.episode_actions[found.episode]
+    assert plan.shape == own.shape and np.array_equal(plan[:, 3:], own[:, 3:])
+
+
+def test_the_nearest_demonstration_is_the_one_replayed(model):
+    firsts, _, _ = _recording(20)
+    for e in (0, 7, 13):
+        assert model.find(firsts[e]).episode == e
+
+
+def test_a_missing_landmark_is_named():
+    firsts, actions, _ = _recording(20)
+    model = fit_landmarks(firsts, actions, margin=0.05)
+    found = model.find(_scene(np.array([30.0, 30.0]), None, 5))
+    assert found.features is None and len(found.missing) == 1
+
+
+def test_corrections_grow_with_the_distance_and_bound_what_is_trusted(model):
+    assert model.max_correction >= model.report["largest_needed_m"] + 0.05 - 1e-9
+    far = model.find(_scene(np.array([14.0, 14.0]), np.array([50.0, 50.0]), 3))
+    near = model.find(_scene(*_recording(20)[2][4], 4))
+    moved = lambda f: np.abs(model.corrections(f.episode, np.arange(25), model.episode_actions[f.episode][:25, :3],
+                                               f.features)).max()
+    assert moved(near) < 0.005 < moved(far)
+
+
+def test_a_recording_without_landmarks_is_refused_with_the_reason():
+    firsts, actions, _ = _recording(10)
+    same = {e: firsts[0] for e in firsts}  # nothing moves between the demonstrations
+    with pytest.raises(LandmarkError, match="no landmark"):
+        fit_landmarks(same, actions, margin=0.05)
+    few = {e: firsts[e] for e in range(MIN_DEMOS - 1)}
+    with pytest.raises(LandmarkError, match=f"at least {MIN_DEMOS}"):
+        fit_landmarks(few, {e: actions[e] for e in few}, margin=0.05)
+    with pytest.raises(LandmarkError, match="pose"):
+        fit_landmarks(firsts, {e: a[:, :7] for e, a in actions.items()}, margin=0.05)
+
+
+def test_the_model_survives_the_policy_folder(model):
+    again = LandmarkModel.from_json(model.to_json(), model.arrays())
+    scene = _scene(np.array([22.0, 35.0]), np.array([40.0, 25.0]), 11)
+    a, b = model.find(scene), again.find(scene)
+    assert a.episode == b.episode and np.allclose(a.features, b.features)
+    assert np.allclose(model.plan(a.episode, a.features), again.plan(b.episode, b.features))
+    assert again.max_correction == model.max_correction and again.report == model.report
+
+
+class _Replay(LandmarkSource):
+    """The replay's frame rule alone, on a plan (no policy, no rig)."""
+
+    def __init__(self, plan: np.ndarray):
+        self._plan, self._frame, self._reached = plan, 0, 0
+
+
+def test_the_replay_follows_the_arm_and_waits_before_the_gripper_changes():
+    plan = _demo(np.array([20.0, 20.0]), np.array([40.0, 40.0]))
+    replay = _Replay(plan)
+    stuck = plan[0, :3]  # a hand that does not move: the replay runs a few frames ahead, then waits for it
+    frames = [replay._next_frame(stuck) for _ in range(10)]
+    assert max(frames) <= 3 and frames[-1] == frames[-2]
+    # a hand that keeps up gets to the frame before the grasp, and the gripper closes only once it is there
+    replay = _Replay(plan)
+    for _ in range(11):
+        replay._frame = replay._next_frame(plan[replay._frame, :3])
+    assert replay._frame == 11 and plan[12, 7] == 0.0
+    short = plan[11, :3] + np.array([0.0, 0.0, 2 * ARRIVAL_M])
+    assert replay._next_frame(short) == 11  # not there yet: the gripper stays open
+    assert replay._next_frame(plan[11, :3]) == 12
+
+
+def test_train_builds_the_landmark_method_on_a_meta_world_recording_and_it_runs(tmp_path, capsys):
+    """`train --method landmarks` end to end on a rig no one here designed (six reach-v3 demonstrations at 48 px):
+    the landmarks are fitted before any training, the policy folder keeps the model, a run finds them at its start
+    and replays the nearest demonstration moved; a recording it cannot serve builds alt and says why, or is
+    refused with --strict-method."""
+    import recorder.recording
+    from evaluation.evaluate import run_episode
+    from policy.build import train_policy
+    from policy.landmarks.model import LandmarkError
+    from policy.policy import ALTPolicy
+    from robot_drivers.factory import make_rig
+
+    ds = tmp_path / "ds"
+    assert recorder.recording.record_scripted(ds, 6, 48, 3, robot="metaworld:reach-v3")
+    tiny = PolicyConfig(image_width=32, image_height=32, epochs=1, batch_size=16, pretrained="none",
+                        method="landmarks")
+    policy = train_policy(str(ds), str(tmp_path / "p"), tiny, progress="none")
+    assert policy.method == "landmarks" and policy.info["method"]["built"] == "landmarks"
+    loaded = ALTPolicy.load(tmp_path / "p")
+    assert type(loaded).__name__ == "LandmarkPolicy" and loaded.landmarks.count >= 1
+    assert loaded.landmarks.report == policy.landmarks.report
+    rig = make_rig("metaworld:reach-v3", image_size=48)
+    rig.connect()
+    try:
+        result, run = run_episode(loaded, rig, "in_distribution", 1000, max_ticks=40)
+    finally:
+        rig.disconnect()
+    first = run.retrievals[0]
+    assert first.target is not None and first.target.features is not None  # found at the run's start
+    assert set(first.readings) >= {"similarity", "correction", "coverage"}
+    assert result.outcome in ("success", "ood_stop", "stall_stop")  # a 1-epoch encoder may stop; never silently
+    # three demonstrations cannot fit it: alt is built and says why; --strict-method refuses
+    few = tmp_path / "few"
+    assert recorder.recording.record_scripted(few, 3, 48, 3, robot="metaworld:reach-v3")
+    fallback = train_policy(str(few), str(tmp_path / "q"), tiny, progress="none")
+    assert fallback.method == "alt" and "at least 6" in fallback.info["method"]["reason"]
+    with pytest.raises(LandmarkError, match="at least 6"):
+        train_policy(str(few), str(tmp_path / "r"), tiny, progress="none", fallback=False)
+    assert not (tmp_path / "r").exists()
