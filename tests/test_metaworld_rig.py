@@ -167,9 +167,19 @@ def test_an_object_knocked_off_the_table_went_wrong(rig):
     assert control.went_wrong()
 
 
-def test_a_scene_the_expert_cannot_finish_from_its_start_is_judged_by_what_the_run_did(rig):
-    """An extrapolated goal beyond the expert's reach: its verdict says nothing about a stop, so an untouched
-    scene did not go wrong (the stop was in time) and one whose object the run moved did."""
+def test_a_scene_the_expert_cannot_finish_from_its_start_is_judged_by_what_the_run_did():
+    """An extrapolated scene beyond the expert's reach (peg-insert-side: its box moved past the range): its
+    verdict says nothing about a stop, so an untouched scene did not go wrong (the stop was in time) and one whose
+    object the run moved did."""
+    rig = make_rig("metaworld:peg-insert-side-v3", image_size=48)
+    rig.connect()
+    try:
+        _judged_by_what_the_run_did(rig)
+    finally:
+        rig.disconnect()
+
+
+def _judged_by_what_the_run_did(rig):
     control = rig.scene_control()
     rig.arm.release()
     env = rig.env
@@ -178,19 +188,33 @@ def test_a_scene_the_expert_cannot_finish_from_its_start_is_judged_by_what_the_r
         if env.finishable_from_start() is False:
             break
     else:
-        pytest.fail("no extrapolated pick-place scene in 40 that the expert cannot finish")
+        pytest.fail("no extrapolated peg-insert-side scene in 40 that the expert cannot finish")
     before = (env.data.qpos.copy(), env.obs.copy())
     assert not env.recoverable() and env.disturbed() is None
     assert not control.went_wrong()  # nothing done to it: a stop here is in time
     np.testing.assert_array_equal(env.data.qpos, before[0])  # the tries left no trace
     np.testing.assert_array_equal(env.obs, before[1])
     with env.lock:
-        env.env._set_obj_xyz(env.obs[4:7] + np.array([0.03, 0.0, 0.0]))  # the run pushed the puck 3 cm
+        env.env._set_obj_xyz(env.obs[4:7] + np.array([0.03, 0.0, 0.0]))  # the run pushed the peg 3 cm
         env.step(1)
-    assert "moved 3.0 cm" in env.disturbed()
+    assert "object 1 moved" in env.disturbed()
     assert control.went_wrong()
     control.reset(1, "in_distribution")  # a new scene: asked again
     assert env.finishable_from_start() and not control.went_wrong()
+
+
+def test_an_extrapolated_goal_reaches_the_verdict_where_it_is(rig):
+    """Meta-World clips a step's observation to the task's goal range: the expert, asked whether a scene can be
+    finished, would be sent to the range's edge after one step while the success check measures the true goal.
+    The verdict gives it the true goal, so a scene as reset is judged alike before and after the arm's first
+    tick (pick-place seed 1005, extrapolate: the goal 6 cm beyond the range in x)."""
+    control = rig.scene_control()
+    rig.arm.release()
+    env = rig.env
+    control.reset(1005, "extrapolate")
+    goal = env.env._target_pos.copy()
+    assert env.obs[-3] > goal[0] + 0.03  # beyond the range in x: the observation has it clipped onto the edge
+    assert env.finishable_from_start() and env.recoverable() and not control.went_wrong()
 
 
 def test_realtime_rig_idles_without_drawing():

@@ -48,6 +48,10 @@ MIN_DEMOS = 6
 #: A scene is covered by the demonstrations while every landmark's pixel position lies within their range widened
 #: by this share of it on each side.
 COVERAGE_SLACK = 0.1
+#: Near the replayed demonstration its own path is kept: its deviation from the fitted path is added back with the
+#: weight exp(-d^2 / 2 r^2), r this share of the median distance between a demonstration and its nearest other
+#: one (so a scene where a demonstration was recorded replays that demonstration as it was).
+OWN_PATH_SHARE = 0.5
 #: A gripper command change larger than this cuts a segment.
 GRIPPER_CUT = 0.3
 #: A segment whose hand travels less than this (m) is put on a phase by time.
@@ -158,7 +162,8 @@ class LandmarkModel:
 
     def __init__(self, background: np.ndarray, threshold: float, chromas: list[np.ndarray], mean: np.ndarray,
                  scale: np.ndarray, episode_features: dict[int, np.ndarray], paths: np.ndarray,
-                 bandwidth: float, ridge: float, segment_count: int, max_correction: float, report: dict,
+                 bandwidth: float, ridge: float, spacing: float, segment_count: int, max_correction: float,
+                 report: dict,
                  episode_phases: dict[int, np.ndarray] | None = None,
                  episode_actions: dict[int, np.ndarray] | None = None):
         self.background = background
@@ -172,6 +177,8 @@ class LandmarkModel:
         self.paths = np.asarray(paths, np.float64)
         self.bandwidth = float(bandwidth)
         self.ridge = float(ridge)
+        self.spacing = float(spacing)  # the median distance between a demonstration and its nearest other one
+        self._own: dict[int, np.ndarray] = {}  # a demonstration's deviation from the path fitted through its scene
         self._train_x = np.stack([self.standardised(self.episode_features[e]) for e in sorted(self.episode_features)]) \
             if self.episode_features else np.zeros((0, len(self.mean)))
         self._cache: tuple[bytes, np.ndarray] | None = None
@@ -236,23 +243,35 @@ class LandmarkModel:
         return min(eps, key=lambda e: float(np.linalg.norm(self.standardised(self.episode_features[e]) - x)))
 
     # -- moving a demonstration -------------------------------------------------
-    def path_through(self, features: np.ndarray) -> np.ndarray:
+    def _fitted(self, features: np.ndarray) -> np.ndarray:
+        s, g, d, _ = self.paths.shape
+        y = self.paths.transpose(2, 0, 1, 3).reshape(d, -1)
+        return _local_fit(self._train_x, y, self.standardised(features), self.bandwidth, self.ridge).reshape(s, g, 3)
+
+    def path_through(self, features: np.ndarray, episode: int | None = None) -> np.ndarray:
         """The path through a scene whose landmarks have ``features``: the hand's position at each segment's
-        phases, [segments, PHASE_POINTS, 3] (the demonstrations' paths regressed on their landmarks)."""
-        key = np.asarray(features, np.float64).tobytes()
+        phases, [segments, PHASE_POINTS, 3] (the demonstrations' paths regressed on their landmarks). Given the
+        ``episode`` replayed, its own deviation from the fit is kept near its scene (OWN_PATH_SHARE)."""
+        key = np.asarray(features, np.float64).tobytes() + repr(episode).encode()
         if self._cache is None or self._cache[0] != key:
-            s, g, d, _ = self.paths.shape
-            y = self.paths.transpose(2, 0, 1, 3).reshape(d, -1)
-            fit = _local_fit(self._train_x, y, self.standardised(features), self.bandwidth, self.ridge)
-            self._cache = (key, fit.reshape(s, g, 3))
+            path = self._fitted(features)
+            eps = sorted(self.episode_features)
+            if episode is not None and int(episode) in self.episode_features:
+                j = eps.index(int(episode))
+                if j not in self._own:
+                    self._own[j] = self.paths[:, :, j] - self._fitted(self.episode_features[int(episode)])
+                d2 = float(np.sum((self.standardised(features) - self._train_x[j]) ** 2))
+                path = path + np.exp(-d2 / (2 * (OWN_PATH_SHARE * self.spacing) ** 2)) * self._own[j]
+            self._cache = (key, path)
         return self._cache[1]
 
-    def path_point(self, segment: int, phase: float, features: np.ndarray) -> np.ndarray | None:
+    def path_point(self, segment: int, phase: float, features: np.ndarray,
+                   episode: int | None = None) -> np.ndarray | None:
         """Where the hand goes at a segment's phase in a scene whose landmarks have ``features`` (None past the
-        segments the model knows)."""
+        segments the model knows), replaying ``episode``."""
         if segment >= self.segment_count:
             return None
-        path = self.path_through(features)[segment]
+        path = self.path_through(features, episode)[segment]
         points = np.linspace(0.0, 1.0, PHASE_POINTS)
         return np.stack([np.interp(phase, points, path[:, k]) for k in range(3)])
 
@@ -269,7 +288,7 @@ class LandmarkModel:
             return out
         frames = np.clip(np.asarray(frames, int), 0, len(table) - 1)
         for i, f in enumerate(frames):
-            point = self.path_point(int(table[f, 0]), float(table[f, 1]), features)
+            point = self.path_point(int(table[f, 0]), float(table[f, 1]), features, episode)
             if point is not None:
                 out[i] = point - positions[i]
         return out
@@ -298,7 +317,7 @@ class LandmarkModel:
                 **{f"landmark_chroma_{k}": c for k, c in enumerate(self.chromas)}}
 
     def to_json(self) -> dict:
-        return {"kind": "landmarks", "threshold": self.threshold, "ridge": self.ridge,
+        return {"kind": "landmarks", "threshold": self.threshold, "ridge": self.ridge, "spacing": self.spacing,
                 "bandwidth": self.bandwidth if np.isfinite(self.bandwidth) else None, "mean": self.mean.tolist(),
                 "scale": self.scale.tolist(), "segment_count": self.segment_count, "landmarks": self.count,
                 "max_correction": self.max_correction, "report": self.report}
@@ -315,7 +334,7 @@ class LandmarkModel:
         return cls(np.asarray(arrays["landmark_background"], np.float32), doc["threshold"],
                    [np.asarray(arrays[f"landmark_chroma_{k}"]) for k in range(int(doc["landmarks"]))],
                    np.array(doc["mean"]), np.array(doc["scale"]), dict(zip(eps, feats)),
-                   np.asarray(arrays["landmark_paths"], np.float64), np.inf if doc["bandwidth"] is None else doc["bandwidth"], doc["ridge"],
+                   np.asarray(arrays["landmark_paths"], np.float64), np.inf if doc["bandwidth"] is None else doc["bandwidth"], doc["ridge"], doc["spacing"],
                    doc["segment_count"], doc["max_correction"],
                    doc["report"], phased, acted)
 
@@ -347,11 +366,16 @@ def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.nda
         spread = np.array([r.pixel for r in largest.values()]).std(0).max()
         if spread >= MIN_SPREAD_PX:
             groups.append(np.array([r.chroma for _, r in group], np.float32))
+    # things of one colour cannot be told apart run after run: only landmarks whose colours stand apart are kept
+    centres = [g.mean(0) for g in groups]
+    groups = [g for i, g in enumerate(groups)
+              if all(np.linalg.norm(centres[i] - c) >= CHROMA_LINK for j, c in enumerate(centres) if j != i)]
     if not groups:
         raise LandmarkError("nothing in the demonstrations' first third-person frames moves between them in a "
-                            f"colour seen in {100 * LANDMARK_SHARE:.0f}% of them: no landmark to follow")
+                            f"colour seen in {100 * LANDMARK_SHARE:.0f}% of them and apart from every other's colour: no "
+                            "landmark to follow")
     probe = LandmarkModel(background, threshold, groups, np.zeros(1), np.ones(1), {}, np.zeros((0, 2, 0, 3)),
-                          np.inf, 1.0, 0, 0.0, {})
+                          np.inf, 1.0, 1.0, 0, 0.0, {})
     found = {e: probe.find(f) for e, f in zip(episodes, frames)}
     feats = {e: l.features for e, l in found.items() if l.features is not None}
     counts = {e: len(segments(np.asarray(actions[e]))) for e in feats}
@@ -391,7 +415,7 @@ def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.nda
         seg, phase = phases(np.asarray(a, np.float64))
         phased[int(e)] = np.stack([seg, phase], 1)
     model = LandmarkModel(background, threshold, groups, mean, scale, {e: feats[e] for e in used}, paths,
-                          factor * typical, lam, common, 0.0, {}, phased,
+                          factor * typical, lam, typical, common, 0.0, {}, phased,
                           {int(e): np.asarray(a) for e, a in actions.items()})
     # what the method is trusted with: the most any demonstration's nearest other one (by landmarks) must be moved
     # to follow the path predicted (from the others) through the first one's scene
