@@ -215,3 +215,15 @@ def test_train_builds_the_landmark_method_on_a_meta_world_recording_and_it_runs(
     with pytest.raises(LandmarkError, match="at least 6"):
         train_policy(str(few), str(tmp_path / "r"), tiny, progress="none", fallback=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_patch_of_a_landmarks_colour_but_not_its_size_is_not_taken_for_it(model):
+    """Other light can make a large patch of the table differ from the empty scene in a landmark's colour: only a
+    region of the size the demonstrations showed the landmark with is taken for it."""
+    red, blue = np.array([27.0, 41.0]), np.array([44.0, 19.0])
+    scene = _scene(red, blue, 21)
+    clean = model.find(scene)
+    lit = scene.copy()
+    lit[48:62, 2:22] = (40, 50, 225)  # a big blue patch, far from the blue thing
+    found = model.find(lit)
+    assert found.features is not None and np.allclose(found.features, clean.features, atol=0.5)

@@ -36,7 +36,7 @@ LANDMARK_SHARE = 0.8
 #: ... and moves between them: its centroid's spread (px, standard deviation) at least this.
 MIN_SPREAD_PX = 1.0
 #: Grid points per segment the motion model is fitted at.
-PHASE_POINTS = 24
+PHASE_POINTS = 160
 #: Ridge penalties tried (standardised features); with the bandwidths, the pair with the least leave-one-out
 #: error is kept.
 RIDGES = (0.03, 0.3, 3.0)
@@ -52,6 +52,9 @@ COVERAGE_SLACK = 0.1
 #: weight exp(-d^2 / 2 r^2), r this share of the median distance between a demonstration and its nearest other
 #: one (so a scene where a demonstration was recorded replays that demonstration as it was).
 OWN_PATH_SHARE = 0.5
+#: A region is a landmark only if its area lies within these multiples of the smallest and largest the
+#: demonstrations showed it with (a lit patch of the table or the arm is not the goal marker).
+AREA_SLACK = (0.4, 2.5)
 #: A gripper command change larger than this cuts a segment.
 GRIPPER_CUT = 0.3
 #: A segment whose hand travels less than this (m) is put on a phase by time.
@@ -95,14 +98,20 @@ def group_by_colour(regions_per_frame: list[list[Region]]) -> list[list[tuple[in
     return [g for g in groups if g]
 
 
-def _match(regions: list[Region], centres: np.ndarray, limit: float) -> list[tuple[int, Region]]:
+def _match(regions: list[Region], centres: np.ndarray, limit: float,
+           areas: np.ndarray | None = None) -> list[tuple[int, Region]]:
     """Regions matched one to one to the colour centres (the largest region first among equals), within
-    ``limit``: [(centre index, region)]."""
+    ``limit``, and (given each centre's ``areas`` [K, 2], px) of a size the centre's thing has: [(centre index,
+    region)]."""
     if not regions or not len(centres):
         return []
     from scipy.optimize import linear_sum_assignment
 
     cost = np.linalg.norm(np.array([r.chroma for r in regions])[:, None] - centres[None], axis=2)
+    if areas is not None:
+        area = np.array([r.area for r in regions], np.float64)[:, None]
+        wrong = (area < AREA_SLACK[0] * areas[None, :, 0]) | (area > AREA_SLACK[1] * areas[None, :, 1])
+        cost = np.where(wrong, 10.0 + cost, cost)  # never a match: beyond any limit
     # among regions of one colour the largest is the thing (a speck of its colour is not)
     tie = 1e-4 * np.array([r.area for r in regions], np.float64)[:, None] / max(r.area for r in regions)
     rows, cols = linear_sum_assignment(cost - tie)
@@ -165,10 +174,12 @@ class LandmarkModel:
                  bandwidth: float, ridge: float, spacing: float, segment_count: int, max_correction: float,
                  report: dict,
                  episode_phases: dict[int, np.ndarray] | None = None,
-                 episode_actions: dict[int, np.ndarray] | None = None):
+                 episode_actions: dict[int, np.ndarray] | None = None, areas: np.ndarray | None = None):
         self.background = background
         self.threshold = float(threshold)
         self.chromas = [np.asarray(c, np.float32) for c in chromas]  # per landmark: its training regions' colours
+        # per landmark: the smallest and largest area (px) its region had in the demonstrations' first frames
+        self.areas = None if areas is None else np.asarray(areas, np.float64)
         self.mean = np.asarray(mean, np.float64)
         self.scale = np.asarray(scale, np.float64)
         self.episode_features = {int(e): np.asarray(f, np.float64) for e, f in episode_features.items()}
@@ -208,11 +219,13 @@ class LandmarkModel:
         regions = _big(_regions(np.asarray(image, np.float32), self.background, self.threshold), h * w)
         centres = np.array([c.mean(0) for c in self.chromas], np.float64)
         limits = [max(CHROMA_LINK, 3 * float(np.linalg.norm(c - c.mean(0), axis=1).max())) for c in self.chromas]
-        matched = {g: r for g, r in _match(regions, centres, np.inf)}
+        matched = {g: r for g, r in _match(regions, centres, np.inf, self.areas)}
         out, missing = [], []
         for k in range(self.count):
             r = matched.get(k)
-            if r is None or np.linalg.norm(r.chroma - centres[k]) >= limits[k]:
+            if r is None or np.linalg.norm(r.chroma - centres[k]) >= limits[k] or \
+                    (self.areas is not None and not AREA_SLACK[0] * self.areas[k, 0] <= r.area
+                     <= AREA_SLACK[1] * self.areas[k, 1]):
                 missing.append(k)
                 continue
             out += [r.pixel[0], r.pixel[1], np.sqrt(r.area)]
@@ -308,6 +321,7 @@ class LandmarkModel:
                 "landmark_phase_lengths": np.array([len(self.episode_phases[e]) for e in phased], np.int64),
                 "landmark_phases": (np.concatenate([self.episode_phases[e] for e in phased]) if phased
                                     else np.zeros((0, 2))).astype(np.float64),
+                **({} if self.areas is None else {"landmark_areas": self.areas.astype(np.float64)}),
                 "landmark_actions": (np.concatenate([self.episode_actions[e] for e in phased]) if phased
                                      else np.zeros((0, 8))).astype(np.float64),
                 "landmark_background": self.background.astype(np.float32),
@@ -336,7 +350,7 @@ class LandmarkModel:
                    np.array(doc["mean"]), np.array(doc["scale"]), dict(zip(eps, feats)),
                    np.asarray(arrays["landmark_paths"], np.float64), np.inf if doc["bandwidth"] is None else doc["bandwidth"], doc["ridge"], doc["spacing"],
                    doc["segment_count"], doc["max_correction"],
-                   doc["report"], phased, acted)
+                   doc["report"], phased, acted, arrays.get("landmark_areas"))
 
 
 def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray],
@@ -365,17 +379,20 @@ def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.nda
                 largest[i] = r
         spread = np.array([r.pixel for r in largest.values()]).std(0).max()
         if spread >= MIN_SPREAD_PX:
-            groups.append(np.array([r.chroma for _, r in group], np.float32))
+            groups.append((np.array([r.chroma for _, r in group], np.float32),
+                           (min(r.area for r in largest.values()), max(r.area for r in largest.values()))))
     # things of one colour cannot be told apart run after run: only landmarks whose colours stand apart are kept
-    centres = [g.mean(0) for g in groups]
+    centres = [g.mean(0) for g, _ in groups]
     groups = [g for i, g in enumerate(groups)
               if all(np.linalg.norm(centres[i] - c) >= CHROMA_LINK for j, c in enumerate(centres) if j != i)]
+    areas = np.array([a for _, a in groups], np.float64).reshape(-1, 2)
+    groups = [g for g, _ in groups]
     if not groups:
         raise LandmarkError("nothing in the demonstrations' first third-person frames moves between them in a "
                             f"colour seen in {100 * LANDMARK_SHARE:.0f}% of them and apart from every other's colour: no "
                             "landmark to follow")
     probe = LandmarkModel(background, threshold, groups, np.zeros(1), np.ones(1), {}, np.zeros((0, 2, 0, 3)),
-                          np.inf, 1.0, 1.0, 0, 0.0, {})
+                          np.inf, 1.0, 1.0, 0, 0.0, {}, areas=areas)
     found = {e: probe.find(f) for e, f in zip(episodes, frames)}
     feats = {e: l.features for e, l in found.items() if l.features is not None}
     counts = {e: len(segments(np.asarray(actions[e]))) for e in feats}
@@ -387,7 +404,12 @@ def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.nda
         raise LandmarkError(f"only {len(used)} demonstrations show every landmark and move in the same "
                             f"{common} gripper segment(s); the landmark method needs {MIN_DEMOS}")
     x_raw = np.stack([feats[e] for e in used])
-    mean, scale = x_raw.mean(0), np.maximum(x_raw.std(0), 1e-6)
+    # one scale for every feature (the pixel coordinates' typical spread): distances stay in pixels, so a feature
+    # that hardly varies (a landmark's size, whose noise is as large as its spread) weighs little instead of as
+    # much as a position
+    positions = x_raw.std(0)[np.arange(x_raw.shape[1]) % 3 != 2]
+    mean = x_raw.mean(0)
+    scale = np.full(x_raw.shape[1], max(float(np.median(positions)), 1e-6))
     x = (x_raw - mean) / scale
     grid = np.linspace(0.0, 1.0, PHASE_POINTS)
     paths = np.zeros((common, PHASE_POINTS, len(used), 3))  # each demonstration's position at each phase
@@ -416,7 +438,7 @@ def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.nda
         phased[int(e)] = np.stack([seg, phase], 1)
     model = LandmarkModel(background, threshold, groups, mean, scale, {e: feats[e] for e in used}, paths,
                           factor * typical, lam, typical, common, 0.0, {}, phased,
-                          {int(e): np.asarray(a) for e, a in actions.items()})
+                          {int(e): np.asarray(a) for e, a in actions.items()}, areas)
     # what the method is trusted with: the most any demonstration's nearest other one (by landmarks) must be moved
     # to follow the path predicted (from the others) through the first one's scene
     predicted = loo.reshape(len(used), common, PHASE_POINTS, 3)
