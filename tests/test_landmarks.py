@@ -158,6 +158,7 @@ class _Replay(LandmarkSource):
 
     def __init__(self, plan: np.ndarray):
         self._plan, self._frame, self._reached = plan, 0, 0
+        self._hands = plan[:, :3]  # a demonstration whose hand kept up with its commands
 
 
 def test_the_replay_follows_the_arm_and_waits_before_the_gripper_changes():
@@ -174,6 +175,17 @@ def test_the_replay_follows_the_arm_and_waits_before_the_gripper_changes():
     short = plan[11, :3] + np.array([0.0, 0.0, 2 * ARRIVAL_M])
     assert replay._next_frame(short) == 11  # not there yet: the gripper stays open
     assert replay._next_frame(plan[11, :3]) == 12
+
+
+def test_the_replay_goes_on_where_the_demonstrations_hand_lagged_its_command_too():
+    """Pressing or pushing, the command runs centimetres ahead of the hand: the replay has got as far as a frame
+    when the hand is where the demonstration's own hand was then, not where it was commanded."""
+    plan = _demo(np.array([20.0, 20.0]), np.array([40.0, 40.0]))
+    replay = _Replay(plan)
+    replay._hands = plan[:, :3] + np.array([0.0, 0.0, 0.04])  # the demonstration's hand stayed 4 cm short
+    for _ in range(8):
+        replay._frame = replay._next_frame(replay._hands[replay._frame])
+    assert replay._frame == 8
 
 
 def test_train_builds_the_landmark_method_on_a_meta_world_recording_and_it_runs(tmp_path, capsys):

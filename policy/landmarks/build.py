@@ -3,6 +3,8 @@ and gate: comparing the two then compares the methods alone)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from policy.config import PolicyConfig
 from policy.landmarks.model import LandmarkError, LandmarkModel, fit_landmarks
 
@@ -14,7 +16,14 @@ def build_landmarks(table, config: PolicyConfig) -> LandmarkModel:
     if missing:
         raise LandmarkError("the landmark method finds what moved in the third-person view; this table has no "
                             f"third-person frames for episode(s) {missing[:5]} (train with the third view)")
-    return fit_landmarks({int(e): table.first_thirds[e] for e in table.actions}, table.actions, config.align_margin)
+    hands = {}
+    for e in table.actions:
+        rows = np.flatnonzero(table.episode == e)
+        rows = rows[np.argsort(table.frame[rows])]
+        if len(rows) == len(table.actions[e]):  # every frame in the table (no stride): where the hand was
+            hands[int(e)] = table.pose[rows, :3].numpy().astype(np.float64)
+    return fit_landmarks({int(e): table.first_thirds[e] for e in table.actions}, table.actions, config.align_margin,
+                         hands or None)
 
 
 def landmarks_from(policy, dataset):

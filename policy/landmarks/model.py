@@ -174,7 +174,8 @@ class LandmarkModel:
                  bandwidth: float, ridge: float, spacing: float, segment_count: int, max_correction: float,
                  report: dict,
                  episode_phases: dict[int, np.ndarray] | None = None,
-                 episode_actions: dict[int, np.ndarray] | None = None, areas: np.ndarray | None = None):
+                 episode_actions: dict[int, np.ndarray] | None = None, areas: np.ndarray | None = None,
+                 episode_hands: dict[int, np.ndarray] | None = None):
         self.background = background
         self.threshold = float(threshold)
         self.chromas = [np.asarray(c, np.float32) for c in chromas]  # per landmark: its training regions' colours
@@ -203,6 +204,9 @@ class LandmarkModel:
         self.episode_phases = {int(e): np.asarray(p, np.float64) for e, p in (episode_phases or {}).items()}
         # each demonstration's actions as recorded (pose + gripper), [T, 8]: what a run replays, moved
         self.episode_actions = {int(e): np.asarray(a, np.float64) for e, a in (episode_actions or {}).items()}
+        # each demonstration's measured hand position per frame, [T, 3] (where the arm was while the command led
+        # it; absent: the commands stand in)
+        self.episode_hands = {int(e): np.asarray(h, np.float64) for e, h in (episode_hands or {}).items()}
 
     @property
     def count(self) -> int:
@@ -308,10 +312,20 @@ class LandmarkModel:
 
     def plan(self, episode: int, features: np.ndarray) -> np.ndarray:
         """``episode``'s actions moved onto the path through a scene whose landmarks have ``features``: [T, 8]."""
+        return self.plan_with_hands(episode, features)[0]
+
+    def plan_with_hands(self, episode: int, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The plan and where the demonstration's hand was at each frame, moved the same way, [T, 3]: a replay
+        has got as far as a frame when its hand is where the demonstration's was (pressing on a button or
+        pushing, the command runs ahead of the hand by centimetres)."""
         actions = self.episode_actions[int(episode)]
+        shift = self.corrections(episode, np.arange(len(actions)), actions[:, :3], features)
         out = np.array(actions, copy=True)
-        out[:, :3] += self.corrections(episode, np.arange(len(actions)), actions[:, :3], features)
-        return out
+        out[:, :3] += shift
+        hands = self.episode_hands.get(int(episode))
+        if hands is None or hands.shape != (len(actions), 3) or not np.any(hands):
+            return out, out[:, :3].copy()
+        return out, hands + shift
 
     # -- persistence --------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
@@ -324,6 +338,8 @@ class LandmarkModel:
                 **({} if self.areas is None else {"landmark_areas": self.areas.astype(np.float64)}),
                 "landmark_actions": (np.concatenate([self.episode_actions[e] for e in phased]) if phased
                                      else np.zeros((0, 8))).astype(np.float64),
+                **({} if set(self.episode_hands) != set(phased) or not phased else {
+                    "landmark_hands": np.concatenate([self.episode_hands[e] for e in phased]).astype(np.float64)}),
                 "landmark_background": self.background.astype(np.float32),
                 "landmark_paths": self.paths.astype(np.float64),
                 "landmark_episodes": np.array(eps, np.int64),
@@ -345,18 +361,22 @@ class LandmarkModel:
                   zip(arrays["landmark_phase_episodes"], bounds[:-1], bounds[1:])}
         acted = {int(e): np.asarray(arrays["landmark_actions"][a:b]) for e, a, b in
                  zip(arrays["landmark_phase_episodes"], bounds[:-1], bounds[1:])}
+        hands = {} if "landmark_hands" not in arrays else {
+            int(e): np.asarray(arrays["landmark_hands"][a:b]) for e, a, b in
+            zip(arrays["landmark_phase_episodes"], bounds[:-1], bounds[1:])}
         return cls(np.asarray(arrays["landmark_background"], np.float32), doc["threshold"],
                    [np.asarray(arrays[f"landmark_chroma_{k}"]) for k in range(int(doc["landmarks"]))],
                    np.array(doc["mean"]), np.array(doc["scale"]), dict(zip(eps, feats)),
                    np.asarray(arrays["landmark_paths"], np.float64), np.inf if doc["bandwidth"] is None else doc["bandwidth"], doc["ridge"], doc["spacing"],
                    doc["segment_count"], doc["max_correction"],
-                   doc["report"], phased, acted, arrays.get("landmark_areas"))
+                   doc["report"], phased, acted, arrays.get("landmark_areas"), hands)
 
 
 def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray],
-                  margin: float) -> LandmarkModel:
-    """The landmark model from each demonstration's first third-person frame (at the encoder's size) and its
-    actions (pose + gripper). Raises LandmarkError saying what is missing."""
+                  margin: float, hands: dict[int, np.ndarray] | None = None) -> LandmarkModel:
+    """The landmark model from each demonstration's first third-person frame (at the camera's size), its actions
+    (pose + gripper) and, where recorded, its measured hand positions [T, 3]. Raises LandmarkError saying what is
+    missing."""
     if not actions or next(iter(actions.values())).shape[1] != 8:
         raise LandmarkError("the landmark method moves end-effector pose actions; this dataset's actions are not "
                             "pose + gripper")
@@ -438,7 +458,7 @@ def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.nda
         phased[int(e)] = np.stack([seg, phase], 1)
     model = LandmarkModel(background, threshold, groups, mean, scale, {e: feats[e] for e in used}, paths,
                           factor * typical, lam, typical, common, 0.0, {}, phased,
-                          {int(e): np.asarray(a) for e, a in actions.items()}, areas)
+                          {int(e): np.asarray(a) for e, a in actions.items()}, areas, hands)
     # what the method is trusted with: the most any demonstration's nearest other one (by landmarks) must be moved
     # to follow the path predicted (from the others) through the first one's scene
     predicted = loo.reshape(len(used), common, PHASE_POINTS, 3)

@@ -1,8 +1,9 @@
 """Running the landmark method: the landmarks are found once, in the first third-person frame of a run (later
 the arm crosses the view and the objects move); the demonstration whose landmarks stood nearest is replayed
 frame by frame on the path the model gives for this scene (policy/landmarks/model.py). The replay follows the
-arm: it runs at most LEAD_FRAMES ahead of the frame whose target the hand has reached, and before the gripper
-changes (a grasp, a release) it waits until the hand has arrived. Every tick is still looked up, for the gate
+arm: it runs at most LEAD_FRAMES ahead of the frame the hand has got to (where the demonstration's own hand was
+then, moved the same way: the command leads the hand), and before the gripper changes (a grasp, a release) it
+waits until the hand has arrived. Every tick is still looked up, for the gate
 and the window."""
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class LandmarkSource(PolicySource):
         self.landmarks = None
         self.episode: int | None = None
         self._plan: np.ndarray | None = None
+        self._hands: np.ndarray | None = None  # where the demonstration's hand was at each frame, moved
         self._frame = 0
         self._reached = 0
 
@@ -63,9 +65,10 @@ class LandmarkSource(PolicySource):
             self.episode = match.episode
             model = self.policy.landmarks
             if self.landmarks.features is not None and self.episode in model.episode_actions:
-                self._plan = model.plan(self.episode, self.landmarks.features)
+                self._plan, self._hands = model.plan_with_hands(self.episode, self.landmarks.features)
             else:
                 self._plan = self.policy.episode_actions(self.episode)
+                self._hands = self._plan[:, :3]
             self._frame = self._reached = min(match.frame, len(self._plan) - 1)
         else:
             self._frame = self._next_frame(hand)
@@ -78,13 +81,14 @@ class LandmarkSource(PolicySource):
 
     def _next_frame(self, hand: np.ndarray) -> int:
         plan, frame = self._plan, self._frame
-        for f in range(frame, self._reached - 1, -1):  # the latest frame whose target the hand has reached
-            if np.linalg.norm(plan[f, :3] - hand) <= REACH_M:
+        # the latest frame the hand has got to: where the demonstration's own hand was then (moved with the plan)
+        for f in range(frame, self._reached - 1, -1):
+            if np.linalg.norm(self._hands[f] - hand) <= REACH_M:
                 self._reached = f
                 break
         following = min(frame + 1, self._reached + LEAD_FRAMES, len(plan) - 1)
         if following > frame and abs(plan[following, 7] - plan[frame, 7]) > GRIPPER_CUT and \
-                np.linalg.norm(plan[frame, :3] - hand) > ARRIVAL_M:
+                np.linalg.norm(self._hands[frame] - hand) > ARRIVAL_M:
             return frame  # the gripper changes next: not before the hand is there
         return following
 
