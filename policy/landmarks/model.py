@@ -315,9 +315,9 @@ class LandmarkModel:
         return self.plan_with_hands(episode, features)[0]
 
     def plan_with_hands(self, episode: int, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The plan and where the demonstration's hand was at each frame, moved the same way, [T, 3]: a replay
-        has got as far as a frame when its hand is where the demonstration's was (pressing on a button or
-        pushing, the command runs ahead of the hand by centimetres)."""
+        """The plan and where the demonstration's hand got to on each frame's command (measured at the next
+        frame), moved the same way, [T, 3]: a replay has done a frame when its hand is where the demonstration's
+        got to (pressing on a button or pushing, the command runs ahead of the hand by centimetres)."""
         actions = self.episode_actions[int(episode)]
         shift = self.corrections(episode, np.arange(len(actions)), actions[:, :3], features)
         out = np.array(actions, copy=True)
@@ -325,7 +325,10 @@ class LandmarkModel:
         hands = self.episode_hands.get(int(episode))
         if hands is None or hands.shape != (len(actions), 3) or not np.any(hands):
             return out, out[:, :3].copy()
-        return out, hands + shift
+        # where the demonstration's hand got to on each frame's command: measured at the next frame (the last
+        # command, held, is where it settles)
+        after = np.vstack([hands[1:] + shift[1:], out[-1:, :3]])
+        return out, after
 
     # -- persistence --------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
