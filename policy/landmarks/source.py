@@ -1,9 +1,9 @@
 """Running the landmark method: the landmarks are found once, in the first third-person frame of a run (later
 the arm crosses the view and the objects move); the demonstration whose landmarks stood nearest is replayed
 frame by frame on the path the model gives for this scene (policy/landmarks/model.py). The replay follows the
-arm: it runs at most LEAD_FRAMES ahead of the frame the hand has got to (where the demonstration's own hand was
-then, moved the same way: the command leads the hand), and before the gripper changes (a grasp, a release) it
-waits until the hand has arrived. Every tick is still looked up, for the gate
+arm: it runs at most LEAD_FRAMES ahead of the frame the hand has done (it is where the demonstration's own hand
+got to on that frame's command, moved the same way: the command leads the hand, or where the command sends
+it), and before the gripper changes (a grasp, a release) it waits until the hand has arrived. Every tick is still looked up, for the gate
 and the window."""
 
 from __future__ import annotations
@@ -81,16 +81,23 @@ class LandmarkSource(PolicySource):
 
     def _next_frame(self, hand: np.ndarray) -> int:
         plan, frame = self._plan, self._frame
-        # the latest frame the hand has got to: where the demonstration's own hand was then (moved with the plan)
+        # the latest frame the hand has done: it is where the demonstration's own hand got to on that frame's
+        # command (moved with the plan), or where the command sends it
         for f in range(frame, self._reached - 1, -1):
-            if np.linalg.norm(self._hands[f] - hand) <= REACH_M:
+            if self._off(f, hand) <= REACH_M:
                 self._reached = f
                 break
         following = min(frame + 1, self._reached + LEAD_FRAMES, len(plan) - 1)
         if following > frame and abs(plan[following, 7] - plan[frame, 7]) > GRIPPER_CUT and \
-                np.linalg.norm(self._hands[frame] - hand) > ARRIVAL_M:
+                self._off(frame, hand) > ARRIVAL_M:
             return frame  # the gripper changes next: not before the hand is there
         return following
+
+    def _off(self, frame: int, hand: np.ndarray) -> float:
+        """How far the hand is from having done ``frame``: from where the demonstration's hand got to on it, or
+        from the frame's command, whichever is nearer (a moved grasp the table stops short of is still reached
+        where the command has the hand settle)."""
+        return float(min(np.linalg.norm(self._hands[frame] - hand), np.linalg.norm(self._plan[frame, :3] - hand)))
 
     def _executing(self):
         """This tick's lookup as the replay executes it: the replayed frame as the match, the plan from it on as
