@@ -36,6 +36,8 @@ class FrameTable:
     fingerprints: dict[int, str] = field(default_factory=dict)  # episode -> Dataset.episode_fingerprint when loaded
     # episode -> its first third-person frame at the camera's own size (the landmark method finds things in it)
     first_thirds: dict[int, np.ndarray] = field(default_factory=dict)
+    # how the dataset stored its images: (codec, JPEG quality) (the landmark method looks at live frames so)
+    image_codec: tuple[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.episode)
@@ -118,6 +120,7 @@ def load_frames(dataset: Dataset, config: PolicyConfig, episodes: list[int] | No
                       pose=torch.from_numpy(np.concatenate(poses).astype(np.float32)),
                       pose_reference=None if reference is None else np.asarray(reference, np.float64),
                       fingerprints=fingerprints, first_thirds=first_thirds,
+                      image_codec=(dataset.spec.codec, int(dataset.spec.jpeg_quality)),
                       episode=np.concatenate(ep_ids), frame=np.concatenate(frame_ids), actions=actions)
 
 

@@ -239,3 +239,22 @@ def test_a_patch_of_a_landmarks_colour_but_not_its_size_is_not_taken_for_it(mode
     lit[48:62, 2:22] = (40, 50, 225)  # a big blue patch, far from the blue thing
     found = model.find(lit)
     assert found.features is not None and np.allclose(found.features, clean.features, atol=0.5)
+
+
+def test_a_live_frame_is_looked_at_as_the_recording_stored_its_frames():
+    """JPEG halves colour resolution: a small saturated marker comes out of a recording paler than a live frame
+    shows it. The model keeps the recording's codec and looks at a live frame after the same round trip."""
+    from recorder.dataset_format import decode_image, encode_image
+
+    firsts, actions, _ = _recording(20)
+    stored = {e: decode_image(encode_image(f, "jpeg", 90), "test") for e, f in firsts.items()}
+    model = fit_landmarks(stored, actions, margin=0.05, codec=("jpeg", 90))
+    again = LandmarkModel.from_json(model.to_json(), model.arrays())
+    assert again.codec == ("jpeg", 90)
+    live = _scene(np.array([30.0, 22.0]), np.array([18.0, 44.0]), 31)
+    round_trip = decode_image(encode_image(live, "jpeg", 90), "test")
+    assert np.array_equal(again.as_stored(live), round_trip)
+    found = again.find(live)
+    assert found.features is not None
+    plain = LandmarkModel.from_json({**model.to_json(), "codec": None}, model.arrays())
+    assert np.allclose(plain.find(round_trip).features, found.features)

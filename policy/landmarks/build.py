@@ -23,7 +23,7 @@ def build_landmarks(table, config: PolicyConfig) -> LandmarkModel:
         if len(rows) == len(table.actions[e]):  # every frame in the table (no stride): where the hand was
             hands[int(e)] = table.pose[rows, :3].numpy().astype(np.float64)
     return fit_landmarks({int(e): table.first_thirds[e] for e in table.actions}, table.actions, config.align_margin,
-                         hands or None)
+                         hands or None, table.image_codec)
 
 
 def landmarks_from(policy, dataset):

@@ -175,7 +175,7 @@ class LandmarkModel:
                  report: dict,
                  episode_phases: dict[int, np.ndarray] | None = None,
                  episode_actions: dict[int, np.ndarray] | None = None, areas: np.ndarray | None = None,
-                 episode_hands: dict[int, np.ndarray] | None = None):
+                 episode_hands: dict[int, np.ndarray] | None = None, codec: tuple[str, int] | None = None):
         self.background = background
         self.threshold = float(threshold)
         self.chromas = [np.asarray(c, np.float32) for c in chromas]  # per landmark: its training regions' colours
@@ -207,6 +207,10 @@ class LandmarkModel:
         # each demonstration's measured hand position per frame, [T, 3] (where the arm was while the command led
         # it; absent: the commands stand in)
         self.episode_hands = {int(e): np.asarray(h, np.float64) for e, h in (episode_hands or {}).items()}
+        # how the demonstrations' frames were stored: a live frame is looked at after the same round trip (JPEG's
+        # halved colour resolution desaturates a small marker: a green one read (0.17, 0.71) stored, (0.08, 0.86)
+        # live, beyond the colour the landmark is matched by)
+        self.codec = None if codec is None else (str(codec[0]), int(codec[1]))
 
     @property
     def count(self) -> int:
@@ -220,6 +224,7 @@ class LandmarkModel:
             import cv2
 
             image = cv2.resize(np.asarray(image), (w, h), interpolation=cv2.INTER_AREA)
+        image = self.as_stored(image)
         regions = _big(_regions(np.asarray(image, np.float32), self.background, self.threshold), h * w)
         centres = np.array([c.mean(0) for c in self.chromas], np.float64)
         limits = [max(CHROMA_LINK, 3 * float(np.linalg.norm(c - c.mean(0), axis=1).max())) for c in self.chromas]
@@ -250,6 +255,14 @@ class LandmarkModel:
         excess[2::3] = 0.0  # the size (how near the camera) is too coarse to judge by
         worst = int(np.argmax(excess))
         return (float(excess[worst]), worst // 3) if excess[worst] > 0 else (0.0, None)
+
+    def as_stored(self, image: np.ndarray) -> np.ndarray:
+        """A live frame as the recording would have stored it (its codec's round trip; as is without one)."""
+        if self.codec is None:
+            return image
+        from recorder.dataset_format import decode_image, encode_image
+
+        return decode_image(encode_image(np.ascontiguousarray(image, np.uint8), *self.codec), "a live frame")
 
     def standardised(self, features: np.ndarray) -> np.ndarray:
         return (np.asarray(features, np.float64) - self.mean) / self.scale
@@ -350,7 +363,7 @@ class LandmarkModel:
                 **{f"landmark_chroma_{k}": c for k, c in enumerate(self.chromas)}}
 
     def to_json(self) -> dict:
-        return {"kind": "landmarks", "threshold": self.threshold, "ridge": self.ridge, "spacing": self.spacing,
+        return {"kind": "landmarks", "threshold": self.threshold, "codec": None if self.codec is None else list(self.codec), "ridge": self.ridge, "spacing": self.spacing,
                 "bandwidth": self.bandwidth if np.isfinite(self.bandwidth) else None, "mean": self.mean.tolist(),
                 "scale": self.scale.tolist(), "segment_count": self.segment_count, "landmarks": self.count,
                 "max_correction": self.max_correction, "report": self.report}
@@ -372,14 +385,15 @@ class LandmarkModel:
                    np.array(doc["mean"]), np.array(doc["scale"]), dict(zip(eps, feats)),
                    np.asarray(arrays["landmark_paths"], np.float64), np.inf if doc["bandwidth"] is None else doc["bandwidth"], doc["ridge"], doc["spacing"],
                    doc["segment_count"], doc["max_correction"],
-                   doc["report"], phased, acted, arrays.get("landmark_areas"), hands)
+                   doc["report"], phased, acted, arrays.get("landmark_areas"), hands, doc.get("codec"))
 
 
 def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray],
-                  margin: float, hands: dict[int, np.ndarray] | None = None) -> LandmarkModel:
+                  margin: float, hands: dict[int, np.ndarray] | None = None,
+                  codec: tuple[str, int] | None = None) -> LandmarkModel:
     """The landmark model from each demonstration's first third-person frame (at the camera's size), its actions
-    (pose + gripper) and, where recorded, its measured hand positions [T, 3]. Raises LandmarkError saying what is
-    missing."""
+    (pose + gripper) and, where recorded, its measured hand positions [T, 3]; ``codec``: how the frames were
+    stored (live frames are looked at after the same round trip). Raises LandmarkError saying what is missing."""
     if not actions or next(iter(actions.values())).shape[1] != 8:
         raise LandmarkError("the landmark method moves end-effector pose actions; this dataset's actions are not "
                             "pose + gripper")
@@ -461,7 +475,7 @@ def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.nda
         phased[int(e)] = np.stack([seg, phase], 1)
     model = LandmarkModel(background, threshold, groups, mean, scale, {e: feats[e] for e in used}, paths,
                           factor * typical, lam, typical, common, 0.0, {}, phased,
-                          {int(e): np.asarray(a) for e, a in actions.items()}, areas, hands)
+                          {int(e): np.asarray(a) for e, a in actions.items()}, areas, hands, codec)
     # what the method is trusted with: the most any demonstration's nearest other one (by landmarks) must be moved
     # to follow the path predicted (from the others) through the first one's scene
     predicted = loo.reshape(len(used), common, PHASE_POINTS, 3)
