@@ -11,7 +11,7 @@ from policy.calibration import Calibration
 from policy.config import PolicyConfig
 from policy.aligned.policy import REPLAY_LAG_FRAMES
 from policy.database import LookupDatabase, Match
-from policy.encoder import ALTEncoder, resize_view
+from policy.encoder import ALTEncoder
 from policy.grasp_check import GraspCheck
 from policy.landmarks.model import COVERAGE_SLACK, Landmarks, LandmarkModel
 from policy.policy import TIE_CANDIDATES, ALTPolicy, Placing, Retrieval, _latest_of_ties
@@ -41,8 +41,9 @@ class LandmarkPolicy(ALTPolicy):
 
     # -- a lookup -----------------------------------------------------------
     def find_landmarks(self, third: np.ndarray) -> Landmarks:
-        """The landmarks in a live third-person frame (any size: it is brought to the encoder's)."""
-        return self.landmarks.find(resize_view(third, self.config))
+        """The landmarks in a live third-person frame, as the camera gives it (the model brings it to the
+        recording's size; not through the encoder's smaller one, which blurs a small marker)."""
+        return self.landmarks.find(third)
 
     def episode_actions(self, episode: int) -> np.ndarray:
         """A demonstration's actions as recorded, frame by frame [T, 8]."""
