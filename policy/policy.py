@@ -186,8 +186,7 @@ class ALTPolicy:
                 "episode_hysteresis": self.config.episode_hysteresis, "requery_every": self.config.requery_every}
 
     def method_thresholds(self) -> dict[str, float]:
-        """Method hook: the method's own gate signals and their thresholds (the alt method: none; the aligned
-        method's are its locator's)."""
+        """Method hook: the method's own gate signals and their thresholds (the alt method: none)."""
         return {}
 
     def gate_in_force(self) -> dict[str, float]:
