@@ -34,7 +34,7 @@ class LandmarkSource(PolicySource):
         self.landmarks = None
         self.episode: int | None = None
         self._plan: np.ndarray | None = None
-        self._hands: np.ndarray | None = None  # where the demonstration's hand was at each frame, moved
+        self._hands: np.ndarray | None = None  # where the demonstration's hand got to on each frame, moved
         self._frame = 0
         self._reached = 0
 
@@ -46,7 +46,7 @@ class LandmarkSource(PolicySource):
             self.landmarks = self.policy.find_landmarks(frames["third"].image)
         first = self._plan is None
         # after the first tick the gate compares the live views with the frame being replayed too (the hand has
-        # moved with the objects, so its view is the replayed one's), and the grasp check with it alone
+        # moved with the objects, so its view is the replayed one's)
         executing = None if first else self.policy.database.row_of(self.episode, self._frame)
         self.latest = self.policy.retrieve(frames["hand"].image, frames["third"].image,
                                            observation.state.ee_array()[:7],
