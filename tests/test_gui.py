@@ -44,6 +44,14 @@ def studio(qapp, tmp_path_factory):
     dispose(controller, window)
 
 
+def _click(qtbot, button, timeout: int = 10_000) -> None:
+    """Click ``button`` once the window shows it enabled. The supervisor's mode changes on its own thread and the
+    window enables its buttons when it is told, a moment later: a click before then is a click on a disabled
+    button, which does nothing (a test that then waits for what the click does times out)."""
+    qtbot.waitUntil(lambda: button.isVisible() and button.isEnabled(), timeout=timeout)
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
 def _z(controller) -> float:
     return float(controller.rig.arm.get_state().ee_pose.position[2])
 
@@ -453,7 +461,7 @@ def test_space_and_escape_are_stop_too(studio, qtbot):
     controller, window, _ = studio
     auto = window.autonomy_panel
     for key in (Qt.Key.Key_Space, Qt.Key.Key_Escape):
-        qtbot.mouseClick(auto.halt_resume, Qt.MouseButton.LeftButton)
+        _click(qtbot, auto.halt_resume)
         qtbot.waitUntil(lambda: controller.mode == AUTONOMOUS and not controller.rig.arm.stopped, timeout=5000)
         QTest.keyClick(window, key)
         assert controller.wait_stopped(1.0)
@@ -464,25 +472,30 @@ def test_space_and_escape_are_stop_too(studio, qtbot):
 def test_pause_holds_the_arm_and_resume_goes_on(studio, qtbot):
     controller, window, _ = studio
     auto = window.autonomy_panel
-    qtbot.mouseClick(auto.halt_resume, Qt.MouseButton.LeftButton)
+    _click(qtbot, auto.halt_resume)
     qtbot.waitUntil(lambda: controller.mode == AUTONOMOUS, timeout=20_000)
-    qtbot.mouseClick(auto.pause_button, Qt.MouseButton.LeftButton)
+    _click(qtbot, auto.pause_button)
     # generous: a loaded machine (a training beside the suite) once took longer than 5 s to show it
-    qtbot.waitUntil(lambda: controller.mode == HALTED and auto.halt_box.isVisible(), timeout=20_000)
+    try:
+        qtbot.waitUntil(lambda: controller.mode == HALTED and auto.halt_box.isVisible(), timeout=20_000)
+    except qtbot.TimeoutError:  # say which half did not come
+        pytest.fail(f"20 s after Pause: mode {controller.mode}, halt box visible {auto.halt_box.isVisible()} "
+                    f"(title {auto.halt_box.title()!r}), arm stopped {controller.rig.arm.stopped}, autonomy tab "
+                    f"shown {auto.isVisible()}; messages {list(window.messages.history)[-5:]}")
     assert controller.rig.arm.stopped and auto.halt_box.title() == "Paused"
     ticks = auto.similarity_plot.count
-    qtbot.mouseClick(auto.resume_button, Qt.MouseButton.LeftButton)
+    _click(qtbot, auto.resume_button)
     qtbot.waitUntil(lambda: controller.mode == AUTONOMOUS and auto.similarity_plot.count > ticks + 3,
                     timeout=10_000)
     assert not controller.rig.arm.stopped
-    qtbot.mouseClick(auto.pause_button, Qt.MouseButton.LeftButton)
+    _click(qtbot, auto.pause_button)
     qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=5000)
 
 
 def test_ood_halts_the_arm_and_shows_why(studio, qtbot):
     controller, window, _ = studio
     auto = window.autonomy_panel
-    qtbot.mouseClick(auto.halt_resume, Qt.MouseButton.LeftButton)
+    _click(qtbot, auto.halt_resume)
     qtbot.waitUntil(lambda: controller.mode == AUTONOMOUS, timeout=5000)
     start = auto.similarity_plot.count
     qtbot.waitUntil(lambda: auto.similarity_plot.count >= start + 10, timeout=10_000)
@@ -507,7 +520,7 @@ def test_ood_halts_the_arm_and_shows_why(studio, qtbot):
     noise = auto.halt_live["third"]._image
     assert noise is not None
     qtbot.mouseClick(auto.drill_clear, Qt.MouseButton.LeftButton)
-    qtbot.mouseClick(auto.halt_teleop, Qt.MouseButton.LeftButton)  # take over with teleop
+    _click(qtbot, auto.halt_teleop)  # take over with teleop
     qtbot.waitUntil(lambda: controller.mode == TELEOP and not controller.rig.arm.stopped, timeout=5000)
     # The halt is resolved: its box goes, and the "live" views are live under teleop too.
     qtbot.waitUntil(lambda: not auto.halt_box.isVisible() and auto.views.isVisible(), timeout=5000)
@@ -530,7 +543,7 @@ def test_an_ood_stop_becomes_a_correction_the_next_run_retrieves(studio, qtbot):
     qtbot.waitUntil(lambda: auto.halt_record.isVisible(), timeout=5000)
     kept_before = len(record.episodes)
     demos_before = record.count_bar.value()
-    qtbot.mouseClick(auto.halt_record, Qt.MouseButton.LeftButton)
+    _click(qtbot, auto.halt_record)
     qtbot.waitUntil(lambda: controller.mode == RECORDING and not controller.rig.arm.stopped, timeout=5000)
     QTest.keyPress(window, Qt.Key.Key_R)
     qtbot.wait(800)
