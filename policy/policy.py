@@ -449,11 +449,6 @@ class ALTPolicy:
         """Where the retrieved chunk is executed: the alt method replays it as recorded."""
         return placing
 
-    def chunk_of(self, row: int, retrieval: Retrieval) -> np.ndarray:
-        """Method hook: the chunk executed from table row ``row`` in the run ``retrieval`` belongs to (the alt
-        method: as recorded)."""
-        return self.database.chunks[row]
-
     def make_source(self, **kwargs):
         """The ActionSource that runs this policy (policy/runner.py; a replaying method brings its own)."""
         from policy.runner import PolicySource

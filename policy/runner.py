@@ -223,8 +223,11 @@ class PolicySource:
     def step(self, observation: Observation, dt: float) -> StepOutput:
         t0 = time.perf_counter()
         now = observation.latest_state.host_time
+        frames = observation.frames
         prefer = self.current.matches[0].episode if self.current is not None else None
-        self.latest = self._lookup(observation, prefer)
+        self.latest = self.policy.retrieve(frames["hand"].image, frames["third"].image,
+                                           observation.state.ee_array()[:7], prefer_episode=prefer,
+                                           gripper=observation.state.gripper if self.current is None else None)
         halted = self._gate_and_watch(observation, now, t0)
         if halted is not None:
             return halted
@@ -240,13 +243,6 @@ class PolicySource:
         self.last_ms = (time.perf_counter() - t0) * 1000
         return StepOutput(Action.from_array(self.current.chunk[index]),
                           info={"similarity": self.latest.similarity, "chunk_step": index})
-
-    def _lookup(self, observation: Observation, prefer: int | None) -> Retrieval:
-        """This tick's lookup (a method that looks at the scene once, at the run's start, adds what it saw)."""
-        frames = observation.frames
-        return self.policy.retrieve(frames["hand"].image, frames["third"].image, observation.state.ee_array()[:7],
-                                    prefer_episode=prefer,
-                                    gripper=observation.state.gripper if self.current is None else None)
 
     def sent(self, action: Action) -> None:
         if self.shadow_log is None:
@@ -331,7 +327,7 @@ class PolicySource:
             return latest
         db = self.policy.database
         moved = Match(row, executing.episode, int(db.frames[row]), float(db.embeddings[row] @ db.embeddings[new.row]))
-        return replace(latest, matches=[moved] + list(latest.matches[1:]), chunk=self.policy.chunk_of(row, latest))
+        return replace(latest, matches=[moved] + list(latest.matches[1:]), chunk=db.chunks[row])
 
 
 def run_autonomous(rig: Rig, policy: ALTPolicy, *, max_ticks: int | None = None,

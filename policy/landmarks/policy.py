@@ -14,7 +14,7 @@ from policy.database import LookupDatabase, Match
 from policy.encoder import ALTEncoder
 from policy.grasp_check import GraspCheck
 from policy.landmarks.model import COVERAGE_SLACK, Landmarks, LandmarkModel
-from policy.policy import TIE_CANDIDATES, ALTPolicy, Placing, Retrieval, _latest_of_ties
+from policy.policy import TIE_CANDIDATES, ALTPolicy, Placing, _latest_of_ties
 
 
 class LandmarkPolicy(ALTPolicy):
@@ -128,14 +128,6 @@ class LandmarkPolicy(ALTPolicy):
                 f"{100 * size:.1f} cm; beyond the {100 * self.landmarks.max_correction:.1f} cm the demonstrations "
                 "cover (the most any needed to be moved onto its nearest neighbour, plus the margin)")
         return Placing(placing.z, best, matches, chunk, target, correction, signal, reason)
-
-    def chunk_of(self, row: int, retrieval: Retrieval) -> np.ndarray:
-        target = retrieval.target
-        chunk = self.database.chunks[row]
-        if target is None or target.features is None:
-            return chunk
-        db = self.database
-        return self.moved_chunk(int(db.episodes[row]), int(db.frames[row]), chunk, target.features)[0]
 
     # -- building, saving, loading, versions ----------------------------------
     @classmethod
