@@ -131,6 +131,8 @@ def _print_summary(policy, config, gamma: str, t0: float) -> None:
         from policy.conformal import describe_run_rate
 
         print(f"  {describe_run_rate(cal.run)}")
+    if info.get("grip_check"):
+        print(f"  {info['grip_check']}")
     if cal.grasp:
         print(f"  grasp check: alignment {cal.grasp['threshold']:.3f} ({cal.grasp['method']}, "
               f"{cal.grasp['frames']} frames; median {cal.grasp['cross_demo']['p50']:.3f})")

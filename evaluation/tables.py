@@ -56,10 +56,12 @@ def ood_lines(payload: dict) -> list[str]:
     th = payload["thresholds"]
     views = ", ".join(f"{k} {th[k]:.3f}" for k in ("hand_view", "third_view") if th.get(k) is not None)
     grasp = th.get("grasp_alignment")
+    grip = th.get("grip")
     limit = th.get("time_limit_s")
     lines.append(f"gate: gamma {th['gamma']:.3f} (calibrated {th['calibrated_gamma']:.3f})"
                  + (f", view agreement {views}" if views else "")
                  + (f", grasp alignment {grasp:.3f}" if grasp is not None else "")
+                 + (f", grip margin {grip:.3f}" if grip is not None else "")
                  + f"; watchdog {th['stall_seconds']:g} s / {1000 * th['stall_distance_m']:.0f} mm"
                  + (f", time limit {limit:.1f} s" if limit else ""))
     return lines

@@ -191,6 +191,8 @@ class AutonomyPanel(QWidget):
         names = ["similarity", *policy.view_thresholds]
         if policy.grasp_check is not None:
             names.append("grasp_alignment")
+        if getattr(policy, "grip_check", None) is not None:
+            names.append("grip")
         locator = policy.locator
         if locator is not None:
             names += [n for n, check in (("hand_camera", locator.hand_camera), ("third_camera", locator.third_camera))
@@ -204,6 +206,8 @@ class AutonomyPanel(QWidget):
         out = dict(policy.gate_in_force())
         if policy.grasp_check is not None:
             out["grasp_alignment"] = policy.grasp_check.threshold
+        if getattr(policy, "grip_check", None) is not None:
+            out["grip"] = policy.grip_check.margin
         locator = policy.locator
         if locator is not None:
             out.update({n: check.threshold for n, check in (("hand_camera", locator.hand_camera),

@@ -17,6 +17,8 @@ SIGNALS = {
     "third_view": ("third view", "the live third-person view's agreement with the retrieved frame's"),
     "grasp_alignment": ("grasp check", "before a demonstration's grasp: the live hand view's edges against the "
                                        "retrieved frame's (- when it does not apply)"),
+    "grip": ("grip", "after a close: how far the fingers' measured opening lies below what every demonstration's "
+                     "read that many ticks after closing (a slip, or a grasp on air); stops when larger"),
     "hand_camera": ("hand camera", "a run's first lookup only: the gripper where every demonstration's hand view "
                                    "has it"),
     "third_camera": ("third camera", "a run's first lookup only: the table and the arm where every demonstration "

@@ -132,9 +132,9 @@ def thresholds_for_rate(held_out: GateEvidence, false_stop_rate: float, views: b
 
 
 #: Signals that stop the arm when their value is *above* the threshold (the aligned and landmark methods'
-#: correction, in m; the landmark method's coverage, a share of the demonstrations' range); every other signal
-#: stops it when below.
-UPPER_BOUND_SIGNALS = frozenset({"correction", "coverage"})
+#: correction, in m; the landmark method's coverage, a share of the demonstrations' range; the grip check's distance
+#: outside the demonstrations' band); every other signal stops it when below.
+UPPER_BOUND_SIGNALS = frozenset({"correction", "coverage", "grip"})
 
 
 def fails(name: str, value: float, threshold: float | None) -> bool:

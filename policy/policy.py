@@ -27,6 +27,7 @@ from policy.database import LookupDatabase, Match, probe_queries
 from policy.encoder import ALTEncoder, resize_view
 from policy.gate import implied_rates, thresholds_from_scores
 from policy.grasp_check import GraspCheck, grasp_frame, thumbnail
+from policy.grip_check import GripCheck, grip_check_from_dataset
 from policy.train import TrainProgress, embed_table_views, train_encoder
 from recorder.dataset import Dataset, DatasetError
 
@@ -128,6 +129,9 @@ class ALTPolicy:
             raise PolicyArtifactError(f"a {config.method!r} policy is made by make_policy, not ALTPolicy")
         self.config = config
         self.grasp_check = grasp_check
+        # the fingers' measured opening after a close against the demonstrations' (policy/grip_check.py; the
+        # runner judges it); None: a recording without a measured gripper, or a policy folder made before it
+        self.grip_check: GripCheck | None = None
         self.encoder = encoder.eval()
         self.database = database
         self._close_cache: tuple[int, dict[int, int]] | None = None  # (table rows, close_frames())
@@ -179,6 +183,7 @@ class ALTPolicy:
                 "false_stop_rate": None if self.calibration is None else self.calibration.false_stop_rate,
                 "gate_rate": self.gate_rate,
                 "grasp_alignment": None if self.grasp_check is None else self.grasp_check.threshold,
+                "grip": None if self.grip_check is None else self.grip_check.margin,
                 "method": self.method,
                 "replay_gamma": None, "max_correction_m": None,
                 "stall_seconds": self.config.stall_seconds, "stall_distance_m": self.config.stall_distance,
@@ -540,7 +545,9 @@ class ALTPolicy:
             # where each demonstration's object was (simulated datasets), for retrieval-accuracy reports
             "episode_scenes": {str(e): dataset.episode(int(e)).extra.get("scene") for e in sorted(table.actions)},
         }
-        return kind(config, trained.encoder, database, calibration, info, grasp_check, **parts)
+        policy = kind(config, trained.encoder, database, calibration, info, grasp_check, **parts)
+        policy.grip_check, policy.info["grip_check"] = grip_check_from_dataset(dataset, sorted(table.actions))
+        return policy
 
     @classmethod
     def _fit_method(cls, table, config: PolicyConfig, encoder: ALTEncoder, database: LookupDatabase,
@@ -577,6 +584,7 @@ class ALTPolicy:
             save_file(state, str(tmp / "encoder.safetensors"))
             db = self.database
             extra = {} if self.grasp_check is None else self.grasp_check.arrays()
+            extra.update({} if self.grip_check is None else self.grip_check.arrays())
             extra.update(self._method_arrays())
             save_database(tmp / "database.npz", db.embeddings, db.episodes, db.frames, db.chunks,
                           db.view_embeddings, **extra)
@@ -618,6 +626,7 @@ class ALTPolicy:
             grasp_check = GraspCheck.from_arrays(arrays, (calibration.grasp.get("threshold") if calibration else None))
         with reading(path / "config.json"):
             policy = kind(config, encoder.to(device or "cpu"), database, calibration, doc["info"], grasp_check, **parts)
+        policy.grip_check = GripCheck.from_arrays(arrays)
         policy.gamma = float(doc["gamma"])
         if abs(policy.gamma - policy.calibrated_gamma) > 1e-9:
             policy.gate_rate = None  # gamma set by hand at training time: not the calibrated rate

@@ -192,6 +192,9 @@ class PolicySource:
         self.shadow = shadow  # log every signal, stop on none (simulated rigs only: run_autonomous checks)
         self.shadow_log: ShadowLog | None = None
         self._was_open = False
+        # the grip check: which close of the run the gripper is in (-1: none yet), how many ticks since it was
+        # sent (None: open now), and whether the last command sent was closed
+        self._closes, self._since_close, self._closed = -1, None, False
         self.time_limit = time_limit
         self._start_time: float | None = None
         self.requery_every = requery_every or policy.config.requery_every
@@ -219,6 +222,7 @@ class PolicySource:
             self.watchdog.reset()
         self.shadow_log = ShadowLog() if self.shadow else None
         self._was_open = False
+        self._closes, self._since_close, self._closed = -1, None, False
 
     def step(self, observation: Observation, dt: float) -> StepOutput:
         t0 = time.perf_counter()
@@ -245,6 +249,14 @@ class PolicySource:
                           info={"similarity": self.latest.similarity, "chunk_step": index})
 
     def sent(self, action: Action) -> None:
+        closed = action.gripper < CLOSE_BELOW
+        if closed and not self._closed:
+            self._closes, self._since_close = self._closes + 1, 1  # the next observation: one tick after the close
+        elif closed:
+            self._since_close += 1
+        else:
+            self._since_close = None
+        self._closed = closed
         if self.shadow_log is None:
             return
         if action.gripper >= CLOSE_BELOW:
@@ -258,6 +270,7 @@ class PolicySource:
         (None: go on). ``keep_current``: an OOD stop keeps what was executing as the evidence's context (the
         aligned replay's object location) instead of the new lookup. In a shadow run every check is made and
         logged (``_halt`` logs and returns None), and each signal's reading too."""
+        grip = self._grip(observation)
         self.retrievals.append(self.latest)
         if self.shadow_log is not None:
             self._log_readings()
@@ -266,6 +279,13 @@ class PolicySource:
                 self.ood_observation = observation
                 self.current = (self.current if keep_current else None) or self.latest
             halted = self._halt("ood", self.latest.ood_signal, self.latest.ood_reason, t0)
+            if halted is not None:
+                return halted
+        if grip is not None:
+            if self.shadow_log is None:
+                self.ood_observation = observation
+                self.current = (self.current if keep_current else None) or self.latest
+            halted = self._halt("ood", "grip", grip, t0)
             if halted is not None:
                 return halted
         if self._start_time is None:
@@ -280,6 +300,25 @@ class PolicySource:
             if stalled:
                 return self._halt("stall", "stall", stalled, t0)
         return None
+
+    def _grip(self, observation: Observation) -> str | None:
+        """The grip check on this tick's measured opening (policy/grip_check.py): its reading joins this tick's
+        lookup's readings; the reason to stop in words where it fails (None: it passes or does not apply)."""
+        check = getattr(self.policy, "grip_check", None)
+        if check is None or self._since_close is None:
+            return None
+        opening = observation.state.gripper
+        judged = check.judge(self._closes, self._since_close, opening)
+        if judged is None:
+            return None
+        excess, low, high = judged
+        self.latest = replace(self.latest, readings={**(self.latest.readings or {}), "grip": (excess, check.margin)})
+        if not fails("grip", excess, check.margin):
+            return None
+        close = "the gripper's close" if self._closes == 0 else f"close {self._closes + 1}"
+        return (f"the fingers closed further than in any demonstration: {self._since_close} ticks after {close} "
+                f"they read {opening:.3f} open, the demonstrations {low:.3f} to {high:.3f} (margin "
+                f"{check.margin:.3f}); the object is slipping out, or the grasp missed it")
 
     def _log_readings(self) -> None:
         """A shadow run's tick: each signal's value, and where it crossed its threshold (a reading can cross

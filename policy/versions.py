@@ -40,6 +40,7 @@ from policy.artifact import MANIFEST, sha256
 from policy.data import COMPLETE_END_REASONS, action_chunks, load_frames
 from policy.database import LookupDatabase, probe_queries
 from policy.grasp_check import pre_grasp_rows, table_thumbnails
+from policy.grip_check import grip_check_from_dataset
 from policy.calibration import build_grasp_check, calibrate_on_held_out, finish_run_calibration
 from policy.policy import ALTPolicy, make_policy
 from policy.train import embed_table_views
@@ -233,6 +234,9 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
     info.setdefault("fps", dataset.spec.fps)
     new = make_policy(config, policy.encoder, database, calibration, info, grasp_check, **parts)
     new.gamma = float(gamma)
+    new.grip_check = policy.grip_check
+    if set(info["episodes"]) <= set(dataset.episode_indices()):  # every demonstration's grip at hand: fit anew
+        new.grip_check, new.info["grip_check"] = grip_check_from_dataset(dataset, info["episodes"])
     return new, addition
 
 

@@ -324,8 +324,10 @@ def aligned_from(policy: ALTPolicy, dataset: Dataset) -> AlignedPolicy:
     calibration.aligned = calibrate_aligned(policy.encoder, table, policy.database, held_out, config)
     # the aligned gate per run, as training states it (with a rate per run asked for, its conformal thresholds)
     finish_run_calibration(AlignedPolicy, table, policy.database, held_out, config, calibration)
-    return AlignedPolicy(config, policy.encoder, policy.database, calibration, dict(policy.info), policy.grasp_check,
-                         locator)
+    out = AlignedPolicy(config, policy.encoder, policy.database, calibration, dict(policy.info), policy.grasp_check,
+                        locator)
+    out.grip_check = policy.grip_check
+    return out
 
 
 def first_third_frames(table) -> dict[int, np.ndarray]:

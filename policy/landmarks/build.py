@@ -36,5 +36,7 @@ def landmarks_from(policy, dataset):
     table = load_frames(dataset, config, episodes=[int(e) for e in policy.info["episodes"]])
     model = build_landmarks(table, config)
     calibration = None if policy.calibration is None else Calibration(**{**policy.calibration.__dict__})
-    return LandmarkPolicy(config, policy.encoder, policy.database, calibration, dict(policy.info),
-                          policy.grasp_check, model)
+    out = LandmarkPolicy(config, policy.encoder, policy.database, calibration, dict(policy.info),
+                         policy.grasp_check, model)
+    out.grip_check = policy.grip_check
+    return out
