@@ -63,3 +63,19 @@ def tiny_sim_policy(dataset_dir: Path, episodes: int = 3):
     record_sim(dataset_dir, episodes, image_size=32)
     with Dataset.open(dataset_dir) as ds:
         return ALTPolicy.build(ds, PolicyConfig(**TINY_GATE_POLICY))
+
+
+def connected_sim_rig(image_size: int = 32):
+    """A connected simulated mug rig for a module fixture (``yield from``); disconnected and closed after."""
+    rig = make_rig("sim", image_size=image_size)
+    rig.connect()
+    yield rig
+    rig.disconnect()
+    rig.close()
+
+
+def reset_in_distribution(rig, seed: int = 3) -> None:
+    """The operator's stop released, an in-distribution scene from ``seed``, the clock running: ready to run."""
+    rig.arm.release()
+    rig.scene_control().reset(seed, "in_distribution")
+    rig.clock.start()

@@ -12,9 +12,8 @@ from policy.grip_check import GripCheck, closed_stretches, fit_grip_check, grip_
 from policy.policy import ALTPolicy
 from policy.runner import run_autonomous
 from recorder.dataset import Dataset
-from robot_drivers.factory import make_rig
 
-from recording_helpers import tiny_sim_policy
+from recording_helpers import connected_sim_rig, reset_in_distribution as _reset, tiny_sim_policy
 
 
 def _demo(close_at: int, length: int, width: float, rng, release_at: int | None = None):
@@ -114,17 +113,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sim_rig():
-    rig = make_rig("sim", image_size=32)
-    rig.connect()
-    yield rig
-    rig.disconnect()
-    rig.close()
-
-
-def _reset(rig, seed=3):
-    rig.arm.release()
-    rig.scene_control().reset(seed, "in_distribution")
-    rig.clock.start()
+    yield from connected_sim_rig(32)
 
 
 def _fitted(dataset_dir, monkeypatch) -> GripCheck:

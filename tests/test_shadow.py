@@ -13,12 +13,11 @@ from policy.database import LookupDatabase
 from policy.policy import ALTPolicy
 from policy.runner import PolicySource, ProgressWatchdog, run_autonomous
 from core.clock import RealTimeClock
-from robot_drivers.factory import make_rig
 from robot_drivers.fake import KinematicArm, SyntheticCamera
 from robot_drivers.rig import Rig
 from robot_drivers.safety import SafeArm
 
-from recording_helpers import tiny_sim_policy
+from recording_helpers import connected_sim_rig, reset_in_distribution as _reset, tiny_sim_policy
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
@@ -38,17 +37,7 @@ def policy(built):
 
 @pytest.fixture(scope="module")
 def sim_rig():
-    rig = make_rig("sim", image_size=32)
-    rig.connect()
-    yield rig
-    rig.disconnect()
-    rig.close()
-
-
-def _reset(rig, seed=3):
-    rig.arm.release()
-    rig.scene_control().reset(seed, "in_distribution")
-    rig.clock.start()
+    yield from connected_sim_rig(32)
 
 
 def test_a_shadow_run_is_refused_on_a_real_rig(policy):
