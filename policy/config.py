@@ -75,6 +75,10 @@ class PolicyConfig:
     # with the retrieved frame's at least as well as this quantile of two different demonstrations do
     grasp_check: bool = True
     grasp_check_quantile: float = 0.05
+    # the grip check (policy/grip_check.py): after a close, the fingers must not close further than every
+    # demonstration's did that many ticks after closing (off for a gripper whose measured opening is not to be
+    # trusted)
+    grip_check: bool = True
     # the policy method: "alt" replays the retrieved demonstration as recorded (the paper); "aligned" finds the
     # object in the third-person view and replays the demonstration shifted onto it (policy/aligned/alignment.py);
     # "landmarks" moves every retrieved chunk with the things that stand elsewhere than in its demonstration
@@ -181,6 +185,7 @@ LEGACY_SETTINGS = {
     "paste_probability": ("2026-12-01T13:18:11+00:00", 0.0),
     "calibration_augments": ("2026-12-01T21:32:27+00:00", 0),  # calibrated on frames as recorded
     "run_false_stop_rate": ("2026-12-06T11:10:00+00:00", None),  # the per-frame rule only
+    "grip_check": ("2026-12-06T21:45:00+00:00", True),  # without its arrays in database.npz it does nothing
 }
 
 PRESETS = {

@@ -546,7 +546,8 @@ class ALTPolicy:
             "episode_scenes": {str(e): dataset.episode(int(e)).extra.get("scene") for e in sorted(table.actions)},
         }
         policy = kind(config, trained.encoder, database, calibration, info, grasp_check, **parts)
-        policy.grip_check, policy.info["grip_check"] = grip_check_from_dataset(dataset, sorted(table.actions))
+        policy.grip_check, policy.info["grip_check"] = grip_check_from_dataset(dataset, sorted(table.actions)) \
+            if config.grip_check else (None, "no grip check: switched off (grip_check = False)")
         return policy
 
     @classmethod

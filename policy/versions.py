@@ -235,7 +235,7 @@ def extend_policy(policy: ALTPolicy, dataset: Dataset, episodes: list[int], *, r
     new = make_policy(config, policy.encoder, database, calibration, info, grasp_check, **parts)
     new.gamma = float(gamma)
     new.grip_check = policy.grip_check
-    if set(info["episodes"]) <= set(dataset.episode_indices()):  # every demonstration's grip at hand: fit anew
+    if config.grip_check and set(info["episodes"]) <= set(dataset.episode_indices()):  # every grip at hand: refit
         new.grip_check, new.info["grip_check"] = grip_check_from_dataset(dataset, info["episodes"])
     return new, addition
 
