@@ -91,6 +91,22 @@ def test_segments_cut_at_each_gripper_change_and_phases_run_along_the_path():
     assert np.all(phase[12:15] == 0.0)
 
 
+def test_a_gripper_step_of_exactly_the_cut_is_a_change_in_any_float_width():
+    """push-v3's expert steps its gripper command 0.5 -> 0.2: 0.30000000000000004 in float64, 0.29999998 in
+    float32 (how a recording stores actions). Both widths cut there, and a recording stored so is fitted (it failed
+    with an IndexError when the count and the fit cut differently)."""
+    a = _demo(np.array([20.0, 20.0]), np.array([40.0, 40.0]))
+    a[:, 7] = np.where(a[:, 7] > 0.5, 0.5, 0.2)
+    assert segments(a.astype(np.float32)) == segments(a) == [(0, 12), (12, 27), (27, 28)]
+    firsts, actions, _ = _recording(MIN_DEMOS + 2, seed=3)
+    for e in actions:
+        actions[e] = actions[e].copy()
+        actions[e][:, 7] = np.where(actions[e][:, 7] > 0.5, 0.5, 0.2)
+        actions[e] = actions[e].astype(np.float32)
+    fitted = fit_landmarks(firsts, actions, margin=0.05)
+    assert fitted.report["segments"] == 3
+
+
 def test_two_landmarks_are_found_by_colour_and_the_path_follows_both(model):
     report = model.report
     assert model.count == 2 and report["landmarks"] == 2 and report["segments"] == 3

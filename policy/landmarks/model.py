@@ -55,7 +55,7 @@ OWN_PATH_SHARE = 0.5
 #: A region is a landmark only if its area lies within these multiples of the smallest and largest the
 #: demonstrations showed it with (a lit patch of the table or the arm is not the goal marker).
 AREA_SLACK = (0.4, 2.5)
-#: A gripper command change larger than this cuts a segment.
+#: A gripper command change of at least this cuts a segment.
 GRIPPER_CUT = 0.3
 #: A segment whose hand travels less than this (m) is put on a phase by time.
 MIN_PATH_M = 0.01
@@ -118,10 +118,16 @@ def _match(regions: list[Region], centres: np.ndarray, limit: float,
     return [(int(c), regions[r]) for r, c in zip(rows, cols) if cost[r, c] < limit]
 
 
+def gripper_changes(before: float, after: float) -> bool:
+    """Whether the gripper command changes between two frames: by GRIPPER_CUT or more (a change of GRIPPER_CUT
+    itself counts whatever the float width: push-v3's expert steps 0.5 -> 0.2, 0.29999998 in float32)."""
+    return abs(float(after) - float(before)) >= GRIPPER_CUT - 1e-6
+
+
 def segments(actions: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) frame ranges of an episode's actions cut at each change of the gripper command."""
     grip = actions[:, 7]
-    cuts = [0] + [t for t in range(1, len(grip)) if abs(grip[t] - grip[t - 1]) > GRIPPER_CUT] + [len(grip)]
+    cuts = [0] + [t for t in range(1, len(grip)) if gripper_changes(grip[t - 1], grip[t])] + [len(grip)]
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
@@ -432,7 +438,9 @@ def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.nda
                           np.inf, 1.0, 1.0, 0, 0.0, {}, areas=areas)
     found = {e: probe.find(f) for e, f in zip(episodes, frames)}
     feats = {e: l.features for e, l in found.items() if l.features is not None}
-    counts = {e: len(segments(np.asarray(actions[e]))) for e in feats}
+    # cut once: the fit below uses these very segments
+    cut = {e: segments(np.asarray(actions[e], np.float64)) for e in feats}
+    counts = {e: len(c) for e, c in cut.items()}
     if not counts:
         raise LandmarkError("no demonstration shows every landmark in its first third-person frame")
     common = max(set(counts.values()), key=lambda c: (sum(v == c for v in counts.values()), -c))
@@ -452,7 +460,7 @@ def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.nda
     paths = np.zeros((common, PHASE_POINTS, len(used), 3))  # each demonstration's position at each phase
     for j, e in enumerate(used):
         a = np.asarray(actions[e], np.float64)
-        for s, (lo, hi) in enumerate(segments(a)):
+        for s, (lo, hi) in enumerate(cut[e]):
             paths[s, :, j] = _at_phase(a[:, :3], lo, hi, grid)
     y = paths.transpose(2, 0, 1, 3).reshape(len(used), -1)  # each demonstration's whole path, flattened
     gaps = np.linalg.norm(x[:, None] - x[None], axis=2)

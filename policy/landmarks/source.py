@@ -15,7 +15,7 @@ import numpy as np
 
 from core.types import Action
 from policy.database import Match
-from policy.landmarks.model import GRIPPER_CUT
+from policy.landmarks.model import gripper_changes
 from policy.runner import PolicySource
 from robot_drivers.control import StepOutput
 from robot_drivers.rig import Observation
@@ -88,7 +88,7 @@ class LandmarkSource(PolicySource):
                 self._reached = f
                 break
         following = min(frame + 1, self._reached + LEAD_FRAMES, len(plan) - 1)
-        if following > frame and abs(plan[following, 7] - plan[frame, 7]) > GRIPPER_CUT and \
+        if following > frame and gripper_changes(plan[frame, 7], plan[following, 7]) and \
                 self._off(frame, hand) > ARRIVAL_M:
             return frame  # the gripper changes next: not before the hand is there
         return following
