@@ -7,9 +7,10 @@ settle on it); a run whose fingers read below it by more than the demonstrations
 stopped (signal "grip"), whichever method drives the arm.
 
 One-sided on purpose: fingers that read *wider* than every demonstration's hold something wider (the object
-taken across another part, or turned), which is no sign of losing it. Measured on Meta-World: every stop for a
-wider reading (peg-insert-side 0.32-0.34 against 0.30-0.32) came on a run that went on to succeed, every stop
-for a narrower one (pick-place 0.37-0.44 against 0.40-0.48) on a puck slipping out.
+taken across another part, or turned), which is no sign of losing it. Measured on Meta-World (docs/method.md): the
+stops for a wider reading (peg-insert-side 0.32-0.34 against 0.30-0.32) came on runs half of which succeed
+without it; on pick-place and peg-insert-side every stop for a narrower one came on a run that failed or was
+stopped anyway (pick-place's pucks slipping out: 0.37-0.44 against 0.40-0.48).
 
 What a tick is: the gripper command sent on one tick and the measured opening observed at the next, as a recording
 stores them (``action[i]``, then ``state[i + 1]``); closes are counted in order (the first close of a run is
@@ -23,8 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: A gripper command below this closes the hand (1 = open, 0 = closed).
-CLOSE_BELOW = 0.5
+from policy.grasp_check import GRIPPER_OPEN  # a command below it closes the hand (1 = open, 0 = closed)
 #: A tick after closing is judged where at least this many of the demonstrations that made that close were still
 #: closed (and at least MIN_DEMOS): beyond, too few demonstrations say what the fingers should read.
 MIN_SHARE = 0.5
@@ -36,7 +36,7 @@ MARGIN_FLOOR = 0.01
 def closed_stretches(commands: np.ndarray, openings: np.ndarray) -> list[np.ndarray]:
     """For each close of one episode (in order): the measured opening at each tick after the command closed, while
     the command stays closed (index 0 = one tick after the close was sent)."""
-    closed = np.asarray(commands, np.float64) < CLOSE_BELOW
+    closed = np.asarray(commands, np.float64) < GRIPPER_OPEN
     openings = np.asarray(openings, np.float64)
     out, i, n = [], 0, len(closed)
     while i < n:
@@ -51,11 +51,10 @@ def closed_stretches(commands: np.ndarray, openings: np.ndarray) -> list[np.ndar
     return out
 
 
-def _band(stretches: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(low, high, count) per tick after closing over ``stretches``; low/high nan where too few demonstrations were
-    still closed."""
+def _band(stretches: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) per tick after closing over ``stretches``; nan where too few demonstrations were still closed."""
     if not stretches:
-        return np.zeros(0), np.zeros(0), np.zeros(0, np.int64)
+        return np.zeros(0), np.zeros(0)
     length = max(len(s) for s in stretches)
     values = np.full((len(stretches), length), np.nan)
     for r, s in enumerate(stretches):
@@ -65,7 +64,7 @@ def _band(stretches: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     with np.errstate(all="ignore"):
         low = np.where(enough, np.nanmin(np.where(np.isfinite(values), values, np.inf), axis=0), np.nan)
         high = np.where(enough, np.nanmax(np.where(np.isfinite(values), values, -np.inf), axis=0), np.nan)
-    return low, high, count
+    return low, high
 
 
 def _excess(values: np.ndarray, low: np.ndarray) -> np.ndarray:
@@ -82,7 +81,6 @@ class GripCheck:
     low: np.ndarray  # [closes, ticks], nan where not judged
     high: np.ndarray  # [closes, ticks]
     margin: float
-    report: dict
 
     def judge(self, close: int, tick: int, opening: float) -> tuple[float, float, float] | None:
         """(how far ``opening`` lies below the band, the band's low, its high) ``tick`` ticks after close number
@@ -100,13 +98,13 @@ class GripCheck:
                 "grip_margin": np.array([self.margin], np.float64)}
 
     @classmethod
-    def from_arrays(cls, arrays: dict, report: dict | None = None) -> "GripCheck | None":
+    def from_arrays(cls, arrays: dict) -> "GripCheck | None":
         """The check as stored in database.npz (None: a policy folder made before it, or a recording without
         a measured gripper)."""
         if "grip_low" not in arrays:
             return None
         return cls(np.asarray(arrays["grip_low"], np.float64), np.asarray(arrays["grip_high"], np.float64),
-                   float(np.asarray(arrays["grip_margin"]).ravel()[0]), report or {})
+                   float(np.asarray(arrays["grip_margin"]).ravel()[0]))
 
 
 def fit_grip_check(episodes: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[GripCheck | None, str]:
@@ -119,13 +117,13 @@ def fit_grip_check(episodes: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[
     lows, highs, excess = [], [], []
     for k in range(closes):
         made = {e: s[k] for e, s in per_episode.items() if len(s) > k}
-        low, high, _ = _band(list(made.values()))
+        low, high = _band(list(made.values()))
         if len(made) < MIN_DEMOS + 1 or not np.any(np.isfinite(low)):
             break  # too few demonstrations made this close: it and later ones are not judged
         lows.append(low)
         highs.append(high)
         for e, stretch in made.items():  # leave-one-out: how far each falls below the others' band
-            lo, _, _ = _band([s for o, s in made.items() if o != e])
+            lo, _ = _band([s for o, s in made.items() if o != e])
             excess.append(np.nan_to_num(_excess(stretch, lo), nan=0.0))
     if not lows:
         return None, f"no grip check: fewer than {MIN_DEMOS + 1} demonstrations close the gripper"
@@ -137,14 +135,9 @@ def fit_grip_check(episodes: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[
     worst = max((float(x.max()) for x in excess if len(x)), default=0.0)
     margin = max(MARGIN_FLOOR, worst)
     judged = int(np.sum(np.isfinite(low)))
-    report = {"closes": len(lows), "ticks_judged": judged, "margin": margin, "loo_worst": worst,
-              "demonstrations": len(per_episode),
-              "method": "per close and tick after closing: the demonstrations' lowest measured opening (a run "
-                        "stops when its fingers close further); margin: the farthest any demonstration falls below "
-                        f"the others' (leave-one-out), at least {MARGIN_FLOOR}"}
     line = (f"grip check: {len(lows)} close(s), {judged} ticks after closing judged, margin {margin:.3f} "
             f"(the demonstrations' leave-one-out worst {worst:.3f})")
-    return GripCheck(low, high, margin, report), line
+    return GripCheck(low, high, margin), line
 
 
 def grip_check_from_dataset(dataset, episodes) -> tuple[GripCheck | None, str]:

@@ -40,6 +40,7 @@ from core.types import Action
 from policy.action_space import check_policy_fits_rig
 from policy.database import Match
 from policy.gate import UPPER_BOUND_SIGNALS, fails
+from policy.grasp_check import GRIPPER_OPEN
 from policy.policy import ALTPolicy, Retrieval
 
 
@@ -106,8 +107,8 @@ class AutonomyResult:
 GATE, ANY = "gate", "any"
 #: The watchdog's signals (reason "stall").
 WATCHDOG_SIGNALS = ("stall", "time_limit")
-#: A gripper command below this closes the hand (1 = open, 0 = closed).
-CLOSE_BELOW = 0.5
+#: A gripper command below this closes the hand (1 = open, 0 = closed): the threshold the grasp and grip checks use.
+CLOSE_BELOW = GRIPPER_OPEN
 
 
 @dataclass
@@ -275,17 +276,11 @@ class PolicySource:
         if self.shadow_log is not None:
             self._log_readings()
         if self.latest.ood:
-            if self.shadow_log is None:
-                self.ood_observation = observation
-                self.current = (self.current if keep_current else None) or self.latest
-            halted = self._halt("ood", self.latest.ood_signal, self.latest.ood_reason, t0)
+            halted = self._ood_halt(observation, self.latest.ood_signal, self.latest.ood_reason, keep_current, t0)
             if halted is not None:
                 return halted
         if grip is not None:
-            if self.shadow_log is None:
-                self.ood_observation = observation
-                self.current = (self.current if keep_current else None) or self.latest
-            halted = self._halt("ood", "grip", grip, t0)
+            halted = self._ood_halt(observation, "grip", grip, keep_current, t0)
             if halted is not None:
                 return halted
         if self._start_time is None:
@@ -300,6 +295,14 @@ class PolicySource:
             if stalled:
                 return self._halt("stall", "stall", stalled, t0)
         return None
+
+    def _ood_halt(self, observation: Observation, signal: str, message: str, keep_current: bool,
+                  t0: float) -> StepOutput | None:
+        """Stop on a gate signal (reason "ood"), keeping the observation and what was executing as the evidence."""
+        if self.shadow_log is None:
+            self.ood_observation = observation
+            self.current = (self.current if keep_current else None) or self.latest
+        return self._halt("ood", signal, message, t0)
 
     def _grip(self, observation: Observation) -> str | None:
         """The grip check on this tick's measured opening (policy/grip_check.py): its reading joins this tick's

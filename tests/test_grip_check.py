@@ -142,7 +142,7 @@ def test_a_grip_the_demonstrations_never_had_halts_the_arm_one_tick_after_the_cl
     dataset_dir, policy = built
     check = _fitted(dataset_dir, monkeypatch)
     # fingers that cannot read so: the band moved 0.5 above what the demonstrations read
-    impossible = GripCheck(check.low + 0.5, check.high + 0.5, check.margin, {})
+    impossible = GripCheck(check.low + 0.5, check.high + 0.5, check.margin)
     saved = policy.gamma, dict(policy.view_thresholds), policy.grasp_check
     try:
         policy.gamma, policy.grasp_check = -1.0, None  # nothing but the grip check stops this run
