@@ -10,11 +10,15 @@ from PyQt6.QtWidgets import QGridLayout, QLabel, QWidget
 from policy.gate import UPPER_BOUND_SIGNALS, fails
 
 #: Every signal the gate may judge a lookup by, in the order shown: (label, when it applies).
+#: Said of the three view signals: once the arm moves, with the gripper open, they stop a run only after failing
+#: lookups in a row.
+PERSISTS = ("; once the arm moves, with the gripper open, it stops the run after failing gate_persistence lookups "
+            "in a row (default 3)")
 SIGNALS = {
     "similarity": ("similarity", "the best match's similarity, against gamma (the aligned method's replay gamma "
-                                 "while it replays a shifted demonstration)"),
-    "hand_view": ("hand view", "the live hand view's agreement with the retrieved frame's"),
-    "third_view": ("third view", "the live third-person view's agreement with the retrieved frame's"),
+                                 "while it replays a shifted demonstration)" + PERSISTS),
+    "hand_view": ("hand view", "the live hand view's agreement with the retrieved frame's" + PERSISTS),
+    "third_view": ("third view", "the live third-person view's agreement with the retrieved frame's" + PERSISTS),
     "grasp_alignment": ("grasp check", "before a demonstration's grasp: the live hand view's edges against the "
                                        "retrieved frame's (- when it does not apply)"),
     "grip": ("grip", "after a close: how far the fingers' measured opening lies below what every demonstration's "

@@ -63,6 +63,9 @@ class PolicyConfig:
     # (policy/conformal.py) so that a run like them is stopped with probability at most this; enough
     # demonstrations are held out for it. None: the per-frame rule above, and the run rate it gives is stated
     run_false_stop_rate: float | None = None
+    # a view signal (similarity, hand view, third view) stops a run once it has failed on this many lookups in a
+    # row; the run's first lookup, made before the arm moves, stops at once. 1: every failing lookup stops
+    gate_persistence: int = 3
     # the aligned method's gate also looks the held-out frames up this many times augmented as in training
     calibration_augments: int = 2
     # progress watchdog: under autonomy, the hand moving less than stall_distance (m) with the gripper
@@ -94,6 +97,9 @@ class PolicyConfig:
                      "epochs", "frame_stride", "chunk_length", "requery_every", "top_k", "annoy_trees"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"policy setting {name} must be positive, not {getattr(self, name)}")
+        if self.gate_persistence < 1:
+            raise ValueError(f"gate_persistence {self.gate_persistence} must be at least 1 (lookups in a row; 1 = "
+                             "a single failing lookup stops)")
         if self.calibration_augments < 0:
             raise ValueError(f"calibration_augments {self.calibration_augments} must not be negative")
         if self.batch_size < 2:
@@ -186,6 +192,7 @@ LEGACY_SETTINGS = {
     "calibration_augments": ("2026-12-01T21:32:27+00:00", 0),  # calibrated on frames as recorded
     "run_false_stop_rate": ("2026-12-06T11:10:00+00:00", None),  # the per-frame rule only
     "grip_check": ("2026-12-06T21:45:00+00:00", True),  # without its arrays in database.npz it does nothing
+    "gate_persistence": ("2026-12-06T23:20:00+00:00", 1),  # a single failing lookup stopped
 }
 
 PRESETS = {

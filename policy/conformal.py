@@ -50,6 +50,10 @@ Guarantee
     stopped more often; live runs that deviate from the demonstrations are not covered either. How often live
     runs are stopped is measured separately (shadow runs).
 
+    The gate's persistence (``gate_persistence``: once the arm moves, a view signal stops a run only after failing
+    that many lookups in a row) stops a run only where a single failing frame would have: the minima above, which
+    count one failing frame as a stop, overstate its stops, so the bound holds for it too (conservatively).
+
 ``implied_run_rate`` reports, for any thresholds (the operator moving gamma in the window), how many calibration
 episodes they stop and the conformal bound ``(stopped + 1) / (n + 1)``.
 """

@@ -188,7 +188,8 @@ class ALTPolicy:
                 "replay_gamma": None, "max_correction_m": None,
                 "stall_seconds": self.config.stall_seconds, "stall_distance_m": self.config.stall_distance,
                 "time_limit_s": self.time_limit_seconds(),
-                "episode_hysteresis": self.config.episode_hysteresis, "requery_every": self.config.requery_every}
+                "episode_hysteresis": self.config.episode_hysteresis, "requery_every": self.config.requery_every,
+                "gate_persistence": self.config.gate_persistence}
 
     def method_thresholds(self) -> dict[str, float]:
         """Method hook: the method's own gate signals and their thresholds (the alt method: none)."""
@@ -347,7 +348,7 @@ class ALTPolicy:
     def retrieve(self, hand: np.ndarray, third: np.ndarray, pose: np.ndarray | None = None,
                  k: int | None = None, prefer_episode: int | None = None, target: "Location | None" = None,
                  executing_row: int | None = None, check_grasp: bool = True,
-                 gripper: float | None = None) -> Retrieval:
+                 gripper: float | None = None, deferred: frozenset[str] = frozenset()) -> Retrieval:
         """Look the observation up and gate it. ``prefer_episode``: the demonstration being executed; it is
         kept unless another one matches better by more than ``config.episode_hysteresis`` (no flip-flopping
         between two neighbouring demonstrations mid-motion). Of frames that look alike (a wait, the grasp
@@ -360,7 +361,11 @@ class ALTPolicy:
 
         ``gripper``: the measured opening as a run starts. Fully open, the run starts from a frame before its
         demonstration's grasp: a view that looks like one after the grasp (clutter can make a start view look
-        like one at the mug) would otherwise replay the closing gripper far from the object."""
+        like one at the mug) would otherwise replay the closing gripper far from the object.
+
+        ``deferred``: gate signals (of ``policy.gate.SIGNALS``) that do not stop this lookup though they fail (a
+        run's source holds them until they have failed ``config.gate_persistence`` lookups in a row); their
+        readings are kept, and the gate's other signals judge the lookup."""
         t0 = time.perf_counter()
         if hand is not None:  # at the encoder's size once: the embedding and the grasp check both use it
             hand = resize_view(hand, self.config)
@@ -384,7 +389,7 @@ class ALTPolicy:
         grasp, object_in_place = self._grasp_signal(hand, best, executing_row, check_grasp)
         cameras = self._camera_checks(hand, third, executing_row)
         gate_gamma = self._gate_gamma(executing_row)
-        signal, reason = self._gate(best, agreement, grasp, gate_gamma, object_in_place, replayed)
+        signal, reason = self._gate(best, agreement, grasp, gate_gamma, object_in_place, replayed, deferred)
         similarity = best.similarity  # what the gate judged
         readings = {"similarity": (float(similarity), float(gate_gamma))}
         readings.update({name: (float(agreement[i]), self.view_thresholds.get(name))
@@ -483,15 +488,16 @@ class ALTPolicy:
         return db.frames < limit
 
     def _gate(self, best: Match, agreement: tuple[float, float], grasp: float,
-              gamma: float, object_in_place: bool = False, replayed: int | None = None) -> tuple[str | None, str]:
-        if best.similarity < gamma:
+              gamma: float, object_in_place: bool = False, replayed: int | None = None,
+              deferred: frozenset[str] = frozenset()) -> tuple[str | None, str]:
+        if best.similarity < gamma and "similarity" not in deferred:
             return "similarity", (f"similarity {best.similarity:.3f} < gamma {gamma:.3f}: nothing in the "
                                   "demonstrations looks like this")
         also = "" if replayed is None else \
             f" and with the frame being replayed (frame {int(self.database.frames[replayed])})"
         for i, (name, view) in enumerate((("hand_view", "hand"), ("third_view", "third"))):
             limit = self.view_thresholds.get(name)
-            if limit is not None and agreement[i] < limit:
+            if limit is not None and agreement[i] < limit and name not in deferred:
                 return name, (f"the {view} view disagrees with the retrieved frame (episode {best.episode} frame "
                               f"{best.frame}){also}: agreement {agreement[i]:.3f} < {limit:.3f}")
         if self.grasp_check is not None and grasp < self.grasp_check.threshold and not object_in_place:

@@ -39,7 +39,7 @@ from core.types import Action
 
 from policy.action_space import check_policy_fits_rig
 from policy.database import Match
-from policy.gate import UPPER_BOUND_SIGNALS, fails
+from policy.gate import SIGNALS as PERSISTENT_SIGNALS, UPPER_BOUND_SIGNALS, fails
 from policy.grasp_check import GRIPPER_OPEN
 from policy.policy import ALTPolicy, Retrieval
 
@@ -212,6 +212,8 @@ class PolicySource:
         self.last_ms = 0.0
         self.ood_observation: Observation | None = None
         self.replay: ReplayState | None = None  # a replaying method's state at this tick (the window shows it)
+        self.persistence = max(1, int(getattr(policy.config, "gate_persistence", 1)))
+        self._streaks = dict.fromkeys(PERSISTENT_SIGNALS, 0)  # lookups in a row each view signal has failed
 
     def begin(self, observation: Observation) -> None:
         self.current = self.latest = None
@@ -224,6 +226,22 @@ class PolicySource:
         self.shadow_log = ShadowLog() if self.shadow else None
         self._was_open = False
         self._closes, self._since_close, self._closed = -1, None, False
+        self._streaks = dict.fromkeys(PERSISTENT_SIGNALS, 0)
+
+    def deferred(self) -> frozenset[str]:
+        """The view signals that may not stop this tick's lookup though they fail: those that would not reach
+        ``gate_persistence`` failing lookups in a row with it. None is deferred at the run's first lookup (the arm
+        has not moved: a scene unlike the demonstrations stops it at once), nor while the gripper is commanded
+        closed (it may hold something: a late stop can drop or jam it, which no operator can undo)."""
+        if self.persistence <= 1 or not self.retrievals or self._closed:
+            return frozenset()
+        return frozenset(s for s, n in self._streaks.items() if n + 1 < self.persistence)
+
+    def _count_streaks(self) -> None:
+        readings = self.latest.readings or {}
+        for name in self._streaks:
+            value, threshold = readings.get(name, (float("nan"), None))
+            self._streaks[name] = self._streaks[name] + 1 if fails(name, value, threshold) else 0
 
     def step(self, observation: Observation, dt: float) -> StepOutput:
         t0 = time.perf_counter()
@@ -232,7 +250,8 @@ class PolicySource:
         prefer = self.current.matches[0].episode if self.current is not None else None
         self.latest = self.policy.retrieve(frames["hand"].image, frames["third"].image,
                                            observation.state.ee_array()[:7], prefer_episode=prefer,
-                                           gripper=observation.state.gripper if self.current is None else None)
+                                           gripper=observation.state.gripper if self.current is None else None,
+                                           deferred=self.deferred())
         halted = self._gate_and_watch(observation, now, t0)
         if halted is not None:
             return halted
@@ -273,10 +292,14 @@ class PolicySource:
         logged (``_halt`` logs and returns None), and each signal's reading too."""
         grip = self._grip(observation)
         self.retrievals.append(self.latest)
+        self._count_streaks()
         if self.shadow_log is not None:
             self._log_readings()
         if self.latest.ood:
-            halted = self._ood_halt(observation, self.latest.ood_signal, self.latest.ood_reason, keep_current, t0)
+            reason = self.latest.ood_reason
+            if self._streaks.get(self.latest.ood_signal, 0) > 1:
+                reason = f"{reason} ({self._streaks[self.latest.ood_signal]} lookups in a row)"
+            halted = self._ood_halt(observation, self.latest.ood_signal, reason, keep_current, t0)
             if halted is not None:
                 return halted
         if grip is not None:

@@ -85,7 +85,8 @@ class AlignedPolicySource(PolicySource):
                                            # while turning, and once turned (the table and the fingers no longer
                                            # line up with the demonstration's view; the silhouette was checked)
                                            check_grasp=not (self._aligning(executing) or self._turns),
-                                           gripper=observation.state.gripper if executing is None else None)
+                                           gripper=observation.state.gripper if executing is None else None,
+                                           deferred=self.deferred())
         halted = self._gate_and_watch(observation, now, t0, keep_current=True)
         if halted is not None:
             return halted

@@ -53,7 +53,8 @@ class LandmarkSource(PolicySource):
                                            prefer_episode=self.episode if self.episode is not None
                                            else self.landmarks.episode, target=self.landmarks,
                                            executing_row=executing,
-                                           gripper=observation.state.gripper if first else None)
+                                           gripper=observation.state.gripper if first else None,
+                                           deferred=self.deferred())
         halted = self._gate_and_watch(observation, now, t0)
         if halted is not None:
             return halted

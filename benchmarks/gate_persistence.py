@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""How the gate's persistence changes what it stops, measured on shadow runs of a Meta-World suite's policies.
+
+Shadow runs (nothing stops the arm; policy/runner.py) of each task and scenario, with every signal's reading
+kept per lookup (saved under ``--out`` and reused). Because nothing stopped the runs, the gate's verdict under
+any persistence can be read off those readings exactly: for each persistence it prints, per task and scenario,
+the runs that succeed without a stop, the successes the gate would stop (false alarms), the failures it would
+catch, and the failures nothing would stop (the gate, the grip check, the method's own signals, the watchdog or
+the time limit). The first close is taken from the shadow run (the close commands do not change with the gate). Whether a stop of a failing run would have come too late (the rig's ``went_wrong``) needs the
+ordinary evaluation (``benchmarks/metaworld_suite.py``); this script does not judge it.
+
+    MUJOCO_GL=egl .venv/bin/python benchmarks/gate_persistence.py --suite runs/grip --method landmarks \\
+        --tasks pick-place-v3 drawer-open-v3 --scenarios in_distribution interpolate --out runs/persistence
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from policy.gate import SIGNALS as PERSISTENT_SIGNALS, fails  # noqa: E402
+
+#: The watchdog's alarms (a stall stop in an ordinary run).
+WATCHDOG = ("stall", "time_limit")
+
+
+def stop_tick(readings: list[dict], persistence: int, closed_after: int | None = None) -> int | None:
+    """The lookup at which the gate would stop a run with these per-lookup readings (signal -> (value,
+    threshold)) at ``persistence`` (policy/runner.py, ``PolicySource.deferred``): a view signal at the first
+    lookup, after the gripper's close command (sent on lookup ``closed_after``; a later release is not
+    followed: stricter than the runner there), or once it has failed ``persistence`` lookups in a row; any other
+    signal at once. None: never."""
+    streak = dict.fromkeys(PERSISTENT_SIGNALS, 0)
+    for tick, row in enumerate(readings):
+        held = closed_after is not None and tick > closed_after
+        for name, (value, threshold) in row.items():
+            failed = fails(name, value, threshold)
+            if name in streak:
+                streak[name] = streak[name] + 1 if failed else 0
+                if failed and (tick == 0 or held or streak[name] >= persistence):
+                    return tick
+            elif failed:
+                return tick
+    return None
+
+
+def shadow_traces(suite: Path, method: str, task: str, scenario: str, episodes: int, seed: int,
+                  out: Path) -> list[dict]:
+    """Shadow runs of ``task``'s policy of ``method`` in ``scenario``, each with its readings per lookup (cached
+    in ``out``)."""
+    cache = out / f"{task}-{method}-{scenario}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    from evaluation.evaluate import run_episode
+    from policy.policy import ALTPolicy
+    from robot_drivers.factory import make_rig
+
+    policy = ALTPolicy.load(suite / task / f"policy-{method}")
+    rig = make_rig(f"metaworld:{task}", image_size=policy.config.image_width, rate_hz=policy.info.get("fps"))
+    runs = []
+    with rig:
+        for s in range(seed, seed + episodes):
+            ep, result = run_episode(policy, rig, scenario, s, shadow=True)
+            runs.append({"seed": s, "outcome": ep.shadow_outcome, "ticks": result.loop.ticks,
+                         "first_close": ep.first_close_tick,
+                         "watchdog": {k: ep.first_alarm[k] for k in WATCHDOG if k in ep.first_alarm},
+                         "readings": [{k: [float(v[0]), None if v[1] is None else float(v[1])]
+                                       for k, v in (r.readings or {}).items()} for r in result.retrievals]})
+            print(f"  {task} {method} {scenario} seed {s}: {ep.shadow_outcome}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(runs))
+    return runs
+
+
+def judge(runs: list[dict], persistence: int) -> dict[str, int]:
+    """Counts of the runs as the gate at ``persistence`` (and the watchdog) would have judged them."""
+    c = {"runs": len(runs), "succeeded": 0, "kept": 0, "false_alarms": 0, "failed": 0, "caught_by_gate": 0,
+         "caught_by_watchdog": 0, "unstopped": 0}
+    for run in runs:
+        gate = stop_tick([{k: tuple(v) for k, v in row.items()} for row in run["readings"]], persistence,
+                         run.get("first_close"))
+        if run["outcome"] == "success":
+            c["succeeded"] += 1
+            c["kept" if gate is None else "false_alarms"] += 1
+            continue
+        c["failed"] += 1
+        watchdog = min(run["watchdog"].values(), default=None)
+        if gate is not None and (watchdog is None or gate <= watchdog):
+            c["caught_by_gate"] += 1
+        elif watchdog is not None:
+            c["caught_by_watchdog"] += 1
+        else:
+            c["unstopped"] += 1
+    return c
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--suite", required=True, type=Path, help="a metaworld_suite.py output folder (its policies)")
+    p.add_argument("--method", default="landmarks", choices=("alt", "aligned", "landmarks"))
+    p.add_argument("--tasks", nargs="+", required=True)
+    p.add_argument("--scenarios", nargs="+", default=["in_distribution", "interpolate"])
+    p.add_argument("--episodes", type=int, default=31)
+    p.add_argument("--seed", type=int, default=1000, help="the first evaluation seed (the suite's: 1000)")
+    p.add_argument("--persistence", type=int, nargs="+", default=[1, 2, 3, 4])
+    p.add_argument("--out", type=Path, default=Path("runs/persistence"), help="where the shadow traces are kept")
+    args = p.parse_args()
+    print("| task | scenario | succeeded unstopped | " + " | ".join(
+        f"persistence {k}: kept / false alarms / failures caught by gate, watchdog / unstopped"
+        for k in args.persistence) + " |")
+    print("|---|---|---|" + "---|" * len(args.persistence))
+    for task in args.tasks:
+        for scenario in args.scenarios:
+            runs = shadow_traces(args.suite, args.method, task, scenario, args.episodes, args.seed, args.out)
+            cells = []
+            for k in args.persistence:
+                c = judge(runs, k)
+                cells.append(f"{c['kept']} / {c['false_alarms']} / {c['caught_by_gate']}, "
+                             f"{c['caught_by_watchdog']} / {c['unstopped']}")
+            c = judge(runs, 1)
+            print(f"| {task} | {scenario} | {c['succeeded']}/{c['runs']} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The gate's persistence: a view signal (similarity, hand view, third view) stops a run once it has failed on
+``gate_persistence`` lookups in a row; the run's first lookup, made before the arm moves, and every lookup while
+the gripper is commanded closed stop at once; every other signal (the grip check, the watchdog, a method's own)
+is not held back. Searched over failure patterns on
+the simulated mug rig, through the control loop, in ordinary and shadow runs."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policy.config import PolicyConfig
+from policy.runner import run_autonomous
+
+from recording_helpers import connected_sim_rig, reset_in_distribution, tiny_sim_policy
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    return tiny_sim_policy(tmp_path_factory.mktemp("persist") / "ds")
+
+
+@pytest.fixture(scope="module")
+def sim_rig():
+    yield from connected_sim_rig(32)
+
+
+def expected_stop(failing: list[bool], persistence: int, closed_at: int | None = None) -> int | None:
+    """The lookup the gate stops on: the first, if it fails; one after the close command (sent on lookup
+    ``closed_at``), if it fails; else the first that ends ``persistence`` failing lookups in a row (None: none
+    does)."""
+    for i, bad in enumerate(failing):
+        held = closed_at is not None and i > closed_at
+        if bad and (i == 0 or held or i + 1 >= persistence and all(failing[i + 1 - persistence:i + 1])):
+            return i
+    return None
+
+
+def _scripted(policy, monkeypatch, failing: list[bool]):
+    """The hand view's agreement scripted per lookup (0 where ``failing``, else 0.99) against a threshold of
+    0.5; nothing else of the gate can stop the run."""
+    calls = [0]
+
+    def agreement(best, hv, tv, executing_row):
+        i = calls[0]
+        calls[0] += 1
+        return ((0.0 if i < len(failing) and failing[i] else 0.99), 0.99), None
+
+    monkeypatch.setattr(policy, "_view_agreement", agreement)
+    monkeypatch.setattr(policy, "gamma", -1.0)
+    monkeypatch.setattr(policy, "grasp_check", None)
+    monkeypatch.setattr(policy, "grip_check", None)
+    monkeypatch.setattr(policy, "view_thresholds", {"hand_view": 0.5, "third_view": -1.0})
+    return calls
+
+
+def test_the_setting_is_checked_and_old_policies_keep_a_single_failing_lookup():
+    with pytest.raises(ValueError, match="gate_persistence"):
+        PolicyConfig(gate_persistence=0)
+    doc = {k: v for k, v in PolicyConfig().to_json().items() if k != "gate_persistence"}
+    old = PolicyConfig.from_json(doc, saved_at="2026-12-06T22:00:00+00:00")
+    assert old.gate_persistence == 1
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(failing=st.lists(st.booleans(), min_size=1, max_size=14), persistence=st.integers(1, 4))
+def test_a_view_signal_stops_the_run_exactly_when_it_has_failed_long_enough(policy, sim_rig, monkeypatch,
+                                                                           failing, persistence):
+    with monkeypatch.context() as m:
+        m.setattr(policy, "config", policy.config.with_overrides(gate_persistence=persistence))
+        ticks = len(failing)
+        _scripted(policy, m, failing)
+        reset_in_distribution(sim_rig)
+        shadow = run_autonomous(sim_rig, policy, max_ticks=ticks, shadow=True)
+        assert shadow.reason != "ood"  # a shadow run logs, and goes on
+        want = expected_stop(failing, persistence, shadow.shadow.first_close_tick)
+        assert shadow.shadow.first_alarm.get("gate") == want
+        _scripted(policy, m, failing)
+        reset_in_distribution(sim_rig)
+        ordinary = run_autonomous(sim_rig, policy, max_ticks=ticks)
+        if want is None:
+            assert ordinary.reason != "ood", ordinary.message
+        else:
+            assert ordinary.reason == "ood" and ordinary.stop_signal == "hand_view", ordinary.message
+            assert len(ordinary.retrievals) == want + 1
+        # the reading itself is logged on the first lookup it fails, held back or not
+        assert shadow.shadow.first_alarm.get("hand_view") == (failing.index(True) if any(failing) else None)
+
+
+def test_persistence_holds_back_only_the_view_signals(policy, sim_rig, monkeypatch):
+    """A hand view failing on every lookup but the first, with persistence 3, stops on the third lookup; the
+    similarity failing at once on the first lookup stops there."""
+    with monkeypatch.context() as m:
+        m.setattr(policy, "config", policy.config.with_overrides(gate_persistence=3))
+        _scripted(policy, m, [False] + [True] * 9)
+        reset_in_distribution(sim_rig)
+        run = run_autonomous(sim_rig, policy, max_ticks=10)
+        assert run.stop_signal == "hand_view" and len(run.retrievals) == 4
+        _scripted(policy, m, [False] * 10)
+        m.setattr(policy, "gamma", 1.01)  # nothing matches that well: the first lookup fails
+        reset_in_distribution(sim_rig)
+        run = run_autonomous(sim_rig, policy, max_ticks=10)
+        assert run.stop_signal == "similarity" and len(run.retrievals) == 1
+
+
+def test_with_the_gripper_closed_a_single_failing_lookup_stops_the_run(policy, sim_rig, monkeypatch):
+    """What the gripper may hold is not risked on persistence: after the close command a view signal failing once
+    stops the arm on that lookup, and the message says nothing of lookups in a row."""
+    with monkeypatch.context() as m:
+        m.setattr(policy, "config", policy.config.with_overrides(gate_persistence=3))
+        _scripted(policy, m, [])
+        reset_in_distribution(sim_rig)
+        clean = run_autonomous(sim_rig, policy, max_ticks=160, shadow=True)
+        close = clean.shadow.first_close_tick
+        assert close is not None, "the run never closed the gripper: nothing to judge"
+        failing = [False] * (close + 3) + [True]
+        _scripted(policy, m, failing)
+        reset_in_distribution(sim_rig)
+        run = run_autonomous(sim_rig, policy, max_ticks=160)
+        assert run.stop_signal == "hand_view" and len(run.retrievals) == close + 4
+        assert "in a row" not in run.message
+        # the same single failing lookup before the close is held back
+        early = [False] * (close - 2) + [True] + [False] * 5
+        _scripted(policy, m, early)
+        reset_in_distribution(sim_rig)
+        run = run_autonomous(sim_rig, policy, max_ticks=close + 3)
+        assert run.reason != "ood", run.message
