@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""How the gate's persistence changes what it stops, measured on shadow runs of a Meta-World suite's policies.
+"""How the gate's persistence changes what it stops, measured on shadow runs of a Meta-World suite's policies (or
+of any policy folders, on the rig they were recorded on).
 
 Shadow runs (nothing stops the arm; policy/runner.py) of each task and scenario, with every signal's reading
 kept per lookup (saved under ``--out`` and reused). Because nothing stopped the runs, the gate's verdict under
@@ -11,6 +12,8 @@ ordinary evaluation (``benchmarks/metaworld_suite.py``); this script does not ju
 
     MUJOCO_GL=egl .venv/bin/python benchmarks/gate_persistence.py --suite runs/grip --method landmarks \\
         --tasks pick-place-v3 drawer-open-v3 --scenarios in_distribution interpolate --out runs/persistence
+    .venv/bin/python benchmarks/gate_persistence.py --policy runs/demo/policy runs/demo/policy-aligned \\
+        --scenarios in_distribution interpolate extrapolate distractors lighting --out runs/persistence-mug
 """
 
 from __future__ import annotations
@@ -48,19 +51,18 @@ def stop_tick(readings: list[dict], persistence: int, closed_after: int | None =
     return None
 
 
-def shadow_traces(suite: Path, method: str, task: str, scenario: str, episodes: int, seed: int,
-                  out: Path) -> list[dict]:
-    """Shadow runs of ``task``'s policy of ``method`` in ``scenario``, each with its readings per lookup (cached
-    in ``out``)."""
-    cache = out / f"{task}-{method}-{scenario}.json"
+def shadow_traces(policy_dir: Path, name: str, scenario: str, episodes: int, seed: int, out: Path) -> list[dict]:
+    """Shadow runs of the policy in ``policy_dir`` in ``scenario`` on the rig its demonstrations were recorded on,
+    each with its readings per lookup (cached in ``out`` as ``name``-``scenario``.json)."""
+    cache = out / f"{name}-{scenario}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    from evaluation.evaluate import run_episode
+    from evaluation.evaluate import _rig_image_size, evaluation_robot, run_episode
     from policy.policy import ALTPolicy
     from robot_drivers.factory import make_rig
 
-    policy = ALTPolicy.load(suite / task / f"policy-{method}")
-    rig = make_rig(f"metaworld:{task}", image_size=policy.config.image_width, rate_hz=policy.info.get("fps"))
+    policy = ALTPolicy.load(policy_dir)
+    rig = make_rig(evaluation_robot(policy), image_size=_rig_image_size(policy), rate_hz=policy.info.get("fps"))
     runs = []
     with rig:
         for s in range(seed, seed + episodes):
@@ -70,7 +72,7 @@ def shadow_traces(suite: Path, method: str, task: str, scenario: str, episodes: 
                          "watchdog": {k: ep.first_alarm[k] for k in WATCHDOG if k in ep.first_alarm},
                          "readings": [{k: [float(v[0]), None if v[1] is None else float(v[1])]
                                        for k, v in (r.readings or {}).items()} for r in result.retrievals]})
-            print(f"  {task} {method} {scenario} seed {s}: {ep.shadow_outcome}", flush=True)
+            print(f"  {name} {scenario} seed {s}: {ep.shadow_outcome}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(runs))
     return runs
@@ -100,29 +102,34 @@ def judge(runs: list[dict], persistence: int) -> dict[str, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--suite", required=True, type=Path, help="a metaworld_suite.py output folder (its policies)")
+    p.add_argument("--suite", type=Path, help="a metaworld_suite.py output folder (its policies, with --tasks)")
     p.add_argument("--method", default="landmarks", choices=("alt", "aligned", "landmarks"))
-    p.add_argument("--tasks", nargs="+", required=True)
+    p.add_argument("--tasks", nargs="+", default=[])
+    p.add_argument("--policy", type=Path, nargs="+", default=[], help="policy folders (instead of --suite)")
     p.add_argument("--scenarios", nargs="+", default=["in_distribution", "interpolate"])
     p.add_argument("--episodes", type=int, default=31)
     p.add_argument("--seed", type=int, default=1000, help="the first evaluation seed (the suite's: 1000)")
     p.add_argument("--persistence", type=int, nargs="+", default=[1, 2, 3, 4])
     p.add_argument("--out", type=Path, default=Path("runs/persistence"), help="where the shadow traces are kept")
     args = p.parse_args()
-    print("| task | scenario | succeeded unstopped | " + " | ".join(
+    if bool(args.suite) == bool(args.policy) or bool(args.suite) != bool(args.tasks):
+        p.error("give --suite with --tasks, or --policy")
+    policies = [(args.suite / t / f"policy-{args.method}", f"{t}-{args.method}") for t in args.tasks] + \
+        [(d, "-".join(d.parts[-2:])) for d in args.policy]
+    print("| policy | scenario | succeeded unstopped | " + " | ".join(
         f"persistence {k}: kept / false alarms / failures caught by gate, watchdog / unstopped"
         for k in args.persistence) + " |")
     print("|---|---|---|" + "---|" * len(args.persistence))
-    for task in args.tasks:
+    for policy_dir, name in policies:
         for scenario in args.scenarios:
-            runs = shadow_traces(args.suite, args.method, task, scenario, args.episodes, args.seed, args.out)
+            runs = shadow_traces(policy_dir, name, scenario, args.episodes, args.seed, args.out)
             cells = []
             for k in args.persistence:
                 c = judge(runs, k)
                 cells.append(f"{c['kept']} / {c['false_alarms']} / {c['caught_by_gate']}, "
                              f"{c['caught_by_watchdog']} / {c['unstopped']}")
             c = judge(runs, 1)
-            print(f"| {task} | {scenario} | {c['succeeded']}/{c['runs']} | " + " | ".join(cells) + " |", flush=True)
+            print(f"| {name} | {scenario} | {c['succeeded']}/{c['runs']} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

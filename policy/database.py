@@ -95,6 +95,21 @@ class LookupDatabase:
             self._rows = {(int(e), int(f)): i for i, (e, f) in enumerate(zip(self.episodes, self.frames))}
         return self._rows.get((int(episode), int(frame)))
 
+    def lowest_similarity_to_other_demonstrations(self, block: int = 2048) -> float:
+        """The lowest, over the table's frames, of each frame's best similarity to a frame of another
+        demonstration: how unlike the others one demonstration can be (nan with fewer than two). In blocks of rows,
+        so a large table needs no N x N matrix."""
+        episodes = np.asarray(self.episodes)
+        if len(np.unique(episodes)) < 2:
+            return float("nan")
+        z = np.asarray(self.embeddings, np.float32)
+        lowest = np.inf
+        for start in range(0, len(z), block):
+            s = z[start:start + block] @ z.T
+            s[episodes[start:start + block, None] == episodes[None, :]] = -np.inf
+            lowest = min(lowest, float(s.max(axis=1).min()))
+        return lowest
+
     def _match(self, row: int, sim: float) -> Match:
         return Match(row, int(self.episodes[row]), int(self.frames[row]), sim)
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policy.config import METHODS, PolicyConfig
+from policy.database import LookupDatabase
 from policy.landmarks.model import (MIN_DEMOS, LandmarkError, LandmarkModel, fit_landmarks, phases, segments)
 from policy.landmarks.source import ARRIVAL_M, LandmarkSource
 from policy.policy import policy_class
@@ -234,6 +237,13 @@ def test_train_builds_the_landmark_method_on_a_meta_world_recording_and_it_runs(
     first = run.retrievals[0]
     assert first.target is not None and first.target.features is not None  # found at the run's start
     assert set(first.readings) >= {"similarity", "correction", "coverage"}
+    # the first lookup is judged by gamma; once a moved demonstration is replayed, by the replay gamma: the lowest
+    # similarity any demonstration's frame has to the other demonstrations (never above gamma)
+    assert first.readings["similarity"][1] == pytest.approx(loaded.gamma)
+    replay = min(loaded.gamma, loaded.database.lowest_similarity_to_other_demonstrations())
+    assert loaded.thresholds()["replay_gamma"] == pytest.approx(
+        loaded.database.lowest_similarity_to_other_demonstrations())
+    assert all(r.readings["similarity"][1] == pytest.approx(replay) for r in run.retrievals[1:])
     assert result.outcome in ("success", "ood_stop", "stall_stop")  # a 1-epoch encoder may stop; never silently
     # three demonstrations cannot fit it: alt is built and says why; --strict-method refuses
     few = tmp_path / "few"
@@ -274,3 +284,20 @@ def test_a_live_frame_is_looked_at_as_the_recording_stored_its_frames():
     assert found.features is not None
     plain = LandmarkModel.from_json({**model.to_json(), "codec": None}, model.arrays())
     assert np.allclose(plain.find(round_trip).features, found.features)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), rows=st.integers(2, 60), demos=st.integers(1, 5), block=st.integers(1, 70))
+def test_the_lowest_similarity_to_other_demonstrations_is_computed_in_blocks_as_in_one(seed, rows, demos, block):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(rows, 8)).astype(np.float32)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    episodes = rng.integers(0, demos, rows)
+    db = LookupDatabase(z, episodes, np.arange(rows), np.zeros((rows, 2, 8), np.float32))
+    got = db.lowest_similarity_to_other_demonstrations(block=block)
+    if len(np.unique(episodes)) < 2:
+        assert np.isnan(got)
+        return
+    s = z @ z.T
+    want = min(max(s[i, j] for j in range(rows) if episodes[j] != episodes[i]) for i in range(rows))
+    assert got == pytest.approx(float(want), abs=1e-5)

@@ -30,11 +30,22 @@ class LandmarkPolicy(ALTPolicy):
         self.landmarks = landmarks
         self._coverage = float("nan")  # the last lookup's (policy/landmarks/model.py: LandmarkModel.coverage)
         super().__init__(config, encoder, database, calibration, info, grasp_check)
+        # while a moved demonstration is replayed the arm is off every recorded path, which lowers the best
+        # match's similarity by itself (as in the aligned method): then the similarity stops the run only below
+        # the lowest any demonstration's frame has to the other demonstrations; the views (with the frame being
+        # replayed), the method's own signals and the watchdog still watch every tick
+        self.replay_gamma = database.lowest_similarity_to_other_demonstrations()
 
     def thresholds(self) -> dict:
         out = super().thresholds()
         out["max_correction_m"] = self.landmarks.max_correction
+        out["replay_gamma"] = self.replay_gamma
         return out
+
+    def _gate_gamma(self, executing_row: int | None) -> float:
+        if executing_row is None or not np.isfinite(self.replay_gamma):
+            return self.gamma
+        return min(self.gamma, self.replay_gamma)
 
     def method_thresholds(self) -> dict[str, float]:
         return {"correction": self.landmarks.max_correction, "coverage": COVERAGE_SLACK}
