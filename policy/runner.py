@@ -196,6 +196,7 @@ class PolicySource:
         # the grip check: which close of the run the gripper is in (-1: none yet), how many ticks since it was
         # sent (None: open now), and whether the last command sent was closed
         self._closes, self._since_close, self._closed = -1, None, False
+        self._grasping = False  # the gripper closed after this run had it open (it may hold what it closed on)
         self.time_limit = time_limit
         self._start_time: float | None = None
         self.requery_every = requery_every or policy.config.requery_every
@@ -226,14 +227,17 @@ class PolicySource:
         self.shadow_log = ShadowLog() if self.shadow else None
         self._was_open = False
         self._closes, self._since_close, self._closed = -1, None, False
+        self._grasping = False
         self._streaks = dict.fromkeys(PERSISTENT_SIGNALS, 0)
 
     def deferred(self) -> frozenset[str]:
         """The view signals that may not stop this tick's lookup though they fail: those that would not reach
         ``gate_persistence`` failing lookups in a row with it. None is deferred at the run's first lookup (the arm
-        has not moved: a scene unlike the demonstrations stops it at once), nor while the gripper is commanded
-        closed (it may hold something: a late stop can drop or jam it, which no operator can undo)."""
-        if self.persistence <= 1 or not self.retrievals or self._closed:
+        has not moved: a scene unlike the demonstrations stops it at once), nor while the gripper is closed on what
+        it closed on in this run (commanded closed after the run had it open: a late stop can drop or jam what it
+        holds, which no operator can undo). A gripper closed from the run's start, as the demonstrations started
+        (a press with closed fingers), holds nothing the run picked up."""
+        if self.persistence <= 1 or not self.retrievals or self._grasping:
             return frozenset()
         return frozenset(s for s, n in self._streaks.items() if n + 1 < self.persistence)
 
@@ -276,12 +280,13 @@ class PolicySource:
             self._since_close += 1
         else:
             self._since_close = None
+        self._grasping = closed and (self._grasping or self._was_open)
         self._closed = closed
-        if self.shadow_log is None:
-            return
         if action.gripper >= CLOSE_BELOW:
             self._was_open = True
-        elif self._was_open and self.shadow_log.first_close_tick is None:
+        if self.shadow_log is None:
+            return
+        if closed and self._was_open and self.shadow_log.first_close_tick is None:
             self.shadow_log.first_close_tick = len(self.retrievals) - 1
 
     def _gate_and_watch(self, observation: Observation, now: float, t0: float,

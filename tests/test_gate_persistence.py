@@ -1,6 +1,6 @@
 """The gate's persistence: a view signal (similarity, hand view, third view) stops a run once it has failed on
 ``gate_persistence`` lookups in a row; the run's first lookup, made before the arm moves, and every lookup while
-the gripper is commanded closed stop at once; every other signal (the grip check, the watchdog, a method's own)
+the gripper is closed on what it closed on in this run stop at once; every other signal (the grip check, the watchdog, a method's own)
 is not held back. Searched over failure patterns on
 the simulated mug rig, through the control loop, in ordinary and shadow runs."""
 
@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy.config import PolicyConfig
-from policy.runner import run_autonomous
+from policy.runner import PolicySource, run_autonomous
 
+from core.types import Action
 from recording_helpers import connected_sim_rig, reset_in_distribution, tiny_sim_policy
 
 pytestmark = pytest.mark.timeout(600)
@@ -129,3 +130,18 @@ def test_with_the_gripper_closed_a_single_failing_lookup_stops_the_run(policy, s
         reset_in_distribution(sim_rig)
         run = run_autonomous(sim_rig, policy, max_ticks=close + 3)
         assert run.reason != "ood", run.message
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(closed=st.lists(st.booleans(), min_size=1, max_size=12))
+def test_only_a_close_after_the_gripper_was_open_in_the_run_ends_the_holding_back(policy, monkeypatch, closed):
+    """A gripper closed from the run's start (a press with closed fingers, as the demonstrations started) holds
+    nothing the run picked up: the view signals are still held back; after a close that followed an open command
+    they are not, until the gripper opens again."""
+    monkeypatch.setattr(policy, "config", policy.config.with_overrides(gate_persistence=3))
+    source = PolicySource(policy)
+    source.retrievals.append(None)  # past the run's first lookup
+    for c in closed:
+        source.sent(Action.from_array([0.5, 0, 0.3, 0, 0, 0, 1, 0.0 if c else 1.0]))
+    grasping = closed[-1] and False in closed  # closed now, and opened at some time before
+    assert (source.deferred() == frozenset()) == grasping
