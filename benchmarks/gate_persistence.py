@@ -81,7 +81,7 @@ def shadow_traces(policy_dir: Path, name: str, scenario: str, episodes: int, see
 def judge(runs: list[dict], persistence: int) -> dict[str, int]:
     """Counts of the runs as the gate at ``persistence`` (and the watchdog) would have judged them."""
     c = {"runs": len(runs), "succeeded": 0, "kept": 0, "false_alarms": 0, "failed": 0, "caught_by_gate": 0,
-         "caught_by_watchdog": 0, "unstopped": 0}
+         "caught_by_watchdog": 0, "unstopped": 0, "gate_alarms_on_failures": 0}
     for run in runs:
         gate = stop_tick([{k: tuple(v) for k, v in row.items()} for row in run["readings"]], persistence,
                          run.get("first_close"))
@@ -90,6 +90,7 @@ def judge(runs: list[dict], persistence: int) -> dict[str, int]:
             c["kept" if gate is None else "false_alarms"] += 1
             continue
         c["failed"] += 1
+        c["gate_alarms_on_failures"] += gate is not None
         watchdog = min(run["watchdog"].values(), default=None)
         if gate is not None and (watchdog is None or gate <= watchdog):
             c["caught_by_gate"] += 1
@@ -120,6 +121,7 @@ def main() -> None:
         f"persistence {k}: kept / false alarms / failures caught by gate, watchdog / unstopped"
         for k in args.persistence) + " |")
     print("|---|---|---|" + "---|" * len(args.persistence))
+    pooled: dict[str, list[dict]] = {}
     for policy_dir, name in policies:
         for scenario in args.scenarios:
             runs = shadow_traces(policy_dir, name, scenario, args.episodes, args.seed, args.out)
@@ -130,6 +132,17 @@ def main() -> None:
                              f"{c['caught_by_watchdog']} / {c['unstopped']}")
             c = judge(runs, 1)
             print(f"| {name} | {scenario} | {c['succeeded']}/{c['runs']} | " + " | ".join(cells) + " |", flush=True)
+            pooled.setdefault(name, []).extend(runs)
+    print("\nThe gate as a failure detector, all scenarios pooled (true alarms: failed runs the gate alarmed on at any "
+          "tick; false alarms: successful runs it alarmed on; balanced accuracy: their mean of the true-alarm rate "
+          "and one minus the false-alarm rate):")
+    for name, runs in pooled.items():
+        for k in args.persistence:
+            c = judge(runs, k)
+            tar = c["gate_alarms_on_failures"] / c["failed"] if c["failed"] else float("nan")
+            far = c["false_alarms"] / c["succeeded"] if c["succeeded"] else float("nan")
+            print(f"  {name}, persistence {k}: true alarms {c['gate_alarms_on_failures']}/{c['failed']}, false alarms "
+                  f"{c['false_alarms']}/{c['succeeded']}, balanced accuracy {(tar + 1 - far) / 2:.2f}", flush=True)
 
 
 if __name__ == "__main__":
