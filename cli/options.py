@@ -148,6 +148,7 @@ class PolicyOptions:
     pose: bool = False
     method: str | None = None
     false_stop_rate: float | None = None  # per run (conformal); None: the per-frame rule
+    gate_persistence: int | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "PolicyOptions":
@@ -162,7 +163,8 @@ class PolicyOptions:
             epochs=self.epochs, batch_size=self.batch_size, frame_stride=self.frame_stride,
             chunk_length=self.chunk_length, seed=self.seed, learning_rate=self.lr, temperature=self.temperature,
             requery_every=self.requery_every, image_width=size, image_height=size, pretrained=self.pretrained,
-            use_pose=True if self.pose else None, method=self.method, run_false_stop_rate=self.false_stop_rate)
+            use_pose=True if self.pose else None, method=self.method, run_false_stop_rate=self.false_stop_rate,
+            gate_persistence=self.gate_persistence)
 
 
 def _run_rate(text: str) -> float:
@@ -199,6 +201,10 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
                         "demonstrations are held out of encoder training for it (19 for 0.05). Default: the "
                         "per-frame rule (0.2%% of held-out frames), and the training summary states the run rate it "
                         "gives")
+    p.add_argument("--gate-persistence", type=positive_int, metavar="N",
+                   help="once the arm moves, a view signal (similarity, hand view, third view) stops a run after "
+                        "failing N lookups in a row, unless the gripper holds what it grasped (default 3; 1: every "
+                        "failing lookup stops; docs/method.md)")
     p.add_argument("--method", choices=("alt", "aligned", "landmarks"),
                    help="alt: replay the retrieved demonstration as recorded (the paper; default); aligned: find "
                         "the object in the third-person view and replay the demonstration shifted onto it; "

@@ -145,3 +145,16 @@ def test_only_a_close_after_the_gripper_was_open_in_the_run_ends_the_holding_bac
         source.sent(Action.from_array([0.5, 0, 0.3, 0, 0, 0, 1, 0.0 if c else 1.0]))
     grasping = closed[-1] and False in closed  # closed now, and opened at some time before
     assert (source.deferred() == frozenset()) == grasping
+
+
+def test_train_takes_the_persistence_and_refuses_nonsense(capsys):
+    import main
+    from cli.train import config_from_args
+
+    args = main.build_parser().parse_args(["train", "ds", "--out", "p", "--gate-persistence", "1"])
+    assert config_from_args(args).policy.policy_config().gate_persistence == 1
+    args = main.build_parser().parse_args(["train", "ds", "--out", "p"])
+    assert config_from_args(args).policy.policy_config().gate_persistence == 3  # the default
+    with pytest.raises(SystemExit):
+        main.build_parser().parse_args(["train", "ds", "--out", "p", "--gate-persistence", "0"])
+    assert "--gate-persistence" in capsys.readouterr().err
