@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policy.gate import SIGNALS as PERSISTENT_SIGNALS, fails  # noqa: E402
+from policy.gate import Persistence, fails  # noqa: E402
 
 #: The watchdog's alarms (a stall stop in an ordinary run).
 WATCHDOG = ("stall", "time_limit")
@@ -33,21 +33,15 @@ WATCHDOG = ("stall", "time_limit")
 
 def stop_tick(readings: list[dict], persistence: int, closed_after: int | None = None) -> int | None:
     """The lookup at which the gate would stop a run with these per-lookup readings (signal -> (value,
-    threshold)) at ``persistence`` (policy/runner.py, ``PolicySource.deferred``): a view signal at the first
-    lookup, after the gripper's close command (sent on lookup ``closed_after``; a later release is not
-    followed: stricter than the runner there), or once it has failed ``persistence`` lookups in a row; any other
-    signal at once. None: never."""
-    streak = dict.fromkeys(PERSISTENT_SIGNALS, 0)
+    threshold)) at ``persistence``, judged as the runner judges (policy.gate.Persistence): the gripper holds what
+    it grasped from the lookup after its first close command (sent on lookup ``closed_after``; a later release is
+    not followed: stricter than the runner there). None: never."""
+    rule = Persistence(persistence)
     for tick, row in enumerate(readings):
-        held = closed_after is not None and tick > closed_after
-        for name, (value, threshold) in row.items():
-            failed = fails(name, value, threshold)
-            if name in streak:
-                streak[name] = streak[name] + 1 if failed else 0
-                if failed and (tick == 0 or held or streak[name] >= persistence):
-                    return tick
-            elif failed:
-                return tick
+        deferred = rule.deferred(holding=closed_after is not None and tick > closed_after)
+        if any(fails(name, value, threshold) and name not in deferred for name, (value, threshold) in row.items()):
+            return tick
+        rule.count(row)
     return None
 
 

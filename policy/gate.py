@@ -144,6 +144,33 @@ def fails(name: str, value: float, threshold: float | None) -> bool:
     return value > threshold if name in UPPER_BOUND_SIGNALS else value < threshold
 
 
+class Persistence:
+    """The gate's persistence over one run (``gate_persistence``): how many lookups in a row each view signal
+    (``SIGNALS``) has failed, and which of them may not stop the next lookup though they fail. None is held back
+    at the run's first lookup (the arm has not moved) or while ``holding`` (the gripper holds what it closed on in
+    this run: a late stop can drop or jam it); otherwise a signal is held back until its failure would make
+    ``lookups`` in a row. Every other signal is never held back. The runner and ``benchmarks/gate_persistence.py``
+    both judge by it."""
+
+    def __init__(self, lookups: int):
+        self.lookups = max(1, int(lookups))
+        self.streaks = dict.fromkeys(SIGNALS, 0)
+        self.seen = 0  # lookups counted so far in this run
+
+    def deferred(self, holding: bool) -> frozenset[str]:
+        """The view signals that may not stop the next lookup though they fail."""
+        if self.lookups <= 1 or not self.seen or holding:
+            return frozenset()
+        return frozenset(s for s, n in self.streaks.items() if n + 1 < self.lookups)
+
+    def count(self, readings: dict) -> None:
+        """Count a lookup's readings (signal -> (value, threshold)) into the streaks."""
+        for name in self.streaks:
+            value, threshold = readings.get(name, (float("nan"), None))
+            self.streaks[name] = self.streaks[name] + 1 if fails(name, value, threshold) else 0
+        self.seen += 1
+
+
 def score_record(values, keep: int = 2000) -> list[float]:
     """A signal's held-out values as kept in the policy folder: sorted, 5 decimals, at most ``keep`` of them
     (evenly spaced in rank, the lowest always kept: the thresholds come from the low end)."""

@@ -39,7 +39,7 @@ from core.types import Action
 
 from policy.action_space import check_policy_fits_rig
 from policy.database import Match
-from policy.gate import SIGNALS as PERSISTENT_SIGNALS, UPPER_BOUND_SIGNALS, fails
+from policy.gate import UPPER_BOUND_SIGNALS, Persistence, fails
 from policy.grasp_check import GRIPPER_OPEN
 from policy.policy import ALTPolicy, Retrieval
 
@@ -213,8 +213,7 @@ class PolicySource:
         self.last_ms = 0.0
         self.ood_observation: Observation | None = None
         self.replay: ReplayState | None = None  # a replaying method's state at this tick (the window shows it)
-        self.persistence = max(1, int(getattr(policy.config, "gate_persistence", 1)))
-        self._streaks = dict.fromkeys(PERSISTENT_SIGNALS, 0)  # lookups in a row each view signal has failed
+        self._persistence = Persistence(policy.config.gate_persistence)
 
     def begin(self, observation: Observation) -> None:
         self.current = self.latest = None
@@ -228,24 +227,14 @@ class PolicySource:
         self._was_open = False
         self._closes, self._since_close, self._closed = -1, None, False
         self._grasping = False
-        self._streaks = dict.fromkeys(PERSISTENT_SIGNALS, 0)
+        self._persistence = Persistence(self.policy.config.gate_persistence)
 
     def deferred(self) -> frozenset[str]:
-        """The view signals that may not stop this tick's lookup though they fail: those that would not reach
-        ``gate_persistence`` failing lookups in a row with it. None is deferred at the run's first lookup (the arm
-        has not moved: a scene unlike the demonstrations stops it at once), nor while the gripper is closed on what
-        it closed on in this run (commanded closed after the run had it open: a late stop can drop or jam what it
-        holds, which no operator can undo). A gripper closed from the run's start, as the demonstrations started
-        (a press with closed fingers), holds nothing the run picked up."""
-        if self.persistence <= 1 or not self.retrievals or self._grasping:
-            return frozenset()
-        return frozenset(s for s, n in self._streaks.items() if n + 1 < self.persistence)
-
-    def _count_streaks(self) -> None:
-        readings = self.latest.readings or {}
-        for name in self._streaks:
-            value, threshold = readings.get(name, (float("nan"), None))
-            self._streaks[name] = self._streaks[name] + 1 if fails(name, value, threshold) else 0
+        """The view signals that may not stop this tick's lookup though they fail (policy.gate.Persistence). The
+        gripper holds something while it is closed on what it closed on in this run (commanded closed after the
+        run had it open); a gripper closed from the run's start, as the demonstrations started (a press with
+        closed fingers), holds nothing the run picked up."""
+        return self._persistence.deferred(holding=self._grasping)
 
     def step(self, observation: Observation, dt: float) -> StepOutput:
         t0 = time.perf_counter()
@@ -297,13 +286,14 @@ class PolicySource:
         logged (``_halt`` logs and returns None), and each signal's reading too."""
         grip = self._grip(observation)
         self.retrievals.append(self.latest)
-        self._count_streaks()
+        self._persistence.count(self.latest.readings or {})
         if self.shadow_log is not None:
             self._log_readings()
         if self.latest.ood:
             reason = self.latest.ood_reason
-            if self._streaks.get(self.latest.ood_signal, 0) > 1:
-                reason = f"{reason} ({self._streaks[self.latest.ood_signal]} lookups in a row)"
+            streak = self._persistence.streaks.get(self.latest.ood_signal, 0)
+            if streak > 1:
+                reason = f"{reason} ({streak} lookups in a row)"
             halted = self._ood_halt(observation, self.latest.ood_signal, reason, keep_current, t0)
             if halted is not None:
                 return halted

@@ -140,7 +140,7 @@ def test_only_a_close_after_the_gripper_was_open_in_the_run_ends_the_holding_bac
     they are not, until the gripper opens again."""
     monkeypatch.setattr(policy, "config", policy.config.with_overrides(gate_persistence=3))
     source = PolicySource(policy)
-    source.retrievals.append(None)  # past the run's first lookup
+    source._persistence.count({})  # past the run's first lookup (one that failed nothing)
     for c in closed:
         source.sent(Action.from_array([0.5, 0, 0.3, 0, 0, 0, 1, 0.0 if c else 1.0]))
     grasping = closed[-1] and False in closed  # closed now, and opened at some time before
