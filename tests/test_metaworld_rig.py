@@ -10,7 +10,7 @@ import pytest
 from core.errors import ArmStoppedError
 from core.types import Action, Pose
 from robot_drivers.factory import make_rig, robot_names, split_robot
-from robot_drivers.metaworld.env import HAND_QUAT_XYZW, RejectedVariation
+from robot_drivers.metaworld.env import HAND_QUAT_XYZW, MAX_MOCAP_LEAD_M, RejectedVariation
 from robot_drivers.metaworld.scene_control import EXTRAPOLATE_MARGIN_M, NOISE_M, SCENARIOS
 
 pytest.importorskip("metaworld")  # installed by scripts/setup.sh (the metaworld extra): this never skips in CI
@@ -154,6 +154,27 @@ def test_scripted_expert_succeeds_and_recovery_check_leaves_no_trace(rig):
         if expert.done:
             break
     assert control.task_succeeded() and expert.done
+
+
+def test_a_hand_held_back_does_not_wind_up_its_target_and_lunge(rig):
+    """Meta-World adds each step's delta to its mocap target: where a hand is held back (a door, a peg in its
+    hole) the mocap would run on, 15-33 cm on door-open, and pull the hand after it once freed. The driver
+    keeps it within MAX_MOCAP_LEAD_M of the hand."""
+    env = rig.env
+    rig.arm.release()
+    rig.scene_control().reset(3, "in_distribution")
+    hand = env.hand_position()
+    env.command(hand, 1.0)  # stay
+    assert MAX_MOCAP_LEAD_M <= 0.1
+    env.data.mocap_pos[0] = hand + np.array([0.3, 0.0, 0.0])  # as a hand held back for a while leaves it
+    seen = []
+    for _ in range(80):
+        env.step()
+        seen.append(env.hand_position())
+        assert np.linalg.norm(env.data.mocap_pos[0] - env.hand_position()) <= MAX_MOCAP_LEAD_M + 1e-9
+    assert max(np.linalg.norm(p - hand) for p in seen) < 0.12  # no lunge to the old mocap (0.3 m off)
+    assert np.linalg.norm(seen[-1] - hand) < 0.01  # and back where it was told to stay
+    rig.scene_control().reset(3, "in_distribution")
 
 
 def test_an_object_knocked_off_the_table_went_wrong(rig):

@@ -29,6 +29,12 @@ HAND_QUAT_XYZW = np.array([0.0, math.sqrt(0.5), 0.0, math.sqrt(0.5)])
 #: Delta action per metre of hand error (1 = 1 cm per step): 10 settles a 12-15 cm move to 3 mm in ~25 steps
 #: without overshoot; 50 and above oscillate.
 TRACKING_GAIN = 30.0
+#: How far (m) Meta-World's mocap target may lead the hand. Each step adds the tracking delta to the mocap, so a
+#: hand held back (against a door's edge, a peg against its box) let it run on, 15-38 cm on door-open, and then
+#: jumped after it when freed (20 cm in one tick, past every limit the safety layer puts on the commands); the
+#: scripted door-open demonstrations took 39-189 ticks, 44-61 with the bound. The bound keeps a push (the weld
+#: pulls harder the more the mocap leads). Free moves lead by at most 7 cm; presses (button-press) 14 cm.
+MAX_MOCAP_LEAD_M = 0.1
 #: Steps the expert gets to finish the task from where a stop left it (``recoverable``).
 RECOVERY_STEPS = 300
 #: At most this many steps to open the gripper and raise the hand before the expert's second try.
@@ -215,8 +221,17 @@ class MetaWorldEnv:
         with self.lock:
             for _ in range(count):
                 self.obs, _, _, _, info = self.env.step(self.action())
+                self._bound_mocap_lead()
                 self.succeeded = bool(info["success"])
                 self.time += self.step_dt
+
+    def _bound_mocap_lead(self) -> None:
+        """Draw the mocap back to within MAX_MOCAP_LEAD_M of the hand (the next observation's hand)."""
+        hand = self.obs[:3]
+        lead = self.data.mocap_pos[0] - hand
+        dist = float(np.linalg.norm(lead))
+        if dist > MAX_MOCAP_LEAD_M:
+            self.data.mocap_pos[0] = hand + lead * (MAX_MOCAP_LEAD_M / dist)
 
     # -- the expert ---------------------------------------------------------------------------------------
     def expert_action(self) -> np.ndarray:
