@@ -33,12 +33,13 @@ WATCHDOG = ("stall", "time_limit")
 
 def stop_tick(readings: list[dict], persistence: int, closed_after: int | None = None) -> int | None:
     """The lookup at which the gate would stop a run with these per-lookup readings (signal -> (value,
-    threshold)) at ``persistence``, judged as the runner judges (policy.gate.Persistence): the gripper holds what
-    it grasped from the lookup after its first close command (sent on lookup ``closed_after``; a later release is
-    not followed: stricter than the runner there). None: never."""
+    threshold)) at ``persistence``, judged as the runner judges (policy.gate.Persistence): nothing is held back
+    from ``persistence`` - 1 lookups before the first close command (sent on lookup ``closed_after``: the runner
+    sees it coming in the chunk it executes) and while the gripper holds what it grasped (a later release is not
+    followed: stricter than the runner there). None: never."""
     rule = Persistence(persistence)
     for tick, row in enumerate(readings):
-        deferred = rule.deferred(holding=closed_after is not None and tick > closed_after)
+        deferred = rule.deferred(holding=closed_after is not None and tick >= closed_after - (persistence - 1))
         if any(fails(name, value, threshold) and name not in deferred for name, (value, threshold) in row.items()):
             return tick
         rule.count(row)

@@ -230,11 +230,29 @@ class PolicySource:
         self._persistence = Persistence(self.policy.config.gate_persistence)
 
     def deferred(self) -> frozenset[str]:
-        """The view signals that may not stop this tick's lookup though they fail (policy.gate.Persistence). The
-        gripper holds something while it is closed on what it closed on in this run (commanded closed after the
-        run had it open); a gripper closed from the run's start, as the demonstrations started (a press with
-        closed fingers), holds nothing the run picked up."""
-        return self._persistence.deferred(holding=self._grasping)
+        """The view signals that may not stop this tick's lookup though they fail (policy.gate.Persistence). None
+        is held back while the gripper holds something, closed on what it closed on in this run (commanded closed
+        after the run had it open; a gripper closed from the run's start, as the demonstrations started (a press
+        with closed fingers), holds nothing the run picked up), nor while it is about to close: a close due within
+        the ticks a stop could be held back for would grasp under a view the gate doubts (a grasp closed on air,
+        or on the object off its centre, is not undone by stopping after it)."""
+        return self._persistence.deferred(holding=self._grasping or self._closing())
+
+    def _closing(self) -> bool:
+        """Whether the open gripper is due to be commanded closed within the next ``gate_persistence`` ticks (as
+        far as the executing chunk says)."""
+        ticks = self._persistence.lookups
+        if self._closed or ticks <= 1:
+            return False
+        upcoming = self._upcoming_grippers(ticks)
+        return bool(len(upcoming) and np.any(upcoming < CLOSE_BELOW))
+
+    def _upcoming_grippers(self, ticks: int) -> np.ndarray:
+        """The gripper commands of the actions the next ``ticks`` ticks are due to send, from the executing
+        chunk (empty before the first lookup)."""
+        if self.current is None or self.current.chunk is None:
+            return np.zeros(0)
+        return np.asarray(self.current.chunk, np.float64)[self.last_step + 1:self.last_step + 1 + ticks, 7]
 
     def step(self, observation: Observation, dt: float) -> StepOutput:
         t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """The gate's persistence: a view signal (similarity, hand view, third view) stops a run once it has failed on
-``gate_persistence`` lookups in a row; the run's first lookup, made before the arm moves, and every lookup while
-the gripper is closed on what it closed on in this run stop at once; every other signal (the grip check, the watchdog, a method's own)
+``gate_persistence`` lookups in a row; the run's first lookup, made before the arm moves, every lookup while
+the gripper is closed on what it closed on in this run, and every lookup with a close due within the ticks a stop
+could be held back for, stop at once; every other signal (the grip check, the watchdog, a method's own)
 is not held back. Searched over failure patterns on
 the simulated mug rig, through the control loop, in ordinary and shadow runs."""
 
@@ -29,15 +30,29 @@ def sim_rig():
     yield from connected_sim_rig(32)
 
 
-def expected_stop(failing: list[bool], persistence: int, closed_at: int | None = None) -> int | None:
+def expected_stop(failing: list[bool], persistence: int, closed_at: int | None = None,
+                  closing: list[bool] | None = None) -> int | None:
     """The lookup the gate stops on: the first, if it fails; one after the close command (sent on lookup
-    ``closed_at``), if it fails; else the first that ends ``persistence`` failing lookups in a row (None: none
-    does)."""
+    ``closed_at``), or one the source saw a close coming on (``closing``, per lookup), if it fails; else the
+    first that ends ``persistence`` failing lookups in a row (None: none does)."""
     for i, bad in enumerate(failing):
-        held = closed_at is not None and i > closed_at
+        held = closed_at is not None and i > closed_at or bool(closing and i < len(closing) and closing[i])
         if bad and (i == 0 or held or i + 1 >= persistence and all(failing[i + 1 - persistence:i + 1])):
             return i
     return None
+
+
+def _logging_closing(monkeypatch) -> list[bool]:
+    """Each lookup's answer of the source to "is a close due?" (PolicySource._closing), in order."""
+    log: list[bool] = []
+    real = PolicySource._closing
+
+    def closing(self):
+        log.append(real(self))
+        return log[-1]
+
+    monkeypatch.setattr(PolicySource, "_closing", closing)
+    return log
 
 
 def _scripted(policy, monkeypatch, failing: list[bool]):
@@ -74,12 +89,14 @@ def test_a_view_signal_stops_the_run_exactly_when_it_has_failed_long_enough(poli
     with monkeypatch.context() as m:
         m.setattr(policy, "config", policy.config.with_overrides(gate_persistence=persistence))
         ticks = len(failing)
+        closing = _logging_closing(m)
         _scripted(policy, m, failing)
         reset_in_distribution(sim_rig)
         shadow = run_autonomous(sim_rig, policy, max_ticks=ticks, shadow=True)
         assert shadow.reason != "ood"  # a shadow run logs, and goes on
-        want = expected_stop(failing, persistence, shadow.shadow.first_close_tick)
+        want = expected_stop(failing, persistence, shadow.shadow.first_close_tick, list(closing))
         assert shadow.shadow.first_alarm.get("gate") == want
+        closing.clear()
         _scripted(policy, m, failing)
         reset_in_distribution(sim_rig)
         ordinary = run_autonomous(sim_rig, policy, max_ticks=ticks)
@@ -124,12 +141,45 @@ def test_with_the_gripper_closed_a_single_failing_lookup_stops_the_run(policy, s
         run = run_autonomous(sim_rig, policy, max_ticks=160)
         assert run.stop_signal == "hand_view" and len(run.retrievals) == close + 4
         assert "in a row" not in run.message
-        # the same single failing lookup before the close is held back
-        early = [False] * (close - 2) + [True] + [False] * 5
+        # the same single failing lookup well before the close is held back
+        assert close >= 6
+        early = [False] * (close - 5) + [True] + [False] * 8
         _scripted(policy, m, early)
         reset_in_distribution(sim_rig)
         run = run_autonomous(sim_rig, policy, max_ticks=close + 3)
         assert run.reason != "ood", run.message
+        # and stops the run on the lookup before the close: the grasp is not made under a doubted view
+        just_before = [False] * (close - 1) + [True] + [False] * 8
+        _scripted(policy, m, just_before)
+        reset_in_distribution(sim_rig)
+        run = run_autonomous(sim_rig, policy, max_ticks=close + 3)
+        assert run.stop_signal == "hand_view" and len(run.retrievals) == close, run.message
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(grippers=st.lists(st.sampled_from([0.0, 1.0]), min_size=1, max_size=12), at=st.integers(0, 11),
+       persistence=st.integers(1, 4), closed_now=st.booleans())
+def test_a_close_due_soon_ends_the_holding_back(policy, monkeypatch, grippers, at, persistence, closed_now):
+    """Searched over executing chunks: with the gripper open, a view signal is not held back when the chunk
+    commands a close within the next ``gate_persistence`` ticks; otherwise (no close that soon, or the gripper
+    closed from the start) it is."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    monkeypatch.setattr(policy, "config", policy.config.with_overrides(gate_persistence=persistence))
+    source = PolicySource(policy)
+    source._persistence.count({})  # past the run's first lookup (one that failed nothing)
+    source.sent(Action.from_array([0.5, 0, 0.3, 0, 0, 0, 1, 0.0 if closed_now else 1.0]))
+    chunk = np.zeros((len(grippers), 8))
+    chunk[:, 6] = 1.0
+    chunk[:, 7] = grippers
+    source.current = SimpleNamespace(chunk=chunk)  # the executing chunk is all the question reads
+    source.last_step = min(at, len(grippers) - 1)
+    upcoming = grippers[source.last_step + 1:source.last_step + 1 + persistence]
+    closes_soon = not closed_now and persistence > 1 and any(g < 0.5 for g in upcoming)
+    held_back = persistence > 1 and not closes_soon
+    assert (source.deferred() != frozenset()) == held_back
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -59,6 +59,7 @@ class AlignedPolicySource(PolicySource):
         self._replay_start = None
         self._held, self._aligned, self._turn, self._turn_goal, self._turns = 0, False, 0.0, None, 0
         self._at_grasp = False
+        self._executing_row = None
 
     def step(self, observation: Observation, dt: float) -> StepOutput:
         """Retrieve (first tick), align, replay: the demonstration's frames in its own time, shifted."""
@@ -76,6 +77,7 @@ class AlignedPolicySource(PolicySource):
             frame = self._wait_for_grasp_pose(observation, episode, frame)
             frame = self._within_reach(observation, episode, min(frame, last))
             executing = db.row_of(episode, min(frame, last))
+        self._executing_row = executing
         frames = observation.frames
         target = self.current.target if self.current is not None else None
         self.latest = self.policy.retrieve(frames["hand"].image, frames["third"].image,
@@ -124,6 +126,12 @@ class AlignedPolicySource(PolicySource):
         self.last_ms = (time.perf_counter() - t0) * 1000
         return StepOutput(Action.from_array(action), info={"similarity": self.latest.similarity,
                                                            "chunk_step": self.last_step})
+
+    def _upcoming_grippers(self, ticks: int) -> np.ndarray:
+        """The replayed demonstration's gripper commands from the frame this tick replays on."""
+        if self._executing_row is None:
+            return np.zeros(0)
+        return np.asarray(self.policy.database.chunks[self._executing_row][:ticks, 7], np.float64)
 
     def _wait_for_grasp_pose(self, observation: Observation, episode: int, frame: int) -> int:
         """The frame to replay: ``frame``, or the one before the demonstration's grasp while the hand has not yet

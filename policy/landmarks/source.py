@@ -80,6 +80,13 @@ class LandmarkSource(PolicySource):
         return StepOutput(Action.from_array(self._plan[self._frame]),
                           info={"similarity": self.latest.similarity, "chunk_step": self._frame})
 
+    def _upcoming_grippers(self, ticks: int) -> np.ndarray:
+        """The replayed plan's gripper commands from the frame being replayed on (it may be held there until the
+        hand arrives: a close comes no sooner than that)."""
+        if self._plan is None:
+            return np.zeros(0)
+        return np.asarray(self._plan[self._frame:self._frame + ticks + 1, 7], np.float64)
+
     def _next_frame(self, hand: np.ndarray) -> int:
         plan, frame = self._plan, self._frame
         # the latest frame the hand has done: it is where the demonstration's own hand got to on that frame's
