@@ -10,10 +10,10 @@ from PyQt6.QtWidgets import QGridLayout, QLabel, QWidget
 from policy.gate import UPPER_BOUND_SIGNALS, fails
 
 #: Every signal the gate may judge a lookup by, in the order shown: (label, when it applies).
-#: Said of the three view signals: once the arm moves, unless the gripper holds what it grasped, they stop a run
-#: only after failing lookups in a row.
-PERSISTS = ("; once the arm moves, unless the gripper holds what it grasped, it stops the run after failing "
-            "gate_persistence lookups in a row (default 3)")
+#: Said of the three view signals: once the arm moves, unless the gripper holds what it grasped or is about to
+#: close, they stop a run only after failing lookups in a row.
+PERSISTS = ("; once the arm moves, unless the gripper holds what it grasped or is about to close, it stops the "
+            "run after failing gate_persistence lookups in a row (default 3)")
 SIGNALS = {
     "similarity": ("similarity", "the best match's similarity, against gamma (the aligned method's replay gamma "
                                  "while it replays a shifted demonstration)" + PERSISTS),
