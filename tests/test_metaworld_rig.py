@@ -177,6 +177,24 @@ def test_a_hand_held_back_does_not_wind_up_its_target_and_lunge(rig):
     rig.scene_control().reset(3, "in_distribution")
 
 
+def test_a_stop_halts_a_hand_whose_target_led_it(rig):
+    """A STOP halts the hand where it is, also when Meta-World's mocap target was leading it (pushing, or moving
+    fast): left there, it would pull the hand on after the stop."""
+    env = rig.env
+    rig.arm.release()
+    rig.scene_control().reset(3, "in_distribution")
+    hand = env.hand_position()
+    env.data.mocap_pos[0] = env.data.mocap_pos[0] + np.array([MAX_MOCAP_LEAD_M * 0.9, 0.0, 0.0])  # leading
+    rig.arm.stop()
+    moved = []
+    for _ in range(80):
+        env.step()  # the physics on (a tick is 4 steps)
+        moved.append(float(np.linalg.norm(env.hand_position() - hand)))
+    assert max(moved) < 0.005
+    rig.arm.release()
+    rig.scene_control().reset(3, "in_distribution")
+
+
 def test_an_object_knocked_off_the_table_went_wrong(rig):
     control = rig.scene_control()
     rig.arm.release()

@@ -144,6 +144,9 @@ class MetaWorldEnv:
             self.variation = vec
             self.succeeded = False
             self.target = self.hand_position()
+            # where the mocap sits, from the hand, with the hand at rest (the weld's offset, and its sag under
+            # gravity): a stop puts it back there, so the hand halts where it is
+            self._rest_lead = np.asarray(self.data.mocap_pos[0], dtype=np.float64) - obs[:3]
             self.gripper_command = 1.0
             self._set_lighting(lighting)
             self.scene_version += 1
@@ -203,9 +206,14 @@ class MetaWorldEnv:
             self.gripper_command = float(np.clip(gripper, 0.0, 1.0))
 
     def hold(self) -> None:
-        """Stop: the target becomes where the hand is now; the gripper keeps its command."""
+        """Stop: the target becomes where the hand is now, and the mocap is drawn back to where it sits with the
+        hand at rest there (left where it led the hand, by up to MAX_MOCAP_LEAD_M, it would pull the hand on:
+        2-3 cm after a stop measured on door-open); the gripper keeps its command."""
         with self.lock:
             self.target = self.hand_position()
+            lead = getattr(self, "_rest_lead", None)
+            if lead is not None:
+                self.data.mocap_pos[0] = self.target + lead
 
     def action(self) -> np.ndarray:
         """Meta-World's action for the next step toward the current target."""
