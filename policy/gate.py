@@ -149,8 +149,8 @@ class Persistence:
     (``SIGNALS``) has failed, and which of them may not stop the next lookup though they fail. None is held back
     at the run's first lookup (the arm has not moved) or while ``holding`` (the gripper holds what it closed on in
     this run, or is about to close: a late stop can drop or jam what it holds, and a grasp is not undone by
-    stopping after it); otherwise a signal is held back until its failure would make ``lookups`` in a row. Every other signal is never held back. The runner and ``benchmarks/gate_persistence.py``
-    both judge by it."""
+    stopping after it); otherwise a signal is held back until its failure would make ``lookups`` in a row. Every
+    other signal is never held back. The runner and ``benchmarks/gate_persistence.py`` both judge by it."""
 
     def __init__(self, lookups: int):
         self.lookups = max(1, int(lookups))

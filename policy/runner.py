@@ -252,7 +252,7 @@ class PolicySource:
         chunk (empty before the first lookup)."""
         if self.current is None or self.current.chunk is None:
             return np.zeros(0)
-        return np.asarray(self.current.chunk, np.float64)[self.last_step + 1:self.last_step + 1 + ticks, 7]
+        return np.asarray(self.current.chunk[self.last_step + 1:self.last_step + 1 + ticks, 7])
 
     def step(self, observation: Observation, dt: float) -> StepOutput:
         t0 = time.perf_counter()

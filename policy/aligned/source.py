@@ -131,7 +131,7 @@ class AlignedPolicySource(PolicySource):
         """The replayed demonstration's gripper commands from the frame this tick replays on."""
         if self._executing_row is None:
             return np.zeros(0)
-        return np.asarray(self.policy.database.chunks[self._executing_row][:ticks, 7], np.float64)
+        return np.asarray(self.policy.database.chunks[self._executing_row][:ticks, 7])
 
     def _wait_for_grasp_pose(self, observation: Observation, episode: int, frame: int) -> int:
         """The frame to replay: ``frame``, or the one before the demonstration's grasp while the hand has not yet

@@ -85,7 +85,7 @@ class LandmarkSource(PolicySource):
         hand arrives: a close comes no sooner than that)."""
         if self._plan is None:
             return np.zeros(0)
-        return np.asarray(self._plan[self._frame:self._frame + ticks + 1, 7], np.float64)
+        return self._plan[self._frame:self._frame + ticks + 1, 7]
 
     def _next_frame(self, hand: np.ndarray) -> int:
         plan, frame = self._plan, self._frame

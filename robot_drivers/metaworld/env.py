@@ -108,6 +108,7 @@ class MetaWorldEnv:
                                 self.model.vis.headlight.diffuse.copy(), self.model.vis.headlight.ambient.copy())
         self.scene_version = 0  # bumped by every reset: a camera draws again after one, moved or not
         self._start: tuple | None = None  # (snapshot, observation) of the scene as the last reset left it
+        self._rest_lead: np.ndarray | None = None  # the mocap from the hand at rest (set by every reset)
         self._start_finishable: bool | None = None
 
     # -- variations ---------------------------------------------------------------------------------------
@@ -211,9 +212,8 @@ class MetaWorldEnv:
         2-3 cm after a stop measured on door-open); the gripper keeps its command."""
         with self.lock:
             self.target = self.hand_position()
-            lead = getattr(self, "_rest_lead", None)
-            if lead is not None:
-                self.data.mocap_pos[0] = self.target + lead
+            if self._rest_lead is not None:
+                self.data.mocap_pos[0] = self.target + self._rest_lead
 
     def action(self) -> np.ndarray:
         """Meta-World's action for the next step toward the current target."""
