@@ -195,6 +195,10 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
     error = getattr(result.loop, "error", None)
     if result.reason in DEVICE_REASONS and error is not None and not result.message:
         message = f"{result.reason}: {error}"  # what the device said, not only that it failed
+    if result.reason == "done" and not done:
+        # the loop ended on the success check holding, and the check no longer held once the run had ended
+        message = (f"the task came undone as the run ended: \"{control.success_text}\" held {SUCCESS_HOLD_TICKS} "
+                   "ticks in a row, then no longer")
     if result.reason in ("ood", "stall") and failed:
         message = f"stopped only after the episode had gone wrong (the simulator's judgement): {message}"
     ep = EpisodeResult(

@@ -246,6 +246,43 @@ def test_evaluate_scenario_gives_each_episode_one_outcome(policy):
         assert all(e["scene"]["scenario"] == "in_distribution" and "mug" in e["scene"] for e in s["results"])
 
 
+def test_a_task_that_comes_undone_as_the_run_ends_is_a_failure_that_says_so(policy, monkeypatch):
+    """The loop ends once the success check has held SUCCESS_HOLD_TICKS ticks in a row; the run is judged after
+    it has ended. Where the check holds no longer then (a hand that swept through a goal and on, a door that
+    swung back), the episode is a silent failure and its message says the task came undone, not that it
+    holds."""
+    import evaluation.evaluate as evaluate
+
+    rig = make_rig("sim", image_size=32)
+    control = rig.scene_control()
+    ended, checks = [], []
+
+    def holds_until_the_run_ends(self):  # the sim's own check, replaced: true while the loop runs, false after
+        checks.append(not ended)
+        return not ended
+
+    def run_then_end(*args, **kwargs):
+        result = run_autonomous(*args, **kwargs)
+        ended.append(True)
+        return result
+
+    monkeypatch.setattr(type(control), "task_succeeded", holds_until_the_run_ends)
+    monkeypatch.setattr(evaluate, "run_autonomous", run_then_end)
+    saved = policy.gamma, policy.view_thresholds, policy.grasp_check
+    policy.gamma, policy.view_thresholds, policy.grasp_check = -1.0, {}, None
+    try:
+        with rig:
+            ep, result = evaluate.run_episode(policy, rig, "in_distribution", 5, max_ticks=40)
+    finally:
+        policy.gamma, policy.view_thresholds, policy.grasp_check = saved
+        rig.close()
+    assert result.reason == "done" and result.loop.ticks <= evaluate.SUCCESS_HOLD_TICKS + 1
+    assert checks[-1] is False and checks.count(True) >= evaluate.SUCCESS_HOLD_TICKS
+    assert ep.outcome == "silent_failure"
+    assert ep.message.startswith("the task came undone as the run ended") and "then no longer" in ep.message
+    assert control.success_text in ep.message
+
+
 def test_the_rig_of_an_evaluation_is_the_one_the_demonstrations_were_recorded_on(policy, tmp_path):
     from types import SimpleNamespace
 
