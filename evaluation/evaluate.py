@@ -179,10 +179,11 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
     # judged after the run: the arm has stopped (or holds); the task must be achieved now
     done = result.reason == "done" and control.task_succeeded()
     if shadow:
-        failed = False  # nothing stopped it: "too late" does not arise
+        wrong, failed = None, False  # nothing stopped it: "too late" does not arise
         outcome = "device_stop" if result.reason in DEVICE_REASONS else "success" if done else "failure"
     else:
-        failed = control.went_wrong()
+        wrong = control.what_went_wrong()
+        failed = wrong is not None
         outcome = classify(result.reason, done, failed)
     sims = [r.similarity for r in result.retrievals]
     agree = np.array([r.view_agreement for r in result.retrievals]) if result.retrievals else None
@@ -200,7 +201,7 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
         message = (f"the task came undone as the run ended: \"{control.success_text}\" held {SUCCESS_HOLD_TICKS} "
                    "ticks in a row, then no longer")
     if result.reason in ("ood", "stall") and failed:
-        message = f"stopped only after the episode had gone wrong (the simulator's judgement): {message}"
+        message = f"stopped only after the episode had gone wrong (the simulator's judgement: {wrong}): {message}"
     ep = EpisodeResult(
         seed, outcome, result.reason, message, result.stop_signal, result.loop.ticks, acc,
         sims[0] if sims else float("nan"), min(sims) if sims else float("nan"),

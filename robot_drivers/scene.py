@@ -53,7 +53,11 @@ class SceneControl(ABC):
         """Whether the episode has gone wrong since the last reset, so that the task can no longer be finished
         by taking over from here (an object knocked over, a grasp closed on nothing): the simulator's own
         judgement. An evaluation counts a stop that comes after this as too late (a silent failure)."""
-        return False
+        return self.what_went_wrong() is not None
+
+    def what_went_wrong(self) -> str | None:
+        """What :meth:`went_wrong` found, in words (None: nothing went wrong); a rig overrides this one."""
+        return None
 
     def placement(self, record: dict | None) -> np.ndarray | None:
         """A stored scene's variation as a vector (object and goal positions, metres), to measure how far a

@@ -439,6 +439,7 @@ def test_a_stop_is_in_time_while_the_gripper_is_open_or_holds_the_mug_and_late_a
                              cancel=None, on_tick=lambda r: None if expert.phase != Phase.LIFT else rig.arm.stop())
         assert rig.arm.get_state().gripper < 0.9 and all(rig.world.fingers_touching(rig.world.mug))
         assert not control.task_succeeded() and not control.went_wrong()  # held between both fingers: in time
+        assert control.what_went_wrong() is None
         rig.arm.release()  # a scene reset keeps the stop latched
         control.reset(1, "in_distribution")
         state = rig.arm.get_state()  # at home, high above the mug: closing grips air
@@ -446,6 +447,7 @@ def test_a_stop_is_in_time_while_the_gripper_is_open_or_holds_the_mug_and_late_a
             rig.arm.send_action(Action(state.ee_pose, 0.0))
             rig.clock.wait_next_tick()
         assert control.went_wrong()
+        assert control.what_went_wrong() == "the gripper closed without holding the mug between both fingers"
     rig.close()
 
 

@@ -204,6 +204,8 @@ def test_an_object_knocked_off_the_table_went_wrong(rig):
         env.env._set_obj_xyz(np.array([0.0, 0.3, -0.5]))  # off the table, out of reach
         env.step(1)
     assert control.went_wrong()
+    words = control.what_went_wrong()
+    assert words.startswith("the task's expert, taking over from here, cannot finish it") and "object 1 moved" in words
 
 
 def test_a_scene_the_expert_cannot_finish_from_its_start_is_judged_by_what_the_run_did():
@@ -238,6 +240,12 @@ def _judged_by_what_the_run_did(rig):
         env.step(1)
     assert "object 1 moved" in env.disturbed()
     assert control.went_wrong()
+    words = control.what_went_wrong()  # the verdict says why, as a late stop's message shows it
+    assert words.startswith("object 1 moved ") and "could not finish from its start either" in words
+    with env.lock:  # the run dropped the peg onto its box: the words say what touches what
+        env.env._set_obj_xyz(env.data.body("box").xpos + np.array([0.0, 0.0, 0.35]))
+        env.step(100)
+    assert env.touching() == ["box touches peg"] and "; box touches peg (a scene" in control.what_went_wrong()
     control.reset(1, "in_distribution")  # a new scene: asked again
     assert env.finishable_from_start() and not control.went_wrong()
 

@@ -363,6 +363,29 @@ class MetaWorldEnv:
                         return f"object {i + 1} turned {angle:.0f} degrees"
             return None
 
+    def touching(self) -> list[str]:
+        """The things on the table that touch one another now, in words ("peg touches box"): contacts between
+        bodies that are neither the arm nor the table, the floor or the wall, each named by its top body (for a
+        late stop's verdict: a peg driven into its box)."""
+        import mujoco
+
+        with self.lock:
+            model, data = self.model, self.data
+            fixed = {0}
+            for name in ("tablelink", "RetainingWall", "base", "mocap"):
+                bid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
+                if bid >= 0:
+                    fixed.add(int(model.body_rootid[bid]))
+            pairs = set()
+            for i in range(data.ncon):
+                contact = data.contact[i]
+                roots = [int(model.body_rootid[model.geom_bodyid[g]]) for g in (contact.geom1, contact.geom2)]
+                if roots[0] == roots[1] or fixed & set(roots):
+                    continue
+                names = sorted(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, r) or f"body {r}" for r in roots)
+                pairs.add(f"{names[0]} touches {names[1]}")
+            return sorted(pairs)
+
     def object_positions(self) -> np.ndarray:
         """The task's objects' positions and its goal as Meta-World observes them (for checks and logs)."""
         with self.lock:

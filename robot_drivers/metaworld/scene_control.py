@@ -132,18 +132,25 @@ class MetaWorldSceneControl(CoverableSceneControl):
     def task_succeeded(self) -> bool:
         return self._rig.env.succeeded
 
-    def went_wrong(self) -> bool:
+    def what_went_wrong(self) -> str | None:
         """The task's own expert, taking over from here, cannot finish the task (tried on a copy of the
         state: nothing of the try remains), though it could have from the scene as it was reset. Where the
         expert could not finish the scene from its start either (an extrapolated goal beyond its reach), its
         verdict says nothing about the run: the run went wrong only if it moved an object more than 1 cm or
-        turned it more than 15 degrees (``MetaWorldEnv.disturbed``)."""
+        turned it more than 15 degrees (``MetaWorldEnv.disturbed``). The words say which, what the run did to
+        the objects and what touches what (``MetaWorldEnv.touching``)."""
         env = self._rig.env
         if env.recoverable():
-            return False
+            return None
+        done_to = env.disturbed()
+        touching = "; ".join(env.touching())
         if env.finishable_from_start() is False:
-            return env.disturbed() is not None
-        return True
+            if done_to is None:
+                return None
+            return "; ".join(filter(None, (done_to, touching))) + \
+                " (a scene the task's expert could not finish from its start either)"
+        return "; ".join(filter(None, ("the task's expert, taking over from here, cannot finish it (it could "
+                                       "from the scene as reset)", done_to, touching)))
 
     def placement(self, record: dict | None) -> np.ndarray | None:
         if not record or "variation" not in record:

@@ -140,17 +140,27 @@ class SimRig(PhysicsWhileConnected, Rig):
         return lifted and all(self.world.fingers_touching(self.world.mug))
 
     def went_wrong(self) -> bool:
-        """Whether the episode has gone wrong since the reset: the mug pushed more than
+        """Whether the episode has gone wrong since the reset (:meth:`what_went_wrong`)."""
+        return self.what_went_wrong() is not None
+
+    def what_went_wrong(self) -> str | None:
+        """What went wrong since the reset, in words (None: nothing): the mug pushed more than
         :data:`UNDISTURBED_M` or tipped more than :data:`UPRIGHT_DEG`, or the gripper closed without holding
         the mug between both fingers. A stop mid-lift, or right after a grasp that holds, leaves the task for
         the operator to finish."""
         from core.transforms import quat_to_matrix
 
         if self._placed_xy is None or self.success():
-            return False
+            return None
         pose = self.world.mug_pose()
         moved = float(np.linalg.norm(np.asarray(pose.position[:2]) - self._placed_xy))
         tilt = float(np.degrees(np.arccos(np.clip(quat_to_matrix(pose.orientation)[2, 2], -1, 1))))
         closed = self.arm.get_state().gripper < 0.9
         held = all(self.world.fingers_touching(self.world.mug))
-        return moved > UNDISTURBED_M or tilt > UPRIGHT_DEG or (closed and not held)
+        if tilt > UPRIGHT_DEG:
+            return f"the mug tipped {tilt:.0f} degrees"
+        if moved > UNDISTURBED_M:
+            return f"the mug was pushed {100 * moved:.1f} cm"
+        if closed and not held:
+            return "the gripper closed without holding the mug between both fingers"
+        return None

@@ -53,8 +53,8 @@ class SimSceneControl(CoverableSceneControl):
     def task_succeeded(self) -> bool:
         return self._rig.success()
 
-    def went_wrong(self) -> bool:
-        return self._rig.went_wrong()
+    def what_went_wrong(self) -> str | None:
+        return self._rig.what_went_wrong()
 
     def placement(self, record: dict | None) -> np.ndarray | None:
         if not record or "mug" not in record:
