@@ -70,7 +70,7 @@ METHODS = ("alt", "aligned", "landmarks", "oracle")
 #: The methods built on the ALT policy's encoder and table (each its own build stage).
 BUILT_ON_ALT = ("aligned", "landmarks")
 #: Bumped when a built method's fitting changes: its stage is built again.
-METHOD_VERSIONS = {"landmarks": 17}
+METHOD_VERSIONS = {"landmarks": 18}
 #: Evaluation seeds start here above --seed: the recording used --seed + episode index (0..demos-1).
 EVAL_SEED_OFFSET = 1000
 #: The oracle holds the replayed demonstration's last target this many ticks after it ends (a task judged

@@ -159,7 +159,8 @@ def _print_summary(policy, config, gamma: str, t0: float) -> None:
     landmarks = getattr(policy, "landmarks", None)
     if landmarks is not None:
         r = landmarks.report
-        print(f"  landmark method: {r['landmarks']} landmark(s) found in {r['demonstrations']} of {r['of']} "
+        whole = " and the changed part of the scene as a whole" if r.get("changes_as_a_whole") else ""
+        print(f"  landmark method: {r['landmarks']} landmark(s){whole} found in {r['demonstrations']} of {r['of']} "
               f"demonstrations' first third-person frames; path in {r['segments']} segment(s), leave-one-out error "
               f"{100 * r['loo_error_m']['p50']:.1f} cm median ({100 * r['loo_segment_end_error_m']['p50']:.1f} cm "
               f"at segment ends), {100 * r['loo_error_m']['max']:.1f} cm max; largest correction "

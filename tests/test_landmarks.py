@@ -172,6 +172,71 @@ def test_the_model_survives_the_policy_folder(model):
     assert again.max_correction == model.max_correction and again.report == model.report
 
 
+def _boxed_scene(box: np.ndarray, blue: np.ndarray, noise_seed: int) -> np.ndarray:
+    """A grey box (the thing to grasp, at ``box``; no colour of its own) and a blue goal marker."""
+    img = _background()
+    x, y = (int(round(v)) for v in box)
+    cv2.rectangle(img, (x - 7, y - 7), (x + 7, y + 7), (60, 60, 60), -1)
+    cv2.circle(img, (int(round(blue[0])), int(round(blue[1]))), 3, (30, 40, 220), -1)
+    img += np.random.default_rng(noise_seed).normal(0, 1.5, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _boxed_recording(n: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    firsts, actions = {}, {}
+    for e in range(n):
+        box = rng.uniform(16, 30, 2)
+        blue = rng.uniform(40, 52, 2)
+        firsts[e] = _boxed_scene(box, blue, e)
+        actions[e] = _demo(box, blue)  # the grasp goes to the box's middle, the place to the blue marker
+    return firsts, actions
+
+
+def test_the_changes_as_a_whole_join_the_landmarks_only_where_they_predict_the_paths_better(model):
+    """Two colour markers (the recording above): the changed part of the scene as a whole adds nothing, and the
+    model keeps to the colour landmarks. A grey box grasped at its middle and a blue goal: the colour landmarks
+    see only the goal; the changed part of the scene as a whole places the grasp, so it joins the landmarks (the
+    leave-one-out error then falls below MASS_GAIN of the colour landmarks' alone), and the model keeps that
+    through the policy folder."""
+    from policy.landmarks.model import MASS_GAIN
+
+    scores = model.report["loo_score_m"]
+    assert model.report["changes_as_a_whole"] is False and not model.mass
+    assert scores["colour landmarks"] > 0 and scores["with the changes as a whole"] > MASS_GAIN * \
+        scores["colour landmarks"]
+    assert len(model.find(_scene(np.array([27.0, 41.0]), np.array([44.0, 19.0]), 99)).features) == 6
+
+    firsts, actions = _boxed_recording(24)
+    boxed = fit_landmarks(firsts, actions, margin=0.05)
+    scores = boxed.report["loo_score_m"]
+    assert boxed.mass and boxed.report["changes_as_a_whole"] is True and boxed.count == 1  # the blue marker
+    assert scores["with the changes as a whole"] <= MASS_GAIN * scores["colour landmarks"]
+    box, blue = np.array([23.0, 20.0]), np.array([47.0, 44.0])
+    scene = _boxed_scene(box, blue, 77)
+    found = boxed.find(scene)
+    assert found.features is not None and len(found.features) == 6
+    plan = boxed.plan(found.episode, found.features)
+    close = int(np.flatnonzero(np.diff(plan[:, 7]) < -0.5)[0])
+    assert np.linalg.norm(plan[close, :2] - _table_xy(box)) < 0.006
+    assert boxed.name(0) == "landmark 1" and boxed.name(1) == "the changed part of the scene as a whole"
+    again = LandmarkModel.from_json(boxed.to_json(), boxed.arrays())
+    assert again.mass and np.allclose(again.find(scene).features, found.features)
+    # something new in the scene (a second box) moves the whole beyond where the demonstrations had it (the run
+    # stops: "coverage"), a larger one makes it larger than any demonstration's (stops: not found)
+    from policy.landmarks.model import COVERAGE_SLACK
+
+    for side, stop in ((20, "coverage"), (32, "missing")):
+        cluttered = scene.copy()
+        cv2.rectangle(cluttered, (30, 2), (30 + side, 2 + side), (60, 60, 60), -1)
+        seen = boxed.find(cluttered)
+        if stop == "missing":
+            assert seen.features is None and seen.missing == [1]
+        else:
+            excess, which = boxed.coverage(seen.features)
+            assert excess > COVERAGE_SLACK and which == 1
+
+
 class _Replay(LandmarkSource):
     """The replay's frame rule alone, on a plan (no policy, no rig)."""
 

@@ -8,6 +8,10 @@ Learned from the recording alone (nothing of a rig or a task is set by hand):
   demonstrations by their colour (chromaticity: brightness divided out). A group seen in at least
   LANDMARK_SHARE of the demonstrations, that moves between them, is a landmark; its features in a frame are its
   largest region's centroid (u, v, px) and the square root of its area (how near the camera it stands);
+- the scene's changes as a whole (every region that differs from the empty scene: their area-weighted centroid and
+  the square root of their total area) join the landmarks where that predicts the demonstrations' paths better
+  (leave-one-out, by MASS_GAIN): a thing whose colour patch sits off its middle, or is partly hidden, is then
+  placed by all of it (button-press-topdown's box, whose red button the arm half hides);
 - the motion model: each demonstration is cut at its gripper's changes (close, open) into segments, each segment
   put on a phase from 0 to 1; at each phase the commanded hand position is regressed (ridge, on the standardised
   features of every landmark) across the demonstrations. Its slope J(phase) says how the hand's path at that
@@ -59,6 +63,9 @@ AREA_SLACK = (0.4, 2.5)
 GRIPPER_CUT = 0.3
 #: A segment whose hand travels less than this (m) is put on a phase by time.
 MIN_PATH_M = 0.01
+#: The scene's changes as a whole join the colour landmarks when the demonstrations' paths are then predicted
+#: (leave-one-out, the median of each one's largest error) within this share of the error without them.
+MASS_GAIN = 0.9
 
 
 class LandmarkError(ValueError):
@@ -76,6 +83,16 @@ class Landmarks:
 
 def _big(regions: list[Region], image_area: int) -> list[Region]:
     return [r for r in regions if r.area >= MIN_AREA_SHARE * image_area]
+
+
+def changes_as_a_whole(regions: list[Region]) -> np.ndarray | None:
+    """The scene's changes as one landmark: the area-weighted centroid (u, v) of every region that differs from
+    the empty scene and the square root of their total area (None: nothing differs)."""
+    total = float(sum(r.area for r in regions))
+    if total <= 0:
+        return None
+    centre = sum(np.asarray(r.pixel, np.float64) * r.area for r in regions) / total
+    return np.array([centre[0], centre[1], np.sqrt(total)])
 
 
 def group_by_colour(regions_per_frame: list[list[Region]]) -> list[list[tuple[int, Region]]]:
@@ -181,8 +198,11 @@ class LandmarkModel:
                  report: dict,
                  episode_phases: dict[int, np.ndarray] | None = None,
                  episode_actions: dict[int, np.ndarray] | None = None, areas: np.ndarray | None = None,
-                 episode_hands: dict[int, np.ndarray] | None = None, codec: tuple[str, int] | None = None):
+                 episode_hands: dict[int, np.ndarray] | None = None, codec: tuple[str, int] | None = None,
+                 mass: bool = False):
         self.background = background
+        # the scene's changes as a whole are the last landmark (after the colour ones); its areas row is last too
+        self.mass = bool(mass)
         self.threshold = float(threshold)
         self.chromas = [np.asarray(c, np.float32) for c in chromas]  # per landmark: its training regions' colours
         # per landmark: the smallest and largest area (px) its region had in the demonstrations' first frames
@@ -220,7 +240,12 @@ class LandmarkModel:
 
     @property
     def count(self) -> int:
+        """How many colour landmarks (the scene's changes as a whole, where used, come after them)."""
         return len(self.chromas)
+
+    def name(self, index: int) -> str:
+        """A landmark as the messages name it."""
+        return f"landmark {index + 1}" if index < self.count else "the changed part of the scene as a whole"
 
     # -- finding the landmarks ------------------------------------------------
     def find(self, image: np.ndarray) -> Landmarks:
@@ -234,7 +259,8 @@ class LandmarkModel:
         regions = _big(_regions(np.asarray(image, np.float32), self.background, self.threshold), h * w)
         centres = np.array([c.mean(0) for c in self.chromas], np.float64)
         limits = [max(CHROMA_LINK, 3 * float(np.linalg.norm(c - c.mean(0), axis=1).max())) for c in self.chromas]
-        matched = {g: r for g, r in _match(regions, centres, np.inf, self.areas)}
+        matched = {g: r for g, r in _match(regions, centres, np.inf,
+                                           None if self.areas is None else self.areas[:self.count])}
         out, missing = [], []
         for k in range(self.count):
             r = matched.get(k)
@@ -244,6 +270,13 @@ class LandmarkModel:
                 missing.append(k)
                 continue
             out += [r.pixel[0], r.pixel[1], np.sqrt(r.area)]
+        if self.mass and not missing:
+            whole = changes_as_a_whole(regions)
+            if whole is None or (self.areas is not None and not AREA_SLACK[0] * self.areas[self.count, 0] <=
+                                 whole[2] ** 2 <= AREA_SLACK[1] * self.areas[self.count, 1]):
+                missing.append(self.count)
+            else:
+                out += whole.tolist()
         if missing:
             return Landmarks(None, missing)
         features = np.array(out)
@@ -372,7 +405,7 @@ class LandmarkModel:
         return {"kind": "landmarks", "threshold": self.threshold, "codec": None if self.codec is None else list(self.codec), "ridge": self.ridge, "spacing": self.spacing,
                 "bandwidth": self.bandwidth if np.isfinite(self.bandwidth) else None, "mean": self.mean.tolist(),
                 "scale": self.scale.tolist(), "segment_count": self.segment_count, "landmarks": self.count,
-                "max_correction": self.max_correction, "report": self.report}
+                "changes_as_a_whole": self.mass, "max_correction": self.max_correction, "report": self.report}
 
     @classmethod
     def from_json(cls, doc: dict, arrays: dict) -> "LandmarkModel":
@@ -391,7 +424,8 @@ class LandmarkModel:
                    np.array(doc["mean"]), np.array(doc["scale"]), dict(zip(eps, feats)),
                    np.asarray(arrays["landmark_paths"], np.float64), np.inf if doc["bandwidth"] is None else doc["bandwidth"], doc["ridge"], doc["spacing"],
                    doc["segment_count"], doc["max_correction"],
-                   doc["report"], phased, acted, arrays.get("landmark_areas"), hands, doc.get("codec"))
+                   doc["report"], phased, acted, arrays.get("landmark_areas"), hands, doc.get("codec"),
+                   bool(doc.get("changes_as_a_whole", False)))
 
 
 def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.ndarray],
@@ -448,42 +482,33 @@ def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.nda
     if len(used) < MIN_DEMOS:
         raise LandmarkError(f"only {len(used)} demonstrations show every landmark and move in the same "
                             f"{common} gripper segment(s); the landmark method needs {MIN_DEMOS}")
-    x_raw = np.stack([feats[e] for e in used])
-    # one scale for every feature (the pixel coordinates' typical spread): distances stay in pixels, so a feature
-    # that hardly varies (a landmark's size, whose noise is as large as its spread) weighs little instead of as
-    # much as a position
-    positions = x_raw.std(0)[np.arange(x_raw.shape[1]) % 3 != 2]
-    mean = x_raw.mean(0)
-    scale = np.full(x_raw.shape[1], max(float(np.median(positions)), 1e-6))
-    x = (x_raw - mean) / scale
     grid = np.linspace(0.0, 1.0, PHASE_POINTS)
     paths = np.zeros((common, PHASE_POINTS, len(used), 3))  # each demonstration's position at each phase
     for j, e in enumerate(used):
         a = np.asarray(actions[e], np.float64)
         for s, (lo, hi) in enumerate(cut[e]):
             paths[s, :, j] = _at_phase(a[:, :3], lo, hi, grid)
-    y = paths.transpose(2, 0, 1, 3).reshape(len(used), -1)  # each demonstration's whole path, flattened
-    gaps = np.linalg.norm(x[:, None] - x[None], axis=2)
-    np.fill_diagonal(gaps, np.inf)
-    typical = float(np.median(gaps.min(1)))  # how far a demonstration's scene is from its nearest other one
-    best = None
-    for factor in BANDWIDTHS:
-        for lam in RIDGES:
-            # leave one out: each demonstration's path predicted from the others' at its scene
-            loo = np.stack([_local_fit(np.delete(x, j, 0), np.delete(y, j, 0), x[j], factor * typical, lam)
-                            for j in range(len(used))])
-            errors = np.linalg.norm((loo - y).reshape(len(used), common, PHASE_POINTS, 3), axis=-1)
-            score = float(np.median(errors.max(axis=(1, 2))))
-            if best is None or score < best[0]:
-                best = (score, factor, lam, errors, loo)
-    _, factor, lam, errors, loo = best
+    fit = _fit_paths(np.stack([feats[e] for e in used]), paths)
+    # the scene's changes as a whole join the landmarks where the paths are then predicted clearly better
+    wholes = {e: changes_as_a_whole(regions[episodes.index(e)]) for e in used}
+    colour_score, mass_score, mass = fit["score"], None, False
+    if all(w is not None for w in wholes.values()):
+        with_mass = _fit_paths(np.stack([np.r_[feats[e], wholes[e]] for e in used]), paths)
+        mass_score = with_mass["score"]
+        if mass_score <= MASS_GAIN * colour_score:
+            fit, mass = with_mass, True
+            feats = {e: np.r_[feats[e], wholes[e]] for e in used}
+            whole_areas = np.array([wholes[e][2] ** 2 for e in used])
+            areas = np.vstack([areas, [whole_areas.min(), whole_areas.max()]])
+    mean, scale, typical, factor, lam, errors, loo = (fit[k] for k in ("mean", "scale", "typical", "factor",
+                                                                       "ridge", "errors", "loo"))
     phased = {}
     for e, a in actions.items():
         seg, phase = phases(np.asarray(a, np.float64))
         phased[int(e)] = np.stack([seg, phase], 1)
     model = LandmarkModel(background, threshold, groups, mean, scale, {e: feats[e] for e in used}, paths,
                           factor * typical, lam, typical, common, 0.0, {}, phased,
-                          {int(e): np.asarray(a) for e, a in actions.items()}, areas, hands, codec)
+                          {int(e): np.asarray(a) for e, a in actions.items()}, areas, hands, codec, mass)
     # what the method is trusted with: the most any demonstration's nearest other one (by landmarks) must be moved
     # to follow the path predicted (from the others) through the first one's scene
     predicted = loo.reshape(len(used), common, PHASE_POINTS, 3)
@@ -496,6 +521,8 @@ def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.nda
     spread = float(np.max(needed))
     report = {"demonstrations": len(used), "of": len(episodes), "landmarks": len(groups),
               "landmark_colours": [np.round(g.mean(0), 3).tolist() for g in groups],
+              "changes_as_a_whole": mass,
+              "loo_score_m": {"colour landmarks": colour_score, "with the changes as a whole": mass_score},
               "segments": common, "ridge": lam,
               "bandwidth": None if not np.isfinite(factor) else factor * typical,
               "loo_error_m": {"p50": float(np.median(errors.max(axis=(1, 2)))), "max": float(errors.max())},
@@ -506,3 +533,32 @@ def fit_landmarks(first_thirds: dict[int, np.ndarray], actions: dict[int, np.nda
     model.max_correction = spread + margin
     model.report = report
     return model
+
+
+def _fit_paths(x_raw: np.ndarray, paths: np.ndarray) -> dict:
+    """The local ridge fit of the demonstrations' paths [segments, PHASE_POINTS, D, 3] on their landmark features
+    [D, F], its bandwidth and ridge chosen by leave-one-out error; ``score`` is the median over the
+    demonstrations of each one's largest leave-one-out error (m)."""
+    # one scale for every feature (the pixel coordinates' typical spread): distances stay in pixels, so a feature
+    # that hardly varies (a landmark's size, whose noise is as large as its spread) weighs little instead of as
+    # much as a position
+    n, common = len(x_raw), paths.shape[0]
+    positions = x_raw.std(0)[np.arange(x_raw.shape[1]) % 3 != 2]
+    mean = x_raw.mean(0)
+    scale = np.full(x_raw.shape[1], max(float(np.median(positions)), 1e-6))
+    x = (x_raw - mean) / scale
+    y = paths.transpose(2, 0, 1, 3).reshape(n, -1)  # each demonstration's whole path, flattened
+    gaps = np.linalg.norm(x[:, None] - x[None], axis=2)
+    np.fill_diagonal(gaps, np.inf)
+    typical = float(np.median(gaps.min(1)))  # how far a demonstration's scene is from its nearest other one
+    best = None
+    for factor in BANDWIDTHS:
+        for lam in RIDGES:
+            # leave one out: each demonstration's path predicted from the others' at its scene
+            loo = np.stack([_local_fit(np.delete(x, j, 0), np.delete(y, j, 0), x[j], factor * typical, lam)
+                            for j in range(n)])
+            errors = np.linalg.norm((loo - y).reshape(n, common, PHASE_POINTS, 3), axis=-1)
+            score = float(np.median(errors.max(axis=(1, 2))))
+            if best is None or score < best["score"]:
+                best = {"score": score, "factor": factor, "ridge": lam, "errors": errors, "loo": loo}
+    return {**best, "mean": mean, "scale": scale, "typical": typical}

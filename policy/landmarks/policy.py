@@ -111,14 +111,14 @@ class LandmarkPolicy(ALTPolicy):
         if target is None or target.features is None:
             if signal is None:
                 missing = "the third-person view" if target is None else \
-                    ", ".join(f"landmark {i + 1}" for i in target.missing)
+                    ", ".join(self.landmarks.name(i) for i in target.missing)
                 signal, reason = "landmarks", (f"not found in the third-person view at the run's start: {missing} "
                                                "(what the demonstrations' scenes had and this one lacks, or hides)")
             return Placing(placing.z, placing.best, placing.matches, placing.chunk, target, None, signal, reason)
         self._coverage, outside = self.landmarks.coverage(target.features)
         if signal is None and self._coverage > COVERAGE_SLACK:
             signal, reason = "coverage", (
-                f"landmark {outside + 1} stands beyond where the demonstrations had it ({100 * self._coverage:.0f}% of "
+                f"{self.landmarks.name(outside)} stands beyond where the demonstrations had it ({100 * self._coverage:.0f}% of "
                 f"their range outside it; at most {100 * COVERAGE_SLACK:.0f}% is trusted): the path would be "
                 "extrapolated")
         best, matches, chunk = placing.best, placing.matches, placing.chunk
