@@ -581,8 +581,9 @@ def _counts_line(row: dict) -> str:
     c, n = row["counts"], row["episodes"]
     if row.get("shadow"):
         return f"shadow runs: success {c['success']}/{n}, failed {c['failure']}, device stops {c['device_stop']}"
-    line = (f"success {c['success']}/{n}, OOD stops {c['ood_stop']}, stall stops {c['stall_stop']}, silent "
-            f"failures {c['silent_failure']}")
+    after = sum(bool(e.get("done_before_stop")) for e in row.get("results") or [])
+    line = (f"success {c['success']}/{n}" + (f" ({after} stopped after the task was done)" if after else "")
+            + f", OOD stops {c['ood_stop']}, stall stops {c['stall_stop']}, silent failures {c['silent_failure']}")
     return line + (f", device stops {c['device_stop']}" if c.get("device_stop") else "")
 
 

@@ -31,13 +31,20 @@ OUTCOMES = ("success", "ood_stop", "stall_stop", "silent_failure", "device_stop"
 DEVICE_REASONS = ("camera_lost", "arm_error", "arm_stopped", "teleop_lost", "estop")
 
 
-def classify(reason: str, success_after_run: bool, failed_before_stop: bool = False) -> str:
+def classify(reason: str, success_after_run: bool, failed_before_stop: bool = False,
+             done_before_stop: bool = False) -> str:
     """The episode's one outcome. A success is the task achieved (and held) when the run ended; a stop by
     the gate or the watchdog is a stop if it came before anything went wrong (a stop after the rig's
     ``went_wrong`` said so, e.g. an object knocked over or a grasp closed on air, asked too late: that is a
-    silent failure); anything else that is not a success is silent."""
+    silent failure); anything else that is not a success is silent.
+
+    ``done_before_stop``: the task was achieved when the gate or the watchdog stopped the arm, and stayed
+    achieved with the arm halted (:func:`done_when_stopped`): the run did the task, then stopped and asked; that is
+    a success (counted apart as ``stopped_after_done``), whatever the stop said."""
     if reason in DEVICE_REASONS:
         return "device_stop"
+    if reason in ("ood", "stall") and done_before_stop:
+        return "success"
     if reason in ("ood", "stall"):
         if failed_before_stop:
             return "silent_failure"
@@ -72,6 +79,9 @@ class EpisodeResult:
     thresholds_in_force: dict | None = None
     first_close_tick: int | None = None
     alarm_messages: dict | None = None
+    # the gate or the watchdog stopped the arm after the task was done, and it stayed done with the arm halted
+    # (a success: ``classify``)
+    done_before_stop: bool = False
 
 
 @dataclass
@@ -101,11 +111,12 @@ class ScenarioReport:
         counts = {o: self.count(o) for o in (SHADOW_OUTCOMES if self.shadow else OUTCOMES)}
         by_signal: dict[str, int] = {}
         for e in self.episodes:
-            if e.stop_signal:
+            if e.stop_signal and not e.done_before_stop:  # a stop after the task was done is a success
                 by_signal[e.stop_signal] = by_signal.get(e.stop_signal, 0) + 1
         return {"scenario": self.scenario, "clock": self.clock, "shadow": self.shadow, "episodes": n, "counts": counts,
                 "intervals_95": {o: wilson_interval(k, n) or (0.0, 1.0) for o, k in counts.items()},
                 "stops_by_signal": by_signal,
+                "stopped_after_done": sum(e.done_before_stop for e in self.episodes),
                 "stops_too_late": sum(e.reason in ("ood", "stall") and e.outcome == "silent_failure"
                                       for e in self.episodes),
                 "successes": counts["success"], "success_rate": counts["success"] / max(1, n),
@@ -184,7 +195,8 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
     else:
         wrong = control.what_went_wrong()
         failed = wrong is not None
-        outcome = classify(result.reason, done, failed)
+        done_before_stop = result.reason in ("ood", "stall") and done_when_stopped(rig, control, held[0])
+        outcome = classify(result.reason, done, failed, done_before_stop)
     sims = [r.similarity for r in result.retrievals]
     agree = np.array([r.view_agreement for r in result.retrievals]) if result.retrievals else None
     grasp = np.array([r.grasp_alignment for r in result.retrievals])
@@ -200,7 +212,10 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
         # the loop ended on the success check holding, and the check no longer held once the run had ended
         message = (f"the task came undone as the run ended: \"{control.success_text}\" held {SUCCESS_HOLD_TICKS} "
                    "ticks in a row, then no longer")
-    if result.reason in ("ood", "stall") and failed:
+    if not shadow and done_before_stop:
+        message = (f"the task was done when the arm was stopped (\"{control.success_text}\" held {held[0]} tick(s) "
+                   f"before the stop and {SUCCESS_HOLD_TICKS} more with the arm halted): {message}")
+    elif result.reason in ("ood", "stall") and failed:
         message = f"stopped only after the episode had gone wrong (the simulator's judgement: {wrong}): {message}"
     ep = EpisodeResult(
         seed, outcome, result.reason, message, result.stop_signal, result.loop.ticks, acc,
@@ -209,6 +224,8 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
         None if here is None else [float(v) for v in here], nearest,
         bool(rig.arm.get_state().gripper < 0.9), failed,
         float(np.nanmin(grasp)) if len(grasp) and not np.isnan(grasp).all() else None, record)
+    if not shadow:
+        ep.done_before_stop = done_before_stop
     if shadow:
         log = result.shadow
         ep.shadow_outcome = outcome
@@ -222,6 +239,21 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
             first = min(named, key=lambda kv: kv[1])
             ep.message = f"{ep.message}; first alarm: {first[0]} at tick {first[1]}"
     return ep, result
+
+
+def done_when_stopped(rig: Rig, control, held_before: int) -> bool:
+    """Whether a run the gate or the watchdog stopped had done the task: the task's success check held on the
+    tick the arm was stopped (``held_before``: the ticks in a row it had held by then) and holds on each of
+    ``SUCCESS_HOLD_TICKS`` ticks more with the arm halted (the rig's clock runs on; the stop holds the arm), so
+    that a task held only by the moving arm, or one about to come undone (a door swinging back), does not count.
+    """
+    if held_before < 1 or not control.task_succeeded():
+        return False
+    for _ in range(SUCCESS_HOLD_TICKS):
+        rig.clock.wait_next_tick()
+        if not control.task_succeeded():
+            return False
+    return True
 
 
 def shadow_ticks(policy: ALTPolicy, max_ticks: int) -> int:

@@ -19,6 +19,10 @@ def scenario_table(rows: list[dict]) -> str:
         lines.append(f"{r['scenario']:<16} {r['clock']:<9} {_pct(c['silent_failure'], n, ci['silent_failure']):>17} "
                      f"{_pct(c['success'], n, ci['success']):>15} {c['ood_stop']:>9} {c['stall_stop']:>11} "
                      f"{c['device_stop']:>6} {acc:>9} {lat:>13}")
+    after = [f"{r['scenario']} {r['stopped_after_done']}" for r in rows if r.get("stopped_after_done")]
+    if after:
+        lines.append("success includes runs stopped after the task was done (and it stayed done with the arm halted): "
+                     + ", ".join(after))
     return "\n".join(lines)
 
 

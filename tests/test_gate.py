@@ -217,6 +217,10 @@ def test_outcomes_are_exclusive_and_stops_win_over_a_lifted_mug():
     assert classify("stall", False, failed_before_stop=True) == "silent_failure"
     assert classify("done", True) == "success" and classify("done", False) == "silent_failure"
     assert classify("max_ticks", False) == "silent_failure" and classify("camera_lost", True) == "device_stop"
+    # the task done when the gate or the watchdog stopped the arm, and done still with the arm halted
+    assert classify("ood", True, done_before_stop=True) == "success"
+    assert classify("stall", False, failed_before_stop=True, done_before_stop=True) == "success"
+    assert classify("camera_lost", True, done_before_stop=True) == "device_stop"
     lo, hi = wilson_interval(0, 31)
     assert lo == 0 and hi == pytest.approx(0.110, abs=1e-3)
     lo, hi = wilson_interval(31, 31)
@@ -281,6 +285,60 @@ def test_a_task_that_comes_undone_as_the_run_ends_is_a_failure_that_says_so(poli
     assert ep.outcome == "silent_failure"
     assert ep.message.startswith("the task came undone as the run ended") and "then no longer" in ep.message
     assert control.success_text in ep.message
+
+
+@pytest.mark.parametrize("stays_done", [True, False])
+def test_a_run_stopped_after_the_task_was_done_is_a_success_only_if_it_stays_done(policy, monkeypatch, stays_done):
+    """The gate stops a run whose task's success check already holds (not yet for SUCCESS_HOLD_TICKS ticks). The
+    run did the task if the check goes on holding with the arm halted: a success, counted apart and said so.
+    Where the check fails once the arm is halted (a task held up only by the moving arm), it is the stop it was."""
+    import evaluation.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "SUCCESS_HOLD_TICKS", 40)  # the loop's own end never comes first
+    rig = make_rig("sim", image_size=32)
+    control = rig.scene_control()
+    ended, after = [], []
+
+    def check(self):  # the sim's own check, replaced: true while the run goes on; after it, as the case says
+        if ended:
+            after.append(True)
+            return stays_done or len(after) < 3
+        return True
+
+    def run_then_end(*args, **kwargs):
+        result = run_autonomous(*args, **kwargs)
+        ended.append(True)
+        return result
+
+    lookups = []
+    retrieve = policy.retrieve
+
+    def doubting_from_the_second_lookup(*args, **kwargs):
+        lookups.append(1)
+        if len(lookups) == 2:
+            policy.gamma = 1.01  # from here on nothing looks like the demonstrations
+        return retrieve(*args, **kwargs)
+
+    monkeypatch.setattr(type(control), "task_succeeded", check)
+    monkeypatch.setattr(evaluate, "run_autonomous", run_then_end)
+    monkeypatch.setattr(policy, "retrieve", doubting_from_the_second_lookup)
+    saved = policy.gamma, policy.view_thresholds, policy.grasp_check
+    policy.gamma, policy.view_thresholds, policy.grasp_check = -1.0, {}, None
+    try:
+        with rig:
+            ep, result = evaluate.run_episode(policy, rig, "in_distribution", 5, max_ticks=60)
+    finally:
+        policy.gamma, policy.view_thresholds, policy.grasp_check = saved
+        rig.close()
+    assert result.reason == "ood" and result.stop_signal == "similarity"
+    report = evaluate.ScenarioReport("in_distribution", [ep]).summary()
+    if stays_done:
+        assert ep.outcome == "success" and ep.done_before_stop and len(after) >= 1 + 40
+        assert ep.message.startswith("the task was done when the arm was stopped") and "gamma" in ep.message
+        assert report["stopped_after_done"] == 1 and report["stops_by_signal"] == {}
+    else:
+        assert ep.outcome == "ood_stop" and not ep.done_before_stop and len(after) == 3
+        assert report["stopped_after_done"] == 0 and report["stops_by_signal"] == {"similarity": 1}
 
 
 def test_the_rig_of_an_evaluation_is_the_one_the_demonstrations_were_recorded_on(policy, tmp_path):

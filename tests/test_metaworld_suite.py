@@ -215,3 +215,19 @@ def test_a_false_stop_rate_per_run_reaches_the_training_and_its_fingerprint():
     for bad in ("0", "1.5"):
         with pytest.raises(SystemExit):
             suite.parse_args(ARGS + ["--false-stop-rate", bad])
+
+
+def test_the_lines_say_how_many_successes_were_stopped_after_the_task_was_done():
+    from evaluation.tables import scenario_table
+
+    counts = {"success": 2, "ood_stop": 1, "stall_stop": 0, "silent_failure": 0, "device_stop": 0}
+    results = [{"done_before_stop": True}, {"done_before_stop": False}, {}]
+    row = {"counts": counts, "episodes": 3, "results": results}
+    assert suite._counts_line(row).startswith("success 2/3 (1 stopped after the task was done), OOD stops 1")
+    assert "stopped after" not in suite._counts_line({**row, "results": results[1:]})
+    summary = {"scenario": "interpolate", "clock": "lockstep", "episodes": 3, "counts": counts,
+               "intervals_95": dict.fromkeys(counts, (0.0, 1.0)), "retrieval_accuracy": None,
+               "latency_p50_ms": None, "latency_p99_ms": None, "stopped_after_done": 1}
+    assert scenario_table([summary]).splitlines()[-1].endswith("stopped after the task was done (and it stayed "
+                                                                "done with the arm halted): interpolate 1")
+    assert "stopped after" not in scenario_table([{**summary, "stopped_after_done": 0}])
