@@ -200,16 +200,25 @@ def test_stalled_device_gives_stale_frame_error(soft):
             cam.read_nearest(time.monotonic())
 
 
-def test_stall_reopens_the_camera_and_frames_resume(soft):
+def test_stall_reopens_the_camera_and_frames_resume(soft, caplog):
     sw = soft()
     sw.start_feeding()
-    cam = RealSenseCamera(config(reconnect_after_s=0.2, startup_timeout_s=2.0), device_source=lambda: sw.device)
+    cam = RealSenseCamera(config(reconnect_after_s=0.2, startup_timeout_s=5.0), device_source=lambda: sw.device)
     with cam:
-        first = cam.wait_for_frame(-1, timeout=2.0)
+        first = cam.wait_for_frame(-1, timeout=5.0)
         sw.stall()
-        time.sleep(0.4)  # past reconnect_after_s: the capture thread reopens and waits for a frame
+        # past reconnect_after_s the capture thread reopens the camera (and says so) and waits for a frame; on a
+        # loaded machine it may notice the stall late, so the test waits for it rather than for a fixed time
+        deadline = time.monotonic() + 10.0
+        while "reopening the camera" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "reopening the camera" in caplog.text
+        before = cam.read_latest(max_age=None).sequence  # no frame arrives while stalled: the last one before it
         sw.resume()
-        frame = cam.wait_for_frame(first.sequence, timeout=3.0)
+        frame = cam.wait_for_frame(before, timeout=5.0)
+        deadline = time.monotonic() + 5.0
+        while cam.reconnects < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert cam.reconnects >= 1 and cam.is_connected
         assert frame.device_time > first.device_time
 
