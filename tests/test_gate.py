@@ -250,6 +250,21 @@ def test_evaluate_scenario_gives_each_episode_one_outcome(policy):
         assert all(e["scene"]["scenario"] == "in_distribution" and "mug" in e["scene"] for e in s["results"])
 
 
+def _episode_with_the_gate_open(policy, rig, max_ticks: int):
+    """``evaluation.evaluate.run_episode`` (as the test has patched it) in an in-distribution scene with the
+    policy's gate open (gamma -1, no view thresholds, no grasp check; put back after); the rig is closed after."""
+    import evaluation.evaluate as evaluate
+
+    saved = policy.gamma, policy.view_thresholds, policy.grasp_check
+    policy.gamma, policy.view_thresholds, policy.grasp_check = -1.0, {}, None
+    try:
+        with rig:
+            return evaluate.run_episode(policy, rig, "in_distribution", 5, max_ticks=max_ticks)
+    finally:
+        policy.gamma, policy.view_thresholds, policy.grasp_check = saved
+        rig.close()
+
+
 def test_a_task_that_comes_undone_as_the_run_ends_is_a_failure_that_says_so(policy, monkeypatch):
     """The loop ends once the success check has held SUCCESS_HOLD_TICKS ticks in a row; the run is judged after
     it has ended. Where the check holds no longer then (a hand that swept through a goal and on, a door that
@@ -272,14 +287,7 @@ def test_a_task_that_comes_undone_as_the_run_ends_is_a_failure_that_says_so(poli
 
     monkeypatch.setattr(type(control), "task_succeeded", holds_until_the_run_ends)
     monkeypatch.setattr(evaluate, "run_autonomous", run_then_end)
-    saved = policy.gamma, policy.view_thresholds, policy.grasp_check
-    policy.gamma, policy.view_thresholds, policy.grasp_check = -1.0, {}, None
-    try:
-        with rig:
-            ep, result = evaluate.run_episode(policy, rig, "in_distribution", 5, max_ticks=40)
-    finally:
-        policy.gamma, policy.view_thresholds, policy.grasp_check = saved
-        rig.close()
+    ep, result = _episode_with_the_gate_open(policy, rig, max_ticks=40)
     assert result.reason == "done" and result.loop.ticks <= evaluate.SUCCESS_HOLD_TICKS + 1
     assert checks[-1] is False and checks.count(True) >= evaluate.SUCCESS_HOLD_TICKS
     assert ep.outcome == "silent_failure"
@@ -322,14 +330,7 @@ def test_a_run_stopped_after_the_task_was_done_is_a_success_only_if_it_stays_don
     monkeypatch.setattr(type(control), "task_succeeded", check)
     monkeypatch.setattr(evaluate, "run_autonomous", run_then_end)
     monkeypatch.setattr(policy, "retrieve", doubting_from_the_second_lookup)
-    saved = policy.gamma, policy.view_thresholds, policy.grasp_check
-    policy.gamma, policy.view_thresholds, policy.grasp_check = -1.0, {}, None
-    try:
-        with rig:
-            ep, result = evaluate.run_episode(policy, rig, "in_distribution", 5, max_ticks=60)
-    finally:
-        policy.gamma, policy.view_thresholds, policy.grasp_check = saved
-        rig.close()
+    ep, result = _episode_with_the_gate_open(policy, rig, max_ticks=60)
     assert result.reason == "ood" and result.stop_signal == "similarity"
     report = evaluate.ScenarioReport("in_distribution", [ep]).summary()
     if stays_done:
