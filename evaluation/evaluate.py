@@ -249,6 +249,7 @@ def done_when_stopped(rig: Rig, control, held_before: int) -> bool:
     """
     if held_before < 1 or not control.task_succeeded():
         return False
+    rig.clock.start()  # a fresh tick grid: on a real-time clock each of the ticks below then lasts its period
     for _ in range(SUCCESS_HOLD_TICKS):
         rig.clock.wait_next_tick()
         if not control.task_succeeded():
