@@ -189,6 +189,7 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
     result = run_autonomous(rig, policy, max_ticks=max_ticks, stop_when=succeeded, shadow=shadow)
     # judged after the run: the arm has stopped (or holds); the task must be achieved now
     done = result.reason == "done" and control.task_succeeded()
+    done_before_stop = False
     if shadow:
         wrong, failed = None, False  # nothing stopped it: "too late" does not arise
         outcome = "device_stop" if result.reason in DEVICE_REASONS else "success" if done else "failure"
@@ -212,7 +213,7 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
         # the loop ended on the success check holding, and the check no longer held once the run had ended
         message = (f"the task came undone as the run ended: \"{control.success_text}\" held {SUCCESS_HOLD_TICKS} "
                    "ticks in a row, then no longer")
-    if not shadow and done_before_stop:
+    if done_before_stop:
         message = (f"the task was done when the arm was stopped (\"{control.success_text}\" held {held[0]} tick(s) "
                    f"before the stop and {SUCCESS_HOLD_TICKS} more with the arm halted): {message}")
     elif result.reason in ("ood", "stall") and failed:
@@ -223,9 +224,8 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
         None if agree is None or np.isnan(agree).all() else tuple(float(v) for v in np.nanmin(agree, axis=0)),
         None if here is None else [float(v) for v in here], nearest,
         bool(rig.arm.get_state().gripper < 0.9), failed,
-        float(np.nanmin(grasp)) if len(grasp) and not np.isnan(grasp).all() else None, record)
-    if not shadow:
-        ep.done_before_stop = done_before_stop
+        float(np.nanmin(grasp)) if len(grasp) and not np.isnan(grasp).all() else None, record,
+        done_before_stop=done_before_stop)
     if shadow:
         log = result.shadow
         ep.shadow_outcome = outcome
