@@ -10,8 +10,8 @@ import pytest
 from core.errors import ArmStoppedError
 from core.types import Action, Pose
 from robot_drivers.factory import make_rig, robot_names, split_robot
-from robot_drivers.metaworld.env import HAND_QUAT_XYZW, MAX_MOCAP_LEAD_M, RejectedVariation
-from robot_drivers.metaworld.scene_control import EXTRAPOLATE_MARGIN_M, NOISE_M, SCENARIOS
+from robot_drivers.metaworld.env import HAND_QUAT_XYZW, MAX_MOCAP_LEAD_M, TRACKING_GAIN, RejectedVariation
+from robot_drivers.metaworld.scene_control import EXTRAPOLATE_MARGIN_M, NOISE_M, SCENARIOS, VARIED_M
 
 pytest.importorskip("metaworld")  # installed by scripts/setup.sh (the metaworld extra): this never skips in CI
 
@@ -208,6 +208,30 @@ def test_an_object_knocked_off_the_table_went_wrong(rig):
     assert words.startswith("the task's expert, taking over from here, cannot finish it") and "object 1 moved" in words
 
 
+def test_extrapolate_moves_only_positions_the_task_varies():
+    """peg-insert-side draws its box's height within +-1 mm (a jitter about the table's top): an extrapolated
+    scene moves one of the positions the task truly varies beyond its range, never the box into the air."""
+    rig = make_rig("metaworld:peg-insert-side-v3", image_size=48)
+    rig.connect()
+    try:
+        control = rig.scene_control()
+        rig.arm.release()
+        low, high = rig.env.variation_low, rig.env.variation_high
+        varied = high - low >= VARIED_M
+        assert not varied[5] and (high - low)[5] > 0  # the box's height: drawn, but within 2 mm
+        moved = set()
+        for seed in range(60):
+            ext = np.asarray(control.reset(seed, "extrapolate")["variation"])
+            outside = np.maximum(low - ext, ext - high)
+            assert np.all(outside[~varied] <= 1e-9), f"seed {seed}: {ext} leaves a fixed position"
+            assert outside[varied].max() >= EXTRAPOLATE_MARGIN_M[0] - 1e-9
+            moved.add(int(np.argmax(outside)))
+            assert abs(rig.env.data.body("box").xpos[2] - ext[5]) < 1e-6  # the box stands where it was put
+        assert moved == set(np.flatnonzero(varied).tolist())  # each varied position is extrapolated in turn
+    finally:
+        rig.disconnect()
+
+
 def test_a_scene_the_expert_cannot_finish_from_its_start_is_judged_by_what_the_run_did():
     """An extrapolated scene beyond the expert's reach (peg-insert-side: its box moved past the range): its
     verdict says nothing about a stop, so an untouched scene did not go wrong (the stop was in time) and one whose
@@ -248,6 +272,40 @@ def _judged_by_what_the_run_did(rig):
     assert env.touching() == ["box touches peg"] and "; box touches peg (a scene" in control.what_went_wrong()
     control.reset(1, "in_distribution")  # a new scene: asked again
     assert env.finishable_from_start() and not control.went_wrong()
+
+
+def test_an_object_carried_between_the_fingers_is_not_a_disturbance_until_it_is_let_go():
+    """In a scene the expert cannot finish from its start, a run that picked the peg up and holds it as it stops
+    has done nothing an operator cannot undo (the stop was in time); once it lets the peg go elsewhere, or the
+    peg has only been pushed, the run went wrong."""
+    rig = make_rig("metaworld:peg-insert-side-v3", image_size=48)
+    rig.connect()
+    try:
+        control = rig.scene_control()
+        rig.arm.release()
+        env = rig.env
+        for seed in range(1000, 1040):
+            control.reset(seed, "extrapolate")
+            if env.finishable_from_start() is False:
+                break
+        start = env.obs[4:7].copy()
+        assert not env.held(start)
+        for _ in range(300):  # the task's own expert grasps the peg and lifts it
+            a = env.expert_action()
+            env.command(env.hand_position() + np.clip(a[:3], -1, 1) / TRACKING_GAIN, (1.0 - a[3]) / 2.0)
+            env.step(1)
+            if env.held(env.obs[4:7]) and np.linalg.norm(env.obs[4:7] - start) > 0.03:
+                break
+        else:
+            pytest.fail("the expert did not pick the peg up")
+        assert "object 1 moved" in env.disturbed()  # moved, as the strict verdict counts it
+        assert env.disturbed(held_excused=True) is None and not control.went_wrong()
+        env.command(env.hand_position() + np.array([0.0, 0.0, 0.05]), 1.0)  # the fingers open: the peg drops
+        env.step(80)
+        assert not env.held(env.obs[4:7])
+        assert "object 1 moved" in env.disturbed(held_excused=True) and control.went_wrong()
+    finally:
+        rig.disconnect()
 
 
 def test_an_extrapolated_goal_reaches_the_verdict_where_it_is(rig):

@@ -42,6 +42,8 @@ RECOVERY_BACK_OFF_STEPS = 60
 #: A run disturbed an object when it moved it more than this (m) or turned it more than this (degrees): the
 #: verdict on scenes the expert itself cannot finish (``disturbed``).
 DISTURBED_M, DISTURBED_DEG = 0.01, 15.0
+#: The gripper's finger pads (Meta-World's Sawyer): an object both touch is held between the fingers.
+PAD_GEOMS = ("leftpad_geom", "rightpad_geom")
 
 
 class RejectedVariation(Exception):
@@ -340,10 +342,13 @@ class MetaWorldEnv:
                     self._put_back(now)
             return self._start_finishable
 
-    def disturbed(self, moved_m: float = DISTURBED_M, tilted_deg: float = DISTURBED_DEG) -> str | None:
+    def disturbed(self, moved_m: float = DISTURBED_M, tilted_deg: float = DISTURBED_DEG,
+                  held_excused: bool = False) -> str | None:
         """What the run did to the task's objects since the last reset (None: nothing): an object moved by more
         than ``moved_m`` or tilted by more than ``tilted_deg`` (Meta-World's observation: each object's position
-        and quaternion, padded with zeros where a task has fewer objects)."""
+        and quaternion, padded with zeros where a task has fewer objects). ``held_excused``: an object held between
+        the fingers now (:meth:`held`) counts as moved only if it also turned: the run carries it, and an operator
+        taking over puts it back as it was; one dropped, pushed or knocked over does count."""
         with self.lock:
             if self._start is None:
                 return None
@@ -354,7 +359,7 @@ class MetaWorldEnv:
                 if not np.any(p0) and not np.any(q0):
                     continue  # no such object in this task
                 shift = float(np.linalg.norm(p1 - p0))
-                if shift > moved_m:
+                if shift > moved_m and not (held_excused and self.held(p1)):
                     return f"object {i + 1} moved {100 * shift:.1f} cm"
                 n0, n1 = np.linalg.norm(q0), np.linalg.norm(q1)
                 if n0 > 1e-6 and n1 > 1e-6:
@@ -362,6 +367,33 @@ class MetaWorldEnv:
                     if angle > tilted_deg:
                         return f"object {i + 1} turned {angle:.0f} degrees"
             return None
+
+    def held(self, position) -> bool:
+        """Whether the object observed at ``position`` is held between the fingers: both finger pads touch the
+        body whose geometry lies nearest that point (Meta-World observes an object by a point on it: the peg's
+        head, the puck's centre)."""
+        import mujoco
+
+        with self.lock:
+            model, data = self.model, self.data
+            pads = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, n) for n in PAD_GEOMS]
+            if min(pads) < 0:
+                return False
+            roots = model.body_rootid[model.geom_bodyid]
+            arm = {int(roots[g]) for g in pads}
+            candidates = [g for g in range(model.ngeom) if int(roots[g]) not in arm and int(roots[g]) != 0]
+            if not candidates:
+                return False
+            nearest = min(candidates, key=lambda g: float(np.linalg.norm(data.geom_xpos[g] - np.asarray(position))))
+            body = int(roots[nearest])
+            touched = [set(), set()]
+            for k in range(data.ncon):
+                c = data.contact[k]
+                for side, pad in enumerate(pads):
+                    if pad in (c.geom1, c.geom2):
+                        other = c.geom2 if c.geom1 == pad else c.geom1
+                        touched[side].add(int(roots[other]))
+            return body in touched[0] and body in touched[1]
 
     def touching(self) -> list[str]:
         """The things on the table that touch one another now, in words ("peg touches box"): contacts between

@@ -6,8 +6,8 @@ Scenarios (every one drawn from the episode's seed, deterministically):
   demonstrations are recorded at) with every position moved by up to :data:`NOISE_M`, as when a person puts
   the objects back on their marks;
 * ``interpolate``: a new variation drawn from the task's own range;
-* ``extrapolate``: a variation outside the task's range: at least one position :data:`EXTRAPOLATE_MARGIN_M`
-  beyond it (within the arm's reach);
+* ``extrapolate``: a variation outside the task's range: one position the task varies (by at least
+  :data:`VARIED_M`) :data:`EXTRAPOLATE_MARGIN_M` beyond it (within the arm's reach);
 * ``lighting``: an in-distribution variation under other lights (dimmer or brighter, warmer or colder).
 
 Meta-World has no props to scatter, so there is no ``distractors`` scenario on this rig.
@@ -34,6 +34,10 @@ TRAINING_STREAM, EVAL_STREAM = 7_001, 9_001
 NOISE_M = 0.005
 #: extrapolate: how far (m) beyond the task's range the chosen position lies, at least and at most
 EXTRAPOLATE_MARGIN_M = (0.03, 0.06)
+#: extrapolate: a position is moved beyond its range only if the task varies it by at least this (m). A smaller
+#: spread is a jitter about a fixed spot, not a variation: peg-insert-side's box stands on the table at a height
+#: drawn within +-1 mm, and 3-6 cm beyond that the box hangs in the air, a scene no table holds
+VARIED_M = 0.01
 #: extrapolate: positions stay inside this box (Meta-World's world frame, m): the arm's reach over the table
 REACH_LOW = np.array([-0.35, 0.45, 0.0])
 REACH_HIGH = np.array([0.35, 0.95, 0.35])
@@ -82,7 +86,7 @@ class MetaWorldSceneControl(CoverableSceneControl):
                 vec = rng.uniform(low, high)
             else:  # extrapolate: one varied position beyond its range, the others inside it
                 vec = rng.uniform(low, high)
-                dims = np.flatnonzero(free)
+                dims = np.flatnonzero(high - low >= VARIED_M)
                 if not len(dims):
                     raise ValueError(f"{env.task} has no variation to extrapolate")
                 d = int(rng.choice(dims))
@@ -136,13 +140,14 @@ class MetaWorldSceneControl(CoverableSceneControl):
         """The task's own expert, taking over from here, cannot finish the task (tried on a copy of the
         state: nothing of the try remains), though it could have from the scene as it was reset. Where the
         expert could not finish the scene from its start either (an extrapolated goal beyond its reach), its
-        verdict says nothing about the run: the run went wrong only if it moved an object more than 1 cm or
-        turned it more than 15 degrees (``MetaWorldEnv.disturbed``). The words say which, what the run did to
-        the objects and what touches what (``MetaWorldEnv.touching``)."""
+        verdict says nothing about the run: the run went wrong only if it moved an object more than 1 cm (other
+        than one it holds between its fingers as it stops: carried, not pushed, dropped or knocked) or turned it
+        more than 15 degrees (``MetaWorldEnv.disturbed``). The words say which, what the run did to the objects
+        and what touches what (``MetaWorldEnv.touching``)."""
         env = self._rig.env
         if env.recoverable():
             return None
-        done_to = env.disturbed()
+        done_to = env.disturbed(held_excused=True)
         touching = "; ".join(env.touching())
         if env.finishable_from_start() is False:
             if done_to is None:
