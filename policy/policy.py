@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 #: similarity; of those, the latest is taken so that execution moves on instead of replaying the wait.
 TIE_CANDIDATES = 8
 TIE_TOLERANCE = 1e-4
+#: Matches whose fused similarity lies within this of the best one's are near-ties, and of those the one whose
+#: views (hand, third) agree best with the live ones is taken: the fusion layer blurs what each view tells apart
+#: (reach-v3: a training scene's own demonstration ranked first by each view alone, third by the fused embedding,
+#: from the same start pose), and the gate then judges each view against the frame taken.
+VIEW_TIE_MARGIN = 0.02
 #: A measured gripper opening at least this is fully open: nothing held (``retrieve``'s ``gripper``).
 FULLY_OPEN = 0.9
 
@@ -372,7 +377,7 @@ class ALTPolicy:
         z, hv, tv = self.embed_views(hand, third, pose)
         t1 = time.perf_counter()
         k = k or self.config.top_k
-        matches = self.database.search(z, k + TIE_CANDIDATES)
+        matches = self._views_break_ties(self.database.search(z, k + TIE_CANDIDATES), hv, tv)
         allowed = self._open_rows() if gripper is not None and gripper >= FULLY_OPEN else None
         best = _latest_of_ties(matches)
         if allowed is not None and not allowed[best.row]:
@@ -407,6 +412,21 @@ class ALTPolicy:
         return Retrieval(matches, similarity, signal is not None, chunk,
                          (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp, z, target, correction,
                          readings)
+
+    def _views_break_ties(self, matches: list[Match], hv: np.ndarray, tv: np.ndarray) -> list[Match]:
+        """``matches`` (best first by fused similarity) with, of those within VIEW_TIE_MARGIN of the best, the one
+        whose views agree best with the live views (the sum of the two cosines; a view the policy does not use
+        counts nothing) put first; the rest keep their order."""
+        views = self.database.view_embeddings
+        if views is None or len(matches) < 2:
+            return matches
+        near = [m for m in matches if m.similarity >= matches[0].similarity - VIEW_TIE_MARGIN]
+        if len(near) < 2:
+            return matches
+        rows = np.array([m.row for m in near])
+        agree = np.nan_to_num(views[rows, 0] @ hv) + np.nan_to_num(views[rows, 1] @ tv)
+        first = near[int(np.argmax(agree))]
+        return [first] + [m for m in matches if m.row != first.row]
 
     def _method_readings(self, cameras: tuple[float, float], correction: np.ndarray | None) -> dict:
         """Method hook: the method's own signals of a lookup, name -> (value, threshold) (the alt method: none)."""
