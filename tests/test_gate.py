@@ -129,6 +129,30 @@ def test_identical_frames_retrieve_the_latest_and_hysteresis_keeps_the_running_d
     assert p.retrieve(img, img, prefer_episode=0).matches[0].episode == 1
 
 
+def test_of_near_ties_in_fused_similarity_the_match_whose_views_agree_is_taken(policy):
+    """The fusion layer can rank first a frame whose views each look less like the live ones than another
+    frame's, a hair lower: within VIEW_TIE_MARGIN the views decide; beyond it, the fused similarity alone."""
+    from policy.policy import VIEW_TIE_MARGIN
+
+    img = np.full((32, 32, 3), 90, np.uint8)
+    z, hv, tv = policy.embed_views(img, img)
+    off = np.stack([_at_cosine(hv, 0.6, 5), _at_cosine(tv, 0.6, 6)])  # both views unlike the live ones
+    on = np.stack([hv, tv])  # both views as the live ones
+    near = 1 - VIEW_TIE_MARGIN / 2
+    rows = [(0, 0, z), (1, 0, _at_cosine(z, near, 7)), (2, 0, _at_cosine(z, 1 - 3 * VIEW_TIE_MARGIN, 8))]
+    p = _policy_with_rows(policy, rows, np.stack([off, on, on]))
+    r = p.retrieve(img, img)
+    assert r.matches[0].episode == 1 and r.similarity == pytest.approx(near, abs=1e-4)  # the gate judges it
+    assert r.view_agreement == pytest.approx((1.0, 1.0), abs=1e-4)
+    assert [m.episode for m in r.matches] == [1, 0, 2]  # the others keep their order
+    # the agreeing frame beyond the margin: the fused similarity decides
+    p = _policy_with_rows(policy, [rows[0], (1, 0, _at_cosine(z, 1 - 2 * VIEW_TIE_MARGIN, 7))], np.stack([off, on]))
+    assert p.retrieve(img, img).matches[0].episode == 0
+    # without per-view features (a table built before them) nothing changes
+    p = _policy_with_rows(policy, rows)
+    assert p.retrieve(img, img).matches[0].episode == 0
+
+
 def test_the_gate_names_the_signal_that_stopped_it(policy):
     img = np.full((32, 32, 3), 90, np.uint8)
     z, hv, tv = policy.embed_views(img, img)
