@@ -247,6 +247,19 @@ class PolicySource:
         upcoming = self._upcoming_grippers(ticks)
         return bool(len(upcoming) and np.any(upcoming < CLOSE_BELOW))
 
+    def _held_back_before_a_close(self, now: float, dt: float) -> bool:
+        """Whether this tick's lookup failed on a signal held back (``Retrieval.held_back``) while the chunk it
+        brings replaces the executing one now (``requery_every``; as :meth:`_no_rewind` makes it) and commands the
+        open gripper closed within the ``gate_persistence`` ticks the signal was held back for (:meth:`deferred`
+        looked at the executing chunk only: this close comes with the new one)."""
+        latest = self.latest
+        if latest is None or latest.held_back is None or latest.chunk is None or self._closed:
+            return False
+        if self.current is not None and self._ticks_on_chunk < self.requery_every:
+            return False  # the executing chunk goes on: deferred() judged it
+        chunk = self._no_rewind(latest, now, dt).chunk
+        return bool(np.any(np.asarray(chunk[:self._persistence.lookups, 7]) < CLOSE_BELOW))
+
     def _upcoming_grippers(self, ticks: int) -> np.ndarray:
         """The gripper commands of the actions the next ``ticks`` ticks are due to send, from the executing
         chunk (empty before the first lookup)."""
@@ -263,6 +276,11 @@ class PolicySource:
                                            observation.state.ee_array()[:7], prefer_episode=prefer,
                                            gripper=observation.state.gripper if self.current is None else None,
                                            deferred=self.deferred())
+        if self._held_back_before_a_close(now, dt):
+            # this lookup's own chunk takes over now and closes the gripper within the ticks its failing signal
+            # was held back for: it stops as if nothing had been held back (no close under a doubted view)
+            signal, reason = self.latest.held_back
+            self.latest = replace(self.latest, ood=True, ood_signal=signal, ood_reason=reason, held_back=None)
         halted = self._gate_and_watch(observation, now, t0)
         if halted is not None:
             return halted

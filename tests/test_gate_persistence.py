@@ -182,6 +182,36 @@ def test_a_close_due_soon_ends_the_holding_back(policy, monkeypatch, grippers, a
     assert (source.deferred() != frozenset()) == held_back
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(grippers=st.lists(st.sampled_from([0.0, 1.0]), min_size=1, max_size=12), persistence=st.integers(1, 4),
+       ticks_on_chunk=st.integers(0, 7), held=st.booleans(), closed_now=st.booleans())
+def test_a_held_back_lookup_whose_own_chunk_closes_soon_stops(policy, monkeypatch, grippers, persistence,
+                                                              ticks_on_chunk, held, closed_now):
+    """Searched over lookups: one that failed on a held-back signal stops after all when its chunk takes over
+    now (the executing one has served ``requery_every`` ticks) and commands the open gripper closed within
+    ``gate_persistence`` entries: a close that comes with the new chunk, which the holding back (judged on the
+    executing chunk) could not see."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from policy.database import Match
+    from policy.policy import Retrieval
+
+    monkeypatch.setattr(policy, "config", policy.config.with_overrides(gate_persistence=persistence))
+    source = PolicySource(policy)
+    source.sent(Action.from_array([0.5, 0, 0.3, 0, 0, 0, 1, 0.0 if closed_now else 1.0]))
+    source.current = SimpleNamespace(chunk=np.ones((10, 8)), matches=[Match(0, 0, 0, 1.0)])
+    source._ticks_on_chunk = ticks_on_chunk
+    chunk = np.zeros((len(grippers), 8))
+    chunk[:, 6], chunk[:, 7] = 1.0, grippers
+    source.latest = Retrieval([Match(1, 1, 0, 1.0)], 1.0, False, chunk, 0.0, 0.0,
+                              held_back=("hand_view", "the hand view disagrees") if held else None)
+    closes = any(g < 0.5 for g in grippers[:persistence])
+    expected = held and not closed_now and ticks_on_chunk >= source.requery_every and closes
+    assert source._held_back_before_a_close(0.0, 0.1) == expected
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(closed=st.lists(st.booleans(), min_size=1, max_size=12))
 def test_only_a_close_after_the_gripper_was_open_in_the_run_ends_the_holding_back(policy, monkeypatch, closed):
