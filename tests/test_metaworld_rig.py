@@ -244,16 +244,21 @@ def test_a_scene_the_expert_cannot_finish_from_its_start_is_judged_by_what_the_r
         rig.disconnect()
 
 
-def _judged_by_what_the_run_did(rig):
+def _a_scene_the_expert_cannot_finish(rig):
+    """The rig (peg-insert-side) reset to the first extrapolated scene from seed 1000 on that its expert cannot
+    finish from its start; its scene control."""
     control = rig.scene_control()
     rig.arm.release()
-    env = rig.env
     for seed in range(1000, 1040):
         control.reset(seed, "extrapolate")
-        if env.finishable_from_start() is False:
-            break
-    else:
-        pytest.fail("no extrapolated peg-insert-side scene in 40 that the expert cannot finish")
+        if rig.env.finishable_from_start() is False:
+            return control
+    pytest.fail("no extrapolated peg-insert-side scene in 40 that the expert cannot finish")
+
+
+def _judged_by_what_the_run_did(rig):
+    control = _a_scene_the_expert_cannot_finish(rig)
+    env = rig.env
     before = (env.data.qpos.copy(), env.obs.copy())
     assert not env.recoverable() and env.disturbed() is None
     assert not control.went_wrong()  # nothing done to it: a stop here is in time
@@ -281,13 +286,8 @@ def test_an_object_carried_between_the_fingers_is_not_a_disturbance_until_it_is_
     rig = make_rig("metaworld:peg-insert-side-v3", image_size=48)
     rig.connect()
     try:
-        control = rig.scene_control()
-        rig.arm.release()
+        control = _a_scene_the_expert_cannot_finish(rig)
         env = rig.env
-        for seed in range(1000, 1040):
-            control.reset(seed, "extrapolate")
-            if env.finishable_from_start() is False:
-                break
         start = env.obs[4:7].copy()
         assert not env.held(start)
         for _ in range(300):  # the task's own expert grasps the peg and lifts it
