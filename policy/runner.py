@@ -196,6 +196,7 @@ class PolicySource:
         # the grip check: which close of the run the gripper is in (-1: none yet), how many ticks since it was
         # sent (None: open now), and whether the last command sent was closed
         self._closes, self._since_close, self._closed = -1, None, False
+        self._tick_time = self._close_time = None  # the latest tick's time, the close's (the rig's clock)
         self._grasping = False  # the gripper closed after this run had it open (it may hold what it closed on)
         self.time_limit = time_limit
         self._start_time: float | None = None
@@ -226,6 +227,7 @@ class PolicySource:
         self.shadow_log = ShadowLog() if self.shadow else None
         self._was_open = False
         self._closes, self._since_close, self._closed = -1, None, False
+        self._tick_time = self._close_time = None
         self._grasping = False
         self._persistence = Persistence(self.policy.config.gate_persistence)
 
@@ -301,6 +303,7 @@ class PolicySource:
         closed = action.gripper < CLOSE_BELOW
         if closed and not self._closed:
             self._closes, self._since_close = self._closes + 1, 1  # the next observation: one tick after the close
+            self._close_time = self._tick_time  # the tick it was sent on (a clock of the rig's)
         elif closed:
             self._since_close += 1
         else:
@@ -320,6 +323,7 @@ class PolicySource:
         (None: go on). ``keep_current``: an OOD stop keeps what was executing as the evidence's context (the
         aligned replay's object location) instead of the new lookup. In a shadow run every check is made and
         logged (``_halt`` logs and returns None), and each signal's reading too."""
+        self._tick_time = now
         grip = self._grip(observation)
         self.retrievals.append(self.latest)
         self._persistence.count(self.latest.readings or {})
@@ -365,7 +369,8 @@ class PolicySource:
         if check is None or self._since_close is None:
             return None
         opening = observation.state.gripper
-        judged = check.judge(self._closes, self._since_close, opening)
+        tick = self._ticks_since_close(observation)
+        judged = check.judge(self._closes, tick, opening)
         if judged is None:
             return None
         excess, low, high = judged
@@ -373,9 +378,19 @@ class PolicySource:
         if not fails("grip", excess, check.margin):
             return None
         close = "the gripper's close" if self._closes == 0 else f"close {self._closes + 1}"
-        return (f"the fingers closed further than in any demonstration: {self._since_close} ticks after {close} "
+        return (f"the fingers closed further than in any demonstration: {tick} ticks after {close} "
                 f"they read {opening:.3f} open, the demonstrations {low:.3f} to {high:.3f} (margin "
                 f"{check.margin:.3f}); the object is slipping out, or the grasp missed it")
+
+    def _ticks_since_close(self, observation: Observation) -> int:
+        """Ticks from the close to this measurement, as the recording counts them: the ticks sent since, or, where
+        the loop ran late (real time: a tick of 100 ms that took 250), the time elapsed in recorded ticks, whichever
+        is more (the fingers kept closing while the loop was late; in lock-step the two agree)."""
+        fps = self.policy.info.get("fps")
+        if not fps or self._close_time is None:
+            return self._since_close
+        elapsed = (observation.state.host_time - self._close_time) * float(fps)
+        return max(self._since_close, int(round(elapsed)))
 
     def _log_readings(self) -> None:
         """A shadow run's tick: each signal's value, and where it crossed its threshold (a reading can cross

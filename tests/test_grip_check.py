@@ -165,3 +165,31 @@ def test_a_grip_the_demonstrations_never_had_halts_the_arm_one_tick_after_the_cl
         policy.gamma, policy.view_thresholds, policy.grasp_check = saved[0], saved[1], saved[2]
         policy.grip_check = None
         sim_rig.arm.release()
+
+
+@settings(max_examples=60, deadline=None)
+@given(sent=st.integers(1, 6), late=st.floats(0.0, 4.0), fps=st.sampled_from([10.0, 20.0]))
+def test_a_late_loop_judges_the_fingers_by_the_time_since_the_close(sent, late, fps):
+    """In real time a tick can come late (the loop took 250 ms for a 100 ms tick) while the fingers go on closing:
+    a measurement is judged at the tick after the close that its time says, or the ticks sent since, whichever
+    is more; in lock-step (no lateness) the two agree."""
+    from types import SimpleNamespace
+
+    from core.types import Action
+    from policy.runner import PolicySource
+
+    policy = SimpleNamespace(info={"fps": fps}, config=SimpleNamespace(gate_persistence=3), grip_check=None)
+    source = PolicySource.__new__(PolicySource)  # only the grip bookkeeping is exercised
+    source.policy, source.shadow_log = policy, None
+    source._closes, source._since_close, source._closed, source._was_open, source._grasping = -1, None, False, True, False
+    period, t0 = 1.0 / fps, 100.0
+    source._tick_time = t0
+    source.sent(Action.from_array([0.5, 0, 0.3, 0, 0, 0, 1, 0.0]))  # the close, sent on the tick at t0
+    for k in range(1, sent):
+        source._tick_time = t0 + k * period
+        source.sent(Action.from_array([0.5, 0, 0.3, 0, 0, 0, 1, 0.0]))
+    measured_at = t0 + (sent + late) * period
+    observation = SimpleNamespace(state=SimpleNamespace(host_time=measured_at))
+    assert source._ticks_since_close(observation) == max(sent, round(sent + late))
+    on_time = SimpleNamespace(state=SimpleNamespace(host_time=t0 + sent * period))
+    assert source._ticks_since_close(on_time) == sent  # lock-step: the ticks sent
