@@ -1,7 +1,8 @@
 """The gate's persistence: a view signal (similarity, hand view, third view) stops a run once it has failed on
 ``gate_persistence`` lookups in a row; the run's first lookup, made before the arm moves, every lookup while
 the gripper is closed on what it closed on in this run, and every lookup with a close due within the ticks a stop
-could be held back for, stop at once; every other signal (the grip check, the watchdog, a method's own)
+could be held back for (in the executing chunk, or in the chunk the lookup brings when it replaces that one),
+stop at once; every other signal (the grip check, the watchdog, a method's own)
 is not held back. Searched over failure patterns on
 the simulated mug rig, through the control loop, in ordinary and shadow runs."""
 
