@@ -398,10 +398,10 @@ class ALTPolicy:
         cameras = self._camera_checks(hand, third, executing_row)
         gate_gamma = self._gate_gamma(executing_row)
         signal, reason = self._gate(best, agreement, grasp, gate_gamma, object_in_place, replayed, deferred)
-        held_back = None
+        held_back = None  # what the gate would have stopped on, had nothing been held back
         if signal is None and deferred:
-            held_back = self._gate(best, agreement, grasp, gate_gamma, object_in_place, replayed)
-            held_back = held_back if held_back[0] in deferred else None
+            undeferred = self._gate(best, agreement, grasp, gate_gamma, object_in_place, replayed)
+            held_back = undeferred if undeferred[0] in deferred else None
         similarity = best.similarity  # what the gate judged
         readings = {"similarity": (float(similarity), float(gate_gamma))}
         readings.update({name: (float(agreement[i]), self.view_thresholds.get(name))
@@ -418,7 +418,7 @@ class ALTPolicy:
         readings.update(self._method_readings(cameras, correction))
         return Retrieval(matches, similarity, signal is not None, chunk,
                          (t1 - t0) * 1000, (t2 - t1) * 1000, agreement, signal, reason, grasp, z, target, correction,
-                         readings, None if signal is not None else held_back)
+                         readings, held_back)
 
     def _views_break_ties(self, matches: list[Match], hv: np.ndarray, tv: np.ndarray) -> list[Match]:
         """``matches`` (best first by fused similarity) with, of those within VIEW_TIE_MARGIN of the best, the one

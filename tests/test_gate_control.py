@@ -50,7 +50,7 @@ def _demonstrations(rng: np.random.Generator, demos: int, frames: int, spread: f
     return LookupDatabase(z, np.array(episodes), np.array(frame), chunks, views)
 
 
-@settings(max_examples=15, deadline=None, derandomize=True, database=None,
+@settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), spread=st.floats(0.2, 0.6), step=st.floats(0.005, 0.03),
        frames=st.integers(30, 60))
