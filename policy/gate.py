@@ -23,6 +23,11 @@ import cv2
 import numpy as np
 
 SIGNALS = ("similarity", "hand_view", "third_view")
+#: The signals the gate's persistence may hold back (``Persistence``): the three above and the grasp check's
+#: alignment (policy/grasp_check.py), which, like a view's agreement, dips for a lookup or two where the live
+#: frame falls between two recorded ones (under other light the edges of the hand's own parts change too) and
+#: stays down where the object is not where the demonstration had it.
+PERSISTENT_SIGNALS = SIGNALS + ("grasp_alignment",)
 
 #: Near-OOD negatives made from the held-out demonstrations (one view altered) and far ones (both views).
 NEGATIVE_KINDS = ("blank_view", "swapped_view", "occluded_view", "shifted_view", "recoloured_view",
@@ -145,20 +150,20 @@ def fails(name: str, value: float, threshold: float | None) -> bool:
 
 
 class Persistence:
-    """The gate's persistence over one run (``gate_persistence``): how many lookups in a row each view signal
-    (``SIGNALS``) has failed, and which of them may not stop the next lookup though they fail. None is held back
-    at the run's first lookup (the arm has not moved) or while ``holding`` (the gripper holds what it closed on in
+    """The gate's persistence over one run (``gate_persistence``): how many lookups in a row each signal it may
+    hold back (``PERSISTENT_SIGNALS``: the views' and the grasp check's) has failed, and which of them may not
+    stop the next lookup though they fail. None is held back at the run's first lookup (the arm has not moved) or while ``holding`` (the gripper holds what it closed on in
     this run, or is about to close: a late stop can drop or jam what it holds, and a grasp is not undone by
     stopping after it); otherwise a signal is held back until its failure would make ``lookups`` in a row. Every
     other signal is never held back. The runner and ``benchmarks/gate_persistence.py`` both judge by it."""
 
     def __init__(self, lookups: int):
         self.lookups = max(1, int(lookups))
-        self.streaks = dict.fromkeys(SIGNALS, 0)
+        self.streaks = dict.fromkeys(PERSISTENT_SIGNALS, 0)
         self.seen = 0  # lookups counted so far in this run
 
     def deferred(self, holding: bool) -> frozenset[str]:
-        """The view signals that may not stop the next lookup though they fail."""
+        """The signals that may not stop the next lookup though they fail."""
         if self.lookups <= 1 or not self.seen or holding:
             return frozenset()
         return frozenset(s for s, n in self.streaks.items() if n + 1 < self.lookups)

@@ -371,7 +371,7 @@ class ALTPolicy:
         demonstration's grasp: a view that looks like one after the grasp (clutter can make a start view look
         like one at the mug) would otherwise replay the closing gripper far from the object.
 
-        ``deferred``: gate signals (of ``policy.gate.SIGNALS``) that do not stop this lookup though they fail (a
+        ``deferred``: gate signals (of ``policy.gate.PERSISTENT_SIGNALS``) that do not stop this lookup though they fail (a
         run's source holds them until they have failed ``config.gate_persistence`` lookups in a row); their
         readings are kept, and the gate's other signals judge the lookup."""
         t0 = time.perf_counter()
@@ -527,7 +527,8 @@ class ALTPolicy:
             if limit is not None and agreement[i] < limit and name not in deferred:
                 return name, (f"the {view} view disagrees with the retrieved frame (episode {best.episode} frame "
                               f"{best.frame}){also}: agreement {agreement[i]:.3f} < {limit:.3f}")
-        if self.grasp_check is not None and grasp < self.grasp_check.threshold and not object_in_place:
+        if self.grasp_check is not None and grasp < self.grasp_check.threshold and not object_in_place and \
+                "grasp_alignment" not in deferred:
             return "grasp_alignment", (f"before the grasp, the hand view does not line up with the demonstration's "
                                        f"(episode {best.episode} frame {best.frame}): alignment {grasp:.3f} < "
                                        f"{self.grasp_check.threshold:.3f}; the object is not where that "

@@ -232,7 +232,8 @@ class PolicySource:
         self._persistence = Persistence(self.policy.config.gate_persistence)
 
     def deferred(self) -> frozenset[str]:
-        """The view signals that may not stop this tick's lookup though they fail (policy.gate.Persistence). None
+        """The signals (the views', the grasp check's) that may not stop this tick's lookup though they fail
+        (policy.gate.Persistence). None
         is held back while the gripper holds something, closed on what it closed on in this run (commanded closed
         after the run had it open; a gripper closed from the run's start, as the demonstrations started (a press
         with closed fingers), holds nothing the run picked up), nor while it is about to close: a close due within

@@ -1,5 +1,5 @@
-"""The gate's persistence: a view signal (similarity, hand view, third view) stops a run once it has failed on
-``gate_persistence`` lookups in a row; the run's first lookup, made before the arm moves, every lookup while
+"""The gate's persistence: a view signal (similarity, hand view, third view) or the grasp check stops a run once
+it has failed on ``gate_persistence`` lookups in a row; the run's first lookup, made before the arm moves, every lookup while
 the gripper is closed on what it closed on in this run, and every lookup with a close due within the ticks a stop
 could be held back for (in the executing chunk, or in the chunk the lookup brings when it replaces that one),
 stop at once; every other signal (the grip check, the watchdog, a method's own)
@@ -8,11 +8,13 @@ the simulated mug rig, through the control loop, in ordinary and shadow runs."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy.config import PolicyConfig
+from policy.grasp_check import SIZE, GraspCheck
 from policy.runner import PolicySource, run_autonomous
 
 from core.types import Action
@@ -56,19 +58,25 @@ def _logging_closing(monkeypatch) -> list[bool]:
     return log
 
 
-def _scripted(policy, monkeypatch, failing: list[bool]):
-    """The hand view's agreement scripted per lookup (0 where ``failing``, else 0.99) against a threshold of
-    0.5; nothing else of the gate can stop the run."""
+def _scripted(policy, monkeypatch, failing: list[bool], signal: str = "hand_view"):
+    """The hand view's agreement (or the grasp check's alignment: ``signal``) scripted per lookup (0 where
+    ``failing``, else 0.99) against a threshold of 0.5; nothing else of the gate can stop the run."""
     calls = [0]
 
-    def agreement(best, hv, tv, executing_row):
+    def scripted() -> float:
         i = calls[0]
         calls[0] += 1
-        return ((0.0 if i < len(failing) and failing[i] else 0.99), 0.99), None
+        return 0.0 if i < len(failing) and failing[i] else 0.99
 
-    monkeypatch.setattr(policy, "_view_agreement", agreement)
+    if signal == "hand_view":
+        monkeypatch.setattr(policy, "_view_agreement", lambda best, hv, tv, executing_row: ((scripted(), 0.99), None))
+        monkeypatch.setattr(policy, "grasp_check", None)
+    else:
+        monkeypatch.setattr(policy, "_view_agreement", lambda best, hv, tv, executing_row: ((0.99, 0.99), None))
+        monkeypatch.setattr(policy, "_grasp_signal", lambda hand, best, executing_row, check: (scripted(), False))
+        monkeypatch.setattr(policy, "grasp_check", GraspCheck(np.zeros(0, np.int64), np.zeros((0, SIZE, SIZE), np.uint8),
+                                                              0.5))
     monkeypatch.setattr(policy, "gamma", -1.0)
-    monkeypatch.setattr(policy, "grasp_check", None)
     monkeypatch.setattr(policy, "grip_check", None)
     monkeypatch.setattr(policy, "view_thresholds", {"hand_view": 0.5, "third_view": -1.0})
     return calls
@@ -82,32 +90,34 @@ def test_the_setting_is_checked_and_old_policies_keep_a_single_failing_lookup():
     assert old.gate_persistence == 1
 
 
-@settings(max_examples=12, deadline=None,
+@settings(max_examples=16, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(failing=st.lists(st.booleans(), min_size=1, max_size=14), persistence=st.integers(1, 4))
+@given(failing=st.lists(st.booleans(), min_size=1, max_size=14), persistence=st.integers(1, 4),
+       signal=st.sampled_from(["hand_view", "grasp_alignment"]))
 def test_a_view_signal_stops_the_run_exactly_when_it_has_failed_long_enough(policy, sim_rig, monkeypatch,
-                                                                           failing, persistence):
+                                                                           failing, persistence, signal):
+    """... and so does the grasp check's alignment (it dips for a lookup or two as the views do)."""
     with monkeypatch.context() as m:
         m.setattr(policy, "config", policy.config.with_overrides(gate_persistence=persistence))
         ticks = len(failing)
         closing = _logging_closing(m)
-        _scripted(policy, m, failing)
+        _scripted(policy, m, failing, signal)
         reset_in_distribution(sim_rig)
         shadow = run_autonomous(sim_rig, policy, max_ticks=ticks, shadow=True)
         assert shadow.reason != "ood"  # a shadow run logs, and goes on
         want = expected_stop(failing, persistence, shadow.shadow.first_close_tick, list(closing))
         assert shadow.shadow.first_alarm.get("gate") == want
         closing.clear()
-        _scripted(policy, m, failing)
+        _scripted(policy, m, failing, signal)
         reset_in_distribution(sim_rig)
         ordinary = run_autonomous(sim_rig, policy, max_ticks=ticks)
         if want is None:
             assert ordinary.reason != "ood", ordinary.message
         else:
-            assert ordinary.reason == "ood" and ordinary.stop_signal == "hand_view", ordinary.message
+            assert ordinary.reason == "ood" and ordinary.stop_signal == signal, ordinary.message
             assert len(ordinary.retrievals) == want + 1
         # the reading itself is logged on the first lookup it fails, held back or not
-        assert shadow.shadow.first_alarm.get("hand_view") == (failing.index(True) if any(failing) else None)
+        assert shadow.shadow.first_alarm.get(signal) == (failing.index(True) if any(failing) else None)
 
 
 def test_persistence_holds_back_only_the_view_signals(policy, sim_rig, monkeypatch):
