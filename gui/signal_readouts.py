@@ -10,17 +10,18 @@ from PyQt6.QtWidgets import QGridLayout, QLabel, QWidget
 from policy.gate import UPPER_BOUND_SIGNALS, fails
 
 #: Every signal the gate may judge a lookup by, in the order shown: (label, when it applies).
-#: Said of the three view signals: once the arm moves, unless the gripper holds what it grasped or is about to
-#: close, they stop a run only after failing lookups in a row.
+#: Said of the three view signals and the grasp check: once the arm moves, unless the gripper holds what it grasped
+#: or is about to close, they stop a run only after lookups in a row on which one of them failed.
 PERSISTS = ("; once the arm moves, unless the gripper holds what it grasped or is about to close, it stops the "
-            "run after failing gate_persistence lookups in a row (default 3)")
+            "run after gate_persistence lookups in a row (default 3) on which it or another view or grasp check "
+            "failed")
 SIGNALS = {
     "similarity": ("similarity", "the best match's similarity, against gamma (the aligned method's replay gamma "
                                  "while it replays a shifted demonstration)" + PERSISTS),
     "hand_view": ("hand view", "the live hand view's agreement with the retrieved frame's" + PERSISTS),
     "third_view": ("third view", "the live third-person view's agreement with the retrieved frame's" + PERSISTS),
     "grasp_alignment": ("grasp check", "before a demonstration's grasp: the live hand view's edges against the "
-                                       "retrieved frame's (- when it does not apply)"),
+                                       "retrieved frame's (- when it does not apply)" + PERSISTS),
     "grip": ("grip", "after a close: how far the fingers' measured opening lies below what every demonstration's "
                      "read that many ticks after closing (a slip, or a grasp on air); stops when larger"),
     "hand_camera": ("hand camera", "a run's first lookup only: the gripper where every demonstration's hand view "

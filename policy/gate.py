@@ -150,29 +150,33 @@ def fails(name: str, value: float, threshold: float | None) -> bool:
 
 
 class Persistence:
-    """The gate's persistence over one run (``gate_persistence``): how many lookups in a row each signal it may
-    hold back (``PERSISTENT_SIGNALS``: the views' and the grasp check's) has failed, and which of them may not
-    stop the next lookup though they fail. None is held back at the run's first lookup (the arm has not moved) or while ``holding`` (the gripper holds what it closed on in
-    this run, or is about to close: a late stop can drop or jam what it holds, and a grasp is not undone by
-    stopping after it); otherwise a signal is held back until its failure would make ``lookups`` in a row. Every
-    other signal is never held back. The runner and ``benchmarks/gate_persistence.py`` both judge by it."""
+    """The gate's persistence over one run (``gate_persistence``): how many lookups in a row have had a signal it
+    may hold back (``PERSISTENT_SIGNALS``: the views' and the grasp check's) failing, and whether those signals
+    may not stop the next lookup though they fail. Nothing is held back at the run's first lookup (the arm has
+    not moved) or while ``holding`` (the gripper holds what it closed on in this run, or is about to close: a late
+    stop can drop or jam what it holds, and a grasp is not undone by stopping after it); otherwise the signals
+    are held back until a failure would make ``lookups`` failing lookups in a row, whichever of them failed on
+    each (signals that take turns failing are one lasting doubt, not several brief ones). Every other signal is
+    never held back. The runner and ``benchmarks/gate_persistence.py`` both judge by it."""
 
     def __init__(self, lookups: int):
         self.lookups = max(1, int(lookups))
-        self.streaks = dict.fromkeys(PERSISTENT_SIGNALS, 0)
+        self.streaks = dict.fromkeys(PERSISTENT_SIGNALS, 0)  # per signal: its failing lookups in a row
+        self.doubted = 0  # lookups in a row on which at least one of them failed
         self.seen = 0  # lookups counted so far in this run
 
     def deferred(self, holding: bool) -> frozenset[str]:
         """The signals that may not stop the next lookup though they fail."""
-        if self.lookups <= 1 or not self.seen or holding:
+        if self.lookups <= 1 or not self.seen or holding or self.doubted + 1 >= self.lookups:
             return frozenset()
-        return frozenset(s for s, n in self.streaks.items() if n + 1 < self.lookups)
+        return frozenset(PERSISTENT_SIGNALS)
 
     def count(self, readings: dict) -> None:
         """Count a lookup's readings (signal -> (value, threshold)) into the streaks."""
         for name in self.streaks:
             value, threshold = readings.get(name, (float("nan"), None))
             self.streaks[name] = self.streaks[name] + 1 if fails(name, value, threshold) else 0
+        self.doubted = self.doubted + 1 if any(self.streaks.values()) else 0
         self.seen += 1
 
 

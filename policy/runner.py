@@ -39,7 +39,7 @@ from core.types import Action
 
 from policy.action_space import check_policy_fits_rig
 from policy.database import Match
-from policy.gate import UPPER_BOUND_SIGNALS, Persistence, fails
+from policy.gate import PERSISTENT_SIGNALS, UPPER_BOUND_SIGNALS, Persistence, fails
 from policy.grasp_check import GRIPPER_OPEN
 from policy.policy import ALTPolicy, Retrieval
 
@@ -332,9 +332,11 @@ class PolicySource:
             self._log_readings()
         if self.latest.ood:
             reason = self.latest.ood_reason
-            streak = self._persistence.streaks.get(self.latest.ood_signal, 0)
+            streak = self._persistence.doubted if self.latest.ood_signal in PERSISTENT_SIGNALS else 0
+            own = self._persistence.streaks.get(self.latest.ood_signal, 0)
             if streak > 1:
-                reason = f"{reason} ({streak} lookups in a row)"
+                reason = f"{reason} ({streak} lookups in a row" + \
+                    (")" if own == streak else f" failing, this signal on the last {own})")
             halted = self._ood_halt(observation, self.latest.ood_signal, reason, keep_current, t0)
             if halted is not None:
                 return halted

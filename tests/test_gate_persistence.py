@@ -58,24 +58,26 @@ def _logging_closing(monkeypatch) -> list[bool]:
     return log
 
 
-def _scripted(policy, monkeypatch, failing: list[bool], signal: str = "hand_view"):
-    """The hand view's agreement (or the grasp check's alignment: ``signal``) scripted per lookup (0 where
-    ``failing``, else 0.99) against a threshold of 0.5; nothing else of the gate can stop the run."""
-    calls = [0]
+def _scripted(policy, monkeypatch, failing: list[bool], grasp: list[bool] | None = None):
+    """The hand view's agreement scripted per lookup (0 where ``failing``, else 0.99) against a threshold of 0.5,
+    and, given ``grasp``, the grasp check's alignment too (0 where it fails, else 0.99; threshold 0.5); nothing
+    else of the gate can stop the run."""
+    calls = {"hand": 0, "grasp": 0}
 
-    def scripted() -> float:
-        i = calls[0]
-        calls[0] += 1
-        return 0.0 if i < len(failing) and failing[i] else 0.99
+    def scripted(which: str, pattern: list[bool]) -> float:
+        i = calls[which]
+        calls[which] += 1
+        return 0.0 if i < len(pattern) and pattern[i] else 0.99
 
-    if signal == "hand_view":
-        monkeypatch.setattr(policy, "_view_agreement", lambda best, hv, tv, executing_row: ((scripted(), 0.99), None))
+    monkeypatch.setattr(policy, "_view_agreement",
+                        lambda best, hv, tv, executing_row: ((scripted("hand", failing), 0.99), None))
+    if grasp is None:
         monkeypatch.setattr(policy, "grasp_check", None)
     else:
-        monkeypatch.setattr(policy, "_view_agreement", lambda best, hv, tv, executing_row: ((0.99, 0.99), None))
-        monkeypatch.setattr(policy, "_grasp_signal", lambda hand, best, executing_row, check: (scripted(), False))
-        monkeypatch.setattr(policy, "grasp_check", GraspCheck(np.zeros(0, np.int64), np.zeros((0, SIZE, SIZE), np.uint8),
-                                                              0.5))
+        monkeypatch.setattr(policy, "_grasp_signal",
+                            lambda hand, best, executing_row, check: (scripted("grasp", grasp), False))
+        monkeypatch.setattr(policy, "grasp_check",
+                            GraspCheck(np.zeros(0, np.int64), np.zeros((0, SIZE, SIZE), np.uint8), 0.5))
     monkeypatch.setattr(policy, "gamma", -1.0)
     monkeypatch.setattr(policy, "grip_check", None)
     monkeypatch.setattr(policy, "view_thresholds", {"hand_view": 0.5, "third_view": -1.0})
@@ -92,32 +94,38 @@ def test_the_setting_is_checked_and_old_policies_keep_a_single_failing_lookup():
 
 @settings(max_examples=16, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(failing=st.lists(st.booleans(), min_size=1, max_size=14), persistence=st.integers(1, 4),
-       signal=st.sampled_from(["hand_view", "grasp_alignment"]))
+@given(lookups=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=14),
+       persistence=st.integers(1, 4))
 def test_a_view_signal_stops_the_run_exactly_when_it_has_failed_long_enough(policy, sim_rig, monkeypatch,
-                                                                           failing, persistence, signal):
-    """... and so does the grasp check's alignment (it dips for a lookup or two as the views do)."""
+                                                                           lookups, persistence):
+    """... and so does the grasp check (it dips for a lookup or two as the views do); two signals that take turns
+    failing count as one doubt lasting that many lookups."""
+    hand, grasp = [h for h, _ in lookups], [g for _, g in lookups]
+    doubted = [h or g for h, g in lookups]
     with monkeypatch.context() as m:
         m.setattr(policy, "config", policy.config.with_overrides(gate_persistence=persistence))
-        ticks = len(failing)
+        ticks = len(lookups)
         closing = _logging_closing(m)
-        _scripted(policy, m, failing, signal)
+        _scripted(policy, m, hand, grasp)
         reset_in_distribution(sim_rig)
         shadow = run_autonomous(sim_rig, policy, max_ticks=ticks, shadow=True)
         assert shadow.reason != "ood"  # a shadow run logs, and goes on
-        want = expected_stop(failing, persistence, shadow.shadow.first_close_tick, list(closing))
+        want = expected_stop(doubted, persistence, shadow.shadow.first_close_tick, list(closing))
         assert shadow.shadow.first_alarm.get("gate") == want
         closing.clear()
-        _scripted(policy, m, failing, signal)
+        _scripted(policy, m, hand, grasp)
         reset_in_distribution(sim_rig)
         ordinary = run_autonomous(sim_rig, policy, max_ticks=ticks)
         if want is None:
             assert ordinary.reason != "ood", ordinary.message
         else:
-            assert ordinary.reason == "ood" and ordinary.stop_signal == signal, ordinary.message
+            # the gate names the hand view before the grasp check when both fail
+            assert ordinary.reason == "ood", ordinary.message
+            assert ordinary.stop_signal == ("hand_view" if hand[want] else "grasp_alignment"), ordinary.message
             assert len(ordinary.retrievals) == want + 1
-        # the reading itself is logged on the first lookup it fails, held back or not
-        assert shadow.shadow.first_alarm.get(signal) == (failing.index(True) if any(failing) else None)
+        # each reading itself is logged on the first lookup it fails, held back or not
+        for name, pattern in (("hand_view", hand), ("grasp_alignment", grasp)):
+            assert shadow.shadow.first_alarm.get(name) == (pattern.index(True) if any(pattern) else None)
 
 
 def test_persistence_holds_back_only_the_view_signals(policy, sim_rig, monkeypatch):
