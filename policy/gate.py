@@ -28,6 +28,11 @@ SIGNALS = ("similarity", "hand_view", "third_view")
 #: frame falls between two recorded ones (under other light the edges of the hand's own parts change too) and
 #: stays down where the object is not where the demonstration had it.
 PERSISTENT_SIGNALS = SIGNALS + ("grasp_alignment",)
+#: Of those, the ones that judge the approach to a grasp rather than the scene: held back on a run's first lookup
+#: too (the scene is judged there by the others at once; the approach starts when the arm moves, and a failure
+#: that lasts still stops it before the close). A relit scene's first hand view, the hand high above the table,
+#: has edges the demonstrations' lacked for a lookup or two.
+APPROACH_SIGNALS = frozenset({"grasp_alignment"})
 
 #: Near-OOD negatives made from the held-out demonstrations (one view altered) and far ones (both views).
 NEGATIVE_KINDS = ("blank_view", "swapped_view", "occluded_view", "shifted_view", "recoloured_view",
@@ -152,9 +157,10 @@ def fails(name: str, value: float, threshold: float | None) -> bool:
 class Persistence:
     """The gate's persistence over one run (``gate_persistence``): how many lookups in a row have had a signal it
     may hold back (``PERSISTENT_SIGNALS``: the views' and the grasp check's) failing, and whether those signals
-    may not stop the next lookup though they fail. Nothing is held back at the run's first lookup (the arm has
-    not moved) or while ``holding`` (the gripper holds what it closed on in this run, or is about to close: a late
-    stop can drop or jam what it holds, and a grasp is not undone by stopping after it); otherwise the signals
+    may not stop the next lookup though they fail. Nothing but the grasp check (``APPROACH_SIGNALS``) is held back
+    at the run's first lookup (the arm has not moved), and nothing while ``holding`` (the gripper holds what it
+    closed on in this run, or is about to close: a late stop can drop or jam what it holds, and a grasp is not
+    undone by stopping after it); otherwise the signals
     are held back until a failure would make ``lookups`` failing lookups in a row, whichever of them failed on
     each (signals that take turns failing are one lasting doubt, not several brief ones). Every other signal is
     never held back. The runner and ``benchmarks/gate_persistence.py`` both judge by it."""
@@ -167,8 +173,10 @@ class Persistence:
 
     def deferred(self, holding: bool) -> frozenset[str]:
         """The signals that may not stop the next lookup though they fail."""
-        if self.lookups <= 1 or not self.seen or holding or self.doubted + 1 >= self.lookups:
+        if self.lookups <= 1 or holding or self.doubted + 1 >= self.lookups:
             return frozenset()
+        if not self.seen:
+            return APPROACH_SIGNALS
         return frozenset(PERSISTENT_SIGNALS)
 
     def count(self, readings: dict) -> None:

@@ -1,10 +1,10 @@
 """The gate's persistence: a view signal (similarity, hand view, third view) or the grasp check stops a run once
-it has failed on ``gate_persistence`` lookups in a row; the run's first lookup, made before the arm moves, every lookup while
-the gripper is closed on what it closed on in this run, and every lookup with a close due within the ticks a stop
-could be held back for (in the executing chunk, or in the chunk the lookup brings when it replaces that one),
-stop at once; every other signal (the grip check, the watchdog, a method's own)
-is not held back. Searched over failure patterns on
-the simulated mug rig, through the control loop, in ordinary and shadow runs."""
+``gate_persistence`` lookups in a row have had one of them failing; the run's first lookup, made before the arm
+moves (unless only the grasp check, which judges the approach, fails there), every lookup while the gripper is
+closed on what it closed on in this run, and every lookup with a close due within the ticks a stop could be held
+back for (in the executing chunk, or in the chunk the lookup brings when it replaces that one), stop at once;
+every other signal (the grip check, the watchdog, a method's own) is not held back. Searched over failure
+patterns on the simulated mug rig, through the control loop, in ordinary and shadow runs."""
 
 from __future__ import annotations
 
@@ -34,13 +34,14 @@ def sim_rig():
 
 
 def expected_stop(failing: list[bool], persistence: int, closed_at: int | None = None,
-                  closing: list[bool] | None = None) -> int | None:
-    """The lookup the gate stops on: the first, if it fails; one after the close command (sent on lookup
-    ``closed_at``), or one the source saw a close coming on (``closing``, per lookup), if it fails; else the
-    first that ends ``persistence`` failing lookups in a row (None: none does)."""
+                  closing: list[bool] | None = None, first_stops: bool = True) -> int | None:
+    """The lookup the gate stops on: the first, if it fails on a signal that judges the scene (``first_stops``;
+    the grasp check alone is held back there too); one after the close command (sent on lookup ``closed_at``),
+    or one the source saw a close coming on (``closing``, per lookup), if it fails; else the first that ends
+    ``persistence`` failing lookups in a row (None: none does)."""
     for i, bad in enumerate(failing):
         held = closed_at is not None and i > closed_at or bool(closing and i < len(closing) and closing[i])
-        if bad and (i == 0 or held or i + 1 >= persistence and all(failing[i + 1 - persistence:i + 1])):
+        if bad and (i == 0 and first_stops or held or i + 1 >= persistence and all(failing[i + 1 - persistence:i + 1])):
             return i
     return None
 
@@ -98,8 +99,9 @@ def test_the_setting_is_checked_and_old_policies_keep_a_single_failing_lookup():
        persistence=st.integers(1, 4))
 def test_a_view_signal_stops_the_run_exactly_when_it_has_failed_long_enough(policy, sim_rig, monkeypatch,
                                                                            lookups, persistence):
-    """... and so does the grasp check (it dips for a lookup or two as the views do); two signals that take turns
-    failing count as one doubt lasting that many lookups."""
+    """... and so does the grasp check (it dips for a lookup or two as the views do; it judges the approach, so
+    it is held back on the first lookup too); two signals that take turns failing count as one doubt lasting that
+    many lookups."""
     hand, grasp = [h for h, _ in lookups], [g for _, g in lookups]
     doubted = [h or g for h, g in lookups]
     with monkeypatch.context() as m:
@@ -110,7 +112,8 @@ def test_a_view_signal_stops_the_run_exactly_when_it_has_failed_long_enough(poli
         reset_in_distribution(sim_rig)
         shadow = run_autonomous(sim_rig, policy, max_ticks=ticks, shadow=True)
         assert shadow.reason != "ood"  # a shadow run logs, and goes on
-        want = expected_stop(doubted, persistence, shadow.shadow.first_close_tick, list(closing))
+        want = expected_stop(doubted, persistence, shadow.shadow.first_close_tick, list(closing),
+                             first_stops=hand[0] or persistence == 1)
         assert shadow.shadow.first_alarm.get("gate") == want
         closing.clear()
         _scripted(policy, m, hand, grasp)
