@@ -81,8 +81,10 @@ class Activities:
         return self._loop_ended(reason, error)
 
     def _activity_record(self):
-        self._set_mode(RECORDING)
+        # keys held from before the episode are forgotten before the mode says RECORDING: one pressed once the
+        # window shows it is the operator's first command of the episode, and must not be cleared after it
         self.teleop.reset()
+        self._set_mode(RECORDING)
         self.session.cancel_reason = "cancel"
         extra = scene_extra(self.rig)
         intervention, self._intervention = self._intervention, None

@@ -83,13 +83,18 @@ def test_keyboard_teleop_moves_the_arm_up_and_stops_on_release(studio, qtbot):
     assert controller.keyboard.held == frozenset()
 
 
-def _record_one(controller, window, qtbot, key=Qt.Key.Key_W, hold_ms=1200):
+def _record_one(controller, window, qtbot, key=Qt.Key.Key_W, hold_ms=1200, move_m=0.04):
+    """Record one episode, ``key`` held for ``hold_ms`` and until the arm has moved ``move_m`` (a loaded machine
+    ticks the control loop fewer times in the same wall time)."""
     panel = window.record_panel
     before = len(panel.episodes)
     qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: controller.mode == RECORDING, timeout=5000)
+    start = np.array(controller.rig.arm.get_state().ee_pose.position)
     QTest.keyPress(window, key)
     qtbot.wait(hold_ms)
+    qtbot.waitUntil(lambda: np.linalg.norm(np.array(controller.rig.arm.get_state().ee_pose.position) - start)
+                    >= move_m, timeout=20000)
     QTest.keyRelease(window, key)
     qtbot.wait(300)
     qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)

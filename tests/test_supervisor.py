@@ -131,6 +131,29 @@ def test_loading_a_policy_during_a_recording_keeps_the_episode_going(make_superv
         assert [e.index for e in ds.episodes()] == [0]
 
 
+def test_a_key_pressed_as_the_recording_starts_is_kept(make_supervisor, tmp_path, monkeypatch):
+    """The teleop forgets keys held from before a new episode before the mode says RECORDING, not after: a key the
+    operator presses the moment the window shows RECORDING moves the arm (it was cleared by the episode's start
+    on a loaded machine, and the arm stayed put while the key was held)."""
+    sup, rig, events = make_supervisor()
+    assert sup.open_dataset(str(tmp_path / "demos")).wait(10)
+    announce = sup._set_mode
+
+    def set_mode(mode):
+        announce(mode)
+        if mode == RECORDING:
+            sup.keyboard.press("w")  # the operator, the instant the window says RECORDING
+
+    monkeypatch.setattr(sup, "_set_mode", set_mode)
+    start = np.array(rig.arm.get_state().ee_pose.position)
+    assert sup.start_episode().wait(5)
+    assert wait_until(lambda: np.linalg.norm(np.array(rig.arm.get_state().ee_pose.position) - start) > 0.02,
+                      timeout=10), "the key pressed as the recording started did not move the arm"
+    sup.keyboard.release("w")
+    assert sup.stop_episode()
+    assert wait_until(lambda: len(events.outcomes) == 1)
+
+
 @pytest.mark.parametrize("command", ["home", "disconnect", "autonomy", "stop"])
 def test_commands_that_end_a_recording_keep_it(make_supervisor, policy, tmp_path, command):
     sup, rig, events = make_supervisor()
