@@ -160,10 +160,10 @@ class Persistence:
     may not stop the next lookup though they fail. Nothing but the grasp check (``APPROACH_SIGNALS``) is held back
     at the run's first lookup (the arm has not moved), and nothing while ``holding`` (the gripper holds what it
     closed on in this run, or is about to close: a late stop can drop or jam what it holds, and a grasp is not
-    undone by stopping after it); otherwise the signals
-    are held back until a failure would make ``lookups`` failing lookups in a row, whichever of them failed on
-    each (signals that take turns failing are one lasting doubt, not several brief ones). Every other signal is
-    never held back. The runner and ``benchmarks/gate_persistence.py`` both judge by it."""
+    undone by stopping after it); otherwise the signals are held back until a failure would make ``lookups``
+    failing lookups in a row, whichever of them failed on each (signals that take turns failing are one lasting
+    doubt, not several brief ones). Every other signal is never held back. The runner and
+    ``benchmarks/gate_persistence.py`` both judge by it."""
 
     def __init__(self, lookups: int):
         self.lookups = max(1, int(lookups))

@@ -371,9 +371,9 @@ class ALTPolicy:
         demonstration's grasp: a view that looks like one after the grasp (clutter can make a start view look
         like one at the mug) would otherwise replay the closing gripper far from the object.
 
-        ``deferred``: gate signals (of ``policy.gate.PERSISTENT_SIGNALS``) that do not stop this lookup though they fail (a
-        run's source holds them until they have failed ``config.gate_persistence`` lookups in a row); their
-        readings are kept, and the gate's other signals judge the lookup."""
+        ``deferred``: gate signals (of ``policy.gate.PERSISTENT_SIGNALS``) that do not stop this lookup though
+        they fail (a run's source holds them back until ``config.gate_persistence`` lookups in a row have had one
+        of them failing); their readings are kept, and the gate's other signals judge the lookup."""
         t0 = time.perf_counter()
         if hand is not None:  # at the encoder's size once: the embedding and the grasp check both use it
             hand = resize_view(hand, self.config)

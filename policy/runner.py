@@ -233,12 +233,12 @@ class PolicySource:
 
     def deferred(self) -> frozenset[str]:
         """The signals (the views', the grasp check's) that may not stop this tick's lookup though they fail
-        (policy.gate.Persistence). None
-        is held back while the gripper holds something, closed on what it closed on in this run (commanded closed
-        after the run had it open; a gripper closed from the run's start, as the demonstrations started (a press
-        with closed fingers), holds nothing the run picked up), nor while it is about to close: a close due within
-        the ticks a stop could be held back for would grasp under a view the gate doubts (a grasp closed on air,
-        or on the object off its centre, is not undone by stopping after it)."""
+        (policy.gate.Persistence). None is held back while the gripper holds something, closed on what it closed
+        on in this run (commanded closed after the run had it open; a gripper closed from the run's start, as the
+        demonstrations started (a press with closed fingers), holds nothing the run picked up), nor while it is
+        about to close: a close due within the ticks a stop could be held back for would grasp under a view the
+        gate doubts (a grasp closed on air, or on the object off its centre, is not undone by stopping after
+        it)."""
         return self._persistence.deferred(holding=self._grasping or self._closing())
 
     def _closing(self) -> bool:
