@@ -93,13 +93,32 @@ def _record_one(controller, window, qtbot, key=Qt.Key.Key_W, hold_ms=1200, move_
     start = np.array(controller.rig.arm.get_state().ee_pose.position)
     QTest.keyPress(window, key)
     qtbot.wait(hold_ms)
-    qtbot.waitUntil(lambda: np.linalg.norm(np.array(controller.rig.arm.get_state().ee_pose.position) - start)
-                    >= move_m, timeout=20000)
+    _wait_moved(controller, window, qtbot, start, move_m, key)
     QTest.keyRelease(window, key)
     qtbot.wait(300)
     qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(panel.episodes) == before + 1, timeout=10000)
     qtbot.waitUntil(lambda: controller.mode == TELEOP, timeout=5000)
+
+
+def _wait_moved(controller, window, qtbot, start, move_m: float, key, timeout_s: float = 20.0) -> None:
+    """Wait until the arm has moved ``move_m`` from ``start``; if it has not in ``timeout_s``, fail saying what the
+    keys, the mode, the arm and the window's focus were (a key held that does not move the arm is a lost command)."""
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while time.monotonic() < deadline:
+        moved = float(np.linalg.norm(np.array(controller.rig.arm.get_state().ee_pose.position) - start))
+        if moved >= move_m:
+            return
+        seen.append((controller.mode, tuple(sorted(controller.keyboard.held))))
+        qtbot.wait(50)
+    arm = controller.rig.arm
+    app = window.windowHandle()
+    pytest.fail(f"{key.name} held {timeout_s:g} s and the arm moved {moved * 1000:.1f} mm: mode {controller.mode}, "
+                f"keys held {sorted(controller.keyboard.held)}, arm stopped {arm.stopped}, safety "
+                f"{getattr(arm, 'counters', None)}, focus {type(window.focusWidget()).__name__}, window active "
+                f"{window.isActiveWindow()} ({app.isActive() if app is not None else None}), "
+                f"first/last seen {seen[:1]} {seen[-1:]}, messages {list(window.messages.history)[-5:]}")
 
 
 def test_record_two_episodes_and_keep_them(studio, qtbot):
