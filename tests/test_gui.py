@@ -708,7 +708,9 @@ def test_a_lost_camera_halts_the_arm_with_a_message_and_reconnect_recovers(studi
     qtbot.waitUntil(lambda: controller.mode == HALTED, timeout=10_000)
     qtbot.waitUntil(lambda: window.messages.level == "error", timeout=5000)
     assert "camera" in window.messages.text
-    assert "camera 'hand'" in window.halt_strip.text  # the halt names the camera, with Take over beside it
+    # the halt names the camera, with Take over beside it (the strip hears of the halt by a queued signal, which
+    # may come after the message)
+    qtbot.waitUntil(lambda: "camera 'hand'" in window.halt_strip.text, timeout=5000)
     assert window.halt_strip.take_over.isEnabled()
     qtbot.waitUntil(lambda: window.rig_panel.camera_lights["hand"].state == "error", timeout=5000)
     with Dataset.open(root / "data" / "demos") as dataset:
