@@ -80,11 +80,16 @@ class Activities:
             return self._default()
         return self._loop_ended(reason, error)
 
+    def _enter_recording(self) -> None:
+        """Keys held from before the episode are forgotten, then the mode says RECORDING (once: the command that
+        starts a recording announces it, and its activity, or a re-record, does not forget keys again). A key
+        pressed once the window shows RECORDING is the operator's first command of the episode; nothing clears it."""
+        if self.mode != RECORDING:
+            self.teleop.reset()
+            self._set_mode(RECORDING)
+
     def _activity_record(self):
-        # keys held from before the episode are forgotten before the mode says RECORDING: one pressed once the
-        # window shows it is the operator's first command of the episode, and must not be cleared after it
-        self.teleop.reset()
-        self._set_mode(RECORDING)
+        self._enter_recording()
         self.session.cancel_reason = "cancel"
         extra = scene_extra(self.rig)
         intervention, self._intervention = self._intervention, None

@@ -145,7 +145,7 @@ class Handlers:
     def _do_record(self):
         self._require_rig()
         self.session._take_requests()  # keep / discard pressed before this episode are not for it
-        self._set_mode(RECORDING)
+        self._enter_recording()
         return self._activity_record
 
     def _do_set_policy(self, policy):
@@ -211,7 +211,7 @@ class Handlers:
         self._end_attempt("take_over_record")
         self._clear_halt()
         self.session._take_requests()
-        self._set_mode(RECORDING)
+        self._enter_recording()
         return self._activity_record
 
     def _do_home(self, command: QueuedCommand):

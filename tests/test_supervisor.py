@@ -140,8 +140,9 @@ def test_a_key_pressed_as_the_recording_starts_is_kept(make_supervisor, tmp_path
     announce = sup._set_mode
 
     def set_mode(mode):
+        changes = mode != sup.mode  # only a change is announced: the window shows RECORDING once
         announce(mode)
-        if mode == RECORDING:
+        if mode == RECORDING and changes:
             sup.keyboard.press("w")  # the operator, the instant the window says RECORDING
 
     monkeypatch.setattr(sup, "_set_mode", set_mode)
