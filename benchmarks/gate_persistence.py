@@ -23,23 +23,30 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policy.gate import Persistence, fails  # noqa: E402
+from policy.gate import GRASP_SIGNAL, Persistence, fails  # noqa: E402
 
 #: The watchdog's alarms (a stall stop in an ordinary run).
 WATCHDOG = ("stall", "time_limit")
 
 
-def stop_tick(readings: list[dict], persistence: int, closed_after: int | None = None) -> int | None:
+def stop_tick(readings: list[dict], persistence: int, closed_after: int | None = None,
+              near: list[bool] | None = None) -> int | None:
     """The lookup at which the gate would stop a run with these per-lookup readings (signal -> (value,
     threshold)) at ``persistence``, judged as the runner judges (policy.gate.Persistence): nothing is held back
     from ``persistence`` - 1 lookups before the first close command (sent on lookup ``closed_after``: the runner
     sees it coming in the chunk it executes) and while the gripper holds what it grasped (a later release is not
-    followed: stricter than the runner there). None: never."""
+    followed: stricter than the runner there); the grasp check is not held back on lookups whose chunk closes
+    the gripper (``near``, per lookup: the frame it compared with was within a chunk of its demonstration's close;
+    traces saved before it was kept have none). None: never."""
     rule = Persistence(persistence)
     for tick, row in enumerate(readings):
         deferred = rule.deferred(holding=closed_after is not None and tick >= closed_after - (persistence - 1))
+        if near and tick < len(near) and near[tick]:
+            deferred = deferred - {GRASP_SIGNAL}
         if any(fails(name, value, threshold) and name not in deferred for name, (value, threshold) in row.items()):
             return tick
         rule.count(row)
@@ -65,6 +72,8 @@ def shadow_traces(policy_dir: Path, name: str, scenario: str, episodes: int, see
             runs.append({"seed": s, "outcome": ep.shadow_outcome, "ticks": result.loop.ticks,
                          "first_close": ep.first_close_tick,
                          "watchdog": {k: ep.first_alarm[k] for k in WATCHDOG if k in ep.first_alarm},
+                         "grasp_near": [bool(r.chunk is not None and np.asarray(r.chunk).shape[-1] == 8 and
+                                             np.any(np.asarray(r.chunk)[:, 7] < 0.5)) for r in result.retrievals],
                          "readings": [{k: [float(v[0]), None if v[1] is None else float(v[1])]
                                        for k, v in (r.readings or {}).items()} for r in result.retrievals]})
             print(f"  {name} {scenario} seed {s}: {ep.shadow_outcome}", flush=True)
@@ -79,7 +88,7 @@ def judge(runs: list[dict], persistence: int) -> dict[str, int]:
          "caught_by_watchdog": 0, "unstopped": 0, "gate_alarms_on_failures": 0}
     for run in runs:
         gate = stop_tick([{k: tuple(v) for k, v in row.items()} for row in run["readings"]], persistence,
-                         run.get("first_close"))
+                         run.get("first_close"), run.get("grasp_near"))
         if run["outcome"] == "success":
             c["succeeded"] += 1
             c["kept" if gate is None else "false_alarms"] += 1

@@ -26,13 +26,17 @@ SIGNALS = ("similarity", "hand_view", "third_view")
 #: The signals the gate's persistence may hold back (``Persistence``): the three above and the grasp check's
 #: alignment (policy/grasp_check.py), which, like a view's agreement, dips for a lookup or two where the live
 #: frame falls between two recorded ones (under other light the edges of the hand's own parts change too) and
-#: stays down where the object is not where the demonstration had it.
-PERSISTENT_SIGNALS = SIGNALS + ("grasp_alignment",)
+#: stays down where the object is not where the demonstration had it. The grasp check is held back only while the
+#: frame it compares with is more than a chunk (``chunk_length``) before its demonstration's close
+#: (``ALTPolicy.retrieve``); nearer, the hand descends beside the object, and its fingers can knock it over before a
+#: held-back doubt would stop them.
+GRASP_SIGNAL = "grasp_alignment"
+PERSISTENT_SIGNALS = SIGNALS + (GRASP_SIGNAL,)
 #: Of those, the ones that judge the approach to a grasp rather than the scene: held back on a run's first lookup
 #: too (the scene is judged there by the others at once; the approach starts when the arm moves, and a failure
 #: that lasts still stops it before the close). A relit scene's first hand view, the hand high above the table,
 #: has edges the demonstrations' lacked for a lookup or two.
-APPROACH_SIGNALS = frozenset({"grasp_alignment"})
+APPROACH_SIGNALS = frozenset({GRASP_SIGNAL})
 
 #: Near-OOD negatives made from the held-out demonstrations (one view altered) and far ones (both views).
 NEGATIVE_KINDS = ("blank_view", "swapped_view", "occluded_view", "shifted_view", "recoloured_view",

@@ -25,8 +25,8 @@ from policy.config import PolicyConfig
 from policy.data import action_chunks, load_frames
 from policy.database import LookupDatabase, Match, probe_queries
 from policy.encoder import ALTEncoder, resize_view
-from policy.gate import implied_rates, thresholds_from_scores
-from policy.grasp_check import GraspCheck, grasp_frame, thumbnail
+from policy.gate import GRASP_SIGNAL, implied_rates, thresholds_from_scores
+from policy.grasp_check import GRIPPER_OPEN, GraspCheck, grasp_frame, thumbnail
 from policy.grip_check import GripCheck, grip_check_from_dataset
 from policy.train import TrainProgress, embed_table_views, train_encoder
 from recorder.dataset import Dataset, DatasetError
@@ -395,6 +395,9 @@ class ALTPolicy:
         matches = [best] + [m for m in matches if m.row != best.row][:k - 1]
         agreement, replayed = self._view_agreement(best, hv, tv, executing_row)
         grasp, object_in_place = self._grasp_signal(hand, best, executing_row, check_grasp)
+        if GRASP_SIGNAL in deferred and self._closes_within_a_chunk(self._grasp_row(best, executing_row,
+                                                                                    check_grasp)):
+            deferred = deferred - {GRASP_SIGNAL}  # the approach's end (policy.gate.GRASP_SIGNAL)
         cameras = self._camera_checks(hand, third, executing_row)
         gate_gamma = self._gate_gamma(executing_row)
         signal, reason = self._gate(best, agreement, grasp, gate_gamma, object_in_place, replayed, deferred)
@@ -452,6 +455,14 @@ class ALTPolicy:
     def _grasp_row(self, best: Match, executing_row: int | None, check_grasp: bool) -> int:
         """The table row the grasp check compares the live hand view with (-1: none)."""
         return best.row if executing_row is None else int(executing_row)
+
+    def _closes_within_a_chunk(self, row: int) -> bool:
+        """Whether table row ``row``'s chunk (its demonstration's next ``chunk_length`` actions) commands the
+        gripper closed (-1: no row)."""
+        chunks = self.database.chunks
+        if row < 0 or chunks.ndim != 3 or chunks.shape[2] != 8:
+            return False
+        return bool(np.any(chunks[row][:, 7] < GRIPPER_OPEN))
 
     def _grasp_signal(self, hand: np.ndarray | None, best: Match, executing_row: int | None,
                       check_grasp: bool) -> tuple[float, bool]:

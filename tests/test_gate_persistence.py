@@ -2,7 +2,8 @@
 ``gate_persistence`` lookups in a row have had one of them failing; the run's first lookup, made before the arm
 moves (unless only the grasp check, which judges the approach, fails there), every lookup while the gripper is
 closed on what it closed on in this run, and every lookup with a close due within the ticks a stop could be held
-back for (in the executing chunk, or in the chunk the lookup brings when it replaces that one), stop at once;
+back for (in the executing chunk, or in the chunk the lookup brings when it replaces that one), and, for the grasp
+check, every lookup whose compared frame is within a chunk of its demonstration's close, stop at once;
 every other signal (the grip check, the watchdog, a method's own) is not held back. Searched over failure
 patterns on the simulated mug rig, through the control loop, in ordinary and shadow runs."""
 
@@ -33,17 +34,27 @@ def sim_rig():
     yield from connected_sim_rig(32)
 
 
-def expected_stop(failing: list[bool], persistence: int, closed_at: int | None = None,
-                  closing: list[bool] | None = None, first_stops: bool = True) -> int | None:
-    """The lookup the gate stops on: the first, if it fails on a signal that judges the scene (``first_stops``;
-    the grasp check alone is held back there too); one after the close command (sent on lookup ``closed_at``),
-    or one the source saw a close coming on (``closing``, per lookup), if it fails; else the first that ends
-    ``persistence`` failing lookups in a row (None: none does)."""
-    for i, bad in enumerate(failing):
+def expected_stop(hand: list[bool], grasp: list[bool], persistence: int, closed_at: int | None = None,
+                  closing: list[bool] | None = None, near: list[bool] | None = None) -> tuple[int, str] | None:
+    """The lookup the gate stops on and the signal it names: the first, if the hand view (which judges the scene)
+    fails there; one after the close command (sent on lookup ``closed_at``), or one the source saw a close coming
+    on (``closing``, per lookup), if either fails; one whose grasp check fails while the frame it compared with is
+    within a chunk of its demonstration's close (``near``, per lookup); else the first that ends ``persistence``
+    lookups in a row with either failing (None: none does). The hand view is named before the grasp check."""
+    doubted = [h or g for h, g in zip(hand, grasp)]
+    for i in range(len(hand)):
         held = closed_at is not None and i > closed_at or bool(closing and i < len(closing) and closing[i])
-        if bad and (i == 0 and first_stops or held or i + 1 >= persistence and all(failing[i + 1 - persistence:i + 1])):
-            return i
+        lasting = i + 1 >= persistence and all(doubted[i + 1 - persistence:i + 1])
+        if hand[i] and (i == 0 or held or lasting):
+            return i, "hand_view"
+        if grasp[i] and (held or lasting or bool(near and near[i])):
+            return i, "grasp_alignment"
     return None
+
+
+def _closes(chunk) -> bool:
+    """Whether a retrieved chunk commands the gripper closed (0 closed, 1 open)."""
+    return bool(np.any(np.asarray(chunk)[:, 7] < 0.5))
 
 
 def _logging_closing(monkeypatch) -> list[bool]:
@@ -103,7 +114,6 @@ def test_a_view_signal_stops_the_run_exactly_when_it_has_failed_long_enough(poli
     it is held back on the first lookup too); two signals that take turns failing count as one doubt lasting that
     many lookups."""
     hand, grasp = [h for h, _ in lookups], [g for _, g in lookups]
-    doubted = [h or g for h, g in lookups]
     with monkeypatch.context() as m:
         m.setattr(policy, "config", policy.config.with_overrides(gate_persistence=persistence))
         ticks = len(lookups)
@@ -112,9 +122,9 @@ def test_a_view_signal_stops_the_run_exactly_when_it_has_failed_long_enough(poli
         reset_in_distribution(sim_rig)
         shadow = run_autonomous(sim_rig, policy, max_ticks=ticks, shadow=True)
         assert shadow.reason != "ood"  # a shadow run logs, and goes on
-        want = expected_stop(doubted, persistence, shadow.shadow.first_close_tick, list(closing),
-                             first_stops=hand[0] or persistence == 1)
-        assert shadow.shadow.first_alarm.get("gate") == want
+        near = [_closes(r.chunk) for r in shadow.retrievals]  # alt compares with the frame its chunk starts on
+        want = expected_stop(hand, grasp, persistence, shadow.shadow.first_close_tick, list(closing), near)
+        assert shadow.shadow.first_alarm.get("gate") == (None if want is None else want[0])
         closing.clear()
         _scripted(policy, m, hand, grasp)
         reset_in_distribution(sim_rig)
@@ -122,10 +132,9 @@ def test_a_view_signal_stops_the_run_exactly_when_it_has_failed_long_enough(poli
         if want is None:
             assert ordinary.reason != "ood", ordinary.message
         else:
-            # the gate names the hand view before the grasp check when both fail
             assert ordinary.reason == "ood", ordinary.message
-            assert ordinary.stop_signal == ("hand_view" if hand[want] else "grasp_alignment"), ordinary.message
-            assert len(ordinary.retrievals) == want + 1
+            assert ordinary.stop_signal == want[1], ordinary.message
+            assert len(ordinary.retrievals) == want[0] + 1
         # each reading itself is logged on the first lookup it fails, held back or not
         for name, pattern in (("hand_view", hand), ("grasp_alignment", grasp)):
             assert shadow.shadow.first_alarm.get(name) == (pattern.index(True) if any(pattern) else None)
@@ -232,6 +241,35 @@ def test_a_held_back_lookup_whose_own_chunk_closes_soon_stops(policy, monkeypatc
     closes = any(g < 0.5 for g in grippers[:persistence])
     expected = held and not closed_now and ticks_on_chunk >= source.requery_every and closes
     assert source._held_back_before_a_close(0.0, 0.1) == expected
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_grasp_check_is_held_back_only_more_than_a_chunk_before_the_close(policy, monkeypatch, data):
+    """Searched over the table's frames: a failing grasp check compared with a frame whose chunk commands the
+    gripper closed (its demonstration within a chunk of the close: the hand descends beside the object, and its
+    fingers can knock it over before a held-back doubt would stop them) stops the lookup though the source holds
+    the grasp check back; compared with an earlier frame it is held back (and kept as what the gate would have
+    stopped on)."""
+    from policy.gate import PERSISTENT_SIGNALS
+
+    db = policy.database
+    near = [_closes(chunk) for chunk in db.chunks]
+    assert any(near) and not all(near), "the table needs frames on both sides of a chunk before the close"
+    row = data.draw(st.integers(0, len(near) - 1), label="compared row")
+    monkeypatch.setattr(policy, "_grasp_row", lambda best, executing_row, check: row)
+    monkeypatch.setattr(policy, "_grasp_signal", lambda hand, best, executing_row, check: (0.0, False))
+    monkeypatch.setattr(policy, "grasp_check",
+                        GraspCheck(np.zeros(0, np.int64), np.zeros((0, SIZE, SIZE), np.uint8), 0.5))
+    monkeypatch.setattr(policy, "gamma", -1.0)
+    monkeypatch.setattr(policy, "grip_check", None)
+    monkeypatch.setattr(policy, "view_thresholds", {"hand_view": -1.0, "third_view": -1.0})
+    view = np.full((32, 32, 3), 90, np.uint8)
+    looked = policy.retrieve(view, view, deferred=frozenset(PERSISTENT_SIGNALS))
+    if near[row]:
+        assert looked.ood and looked.ood_signal == "grasp_alignment" and looked.held_back is None
+    else:
+        assert not looked.ood and looked.held_back is not None and looked.held_back[0] == "grasp_alignment"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
