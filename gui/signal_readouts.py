@@ -21,7 +21,8 @@ SIGNALS = {
     "hand_view": ("hand view", "the live hand view's agreement with the retrieved frame's" + PERSISTS),
     "third_view": ("third view", "the live third-person view's agreement with the retrieved frame's" + PERSISTS),
     "grasp_alignment": ("grasp check", "before a demonstration's grasp: the live hand view's edges against the "
-                                       "retrieved frame's (- when it does not apply)" + PERSISTS),
+                                       "retrieved frame's (- when it does not apply)" + PERSISTS +
+                                       "; within a chunk of the demonstration's close it stops at once"),
     "grip": ("grip", "after a close: how far the fingers' measured opening lies below what every demonstration's "
                      "read that many ticks after closing (a slip, or a grasp on air); stops when larger"),
     "hand_camera": ("hand camera", "a run's first lookup only: the gripper where every demonstration's hand view "
