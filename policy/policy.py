@@ -356,10 +356,12 @@ class ALTPolicy:
     def retrieve(self, hand: np.ndarray, third: np.ndarray, pose: np.ndarray | None = None,
                  k: int | None = None, prefer_episode: int | None = None, target: "Location | None" = None,
                  executing_row: int | None = None, check_grasp: bool = True,
-                 gripper: float | None = None, deferred: frozenset[str] = frozenset()) -> Retrieval:
+                 gripper: float | None = None, deferred: frozenset[str] = frozenset(),
+                 hold_episode: bool = False) -> Retrieval:
         """Look the observation up and gate it. ``prefer_episode``: the demonstration being executed; it is
         kept unless another one matches better by more than ``config.episode_hysteresis`` (no flip-flopping
-        between two neighbouring demonstrations mid-motion). Of frames that look alike (a wait, the grasp
+        between two neighbouring demonstrations mid-motion); ``hold_episode``: it is kept however another one
+        matches (the gate then judges it: a stop, not a switch). Of frames that look alike (a wait, the grasp
         settling), the latest is taken, so execution moves on instead of replaying the wait.
 
         The aligned method also finds the object in ``third`` (or takes ``target``, where it was found at the
@@ -389,7 +391,7 @@ class ALTPolicy:
                 best = _latest_of_ties(own)
         if prefer_episode is not None and best.episode != prefer_episode:
             own = self.database.best_in_episode(z, prefer_episode, TIE_CANDIDATES, allowed)
-            if own and own[0].similarity >= best.similarity - self.config.episode_hysteresis:
+            if own and (hold_episode or own[0].similarity >= best.similarity - self.config.episode_hysteresis):
                 best = _latest_of_ties(own)
         t2 = time.perf_counter()
         matches = [best] + [m for m in matches if m.row != best.row][:k - 1]

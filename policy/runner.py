@@ -250,6 +250,16 @@ class PolicySource:
         upcoming = self._upcoming_grippers(ticks)
         return bool(len(upcoming) and np.any(upcoming < CLOSE_BELOW))
 
+    def _close_ahead(self) -> bool:
+        """Whether the executing chunk commands the open gripper closed in what is left of it: the hand is
+        descending onto its demonstration's grasp, and another demonstration's chunk would move it sideways beside
+        the object (a mug pushed 2.7 cm by the fingers as the run changed demonstrations three ticks before the
+        close); the demonstration is kept, and the gate judges the lookup on it."""
+        if self._closed:
+            return False
+        upcoming = self._upcoming_grippers(self.policy.config.chunk_length)
+        return bool(len(upcoming) and np.any(upcoming < CLOSE_BELOW))
+
     def _held_back_before_a_close(self, now: float, dt: float) -> bool:
         """Whether this tick's lookup failed on a signal held back (``Retrieval.held_back``) while the chunk it
         brings replaces the executing one now (``requery_every``; as :meth:`_no_rewind` makes it) and commands the
@@ -277,6 +287,7 @@ class PolicySource:
         prefer = self.current.matches[0].episode if self.current is not None else None
         self.latest = self.policy.retrieve(frames["hand"].image, frames["third"].image,
                                            observation.state.ee_array()[:7], prefer_episode=prefer,
+                                           hold_episode=self._close_ahead(),
                                            gripper=observation.state.gripper if self.current is None else None,
                                            deferred=self.deferred())
         if self._held_back_before_a_close(now, dt):

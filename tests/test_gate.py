@@ -129,6 +129,22 @@ def test_identical_frames_retrieve_the_latest_and_hysteresis_keeps_the_running_d
     assert p.retrieve(img, img, prefer_episode=0).matches[0].episode == 1
 
 
+def test_a_held_demonstration_is_kept_however_another_matches_and_the_gate_judges_it(policy):
+    """Near a grasp the runner holds the executing demonstration (``hold_episode``): another that matches far
+    better does not take over; the lookup's similarity is the held one's, so a poor match stops the arm instead
+    of switching it to another demonstration's grasp pose beside the object."""
+    img = np.full((32, 32, 3), 90, np.uint8)
+    z = policy.embed(img, img)
+    p = _policy_with_rows(policy, [(0, 0, _at_cosine(z, 0.5, 3)), (0, 1, _at_cosine(z, 0.6, 4)), (1, 5, z)])
+    assert p.retrieve(img, img, prefer_episode=0).matches[0].episode == 1  # beyond the hysteresis: it switches
+    held = p.retrieve(img, img, prefer_episode=0, hold_episode=True)
+    assert held.matches[0].episode == 0 and held.similarity == pytest.approx(0.6, abs=1e-4)
+    p.gamma = 0.9
+    again = p.retrieve(img, img, prefer_episode=0, hold_episode=True)
+    assert again.ood and again.ood_signal == "similarity"
+    assert not p.retrieve(img, img, prefer_episode=0).ood  # switched: episode 1 matches at 1.0
+
+
 def test_of_near_ties_in_fused_similarity_the_match_whose_views_agree_is_taken(policy):
     """The fusion layer can rank first a frame whose views each look less like the live ones than another
     frame's, a hair lower: within VIEW_TIE_MARGIN the views decide; beyond it, the fused similarity alone."""

@@ -272,6 +272,26 @@ def test_the_grasp_check_is_held_back_only_more_than_a_chunk_before_the_close(po
         assert not looked.ood and looked.held_back is not None and looked.held_back[0] == "grasp_alignment"
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(grippers=st.lists(st.sampled_from([0.0, 1.0]), min_size=1, max_size=12), at=st.integers(0, 11),
+       closed_now=st.booleans())
+def test_the_executing_demonstration_is_held_while_its_chunk_closes_the_gripper(policy, monkeypatch, grippers,
+                                                                                at, closed_now):
+    """Searched over executing chunks: with the gripper open and a close left in the executing chunk, the
+    runner asks the lookup to keep that chunk's demonstration (another's chunk would move the hand sideways
+    beside the object it descends on); otherwise it may switch (within the hysteresis)."""
+    from types import SimpleNamespace
+
+    source = PolicySource(policy)
+    source.sent(Action.from_array([0.5, 0, 0.3, 0, 0, 0, 1, 0.0 if closed_now else 1.0]))
+    chunk = np.zeros((len(grippers), 8))
+    chunk[:, 6], chunk[:, 7] = 1.0, grippers
+    source.current = SimpleNamespace(chunk=chunk)
+    source.last_step = min(at, len(grippers) - 1)
+    left = grippers[source.last_step + 1:source.last_step + 1 + policy.config.chunk_length]  # a chunk at most
+    assert source._close_ahead() == (not closed_now and any(g < 0.5 for g in left))
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(closed=st.lists(st.booleans(), min_size=1, max_size=12))
 def test_only_a_close_after_the_gripper_was_open_in_the_run_ends_the_holding_back(policy, monkeypatch, closed):
