@@ -23,11 +23,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policy.gate import GRASP_SIGNAL, Persistence, fails  # noqa: E402
+from policy.grasp_check import commands_close  # noqa: E402
 
 #: The watchdog's alarms (a stall stop in an ordinary run).
 WATCHDOG = ("stall", "time_limit")
@@ -72,8 +71,7 @@ def shadow_traces(policy_dir: Path, name: str, scenario: str, episodes: int, see
             runs.append({"seed": s, "outcome": ep.shadow_outcome, "ticks": result.loop.ticks,
                          "first_close": ep.first_close_tick,
                          "watchdog": {k: ep.first_alarm[k] for k in WATCHDOG if k in ep.first_alarm},
-                         "grasp_near": [bool(r.chunk is not None and np.asarray(r.chunk).shape[-1] == 8 and
-                                             np.any(np.asarray(r.chunk)[:, 7] < 0.5)) for r in result.retrievals],
+                         "grasp_near": [commands_close(r.chunk) for r in result.retrievals],
                          "readings": [{k: [float(v[0]), None if v[1] is None else float(v[1])]
                                        for k, v in (r.readings or {}).items()} for r in result.retrievals]})
             print(f"  {name} {scenario} seed {s}: {ep.shadow_outcome}", flush=True)

@@ -61,6 +61,12 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / denom) if denom > 1e-9 else 0.0
 
 
+def commands_close(chunk: np.ndarray | None) -> bool:
+    """Whether a chunk of actions (end-effector pose + gripper, 8 values each) commands the gripper closed."""
+    chunk = None if chunk is None else np.asarray(chunk)
+    return bool(chunk is not None and chunk.ndim == 2 and chunk.shape[1] == 8 and np.any(chunk[:, 7] < GRIPPER_OPEN))
+
+
 def pre_grasp_frames(actions: np.ndarray) -> int:
     """How many leading frames of an episode come before (and include) its gripper's first close command;
     0 when the gripper starts closed (nothing to check), all frames when it never closes."""

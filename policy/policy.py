@@ -26,7 +26,7 @@ from policy.data import action_chunks, load_frames
 from policy.database import LookupDatabase, Match, probe_queries
 from policy.encoder import ALTEncoder, resize_view
 from policy.gate import GRASP_SIGNAL, implied_rates, thresholds_from_scores
-from policy.grasp_check import GRIPPER_OPEN, GraspCheck, grasp_frame, thumbnail
+from policy.grasp_check import GraspCheck, commands_close, grasp_frame, thumbnail
 from policy.grip_check import GripCheck, grip_check_from_dataset
 from policy.train import TrainProgress, embed_table_views, train_encoder
 from recorder.dataset import Dataset, DatasetError
@@ -461,10 +461,7 @@ class ALTPolicy:
     def _closes_within_a_chunk(self, row: int) -> bool:
         """Whether table row ``row``'s chunk (its demonstration's next ``chunk_length`` actions) commands the
         gripper closed (-1: no row)."""
-        chunks = self.database.chunks
-        if row < 0 or chunks.ndim != 3 or chunks.shape[2] != 8:
-            return False
-        return bool(np.any(chunks[row][:, 7] < GRIPPER_OPEN))
+        return row >= 0 and commands_close(self.database.chunks[row])
 
     def _grasp_signal(self, hand: np.ndarray | None, best: Match, executing_row: int | None,
                       check_grasp: bool) -> tuple[float, bool]:

@@ -245,19 +245,17 @@ class PolicySource:
         """Whether the open gripper is due to be commanded closed within the next ``gate_persistence`` ticks (as
         far as the executing chunk says)."""
         ticks = self._persistence.lookups
-        if self._closed or ticks <= 1:
-            return False
-        upcoming = self._upcoming_grippers(ticks)
-        return bool(len(upcoming) and np.any(upcoming < CLOSE_BELOW))
+        return ticks > 1 and self._close_ahead(ticks)
 
-    def _close_ahead(self) -> bool:
-        """Whether the executing chunk commands the open gripper closed in what is left of it: the hand is
-        descending onto its demonstration's grasp, and another demonstration's chunk would move it sideways beside
-        the object (a mug pushed 2.7 cm by the fingers as the run changed demonstrations three ticks before the
-        close); the demonstration is kept, and the gate judges the lookup on it."""
+    def _close_ahead(self, ticks: int | None = None) -> bool:
+        """Whether the executing chunk commands the open gripper closed within the next ``ticks`` ticks (default
+        what is left of it, ``chunk_length`` at most). Asked of what is left (``step``): the hand is descending
+        onto its demonstration's grasp, and another demonstration's chunk would move it sideways beside the object
+        (a mug pushed 2.7 cm by the fingers as the run changed demonstrations three ticks before the close); the
+        demonstration is kept, and the gate judges the lookup on it."""
         if self._closed:
             return False
-        upcoming = self._upcoming_grippers(self.policy.config.chunk_length)
+        upcoming = self._upcoming_grippers(self.policy.config.chunk_length if ticks is None else ticks)
         return bool(len(upcoming) and np.any(upcoming < CLOSE_BELOW))
 
     def _held_back_before_a_close(self, now: float, dt: float) -> bool:
