@@ -279,6 +279,46 @@ def _judged_by_what_the_run_did(rig):
     assert env.finishable_from_start() and not control.went_wrong()
 
 
+def test_a_scene_the_expert_finishes_only_from_its_exact_start_is_judged_by_what_the_run_did():
+    """On some scenes the task's expert finishes from its start and fails from 3 mm beside it (peg-insert-side:
+    the peg's approach grazes the box). There its failing after a run says where the hand happened to stand,
+    not what the run did: a run that only moved the hand did nothing wrong; one that pushed the peg did."""
+    rig = make_rig("metaworld:peg-insert-side-v3", image_size=48)
+    rig.connect()
+    try:
+        control, env = rig.scene_control(), rig.env
+        rig.arm.release()
+        for seed in range(20):
+            control.reset(seed, "interpolate")
+            if env.finishable_from_start() and not env.expert_judges_scene():
+                break
+        else:
+            pytest.fail("no interpolated peg-insert-side scene in 20 that the expert finishes only by luck")
+        before = env.data.qpos.copy()
+        assert env.expert_judges_scene() is False  # asked again: the answer is kept, and the tries left no trace
+        np.testing.assert_array_equal(env.data.qpos, before)
+        home = env.hand_position().copy()
+        for offset in ([0.0, 0.0, 0.01], [0.0, 0.003, 0.0], [0.0, -0.003, 0.0]):
+            control.reset(seed, "interpolate")
+            env.command(home + np.array(offset), 1.0)  # the hand moved a few millimetres; nothing touched
+            env.step(40)
+            if not env.recoverable():
+                break
+        else:
+            pytest.fail("the expert finished from every hand position tried")
+        assert env.disturbed() is None and not control.went_wrong()
+        with env.lock:  # the run pushed the peg 10 cm sideways, out of the expert's way to it
+            env.env._set_obj_xyz(env.obs[4:7] + np.array([0.0, 0.1, 0.0]))
+            env.step(100)
+        assert not env.recoverable()
+        assert "object 1 moved" in env.disturbed(held_excused=True) and control.went_wrong()
+        assert "not from a few millimetres beside it" in control.what_went_wrong()
+        control.reset(seed, "interpolate")
+        assert env.finishable_from_start() and not control.went_wrong()
+    finally:
+        rig.disconnect()
+
+
 def test_an_object_carried_between_the_fingers_is_not_a_disturbance_until_it_is_let_go():
     """In a scene the expert cannot finish from its start, a run that picked the peg up and holds it as it stops
     has done nothing an operator cannot undo (the stop was in time); once it lets the peg go elsewhere, or the

@@ -139,8 +139,10 @@ class MetaWorldSceneControl(CoverableSceneControl):
     def what_went_wrong(self) -> str | None:
         """The task's own expert, taking over from here, cannot finish the task (tried on a copy of the
         state: nothing of the try remains), though it could have from the scene as it was reset. Where the
-        expert could not finish the scene from its start either (an extrapolated goal beyond its reach), its
-        verdict says nothing about the run: the run went wrong only if it moved an object more than 1 cm (other
+        expert could not finish the scene from its start either (an extrapolated goal beyond its reach), or
+        finishes it from its start but not from the hand's start moved a few millimetres
+        (``MetaWorldEnv.expert_judges_scene``: a scene it finishes only by luck), its verdict says nothing about
+        the run: the run went wrong only if it moved an object more than 1 cm (other
         than one it holds between its fingers as it stops: carried, not pushed, dropped or knocked) or turned it
         more than 15 degrees (``MetaWorldEnv.disturbed``). The words say which, what the run did to the objects
         and what touches what (``MetaWorldEnv.touching``)."""
@@ -154,6 +156,11 @@ class MetaWorldSceneControl(CoverableSceneControl):
                 return None
             return "; ".join(filter(None, (done_to, touching))) + \
                 " (a scene the task's expert could not finish from its start either)"
+        if env.expert_judges_scene() is False:
+            if done_to is None:
+                return None
+            return "; ".join(filter(None, (done_to, touching))) + \
+                " (a scene the task's expert finishes from its start but not from a few millimetres beside it)"
         return "; ".join(filter(None, ("the task's expert, taking over from here, cannot finish it (it could "
                                        "from the scene as reset)", done_to, touching)))
 
