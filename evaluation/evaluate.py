@@ -39,7 +39,7 @@ def classify(reason: str, success_after_run: bool, failed_before_stop: bool = Fa
     silent failure); anything else that is not a success is silent.
 
     ``done_before_stop``: the task was achieved when the gate or the watchdog stopped the arm, and stayed
-    achieved with the arm halted (:func:`done_when_stopped`): the run did the task, then stopped and asked; that is
+    achieved with the arm halted (:func:`settle_after_stop`): the run did the task, then stopped and asked; that is
     a success (counted apart as ``stopped_after_done``), whatever the stop said."""
     if reason in DEVICE_REASONS:
         return "device_stop"
@@ -194,9 +194,12 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
         wrong, failed = None, False  # nothing stopped it: "too late" does not arise
         outcome = "device_stop" if result.reason in DEVICE_REASONS else "success" if done else "failure"
     else:
+        if result.reason in ("ood", "stall"):
+            # judged as the operator finds it: the arm halted and the scene settled (a close the stop caught
+            # under way finishes, the gripper keeping its command; a knocked object comes to rest)
+            done_before_stop = settle_after_stop(rig, control, held[0])
         wrong = control.what_went_wrong()
         failed = wrong is not None
-        done_before_stop = result.reason in ("ood", "stall") and done_when_stopped(rig, control, held[0])
         outcome = classify(result.reason, done, failed, done_before_stop)
     sims = [r.similarity for r in result.retrievals]
     agree = np.array([r.view_agreement for r in result.retrievals]) if result.retrievals else None
@@ -241,20 +244,20 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
     return ep, result
 
 
-def done_when_stopped(rig: Rig, control, held_before: int) -> bool:
-    """Whether a run the gate or the watchdog stopped had done the task: the task's success check held on the
-    tick the arm was stopped (``held_before``: the ticks in a row it had held by then) and holds on each of
-    ``SUCCESS_HOLD_TICKS`` ticks more with the arm halted (the rig's clock runs on; the stop holds the arm), so
-    that a task held only by the moving arm, or one about to come undone (a door swinging back), does not count.
-    """
-    if held_before < 1 or not control.task_succeeded():
-        return False
+def settle_after_stop(rig: Rig, control, held_before: int) -> bool:
+    """Let ``SUCCESS_HOLD_TICKS`` ticks pass with the arm halted after the gate or the watchdog stopped it (the rig's
+    clock runs on; the stop holds the arm and the gripper keeps its last command), so that the run is judged on
+    the scene an operator taking over finds, not on an instant within a motion the stop did not end (fingers
+    half-way through a close; a knocked object still falling). Returns whether the run had done the task: the
+    task's success check held on the tick the arm was stopped (``held_before``: the ticks in a row it had held
+    by then) and on each settling tick, so that a task held only by the moving arm, or one about to come undone
+    (a door swinging back), does not count."""
+    done = held_before >= 1 and control.task_succeeded()
     rig.clock.start()  # a fresh tick grid: on a real-time clock each of the ticks below then lasts its period
     for _ in range(SUCCESS_HOLD_TICKS):
         rig.clock.wait_next_tick()
-        if not control.task_succeeded():
-            return False
-    return True
+        done = done and control.task_succeeded()
+    return done
 
 
 def shadow_ticks(policy: ALTPolicy, max_ticks: int) -> int:

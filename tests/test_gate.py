@@ -382,6 +382,52 @@ def test_a_run_stopped_after_the_task_was_done_is_a_success_only_if_it_stays_don
         assert report["stopped_after_done"] == 0 and report["stops_by_signal"] == {"similarity": 1}
 
 
+def test_a_stopped_run_is_judged_on_the_scene_as_it_settles_with_the_arm_halted(policy, monkeypatch):
+    """The gate stops a run while something is still under way (the fingers half-way through a close the stop
+    does not undo: the gripper keeps its command): the run is judged on the scene an operator taking over finds,
+    SUCCESS_HOLD_TICKS ticks later, the arm halted all the while; here the verdict changes as the scene settles."""
+    import evaluation.evaluate as evaluate
+
+    rig = make_rig("sim", image_size=32)
+    control = rig.scene_control()
+    ended, ticks_after, positions = [], [], []
+
+    def run_then_end(*args, **kwargs):
+        result = run_autonomous(*args, **kwargs)
+        ended.append(True)
+        return result
+
+    wait = type(rig.clock).wait_next_tick
+
+    def counted(self):
+        out = wait(self)
+        if ended:
+            ticks_after.append(1)
+            positions.append(rig.arm.get_state().ee_pose.position.copy())
+        return out
+
+    def settling_verdict(self):  # wrong at the instant of the stop; fine once the scene has settled
+        return None if len(ticks_after) >= evaluate.SUCCESS_HOLD_TICKS else "the grasp is half-way through"
+
+    lookups = []
+    retrieve = policy.retrieve
+
+    def doubting_from_the_second_lookup(*args, **kwargs):
+        lookups.append(1)
+        if len(lookups) == 2:
+            policy.gamma = 1.01
+        return retrieve(*args, **kwargs)
+
+    monkeypatch.setattr(type(rig.clock), "wait_next_tick", counted)
+    monkeypatch.setattr(type(control), "what_went_wrong", settling_verdict)
+    monkeypatch.setattr(evaluate, "run_autonomous", run_then_end)
+    monkeypatch.setattr(policy, "retrieve", doubting_from_the_second_lookup)
+    ep, result = _episode_with_the_gate_open(policy, rig, max_ticks=60)
+    assert result.reason == "ood" and ep.outcome == "ood_stop" and not ep.failed_before_stop
+    assert len(ticks_after) == evaluate.SUCCESS_HOLD_TICKS
+    assert max(float(np.linalg.norm(p - positions[0])) for p in positions) < 1e-3  # the arm stayed halted
+
+
 def test_the_rig_of_an_evaluation_is_the_one_the_demonstrations_were_recorded_on(policy, tmp_path):
     from types import SimpleNamespace
 
