@@ -376,8 +376,8 @@ class MetaWorldEnv:
             return self._start_steady
 
     def _finishes_after_moving_to(self, obs: np.ndarray, goal: np.ndarray, steps: int) -> bool:
-        """From the current state (observed as ``obs``): the hand, gripper open, taken to within a millimetre of ``goal``, then the
-        expert for ``steps`` steps; whether the task was done. The caller puts the world back."""
+        """From the current state (observed as ``obs``): the hand, gripper open, taken to within a millimetre of
+        ``goal``, then the expert for ``steps`` steps; whether the task was done. The caller puts the world back."""
         env = self.env
         obs = np.array(obs, copy=True)
         for _ in range(RECOVERY_BACK_OFF_STEPS):
