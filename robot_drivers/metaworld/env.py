@@ -305,22 +305,30 @@ class MetaWorldEnv:
                 if goals and obs_now[3] > 0.9 and any(np.linalg.norm(start - s) < 0.01 for s in starts):
                     continue  # it would start where an earlier try did (a scene as reset: all three)
                 starts.append(start)
-                obs = obs_now.copy()
-                for goal in goals:
-                    for _ in range(RECOVERY_BACK_OFF_STEPS):
-                        delta = np.clip(TRACKING_GAIN * (goal - obs[:3]), -1.0, 1.0)
-                        obs, _, _, _, info = env.step(np.r_[delta, -1.0])
-                        if np.linalg.norm(goal - obs[:3]) < 0.01 and obs[3] > 0.9:
-                            break
-                for _ in range(steps):
-                    action = self.expert.get_action(self._unclipped_goal(obs))
-                    obs, _, _, _, info = env.step(np.asarray(action, dtype=np.float64))
-                    if info["success"]:
-                        return True
+                if self._try_expert(obs_now, goals, steps):
+                    return True
                 self._put_back(snapshot)
             return False
         finally:
             self._put_back(snapshot)
+
+    def _try_expert(self, obs: np.ndarray, goals, steps: int, within: float = 0.01) -> bool:
+        """From the current state (observed as ``obs``): the hand, gripper open, taken through ``goals`` in turn
+        (each reached to within ``within`` metres, ``RECOVERY_BACK_OFF_STEPS`` steps at most), then the task's
+        expert for ``steps`` steps; whether the task was done. The caller puts the world back."""
+        env = self.env
+        obs = np.array(obs, copy=True)
+        for goal in goals:
+            for _ in range(RECOVERY_BACK_OFF_STEPS):
+                obs, _, _, _, _ = env.step(np.r_[np.clip(TRACKING_GAIN * (goal - obs[:3]), -1.0, 1.0), -1.0])
+                if np.linalg.norm(goal - obs[:3]) < within and obs[3] > 0.9:
+                    break
+        for _ in range(steps):
+            obs, _, _, _, info = env.step(np.asarray(self.expert.get_action(self._unclipped_goal(obs)),
+                                                     dtype=np.float64))
+            if info["success"]:
+                return True
+        return False
 
     def _unclipped_goal(self, obs: np.ndarray) -> np.ndarray:
         """``obs`` with the goal where it is: Meta-World clips a step's observation to its observation space, whose
@@ -367,29 +375,13 @@ class MetaWorldEnv:
                         for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
                             self._put_back(self._start[0])
                             goal = home + START_JITTER_M * np.array([dx, dy, 0.0])
-                            if not self._finishes_after_moving_to(self._start[1], goal, steps):
+                            if not self._try_expert(self._start[1], (goal,), steps, within=0.001):
                                 steady = False
                                 break
                     finally:
                         self._put_back(now)
                 self._start_steady = steady
             return self._start_steady
-
-    def _finishes_after_moving_to(self, obs: np.ndarray, goal: np.ndarray, steps: int) -> bool:
-        """From the current state (observed as ``obs``): the hand, gripper open, taken to within a millimetre of
-        ``goal``, then the expert for ``steps`` steps; whether the task was done. The caller puts the world back."""
-        env = self.env
-        obs = np.array(obs, copy=True)
-        for _ in range(RECOVERY_BACK_OFF_STEPS):
-            if np.linalg.norm(goal - obs[:3]) < 0.001 and obs[3] > 0.9:
-                break
-            obs, _, _, _, _ = env.step(np.r_[np.clip(TRACKING_GAIN * (goal - obs[:3]), -1.0, 1.0), -1.0])
-        for _ in range(steps):
-            obs, _, _, _, info = env.step(np.asarray(self.expert.get_action(self._unclipped_goal(obs)),
-                                                     dtype=np.float64))
-            if info["success"]:
-                return True
-        return False
 
     def disturbed(self, moved_m: float = DISTURBED_M, tilted_deg: float = DISTURBED_DEG,
                   held_excused: bool = False) -> str | None:

@@ -152,15 +152,13 @@ class MetaWorldSceneControl(CoverableSceneControl):
         done_to = env.disturbed(held_excused=True)
         touching = "; ".join(env.touching())
         if env.finishable_from_start() is False:
-            if done_to is None:
-                return None
-            return "; ".join(filter(None, (done_to, touching))) + \
-                " (a scene the task's expert could not finish from its start either)"
-        if env.expert_judges_scene() is False:
-            if done_to is None:
-                return None
-            return "; ".join(filter(None, (done_to, touching))) + \
-                " (a scene the task's expert finishes from its start but not from a few millimetres beside it)"
+            unjudged = "a scene the task's expert could not finish from its start either"
+        elif env.expert_judges_scene() is False:
+            unjudged = "a scene the task's expert finishes from its start but not from a few millimetres beside it"
+        else:
+            unjudged = None
+        if unjudged is not None:
+            return None if done_to is None else "; ".join(filter(None, (done_to, touching))) + f" ({unjudged})"
         return "; ".join(filter(None, ("the task's expert, taking over from here, cannot finish it (it could "
                                        "from the scene as reset)", done_to, touching)))
 
