@@ -195,8 +195,8 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
         outcome = "device_stop" if result.reason in DEVICE_REASONS else "success" if done else "failure"
     else:
         if result.reason in ("ood", "stall"):
-            # judged as the operator finds it: the arm halted and the scene settled (a close the stop caught
-            # under way finishes, the gripper keeping its command; a knocked object comes to rest)
+            # judged as the operator finds it: the arm halted and the scene settled (the halted hand comes to
+            # rest, a knocked object stops rolling)
             done_before_stop = settle_after_stop(rig, control, held[0])
         wrong = control.what_went_wrong()
         failed = wrong is not None
@@ -246,9 +246,9 @@ def run_episode(policy: ALTPolicy, rig: Rig, scenario: str, seed: int,
 
 def settle_after_stop(rig: Rig, control, held_before: int) -> bool:
     """Let ``SUCCESS_HOLD_TICKS`` ticks pass with the arm halted after the gate or the watchdog stopped it (the rig's
-    clock runs on; the stop holds the arm and the gripper keeps its last command), so that the run is judged on
-    the scene an operator taking over finds, not on an instant within a motion the stop did not end (fingers
-    half-way through a close; a knocked object still falling). Returns whether the run had done the task: the
+    clock runs on; the stop holds the arm, and the fingers where it found them), so that the run is judged on the
+    scene an operator taking over finds, not on an instant within a motion (a knocked object still falling, the
+    halted hand still swinging). Returns whether the run had done the task: the
     task's success check held on the tick the arm was stopped (``held_before``: the ticks in a row it had held
     by then) and on each settling tick, so that a task held only by the moving arm, or one about to come undone
     (a door swinging back), does not count."""

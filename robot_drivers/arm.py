@@ -30,5 +30,11 @@ class Arm(Device):
         """Move to the configured home pose and open the gripper (blocking)."""
 
     @abstractmethod
-    def stop(self) -> None:
-        """Halt motion now: hold the current joint positions."""
+    def stop(self) -> float | None:
+        """Halt motion now: hold the current joint positions, and the fingers where they are.
+
+        A gripper motion under way (a close or an open) stops where the stop finds it; fingers at rest keep
+        their command, so a grip already closed on something keeps its grip. Returns the gripper command the
+        driver now holds when the stop changed it (a motion under way frozen), else None: what the gripper
+        was last told then still holds.
+        """

@@ -72,10 +72,13 @@ class KinematicArm(Arm):
         with self._lock:
             self._pose, self._gripper, self._target = self._home, 1.0, None
 
-    def stop(self) -> None:
+    def stop(self) -> float | None:
+        """Halt: the pose and the opening stay where they are; the opening, if the gripper was still moving."""
         with self._lock:
             self.stop_calls += 1
+            moving = self._target is not None and abs(self._target.gripper - self._gripper) > 1e-9
             self._target = None
+            return float(self._gripper) if moving else None
 
     def place(self, pose: Pose) -> None:
         """Put the end-effector somewhere directly (an external push, for tests)."""

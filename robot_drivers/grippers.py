@@ -36,6 +36,12 @@ class Gripper(Device):
     def position(self) -> float:
         """The measured opening in [0, 1]."""
 
+    def halt(self) -> float | None:
+        """A stop: a motion under way ends where the fingers are; a grip at rest (on an object or not) is kept.
+        Returns the opening now commanded when a motion was frozen, else None. This one cannot tell (no
+        gripper): None."""
+        return None
+
 
 class NoGripper(Gripper):
     """An arm without a gripper: commands are remembered and echoed back."""
@@ -146,3 +152,13 @@ class RobotiqSocketGripper(Gripper):
 
     def position(self) -> float:
         return 1.0 - min(255, max(0, self._get("POS"))) / 255.0
+
+    def halt(self) -> float | None:
+        """The gripper's own object detection (``OBJ``) tells a motion under way (0) from fingers at rest (1, 2:
+        stopped on an object, opening or closing; 3: at the requested position). Moving, it is told to go where
+        it is now (``POS``), so the motion ends there; at rest nothing is sent (a grip keeps its force)."""
+        if self._get("OBJ") != 0:
+            return None
+        position = min(255, max(0, self._get("POS")))
+        self._set(POS=position)
+        return 1.0 - position / 255.0

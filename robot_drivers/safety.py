@@ -205,7 +205,7 @@ class SafeArm(Arm):
         self._lock = threading.Lock()
         self._motion_lock = threading.Lock()  # held while a motion call is checked and handed to the driver
         self._last_sent: Action | None = None
-        self._last_gripper: float | None = None  # the gripper's last command; kept through stops
+        self._last_gripper: float | None = None  # the gripper's last command, or the one a stop froze it at
         self._last_state: tuple[float, RobotState] | None = None
         self._last_command_time: float | None = None
         self._stopped = False
@@ -247,7 +247,8 @@ class SafeArm(Arm):
 
     @property
     def last_gripper_command(self) -> float | None:
-        """What the gripper was last told (None after connect or home); a stop keeps it.
+        """What the gripper was last told (None after connect or home); a stop keeps it, unless the stop froze
+        a close or an open under way, and then it is the opening the driver now holds.
 
         A handover continues from this, not from the measured opening: a gripper
         closed on an object measures the object's width, and commanding that
@@ -308,8 +309,7 @@ class SafeArm(Arm):
             with self._arm_errors():
                 sent = self.inner.send_action(safe)
         if self._stopped:  # stop() gave up waiting and stopped while the driver was sending: stop again
-            with self._arm_errors():
-                self.inner.stop()
+            self._halt_inner()
             raise ArmStoppedError(f"arm '{self.name}' was stopped while a command was in flight; stopped again")
         return sent
 
@@ -341,6 +341,15 @@ class SafeArm(Arm):
             with self._arm_errors():
                 self.inner.home()
 
+    def _halt_inner(self) -> None:
+        """The driver's stop; a gripper motion it froze becomes the gripper's last command (nothing told before
+        the stop resumes after it: a handover continues from where the fingers stopped)."""
+        with self._arm_errors():
+            held = self.inner.stop()
+        if held is not None:
+            with self._lock:
+                self._last_gripper = float(held)
+
     def latch(self) -> None:
         """Refuse every motion command from now on, until release(). No I/O: safe from a GUI thread."""
         with self._lock:
@@ -352,8 +361,7 @@ class SafeArm(Arm):
         self.counters.stops += 1
         waited = self._motion_lock.acquire(timeout=self.config.stop_wait)  # let a command in flight finish
         try:
-            with self._arm_errors():
-                self.inner.stop()
+            self._halt_inner()
         finally:
             if waited:
                 self._motion_lock.release()
@@ -390,8 +398,7 @@ class SafeArm(Arm):
             log.warning("watchdog: no command for %.0f ms, stopping arm '%s'",
                         self.config.watchdog_timeout * 1000, self.name)
             if self.inner.is_connected:
-                with self._arm_errors():
-                    self.inner.stop()
+                self._halt_inner()
         if self._on_watchdog is not None:
             self._on_watchdog()
         return True

@@ -384,6 +384,7 @@ class URArm(Arm):
                 self._not_stopped_since(generation, "the gripper command")
                 self.gripper.move(gripper)
                 self._last_gripper = gripper
+                self._stopped_during(generation, "the gripper command")  # a stop's halt must come after the move
         return Action(action.pose, gripper)
 
     # -- the servo thread -------------------------------------------------
@@ -522,8 +523,10 @@ class URArm(Arm):
             self.gripper.move(cfg.home_gripper)
             self._last_gripper = cfg.home_gripper
 
-    def stop(self) -> None:
-        """Decelerate to a halt. Never raises (the watchdog calls it from its thread).
+    def stop(self) -> float | None:
+        """Decelerate to a halt, then end a gripper motion under way where the fingers are (the gripper's
+        :meth:`~robot_drivers.grippers.Gripper.halt`; the opening it now holds is returned, else None). Never raises
+        (the watchdog calls it from its thread).
 
         It does not take the command lock (it must not wait for a command under way); that command sees the
         bumped generation before its next motion call, and re-sends the stop if its own call raced with this
@@ -534,7 +537,7 @@ class URArm(Arm):
         self._servo_end.set()
         control = self._control
         if control is None:
-            return
+            return None
         waited = self._servo_lock.acquire(timeout=STOP_WAIT_S)
         if not waited:
             self._unlocked_stops += 1
@@ -550,3 +553,8 @@ class URArm(Arm):
             self._streaming = False
             if waited:
                 self._servo_lock.release()
+        try:
+            return self.gripper.halt()
+        except Exception as exc:  # noqa: BLE001 - a stop must not throw; the arm is halted already
+            log.error("UR stop: the gripper could not be halted (%s); it may finish its last motion", exc)
+            return None

@@ -41,6 +41,12 @@ from robot_drivers.registry import register_arm
 log = logging.getLogger(__name__)
 
 GRIPPER_OPEN_PULSE = 850.0  # xArm Gripper: 0 closed .. 850 open
+#: A stop tells a gripper motion from rest by two position reads this far apart, and a change of this many pulses
+#: (of 850) between them. Not measured on an xArm Gripper here: at the slowest speed the SDK allows (1000 r/min) a
+#: full close is taken to last a few seconds, so a motion under way moves several pulses in 30 ms; at rest the
+#: reading is steady. A rig whose gripper reads otherwise tunes these.
+GRIPPER_MOTION_PROBE_S = 0.03
+GRIPPER_MOTION_PULSES = 3.0
 MODES = {"online": 7, "servo": 1}
 MOTION_STATE, STOP_STATE = 0, 4
 
@@ -428,7 +434,9 @@ class XArm(Arm):
             if self.config.gripper and (self._last_gripper is None
                                         or abs(gripper - self._last_gripper) > self.config.gripper_deadband):
                 self._not_stopped_since(generation, "set_gripper_position")
-                self._check(api.set_gripper_position(gripper_to_pulse(gripper), wait=False), "set_gripper_position")
+                code = api.set_gripper_position(gripper_to_pulse(gripper), wait=False)
+                self._stopped_during(generation, "set_gripper_position")  # a stop's halt must come after the move
+                self._check(code, "set_gripper_position")
                 self._last_gripper = gripper
         return Action(action.pose, gripper)
 
@@ -473,15 +481,16 @@ class XArm(Arm):
         self._armed = False
         return api
 
-    def stop(self) -> None:
-        """Halt now (controller state 4). Never raises: a failed stop escalates to the emergency stop.
+    def stop(self) -> float | None:
+        """Halt now (controller state 4), then end a gripper motion under way where the fingers are (the
+        opening then held is returned, else None). Never raises: a failed stop escalates to the emergency stop.
 
         It takes no lock (it must not wait for a command under way); that command sees the bumped generation
         before its next motion call, and re-sends the stop if its own call raced with this one.
         """
         api = self._halting()
         if api is None:
-            return
+            return None
         try:
             code = api.set_state(state=STOP_STATE)
         except Exception as exc:  # noqa: BLE001 - a stop must not throw
@@ -490,6 +499,31 @@ class XArm(Arm):
         if code != 0:
             log.error("xArm set_state(4) returned %s; sending the emergency stop", code)
             self.emergency_stop()
+        return self._halt_gripper(api)
+
+    def _halt_gripper(self, api) -> float | None:
+        """The xArm Gripper reports no motion status, and a stop of the arm does not stop it: two reads of its
+        position GRIPPER_MOTION_PROBE_S apart tell a motion under way (it moved GRIPPER_MOTION_PULSES or more)
+        from fingers at rest (closed on something, closed, or open: nothing is sent, a grip keeps its force).
+        Moving, it is told to stay where the second read found it. Never raises."""
+        if not self.config.gripper:
+            return None
+        try:
+            code, first = api.get_gripper_position()
+            if code != 0:
+                return None
+            time.sleep(GRIPPER_MOTION_PROBE_S)
+            code, second = api.get_gripper_position()
+            if code != 0 or abs(float(second) - float(first)) < GRIPPER_MOTION_PULSES:
+                return None
+            code = api.set_gripper_position(float(second), wait=False)
+            if code != 0:
+                log.error("xArm stop: holding the gripper where it is returned %s; it may finish its motion", code)
+                return None
+            return pulse_to_gripper(float(second))
+        except Exception as exc:  # noqa: BLE001 - a stop must not throw; the arm is halted already
+            log.error("xArm stop: the gripper could not be halted (%s); it may finish its motion", exc)
+            return None
 
     def emergency_stop(self) -> None:
         """The SDK's emergency stop: stops every motion; the arm must be re-enabled afterwards."""

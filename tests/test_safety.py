@@ -296,3 +296,26 @@ def test_drivers_refuse_a_non_finite_target_too():
     pose.position[0] = float("nan")
     with pytest.raises(LimitViolationError, match="outside the workspace box"):
         refuse_outside_workspace(pose, (0.2, -0.3, 0.05), (0.7, 0.3, 0.5), "xArm")
+
+
+def test_a_stop_that_freezes_a_close_under_way_becomes_the_gripper_s_last_command(clock):
+    """Nothing told before a STOP resumes after it: a handover continues from where the stop froze the fingers,
+    not from the close they were told before it; a gripper at rest keeps its command (and its grip)."""
+    inner = KinematicArm(tracking=0.5, clock=clock)
+    safe = SafeArm(inner, SafetyConfig(workspace_min=(0.2, -0.3, 0.05), workspace_max=(0.7, 0.3, 0.5)), clock=clock)
+    safe.connect()
+    try:
+        start = safe.get_state().ee_pose.position
+        safe.send_action(target(*start, gripper=0.0))
+        assert safe.get_state().gripper == pytest.approx(0.5)  # half-way through the close
+        safe.stop()
+        assert safe.last_gripper_command == pytest.approx(0.5)
+        assert safe.get_state().gripper == pytest.approx(0.5)  # and the fingers stay there
+        safe.release()
+        safe.send_action(target(*start, gripper=0.0))
+        for _ in range(60):
+            safe.get_state()
+        safe.stop()  # closed: at rest, the command is kept
+        assert safe.last_gripper_command == 0.0
+    finally:
+        safe.disconnect()

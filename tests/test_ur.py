@@ -481,7 +481,7 @@ class FakeURCap:
     def __init__(self):
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
-        self.vars = {"STA": 0, "POS": 0, "ACT": 0, "GTO": 0, "SPE": 0, "FOR": 0}
+        self.vars = {"STA": 0, "POS": 0, "ACT": 0, "GTO": 0, "SPE": 0, "FOR": 0, "OBJ": 3}
         self.lines: list[str] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -523,6 +523,38 @@ def test_robotiq_socket_gripper():
         gripper.disconnect()
     finally:
         cap.close()
+
+
+def test_robotiq_halt_ends_a_motion_under_way_and_keeps_a_grip():
+    cap = FakeURCap()
+    try:
+        gripper = RobotiqSocketGripper(RobotiqConfig(host="127.0.0.1", port=cap.port))
+        gripper.connect()
+        gripper.move(0.0)
+        cap.vars.update(OBJ=0, POS=120)  # on its way to closed, 120 of 255 so far
+        assert gripper.halt() == pytest.approx(1.0 - 120 / 255)
+        assert cap.lines[-3:] == ["GET OBJ", "GET POS", "SET POS 120"]
+        cap.vars.update(OBJ=2, POS=180)  # stopped on an object while closing: the grip keeps its force
+        sent = len(cap.lines)
+        assert gripper.halt() is None
+        assert cap.lines[sent:] == ["GET OBJ"]
+        gripper.disconnect()
+    finally:
+        cap.close()
+
+
+def test_the_ur_stop_halts_the_gripper_after_the_arm():
+    control_cls, receive_cls, control, receive = make_interfaces()
+    gripper = create_autospec(RobotiqSocketGripper, instance=True)
+    order = []
+    control.stopL.side_effect = lambda acc: order.append("arm") or True
+    gripper.halt.side_effect = lambda: order.append("gripper") or 0.4
+    arm = URArm(config(), gripper, control_factory=control_cls, receive_factory=receive_cls)
+    arm.connect()
+    assert arm.stop() == 0.4 and order == ["arm", "gripper"]
+    gripper.halt.side_effect = ConnectionLostError("the URCap closed the connection")  # a stop never raises
+    assert arm.stop() is None
+    arm.disconnect()
 
 
 def test_robotiq_unreachable():

@@ -198,7 +198,8 @@ def test_stop_during_the_re_arm_is_never_followed_by_motion(arm):
     api.set_mode.side_effect = lambda mode: arm.stop() or 0  # the operator's STOP lands during set_mode
     with pytest.raises(ArmStoppedError, match="set_state not sent: the arm was stopped"):
         arm.send_action(Action(Pose(np.array([0.4, 0.0, 0.3]), DOWN), 1.0))
-    assert api.method_calls == [call.motion_enable(enable=True), call.set_mode(7), call.set_state(state=4)]
+    sent = [c for c in api.method_calls if c[0] != "get_gripper_position"]  # the stop reads the gripper
+    assert sent == [call.motion_enable(enable=True), call.set_mode(7), call.set_state(state=4)]
     api.set_position.assert_not_called()
 
 
@@ -207,7 +208,7 @@ def test_stop_racing_set_position_is_resent_after_it(arm):
     api.set_position.side_effect = lambda **kwargs: arm.stop() or 0  # STOP overtaken by the target on the wire
     with pytest.raises(ArmStoppedError, match="stopped during set_position; stopped again"):
         arm.send_action(Action(Pose(np.array([0.4, 0.0, 0.3]), DOWN), 0.0))
-    names = [c[0] for c in api.method_calls]
+    names = [c[0] for c in api.method_calls if c[0] != "get_gripper_position"]  # each stop reads the gripper
     # The racing stop (recorded after set_position, its caller), then the driver's second stop.
     assert names[-3:] == ["set_position", "set_state", "set_state"] and api.set_state.call_args == call(state=4)
     api.set_gripper_position.assert_not_called()
@@ -369,3 +370,38 @@ def test_safe_arm_clips_before_the_driver_sees_it():
     safe.send_action(Action(Pose(np.array([0.9, 0.0, 0.3]), DOWN), 1.0))  # far outside: clipped, one small step
     kwargs = api.set_position.call_args.kwargs
     assert kwargs["x"] == pytest.approx(360.0)  # measured 350 mm + the 10 mm per-tick limit
+
+
+def test_a_stop_ends_a_gripper_motion_under_way_where_the_fingers_are(arm):
+    arm, api, _ = arm
+    api.get_gripper_position.side_effect = [(0, 600.0), (0, 560.0)]  # closing: 40 pulses in the probe's gap
+    held = arm.stop()
+    assert api.method_calls[0] == call.set_state(state=4)  # the arm first
+    api.set_gripper_position.assert_called_once_with(560.0, wait=False)
+    assert held == pytest.approx(560.0 / 850.0)
+
+
+def test_a_stop_leaves_a_gripper_at_rest_as_it_is(arm):
+    arm, api, _ = arm
+    api.get_gripper_position.side_effect = [(0, 212.0), (0, 212.0)]  # closed on something: the grip stays
+    assert arm.stop() is None
+    api.set_gripper_position.assert_not_called()
+    api.get_gripper_position.side_effect = OSError("socket closed")  # a stop never raises
+    assert arm.stop() is None
+
+
+def test_a_gripper_command_racing_a_stop_is_followed_by_another_halt(arm):
+    arm, api, _ = arm
+    arm.send_action(Action(Pose(np.array([0.4, 0.0, 0.3]), DOWN), 1.0))
+    api.reset_mock()
+    api.connected, api.error_code = True, 0
+    api.get_gripper_position.side_effect = [(0, 850.0), (0, 850.0), (0, 800.0), (0, 760.0)]
+
+    def close_overtaking_the_stop(pulse, wait):
+        if pulse == 0.0:  # the close, then the operator's STOP before the driver checks again
+            arm.stop()
+        return 0
+    api.set_gripper_position.side_effect = close_overtaking_the_stop
+    with pytest.raises(ArmStoppedError, match="stopped during set_gripper_position; stopped again"):
+        arm.send_action(Action(Pose(np.array([0.4, 0.0, 0.3]), DOWN), 0.0))
+    assert api.set_gripper_position.call_args_list[-1] == call(760.0, wait=False)  # the close ends where it is

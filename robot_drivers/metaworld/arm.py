@@ -61,6 +61,6 @@ class MetaWorldArm(Arm):
             self._wait(0.05)
             waited += 0.05
 
-    def stop(self) -> None:
+    def stop(self) -> float | None:
         self._require()
-        self._env.hold()
+        return self._env.hold()

@@ -48,6 +48,11 @@ START_JITTER_M = 0.003
 #: verdict on scenes the expert itself cannot finish (``disturbed``).
 DISTURBED_M, DISTURBED_DEG = 0.01, 15.0
 #: The gripper's finger pads (Meta-World's Sawyer): an object both touch is held between the fingers.
+#: A finger slower than this is at rest (closed on something, closed, or open): a stop keeps the gripper's command.
+#: A close moves the fingers at 0.1-0.2 m/s for about five control ticks; settled on the peg they jitter below 0.01.
+FINGERS_AT_REST_M_S = 0.03
+#: A gripper told a new command this recently counts as moving whatever its fingers' speed (not picked up yet).
+FINGER_REACTION_S = 0.02
 PAD_GEOMS = ("leftpad_geom", "rightpad_geom")
 
 
@@ -98,6 +103,12 @@ class MetaWorldEnv:
         # the experts warn that their gains exceed Meta-World's action range; that is how they are written
         warnings.filterwarnings("ignore", message="Constant", module="metaworld.policies.policy")
         self.lock = threading.RLock()
+        #: the arm's joint velocities (a stop brakes them: carried at speed into a stop, the hand swung on and
+        #: shook a held puck out of the fingers, 3 of 160 stops measured on pick-place, none with the brake)
+        self._arm_dofs = [int(self.model.joint(f"right_j{i}").dofadr[0]) for i in range(7)]
+        #: (qpos address, dof address) of the right and the left finger's slide joints
+        self._finger_joints = tuple((int(self.model.joint(name).qposadr[0]), int(self.model.joint(name).dofadr[0]))
+                                    for name in ("r_close", "l_close"))
         self.step_dt = float(env.model.opt.timestep * env.frame_skip)
         self.time = 0.0  # simulated seconds since the rig was made; never goes back (a reset does not rewind it)
         space = env._random_reset_space
@@ -107,6 +118,7 @@ class MetaWorldEnv:
         self.mocap_high = np.asarray(env.mocap_high, dtype=np.float64)
         self.target = np.zeros(3)
         self.gripper_command = 1.0
+        self._gripper_told_at = -1.0  # simulated time the gripper's command last changed
         self.obs: np.ndarray | None = None
         self.succeeded = False
         self.variation: np.ndarray | None = None
@@ -156,7 +168,7 @@ class MetaWorldEnv:
             # where the mocap sits, from the hand, with the hand at rest (the weld's offset, and its sag under
             # gravity): a stop puts it back there, so the hand halts where it is
             self._rest_lead = np.asarray(self.data.mocap_pos[0], dtype=np.float64) - obs[:3]
-            self.gripper_command = 1.0
+            self.gripper_command, self._gripper_told_at = 1.0, -1.0
             self._set_lighting(lighting)
             self.scene_version += 1
             self._start = (self._snapshot(), obs.copy())  # the scene as reset: went_wrong's reference
@@ -213,16 +225,41 @@ class MetaWorldEnv:
         in [0, 1] (1 open)."""
         with self.lock:
             self.target = np.clip(np.asarray(position, dtype=np.float64), self.mocap_low, self.mocap_high)
-            self.gripper_command = float(np.clip(gripper, 0.0, 1.0))
+            command = float(np.clip(gripper, 0.0, 1.0))
+            if command != self.gripper_command:
+                self._gripper_told_at = self.time
+            self.gripper_command = command
 
-    def hold(self) -> None:
-        """Stop: the target becomes where the hand is now, and the mocap is drawn back to where it sits with the
-        hand at rest there (left where it led the hand, by up to MAX_MOCAP_LEAD_M, it would pull the hand on:
-        2-3 cm after a stop measured on door-open); the gripper keeps its command."""
+    def hold(self) -> float | None:
+        """Stop: the arm's joints are braked, the target becomes where the hand is now, and the mocap is drawn
+        back to where it sits with the hand at rest there (left where it led the hand, by up to MAX_MOCAP_LEAD_M,
+        it would pull the hand on: 2-3 cm after a stop measured on door-open).
+
+        Fingers at rest, or with something between both pads, keep the gripper's command (a grip on the peg or
+        the puck keeps squeezing it, even one the close has only just made); fingers closing or opening, or told
+        to within FINGER_REACTION_S (not moving yet), are stopped where they are:
+        braked, and given targets at (or, for one finger, just past) their present positions. Meta-World's two
+        finger actuators are position servos driven by one number, one finger to +a and the other to -a, with a
+        gain high enough that the command is in effect a squeeze force. Returns that command when the fingers were frozen, else None."""
         with self.lock:
             self.target = self.hand_position()
             if self._rest_lead is not None:
                 self.data.mocap_pos[0] = self.target + self._rest_lead
+            self.data.qvel[self._arm_dofs] = 0.0  # braked, as the simulated Panda's joints are at a stop
+            right, left = self._finger_joints
+            speed = max(abs(float(self.data.qvel[right[1]])), abs(float(self.data.qvel[left[1]])))
+            just_told = self.time - self._gripper_told_at < FINGER_REACTION_S  # a motion about to begin
+            if (speed <= FINGERS_AT_REST_M_S and not just_told) or self._gripped_bodies():
+                return None
+            # one number drives both fingers (+a and -a): the one that holds the finger further along the motion
+            # where it is, and leaves the other a slight push the same way (never back: a close frozen on an
+            # object does not let it go)
+            r, l = float(self.data.qpos[right[0]]), -float(self.data.qpos[left[0]])
+            squeeze = max(r, l) if self.gripper_command < 0.5 else min(r, l)
+            self.gripper_command = float(np.clip(0.5 * (1.0 - squeeze), 0.0, 1.0))
+            # and braked, as the arm's joints are: left with their speed, the heavy fingers would coast on 1-2 cm
+            self.data.qvel[[right[1], left[1]]] = 0.0
+            return self.gripper_command
 
     def action(self) -> np.ndarray:
         """Meta-World's action for the next step toward the current target."""
@@ -412,21 +449,36 @@ class MetaWorldEnv:
     def held(self, position) -> bool:
         """Whether the object observed at ``position`` is held between the fingers: both finger pads touch the
         body whose geometry lies nearest that point (Meta-World observes an object by a point on it: the peg's
-        head, the puck's centre)."""
-        import mujoco
-
+        head, the puck's centre). Geometry nothing can touch (the mocap's marker, which rides with the hand) is
+        not a candidate."""
         with self.lock:
             model, data = self.model, self.data
-            pads = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, n) for n in PAD_GEOMS]
-            if min(pads) < 0:
-                return False
             roots = model.body_rootid[model.geom_bodyid]
+            pads = self._pad_geoms()
+            if pads is None:
+                return False
             arm = {int(roots[g]) for g in pads}
-            candidates = [g for g in range(model.ngeom) if int(roots[g]) not in arm and int(roots[g]) != 0]
+            candidates = [g for g in range(model.ngeom) if int(roots[g]) not in arm and int(roots[g]) != 0
+                          and (model.geom_contype[g] or model.geom_conaffinity[g])]  # not a drawn-only marker
             if not candidates:
                 return False
             nearest = min(candidates, key=lambda g: float(np.linalg.norm(data.geom_xpos[g] - np.asarray(position))))
-            body = int(roots[nearest])
+            return int(roots[nearest]) in self._gripped_bodies()
+
+    def _pad_geoms(self) -> list[int] | None:
+        import mujoco
+
+        pads = [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, n) for n in PAD_GEOMS]
+        return None if min(pads) < 0 else pads
+
+    def _gripped_bodies(self) -> set[int]:
+        """The (top) bodies both finger pads touch now: what the fingers hold between them."""
+        with self.lock:
+            model, data = self.model, self.data
+            pads = self._pad_geoms()
+            if pads is None:
+                return set()
+            roots = model.body_rootid[model.geom_bodyid]
             touched = [set(), set()]
             for k in range(data.ncon):
                 c = data.contact[k]
@@ -434,7 +486,7 @@ class MetaWorldEnv:
                     if pad in (c.geom1, c.geom2):
                         other = c.geom2 if c.geom1 == pad else c.geom1
                         touched[side].add(int(roots[other]))
-            return body in touched[0] and body in touched[1]
+            return (touched[0] & touched[1]) - {int(roots[pads[0]]), int(roots[pads[1]]), 0}
 
     def touching(self) -> list[str]:
         """The things on the table that touch one another now, in words ("peg touches box"): contacts between

@@ -54,6 +54,6 @@ class SimArm(Arm):
             self._wait(0.05)
             waited += 0.05
 
-    def stop(self) -> None:
+    def stop(self) -> float | None:
         self._require()
-        self._world.hold_current()
+        return self._world.hold_current()

@@ -27,6 +27,12 @@ PANDA_HAND_LINK = 8
 PANDA_GRASP_LINK = 11  # panda_grasptarget: between the fingertips
 PANDA_FINGER_LINKS = (9, 10)
 FINGER_MAX_OPENING = 0.04  # metres per finger
+#: A finger slower than this is at rest (closed on something, closed, or open): a stop keeps its target. A close
+#: starts near 1 m/s and slows as the fingers near their target (below this speed they are within 1 mm of it);
+#: fingers settled on the mug move at under 0.002 m/s.
+FINGERS_AT_REST_M_S = 0.02
+#: Fingers told a new opening this recently count as moving whatever their speed (they have not picked it up yet).
+FINGER_REACTION_S = 0.02
 #: A comfortable elbow-up configuration with the gripper pointing down.
 PANDA_REST_JOINTS = (0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785)
 
@@ -85,6 +91,7 @@ class SimWorld:
         self.base_world = np.asarray(self.config.robot_base_world, dtype=np.float64)
         self.lighting = Lighting()
         self.time = 0.0  # simulated seconds since the world was created (never goes back)
+        self._finger_target, self._finger_target_since = FINGER_MAX_OPENING, -1.0  # the fingers' target, and since
         self.scene_count = 0  # scenes set up so far (each reset adds one)
         self._physics_dt = 1.0 / self.config.physics_hz
         self._client = pb.connect(pb.DIRECT)
@@ -149,6 +156,7 @@ class SimWorld:
                 self._call(pb.resetJointState, self.robot, j, FINGER_MAX_OPENING)
                 self._call(pb.setJointMotorControl2, self.robot, j, pb.POSITION_CONTROL,
                            targetPosition=FINGER_MAX_OPENING, force=self.config.finger_force)
+            self._finger_target, self._finger_target_since = FINGER_MAX_OPENING, -1.0
             self._place(self.mug, x, y, yaw, z=0.0)
             for model, scale, (dx, dy, dyaw) in distractors:
                 body = self._call(pb.loadURDF, model, globalScaling=scale)
@@ -237,15 +245,34 @@ class SimWorld:
                        positionGains=[0.1] * 7, velocityGains=[1.0] * 7)
             self._call(pb.setJointMotorControlArray, self.robot, list(PANDA_FINGER_JOINTS), pb.POSITION_CONTROL,
                        targetPositions=[finger_opening] * 2, forces=[self.config.finger_force] * 2)
+            if finger_opening != self._finger_target:
+                self._finger_target, self._finger_target_since = finger_opening, self.time
 
-    def hold_current(self) -> None:
-        """Hold the arm where it is now (the sim's stop)."""
+    def hold_current(self) -> float | None:
+        """Hold the arm where it is now (the sim's stop), and the fingers where they are if they are moving.
+
+        Fingers at rest, or with something between both, keep their target (a grip closed on the mug keeps
+        squeezing it, even one the close has only just made); fingers closing or opening, or told to within
+        FINGER_REACTION_S (not moving yet), get their present position as the target and are braked, so the motion under way, or about to begin, ends here. Returns that
+        opening in [0, 1] when the fingers were frozen, else None."""
         with self.lock:  # read and command under one hold: a reset in between would be undone
             q = self.joint_positions()
             self._call(pb.setJointMotorControlArray, self.robot, list(PANDA_ARM_JOINTS), pb.POSITION_CONTROL,
                        targetPositions=q[:7].tolist(), forces=self.joint_max_force.tolist())
             for j in PANDA_ARM_JOINTS:
                 self._call(pb.resetJointState, self.robot, j, float(q[j]), 0.0)
+            fingers = self._call(pb.getJointStates, self.robot, list(PANDA_FINGER_JOINTS))
+            just_told = self.time - self._finger_target_since < FINGER_REACTION_S  # a motion about to begin
+            gripping = any(all(self.fingers_touching(body)) for body in [self.mug, *self._distractors])
+            if (max(abs(f[1]) for f in fingers) <= FINGERS_AT_REST_M_S and not just_told) or gripping:
+                return None
+            held = [float(f[0]) for f in fingers]
+            self._call(pb.setJointMotorControlArray, self.robot, list(PANDA_FINGER_JOINTS), pb.POSITION_CONTROL,
+                       targetPositions=held, forces=[self.config.finger_force] * 2)
+            for j, position in zip(PANDA_FINGER_JOINTS, held):  # braked, as the arm's joints are
+                self._call(pb.resetJointState, self.robot, j, position, 0.0)
+            self._finger_target, self._finger_target_since = float(np.mean(held)), -1.0
+            return float(np.clip(np.mean(held) / FINGER_MAX_OPENING, 0.0, 1.0))
 
     # -- snapshots (rendering in another process) ----------------------------
     def snapshot(self) -> "WorldSnapshot":
