@@ -45,10 +45,10 @@ class LoggingArm(KinematicArm):
         self._note("send")
         return super().send_action(action)
 
-    def stop(self) -> None:
+    def stop(self) -> float | None:
         self._stops += 1
         self._note("stop")
-        super().stop()
+        return super().stop()
 
     def home(self) -> None:
         self._note("home")
