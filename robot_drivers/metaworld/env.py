@@ -47,12 +47,12 @@ START_JITTER_M = 0.003
 #: A run disturbed an object when it moved it more than this (m) or turned it more than this (degrees): the
 #: verdict on scenes the expert itself cannot finish (``disturbed``).
 DISTURBED_M, DISTURBED_DEG = 0.01, 15.0
-#: The gripper's finger pads (Meta-World's Sawyer): an object both touch is held between the fingers.
 #: A finger slower than this is at rest (closed on something, closed, or open): a stop keeps the gripper's command.
 #: A close moves the fingers at 0.1-0.2 m/s for about five control ticks; settled on the peg they jitter below 0.01.
 FINGERS_AT_REST_M_S = 0.03
 #: A gripper told a new command this recently counts as moving whatever its fingers' speed (not picked up yet).
 FINGER_REACTION_S = 0.02
+#: The gripper's finger pads (Meta-World's Sawyer): an object both touch is held between the fingers.
 PAD_GEOMS = ("leftpad_geom", "rightpad_geom")
 
 
@@ -237,10 +237,10 @@ class MetaWorldEnv:
 
         Fingers at rest, or with something between both pads, keep the gripper's command (a grip on the peg or
         the puck keeps squeezing it, even one the close has only just made); fingers closing or opening, or told
-        to within FINGER_REACTION_S (not moving yet), are stopped where they are:
-        braked, and given targets at (or, for one finger, just past) their present positions. Meta-World's two
-        finger actuators are position servos driven by one number, one finger to +a and the other to -a, with a
-        gain high enough that the command is in effect a squeeze force. Returns that command when the fingers were frozen, else None."""
+        to within FINGER_REACTION_S (not moving yet), are stopped where they are: braked, and given targets at
+        (or, for one finger, just past) their present positions. Meta-World's two finger actuators are position
+        servos driven by one number, one finger to +a and the other to -a, with a gain high enough that the
+        command is in effect a squeeze force. Returns that command when the fingers were frozen, else None."""
         with self.lock:
             self.target = self.hand_position()
             if self._rest_lead is not None:

@@ -253,8 +253,9 @@ class SimWorld:
 
         Fingers at rest, or with something between both, keep their target (a grip closed on the mug keeps
         squeezing it, even one the close has only just made); fingers closing or opening, or told to within
-        FINGER_REACTION_S (not moving yet), get their present position as the target and are braked, so the motion under way, or about to begin, ends here. Returns that
-        opening in [0, 1] when the fingers were frozen, else None."""
+        FINGER_REACTION_S (not moving yet), get their present position as the target and are braked, so the
+        motion under way, or about to begin, ends here. Returns that opening in [0, 1] when the fingers were
+        frozen, else None."""
         with self.lock:  # read and command under one hold: a reset in between would be undone
             q = self.joint_positions()
             self._call(pb.setJointMotorControlArray, self.robot, list(PANDA_ARM_JOINTS), pb.POSITION_CONTROL,
